@@ -1,0 +1,273 @@
+"""Configuration: one TOML file, validated by pydantic models, with environment overrides.
+
+Every component reads its own section (``[ca]``, ``[ra]``, ``[est]``, ``[capf]``...).  A bad file
+gets one clear message naming the key and what is wrong (``ConfigError``).  Secrets are
+``SecretStr`` so they never print, and may come from the environment instead of the file:
+``ONLINECA_<SECTION>_<KEY>`` overrides ``[section] key`` (e.g. ``ONLINECA_RA_CA_PASSWORD``).
+This module reads files and the environment; it never writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from onlineca.errors import ConfigError
+
+ENV_PREFIX = "ONLINECA_"
+DEFAULT_DATA_DIR = "./onlineca-data"
+
+KeyType = Literal["rsa", "ec"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoggingConfig(_Section):
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DatabaseConfig(_Section):
+    # Empty means SQLite in the data dir: sqlite:///<data_dir>/onlineca.db
+    url: SecretStr = SecretStr("")
+    echo: bool = False
+
+
+class TemplateConfig(_Section):
+    """A certificate template, as an AD CS administrator defines one."""
+
+    name: str
+    display_name: str = ""
+    validity_days: int = Field(default=365, ge=1, le=36500)
+    key_usage: list[
+        Literal[
+            "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+            "key_agreement",
+        ]
+    ] = ["digital_signature", "key_encipherment"]
+    extended_key_usage: list[str] = ["client_auth", "server_auth"]
+    allowed_key_types: list[KeyType] = ["rsa", "ec"]
+    min_rsa_bits: int = Field(default=2048, ge=512, le=16384)
+    min_ec_bits: int = Field(default=256, ge=256, le=521)
+    subject_from_request: bool = True
+    manager_approval: bool = False
+    # Users (as in the users file) allowed to enroll; "*" means every authenticated user.
+    enroll: list[str] = ["*"]
+
+
+def _default_templates() -> list[TemplateConfig]:
+    return [
+        TemplateConfig(name="CiscoRA", display_name="Cisco RA", validity_days=365),
+        TemplateConfig(name="WebServer", display_name="Web Server", validity_days=730,
+                       extended_key_usage=["server_auth"]),
+    ]
+
+
+class CAConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=1, le=65535)
+    # Web server certificate; empty = the CA makes and uses its own, issued by its intermediate.
+    tls_cert: str = ""
+    tls_key: str = ""
+    key_type: KeyType = "rsa"
+    key_size: int = Field(default=2048, ge=1024, le=4096)
+    ec_curve: Literal["P-256", "P-384", "P-521"] = "P-256"
+    root_name: str = "CN=onlineca Lab Root CA,O=onlineca"
+    issuing_name: str = "CN=onlineca Lab Issuing CA,O=onlineca"
+    root_validity_days: int = Field(default=3650, ge=1)
+    issuing_validity_days: int = Field(default=1825, ge=1)
+    web_names: list[str] = ["localhost", "127.0.0.1"]
+    # Users file: one "user:scrypt$..." line each (see onlineca ca users add).
+    users_file: str = ""
+    domain: str = "ONLINECA"
+    basic_auth: bool = True
+    ntlm_auth: bool = False
+    max_request_bytes: int = Field(default=65536, ge=1024)
+    templates: list[TemplateConfig] = Field(default_factory=_default_templates)
+
+
+class RAConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8084, ge=1, le=65535)
+    tls_cert: str = ""
+    tls_key: str = ""
+    connector: Literal["certsrv", "local"] = "certsrv"
+    ca_url: str = "https://127.0.0.1:8443/certsrv"
+    ca_auth: Literal["basic", "ntlm", "cert"] = "basic"
+    ca_user: str = "ciscora"
+    ca_password: SecretStr = SecretStr("")
+    ca_client_cert: str = ""
+    ca_client_key: str = ""
+    template: str = "CiscoRA"
+    trust_store: str = ""
+    connect_timeout: float = Field(default=10.0, gt=0)
+    login_timeout: float = Field(default=10.0, gt=0)
+    enroll_timeout: float = Field(default=10.0, gt=0)
+    client_auth: Literal["users", "certificate", "passthrough"] = "passthrough"
+    # Local connector: the issuing key and certificate to sign with.
+    local_key: str = ""
+    local_cert: str = ""
+
+
+class ESTConfig(_Section):
+    """The EST server's own settings (used by the RA and by a standalone EST server)."""
+
+    serverkeygen: bool = True
+    pop_tls_unique: bool = False
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    request_timeout: float = Field(default=30.0, gt=0)
+    retry_after: int = Field(default=60, ge=1)
+    users_file: str = ""
+    client_trust_store: str = ""
+    labels: list[str] = []
+
+
+class CAPFConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=3804, ge=1, le=65535)
+    ra_url: str = "https://127.0.0.1:8084/.well-known/est"
+    ra_user: str = "ciscora"
+    ra_password: SecretStr = SecretStr("")
+    ra_trust_store: str = ""
+    max_concurrent_enrollments: int = Field(default=16, ge=1)
+    operation_deadline_days: int = Field(default=10, ge=1)
+    lsc_validity_days: int = Field(default=365, ge=1, le=1825)
+
+
+class Config(_Section):
+    data_dir: str = ""
+    log_dir: str = ""
+    logging: LoggingConfig = LoggingConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    ca: CAConfig = CAConfig()
+    ra: RAConfig = RAConfig()
+    est: ESTConfig = ESTConfig()
+    capf: CAPFConfig = CAPFConfig()
+
+    @field_validator("data_dir", "log_dir")
+    @classmethod
+    def _no_nul(cls, v: str) -> str:
+        if "\x00" in v:
+            raise ValueError("must not contain a NUL byte")
+        return v
+
+    # Resolved paths: the data dir from the file, $ONLINECA_DATA_DIR, or ./onlineca-data.
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir or os.environ.get("ONLINECA_DATA_DIR") or DEFAULT_DATA_DIR)
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.log_dir) if self.log_dir else self.data_path / "logs"
+
+    @property
+    def database_url(self) -> str:
+        url = self.database.url.get_secret_value()
+        return url or f"sqlite:///{self.data_path / 'onlineca.db'}"
+
+
+def _env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """Apply ONLINECA_<SECTION>_<KEY> variables to scalar keys of each section."""
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for section_name, field in Config.model_fields.items():
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            var = ENV_PREFIX + section_name.upper()
+            if var in environ and section_name in ("data_dir", "log_dir"):
+                merged[section_name] = environ[var]
+            continue
+        for key in annotation.model_fields:
+            var = f"{ENV_PREFIX}{section_name.upper()}_{key.upper()}"
+            if var in environ:
+                merged.setdefault(section_name, {})
+                if not isinstance(merged[section_name], dict):
+                    continue
+                merged[section_name][key] = environ[var]
+    return merged
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg']}" + (
+        f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict)
+        and "password" not in where else ""
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    """Read and validate a configuration file; ``None`` gives the embedded defaults."""
+    environ = dict(os.environ) if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: cannot read: {exc}") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        return Config.model_validate(_env_overrides(raw, environ))
+    except ValidationError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{_describe(exc)}") from None
+
+
+EXAMPLE = """\
+# onlineca configuration. Every key is optional; these are the defaults.
+# Secrets may come from the environment instead: ONLINECA_<SECTION>_<KEY>,
+# e.g. ONLINECA_RA_CA_PASSWORD, ONLINECA_CAPF_RA_PASSWORD, ONLINECA_DATABASE_URL.
+data_dir = "./onlineca-data"
+
+[logging]
+format = "text"        # or "json"
+level = "info"
+
+[database]
+# url = "postgresql+psycopg://onlineca@localhost/onlineca"   (default: SQLite in data_dir)
+
+[ca]
+host = "127.0.0.1"
+port = 8443
+key_type = "rsa"       # or "ec"
+key_size = 2048
+root_name = "CN=onlineca Lab Root CA,O=onlineca"
+issuing_name = "CN=onlineca Lab Issuing CA,O=onlineca"
+
+[[ca.templates]]
+name = "CiscoRA"
+validity_days = 365
+key_usage = ["digital_signature", "key_encipherment"]
+extended_key_usage = ["client_auth", "server_auth"]
+manager_approval = false
+enroll = ["*"]
+
+[ra]
+port = 8084
+connector = "certsrv"  # or "local"
+ca_url = "https://127.0.0.1:8443/certsrv"
+ca_user = "ciscora"
+template = "CiscoRA"
+connect_timeout = 10.0
+login_timeout = 10.0
+enroll_timeout = 10.0
+
+[est]
+serverkeygen = true
+
+[capf]
+port = 3804
+ra_url = "https://127.0.0.1:8084/.well-known/est"
+"""

@@ -1,0 +1,131 @@
+"""Private and public keys: generate, describe, load and store (files 0600, written atomically)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from onlineca.errors import ParseError, PKIError
+
+PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
+PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey]
+
+RSA_SIZES = (512, 1024, 2048, 3072, 4096)
+EC_CURVES: dict[int, ec.EllipticCurve] = {256: ec.SECP256R1(), 384: ec.SECP384R1(), 521: ec.SECP521R1()}
+CURVE_NAMES = {"P-256": 256, "P-384": 384, "P-521": 521,
+               "secp256r1": 256, "secp384r1": 384, "secp521r1": 521, "prime256v1": 256}
+
+
+def generate_key(key_type: str = "rsa", size: int | str = 2048) -> PrivateKey:
+    """A new RSA (1024-4096 bits; 512 only for legacy device tests) or EC (P-256/384/521) key."""
+    if key_type == "rsa":
+        bits = int(size)
+        if bits not in RSA_SIZES:
+            raise PKIError(f"RSA key size {bits} is not supported", code="KEY_SIZE",
+                           hint=f"Use one of {', '.join(map(str, RSA_SIZES))}.")
+        return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    if key_type == "ec":
+        bits = CURVE_NAMES.get(size, 0) if isinstance(size, str) else int(size)
+        if bits not in EC_CURVES:
+            raise PKIError(f"EC curve {size} is not supported", code="KEY_SIZE",
+                           hint="Use P-256, P-384 or P-521.")
+        return ec.generate_private_key(EC_CURVES[bits])
+    raise PKIError(f"key type {key_type!r} is not supported", code="KEY_TYPE", hint="Use 'rsa' or 'ec'.")
+
+
+def key_spec(key: PrivateKey | PublicKey) -> tuple[str, int]:
+    """("rsa", bits) or ("ec", bits) of a private or public key."""
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return "rsa", key.key_size
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return "ec", key.curve.key_size
+    raise PKIError(f"unsupported key algorithm {type(key).__name__}", code="KEY_TYPE")
+
+
+def private_key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def private_key_der(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def public_key_der(key: PrivateKey | PublicKey) -> bytes:
+    """SubjectPublicKeyInfo DER."""
+    pub = key.public_key() if hasattr(key, "private_bytes") else key
+    return pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def public_key_pem(key: PrivateKey | PublicKey) -> bytes:
+    pub = key.public_key() if hasattr(key, "private_bytes") else key
+    return pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
+    """A PEM or DER private key (PKCS#8, PKCS#1 or SEC1)."""
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_private_key(data, password=password)
+        else:
+            key = serialization.load_der_private_key(data, password=password)
+    except (ValueError, TypeError) as exc:
+        raise ParseError(f"not a usable private key: {exc}") from None
+    except Exception as exc:  # cryptography raises UnsupportedAlgorithm and friends
+        raise ParseError(f"not a usable private key: {exc}") from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise ParseError(f"unsupported private key algorithm {type(key).__name__}")
+    return key
+
+
+def load_public_key(data: bytes) -> PublicKey:
+    """A PEM or DER SubjectPublicKeyInfo (RSA or EC)."""
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_public_key(data)
+        else:
+            key = serialization.load_der_public_key(data)
+    except Exception as exc:
+        raise ParseError(f"not a public key: {exc}") from None
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise ParseError(f"unsupported public key algorithm {type(key).__name__}")
+    return key
+
+
+def write_secret_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600, atomically (never briefly world-readable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_private_key(path: str | os.PathLike[str], key: PrivateKey) -> None:
+    write_secret_file(path, private_key_pem(key))
+
+
+def read_private_key(path: str | os.PathLike[str]) -> PrivateKey:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PKIError(f"cannot read private key {path}: {exc.strerror}",
+                       hint="Check the path and that this user may read it.") from None
+    return load_private_key(data)

@@ -1,0 +1,63 @@
+"""PKCS#7 (CMS SignedData) certs-only structures: encode and decode, DER, PEM or bare base64.
+
+EST (RFC 7030) answers ``cacerts`` and ``simpleenroll`` with certs-only PKCS#7 in base64; AD CS
+serves ``certnew.p7b`` as DER or wrapped in CERTIFICATE markers.  Decoding is tolerant of all.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from onlineca.errors import ParseError
+from onlineca.pki.certs import _b64_body
+
+MAX_PKCS7_BYTES = 4 * 1024 * 1024
+
+
+def pkcs7_der(certs: Sequence[x509.Certificate]) -> bytes:
+    if not certs:
+        raise ValueError("a certs-only PKCS#7 needs at least one certificate")
+    return pkcs7.serialize_certificates(list(certs), serialization.Encoding.DER)
+
+
+def pkcs7_b64(certs: Sequence[x509.Certificate], line_length: int = 64) -> bytes:
+    """Base64 of the DER, in lines (as EST servers send it), ending with a newline."""
+    raw = base64.b64encode(pkcs7_der(certs))
+    if not line_length:
+        return raw
+    return b"\n".join(raw[i:i + line_length] for i in range(0, len(raw), line_length)) + b"\n"
+
+
+def pkcs7_pem(certs: Sequence[x509.Certificate]) -> bytes:
+    return pkcs7.serialize_certificates(list(certs), serialization.Encoding.PEM)
+
+
+def parse_pkcs7(data: bytes) -> list[x509.Certificate]:
+    """The certificates of a certs-only PKCS#7 given as DER, PEM (PKCS7 or CERTIFICATE markers) or base64."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise ParseError("PKCS#7 data must be bytes")
+    data = bytes(data)
+    if len(data) > MAX_PKCS7_BYTES:
+        raise ParseError(f"PKCS#7 too large ({len(data)} bytes)")
+    if data[:1] == b"\x30":
+        der = data
+    else:
+        body = data
+        if b"-----" in data:
+            lines = [ln for ln in data.splitlines() if not ln.strip().startswith(b"-----")]
+            body = b"".join(lines)
+        der = _b64_body(body)
+        if der is None:
+            raise ParseError("PKCS#7 data is neither DER nor valid base64")
+    try:
+        certs = pkcs7.load_der_pkcs7_certificates(der)
+    except Exception as exc:
+        raise ParseError(f"not a certs-only PKCS#7: {exc}") from None
+    if not certs:
+        raise ParseError("the PKCS#7 holds no certificate")
+    return list(certs)

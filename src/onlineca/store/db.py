@@ -1,0 +1,83 @@
+"""Engine and sessions.  ``Database(url)`` works for ``sqlite:///path`` and ``postgresql+psycopg://``.
+
+SQLite runs in WAL mode with a busy timeout so that the CA's web workers and the CLI can share
+one file; PostgreSQL gets a small pool with pre-ping.  ``migrate()`` brings the schema to the
+newest Alembic revision (idempotent), which every server calls at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from onlineca.errors import StoreError
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Database:
+    def __init__(self, url: str, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except Exception as exc:  # bad URL, missing driver
+            raise StoreError(f"cannot open database {self.safe_url}: {exc}",
+                             hint="Check [database] url and that its driver is installed.") from None
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for logs and messages."""
+        try:
+            from sqlalchemy.engine import make_url
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            return "<database url>"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: commits on success, rolls back on any exception."""
+        s = self._sessions()
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def create_all(self) -> None:
+        """Create the tables directly (tests); servers use ``migrate()``."""
+        from onlineca.store.models import Base
+        Base.metadata.create_all(self.engine)
+
+    def migrate(self) -> None:
+        from onlineca.store.migrate import upgrade
+        upgrade(self)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

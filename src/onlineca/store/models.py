@@ -1,0 +1,48 @@
+"""Tables.  Every state change that matters is committed here before it is acknowledged.
+
+Schema changes go through Alembic (``store/migrations``); never edit a released migration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import DateTime, Index, Integer, LargeBinary, String, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class CARequest(Base):
+    """A request made to our /certsrv CA: its ReqID, who asked, the template and the disposition.
+
+    ``disposition`` is one of ``issued``, ``pending``, ``denied``, ``failed`` (AD CS's words:
+    Issued, Taken Under Submission, Denied, Error).
+    """
+
+    __tablename__ = "ca_request"
+
+    req_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    requester: Mapped[str] = mapped_column(String(256))
+    template: Mapped[str] = mapped_column(String(256), default="")
+    csr_der: Mapped[bytes] = mapped_column(LargeBinary)
+    attributes: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(String(1024), default="")
+    disposition: Mapped[str] = mapped_column(String(16), index=True)
+    disposition_message: Mapped[str] = mapped_column(Text, default="")
+    hresult: Mapped[int] = mapped_column(Integer, default=0)
+    serial: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    cert_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    not_after: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    submitted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                      server_default=func.now())
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resolved_by: Mapped[str] = mapped_column(String(256), default="")
+
+    __table_args__ = (Index("ix_ca_request_requester", "requester"),)
