@@ -1,0 +1,345 @@
+"""An async AD CS web-enrollment (``/certsrv``) client on aiohttp: login, templates, enrollment,
+pending requests, the CA certificate and chain.
+
+It keeps one authenticated keep-alive connection pool per CA, sends Basic credentials
+pre-emptively (or authenticates with a TLS client certificate), so an enrollment costs two
+requests to the CA after login: the certfnsh.asp POST and the certnew.cer GET.  Each phase has
+its own timeout (connect, login, enroll).  Every failure is raised as a ``CertsrvFailure`` with a
+stable code, a hint and curl's wording of the same cause; nothing else escapes.  Page parsing
+lives in ``protocol`` (no I/O there); this module never logs and never prints a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import ssl
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+from cryptography import x509
+
+from onlineca import pki
+from onlineca.certsrv import protocol as p
+from onlineca.errors import ConfigError, ParseError
+
+if TYPE_CHECKING:
+    from onlineca.config import RAConfig
+
+Phase = Literal["login", "enroll"]
+AuthKind = Literal["basic", "ntlm", "cert"]
+TrustSource = str | os.PathLike[str] | pki.TrustStore | Sequence[x509.Certificate] | None
+
+
+def make_ssl_context(trust: TrustSource = None, client_cert: str | os.PathLike[str] | None = None,
+                     client_key: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """A TLS 1.2+ client context that verifies the CA's web certificate and its host name."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if trust is not None:
+        if isinstance(trust, (str, os.PathLike)):
+            try:
+                store = pki.TrustStore.from_paths(trust)
+            except (OSError, ParseError) as exc:
+                raise ConfigError(f"trust store {os.fspath(trust)}: {exc}") from None
+        elif isinstance(trust, pki.TrustStore):
+            store = trust
+        else:
+            store = pki.TrustStore(list(trust))
+        # Only the configured anchors: the system store must not make an unexpected CA trusted.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if len(store):
+            ctx.load_verify_locations(cadata=pki.certs_pem(store.certs).decode("ascii"))
+    if client_cert:
+        try:
+            ctx.load_cert_chain(os.fspath(client_cert), os.fspath(client_key) if client_key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"client certificate {os.fspath(client_cert)}: {exc}") from None
+    return ctx
+
+
+class CertsrvClient:
+    """One CA's /certsrv pages, as one user.  Use ``async with`` (or ``close()``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth: AuthKind = "basic",
+        username: str = "",
+        password: str = "",
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        trust: TrustSource = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+        login_timeout: float = 10.0,
+        enroll_timeout: float = 10.0,
+        user_agent: str = p.BROWSER_USER_AGENT,
+    ) -> None:
+        try:
+            self.base = p.certsrv_base(url)
+        except ParseError as exc:
+            raise ConfigError(f"ca_url: {exc.message}", hint=exc.hint) from None
+        parts = urlsplit(self.base)
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        if auth == "ntlm":
+            raise ConfigError("ca_auth = 'ntlm' is not implemented by the certsrv client yet",
+                              hint="Enable Basic authentication on the CA's /certsrv and set ca_auth = 'basic', "
+                                   "or use a client certificate (ca_auth = 'cert').")
+        if auth == "basic" and not username:
+            raise ConfigError("ca_user is empty", hint="Set ca_user (and ca_password) for Basic authentication.")
+        if auth == "cert" and not client_cert:
+            raise ConfigError("ca_auth = 'cert' needs ca_client_cert (and ca_client_key)")
+        for name, value in (("connect_timeout", connect_timeout), ("login_timeout", login_timeout),
+                            ("enroll_timeout", enroll_timeout)):
+            if not value > 0:
+                raise ConfigError(f"{name} must be more than 0 seconds (got {value!r})")
+        self.auth = auth
+        self.username = username
+        self._authorization = ("Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+                               if auth == "basic" else None)
+        if parts.scheme == "https":
+            self._ssl: ssl.SSLContext | bool = ssl_context or make_ssl_context(
+                trust, client_cert if auth == "cert" else None, client_key if auth == "cert" else None)
+        else:
+            self._ssl = False
+        self.connect_timeout = connect_timeout
+        self.timeouts: dict[Phase, float] = {"login": login_timeout, "enroll": enroll_timeout}
+        self.user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+        self.logged_in = False
+        self.requests_sent = 0
+        self.last_url = ""
+        self.last_latency = 0.0
+
+    @classmethod
+    def from_config(cls, ra: RAConfig, trust: TrustSource = None) -> CertsrvClient:
+        """A client for the ``[ra]`` section's CA settings."""
+        return cls(ra.ca_url, auth=ra.ca_auth, username=ra.ca_user, password=ra.ca_password.get_secret_value(),
+                   client_cert=ra.ca_client_cert or None, client_key=ra.ca_client_key or None,
+                   trust=trust if trust is not None else (ra.trust_store or None),
+                   connect_timeout=ra.connect_timeout, login_timeout=ra.login_timeout,
+                   enroll_timeout=ra.enroll_timeout)
+
+    def __repr__(self) -> str:  # never shows the password
+        return f"CertsrvClient({self.base!r}, auth={self.auth!r}, user={self.username!r})"
+
+    async def __aenter__(self) -> CertsrvClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self.logged_in = False
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, keepalive_timeout=60, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False,  # no proxy or CA-bundle override from the env
+                headers={"User-Agent": self.user_agent, "Accept": "*/*"},
+                cookie_jar=aiohttp.CookieJar(unsafe=True),  # ASP session cookies from IP-address hosts too
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout))
+        return self._session
+
+    # -- transport ---------------------------------------------------------------------------
+
+    async def _request(self, method: str, url: str, phase: Phase, *, data: Mapping[str, str] | None = None,
+                       allow_redirects: bool = False) -> tuple[int, str, bytes]:
+        """One HTTP exchange: (status, content type, body); every failure as a CertsrvFailure."""
+        session = self._open()
+        headers = {"Authorization": self._authorization} if self._authorization else {}
+        if method == "POST":
+            headers["Referer"] = p.page_url(self.base, "certrqxt.asp")
+        timeout = self.timeouts[phase]
+        received = 0
+        started = time.monotonic()
+        self.last_url = url
+        try:
+            async with asyncio.timeout(timeout):
+                self.requests_sent += 1
+                async with session.request(method, url, data=data, headers=headers,
+                                           allow_redirects=allow_redirects) as resp:
+                    chunks = []
+                    async for chunk in resp.content.iter_chunked(65536):
+                        received += len(chunk)
+                        if received > p.MAX_PAGE_BYTES:
+                            raise p.CAPageError(f"the answer to {urlsplit(url).path} exceeds "
+                                                f"{p.MAX_PAGE_BYTES} bytes")
+                        chunks.append(chunk)
+                    self.last_latency = time.monotonic() - started
+                    return resp.status, resp.headers.get("Content-Type", ""), b"".join(chunks)
+        except p.CertsrvFailure:
+            raise
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise await self._tls_failure(exc.certificate_error) from None
+        except aiohttp.ClientConnectorDNSError:
+            raise p.dns_error(self.host) from None
+        except aiohttp.ClientSSLError as exc:
+            raise p.tls_handshake_error(self.host, _os_reason(exc)) from None
+        except aiohttp.ClientConnectorError as exc:
+            elapsed = int((time.monotonic() - started) * 1000)
+            raise p.connect_error(self.host, self.port, elapsed, _os_reason(exc)) from None
+        except aiohttp.ConnectionTimeoutError:
+            elapsed = int((time.monotonic() - started) * 1000)
+            raise p.timeout_error("connect", url, self.connect_timeout, elapsed, 0) from None
+        except TimeoutError:  # the phase's own deadline (asyncio.timeout) or a socket read timeout
+            elapsed = int((time.monotonic() - started) * 1000)
+            raise p.timeout_error(phase, url, timeout, elapsed, received) from None
+        except aiohttp.ServerDisconnectedError:
+            raise p.CAPageError(f"the CA closed the connection without answering {urlsplit(url).path}",
+                                code="CA_CONNECT", curl_code=52, curl_message="Empty reply from server") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise p.CAPageError(f"receiving {urlsplit(url).path} from the CA failed: {_os_reason(exc)}",
+                                code="CA_CONNECT", curl_code=56,
+                                curl_message=f"Failure when receiving data from the peer ({_os_reason(exc)})") from None
+
+    async def _tls_failure(self, err: ssl.SSLCertVerificationError | ssl.CertificateError) -> p.CATLSError:
+        code = getattr(err, "verify_code", None)
+        message = getattr(err, "verify_message", "") or str(err)
+        return p.tls_error(self.host, code, message, await self._peer_certificate())
+
+    async def _peer_certificate(self) -> p.PeerCertificate | None:
+        """The CA's web certificate read without verification, to name what it holds (diagnosis only:
+        no request is sent on this connection)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(self.host, self.port, ssl=ctx,
+                                                               server_hostname=self.host)
+            try:
+                der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            finally:
+                writer.close()
+            return p.PeerCertificate.from_der(der) if der else None
+        except (OSError, TimeoutError, ssl.SSLError, ParseError, AttributeError):
+            return None
+
+    async def _get_ok(self, url: str, phase: Phase = "enroll", **kw: object) -> tuple[str, bytes]:
+        status, ctype, body = await self._request("GET", url, phase, **kw)  # type: ignore[arg-type]
+        if not 200 <= status < 300:
+            raise p.http_status_error(status, url)
+        return ctype, body
+
+    async def _post_ok(self, url: str, form: Mapping[str, str]) -> str:
+        status, _ctype, body = await self._request("POST", url, "enroll", data=form)
+        if not 200 <= status < 300:
+            raise p.http_status_error(status, url)
+        return p.decode_page(body)
+
+    # -- the pages ---------------------------------------------------------------------------
+
+    async def login(self) -> None:
+        """Authenticate on /certsrv/ (CA_AUTH on 401) within the login timeout."""
+        await self._get_ok(p.login_url(self.base), "login", allow_redirects=True)
+        self.logged_in = True
+
+    async def templates(self) -> list[p.Template]:
+        """The certificate templates certrqxt.asp offers to this user."""
+        _ctype, body = await self._get_ok(p.page_url(self.base, "certrqxt.asp"))
+        return p.parse_templates(p.decode_page(body))
+
+    async def check_template(self, template: str) -> list[p.Template]:
+        """The offered templates; CA_TEMPLATE (with the nearest offered name) when ``template`` is not one."""
+        offered = await self.templates()
+        err = p.template_error(template, offered)
+        if err is not None:
+            raise err
+        return offered
+
+    async def submit(self, csr: bytes | str | x509.CertificateSigningRequest, template: str,
+                     attributes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> p.Disposition:
+        """POST a new request on certfnsh.asp: IssuedPage, Pending or Denied (one request)."""
+        if isinstance(csr, x509.CertificateSigningRequest):
+            from cryptography.hazmat.primitives.serialization import Encoding
+            csr = csr.public_bytes(Encoding.PEM)
+        try:
+            form = p.newreq_form(csr, template, attributes)
+        except (ValueError, UnicodeDecodeError) as exc:
+            # A template or attribute with a line break, or a CSR that is not PEM text: never sent.
+            raise p.CATemplateError(f"cannot build the certfnsh.asp request: {exc}") from None
+        return p.parse_certfnsh(await self._post_ok(p.page_url(self.base, "certfnsh.asp"), form))
+
+    async def enroll(self, csr: bytes | str | x509.CertificateSigningRequest, template: str,
+                     attributes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> p.FetchResult:
+        """Submit and, when issued, fetch: Issued, Pending or Denied, in at most two requests."""
+        result = await self.submit(csr, template, attributes)
+        if isinstance(result, p.IssuedPage):
+            return await self.fetch(result.req_id)
+        return result
+
+    async def fetch(self, req_id: int, enc: str = "bin") -> p.FetchResult:
+        """certnew.cer?ReqID=N: Issued, or Pending ("Taken Under Submission") or Denied."""
+        url = p.certnew_cer_url(self.base, req_id, enc)
+        ctype, body = await self._get_ok(url)
+        got = p.parse_certnew_cer(ctype, body, req_id)
+        if isinstance(got, x509.Certificate):
+            return p.Issued(req_id, got)
+        return got
+
+    async def check_pending(self, req_id: int) -> p.FetchResult:
+        """Ask about a pending request (certfnsh.asp Mode=chkpnd), fetching it once issued."""
+        page = await self._post_ok(p.page_url(self.base, "certfnsh.asp"), p.chkpnd_form(req_id))
+        result = p.parse_certfnsh(page)
+        if isinstance(result, p.IssuedPage):
+            return await self.fetch(result.req_id)
+        return result
+
+    async def pending_requests(self) -> list[int]:
+        """The request IDs certckpn.asp lists as pending for this client."""
+        _ctype, body = await self._get_ok(p.page_url(self.base, "certckpn.asp"))
+        return p.parse_certckpn(p.decode_page(body))
+
+    async def renewal_count(self) -> int:
+        """How many times the CA certificate was renewed (certcarc.asp's nRenewals)."""
+        _ctype, body = await self._get_ok(p.page_url(self.base, "certcarc.asp"))
+        return p.parse_certcarc(p.decode_page(body))
+
+    async def ca_certificate(self, renewal: int | None = None, enc: str = "bin") -> x509.Certificate:
+        """The CA certificate (certnew.cer?ReqID=CACert), of the newest renewal by default."""
+        if renewal is None:
+            renewal = await self.renewal_count()
+        url = p.certnew_cer_url(self.base, "CACert", enc, renewal)
+        ctype, body = await self._get_chain_page(url)
+        got = p.parse_certnew_cer(ctype, body)
+        if not isinstance(got, x509.Certificate):
+            raise p.CAChainError(f"cannot retrieve the CA certificate: {got.message}")
+        return got
+
+    async def ca_chain(self, renewal: int | None = 0, enc: str = "bin") -> list[x509.Certificate]:
+        """The CA chain from certnew.p7b?ReqID=CACert&Renewal=N, ordered CA certificate first
+        (``renewal=None`` asks certcarc.asp for the newest renewal first)."""
+        if renewal is None:
+            renewal = await self.renewal_count()
+        ctype, body = await self._get_chain_page(p.certnew_p7b_url(self.base, renewal, enc))
+        return p.parse_certnew_p7b(ctype, body)
+
+    async def _get_chain_page(self, url: str) -> tuple[str, bytes]:
+        status, ctype, body = await self._request("GET", url, "enroll")
+        if status in (401, 403):
+            raise p.http_status_error(status, url)
+        if not 200 <= status < 300:
+            err = p.http_status_error(status, url)
+            raise p.CAChainError(f"cannot retrieve the CA chain: {err.message}", curl_code=err.curl_code,
+                                 curl_message=err.curl_message, details=err.details)
+        return ctype, body
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's words for a socket failure (``Connection refused``)."""
+    inner = getattr(exc, "os_error", None) or exc
+    return getattr(inner, "strerror", None) or str(inner) or type(inner).__name__
+
