@@ -80,6 +80,16 @@ def verify_csr(csr: x509.CertificateSigningRequest) -> None:
                          code="BAD_SIGNATURE")
 
 
+def csr_der(csr: x509.CertificateSigningRequest) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return csr.public_bytes(serialization.Encoding.DER)
+
+
+def csr_pem(csr: x509.CertificateSigningRequest) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
 def csr_challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:
     try:
         return csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value

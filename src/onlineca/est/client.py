@@ -1,0 +1,277 @@
+"""An async EST (RFC 7030) client for any EST server: every operation, both auth methods, retries.
+
+Thin aiohttp glue around ``est.messages``: it builds the TLS context (explicit trust anchors, or a
+bootstrap that fetches ``cacerts`` unverified and trusts them only after a human confirmed the
+fingerprint), sends the request, honours ``Retry-After`` (202, 503) with bounded retries, and
+turns every failure into an ``ESTCodedError`` carrying the libEST name and number, so a caller
+can log ``Enrollment rv = 35 (EST_ERR_SSL_READ) with pkcs7 length = 0`` as CAPF does.  It never
+disables certificate checks except in the explicit bootstrap step, and never logs a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from cryptography import x509
+
+from onlineca import __version__, pki
+from onlineca.errors import ParseError
+from onlineca.est import messages as m
+from onlineca.est.codes import ESTCodedError
+
+log = logging.getLogger("onlineca.est.client")
+
+# X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_EMAIL_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_NAME_MISMATCH_CODES = {62, 63, 64}
+
+_STATUS_CODES = {400: "EST_ERR_HTTP_BAD_REQ", 401: "EST_ERR_AUTH_FAIL", 403: "EST_ERR_AUTH_FAIL",
+                 404: "EST_ERR_HTTP_NOT_FOUND", 405: "EST_ERR_WRONG_METHOD", 413: "EST_ERR_BAD_CONTENT_LEN",
+                 415: "EST_ERR_BAD_CONTENT_TYPE", 423: "EST_ERR_HTTP_LOCKED", 501: "EST_ERR_HTTP_UNSUPPORTED",
+                 500: "EST_ERR_CA_ENROLL_FAIL", 502: "EST_ERR_CA_ENROLL_FAIL", 503: "EST_ERR_CA_ENROLL_FAIL"}
+
+
+@dataclass(frozen=True)
+class EnrollResponse:
+    """An issued certificate, the other certificates of the reply, and the raw base64 PKCS#7."""
+
+    certificate: x509.Certificate
+    certificates: list[x509.Certificate]
+    pkcs7: bytes
+
+    @property
+    def pkcs7_length(self) -> int:
+        return len(self.pkcs7)
+
+
+def client_ssl_context(*, cafile: str | os.PathLike[str] | None = None,
+                       trust_certs: Sequence[x509.Certificate] = (),
+                       cert_file: str | os.PathLike[str] | None = None,
+                       key_file: str | os.PathLike[str] | None = None,
+                       insecure: bool = False) -> ssl.SSLContext:
+    """TLS 1.2+ client context trusting exactly the given anchors (never the system store, so an
+    EST client trusts only the CA it was configured for).  An issuing CA alone may be an anchor."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        anchors = list(trust_certs) + (pki.load_cert_file(cafile) if cafile else [])
+        if not anchors:
+            raise ESTCodedError("EST_ERR_LOAD_TRUST_CERTS", "no trust anchors for the EST server",
+                                hint="Give the server's CA with --cafile, or use --insecure-bootstrap.")
+        ctx.load_verify_locations(cadata=pki.certs_pem(anchors).decode())
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if cert_file:
+        try:
+            ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ESTCodedError("EST_ERR_CLIENT_INVALID_KEY", f"cannot load the client certificate/key: {exc}",
+                                hint="Give a PEM certificate and its matching unencrypted private key.") from None
+    return ctx
+
+
+def map_transport_error(exc: BaseException, url: str) -> ESTCodedError:
+    """A connection-level failure as the libEST code a CAPF operator knows."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_err = exc.certificate_error
+        vcode = getattr(cert_err, "verify_code", None)
+        if vcode in _NAME_MISMATCH_CODES:
+            return ESTCodedError("EST_ERR_FQDN_MISMATCH", f"{url}: {getattr(cert_err, 'verify_message', cert_err)}")
+        return ESTCodedError("EST_ERR_CACERT_VERIFICATION",
+                             f"{url}: server certificate not trusted: {getattr(cert_err, 'verify_message', cert_err)}")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return ESTCodedError("EST_ERR_SSL_CONNECT", f"{url}: TLS handshake failed: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        oserr = exc.os_error
+        dns_error = getattr(aiohttp, "ClientConnectorDNSError", None)
+        if isinstance(oserr, socket.gaierror) or (dns_error is not None and isinstance(exc, dns_error)):
+            return ESTCodedError("EST_ERR_IP_GETADDR", f"{url}: cannot resolve the host name: {oserr}")
+        if isinstance(oserr, ssl.SSLError):
+            return ESTCodedError("EST_ERR_SSL_CONNECT", f"{url}: TLS handshake failed: {oserr}")
+        return ESTCodedError("EST_ERR_IP_CONNECT", f"{url}: cannot connect: {oserr.strerror or oserr}")
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return ESTCodedError("EST_ERR_SSL_READ", f"{url}: no answer within the timeout")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return ESTCodedError("EST_ERR_SSL_READ", f"{url}: the server closed the connection without an answer")
+    if isinstance(exc, aiohttp.ClientOSError):
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            return ESTCodedError("EST_ERR_SSL_READ", f"{url}: connection reset by the server")
+        return ESTCodedError("EST_ERR_SSL_READ", f"{url}: {exc}")
+    return ESTCodedError("EST_ERR_UNKNOWN", f"{url}: {type(exc).__name__}: {exc}")
+
+
+def _status_error(status: int, body: bytes, url: str, retry_after: int | None = None) -> ESTCodedError:
+    code = _STATUS_CODES.get(status, "EST_ERR_UNKNOWN")
+    text = m.error_text(body)
+    return ESTCodedError(code, f"{url}: HTTP {status}" + (f": {text}" if text else ""), http_status=status,
+                         retry_after=retry_after)
+
+
+def _pick_issued(certs: list[x509.Certificate], csr: x509.CertificateSigningRequest | None) -> x509.Certificate:
+    if csr is not None:
+        for c in certs:
+            if pki.same_public_key(c.public_key(), csr.public_key()):  # type: ignore[arg-type]
+                return c
+    return pki.order_chain(certs)[0]
+
+
+class ESTClient:
+    """``async with ESTClient(url, cafile=..., user=..., password=...) as est: await est.cacerts()``.
+
+    ``url`` is the server (``https://host:port``) or its EST base (``.../.well-known/est``);
+    ``label`` selects a CA label.  ``timeout`` bounds each request, ``connect_timeout`` the TCP/TLS
+    set-up.  A 202 or 503 with Retry-After is retried at most ``max_retries`` times, waiting the
+    server's delay capped at ``max_retry_wait`` seconds.  ``keepalive=False`` opens a new TLS
+    connection per request.
+    """
+
+    def __init__(self, url: str, *, label: str | None = None,
+                 cafile: str | os.PathLike[str] | None = None, trust_certs: Sequence[x509.Certificate] = (),
+                 user: str | None = None, password: str | None = None,
+                 cert_file: str | os.PathLike[str] | None = None, key_file: str | os.PathLike[str] | None = None,
+                 timeout: float = 30.0, connect_timeout: float = 10.0, max_retries: int = 3,
+                 max_retry_wait: float = 300.0, keepalive: bool = True, insecure: bool = False,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        base = url.rstrip("/")
+        if not base.endswith(m.WELL_KNOWN):
+            base += m.WELL_KNOWN
+        self.base = base
+        self.label = label
+        self._tls = dict(cafile=cafile, trust_certs=list(trust_certs), cert_file=cert_file,
+                         key_file=key_file, insecure=insecure)
+        self._auth_header = {"Authorization": "Basic " + base64.b64encode(
+            f"{user}:{password or ''}".encode()).decode()} if user is not None else {}
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.keepalive = keepalive
+        self._sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "ESTClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            ctx = client_ssl_context(**self._tls)  # type: ignore[arg-type]
+            connector = aiohttp.TCPConnector(ssl=ctx, force_close=not self.keepalive, limit=100)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout,
+                headers={"User-Agent": f"onlineca-est/{__version__}"})
+        return self._session
+
+    def url_for(self, operation: str) -> str:
+        return self.base + m.ESTPath(self.label, operation).url_path()[len(m.WELL_KNOWN):]
+
+    async def request(self, operation: str, method: str = "GET", body: bytes | None = None,
+                      headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP exchange, retried on 202/503 + Retry-After; (status, headers, body) on 2xx."""
+        url = self.url_for(operation)
+        session = self._get_session()
+        for attempt in range(self.max_retries + 1):
+            try:
+                async with session.request(method, url, data=body, headers={**self._auth_header, **(headers or {})},
+                                           allow_redirects=False) as resp:
+                    data = await resp.read()
+                    status, rheaders = resp.status, {k: v for k, v in resp.headers.items()}
+            except aiohttp.ClientResponseError as exc:
+                raise _status_error(exc.status, b"", url) from None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                err = map_transport_error(exc, url)
+                log.info("%s %s failed: %s", method, url, err, extra={"func": "est_client_send_request"})
+                raise err from None
+            if status in (202, 503) and "Retry-After" in rheaders:
+                try:
+                    wait = m.parse_retry_after(rheaders["Retry-After"])
+                except ParseError as exc:
+                    raise ESTCodedError(exc.code, f"{url}: {exc.message}", http_status=status) from None
+                if attempt >= self.max_retries:
+                    raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY",
+                                        f"{url}: still pending after {self.max_retries} retries "
+                                        f"(server asks to retry after {wait} s)", http_status=status,
+                                        retry_after=wait)
+                log.info("%s answered %s, Retry-After %s s", url, status, wait, extra={"func": "est_client_retry"})
+                await self._sleep(min(float(wait), self.max_retry_wait))
+                continue
+            if status == 202:
+                raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"{url}: 202 without Retry-After", http_status=202)
+            if not 200 <= status < 300:
+                raise _status_error(status, data, url)
+            return status, rheaders, data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _parse(self, fn: Callable[..., object], url: str, *args: object) -> object:
+        try:
+            return fn(*args)
+        except ParseError as exc:
+            code = exc.code if exc.code.startswith("EST_ERR_") else "EST_ERR_BAD_X509"
+            raise ESTCodedError(code, f"{url}: {exc.message}") from None
+
+    async def cacerts(self) -> list[x509.Certificate]:
+        """The CA certificates, issuing CA first (PKCS#7 is a SET: the wire order means nothing)."""
+        _, headers, body = await self.request("cacerts")
+        certs = self._parse(m.parse_certs_only, self.url_for("cacerts"), body, headers.get("Content-Type"))
+        return pki.order_chain(certs)  # type: ignore[arg-type]
+
+    async def csrattrs(self) -> m.CsrAttrs:
+        try:
+            status, headers, body = await self.request("csrattrs")
+        except ESTCodedError as exc:
+            if exc.http_status == 404:  # RFC 7030 4.5.2: 404 (like 204) means "no attributes"
+                return m.CsrAttrs()
+            raise
+        if status == 204 or not body.strip():
+            return m.CsrAttrs()
+        return self._parse(m.parse_csrattrs, self.url_for("csrattrs"), body,  # type: ignore[return-value]
+                           headers.get("Content-Type"))
+
+    async def _enroll(self, operation: str, csr: x509.CertificateSigningRequest) -> EnrollResponse:
+        headers, body = m.encode_pkcs10(csr)
+        _, rheaders, data = await self.request(operation, "POST", body, headers)
+        certs = self._parse(m.parse_certs_only, self.url_for(operation), data, rheaders.get("Content-Type"))
+        return EnrollResponse(_pick_issued(certs, csr), certs, data)  # type: ignore[arg-type]
+
+    async def simpleenroll(self, csr: x509.CertificateSigningRequest) -> EnrollResponse:
+        return await self._enroll("simpleenroll", csr)
+
+    async def simplereenroll(self, csr: x509.CertificateSigningRequest) -> EnrollResponse:
+        return await self._enroll("simplereenroll", csr)
+
+    async def serverkeygen(self, csr: x509.CertificateSigningRequest) -> m.ServerKeygenResult:
+        headers, body = m.encode_pkcs10(csr)
+        _, rheaders, data = await self.request("serverkeygen", "POST", body, headers)
+        return self._parse(m.parse_serverkeygen, self.url_for("serverkeygen"), data,  # type: ignore[return-value]
+                           rheaders.get("Content-Type"))
+
+
+async def bootstrap_cacerts(url: str, confirm: Callable[[list[x509.Certificate]], bool], *,
+                            label: str | None = None, timeout: float = 30.0) -> list[x509.Certificate]:
+    """RFC 7030 4.1.1 bootstrap: fetch ``cacerts`` without verifying the server, then trust the
+    certificates only if ``confirm`` (a human comparing fingerprints) says so."""
+    async with ESTClient(url, label=label, insecure=True, timeout=timeout) as est:
+        certs = await est.cacerts()
+    if not confirm(certs):
+        raise ESTCodedError("EST_ERR_CACERT_VERIFICATION", "the CA certificates were not accepted",
+                            hint="Compare the fingerprints with the CA administrator's before accepting.")
+    return certs
+
+
+__all__ = ["ESTClient", "EnrollResponse", "bootstrap_cacerts", "client_ssl_context", "map_transport_error"]

@@ -1,0 +1,414 @@
+"""The EST server (RFC 7030) as an aiohttp application: thin glue between HTTP/TLS and a backend.
+
+``make_est_app`` serves ``/.well-known/est/[<label>/]{cacerts,simpleenroll,simplereenroll,
+csrattrs,serverkeygen}``; messages are parsed and built by ``est.messages`` and certificates are
+signed by an ``EnrollBackend``.  Authentication follows RFC 7030 3.2.3: a TLS client certificate
+validated against the client trust store (at the handshake, ``CERT_OPTIONAL``), else HTTP Basic
+checked in constant time; ``simplereenroll`` also follows 4.2.2.  Hostile input gets a 4xx with a
+plain reason, never a traceback; passwords and keys are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from cryptography import x509
+
+from onlineca import pki
+from onlineca.errors import ConfigError, ParseError
+from onlineca.est import messages as m
+from onlineca.est.backend import BasicCredentials, Denied, EnrollBackend, EnrollRequest, Issued, Pending
+from onlineca.est.codes import ESTCodedError
+
+log = logging.getLogger("onlineca.est")
+access_log = logging.getLogger("onlineca.est.access")
+
+EST_SETTINGS = web.AppKey("est_settings", object)
+# The user name the access log shows (as NGINX's $remote_user: the name sent, even if refused).
+EST_USER = web.RequestKey("est_user", str)
+
+PasswordCheck = Callable[[str, str], Awaitable[bool]]
+
+# Status codes for the parse errors clients can cause.
+_PARSE_STATUS = {"EST_ERR_BAD_CONTENT_TYPE": 415, "EST_ERR_HTTP_NOT_FOUND": 404,
+                 "EST_ERR_HTTP_INVALID_PATH_SEGMENT": 404, "EST_ERR_AUTH_FAIL_TLSUID": 401,
+                 "EST_ERR_BUF_EXCEEDS_MAX_LEN": 413}
+
+
+# --------------------------------------------------------------------------- users
+
+def hash_password(password: str, *, n: int = 2 ** 14, r: int = 8, p: int = 1) -> str:
+    """``scrypt$n$r$p$salt$hash`` (base64 fields) for a users file line ``user:<this>``."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+class UsersFile:
+    """HTTP Basic users: ``user:scrypt$...`` lines (``#`` comments).  Checks are constant-time;
+    a verified (user, password) pair is remembered as a keyed digest so that scrypt runs once
+    per client, not once per request."""
+
+    def __init__(self, entries: dict[str, str]) -> None:
+        self._entries = entries
+        self._verified: dict[str, bytes] = {}
+        self._cache_key = secrets.token_bytes(32)
+        # A fixed hash to spend the same time on unknown users as on known ones.
+        self._dummy = hash_password(secrets.token_hex(8), n=2 ** 10)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> "UsersFile":
+        entries: dict[str, str] = {}
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read EST users file {path}: {exc.strerror}") from None
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            user, sep, hashed = line.partition(":")
+            if not sep or not hashed.startswith("scrypt$") or hashed.count("$") != 5:
+                raise ConfigError(f"{path}:{lineno}: expected 'user:scrypt$...'",
+                                  hint="Make lines with 'onlineca est hash-password'.")
+            entries[user] = hashed
+        return cls(entries)
+
+    @classmethod
+    def from_plain(cls, users: dict[str, str], n: int = 2 ** 12) -> "UsersFile":
+        return cls({u: hash_password(pw, n=n) for u, pw in users.items()})
+
+    def _digest(self, user: str, password: str) -> bytes:
+        return hmac.new(self._cache_key, f"{user}\x00{password}".encode(), hashlib.sha256).digest()
+
+    def _verify(self, hashed: str, password: str) -> bool:
+        try:
+            _, n, r, p, salt, want = hashed.split("$")
+            got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
+                                 p=int(p), dklen=len(base64.b64decode(want)), maxmem=256 * 1024 * 1024)
+            return hmac.compare_digest(got, base64.b64decode(want))
+        except (ValueError, binascii.Error):
+            return False
+
+    async def __call__(self, user: str, password: str) -> bool:
+        digest = self._digest(user, password)
+        cached = self._verified.get(user)
+        if cached is not None and hmac.compare_digest(cached, digest):
+            return True
+        hashed = self._entries.get(user)
+        ok = await asyncio.to_thread(self._verify, hashed or self._dummy, password)
+        if ok and hashed is not None:
+            self._verified[user] = digest
+            return True
+        return False
+
+
+# --------------------------------------------------------------------------- settings, TLS
+
+@dataclass
+class ESTServerSettings:
+    """How the EST server behaves (the ``[est]`` config section maps onto this)."""
+
+    serverkeygen: bool = True
+    pop_tls_unique: bool = False
+    max_body_bytes: int = 65536
+    request_timeout: float = 30.0
+    # Retry-After sent with 503 when the backend does not answer within request_timeout.
+    retry_after: int = 60
+    # CA labels served besides the unlabeled path; "*" accepts any label.
+    labels: Sequence[str] = ()
+    csrattrs_requires_auth: bool = False
+    realm: str = "estrealm"
+    # HTTP Basic: a users file or any async (user, password) -> bool; None disables Basic.
+    password_check: PasswordCheck | None = None
+
+
+def server_ssl_context(cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str], *,
+                       client_trust: pki.TrustStore | None = None, pop_tls_unique: bool = False) -> ssl.SSLContext:
+    """TLS 1.2+ server context; with ``client_trust`` it asks for (but does not require) a client
+    certificate and validates it at the handshake.  tls-unique exists only up to TLS 1.2, so
+    proof-of-possession caps the server at TLS 1.2 (see docs/est.md)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if pop_tls_unique:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert_file), str(key_file))
+    if client_trust is not None and len(client_trust):
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cadata=pki.certs_pem(client_trust.certs).decode())
+    return ctx
+
+
+# --------------------------------------------------------------------------- access log
+
+class ESTAccessLogger(AbstractAccessLogger):
+    """NGINX-style access lines, as the RA's log in the source document shows them:
+    ``127.0.0.1 - ciscora [05/Mar/2019:12:31:21 +0000] "POST /.well-known/est/simpleenroll HTTP/1.1" 401 0 "-" "ua" 0.004``."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        user = request.get(EST_USER) or "-"
+        agent = request.headers.get("User-Agent", "-").replace('"', "'")[:200]
+        line = (f'{request.remote or "-"} - {user} [{stamp}] "{request.method} {request.path[:200]} '
+                f'HTTP/{request.version.major}.{request.version.minor}" {response.status} '
+                f'{response.body_length} "-" "{agent}" {time_:.3f}')
+        self.logger.info(line)
+
+
+# --------------------------------------------------------------------------- the application
+
+@dataclass
+class _Identity:
+    user: str | None = None
+    client_cert: x509.Certificate | None = None
+    credentials: BasicCredentials | None = None
+
+
+def _reply(r: m.Reply) -> web.Response:
+    return web.Response(status=r.status, headers=dict(r.headers), body=r.body)
+
+
+def _error(status: int, message: str, code: str, **headers: str) -> web.Response:
+    log.info("%s: %s (%s)", status, message, code, extra={"func": "est_http_error"})
+    return _reply(m.error_reply(status, message, tuple(headers.items())))
+
+
+def _peer_cert(request: web.Request) -> x509.Certificate | None:
+    sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+    return pki.load_certificate(der) if der else None
+
+
+def _tls_unique(request: web.Request) -> bytes | None:
+    sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if sslobj is None or sslobj.version() != "TLSv1.2":
+        return None
+    return sslobj.get_channel_binding("tls-unique")
+
+
+def _basic(request: web.Request) -> BasicCredentials | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        return None
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ParseError("malformed Basic Authorization header", code="EST_ERR_AUTH_FAIL") from None
+    if not sep:
+        raise ParseError("malformed Basic Authorization header", code="EST_ERR_AUTH_FAIL")
+    return BasicCredentials(user, password)
+
+
+def _same_sans(a: x509.SubjectAlternativeName | None, b: x509.SubjectAlternativeName | None) -> bool:
+    return sorted(map(repr, a or [])) == sorted(map(repr, b or []))
+
+
+class _ESTHandler:
+    def __init__(self, backend: EnrollBackend, settings: ESTServerSettings) -> None:
+        self.backend = backend
+        self.s = settings
+
+    def _label_ok(self, label: str | None) -> bool:
+        return label is None or "*" in self.s.labels or label in self.s.labels
+
+    async def _authenticate(self, request: web.Request) -> _Identity | web.Response:
+        """RFC 7030 3.2.3: the TLS client certificate first; HTTP Basic when there is none (and,
+        if the client sends Basic anyway, it must be right)."""
+        ident = _Identity(client_cert=_peer_cert(request))
+        try:
+            creds = _basic(request)
+        except ParseError as exc:
+            return self._challenge(exc.message)
+        if creds is not None:
+            request[EST_USER] = creds.user[:64]
+            if self.s.password_check is None or not await self.s.password_check(creds.user, creds.password):
+                log.warning("HTTP authentication failed. Auth type=1 user=%s", creds.user[:64],
+                            extra={"func": "est_http_authenticate"})
+                return self._challenge("authentication failed")
+            ident.user, ident.credentials = creds.user, creds
+        if ident.client_cert is None and ident.user is None:
+            return self._challenge("authentication required")
+        if ident.user is None and ident.client_cert is not None:
+            request[EST_USER] = pki.common_name(ident.client_cert.subject)[:64] or "cert"
+        return ident
+
+    def _challenge(self, why: str) -> web.Response:
+        return _error(401, f"[Error 401: Unauthorized] {why}", "EST_ERR_AUTH_FAIL",
+                      **{"WWW-Authenticate": f'Basic realm="{self.s.realm}"'})
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            path = m.parse_est_path(request.path)
+        except ParseError as exc:
+            return _error(404, exc.message, exc.code)
+        if not self._label_ok(path.label):
+            return _error(404, f"unknown CA label {path.label!r}", "EST_ERR_HTTP_NOT_FOUND")
+        get_ops = ("cacerts", "csrattrs")
+        want = "GET" if path.operation in get_ops else "POST"
+        if request.method != want:
+            return _error(405, f"{path.operation} takes {want}", "EST_ERR_WRONG_METHOD", Allow=want)
+        if path.operation == "fullcmc" or (path.operation == "serverkeygen" and not self.s.serverkeygen):
+            return _error(501, f"{path.operation} is not supported by this server", "EST_ERR_HTTP_UNSUPPORTED")
+        try:
+            async with asyncio.timeout(self.s.request_timeout):
+                return await getattr(self, "op_" + path.operation)(request, path)
+        except TimeoutError:
+            return _error(503, "the CA did not answer in time", "EST_ERR_CA_ENROLL_RETRY",
+                          **{"Retry-After": str(self.s.retry_after)})
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"request body larger than {self.s.max_body_bytes} bytes", "EST_ERR_BAD_CONTENT_LEN")
+        except ParseError as exc:
+            return _error(_PARSE_STATUS.get(exc.code, 400), exc.message, exc.code)
+        except ESTCodedError as exc:
+            return _error(exc.http_status or 500, exc.message, exc.code)
+        except Exception:  # a backend bug: log it here, never show a traceback to the client
+            log.exception("internal error serving %s", path.operation, extra={"func": "est_http_error"})
+            return _error(500, "internal error (see the EST server log)", "EST_ERR_UNKNOWN")
+
+    async def op_cacerts(self, request: web.Request, path: m.ESTPath) -> web.Response:
+        # RFC 7030 4.1.1: no client authentication for the CA certificates.
+        certs = await self.backend.cacerts(path.label)
+        if not certs:
+            return _error(500, "no CA certificates configured", "EST_ERR_LOAD_CACERTS")
+        return _reply(m.certs_only_reply(certs))
+
+    async def op_csrattrs(self, request: web.Request, path: m.ESTPath) -> web.Response:
+        if self.s.csrattrs_requires_auth:
+            ident = await self._authenticate(request)
+            if isinstance(ident, web.Response):
+                return ident
+        return _reply(m.csrattrs_reply(await self.backend.csrattrs(path.label)))
+
+    async def _csr(self, request: web.Request) -> x509.CertificateSigningRequest:
+        if request.content_length is not None and request.content_length > self.s.max_body_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.s.max_body_bytes, actual_size=request.content_length)
+        body = await request.read()
+        csr = m.parse_pkcs10(body, request.headers.get("Content-Type"))
+        if self.s.pop_tls_unique:
+            m.check_tls_unique(csr, _tls_unique(request))
+        return csr
+
+    async def _enroll(self, request: web.Request, path: m.ESTPath, *, reenroll: bool,
+                      keygen: bool) -> web.Response:
+        ident = await self._authenticate(request)
+        if isinstance(ident, web.Response):
+            return ident
+        csr = await self._csr(request)
+        renewing = None
+        if reenroll:
+            # RFC 7030 4.2.2: renew the certificate the client authenticated with, same names.
+            renewing = ident.client_cert
+            if renewing is None:
+                return _error(403, "simplereenroll needs the certificate being renewed as TLS client "
+                                   "certificate", "EST_ERR_AUTH_FAIL")
+            if csr.subject != renewing.subject or not _same_sans(pki.csr_sans(csr), _cert_sans(renewing)):
+                return _error(400, "the request's subject or subjectAltName differs from the certificate "
+                                   f"being renewed ({pki.name_to_slash(renewing.subject)})", "EST_ERR_X509_CN")
+        key = None
+        if keygen:
+            kind, size = pki.key_spec(csr.public_key())  # type: ignore[arg-type]
+            key = await asyncio.to_thread(pki.generate_key, kind, size)
+            sans = pki.csr_sans(csr)
+            csr = pki.build_csr(key, csr.subject, list(sans) if sans else ())
+        req = EnrollRequest(csr=csr, label=path.label, user=ident.user, client_cert=ident.client_cert,
+                            reenroll=reenroll, renewing=renewing, credentials=ident.credentials,
+                            serverkeygen=keygen, peer=request.remote or "")
+        result = await self.backend.enroll(req)
+        if isinstance(result, Pending):
+            log.info("enrollment pending for %s, Retry-After %s", pki.name_to_slash(csr.subject)[:200],
+                     result.retry_after, extra={"func": "est_enroll"})
+            return _reply(m.retry_reply(result.retry_after, 202))
+        if isinstance(result, Denied):
+            return _error(result.http_status, result.reason, "EST_ERR_CA_ENROLL_FAIL")
+        if not isinstance(result, Issued):
+            return _error(500, "the signing backend gave no answer", "EST_ERR_CA_ENROLL_FAIL")
+        log.info("certificate issued for %s serial %x", pki.name_to_slash(result.certificate.subject)[:200],
+                 result.certificate.serial_number, extra={"func": "est_enroll"})
+        certs = [result.certificate]
+        if key is not None:
+            return _reply(m.serverkeygen_reply(pki.private_key_der(key), certs))
+        return _reply(m.certs_only_reply(certs))
+
+    async def op_simpleenroll(self, request: web.Request, path: m.ESTPath) -> web.Response:
+        return await self._enroll(request, path, reenroll=False, keygen=False)
+
+    async def op_simplereenroll(self, request: web.Request, path: m.ESTPath) -> web.Response:
+        return await self._enroll(request, path, reenroll=True, keygen=False)
+
+    async def op_serverkeygen(self, request: web.Request, path: m.ESTPath) -> web.Response:
+        return await self._enroll(request, path, reenroll=False, keygen=True)
+
+
+def _cert_sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def make_est_app(backend: EnrollBackend, settings: ESTServerSettings | None = None) -> web.Application:
+    """The aiohttp application serving EST under ``/.well-known/est/``."""
+    settings = settings or ESTServerSettings()
+    handler = _ESTHandler(backend, settings)
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app.router.add_route("*", m.WELL_KNOWN + "/{tail:.*}", handler.handle)
+    app[EST_SETTINGS] = settings
+    return app
+
+
+@dataclass
+class RunningESTServer:
+    """A started EST server: ``url`` is the ``https://host:port/.well-known/est`` base."""
+
+    host: str
+    port: int
+    runner: web.AppRunner
+    app: web.Application
+    ssl_context: ssl.SSLContext = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}{m.WELL_KNOWN}"
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLike[str],
+                           key_file: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0,
+                           settings: ESTServerSettings | None = None,
+                           client_trust: pki.TrustStore | None = None,
+                           url_host: str | None = None) -> RunningESTServer:
+    """Start an EST server (port 0: any free port) and return once it accepts connections."""
+    settings = settings or ESTServerSettings()
+    ctx = server_ssl_context(cert_file, key_file, client_trust=client_trust, pop_tls_unique=settings.pop_tls_unique)
+    app = make_est_app(backend, settings)
+    runner = web.AppRunner(app, access_log_class=ESTAccessLogger, access_log=access_log,
+                           handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=256)
+    await site.start()
+    bound = runner.addresses[0][1]
+    log.info("EST server listening on %s:%s (serverkeygen %s, PoP %s)", host, bound,
+             "on" if settings.serverkeygen else "off", "on" if settings.pop_tls_unique else "off",
+             extra={"func": "est_server_start"})
+    return RunningESTServer(url_host or host, bound, runner, app, ctx)
+
+
+__all__ = ["ESTServerSettings", "UsersFile", "hash_password", "make_est_app", "start_est_server",
+           "server_ssl_context", "RunningESTServer", "ESTAccessLogger"]
