@@ -341,5 +341,8 @@ class CertsrvClient:
 def _os_reason(exc: BaseException) -> str:
     """The operating system's words for a socket failure (``Connection refused``)."""
     inner = getattr(exc, "os_error", None) or exc
+    errno = getattr(inner, "errno", None)
+    if isinstance(errno, int) and errno > 0:
+        return os.strerror(errno)  # asyncio's own strerror ("Connect call failed ...") names no cause
     return getattr(inner, "strerror", None) or str(inner) or type(inner).__name__
 
