@@ -146,7 +146,7 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> int:
     if value is None or not value.strip():
         raise ParseError("missing Retry-After header", code="EST_ERR_INVALID_RETRY_VALUE")
     text = value.strip()
-    if text.isdigit() and len(text) <= 10:
+    if re.fullmatch(r"[0-9]{1,10}", text):  # ASCII only: str.isdigit() accepts '²'
         return int(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
