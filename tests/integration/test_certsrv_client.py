@@ -45,17 +45,42 @@ class ADCSPages:
     lab: object
     templates: dict = field(default_factory=lambda: {"CiscoRA": "Cisco RA", "Approval": "Manager Approval"})
     require_client_cert: bool = False
+    ntlm: bool = False                        # NTLM only (as IIS with Windows authentication)
+    close_after: set = field(default_factory=set)  # paths whose answer closes the connection
     slow: dict = field(default_factory=dict)  # path -> asyncio.Event the handler waits on
     log: list = field(default_factory=list)   # (method, path_qs, peer, authorized)
     reqs: dict = field(default_factory=dict)
     next_id: int = 10
+    ntlm_contexts: dict = field(default_factory=dict)  # connection -> server context mid-handshake
+    ntlm_connections: set = field(default_factory=set)  # connections NTLM authenticated
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _ntlm(self, request: web.Request) -> bool | web.Response:
+        conn = id(request.transport)
+        if conn in self.ntlm_connections:
+            return True
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "NTLM" or not token:
+            return False
+        import spnego
+        ctx = self.ntlm_contexts.pop(conn, None) or spnego.server(protocol="ntlm")
+        try:
+            out = ctx.step(base64.b64decode(token))
+        except Exception:
+            return False
+        if ctx.complete:
+            self.ntlm_connections.add(conn)
+            return True
+        self.ntlm_contexts[conn] = ctx
+        return web.Response(status=401, headers={"WWW-Authenticate": "NTLM " + base64.b64encode(out).decode()})
+
+    def _authorized(self, request: web.Request) -> bool | web.Response:
+        if self.ntlm:
+            return self._ntlm(request)
         if self.require_client_cert:
             return bool(request.transport.get_extra_info("peercert"))
         want = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -63,14 +88,18 @@ class ADCSPages:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         authorized = self._authorized(request)
-        self.log.append((request.method, request.path_qs, request.transport.get_extra_info("peername"), authorized))
+        self.log.append((request.method, request.path_qs, request.transport.get_extra_info("peername"),
+                         authorized is True))
         if request.path in self.slow:
             await self.slow[request.path].wait()
+        if isinstance(authorized, web.Response):
+            return authorized  # an NTLM challenge
         if not authorized:
             resp = web.Response(status=401, text="<html>401 - Unauthorized</html>", content_type="text/html")
             resp.headers.add("WWW-Authenticate", "Negotiate")
             resp.headers.add("WWW-Authenticate", "NTLM")
-            resp.headers.add("WWW-Authenticate", 'Basic realm="lab-dc"')
+            if not self.ntlm:
+                resp.headers.add("WWW-Authenticate", 'Basic realm="lab-dc"')
             return resp
         page = request.path.removeprefix("/certsrv").lstrip("/")
         if request.path == "/certsrv":
@@ -81,7 +110,10 @@ class ADCSPages:
         if handler is None:
             return web.Response(status=404, text="<html>404 - File or directory not found.</html>",
                                 content_type="text/html")
-        return await handler(request)
+        resp = await handler(request)
+        if request.path in self.close_after:
+            resp.force_close()
+        return resp
 
     @staticmethod
     def html(body: str) -> web.Response:
@@ -455,3 +487,62 @@ async def test_not_a_certsrv_server(serve, lab_pki):
         with pytest.raises(p.CertsrvFailure) as info:
             await c.templates()
     assert info.value.code == "CA_HTTP" and info.value.details["status"] == 404
+
+
+async def test_connect_timeout_is_separate(lab_pki):
+    """A peer that accepts TCP but never completes TLS: the connect timeout fires, not login's."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with client(f"https://127.0.0.1:{port}/certsrv", lab_pki, connect_timeout=0.3, login_timeout=5) as c:
+            with pytest.raises(p.CATimeoutError) as info:
+                await c.login()
+    finally:
+        server.close()
+    assert info.value.details["phase"] == "connect"
+    assert re.fullmatch(r"Connection timed out after \d+ milliseconds", info.value.curl_message)
+
+
+@pytest.fixture
+def ntlm_users(tmp_path, monkeypatch):
+    users = tmp_path / "ntlm_users"
+    users.write_text(f"LAB:{USER}:{PASSWORD}\n")
+    monkeypatch.setenv("NTLM_USER_FILE", str(users))  # pyspnego's server-side credential store
+
+
+async def test_ntlm_login_and_two_requests_per_enrollment(serve, lab_pki, ntlm_users):
+    ca = await serve(ntlm=True)
+    async with client(ca.url, lab_pki, auth="ntlm", username=f"LAB\\{USER}") as c:
+        await c.login()
+        assert [a for *_, a in ca.pages.log] == [False, True]  # negotiate (challenged), authenticate
+        before = len(ca.pages.log)
+        for i in range(2):
+            assert isinstance(await c.enroll(csr_for(f"SEPNTLM{i:08d}")[1], "CiscoRA"), Issued)
+    assert len(ca.pages.log) - before == 4 and all(a for *_, a in ca.pages.log[before:])
+    assert len({peer for _, _, peer, _ in ca.pages.log}) == 1
+
+
+async def test_ntlm_reauthenticates_a_new_connection(serve, lab_pki, ntlm_users):
+    ca = await serve(ntlm=True, close_after={"/certsrv/certrqxt.asp"})
+    async with client(ca.url, lab_pki, auth="ntlm", username=f"LAB\\{USER}") as c:
+        await c.login()
+        await c.check_template("CiscoRA")  # the CA closes this connection after answering
+        assert isinstance(await c.enroll(csr_for("SEPNTLMAGAIN001")[1], "CiscoRA"), Issued)
+    assert len({peer for _, _, peer, _ in ca.pages.log}) == 2
+
+
+async def test_ntlm_wrong_password(serve, lab_pki, ntlm_users):
+    ca = await serve(ntlm=True)
+    async with client(ca.url, lab_pki, auth="ntlm", username=f"LAB\\{USER}", password="wrong") as c:
+        with pytest.raises(p.CAAuthError) as info:
+            await c.login()
+    assert info.value.reason == "return code 22 (The requested URL returned error: 401)"
+
+
+async def test_basic_client_against_an_ntlm_only_ca(serve, lab_pki):
+    ca = await serve(ntlm=True)
+    async with client(ca.url, lab_pki) as c:
+        with pytest.raises(p.CAAuthError) as info:
+            await c.login()
+    assert info.value.details["offered"] == ["Negotiate", "NTLM"]
+    assert "does not offer basic authentication" in info.value.hint

@@ -285,6 +285,19 @@ def test_http_status_errors():
     assert err.code == "CA_HTTP" and "/certsrv/certfnsh.asp" in err.message
 
 
+def test_401_hint_names_the_schemes_the_ca_offers():
+    err = p.http_status_error(401, BASE + "/", offered=["Negotiate", "NTLM"], auth="basic")
+    assert "(it offers Negotiate, NTLM)" in err.hint
+    assert p.http_status_error(401, BASE + "/", offered=['Basic realm="x"'], auth="basic").hint == p.CAAuthError.hint
+
+
+def test_ntlm_header_helpers():
+    assert p.offers_ntlm(["Negotiate", "NTLM"]) and not p.offers_ntlm(['Basic realm="NTLM"'])
+    assert p.ntlm_header(b"\x01\x02") == "NTLM AQI="
+    assert p.ntlm_challenge(["Negotiate", "NTLM AQI="]) == b"\x01\x02"
+    assert p.ntlm_challenge(["NTLM"]) is None and p.ntlm_challenge(["NTLM !!notbase64"]) is None
+
+
 def test_dns_connect_and_timeout_wording():
     assert p.dns_error("lab-dcc.example.invalid").reason == \
         "return code 6 (Could not resolve: lab-dcc.example.invalid (Domain name not found))"

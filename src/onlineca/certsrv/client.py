@@ -89,12 +89,14 @@ class CertsrvClient:
         parts = urlsplit(self.base)
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        if auth in ("basic", "ntlm") and not username:
+            raise ConfigError("ca_user is empty", hint=f"Set ca_user (and ca_password) for {auth} authentication.")
         if auth == "ntlm":
-            raise ConfigError("ca_auth = 'ntlm' is not implemented by the certsrv client yet",
-                              hint="Enable Basic authentication on the CA's /certsrv and set ca_auth = 'basic', "
-                                   "or use a client certificate (ca_auth = 'cert').")
-        if auth == "basic" and not username:
-            raise ConfigError("ca_user is empty", hint="Set ca_user (and ca_password) for Basic authentication.")
+            try:
+                import spnego  # noqa: F401  (optional dependency: onlineca[ntlm])
+            except ImportError:
+                raise ConfigError("ca_auth = 'ntlm' needs the pyspnego package",
+                                  hint="Install it (pip install 'onlineca[ntlm]') or set ca_auth = 'basic'.") from None
         if auth == "cert" and not client_cert:
             raise ConfigError("ca_auth = 'cert' needs ca_client_cert (and ca_client_key)")
         for name, value in (("connect_timeout", connect_timeout), ("login_timeout", login_timeout),
@@ -105,6 +107,9 @@ class CertsrvClient:
         self.username = username
         self._authorization = ("Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
                                if auth == "basic" else None)
+        self._ntlm_password = password if auth == "ntlm" else ""
+        # NTLM authenticates a connection, not a request: one connection, one request at a time.
+        self._ntlm_lock = asyncio.Lock()
         if parts.scheme == "https":
             self._ssl: ssl.SSLContext | bool = ssl_context or make_ssl_context(
                 trust, client_cert if auth == "cert" else None, client_key if auth == "cert" else None)
@@ -145,7 +150,8 @@ class CertsrvClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, keepalive_timeout=60, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(ssl=self._ssl, keepalive_timeout=60, ttl_dns_cache=300,
+                                             limit=1 if self.auth == "ntlm" else 100)
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False,  # no proxy or CA-bundle override from the env
                 headers={"User-Agent": self.user_agent, "Accept": "*/*"},
@@ -156,10 +162,56 @@ class CertsrvClient:
     # -- transport ---------------------------------------------------------------------------
 
     async def _request(self, method: str, url: str, phase: Phase, *, data: Mapping[str, str] | None = None,
-                       allow_redirects: bool = False) -> tuple[int, str, bytes]:
-        """One HTTP exchange: (status, content type, body); every failure as a CertsrvFailure."""
+                       allow_redirects: bool = False) -> p.Reply:
+        """One authenticated request; every failure as a CertsrvFailure."""
+        if self.auth != "ntlm":
+            headers = {"Authorization": self._authorization} if self._authorization else {}
+            return await self._exchange(method, url, phase, data=data, headers=headers,
+                                        allow_redirects=allow_redirects)
+        async with self._ntlm_lock:
+            reply = await self._exchange(method, url, phase, data=data, allow_redirects=allow_redirects)
+            if reply.status == 401 and p.offers_ntlm(reply.www_authenticate):
+                # A new connection (the last one closed): authenticate it, then ask again once.
+                await self._ntlm_handshake(phase)
+                reply = await self._exchange(method, url, phase, data=data, allow_redirects=allow_redirects)
+            return reply
+
+    async def _ntlm_handshake(self, phase: Phase) -> None:
+        """NTLM's negotiate and authenticate legs on the one pooled connection."""
+        import spnego
+        import spnego.exceptions
+
+        url = p.login_url(self.base)
+        ctx = spnego.client(self.username, self._ntlm_password, hostname=self.host, service="HTTP",
+                            protocol="ntlm")
+        try:
+            negotiate = ctx.step()
+            reply = await self._exchange("GET", url, phase, headers={"Authorization": p.ntlm_header(negotiate)})
+            if 200 <= reply.status < 300:
+                return  # the connection was authenticated already
+            challenge = p.ntlm_challenge(reply.www_authenticate) if reply.status == 401 else None
+            if challenge is None:
+                if reply.status == 401:
+                    raise p.CAAuthError("the CA did not answer the NTLM negotiation with a challenge "
+                                        "(is NTLM enabled on /certsrv?)",
+                                        curl_message="The requested URL returned error: 401")
+                raise p.http_status_error(reply.status, url)
+            authenticate = ctx.step(challenge)
+        except p.CertsrvFailure:
+            raise
+        except Exception as exc:  # noqa: BLE001  a hostile CHALLENGE must end here, as CA_AUTH
+            why = exc.message if isinstance(exc, spnego.exceptions.SpnegoError) else f"bad NTLM challenge ({exc})"
+            raise p.CAAuthError(f"NTLM authentication to the CA failed: {why}",
+                                curl_message="The requested URL returned error: 401") from None
+        reply = await self._exchange("GET", url, phase, headers={"Authorization": p.ntlm_header(authenticate)})
+        if not 200 <= reply.status < 300:
+            raise p.http_status_error(reply.status, url)
+
+    async def _exchange(self, method: str, url: str, phase: Phase, *, data: Mapping[str, str] | None = None,
+                        headers: Mapping[str, str] | None = None, allow_redirects: bool = False) -> p.Reply:
+        """One HTTP exchange, read whole within the phase's timeout; every failure as a CertsrvFailure."""
         session = self._open()
-        headers = {"Authorization": self._authorization} if self._authorization else {}
+        headers = dict(headers or {})
         if method == "POST":
             headers["Referer"] = p.page_url(self.base, "certrqxt.asp")
         timeout = self.timeouts[phase]
@@ -179,7 +231,8 @@ class CertsrvClient:
                                                 f"{p.MAX_PAGE_BYTES} bytes")
                         chunks.append(chunk)
                     self.last_latency = time.monotonic() - started
-                    return resp.status, resp.headers.get("Content-Type", ""), b"".join(chunks)
+                    return p.Reply(resp.status, resp.headers.get("Content-Type", ""),
+                                   resp.headers.getall("WWW-Authenticate", []), b"".join(chunks))
         except p.CertsrvFailure:
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -229,22 +282,26 @@ class CertsrvClient:
             return None
 
     async def _get_ok(self, url: str, phase: Phase = "enroll", **kw: object) -> tuple[str, bytes]:
-        status, ctype, body = await self._request("GET", url, phase, **kw)  # type: ignore[arg-type]
-        if not 200 <= status < 300:
-            raise p.http_status_error(status, url)
-        return ctype, body
+        reply = await self._request("GET", url, phase, **kw)  # type: ignore[arg-type]
+        if not 200 <= reply.status < 300:
+            raise p.http_status_error(reply.status, url, offered=reply.www_authenticate, auth=self.auth)
+        return reply.content_type, reply.body
 
     async def _post_ok(self, url: str, form: Mapping[str, str]) -> str:
-        status, _ctype, body = await self._request("POST", url, "enroll", data=form)
-        if not 200 <= status < 300:
-            raise p.http_status_error(status, url)
-        return p.decode_page(body)
+        reply = await self._request("POST", url, "enroll", data=form)
+        if not 200 <= reply.status < 300:
+            raise p.http_status_error(reply.status, url, offered=reply.www_authenticate, auth=self.auth)
+        return p.decode_page(reply.body)
 
     # -- the pages ---------------------------------------------------------------------------
 
     async def login(self) -> None:
         """Authenticate on /certsrv/ (CA_AUTH on 401) within the login timeout."""
-        await self._get_ok(p.login_url(self.base), "login", allow_redirects=True)
+        if self.auth == "ntlm":
+            async with self._ntlm_lock:
+                await self._ntlm_handshake("login")
+        else:
+            await self._get_ok(p.login_url(self.base), "login", allow_redirects=True)
         self.logged_in = True
 
     async def templates(self) -> list[p.Template]:
@@ -328,9 +385,10 @@ class CertsrvClient:
         return p.parse_certnew_p7b(ctype, body)
 
     async def _get_chain_page(self, url: str) -> tuple[str, bytes]:
-        status, ctype, body = await self._request("GET", url, "enroll")
+        reply = await self._request("GET", url, "enroll")
+        status, ctype, body = reply.status, reply.content_type, reply.body
         if status in (401, 403):
-            raise p.http_status_error(status, url)
+            raise p.http_status_error(status, url, offered=reply.www_authenticate, auth=self.auth)
         if not 200 <= status < 300:
             err = p.http_status_error(status, url)
             raise p.CAChainError(f"cannot retrieve the CA chain: {err.message}", curl_code=err.curl_code,

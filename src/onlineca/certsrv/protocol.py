@@ -12,6 +12,8 @@ This module never does I/O, never logs and never sees a password.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import html
 import re
@@ -473,16 +475,58 @@ def parse_certckpn(page: str) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# HTTP status and transport failures, worded as curl words them
+# HTTP answers, authentication headers, and transport failures worded as curl words them
 
 
-def http_status_error(status: int, url: str, reason: str = "") -> CertsrvFailure:
-    """The failure for a non-2xx answer (401/403 are credentials, like ``curl --fail``'s 22)."""
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer, read whole."""
+
+    status: int
+    content_type: str
+    www_authenticate: list[str]
+    body: bytes
+
+
+def offers_ntlm(www_authenticate: Iterable[str]) -> bool:
+    return any(v.strip().split(" ", 1)[0].lower() == "ntlm" for v in www_authenticate)
+
+
+def ntlm_header(token: bytes) -> str:
+    return "NTLM " + base64.b64encode(token).decode("ascii")
+
+
+def ntlm_challenge(www_authenticate: Iterable[str]) -> bytes | None:
+    """The server's NTLM CHALLENGE message from ``WWW-Authenticate: NTLM <base64>``, if any."""
+    for value in www_authenticate:
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() == "ntlm" and token.strip():
+            try:
+                return base64.b64decode(token.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return None
+    return None
+
+
+def http_status_error(status: int, url: str, reason: str = "", *, offered: Iterable[str] = (),
+                      auth: str = "") -> CertsrvFailure:
+    """The failure for a non-2xx answer (401/403 are credentials, like ``curl --fail``'s 22).
+
+    ``offered`` are the WWW-Authenticate values of a 401: when the CA does not offer the scheme we
+    use, the hint says which to configure instead of blaming the password.
+    """
     curl_message = f"The requested URL returned error: {status}"
     where = urlsplit(url).path
     if status in (401, 403):
-        return CAAuthError(f"the CA refused the credentials: HTTP {status} on {where}",
-                           curl_message=curl_message, details={"status": status, "url": url})
+        schemes = [v.strip().split(" ", 1)[0] for v in offered if v.strip()]
+        hint = None
+        if status == 401 and schemes and auth in ("basic", "ntlm") and \
+                auth not in [s.lower() for s in schemes]:
+            hint = (f"The CA does not offer {auth} authentication on /certsrv (it offers "
+                    f"{', '.join(schemes)}): set ca_auth accordingly, or enable {auth} on the CA.")
+        return CAAuthError(f"the CA refused the credentials: HTTP {status} on {where}", hint=hint,
+                           curl_message=curl_message,
+                           details={"status": status, "url": url, "offered": schemes})
     return CAHTTPError(f"the CA answered HTTP {status} {reason} on {where}".replace("  ", " "),
                        curl_message=curl_message, details={"status": status, "url": url})
 
