@@ -546,3 +546,23 @@ async def test_basic_client_against_an_ntlm_only_ca(serve, lab_pki):
             await c.login()
     assert info.value.details["offered"] == ["Negotiate", "NTLM"]
     assert "does not offer basic authentication" in info.value.hint
+
+
+async def test_the_certsrv_package_reads_the_same_pages(serve, lab_pki):
+    """The reference client (the certsrv PyPI package) against the same server: the pages our
+    client is tested on are the ones existing AD CS clients understand."""
+    certsrv = pytest.importorskip("certsrv")
+    ca = await serve()
+    key, csr = csr_for("SEPREFERENCE001")
+
+    def reference_client():
+        ref = certsrv.Certsrv(f"127.0.0.1:{ca.port}", USER, PASSWORD, cafile=str(lab_pki.root_pem))
+        ref.session.trust_env = False
+        return ref.get_cert(csr, "CiscoRA", encoding="b64"), ref.get_chain(encoding="bin"), ref.get_ca_cert()
+
+    cert_pem, chain_der, ca_pem = await asyncio.to_thread(reference_client)
+    assert pki.same_public_key(pki.load_certificate(cert_pem).public_key(), key)
+    assert pki.order_chain(pki.parse_pkcs7(chain_der)) == [lab_pki.issuing, lab_pki.root]
+    assert pki.load_certificate(ca_pem) == lab_pki.issuing
+    async with client(ca.url, lab_pki) as c:
+        assert await c.ca_chain() == [lab_pki.issuing, lab_pki.root]
