@@ -1,0 +1,317 @@
+"""``onlineca est``: a command-line EST client for any EST server, and a standalone test server.
+
+Each subcommand is one EST operation (``cacerts``, ``enroll``, ``reenroll``, ``csrattrs``,
+``serverkeygen``) that writes PEM or DER files; ``serve`` runs our EST server with the local
+signer, ``hash-password`` makes users-file lines.  Failures print the libEST code as CAPF logs it
+(``rv = 35 (EST_ERR_SSL_READ)``) and exit 1.  Passwords come from ``$ONLINECA_EST_PASSWORD`` or a
+prompt rather than the command line where possible; they are never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography import x509
+
+from onlineca import pki
+from onlineca.errors import OnlineCAError
+from onlineca.est.client import ESTClient, bootstrap_cacerts
+from onlineca.est.codes import ESTCodedError, enrollment_rv_line
+
+_path = click.Path(dir_okay=False, path_type=Path)
+_existing = click.Path(dir_okay=False, exists=True, path_type=Path)
+
+
+def _fail(exc: OnlineCAError | str) -> None:
+    if isinstance(exc, ESTCodedError):
+        click.echo(f"error: rv = {exc.rv}: {exc}", err=True)
+    else:
+        click.echo(f"error: {exc}", err=True)
+    raise SystemExit(1)
+
+
+def client_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every client subcommand shares: server, label, trust, auth, timeouts."""
+    opts = [
+        click.option("--server", required=True, help="EST server: https://host:port (or its .../.well-known/est)."),
+        click.option("--label", default=None, help="CA label (/.well-known/est/<label>/...)."),
+        click.option("--cafile", type=_existing, help="Trust anchors for the server (PEM, DER or .p7b)."),
+        click.option("--insecure-bootstrap", is_flag=True,
+                     help="Fetch cacerts unverified, show fingerprints, trust them only if you confirm."),
+        click.option("--expect-fingerprint", default=None,
+                     help="With --insecure-bootstrap: the SHA-256 fingerprint to accept without a prompt."),
+        click.option("--user", default=None, help="HTTP Basic user name."),
+        click.option("--password", default=None, envvar="ONLINECA_EST_PASSWORD",
+                     help="HTTP Basic password (default $ONLINECA_EST_PASSWORD, else a prompt)."),
+        click.option("--cert", "cert_file", type=_existing, help="TLS client certificate (PEM, chain allowed)."),
+        click.option("--key", "key_file", type=_existing, help="Private key of --cert."),
+        click.option("--timeout", default=30.0, show_default=True, help="Seconds per request."),
+        click.option("--retries", default=3, show_default=True, help="Retries on 202/503 Retry-After."),
+        click.option("--der", "fmt", flag_value="der", help="Write DER (a .p7b for several certificates)."),
+        click.option("--pem", "fmt", flag_value="pem", default=True, help="Write PEM (default)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _run(coro_fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(coro_fn)
+    def wrapper(**kw: Any) -> None:
+        try:
+            asyncio.run(coro_fn(**kw))
+        except OnlineCAError as exc:
+            _fail(exc)
+    return wrapper
+
+
+def _confirm_factory(expect: str | None) -> Callable[[list[x509.Certificate]], bool]:
+    def confirm(certs: list[x509.Certificate]) -> bool:
+        for c in certs:
+            click.echo(f"  {pki.name_to_slash(c.subject)}\n    SHA-256 {pki.fingerprint(c)}", err=True)
+        if expect:
+            want = expect.replace(":", "").upper()
+            return any(pki.fingerprint(c).replace(":", "") == want for c in certs)
+        if not sys.stdin.isatty():
+            click.echo("refusing to trust unverified CA certificates without a terminal "
+                       "(use --expect-fingerprint)", err=True)
+            return False
+        return click.confirm("Trust these CA certificates?", default=False, err=True)
+    return confirm
+
+
+async def _client(kw: dict[str, Any]) -> ESTClient:
+    trust: list[x509.Certificate] = []
+    if kw["insecure_bootstrap"]:
+        click.echo(f"Bootstrap: CA certificates offered by {kw['server']} (not yet verified):", err=True)
+        trust = await bootstrap_cacerts(kw["server"], _confirm_factory(kw["expect_fingerprint"]),
+                                        label=kw["label"], timeout=kw["timeout"])
+    elif not kw["cafile"]:
+        raise click.UsageError("give --cafile, or --insecure-bootstrap to fetch and confirm the CA")
+    password = kw["password"]
+    if kw["user"] and password is None:
+        password = click.prompt(f"EST password for {kw['user']}", hide_input=True, err=True)
+    if bool(kw["cert_file"]) != bool(kw["key_file"]):
+        raise click.UsageError("--cert and --key go together")
+    return ESTClient(kw["server"], label=kw["label"], cafile=kw["cafile"], trust_certs=trust, user=kw["user"],
+                     password=password, cert_file=kw["cert_file"], key_file=kw["key_file"],
+                     timeout=kw["timeout"], max_retries=kw["retries"])
+
+
+def _write_certs(certs: list[x509.Certificate], out: Path | None, fmt: str) -> None:
+    if fmt == "der":
+        data = pki.cert_der(certs[0]) if len(certs) == 1 else pki.pkcs7_der(certs)
+        if out is None:
+            raise click.UsageError("--der needs --out")
+    else:
+        data = pki.certs_pem(certs)
+    if out is None:
+        click.echo(data.decode(), nl=False)
+    else:
+        out.write_bytes(data)
+        click.echo(f"wrote {len(certs)} certificate(s) to {out}", err=True)
+
+
+def _make_csr(csr_file: Path | None, subject: str | None, sans: tuple[str, ...], key_type: str,
+              key_size: str, key_out: Path | None) -> x509.CertificateSigningRequest:
+    """The CSR to send: from a file, or a new key (written 0600 to --key-out) and CSR."""
+    if csr_file is not None:
+        return pki.parse_csr(csr_file.read_bytes())
+    if not subject:
+        raise click.UsageError("give --csr FILE, or --subject (and --key-out) to make a key and CSR")
+    key = pki.generate_key(key_type, int(key_size) if key_size.isdigit() else key_size)
+    if key_out is not None:
+        pki.write_private_key(key_out, key)
+        click.echo(f"wrote private key to {key_out} (mode 0600)", err=True)
+    return pki.build_csr(key, subject, sans)
+
+
+def csr_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--csr", "csr_file", type=_existing, help="PKCS#10 request (PEM, DER or base64)."),
+        click.option("--subject", default=None, help="Make a new key and CSR for this name (CN=...,O=...)."),
+        click.option("--san", "sans", multiple=True, help="subjectAltName (DNS name, IP, e-mail); repeatable."),
+        click.option("--key-type", type=click.Choice(["ec", "rsa"]), default="ec", show_default=True),
+        click.option("--key-size", default="256", show_default=True, help="RSA bits or EC curve size."),
+        click.option("--key-out", type=_path, help="Where to write the new private key (0600)."),
+        click.option("--out", type=_path, help="Certificate output file (default: stdout, PEM)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@click.group("est")
+def est() -> None:
+    """A command-line EST (RFC 7030) client for any EST server, and a test server."""
+
+
+@est.command("cacerts")
+@client_options
+@click.option("--out", type=_path, help="Output file (default: stdout, PEM).")
+@_run
+async def cacerts_cmd(out: Path | None, fmt: str, **kw: Any) -> None:
+    """Fetch the CA certificates (/cacerts)."""
+    async with await _client(kw) as client:
+        certs = await client.cacerts()
+    _write_certs(certs, out, fmt)
+
+
+async def _enroll(op: str, kw: dict[str, Any], csr: x509.CertificateSigningRequest,
+                  out: Path | None, fmt: str) -> None:
+    async with await _client(kw) as client:
+        try:
+            res = await getattr(client, op)(csr)
+        except ESTCodedError as exc:
+            click.echo(enrollment_rv_line(exc.code, 0), err=True)
+            raise
+    click.echo(enrollment_rv_line("EST_ERR_NONE", res.pkcs7_length), err=True)
+    click.echo(f"issued {pki.name_to_slash(res.certificate.subject)} serial {res.certificate.serial_number:x} "
+               f"by {pki.name_to_slash(res.certificate.issuer)}", err=True)
+    _write_certs([res.certificate], out, fmt)
+
+
+@est.command("enroll")
+@client_options
+@csr_options
+@_run
+async def enroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, fmt, **kw: Any) -> None:
+    """Enroll a CSR (/simpleenroll); with --subject, make the key and CSR first."""
+    csr = _make_csr(csr_file, subject, sans, key_type, key_size, key_out)
+    await _enroll("simpleenroll", kw, csr, out, fmt)
+
+
+@est.command("reenroll")
+@client_options
+@csr_options
+@_run
+async def reenroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, fmt, **kw: Any) -> None:
+    """Renew the --cert certificate (/simplereenroll).  Without --csr/--subject a new key is made
+    for the same subject and subjectAltName (RFC 7030 4.2.2 requires them unchanged)."""
+    if not kw["cert_file"]:
+        raise click.UsageError("reenroll authenticates with the certificate being renewed: give --cert and --key")
+    if csr_file is None and not subject:
+        current = pki.load_certificate(Path(kw["cert_file"]).read_bytes())
+        key = pki.generate_key(key_type, int(key_size))
+        if key_out is not None:
+            pki.write_private_key(key_out, key)
+        ext = current.extensions
+        try:
+            san_values = list(ext.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            san_values = []
+        csr = pki.build_csr(key, current.subject, san_values)
+    else:
+        csr = _make_csr(csr_file, subject, sans, key_type, key_size, key_out)
+    await _enroll("simplereenroll", kw, csr, out, fmt)
+
+
+@est.command("csrattrs")
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_run
+async def csrattrs_cmd(as_json: bool, fmt: str, **kw: Any) -> None:
+    """Show what the server wants in a CSR (/csrattrs)."""
+    async with await _client(kw) as client:
+        attrs = await client.csrattrs()
+    items = [{"oid": i} if isinstance(i, str) else {"attribute": i.type, "values": [v.hex() for v in i.values]}
+             for i in attrs.items]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+    elif not items:
+        click.echo("no CSR attributes requested")
+    else:
+        for item in items:
+            click.echo(f"OID {item['oid']}" if "oid" in item else
+                       f"attribute {item['attribute']} values(DER hex) {', '.join(item['values'])}")
+
+
+@est.command("serverkeygen")
+@client_options
+@csr_options
+@_run
+async def serverkeygen_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, fmt, **kw: Any) -> None:
+    """Have the server generate the key (/serverkeygen); the key is written 0600 to --key-out."""
+    if key_out is None:
+        raise click.UsageError("serverkeygen needs --key-out for the key the server generates")
+    csr = _make_csr(csr_file, subject, sans, key_type, key_size, None)
+    async with await _client(kw) as client:
+        res = await client.serverkeygen(csr)
+    pki.write_private_key(key_out, pki.load_private_key(res.private_key_der))
+    click.echo(f"wrote server-generated private key to {key_out} (mode 0600)", err=True)
+    _write_certs(res.certificates[:1], out, fmt)
+
+
+@est.command("hash-password")
+@click.argument("user")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              envvar="ONLINECA_EST_PASSWORD")
+def hash_password_cmd(user: str, password: str) -> None:
+    """Print a users-file line (user:scrypt$...) for the EST server."""
+    from onlineca.est.server import hash_password
+    if ":" in user:
+        raise click.UsageError("a user name cannot contain ':'")
+    click.echo(f"{user}:{hash_password(password)}")
+
+
+@est.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=None, type=int, help="Port (default 8084; 0 picks a free one).")
+@click.option("--tls-cert", type=_existing, required=True, help="Server certificate (PEM, chain allowed).")
+@click.option("--tls-key", type=_existing, required=True)
+@click.option("--issuer-cert", type=_existing, required=True, help="Issuing CA certificate (PEM, chain allowed).")
+@click.option("--issuer-key", type=_existing, required=True)
+@click.option("--validity-days", default=365.0, show_default=True)
+@click.option("--users-file", type=_existing, help="HTTP Basic users (default [est] users_file).")
+@click.option("--client-ca", type=_existing, help="Trust store for TLS client certificates.")
+@click.option("--label", "labels", multiple=True, help="CA label to serve besides the default; repeatable.")
+@click.option("--pop", is_flag=True, default=None, help="Require tls-unique proof of possession (caps TLS at 1.2).")
+@click.pass_obj
+def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Path, issuer_cert: Path,
+              issuer_key: Path, validity_days: float, users_file: Path | None, client_ca: Path | None,
+              labels: tuple[str, ...], pop: bool | None) -> None:
+    """Run a standalone EST server that signs with a local issuing key (for tests and labs)."""
+    from onlineca.est.backend import LocalSigner
+    from onlineca.est.server import ESTServerSettings, UsersFile, start_est_server
+    from onlineca.logs import setup_component_log
+
+    cfg = app.config.est if app is not None else None
+    try:
+        signer = LocalSigner.from_files(str(issuer_cert), str(issuer_key), validity_days=validity_days)
+        users = users_file or (cfg.users_file if cfg else "")
+        trust_path = client_ca or (cfg.client_trust_store if cfg else "")
+        settings = ESTServerSettings(
+            serverkeygen=cfg.serverkeygen if cfg else True,
+            pop_tls_unique=pop if pop is not None else (cfg.pop_tls_unique if cfg else False),
+            max_body_bytes=cfg.max_body_bytes if cfg else 65536,
+            request_timeout=cfg.request_timeout if cfg else 30.0,
+            retry_after=cfg.retry_after if cfg else 60,
+            labels=labels or (tuple(cfg.labels) if cfg else ()),
+            password_check=UsersFile.from_path(users) if users else None)
+        trust = pki.TrustStore.from_paths(trust_path) if trust_path else None
+    except (OnlineCAError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    if app is not None:
+        setup_component_log("est", app.log_dir, fmt=app.log_format)
+
+    async def main() -> None:
+        srv = await start_est_server(signer, cert_file=tls_cert, key_file=tls_key, host=host,
+                                     port=8084 if port is None else port, settings=settings, client_trust=trust)
+        click.echo(f"EST server listening on {srv.url}", err=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await srv.close()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
