@@ -491,14 +491,18 @@ async def test_not_a_certsrv_server(serve, lab_pki):
 
 async def test_connect_timeout_is_separate(lab_pki):
     """A peer that accepts TCP but never completes TLS: the connect timeout fires, not login's."""
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    silent = []
+    server = await asyncio.start_server(lambda r, w: silent.append(w), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         async with client(f"https://127.0.0.1:{port}/certsrv", lab_pki, connect_timeout=0.3, login_timeout=5) as c:
             with pytest.raises(p.CATimeoutError) as info:
                 await c.login()
     finally:
+        for w in silent:
+            w.close()
         server.close()
+        await server.wait_closed()
     assert info.value.details["phase"] == "connect"
     assert re.fullmatch(r"Connection timed out after \d+ milliseconds", info.value.curl_message)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import ssl
 import time
@@ -81,6 +82,7 @@ class CertsrvClient:
         login_timeout: float = 10.0,
         enroll_timeout: float = 10.0,
         user_agent: str = p.BROWSER_USER_AGENT,
+        max_connections: int = 8,
     ) -> None:
         try:
             self.base = p.certsrv_base(url)
@@ -118,6 +120,8 @@ class CertsrvClient:
         self.connect_timeout = connect_timeout
         self.timeouts: dict[Phase, float] = {"login": login_timeout, "enroll": enroll_timeout}
         self.user_agent = user_agent
+        # Concurrent enrollments share a few kept-alive connections instead of a handshake each.
+        self.max_connections = 1 if auth == "ntlm" else max(1, max_connections)
         self._session: aiohttp.ClientSession | None = None
         self.logged_in = False
         self.requests_sent = 0
@@ -151,7 +155,7 @@ class CertsrvClient:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl, keepalive_timeout=60, ttl_dns_cache=300,
-                                             limit=1 if self.auth == "ntlm" else 100)
+                                             limit=self.max_connections)
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False,  # no proxy or CA-bundle override from the env
                 headers={"User-Agent": self.user_agent, "Accept": "*/*"},
@@ -166,8 +170,16 @@ class CertsrvClient:
         """One authenticated request; every failure as a CertsrvFailure."""
         if self.auth != "ntlm":
             headers = {"Authorization": self._authorization} if self._authorization else {}
-            return await self._exchange(method, url, phase, data=data, headers=headers,
-                                        allow_redirects=allow_redirects)
+            try:
+                return await self._exchange(method, url, phase, data=data, headers=headers,
+                                            allow_redirects=allow_redirects)
+            except p.CAConnectError as exc:
+                # The CA may close an idle kept-alive connection just as we reuse it: a GET is safe
+                # to ask again once (a POST is not: it could file the request twice).
+                if method != "GET" or exc.curl_code != 52:
+                    raise
+                return await self._exchange(method, url, phase, data=data, headers=headers,
+                                            allow_redirects=allow_redirects)
         async with self._ntlm_lock:
             reply = await self._exchange(method, url, phase, data=data, allow_redirects=allow_redirects)
             if reply.status == 401 and p.offers_ntlm(reply.www_authenticate):
@@ -251,12 +263,12 @@ class CertsrvClient:
             elapsed = int((time.monotonic() - started) * 1000)
             raise p.timeout_error(phase, url, timeout, elapsed, received) from None
         except aiohttp.ServerDisconnectedError:
-            raise p.CAPageError(f"the CA closed the connection without answering {urlsplit(url).path}",
-                                code="CA_CONNECT", curl_code=52, curl_message="Empty reply from server") from None
+            raise p.CAConnectError(f"the CA closed the connection without answering {urlsplit(url).path}",
+                                   curl_code=52, curl_message="Empty reply from server") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise p.CAPageError(f"receiving {urlsplit(url).path} from the CA failed: {_os_reason(exc)}",
-                                code="CA_CONNECT", curl_code=56,
-                                curl_message=f"Failure when receiving data from the peer ({_os_reason(exc)})") from None
+            raise p.CAConnectError(f"receiving {urlsplit(url).path} from the CA failed: {_os_reason(exc)}",
+                                   curl_code=56,
+                                   curl_message=f"Failure when receiving data from the peer ({_os_reason(exc)})") from None
 
     async def _tls_failure(self, err: ssl.SSLCertVerificationError | ssl.CertificateError) -> p.CATLSError:
         code = getattr(err, "verify_code", None)
@@ -271,12 +283,15 @@ class CertsrvClient:
         ctx.verify_mode = ssl.CERT_NONE
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(self.host, self.port, ssl=ctx,
-                                                               server_hostname=self.host)
+                _reader, writer = await asyncio.open_connection(self.host, self.port, ssl=ctx,
+                                                                server_hostname=self.host)
             try:
                 der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
             finally:
                 writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                    async with asyncio.timeout(self.connect_timeout):
+                        await writer.wait_closed()
             return p.PeerCertificate.from_der(der) if der else None
         except (OSError, TimeoutError, ssl.SSLError, ParseError, AttributeError):
             return None
