@@ -570,3 +570,64 @@ async def test_the_certsrv_package_reads_the_same_pages(serve, lab_pki):
     assert pki.load_certificate(ca_pem) == lab_pki.issuing
     async with client(ca.url, lab_pki) as c:
         assert await c.ca_chain() == [lab_pki.issuing, lab_pki.root]
+
+
+@pytest.fixture
+async def idle_closing_ca(web_certs):
+    """A CA that answers one request per connection and then, like IIS at its idle timeout, closes
+    the kept-alive connection just as the next request arrives, without answering it."""
+    seen = []  # (connection number, request line, answered)
+    writers = []
+    count = 0
+
+    async def handle(reader, writer):
+        nonlocal count
+        count += 1
+        conn, served = count, 0
+        writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line = head.split(b"\r\n", 1)[0].decode()
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                if served:
+                    seen.append((conn, line, False))
+                    break
+                body = b"<Script>var nRenewals=0;</Script>"
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                await writer.drain()
+                seen.append((conn, line, True))
+                served += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*web_certs.pair("good"))
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    yield f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/certsrv", seen
+    for w in writers:
+        w.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_get_is_asked_again_on_a_closed_kept_alive_connection(idle_closing_ca, lab_pki):
+    url, seen = idle_closing_ca
+    async with client(url, lab_pki) as c:
+        assert await c.renewal_count() == 0
+        assert await c.renewal_count() == 0  # dropped on the old connection, answered on a new one
+    assert [(conn, answered) for conn, _, answered in seen] == [(1, True), (1, False), (2, True)]
+
+
+async def test_a_post_is_never_asked_twice(idle_closing_ca, lab_pki):
+    url, seen = idle_closing_ca
+    async with client(url, lab_pki) as c:
+        await c.renewal_count()
+        with pytest.raises(p.CAConnectError) as info:
+            await c.submit(csr_for("SEPPOSTONCE0001")[1], "CiscoRA")
+    assert info.value.reason == "return code 52 (Empty reply from server)"
+    assert [line.split()[0] for _, line, _ in seen] == ["GET", "POST"]

@@ -169,17 +169,11 @@ class CertsrvClient:
                        allow_redirects: bool = False) -> p.Reply:
         """One authenticated request; every failure as a CertsrvFailure."""
         if self.auth != "ntlm":
+            # A kept-alive connection the CA closed just as we reused it: aiohttp asks a GET again
+            # on a new one, never a POST (it could file the request twice).
             headers = {"Authorization": self._authorization} if self._authorization else {}
-            try:
-                return await self._exchange(method, url, phase, data=data, headers=headers,
-                                            allow_redirects=allow_redirects)
-            except p.CAConnectError as exc:
-                # The CA may close an idle kept-alive connection just as we reuse it: a GET is safe
-                # to ask again once (a POST is not: it could file the request twice).
-                if method != "GET" or exc.curl_code != 52:
-                    raise
-                return await self._exchange(method, url, phase, data=data, headers=headers,
-                                            allow_redirects=allow_redirects)
+            return await self._exchange(method, url, phase, data=data, headers=headers,
+                                        allow_redirects=allow_redirects)
         async with self._ntlm_lock:
             reply = await self._exchange(method, url, phase, data=data, allow_redirects=allow_redirects)
             if reply.status == 401 and p.offers_ntlm(reply.www_authenticate):
