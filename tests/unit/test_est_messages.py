@@ -134,6 +134,7 @@ def test_paths_and_labels():
     for bad, code in (("/.well-known/est/nope", "EST_ERR_HTTP_NOT_FOUND"),
                       ("/.well-known/est/a/b/cacerts", "EST_ERR_HTTP_INVALID_PATH_SEGMENT"),
                       ("/.well-known/est/a%20b/cacerts", "EST_ERR_HTTP_INVALID_PATH_SEGMENT"),
+                      ("/.well-known/est/simpleenroll/cacerts", "EST_ERR_HTTP_INVALID_PATH_SEGMENT"),
                       ("/other", "EST_ERR_HTTP_NOT_FOUND")):
         with pytest.raises(ParseError) as ei:
             m.parse_est_path(bad)

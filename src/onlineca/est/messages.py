@@ -132,7 +132,8 @@ def parse_est_path(path: str) -> ESTPath:
         label, op = None, rest[0]
     elif len(rest) == 2:
         label, op = rest
-        if not _LABEL_RE.match(label):
+        # RFC 7030 3.2.2: a label may not be an operation name (it would be ambiguous).
+        if not _LABEL_RE.match(label) or label in OPERATIONS:
             raise ParseError(f"invalid CA label {label[:80]!r}", code="EST_ERR_HTTP_INVALID_PATH_SEGMENT")
     else:
         raise ParseError(f"too many path segments in {path[:80]!r}", code="EST_ERR_HTTP_INVALID_PATH_SEGMENT")

@@ -364,6 +364,13 @@ def _cert_sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
 def make_est_app(backend: EnrollBackend, settings: ESTServerSettings | None = None) -> web.Application:
     """The aiohttp application serving EST under ``/.well-known/est/``."""
     settings = settings or ESTServerSettings()
+    for label in settings.labels:
+        if label != "*":
+            try:
+                m.parse_est_path(f"{m.WELL_KNOWN}/{label}/cacerts")
+            except ParseError:
+                raise ConfigError(f"EST CA label {label!r} is not allowed",
+                                  hint="Use letters, digits, '.', '_', '~' or '-', and not an operation name.") from None
     handler = _ESTHandler(backend, settings)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_route("*", m.WELL_KNOWN + "/{tail:.*}", handler.handle)
