@@ -631,3 +631,33 @@ async def test_a_post_is_never_asked_twice(idle_closing_ca, lab_pki):
             await c.submit(csr_for("SEPPOSTONCE0001")[1], "CiscoRA")
     assert info.value.reason == "return code 52 (Empty reply from server)"
     assert [line.split()[0] for _, line, _ in seen] == ["GET", "POST"]
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(url="ftp://ca/certsrv"), "ca_url"),
+    (dict(username=""), "ca_user is empty"),
+    (dict(auth="cert"), "ca_client_cert"),
+    (dict(enroll_timeout=0), "enroll_timeout"),
+    (dict(trust="/nonexistent/trust.pem"), "trust store"),
+])
+def test_bad_settings_are_config_errors(lab_pki, kw, match):
+    from onlineca.errors import ConfigError
+    args = dict(url="https://127.0.0.1:8443/certsrv", username=USER, password=PASSWORD, trust=lab_pki.root_pem)
+    args.update(kw)
+    with pytest.raises(ConfigError, match=match):
+        CertsrvClient(args.pop("url"), **args)
+
+
+async def test_from_config_uses_the_ra_section(serve, lab_pki):
+    from pydantic import SecretStr
+    from onlineca.config import RAConfig
+    ca = await serve()
+    ra = RAConfig(ca_url=ca.url + "/", ca_user=USER, ca_password=SecretStr(PASSWORD),
+                  trust_store=str(lab_pki.root_pem), login_timeout=3, enroll_timeout=4, connect_timeout=2)
+    async with CertsrvClient.from_config(ra) as c:
+        assert (c.base, c.connect_timeout, c.timeouts) == (ca.url, 2, {"login": 3, "enroll": 4})
+        assert PASSWORD not in repr(c)
+        await c.login()
+        await c.check_template(ra.template)

@@ -174,6 +174,7 @@ def test_denied_page_gives_hresult_and_message():
     assert got.message.startswith("Denied by Policy Module 0x80094800, The request was for a certificate template")
     err = got.as_error()
     assert isinstance(err, p.CATemplateError) and err.details["hresult"] == "0x80094800"
+    assert err.reason.startswith("HRESULT 0x80094800 (Denied by Policy Module 0x80094800, The request was for")
 
 
 def test_denied_without_template_and_failed_parse():

@@ -69,8 +69,11 @@ class CertsrvFailure(CertsrvError):
 
     @property
     def reason(self) -> str:
-        """``return code 60 (SSL certificate problem: ...)``, as the source document logs it."""
-        return f"return code {self.curl_code} ({self.curl_message})"
+        """``return code 60 (SSL certificate problem: ...)``, as the source document logs it; for a
+        CA's answer (curl itself succeeded) the HRESULT and disposition message instead."""
+        if self.curl_code:
+            return f"return code {self.curl_code} ({self.curl_message})"
+        return self.curl_message or self.message
 
 
 class CADNSError(CertsrvFailure):
@@ -188,9 +191,10 @@ class Denied:
         who = f"request {self.req_id}" if self.req_id is not None else "the request"
         text = f"the CA denied {who}: {self.message}"
         details = {"req_id": self.req_id, "hresult": self.hresult_hex, "disposition": self.message}
+        said = f"HRESULT {self.hresult_hex} ({self.message})" if self.hresult is not None else self.message
         if self.hresult in TEMPLATE_HRESULTS:
-            return CATemplateError(text, details=details)
-        return CADeniedError(text, details=details)
+            return CATemplateError(text, curl_message=said, details=details)
+        return CADeniedError(text, curl_message=said, details=details)
 
 
 Disposition = IssuedPage | Pending | Denied
