@@ -47,6 +47,7 @@ class ADCSPages:
     require_client_cert: bool = False
     ntlm: bool = False                        # NTLM only (as IIS with Windows authentication)
     close_after: set = field(default_factory=set)  # paths whose answer closes the connection
+    wrong_key: bool = False                   # issue certificates for another key (a broken CA)
     slow: dict = field(default_factory=dict)  # path -> asyncio.Event the handler waits on
     log: list = field(default_factory=list)   # (method, path_qs, peer, authorized)
     reqs: dict = field(default_factory=dict)
@@ -175,7 +176,8 @@ class ADCSPages:
         return self._disposition_page(req_id)
 
     def _sign(self, csr):
-        return pki.build_certificate(subject=csr.subject, public_key=csr.public_key(),
+        public_key = pki.generate_key("ec", 256).public_key() if self.wrong_key else csr.public_key()
+        return pki.build_certificate(subject=csr.subject, public_key=public_key,
                                      issuer_key=self.lab.issuing_key, issuer_cert=self.lab.issuing,
                                      extended_key_usage=["client_auth"])
 
@@ -661,3 +663,10 @@ async def test_from_config_uses_the_ra_section(serve, lab_pki):
         assert PASSWORD not in repr(c)
         await c.login()
         await c.check_template(ra.template)
+
+
+async def test_a_certificate_for_another_key_is_refused(serve, lab_pki):
+    ca = await serve(wrong_key=True)
+    async with client(ca.url, lab_pki) as c:
+        with pytest.raises(p.CAPageError, match="does not hold the public key"):
+            await c.enroll(csr_for("SEPWRONGKEY0001")[1], "CiscoRA")

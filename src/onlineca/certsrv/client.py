@@ -341,11 +341,19 @@ class CertsrvClient:
 
     async def enroll(self, csr: bytes | str | x509.CertificateSigningRequest, template: str,
                      attributes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> p.FetchResult:
-        """Submit and, when issued, fetch: Issued, Pending or Denied, in at most two requests."""
+        """Submit and, when issued, fetch: Issued, Pending or Denied, in at most two requests.
+
+        The issued certificate must hold the CSR's public key: a certificate for another request
+        (a wrong ReqID on the page) is a CA_PROTOCOL failure, never handed on.
+        """
         result = await self.submit(csr, template, attributes)
-        if isinstance(result, p.IssuedPage):
-            return await self.fetch(result.req_id)
-        return result
+        if not isinstance(result, p.IssuedPage):
+            return result
+        issued = await self.fetch(result.req_id)
+        if isinstance(issued, p.Issued) and not _holds_key_of(issued.cert, csr):
+            raise p.CAPageError(f"the CA's certificate for request {issued.req_id} does not hold the "
+                                "public key of the CSR submitted", details={"req_id": issued.req_id})
+        return issued
 
     async def fetch(self, req_id: int, enc: str = "bin") -> p.FetchResult:
         """certnew.cer?ReqID=N: Issued, or Pending ("Taken Under Submission") or Denied."""
@@ -403,6 +411,15 @@ class CertsrvClient:
             raise p.CAChainError(f"cannot retrieve the CA chain: {err.message}", curl_code=err.curl_code,
                                  curl_message=err.curl_message, details=err.details)
         return ctype, body
+
+
+def _holds_key_of(cert: x509.Certificate, csr: bytes | str | x509.CertificateSigningRequest) -> bool:
+    if not isinstance(csr, x509.CertificateSigningRequest):
+        try:
+            csr = pki.parse_csr(csr, verify=False)
+        except ParseError:
+            return True  # the CA accepted what we cannot read: nothing to compare against
+    return pki.same_public_key(cert.public_key(), csr.public_key())
 
 
 def _os_reason(exc: BaseException) -> str:
