@@ -17,7 +17,7 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.est import (
-    CsrAttribute, CsrAttrs, EnrollRequest, ESTClient, ESTCodedError, ESTServerSettings, Issued, LocalSigner,
+    CsrAttribute, CsrAttrs, EnrollRequest, ESTClient, ESTCodedError, ESTServerSettings, LocalSigner,
     Pending, UsersFile, bootstrap_cacerts, enrollment_rv_line, start_est_server,
 )
 from onlineca.est import messages as m
@@ -89,7 +89,7 @@ async def test_simpleenroll_basic_auth(env, server):
     key, csr = _csr(sans=["phone.lab"])
     async with _client(env, server.url, user=USER, password=PASSWORD) as est:
         res = await est.simpleenroll(csr)
-    assert res.certificate.subject == csr.subject
+    assert res.certificate.subject == csr.subject and res.certificates == [res.certificate]
     assert pki.same_public_key(res.certificate.public_key(), key)
     assert pki.san_names(res.certificate) == ["phone.lab"]
     pki.validate_chain(res.certificate, [env.lab.issuing], pki.TrustStore([env.lab.root]))
@@ -496,5 +496,29 @@ async def test_wrong_method_and_unknown_operation(env, server):
         assert ei.value.http_status == 501
 
 
-def test_issued_request_record_type():
-    assert Issued.__dataclass_fields__.keys() >= {"certificate", "chain"}
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+async def test_tls_below_1_2_is_refused(env, server):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(env.lab.root_pem)
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=ctx, server_hostname="127.0.0.1")
+        writer.close()
+
+
+@pytest.mark.parametrize("content_type,body", [
+    (m.CT_PKCS10, b"\x00\xff" * 300),
+    (m.CT_PKCS10, base64.b64encode(b"\x30\x82\xff\xff" + b"A" * 500)),
+    (m.CT_PKCS10, b"-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n"),
+    ("application/pkcs10; charset=\u00e9", b"MIIB"),
+    ("", b""),
+    ("multipart/mixed; boundary=x", b"--x\r\n\r\n--x--"),
+])
+async def test_hostile_bodies_get_4xx_never_500(env, server, content_type, body):
+    async with _client(env, server.url, user=USER, password=PASSWORD) as est:
+        for op in ("simpleenroll", "serverkeygen"):
+            with pytest.raises(ESTCodedError) as ei:
+                await est.request(op, "POST", body, {"Content-Type": content_type} if content_type else {})
+            assert 400 <= ei.value.http_status < 500, ei.value
