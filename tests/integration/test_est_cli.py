@@ -3,6 +3,7 @@ client subcommands as separate processes, over TLS on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -36,18 +37,24 @@ def served(lab_pki, tmp_path_factory):
     (d / "device.pem").write_bytes(pki.certs_pem([cert, lab_pki.issuing]))
     pki.write_private_key(d / "device.key", key)
     (d / "issuing-chain.pem").write_bytes(pki.certs_pem([lab_pki.issuing, lab_pki.root]))
+    with serve(lab_pki, d, "--label", "lsc") as url:
+        yield url, d
+
+
+@contextlib.contextmanager
+def serve(lab_pki, d: Path, *extra: str):
+    """``onlineca est serve`` in its own process; yields its URL once it listens."""
     env = dict(os.environ, ONLINECA_DATA_DIR=str(d / "data"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "onlineca.cli", "est", "serve", "--port", "0",
          "--tls-cert", lab_pki.server_cert_pem, "--tls-key", lab_pki.server_key_pem,
          "--issuer-cert", d / "issuing-chain.pem", "--issuer-key", lab_pki.dir / "issuing.key",
-         "--users-file", d / "users", "--client-ca", lab_pki.root_pem, "--label", "lsc"],
+         "--users-file", d / "users", "--client-ca", lab_pki.root_pem, *extra],
         stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stderr.readline()  # readiness: the server prints its URL once it listens
         assert "EST server listening on " in line, line + proc.stderr.read()
-        url = line.split("listening on ")[1].strip()
-        yield url, d
+        yield line.split("listening on ")[1].strip()
     finally:
         proc.terminate()
         proc.wait(10)
@@ -134,3 +141,14 @@ def test_cli_needs_trust(served):
     url, _ = served
     r = onlineca("est", "cacerts", "--server", url)
     assert r.returncode == 2 and "--cafile" in r.stderr
+
+
+def test_cli_pop_against_a_pop_server(served, lab_pki, tmp_path):
+    _, d = served
+    with serve(lab_pki, d, "--pop") as url:
+        args = ("est", "enroll", "--server", url, "--cafile", lab_pki.root_pem, "--user", USER, "--subject", "CN=pop")
+        r = onlineca(*args)
+        assert r.returncode == 1 and "rv = 22 (EST_ERR_AUTH_FAIL)" in r.stderr  # no PoP: the server says 401
+        r = onlineca(*args, "--pop", "--out", tmp_path / "pop.pem")
+        assert r.returncode == 0, r.stderr
+        assert pki.name_to_slash(pki.load_certificate((tmp_path / "pop.pem").read_bytes()).subject) == "/CN=pop"

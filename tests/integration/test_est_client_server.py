@@ -302,6 +302,11 @@ async def test_tls_unique_proof_of_possession(env):
         assert m.parse_certs_only(body, m.CT_PKCS7_CERTS)[0].subject == x509.Name.from_rfc4514_string("CN=pop-device")
         status, body = await asyncio.to_thread(_pop_post, srv.port, env.lab.root_pem, "AAAAAAAAAAAAAAAA")
         assert status == 401 and b"tls-unique" in body
+        # Our client's PoP: the CSR is built on the open TLS 1.2 connection.
+        key = pki.generate_key("ec", 256)
+        async with _client(env, srv.url, user=USER, password=PASSWORD) as est:
+            res = await est.enroll_with_pop(key, "CN=pop-client,O=onlineca tests", ["pop.lab"])
+        assert pki.same_public_key(res.certificate.public_key(), key) and pki.san_names(res.certificate) == ["pop.lab"]
         # A client that does not do PoP is refused with the libEST code for it.
         async with _client(env, srv.url, user=USER, password=PASSWORD) as est:
             with pytest.raises(ESTCodedError) as ei:

@@ -14,6 +14,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,17 +120,35 @@ def _write_certs(certs: list[x509.Certificate], out: Path | None, fmt: str) -> N
         click.echo(f"wrote {len(certs)} certificate(s) to {out}", err=True)
 
 
-def _make_csr(csr_file: Path | None, subject: str | None, sans: tuple[str, ...], key_type: str,
-              key_size: str, key_out: Path | None) -> x509.CertificateSigningRequest:
-    """The CSR to send: from a file, or a new key (written 0600 to --key-out) and CSR."""
-    if csr_file is not None:
-        return pki.parse_csr(csr_file.read_bytes())
-    if not subject:
-        raise click.UsageError("give --csr FILE, or --subject (and --key-out) to make a key and CSR")
+@dataclass(frozen=True)
+class PoPRequest:
+    """What a PoP enrollment needs: the CSR is built later, on the TLS connection."""
+
+    key: pki.PrivateKey
+    subject: str | x509.Name
+    sans: tuple[Any, ...]
+
+
+def _new_key(key_type: str, key_size: str, key_out: Path | None) -> pki.PrivateKey:
     key = pki.generate_key(key_type, int(key_size) if key_size.isdigit() else key_size)
     if key_out is not None:
         pki.write_private_key(key_out, key)
         click.echo(f"wrote private key to {key_out} (mode 0600)", err=True)
+    return key
+
+
+def _make_csr(csr_file: Path | None, subject: str | None, sans: tuple[str, ...], key_type: str,
+              key_size: str, key_out: Path | None, pop: bool = False) -> x509.CertificateSigningRequest | PoPRequest:
+    """The CSR to send: from a file, or a new key (written 0600 to --key-out) and CSR."""
+    if csr_file is not None:
+        if pop:
+            raise click.UsageError("--pop builds the CSR on the connection: use --subject, not --csr")
+        return pki.parse_csr(csr_file.read_bytes())
+    if not subject:
+        raise click.UsageError("give --csr FILE, or --subject (and --key-out) to make a key and CSR")
+    key = _new_key(key_type, key_size, key_out)
+    if pop:
+        return PoPRequest(key, subject, tuple(sans))
     return pki.build_csr(key, subject, sans)
 
 
@@ -142,6 +161,8 @@ def csr_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--key-size", default="256", show_default=True, help="RSA bits or EC curve size."),
         click.option("--key-out", type=_path, help="Where to write the new private key (0600)."),
         click.option("--out", type=_path, help="Certificate output file (default: stdout, PEM)."),
+        click.option("--pop", is_flag=True, help="Prove possession by tls-unique in the CSR (RFC 7030 3.5; "
+                                                 "needs --subject, uses TLS 1.2)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -164,11 +185,14 @@ async def cacerts_cmd(out: Path | None, fmt: str, **kw: Any) -> None:
     _write_certs(certs, out, fmt)
 
 
-async def _enroll(op: str, kw: dict[str, Any], csr: x509.CertificateSigningRequest,
+async def _enroll(op: str, kw: dict[str, Any], csr: x509.CertificateSigningRequest | PoPRequest,
                   out: Path | None, fmt: str) -> None:
     async with await _client(kw) as client:
         try:
-            res = await getattr(client, op)(csr)
+            if isinstance(csr, PoPRequest):
+                res = await client.enroll_with_pop(csr.key, csr.subject, csr.sans, reenroll=op == "simplereenroll")
+            else:
+                res = await getattr(client, op)(csr)
         except ESTCodedError as exc:
             click.echo(enrollment_rv_line(exc.code, 0), err=True)
             raise
@@ -182,9 +206,9 @@ async def _enroll(op: str, kw: dict[str, Any], csr: x509.CertificateSigningReque
 @client_options
 @csr_options
 @_run
-async def enroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, fmt, **kw: Any) -> None:
+async def enroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, pop, fmt, **kw: Any) -> None:
     """Enroll a CSR (/simpleenroll); with --subject, make the key and CSR first."""
-    csr = _make_csr(csr_file, subject, sans, key_type, key_size, key_out)
+    csr = _make_csr(csr_file, subject, sans, key_type, key_size, key_out, pop)
     await _enroll("simpleenroll", kw, csr, out, fmt)
 
 
@@ -192,24 +216,23 @@ async def enroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, 
 @client_options
 @csr_options
 @_run
-async def reenroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, fmt, **kw: Any) -> None:
+async def reenroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, pop, fmt, **kw: Any) -> None:
     """Renew the --cert certificate (/simplereenroll).  Without --csr/--subject a new key is made
     for the same subject and subjectAltName (RFC 7030 4.2.2 requires them unchanged)."""
     if not kw["cert_file"]:
         raise click.UsageError("reenroll authenticates with the certificate being renewed: give --cert and --key")
+    csr: x509.CertificateSigningRequest | PoPRequest
     if csr_file is None and not subject:
         current = pki.load_certificate(Path(kw["cert_file"]).read_bytes())
-        key = pki.generate_key(key_type, int(key_size))
-        if key_out is not None:
-            pki.write_private_key(key_out, key)
-        ext = current.extensions
+        key = _new_key(key_type, key_size, key_out)
         try:
-            san_values = list(ext.get_extension_for_class(x509.SubjectAlternativeName).value)
+            san_values = list(current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
         except x509.ExtensionNotFound:
             san_values = []
-        csr = pki.build_csr(key, current.subject, san_values)
+        csr = PoPRequest(key, current.subject, tuple(san_values)) if pop else \
+            pki.build_csr(key, current.subject, san_values)
     else:
-        csr = _make_csr(csr_file, subject, sans, key_type, key_size, key_out)
+        csr = _make_csr(csr_file, subject, sans, key_type, key_size, key_out, pop)
     await _enroll("simplereenroll", kw, csr, out, fmt)
 
 
@@ -237,11 +260,15 @@ async def csrattrs_cmd(as_json: bool, fmt: str, **kw: Any) -> None:
 @client_options
 @csr_options
 @_run
-async def serverkeygen_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, fmt, **kw: Any) -> None:
+async def serverkeygen_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, pop, fmt,
+                           **kw: Any) -> None:
     """Have the server generate the key (/serverkeygen); the key is written 0600 to --key-out."""
     if key_out is None:
         raise click.UsageError("serverkeygen needs --key-out for the key the server generates")
+    if pop:
+        raise click.UsageError("--pop is not supported with serverkeygen")
     csr = _make_csr(csr_file, subject, sans, key_type, key_size, None)
+    assert isinstance(csr, x509.CertificateSigningRequest)
     async with await _client(kw) as client:
         res = await client.serverkeygen(csr)
     pki.write_private_key(key_out, pki.load_private_key(res.private_key_der))

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -78,6 +78,19 @@ def client_ssl_context(*, cafile: str | os.PathLike[str] | None = None,
             raise ESTCodedError("EST_ERR_CLIENT_INVALID_KEY", f"cannot load the client certificate/key: {exc}",
                                 hint="Give a PEM certificate and its matching unencrypted private key.") from None
     return ctx
+
+
+class _ChannelBindingConnector(aiohttp.TCPConnector):
+    """Remembers the transport of the connection it hands out, so that a request body built
+    after the handshake can read that connection's tls-unique (RFC 7030 3.5).  Used with one
+    connection per request only, so "the last one" is the request's own."""
+
+    last_transport: asyncio.Transport | None = None
+
+    async def connect(self, req, traces, timeout):  # type: ignore[no-untyped-def]
+        conn = await super().connect(req, traces, timeout)
+        self.last_transport = conn.transport  # type: ignore[assignment]
+        return conn
 
 
 def map_transport_error(exc: BaseException, url: str) -> ESTCodedError:
@@ -181,20 +194,31 @@ class ESTClient:
     def url_for(self, operation: str) -> str:
         return self.base + m.ESTPath(self.label, operation).url_path()[len(m.WELL_KNOWN):]
 
-    async def request(self, operation: str, method: str = "GET", body: bytes | None = None,
-                      headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP exchange, retried on 202/503 + Retry-After; (status, headers, body) on 2xx."""
+    async def request(self, operation: str, method: str = "GET",
+                      body: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
+                      headers: dict[str, str] | None = None,
+                      session: aiohttp.ClientSession | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP exchange, retried on 202/503 + Retry-After; (status, headers, body) on 2xx.
+
+        ``body`` may be a factory of an async byte stream, called once per attempt (PoP builds
+        each attempt's CSR from that attempt's TLS session)."""
         url = self.url_for(operation)
-        session = self._get_session()
+        session = session or self._get_session()
         for attempt in range(self.max_retries + 1):
+            data = body() if callable(body) else body
             try:
-                async with session.request(method, url, data=body, headers={**self._auth_header, **(headers or {})},
+                async with session.request(method, url, data=data, headers={**self._auth_header, **(headers or {})},
                                            allow_redirects=False) as resp:
                     data = await resp.read()
                     status, rheaders = resp.status, {k: v for k, v in resp.headers.items()}
             except aiohttp.ClientResponseError as exc:
                 raise _status_error(exc.status, b"", url) from None
+            except ESTCodedError:
+                raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                cause = exc.__cause__ or exc.__context__
+                if isinstance(cause, ESTCodedError):  # raised while streaming the body (PoP)
+                    raise cause from None
                 err = map_transport_error(exc, url)
                 log.info("%s %s failed: %s", method, url, err, extra={"func": "est_client_send_request"})
                 raise err from None
@@ -254,6 +278,35 @@ class ESTClient:
 
     async def simplereenroll(self, csr: x509.CertificateSigningRequest) -> EnrollResponse:
         return await self._enroll("simplereenroll", csr)
+
+    async def enroll_with_pop(self, key: pki.PrivateKey, subject: str | x509.Name,
+                              sans: Sequence[str | x509.GeneralName] = (), *,
+                              reenroll: bool = False) -> EnrollResponse:
+        """simpleenroll (or simplereenroll) with proof of possession linked to TLS (RFC 7030 3.5):
+        the CSR is built on the open connection, its challengePassword set to that TLS session's
+        tls-unique.  tls-unique exists only up to TLS 1.2, so this connection is capped at 1.2."""
+        operation = "simplereenroll" if reenroll else "simpleenroll"
+        ctx = client_ssl_context(**self._tls)  # type: ignore[arg-type]
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        connector = _ChannelBindingConnector(ssl=ctx, force_close=True, limit=1)
+        built: list[x509.CertificateSigningRequest] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            transport = connector.last_transport
+            sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+            binding = sslobj.get_channel_binding("tls-unique") if sslobj is not None else None
+            if not binding:
+                raise ESTCodedError("EST_ERR_AUTH_FAIL_TLSUID", "this TLS session has no tls-unique value")
+            csr = pki.build_csr(key, subject, sans, challenge_password=m.tls_unique_challenge(binding))
+            built.append(csr)
+            yield m.encode_pkcs10(csr)[1]
+
+        async with aiohttp.ClientSession(connector=connector, timeout=self.timeout) as session:
+            _, rheaders, data = await self.request(operation, "POST", body,
+                                                   {"Content-Type": m.CT_PKCS10,
+                                                    "Content-Transfer-Encoding": "base64"}, session=session)
+        certs = self._parse(m.parse_certs_only, self.url_for(operation), data, rheaders.get("Content-Type"))
+        return EnrollResponse(_pick_issued(certs, built[-1] if built else None), certs, data)  # type: ignore[arg-type]
 
     async def serverkeygen(self, csr: x509.CertificateSigningRequest) -> m.ServerKeygenResult:
         headers, body = m.encode_pkcs10(csr)
