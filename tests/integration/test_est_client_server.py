@@ -255,6 +255,23 @@ async def test_pending_beyond_the_retry_bound_is_enroll_retry(env):
         await srv.close()
 
 
+async def test_retry_after_longer_than_the_cap_is_left_to_the_caller(env):
+    backend = Recording(env.signer, pending=1, retry_after=600)
+    srv = await _server(env, backend)
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    try:
+        async with _client(env, srv.url, user=USER, password=PASSWORD, max_retry_wait=60, sleep=record) as est:
+            with pytest.raises(ESTCodedError) as ei:
+                await est.simpleenroll(_csr()[1])
+        assert ei.value.code == "EST_ERR_CA_ENROLL_RETRY" and ei.value.retry_after == 600 and waits == []
+    finally:
+        await srv.close()
+
+
 async def _no_wait(seconds: float) -> None:
     await asyncio.sleep(0)
 

@@ -143,8 +143,9 @@ class ESTClient:
 
     ``url`` is the server (``https://host:port``) or its EST base (``.../.well-known/est``);
     ``label`` selects a CA label.  ``timeout`` bounds each request, ``connect_timeout`` the TCP/TLS
-    set-up.  A 202 or 503 with Retry-After is retried at most ``max_retries`` times, waiting the
-    server's delay capped at ``max_retry_wait`` seconds.  ``keepalive=False`` opens a new TLS
+    set-up.  A 202 or 503 with Retry-After is retried at most ``max_retries`` times after the
+    server's delay; a delay above ``max_retry_wait`` seconds ends in EST_ERR_CA_ENROLL_RETRY with
+    ``retry_after`` set, for the caller to schedule (a retry is never sent sooner than asked).  ``keepalive=False`` opens a new TLS
     connection per request.
     """
 
@@ -227,13 +228,14 @@ class ESTClient:
                     wait = m.parse_retry_after(rheaders["Retry-After"])
                 except ParseError as exc:
                     raise ESTCodedError(exc.code, f"{url}: {exc.message}", http_status=status) from None
-                if attempt >= self.max_retries:
+                # RFC 7030 4.2.3: never retry sooner than asked; a longer wait is the caller's.
+                if attempt >= self.max_retries or wait > self.max_retry_wait:
                     raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY",
                                         f"{url}: still pending after {self.max_retries} retries "
                                         f"(server asks to retry after {wait} s)", http_status=status,
                                         retry_after=wait)
                 log.info("%s answered %s, Retry-After %s s", url, status, wait, extra={"func": "est_client_retry"})
-                await self._sleep(min(float(wait), self.max_retry_wait))
+                await self._sleep(float(wait))
                 continue
             if status == 202:
                 raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"{url}: 202 without Retry-After", http_status=202)
