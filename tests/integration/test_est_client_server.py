@@ -225,8 +225,13 @@ async def test_ca_label_reaches_the_backend_and_unknown_labels_are_404(env):
         await srv.close()
 
 
-async def test_pending_then_issued_honours_retry_after(env):
-    backend = Recording(env.signer, pending=2, retry_after=7)
+@pytest.mark.parametrize("pending,retry_after,max_retries,max_retry_wait,waits_expected", [
+    (2, 7, 3, 300, [7.0, 7.0]),   # pending twice, then issued: waited what the server asked, twice
+    (99, 3, 1, 300, [3.0]),       # still pending after the retry bound
+    (1, 600, 3, 60, []),          # asks for longer than we may wait: left to the caller, no early retry
+])
+async def test_pending_and_retry_after(env, pending, retry_after, max_retries, max_retry_wait, waits_expected):
+    backend = Recording(env.signer, pending=pending, retry_after=retry_after)
     srv = await _server(env, backend)
     waits: list[float] = []
 
@@ -234,46 +239,20 @@ async def test_pending_then_issued_honours_retry_after(env):
         waits.append(seconds)
 
     try:
-        async with _client(env, srv.url, user=USER, password=PASSWORD, sleep=record) as est:
-            res = await est.simpleenroll(_csr()[1])
-        assert waits == [7.0, 7.0] and len(backend.requests) == 3
-        assert res.certificate.issuer == env.lab.issuing.subject
+        async with _client(env, srv.url, user=USER, password=PASSWORD, sleep=record, max_retries=max_retries,
+                           max_retry_wait=max_retry_wait) as est:
+            if pending <= max_retries and retry_after <= max_retry_wait:
+                res = await est.simpleenroll(_csr()[1])
+                assert res.certificate.issuer == env.lab.issuing.subject
+                assert len(backend.requests) == pending + 1
+            else:
+                with pytest.raises(ESTCodedError) as ei:
+                    await est.simpleenroll(_csr()[1])
+                assert ei.value.code == "EST_ERR_CA_ENROLL_RETRY" and ei.value.number == 26
+                assert ei.value.retry_after == retry_after and ei.value.http_status == 202
+        assert waits == waits_expected
     finally:
         await srv.close()
-
-
-async def test_pending_beyond_the_retry_bound_is_enroll_retry(env):
-    backend = Recording(env.signer, pending=99, retry_after=3)
-    srv = await _server(env, backend)
-    try:
-        async with _client(env, srv.url, user=USER, password=PASSWORD, max_retries=1, sleep=_no_wait) as est:
-            with pytest.raises(ESTCodedError) as ei:
-                await est.simpleenroll(_csr()[1])
-        assert ei.value.code == "EST_ERR_CA_ENROLL_RETRY" and ei.value.number == 26
-        assert ei.value.retry_after == 3 and ei.value.http_status == 202
-    finally:
-        await srv.close()
-
-
-async def test_retry_after_longer_than_the_cap_is_left_to_the_caller(env):
-    backend = Recording(env.signer, pending=1, retry_after=600)
-    srv = await _server(env, backend)
-    waits: list[float] = []
-
-    async def record(seconds: float) -> None:
-        waits.append(seconds)
-
-    try:
-        async with _client(env, srv.url, user=USER, password=PASSWORD, max_retry_wait=60, sleep=record) as est:
-            with pytest.raises(ESTCodedError) as ei:
-                await est.simpleenroll(_csr()[1])
-        assert ei.value.code == "EST_ERR_CA_ENROLL_RETRY" and ei.value.retry_after == 600 and waits == []
-    finally:
-        await srv.close()
-
-
-async def _no_wait(seconds: float) -> None:
-    await asyncio.sleep(0)
 
 
 class Hanging(Recording):
