@@ -1,25 +1,96 @@
-"""Alembic migrations, run programmatically (no alembic.ini needed at run time)."""
+"""Alembic migrations, run programmatically (no alembic.ini needed at run time).
+
+Every server calls ``Database.migrate()`` at start-up, so several processes may migrate the same
+database at once: on PostgreSQL a transaction-scoped advisory lock serialises them (the schema
+change and the version stamp commit together, DDL being transactional there); on SQLite an
+exclusive file lock beside the database file does.  Whoever comes second finds the schema at head
+and does nothing.  This module must never create tables any other way than through the revisions.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import text
+
+from onlineca.errors import StoreError
+
 if TYPE_CHECKING:
+    from alembic.config import Config
+
     from onlineca.store.db import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+# Any constant shared by every onlineca process; "oCAm" in ASCII.
+PG_LOCK_KEY = 0x6F43416D
 
-def upgrade(db: "Database", revision: str = "head") -> None:
-    # Until the Alembic environment lands, create the tables directly.
-    if not (MIGRATIONS / "env.py").exists():
-        db.create_all()
-        return
-    from alembic import command
+_local_lock = threading.Lock()  # flock is per open file, so threads of one process queue here first
+
+
+def alembic_config() -> "Config":
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["connection_engine"] = db.engine
-    command.upgrade(cfg, revision)
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+@contextmanager
+def _sqlite_file_lock(db: "Database") -> Iterator[None]:
+    database = db.engine.url.database
+    with _local_lock:
+        if not database or database == ":memory:":
+            yield
+            return
+        lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")
+        with open(lock_path, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def upgrade(db: "Database", revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (idempotent, safe to run from several processes at once)."""
+    from alembic import command
+
+    cfg = alembic_config()
+    try:
+        if db.is_sqlite:
+            with _sqlite_file_lock(db), db.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        else:
+            with db.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_KEY})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"cannot migrate the database {db.safe_url}: {exc}",
+                         hint="Check that the database is reachable and that this user may create tables.") from exc
+
+
+def current_revision(db: "Database") -> str | None:
+    """The revision the database is at (None when it was never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -45,4 +45,5 @@ class CARequest(Base):
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     resolved_by: Mapped[str] = mapped_column(String(256), default="")
 
-    __table_args__ = (Index("ix_ca_request_requester", "requester"),)
+    # AD CS never reuses a ReqID: SQLite's AUTOINCREMENT keeps it from reusing a deleted row's id.
+    __table_args__ = (Index("ix_ca_request_requester", "requester"), {"sqlite_autoincrement": True})
