@@ -17,7 +17,7 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.est import (
-    CsrAttribute, CsrAttrs, EnrollRequest, ESTClient, ESTCodedError, ESTServerSettings, LocalSigner,
+    CsrAttribute, CsrAttrs, Denied, EnrollRequest, ESTClient, ESTCodedError, ESTServerSettings, LocalSigner,
     Pending, UsersFile, bootstrap_cacerts, enrollment_rv_line, start_est_server,
 )
 from onlineca.est import messages as m
@@ -251,6 +251,35 @@ async def test_pending_and_retry_after(env, pending, retry_after, max_retries, m
                 assert ei.value.code == "EST_ERR_CA_ENROLL_RETRY" and ei.value.number == 26
                 assert ei.value.retry_after == retry_after and ei.value.http_status == 202
         assert waits == waits_expected
+    finally:
+        await srv.close()
+
+
+class Refusing(Recording):
+    def __init__(self, signer, answer) -> None:
+        super().__init__(signer)
+        self.answer = answer
+
+    async def enroll(self, request):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize("answer,status,code,shown", [
+    (Denied("the CA refused the credentials", 401), 401, "EST_ERR_AUTH_FAIL", "the CA refused the credentials"),
+    (Denied("template does not allow this subject", 403), 403, "EST_ERR_AUTH_FAIL", "template does not allow"),
+    (Denied("CA unreachable", 502), 502, "EST_ERR_CA_ENROLL_FAIL", "CA unreachable"),
+    (RuntimeError("secret internal detail"), 500, "EST_ERR_CA_ENROLL_FAIL", "internal error"),
+])
+async def test_backend_refusals_reach_the_client(env, answer, status, code, shown):
+    srv = await _server(env, Refusing(env.signer, answer))
+    try:
+        async with _client(env, srv.url, user=USER, password=PASSWORD) as est:
+            with pytest.raises(ESTCodedError) as ei:
+                await est.simpleenroll(_csr()[1])
+        assert ei.value.http_status == status and ei.value.code == code and shown in ei.value.message
+        assert "secret internal detail" not in ei.value.message
     finally:
         await srv.close()
 

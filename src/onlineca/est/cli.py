@@ -299,29 +299,31 @@ def hash_password_cmd(user: str, password: str) -> None:
 @click.option("--users-file", type=_existing, help="HTTP Basic users (default [est] users_file).")
 @click.option("--client-ca", type=_existing, help="Trust store for TLS client certificates.")
 @click.option("--label", "labels", multiple=True, help="CA label to serve besides the default; repeatable.")
-@click.option("--pop", is_flag=True, default=None, help="Require tls-unique proof of possession (caps TLS at 1.2).")
+@click.option("--pop/--no-pop", default=None,
+              help="Require tls-unique proof of possession (caps TLS at 1.2); default [est] pop_tls_unique.")
 @click.pass_obj
 def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Path, issuer_cert: Path,
               issuer_key: Path, validity_days: float, users_file: Path | None, client_ca: Path | None,
               labels: tuple[str, ...], pop: bool | None) -> None:
     """Run a standalone EST server that signs with a local issuing key (for tests and labs)."""
+    from dataclasses import replace
+
+    from onlineca.config import ESTConfig
     from onlineca.est.backend import LocalSigner
-    from onlineca.est.server import ESTServerSettings, UsersFile, start_est_server
+    from onlineca.est.server import UsersFile, settings_from_config, start_est_server
     from onlineca.logs import setup_component_log
 
-    cfg = app.config.est if app is not None else None
+    cfg: ESTConfig = app.config.est if app is not None else ESTConfig()
     try:
         signer = LocalSigner.from_files(str(issuer_cert), str(issuer_key), validity_days=validity_days)
-        users = users_file or (cfg.users_file if cfg else "")
-        trust_path = client_ca or (cfg.client_trust_store if cfg else "")
-        settings = ESTServerSettings(
-            serverkeygen=cfg.serverkeygen if cfg else True,
-            pop_tls_unique=pop if pop is not None else (cfg.pop_tls_unique if cfg else False),
-            max_body_bytes=cfg.max_body_bytes if cfg else 65536,
-            request_timeout=cfg.request_timeout if cfg else 30.0,
-            retry_after=cfg.retry_after if cfg else 60,
-            labels=labels or (tuple(cfg.labels) if cfg else ()),
-            password_check=UsersFile.from_path(users) if users else None)
+        settings = settings_from_config(cfg)
+        if users_file:
+            settings = replace(settings, password_check=UsersFile.from_path(users_file))
+        if labels:
+            settings = replace(settings, labels=labels)
+        if pop is not None:
+            settings = replace(settings, pop_tls_unique=pop)
+        trust_path = client_ca or cfg.client_trust_store
         trust = pki.TrustStore.from_paths(trust_path) if trust_path else None
     except (OnlineCAError, ValueError) as exc:
         _fail(str(exc))

@@ -23,6 +23,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -33,6 +34,9 @@ from onlineca.errors import ConfigError, ParseError
 from onlineca.est import messages as m
 from onlineca.est.backend import BasicCredentials, Denied, EnrollBackend, EnrollRequest, Issued, Pending
 from onlineca.est.codes import ESTCodedError
+
+if TYPE_CHECKING:
+    from onlineca.config import ESTConfig
 
 log = logging.getLogger("onlineca.est")
 access_log = logging.getLogger("onlineca.est.access")
@@ -135,6 +139,14 @@ class ESTServerSettings:
     realm: str = "estrealm"
     # HTTP Basic: a users file or any async (user, password) -> bool; None disables Basic.
     password_check: PasswordCheck | None = None
+
+
+def settings_from_config(cfg: "ESTConfig") -> ESTServerSettings:
+    """Server settings from the ``[est]`` configuration section (users file read here)."""
+    return ESTServerSettings(
+        serverkeygen=cfg.serverkeygen, pop_tls_unique=cfg.pop_tls_unique, max_body_bytes=cfg.max_body_bytes,
+        request_timeout=cfg.request_timeout, retry_after=cfg.retry_after, labels=tuple(cfg.labels),
+        password_check=UsersFile.from_path(cfg.users_file) if cfg.users_file else None)
 
 
 def server_ssl_context(cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str], *,
@@ -334,6 +346,8 @@ class _ESTHandler:
                      result.retry_after, extra={"func": "est_enroll"})
             return _reply(m.retry_reply(result.retry_after, 202))
         if isinstance(result, Denied):
+            if result.http_status == 401:  # e.g. passthrough credentials the CA refused
+                return self._challenge(result.reason)
             return _error(result.http_status, result.reason, "EST_ERR_CA_ENROLL_FAIL")
         if not isinstance(result, Issued):
             return _error(500, "the signing backend gave no answer", "EST_ERR_CA_ENROLL_FAIL")
@@ -417,5 +431,5 @@ async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLi
     return RunningESTServer(url_host or host, bound, runner, app, ctx)
 
 
-__all__ = ["ESTServerSettings", "UsersFile", "hash_password", "make_est_app", "start_est_server",
+__all__ = ["ESTServerSettings", "settings_from_config", "UsersFile", "hash_password", "make_est_app", "start_est_server",
            "server_ssl_context", "RunningESTServer", "ESTAccessLogger"]
