@@ -165,6 +165,7 @@ _VALID = {
     "csrattrs_der": (m.encode_csrattrs(ATTRS), m.decode_csrattrs),
     "serverkeygen": (m.serverkeygen_reply(pki.private_key_der(KEY), [LEAF], "est").body,
                      lambda b: m.parse_serverkeygen(b, "multipart/mixed; boundary=est")),
+    "base64": (m.encode_base64_body(b"\x30\x03\x02\x01\x05"), m.decode_base64_body),
     "path": (b"/.well-known/est/lsc/simpleenroll", lambda b: m.parse_est_path(b.decode("latin-1"))),
     "retry": (b"120", lambda b: m.parse_retry_after(b.decode("latin-1"))),
     "content_type": (b"application/pkcs7-mime; smime-type=certs-only",
