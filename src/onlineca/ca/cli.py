@@ -1,0 +1,229 @@
+"""``onlineca ca``: make the CA (init), run it (serve), manage its users and its requests.
+
+Commands print for an administrator and exit 0 on success, 1 on failure (``error: ...`` with the
+fix), 2 on bad usage.  A generated password is printed once, to stdout, and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from onlineca import pki
+from onlineca.ca import engine as eng
+from onlineca.ca import templates as policy
+from onlineca.ca import users as ca_users
+from onlineca.cli import AppContext, fail
+from onlineca.errors import OnlineCAError
+from onlineca.store import Database
+
+PASSWORD_ENV = "ONLINECA_CA_PASSWORD"
+
+
+@click.group("ca")
+def ca() -> None:
+    """The CA (AD CS web enrollment): init, serve, users, requests."""
+
+
+@ca.command("init")
+@click.option("--key-type", type=click.Choice(["rsa", "ec"]), default=None, help="Default from [ca] key_type.")
+@click.option("--key-size", type=int, default=None, help="RSA bits (1024-4096) or EC curve bits (256/384/521).")
+@click.option("--root-name", default=None, help='Root CA subject, e.g. "CN=Lab Root CA,O=Example".')
+@click.option("--issuing-name", default=None, help="Issuing (intermediate) CA subject.")
+@click.option("--user", default="ciscora", show_default=True, help="Initial user, when there is no users file.")
+@click.option("--password", default=None, envvar=PASSWORD_ENV, help=f"Its password (or ${PASSWORD_ENV}); "
+              "generated and printed once when omitted.")
+@click.option("--force", is_flag=True, help="Replace an existing CA.")
+@click.pass_obj
+def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_name: str | None,
+             issuing_name: str | None, user: str, password: str | None, force: bool) -> None:
+    """Create the root CA, the issuing CA and the web server certificate in <data dir>/ca."""
+    try:
+        files = eng.init_ca(app.config, app.data_dir, key_type=key_type, key_size=key_size,
+                            root_name=root_name, issuing_name=issuing_name, force=force)
+        upath = eng.users_path(app.config, app.data_dir)
+        generated = None
+        if not ca_users.list_users(upath):
+            generated = ca_users.add_user(upath, user, password)
+        Database(app.config.database_url).migrate()
+    except OnlineCAError as exc:
+        fail(exc)
+    issuing = pki.load_certificate(files.issuing_cert.read_bytes())
+    click.echo(f"CA created in {files.dir}")
+    click.echo(f"  root:    {files.root_cert}")
+    click.echo(f"  issuing: {files.issuing_cert} ({pki.name_to_slash(issuing.subject)})")
+    click.echo(f"  chain:   {files.chain}")
+    click.echo(f"  web:     {files.web_cert} for {', '.join(app.config.ca.web_names)}")
+    if generated is not None:
+        click.echo(f"  users:   {upath} with user {user!r}")
+        if password is None:
+            click.echo(f"  password for {user}: {generated}   (shown once; not stored in clear)")
+
+
+@ca.command("serve")
+@click.option("--host", default=None, help="Default from [ca] host (127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Default from [ca] port (8443).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Web server certificate (PEM, chain allowed) instead of the one 'ca init' made.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.pass_obj
+def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """Serve /certsrv over HTTPS until interrupted."""
+    from onlineca.ca.web import IIS_LOG_NAME, start_ca
+
+    async def run() -> None:
+        running = await start_ca(app.config, app.data_dir, app.log_dir, host=host, port=port,
+                                 tls_cert=tls_cert, tls_key=tls_key, log_format=app.log_format)
+        click.echo(f"CA serving {running.url} (IIS log {app.log_dir / IIS_LOG_NAME})", err=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await running.close()
+
+    try:
+        asyncio.run(run())
+    except OnlineCAError as exc:
+        fail(exc)
+
+
+# --------------------------------------------------------------------------- users
+
+@ca.group("users")
+def users_group() -> None:
+    """Who may log in to /certsrv (Basic authentication)."""
+
+
+@users_group.command("add")
+@click.argument("user")
+@click.option("--password", default=None, envvar=PASSWORD_ENV,
+              help=f"The password (or ${PASSWORD_ENV}); generated and printed once when omitted.")
+@click.pass_obj
+def users_add(app: AppContext, user: str, password: str | None) -> None:
+    """Add USER (or set a new password)."""
+    try:
+        got = ca_users.add_user(eng.users_path(app.config, app.data_dir), user, password)
+    except OnlineCAError as exc:
+        fail(exc)
+    click.echo(f"user {user} saved")
+    if password is None:
+        click.echo(f"password for {user}: {got}   (shown once; not stored in clear)")
+
+
+@users_group.command("remove")
+@click.argument("user")
+@click.pass_obj
+def users_remove(app: AppContext, user: str) -> None:
+    """Remove USER."""
+    try:
+        removed = ca_users.remove_user(eng.users_path(app.config, app.data_dir), user)
+    except OnlineCAError as exc:
+        fail(exc)
+    if not removed:
+        fail(f"no user {user!r}")
+    click.echo(f"user {user} removed")
+
+
+@users_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def users_list(app: AppContext, as_json: bool) -> None:
+    """List the users."""
+    try:
+        names = ca_users.list_users(eng.users_path(app.config, app.data_dir))
+    except OnlineCAError as exc:
+        fail(exc)
+    click.echo(json.dumps(names) if as_json else "\n".join(names) or "(no users)")
+
+
+# --------------------------------------------------------------------------- requests
+
+def _engine(app: AppContext) -> eng.CAEngine:
+    db = Database(app.config.database_url)
+    db.migrate()
+    return eng.CAEngine(app.config, app.data_dir, db)
+
+
+def _row_dict(r) -> dict:  # type: ignore[no-untyped-def]
+    return {"req_id": r.req_id, "requester": r.requester, "template": r.template, "subject": r.subject,
+            "disposition": r.disposition, "hresult": policy.hresult_hex(r.hresult),
+            "message": " ".join(r.disposition_message.split()), "serial": r.serial,
+            "submitted_at": r.submitted_at.isoformat() if r.submitted_at else None,
+            "resolved_by": r.resolved_by}
+
+
+@ca.group("requests")
+def requests_group() -> None:
+    """The CA's requests: list, show, approve (issue) or deny pending ones."""
+
+
+@requests_group.command("list")
+@click.option("--disposition", type=click.Choice([eng.ISSUED, eng.PENDING, eng.DENIED, eng.FAILED]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> None:
+    """List requests (ReqID, requester, template, disposition)."""
+    try:
+        rows = [_row_dict(r) for r in _engine(app).list(disposition)]
+    except OnlineCAError as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['req_id']:>6}  {r['disposition']:<8} {r['requester']:<16} {r['template']:<16} {r['subject']}")
+
+
+@requests_group.command("show")
+@click.argument("req_id", type=int)
+@click.option("--pem", is_flag=True, help="Print the certificate (if issued) as PEM.")
+@click.pass_obj
+def requests_show(app: AppContext, req_id: int, pem: bool) -> None:
+    """Show one request."""
+    try:
+        row = _engine(app).get(req_id)
+    except OnlineCAError as exc:
+        fail(exc)
+    if row is None:
+        fail(f"no request with ReqID {req_id}")
+    if pem:
+        if not row.cert_der:
+            fail(f"ReqID {req_id} is {row.disposition}: no certificate")
+        sys.stdout.write(pki.der_to_pem(row.cert_der).decode())
+        return
+    click.echo(json.dumps(_row_dict(row), indent=2))
+
+
+def _resolve(app: AppContext, req_id: int, action: str) -> None:
+    by = os.environ.get("USER") or "administrator"
+    try:
+        engine = _engine(app)
+        outcome = engine.approve(req_id, by) if action == "approve" else engine.deny(req_id, by)
+    except OnlineCAError as exc:
+        fail(exc)
+    click.echo(f"ReqID {req_id}: {outcome.disposition}")
+
+
+@requests_group.command("approve")
+@click.argument("req_id", type=int)
+@click.pass_obj
+def requests_approve(app: AppContext, req_id: int) -> None:
+    """Issue a pending request (the certificate manager's "Issue")."""
+    _resolve(app, req_id, "approve")
+
+
+@requests_group.command("deny")
+@click.argument("req_id", type=int)
+@click.pass_obj
+def requests_deny(app: AppContext, req_id: int) -> None:
+    """Deny a pending request."""
+    _resolve(app, req_id, "deny")

@@ -1,0 +1,93 @@
+"""The CA's users file: who may log in to /certsrv, with scrypt-hashed passwords.
+
+One ``user:scrypt$n$r$p$salt$hash`` line per user (``#`` comments), the same format as the EST
+users file, so the hashing and the constant-time check are the EST server's (``UsersFile``).
+This module adds, removes and lists users and writes the file 0600; it never stores, prints or
+logs a password in clear.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+from onlineca import pki
+from onlineca.errors import ConfigError
+from onlineca.est.server import UsersFile, hash_password
+
+_USER_NAME = re.compile(r"^[A-Za-z0-9._@$-]{1,64}$")
+
+
+def read_entries(path: str | os.PathLike[str]) -> dict[str, str]:
+    """``{user: hashed}`` from the file; a missing file is an empty one."""
+    p = Path(path)
+    if not p.exists():
+        return {}
+    entries: dict[str, str] = {}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read CA users file {p}: {exc}") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, hashed = line.partition(":")
+        if not sep or not hashed.startswith("scrypt$") or hashed.count("$") != 5:
+            raise ConfigError(f"{p}:{lineno}: expected 'user:scrypt$...'",
+                              hint="Manage this file with 'onlineca ca users add|remove'.")
+        entries[user] = hashed
+    return entries
+
+
+def write_entries(path: str | os.PathLike[str], entries: dict[str, str]) -> None:
+    lines = ["# onlineca CA users (onlineca ca users add|remove|list); scrypt-hashed passwords"]
+    lines += [f"{user}:{hashed}" for user, hashed in sorted(entries.items())]
+    pki.write_secret_file(path, ("\n".join(lines) + "\n").encode())
+
+
+def check_user_name(user: str) -> str:
+    if not _USER_NAME.match(user):
+        raise ConfigError(f"bad user name {user!r}",
+                          hint="Use 1-64 letters, digits and . _ @ $ - (no domain prefix, no colon).")
+    return user
+
+
+def add_user(path: str | os.PathLike[str], user: str, password: str | None = None) -> str:
+    """Add or replace ``user``; returns the password (generated when none is given)."""
+    check_user_name(user)
+    password = password or secrets.token_urlsafe(18)
+    entries = read_entries(path)
+    entries[user] = hash_password(password)
+    write_entries(path, entries)
+    return password
+
+
+def remove_user(path: str | os.PathLike[str], user: str) -> bool:
+    entries = read_entries(path)
+    if entries.pop(user, None) is None:
+        return False
+    write_entries(path, entries)
+    return True
+
+
+def list_users(path: str | os.PathLike[str]) -> list[str]:
+    return sorted(read_entries(path))
+
+
+def load_users(path: str | os.PathLike[str]) -> UsersFile:
+    """The constant-time checker the web app calls as ``await users(user, password)``."""
+    return UsersFile(read_entries(path))
+
+
+def bare_user(name: str) -> str:
+    """``DOMAIN\\user`` or ``user@domain`` as sent in Basic credentials, to the users file's name."""
+    if "\\" in name:
+        return name.rsplit("\\", 1)[1]
+    return name
+
+
+__all__ = ["add_user", "remove_user", "list_users", "load_users", "read_entries", "write_entries",
+           "bare_user", "check_user_name"]

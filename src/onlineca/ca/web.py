@@ -1,0 +1,477 @@
+"""The CA's web server: the AD CS web-enrollment pages (``/certsrv``) as an aiohttp application.
+
+``create_app`` wires HTTP to the issuing engine: Basic authentication against the users file
+(constant-time), one middleware that answers 401/301 as IIS does and writes every request to the
+IIS W3C log, and one handler per page (``certrqxt.asp``, ``certfnsh.asp``, ``certnew.cer``,
+``certnew.p7b``, ``certcarc.asp``, ``certckpn.asp``).  Paths and query keys are matched
+case-insensitively, as IIS and ASP do.  Hostile input gets the page AD CS would give (200 with a
+disposition message, or an IIS 4xx page), never a traceback or a 500; passwords, Authorization
+headers and keys are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import logging
+import os
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from onlineca import pki
+from onlineca.ca import engine as eng
+from onlineca.ca import pages
+from onlineca.ca import templates as policy
+from onlineca.ca.users import bare_user, load_users
+from onlineca.config import Config
+from onlineca.errors import ConfigError
+from onlineca.est.server import UsersFile, server_ssl_context
+from onlineca.logs import setup_component_log
+from onlineca.logs.iis import WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog
+from onlineca.store import Database
+
+log = logging.getLogger("onlineca.ca")
+
+IIS_LOG_NAME = "ca-iis.log"
+SERVER_HEADER = "Microsoft-IIS/10.0"
+
+
+@dataclass
+class CAState:
+    config: Config
+    engine: eng.CAEngine
+    users_path: Path
+    users: UsersFile
+    users_mtime: float
+    iis: IISLog | None
+    ca_name: str
+    db: Database
+
+    def current_users(self) -> UsersFile:
+        """The users file, re-read when it changed on disk (``ca users add`` while serving)."""
+        try:
+            mtime = self.users_path.stat().st_mtime
+        except OSError:
+            mtime = 0.0
+        if mtime != self.users_mtime:
+            try:
+                self.users, self.users_mtime = load_users(self.users_path), mtime
+            except ConfigError as exc:
+                log.error("users file not reloaded: %s", exc.message)
+        return self.users
+
+
+CA_STATE = web.AppKey("ca_state", CAState)
+CA_USER = web.RequestKey("ca_user", str)
+# (substatus, win32 status) for the IIS log line of this request.
+IIS_STATUS = web.RequestKey("iis_status", tuple)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
+
+
+def _query(request: web.Request) -> dict[str, str]:
+    """Query keys lower-cased (ASP's Request.QueryString ignores case); the first value wins."""
+    out: dict[str, str] = {}
+    for key, value in request.query.items():
+        out.setdefault(key.lower(), value)
+    return out
+
+
+def _is_browser(request: web.Request) -> bool:
+    return "mozilla/" in request.headers.get("User-Agent", "").lower()
+
+
+def _wrap_b64(der: bytes, label: bytes = b"CERTIFICATE") -> bytes:
+    raw = base64.b64encode(der)
+    lines = b"\r\n".join(raw[i:i + 64] for i in range(0, len(raw), 64))
+    return b"-----BEGIN " + label + b"-----\r\n" + lines + b"\r\n-----END " + label + b"-----\r\n"
+
+
+def _error_page(state: CAState, disposition: str, message: str, hr: int) -> web.Response:
+    result = policy.HRESULT_TEXT.get(hr) or f"{policy.hresult_hex(hr)} ({policy.to_signed(hr)})"
+    return _html(pages.error(state.ca_name, disposition, message, result))
+
+
+def _iis_page(status: int, reason: str, detail: str) -> web.Response:
+    return _html(pages.http_error(status, reason, detail), status)
+
+
+# --------------------------------------------------------------------------- authentication
+
+def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        return None
+    try:
+        raw = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    user, sep, password = raw.partition(":")
+    return (user, password) if sep else None
+
+
+def _challenge(request: web.Request, state: CAState, win32: int) -> web.Response:
+    request[IIS_STATUS] = (1, win32)
+    headers = CIMultiDict()
+    realm = request.host.rsplit(":", 1)[0] if request.host else "certsrv"
+    headers.add("WWW-Authenticate", f'Basic realm="{realm}"')
+    resp = web.Response(status=401, text=pages.unauthorized(), content_type="text/html", headers=headers)
+    return resp
+
+
+async def _authenticate(request: web.Request, state: CAState) -> str | web.Response:
+    creds = _basic_credentials(request)
+    if creds is None:
+        win32 = WIN32_NO_CREDENTIALS if "Authorization" not in request.headers else WIN32_LOGON_FAILURE
+        return _challenge(request, state, win32)
+    user = bare_user(creds[0])
+    if not user or not await state.current_users()(user, creds[1]):
+        return _challenge(request, state, WIN32_LOGON_FAILURE)
+    request[CA_USER] = user
+    return user
+
+
+# --------------------------------------------------------------------------- the middleware
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _iis_entry(request: web.Request, response: web.StreamResponse, started: float, state: CAState) -> IISEntry:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    s_ip, s_port = (sockname[0], sockname[1]) if sockname else ("-", 0)
+    user = request.get(CA_USER)
+    substatus, win32 = request.get(IIS_STATUS, (0, 0))
+    return IISEntry(
+        when=dt.datetime.now(dt.timezone.utc), s_ip=s_ip, method=request.method, uri_stem=request.path,
+        uri_query=request.query_string, s_port=s_port,
+        username=f"{state.config.ca.domain}\\{user}" if user else "",
+        c_ip=request.remote or "", user_agent=request.headers.get("User-Agent", ""),
+        referer=request.headers.get("Referer", ""), status=response.status, substatus=substatus,
+        win32_status=win32, time_taken_ms=int((time.perf_counter() - started) * 1000))
+
+
+@web.middleware
+async def iis_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = request.app[CA_STATE]
+    started = time.perf_counter()
+    response = await _guarded(request, handler, state)
+    response.headers["Server"] = SERVER_HEADER
+    if state.iis is not None:
+        try:
+            state.iis.write(_iis_entry(request, response, started, state))
+        except (OSError, ValueError) as exc:
+            log.error("cannot write the IIS log: %s", exc)
+    return response
+
+
+async def _guarded(request: web.Request, handler: Handler, state: CAState) -> web.StreamResponse:
+    path = request.path.lower()
+    if path == "/certsrv" or path.startswith("/certsrv/"):
+        who = await _authenticate(request, state)
+        if isinstance(who, web.Response):
+            return who
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large(state)
+    except web.HTTPException as exc:
+        return _iis_page(exc.status, exc.reason, exc.text or exc.reason)
+    except Exception:  # a defect of ours: log it, answer as IIS does, keep serving
+        log.exception("internal error on %s %s", request.method, request.path)
+        return _iis_page(500, "Internal server error.",
+                         "There is a problem with the resource you are looking for, and it cannot be displayed.")
+
+
+def _too_large(state: CAState) -> web.Response:
+    return _iis_page(413, "Request Entity Too Large",
+                     f"The request is larger than the CA accepts ({state.config.ca.max_request_bytes} bytes).")
+
+
+# --------------------------------------------------------------------------- pages
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    path = request.path.lower().rstrip("/")
+    page = PAGES.get(path)
+    if page is None:
+        return _iis_page(404, "File or directory not found.",
+                         "The resource you are looking for might have been removed, had its name changed, "
+                         "or is temporarily unavailable.")
+    methods, func = page
+    if request.method not in methods:
+        return _iis_page(405, "HTTP verb used to access this page is not allowed.",
+                         "The page you are looking for cannot be displayed because an invalid method "
+                         "(HTTP verb) was used to attempt access.")
+    return await func(request, request.app[CA_STATE])
+
+
+async def certsrv_root(request: web.Request, state: CAState) -> web.StreamResponse:
+    if request.path.endswith("/"):
+        return _html(pages.home(state.ca_name))
+    # IIS's courtesy redirect of a folder without its slash: the 301 of the source document's log.
+    location = f"https://{request.host}/certsrv/"
+    body = (f'<head><title>Document Moved</title></head>\n<body><h1>Object Moved</h1>This document may be '
+            f'found <a HREF="{location}">here</a></body>')
+    return web.Response(status=301, text=body, content_type="text/html", headers={"Location": location})
+
+
+async def certrqxt(request: web.Request, state: CAState) -> web.StreamResponse:
+    offered = policy.offered_templates(state.engine.templates, request[CA_USER])
+    return _html(pages.certrqxt(state.ca_name, offered))
+
+
+async def certcarc(request: web.Request, state: CAState) -> web.StreamResponse:
+    return _html(pages.certcarc(state.ca_name, 0))
+
+
+async def certckpn(request: web.Request, state: CAState) -> web.StreamResponse:
+    rows = state.engine.list(eng.PENDING, requester=request[CA_USER])
+    return _html(pages.certckpn(state.ca_name, [(r.req_id, r.submitted_at) for r in rows]))
+
+
+def _form_text(form, name: str) -> str | None:  # type: ignore[no-untyped-def]
+    for key, value in form.items():
+        if key.lower() == name.lower():
+            if isinstance(value, str):
+                return value
+            try:  # a file upload of the saved request
+                return value.file.read(1 << 20).decode("utf-8", "replace")
+            except Exception:
+                return None
+    return None
+
+
+def _bad_parameter(state: CAState) -> web.Response:
+    return _html(pages.denied(state.ca_name, None, policy.parse_failure(policy.E_INVALIDARG)))
+
+
+async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
+    limit = state.config.ca.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _too_large(state)
+    try:
+        form = await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large(state)
+    except (ValueError, UnicodeDecodeError, AssertionError):
+        return _bad_parameter(state)
+    user = request[CA_USER]
+    mode = (_form_text(form, "Mode") or "").strip().lower()
+    if mode == "newreq":
+        cert_request = _form_text(form, "CertRequest")
+        if not cert_request or not cert_request.strip():
+            return _bad_parameter(state)
+        outcome = state.engine.submit(user, cert_request, _form_text(form, "CertAttrib") or "")
+    elif mode == "chkpnd":
+        req_id = _req_id(_form_text(form, "ReqID"))
+        outcome = state.engine.outcome(req_id) if req_id is not None else None
+        if outcome is None or state.engine.get(req_id).requester.lower() != user.lower():  # type: ignore[union-attr]
+            return _html(pages.denied(state.ca_name, req_id, f"Error retrieving request  "
+                                      f"{policy.HRESULT_TEXT[policy.CRYPT_E_NOT_FOUND]}"))
+    else:
+        return _bad_parameter(state)
+    if outcome.disposition == eng.ISSUED:
+        return _html(pages.issued(state.ca_name, outcome.req_id, _is_browser(request)))  # type: ignore[arg-type]
+    if outcome.disposition == eng.PENDING:
+        return _html(pages.pending(state.ca_name, outcome.req_id))  # type: ignore[arg-type]
+    return _html(pages.denied(state.ca_name, outcome.req_id, outcome.message))
+
+
+def _req_id(text: str | None) -> int | None:
+    text = (text or "").strip()
+    if not text.isdigit() or len(text) > 9:
+        return None
+    return int(text)
+
+
+def _encoding(query: dict[str, str]) -> str | None:
+    enc = query.get("enc", "bin").strip().lower()
+    return enc if enc in ("b64", "bin") else None
+
+
+def _download(request: web.Request, body: bytes, content_type: str, filename: str) -> web.Response:
+    # AD CS picks the download type from the User-Agent: browsers get the certificate type,
+    # other clients the same bytes as text/html (clients must cope with both).
+    ctype = content_type if _is_browser(request) else "text/html"
+    return web.Response(body=body, content_type=ctype,
+                        headers={"Content-Disposition": f"attachment; filename={filename}"})
+
+
+def _lookup(request: web.Request, state: CAState, query: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The certificates a certnew.* ReqID names, or the AD CS error page to answer with."""
+    raw = query.get("reqid", "").strip()
+    if raw.lower() == "cacert":
+        renewal = query.get("renewal", "0").strip() or "0"
+        if renewal != "0":
+            return _error_page(state, "", f"Error retrieving CA certificate  renewal {renewal[:20]} does not exist",
+                               policy.E_INVALIDARG)
+        return None, state.engine.chain
+    req_id = _req_id(raw)
+    if req_id is None:
+        return _error_page(state, "", "Error retrieving request  the ReqID must be a number or CACert",
+                           policy.E_INVALIDARG)
+    row = state.engine.get(req_id)
+    if row is None:
+        return _error_page(state, "", f"Error retrieving request {req_id}", policy.CRYPT_E_NOT_FOUND)
+    if row.requester.lower() != request[CA_USER].lower():
+        return _error_page(state, "", f"Error retrieving request {req_id}", policy.E_ACCESSDENIED)
+    if row.disposition != eng.ISSUED or not row.cert_der:
+        return _error_page(state, row.disposition, row.disposition_message, policy.to_unsigned(row.hresult))
+    return row, [pki.load_certificate(row.cert_der)]
+
+
+async def certnew_cer(request: web.Request, state: CAState) -> web.StreamResponse:
+    query = _query(request)
+    enc = _encoding(query)
+    if enc is None:
+        return _error_page(state, "", "Error  the encoding (Enc) must be b64 or bin", policy.E_INVALIDARG)
+    found = _lookup(request, state, query)
+    if isinstance(found, web.Response):
+        return found
+    cert = found[1][0]
+    body = pki.cert_der(cert) if enc == "bin" else pki.cert_pem(cert).replace(b"\n", b"\r\n")
+    return _download(request, body, "application/pkix-cert", "certnew.cer")
+
+
+async def certnew_p7b(request: web.Request, state: CAState) -> web.StreamResponse:
+    query = _query(request)
+    enc = _encoding(query)
+    if enc is None:
+        return _error_page(state, "", "Error  the encoding (Enc) must be b64 or bin", policy.E_INVALIDARG)
+    found = _lookup(request, state, query)
+    if isinstance(found, web.Response):
+        return found
+    row, certs = found
+    if row is not None:
+        certs = certs + state.engine.chain
+    der = pki.pkcs7_der(certs)
+    body = der if enc == "bin" else _wrap_b64(der)
+    return _download(request, body, "application/x-pkcs7-certificates", "certnew.p7b")
+
+
+PageFunc = Callable[[web.Request, CAState], Awaitable[web.StreamResponse]]
+PAGES: dict[str, tuple[tuple[str, ...], PageFunc]] = {
+    "/certsrv": (("GET", "HEAD"), certsrv_root),
+    "/certsrv/default.asp": (("GET", "HEAD"), certsrv_root),
+    "/certsrv/certrqxt.asp": (("GET", "HEAD"), certrqxt),
+    "/certsrv/certfnsh.asp": (("POST",), certfnsh),
+    "/certsrv/certnew.cer": (("GET", "HEAD"), certnew_cer),
+    "/certsrv/certnew.p7b": (("GET", "HEAD"), certnew_p7b),
+    "/certsrv/certcarc.asp": (("GET", "HEAD"), certcarc),
+    "/certsrv/certckpn.asp": (("GET", "HEAD"), certckpn),
+}
+
+
+# --------------------------------------------------------------------------- the application
+
+def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log_format: str | None = None,
+               db: Database | None = None) -> web.Application:
+    """The CA web application; the database is migrated and the CA keys are read here, once."""
+    if config.ca.ntlm_auth:
+        raise ConfigError("ca.ntlm_auth: the onlineca CA serves Basic authentication only",
+                          hint="Set ntlm_auth = false; NTLM is for a real AD CS (the RA's certsrv client speaks it).")
+    if not config.ca.basic_auth:
+        raise ConfigError("ca.basic_auth: must be true (it is the only authentication the onlineca CA serves)")
+    setup_component_log("ca", log_dir, log_format or config.logging.format, config.logging.level)
+    db = db or Database(config.database_url)
+    db.migrate()
+    engine = eng.CAEngine(config, data_dir, db)
+    upath = eng.users_path(config, data_dir)
+    try:
+        mtime = upath.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    iis = IISLog(Path(log_dir) / IIS_LOG_NAME)
+    state = CAState(config, engine, upath, load_users(upath), mtime, iis,
+                    pki.common_name(engine.issuing.subject) or "onlineca CA", db)
+    app = web.Application(middlewares=[iis_middleware], client_max_size=config.ca.max_request_bytes)
+    app[CA_STATE] = state
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+
+    async def _close(_app: web.Application) -> None:
+        iis.close()
+        db.dispose()
+
+    app.on_cleanup.append(_close)
+    return app
+
+
+@dataclass
+class RunningCA:
+    """A started CA: ``url`` is its ``https://host:port/certsrv``; ``server`` is what certsrv clients take."""
+
+    host: str
+    port: int
+    runner: web.AppRunner
+    app: web.Application
+    ssl_context: ssl.SSLContext = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}/certsrv"
+
+    @property
+    def server(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def engine(self) -> eng.CAEngine:
+        return self.app[CA_STATE].engine
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+def tls_files(config: Config, data_dir: str | Path, tls_cert: str | os.PathLike[str] | None = None,
+              tls_key: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+    """The web certificate to serve: the arguments, else ``[ca] tls_cert``, else the one ``ca init`` made."""
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if tls_cert and tls_key:
+        return Path(tls_cert), Path(tls_key)
+    if config.ca.tls_cert and config.ca.tls_key:
+        return Path(config.ca.tls_cert), Path(config.ca.tls_key)
+    files = eng.ca_files(data_dir)
+    return files.web_cert, files.web_key
+
+
+async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *, host: str | None = None,
+                   port: int | None = None, tls_cert: str | os.PathLike[str] | None = None,
+                   tls_key: str | os.PathLike[str] | None = None, log_format: str | None = None,
+                   db: Database | None = None) -> RunningCA:
+    """Start the CA over HTTPS (port 0: any free port); returns once it accepts connections."""
+    cert_file, key_file = tls_files(config, data_dir, tls_cert, tls_key)
+    try:
+        ctx = server_ssl_context(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the web certificate {cert_file} / {key_file}: {exc}",
+                          hint="Run 'onlineca ca init' or pass --tls-cert and --tls-key.") from None
+    app = create_app(config, data_dir, log_dir, log_format=log_format, db=db)
+    host = host or config.ca.host
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, config.ca.port if port is None else port, ssl_context=ctx, backlog=256,
+                       reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                          hint="Choose another --port or stop what uses it.") from None
+    bound = runner.addresses[0][1]
+    log.info("CA %s serving /certsrv on https://%s:%s", app[CA_STATE].ca_name, host, bound)
+    return RunningCA(host, bound, runner, app, ctx)
+
+
+__all__ = ["create_app", "start_ca", "RunningCA", "CA_STATE", "IIS_LOG_NAME", "tls_files"]
