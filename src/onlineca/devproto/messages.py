@@ -1,0 +1,709 @@
+"""The device protocol's messages as typed values: one frozen dataclass per command we send or
+accept, the numbers of commands, elements, reasons, key types, curves, digests and certificate
+types, and the exact bytes a phone signs to authenticate with an existing certificate.
+
+``decode_message(frame)`` turns a ``codec.Frame`` into a message (or raises ``ProtocolError``);
+``encode_message(msg)`` turns a message into a ``Frame``; ``to_bytes``/``from_bytes`` do both with
+the wire bytes.  Each message class lists its elements in ``ELEMENTS`` (field, element, how often),
+so the spec in docs/device-protocol.md and this module say the same thing.  Elements that a
+command does not list, and element tags we do not know, are ignored (a newer phone may send more);
+a listed element given twice, a missing required one, or a value of the wrong shape is an error.
+Rules that depend on the negotiated version (2 or 3) live in ``check_version``; the order of
+messages lives in ``session.py``.  This module must never do I/O, log, or verify signatures.
+
+Example::
+
+    msg = KeyGenRequest(session_id=0x1234, key_type=KeyType.EC, ec_curve=ECCurve.P256)
+    wire = to_bytes(msg)
+    assert from_bytes(wire) == msg
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Callable, ClassVar
+
+from onlineca import pki
+from onlineca.devproto.codec import (
+    DEFAULT_LIMITS, Element, Frame, Limits, decode_frame, encode_frame, protocol_error,
+)
+from onlineca.errors import OnlineCAError, ProtocolError
+
+# Versions: CAPF sends 3; phones may announce 2 (see check_version for what differs).
+VERSION_2 = 2
+VERSION_3 = 3
+SUPPORTED_VERSIONS = (VERSION_2, VERSION_3)
+SERVER_VERSION = VERSION_3
+
+E_BAD_ELEMENT = "DEVPROTO_BAD_ELEMENT"
+E_MISSING_ELEMENT = "DEVPROTO_MISSING_ELEMENT"
+E_DUPLICATE_ELEMENT = "DEVPROTO_DUPLICATE_ELEMENT"
+E_UNSUPPORTED_COMMAND = "DEVPROTO_UNSUPPORTED_COMMAND"
+E_VERSION = "DEVPROTO_VERSION"
+
+
+class Command(enum.IntEnum):
+    AUTH_REQUEST = 1
+    AUTH_RESPONSE = 2
+    KEY_GEN_REQUEST = 3
+    KEY_GEN_RESPONSE = 4
+    ENCRYPT_RESPONSE = 5
+    ENCRYPT_REQUEST = 6
+    DECRYPT_REQUEST = 7
+    DECRYPT_RESPONSE = 8
+    STORE_CERT_REQUEST = 9
+    STORE_CERT_RESPONSE = 10
+    FETCH_CERT_REQUEST = 11
+    FETCH_CERT_RESPONSE = 12
+    DELETE_CERT_REQUEST = 13
+    DELETE_CERT_RESPONSE = 14
+    END_SESSION = 15
+    RETRY_LATER = 16
+    REQUEST_IN_PROGRESS = 17
+    STATUS_ENQUIRY = 18
+    STATUS_RESPONSE = 19
+    ABORT_REQUEST = 20
+    ABORT_RESPONSE = 21
+    SIGN_CERT_REQUEST = 22
+    SIGN_CERT_RESPONSE = 23
+
+
+class Tag(enum.IntEnum):
+    """Element tags.  1-20 are the publicly known numbers; 64 and up are ours (documented)."""
+
+    REASON = 1
+    REASON_INFO = 2
+    CERTIFICATE_TYPE = 3
+    CERTIFICATE = 4
+    CERTIFICATE_ID = 5
+    SIGNED_DATA = 6
+    VERSION = 7
+    AUTH_TYPE = 8
+    PUBLIC_KEY = 9
+    KEY_SIZE = 10
+    AUTH_PASSWORD = 11
+    RETRY_DELAY = 12
+    DEVICE_NAME = 13
+    SUDI_DATA = 16
+    KEY_TYPE = 17
+    EC_CURVE = 18
+    DIGEST_TYPE = 19
+    SIGNED_DATA_SHA2 = 20
+    AUTH_NONCE = 64   # ours: CAPF's random challenge in AUTH_REQUEST
+    TBS_DATA = 65     # ours: the DER CertificationRequestInfo the phone must sign
+
+
+class Reason(enum.IntEnum):
+    """REASON values.  1, 7 and 9 are the publicly known ones; 64 and up are ours."""
+
+    OK = 1
+    OPERATION_REFUSED = 7   # nothing pending, wrong auth string, already issued (REASON_INFO says which)
+    DEVICE_UNKNOWN = 9
+    KEY_GEN_FAILED = 64
+    KEY_GEN_TIMEOUT = 65
+    CA_UNAVAILABLE = 66
+    CA_REJECTED = 67
+    DEADLINE_PASSED = 68
+    UNSUPPORTED = 69        # key type/size, curve, digest or version the peer cannot do
+    PROTOCOL_ERROR = 70
+    STORE_FAILED = 71
+    NO_CERTIFICATE = 72
+    ABORTED = 73
+    SIGN_FAILED = 74
+    INVALID_CERTIFICATE = 75  # the LSC/MIC (or its signature) did not authenticate the phone
+    LOCKED_OUT = 76
+
+
+class AuthType(enum.IntEnum):
+    NONE = 0                     # By Null String
+    PASSWORD = 1                 # By Authentication String
+    EXISTING_CERT_LSC_FIRST = 2  # ours: By Existing Certificate (Precedence to LSC)
+    EXISTING_CERT_MIC_FIRST = 3  # ours: By Existing Certificate (Precedence to MIC)
+
+
+class CertificateType(enum.IntEnum):
+    LSC = 1
+    MIC = 2
+
+
+class KeyType(enum.IntEnum):
+    RSA = 0
+    EC = 1
+
+
+class ECCurve(enum.IntEnum):
+    P256 = 0
+    P384 = 1
+    P521 = 2
+
+    @property
+    def bits(self) -> int:
+        return (256, 384, 521)[self.value]
+
+    @classmethod
+    def from_bits(cls, bits: int) -> ECCurve:
+        return {256: cls.P256, 384: cls.P384, 521: cls.P521}[bits]
+
+
+class DigestType(enum.IntEnum):
+    """Ours (the public notes name the element, not its values).  SHA-1 is never accepted."""
+
+    SHA256 = 1
+    SHA384 = 2
+    SHA512 = 3
+
+    @property
+    def hash_name(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_hash_name(cls, name: str) -> DigestType:
+        return cls[name.upper()]
+
+
+# --------------------------------------------------------------------------- element values
+
+
+@dataclass(frozen=True)
+class CertificateValue:
+    """A CERTIFICATE element: 0x00, the certificate type, then the DER certificate."""
+
+    cert_type: CertificateType
+    der: bytes
+
+    def certificate(self) -> Any:
+        """The ``x509.Certificate`` (already known to parse)."""
+        return pki.load_certificate(self.der)
+
+
+DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+MAX_TEXT = 1024
+MAX_SIGNATURE = 1024      # an RSA 8192 signature; ECDSA P-521 is ~139 bytes
+NONCE_SIZES = range(16, 65)
+
+
+def _bad(tag: int, why: str) -> ProtocolError:
+    name = Tag(tag).name if tag in Tag._value2member_map_ else str(tag)
+    return protocol_error(f"element {name}: {why}", E_BAD_ELEMENT)
+
+
+def _uint(size: int) -> tuple[Callable[[int, Any], bytes], Callable[[int, bytes], int]]:
+    def enc(tag: int, v: Any) -> bytes:
+        if not isinstance(v, int) or not 0 <= v < 1 << (8 * size):
+            raise _bad(tag, f"{v!r} does not fit {size} byte(s)")
+        return int(v).to_bytes(size, "big")
+
+    def dec(tag: int, b: bytes) -> int:
+        if len(b) != size:
+            raise _bad(tag, f"{len(b)} bytes where {size} are expected")
+        return int.from_bytes(b, "big")
+    return enc, dec
+
+
+def _enum(cls: type[enum.IntEnum], strict: bool = True) -> tuple[Callable[[int, Any], bytes], Callable[[int, bytes], Any]]:
+    enc8, dec8 = _uint(1)
+
+    def dec(tag: int, b: bytes) -> Any:
+        v = dec8(tag, b)
+        try:
+            return cls(v)
+        except ValueError:
+            if strict:
+                raise _bad(tag, f"unknown {cls.__name__} value {v}") from None
+            return v  # e.g. a REASON we do not know yet: keep the number
+    return enc8, dec
+
+
+def _text(pattern: re.Pattern[str] | None, encoding: str, max_len: int = MAX_TEXT):
+    def check(tag: int, s: str) -> str:
+        if len(s) > max_len:
+            raise _bad(tag, f"longer than {max_len} characters")
+        if pattern is not None and not pattern.match(s):
+            raise _bad(tag, f"{s[:40]!r} is not allowed")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in s):
+            raise _bad(tag, "control characters are not allowed")
+        return s
+
+    def enc(tag: int, v: Any) -> bytes:
+        if not isinstance(v, str):
+            raise _bad(tag, "must be text")
+        try:
+            return check(tag, v).encode(encoding)
+        except UnicodeEncodeError:
+            raise _bad(tag, f"not {encoding}") from None
+
+    def dec(tag: int, b: bytes) -> str:
+        try:
+            return check(tag, b.decode(encoding))
+        except UnicodeDecodeError:
+            raise _bad(tag, f"not {encoding}") from None
+    return enc, dec
+
+
+def _opaque(min_len: int = 0, max_len: int = 0xFFFF, first: int | None = None):
+    def check(tag: int, b: bytes) -> bytes:
+        if not min_len <= len(b) <= max_len:
+            raise _bad(tag, f"{len(b)} bytes, expected {min_len}..{max_len}")
+        if first is not None and b[:1] != bytes([first]):
+            raise _bad(tag, "not a DER SEQUENCE")
+        return bytes(b)
+
+    def enc(tag: int, v: Any) -> bytes:
+        if not isinstance(v, (bytes, bytearray)):
+            raise _bad(tag, "must be bytes")
+        return check(tag, bytes(v))
+    return enc, check
+
+
+def _public_key():
+    enc_raw, dec_raw = _opaque(1, first=0x30)
+
+    def dec(tag: int, b: bytes) -> bytes:
+        try:
+            pki.load_public_key(dec_raw(tag, b))
+        except OnlineCAError as exc:
+            raise _bad(tag, f"not an RSA or EC SubjectPublicKeyInfo ({exc.message})") from None
+        return bytes(b)
+    return enc_raw, dec
+
+
+def _certificate():
+    def enc(tag: int, v: Any) -> bytes:
+        if not isinstance(v, CertificateValue):
+            raise _bad(tag, "must be a CertificateValue")
+        return b"\x00" + bytes([int(v.cert_type)]) + v.der
+
+    def dec(tag: int, b: bytes) -> CertificateValue:
+        if len(b) < 3 or b[0] != 0:
+            raise _bad(tag, "must start with 0x00 and the certificate type")
+        try:
+            cert_type = CertificateType(b[1])
+        except ValueError:
+            raise _bad(tag, f"unknown certificate type {b[1]}") from None
+        try:
+            pki.load_certificate(b[2:])
+        except OnlineCAError as exc:
+            raise _bad(tag, f"not a DER certificate ({exc.message})") from None
+        return CertificateValue(cert_type, bytes(b[2:]))
+    return enc, dec
+
+
+ELEMENT_CODECS: dict[Tag, tuple[Callable[[int, Any], bytes], Callable[[int, bytes], Any]]] = {
+    Tag.REASON: _enum(Reason, strict=False),
+    Tag.REASON_INFO: _text(None, "utf-8"),
+    Tag.CERTIFICATE_TYPE: _enum(CertificateType),
+    Tag.CERTIFICATE: _certificate(),
+    Tag.CERTIFICATE_ID: _opaque(1, 256),
+    Tag.SIGNED_DATA: _opaque(1, MAX_SIGNATURE),
+    Tag.VERSION: _uint(1),
+    Tag.AUTH_TYPE: _enum(AuthType),
+    Tag.PUBLIC_KEY: _public_key(),
+    Tag.KEY_SIZE: _uint(2),
+    Tag.AUTH_PASSWORD: _text(None, "ascii", 64),
+    Tag.RETRY_DELAY: _uint(4),
+    Tag.DEVICE_NAME: _text(DEVICE_NAME_RE, "ascii", 64),
+    Tag.SUDI_DATA: _opaque(0, 0xFFFF),
+    Tag.KEY_TYPE: _enum(KeyType),
+    Tag.EC_CURVE: _enum(ECCurve),
+    Tag.DIGEST_TYPE: _enum(DigestType),
+    Tag.SIGNED_DATA_SHA2: _opaque(1, MAX_SIGNATURE),
+    Tag.AUTH_NONCE: _opaque(NONCE_SIZES.start, NONCE_SIZES.stop - 1),
+    Tag.TBS_DATA: _opaque(2, 0xFFFF, first=0x30),
+}
+
+# How often an element appears in a message.
+ONE, OPTIONAL, MANY = "one", "optional", "many"
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """Base of every message: the command it is, the session id it carries, its elements."""
+
+    COMMAND: ClassVar[Command]
+    ELEMENTS: ClassVar[tuple[tuple[str, Tag, str], ...]] = ()
+    session_id: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Rules between elements of one message (overridden where there are some)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthRequest(Message):
+    """CAPF -> phone, first message of every session.  ``auth_type`` None: answer with the
+    credential your configuration names; set: CAPF asks again for that kind (see the spec)."""
+
+    COMMAND = Command.AUTH_REQUEST
+    ELEMENTS = (("version", Tag.VERSION, ONE), ("auth_type", Tag.AUTH_TYPE, OPTIONAL),
+                ("nonce", Tag.AUTH_NONCE, OPTIONAL))
+    version: int = SERVER_VERSION
+    auth_type: AuthType | None = None
+    nonce: bytes | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthResponse(Message):
+    COMMAND = Command.AUTH_RESPONSE
+    ELEMENTS = (("version", Tag.VERSION, ONE), ("device_name", Tag.DEVICE_NAME, ONE),
+                ("auth_password", Tag.AUTH_PASSWORD, OPTIONAL), ("certificate", Tag.CERTIFICATE, OPTIONAL),
+                ("signed_data", Tag.SIGNED_DATA, OPTIONAL), ("signed_data_sha2", Tag.SIGNED_DATA_SHA2, OPTIONAL),
+                ("digest_type", Tag.DIGEST_TYPE, OPTIONAL), ("sudi_data", Tag.SUDI_DATA, OPTIONAL))
+    version: int
+    device_name: str
+    auth_password: str | None = None
+    certificate: CertificateValue | None = None
+    signed_data: bytes | None = None
+    signed_data_sha2: bytes | None = None
+    digest_type: DigestType | None = None
+    sudi_data: bytes | None = None
+
+    def validate(self) -> None:
+        signed = self.signed_data is not None or self.signed_data_sha2 is not None
+        if signed and self.certificate is None:
+            raise protocol_error("AUTH_RESPONSE carries a signature without the CERTIFICATE that made it",
+                                 E_MISSING_ELEMENT)
+        if self.signed_data is not None and self.signed_data_sha2 is not None:
+            raise protocol_error("AUTH_RESPONSE carries both SIGNED_DATA and SIGNED_DATA_SHA2", E_BAD_ELEMENT)
+
+    @property
+    def signature(self) -> bytes | None:
+        return self.signed_data_sha2 if self.signed_data_sha2 is not None else self.signed_data
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyGenRequest(Message):
+    """CAPF -> phone: make a new key pair.  RSA needs KEY_SIZE, EC needs EC_CURVE; no KEY_TYPE
+    means RSA (version 2 phones know nothing else)."""
+
+    COMMAND = Command.KEY_GEN_REQUEST
+    ELEMENTS = (("key_type", Tag.KEY_TYPE, OPTIONAL), ("key_size", Tag.KEY_SIZE, OPTIONAL),
+                ("ec_curve", Tag.EC_CURVE, OPTIONAL))
+    key_type: KeyType | None = None
+    key_size: int | None = None
+    ec_curve: ECCurve | None = None
+
+    def validate(self) -> None:
+        if self.effective_key_type is KeyType.EC:
+            if self.ec_curve is None:
+                raise protocol_error("KEY_GEN_REQUEST for an EC key without EC_CURVE", E_MISSING_ELEMENT)
+        elif self.key_size is None:
+            raise protocol_error("KEY_GEN_REQUEST for an RSA key without KEY_SIZE", E_MISSING_ELEMENT)
+        elif self.ec_curve is not None:
+            raise protocol_error("KEY_GEN_REQUEST for an RSA key with an EC_CURVE", E_BAD_ELEMENT)
+
+    @property
+    def effective_key_type(self) -> KeyType:
+        return KeyType.RSA if self.key_type is None else self.key_type
+
+    @property
+    def key_spec(self) -> tuple[str, int]:
+        """("rsa", bits) or ("ec", bits), as ``pki.generate_key`` takes them."""
+        if self.effective_key_type is KeyType.EC:
+            assert self.ec_curve is not None
+            return "ec", self.ec_curve.bits
+        assert self.key_size is not None
+        return "rsa", self.key_size
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyGenResponse(Message):
+    """Phone -> CAPF: the new public key (SubjectPublicKeyInfo DER), or a REASON why not."""
+
+    COMMAND = Command.KEY_GEN_RESPONSE
+    ELEMENTS = (("reason", Tag.REASON, OPTIONAL), ("public_key", Tag.PUBLIC_KEY, OPTIONAL),
+                ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    reason: Reason | int = Reason.OK
+    public_key: bytes | None = None
+    reason_info: str | None = None
+
+    def validate(self) -> None:
+        if self.reason == Reason.OK and self.public_key is None:
+            raise protocol_error("KEY_GEN_RESPONSE without PUBLIC_KEY or a failure REASON", E_MISSING_ELEMENT)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignCertRequest(Message):
+    """CAPF -> phone: sign TBS_DATA (a DER CertificationRequestInfo holding the phone's new public
+    key) with the new key and DIGEST_TYPE (version 3; version 2 implies SHA-256 and omits it)."""
+
+    COMMAND = Command.SIGN_CERT_REQUEST
+    ELEMENTS = (("tbs_data", Tag.TBS_DATA, ONE), ("digest_type", Tag.DIGEST_TYPE, OPTIONAL))
+    tbs_data: bytes
+    digest_type: DigestType | None = None
+
+    @property
+    def effective_digest(self) -> DigestType:
+        return DigestType.SHA256 if self.digest_type is None else self.digest_type
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignCertResponse(Message):
+    """Phone -> CAPF: the signature, in SIGNED_DATA_SHA2 (version 3) or SIGNED_DATA (version 2)."""
+
+    COMMAND = Command.SIGN_CERT_RESPONSE
+    ELEMENTS = (("reason", Tag.REASON, OPTIONAL), ("signed_data", Tag.SIGNED_DATA, OPTIONAL),
+                ("signed_data_sha2", Tag.SIGNED_DATA_SHA2, OPTIONAL), ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    reason: Reason | int = Reason.OK
+    signed_data: bytes | None = None
+    signed_data_sha2: bytes | None = None
+    reason_info: str | None = None
+
+    def validate(self) -> None:
+        if self.signed_data is not None and self.signed_data_sha2 is not None:
+            raise protocol_error("SIGN_CERT_RESPONSE carries both SIGNED_DATA and SIGNED_DATA_SHA2", E_BAD_ELEMENT)
+        if self.reason == Reason.OK and self.signature is None:
+            raise protocol_error("SIGN_CERT_RESPONSE without a signature or a failure REASON", E_MISSING_ELEMENT)
+
+    @property
+    def signature(self) -> bytes | None:
+        return self.signed_data_sha2 if self.signed_data_sha2 is not None else self.signed_data
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreCertRequest(Message):
+    COMMAND = Command.STORE_CERT_REQUEST
+    ELEMENTS = (("certificate_type", Tag.CERTIFICATE_TYPE, ONE), ("certificate", Tag.CERTIFICATE, ONE))
+    certificate_type: CertificateType = CertificateType.LSC
+    certificate: CertificateValue
+
+    def validate(self) -> None:
+        if self.certificate.cert_type != self.certificate_type:
+            raise protocol_error("STORE_CERT_REQUEST: CERTIFICATE_TYPE and the certificate's own type differ",
+                                 E_BAD_ELEMENT)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreCertResponse(Message):
+    COMMAND = Command.STORE_CERT_RESPONSE
+    ELEMENTS = (("reason", Tag.REASON, ONE), ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    reason: Reason | int = Reason.OK
+    reason_info: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchCertRequest(Message):
+    """CAPF -> phone (Troubleshoot): send your certificates; no CERTIFICATE_TYPE means all."""
+
+    COMMAND = Command.FETCH_CERT_REQUEST
+    ELEMENTS = (("certificate_type", Tag.CERTIFICATE_TYPE, OPTIONAL),)
+    certificate_type: CertificateType | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchCertResponse(Message):
+    COMMAND = Command.FETCH_CERT_RESPONSE
+    ELEMENTS = (("reason", Tag.REASON, OPTIONAL), ("certificates", Tag.CERTIFICATE, MANY),
+                ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    reason: Reason | int = Reason.OK
+    certificates: tuple[CertificateValue, ...] = ()
+    reason_info: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteCertRequest(Message):
+    COMMAND = Command.DELETE_CERT_REQUEST
+    ELEMENTS = (("certificate_type", Tag.CERTIFICATE_TYPE, ONE),)
+    certificate_type: CertificateType = CertificateType.LSC
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteCertResponse(Message):
+    COMMAND = Command.DELETE_CERT_RESPONSE
+    ELEMENTS = (("reason", Tag.REASON, ONE), ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    reason: Reason | int = Reason.OK
+    reason_info: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndSession(Message):
+    COMMAND = Command.END_SESSION
+    ELEMENTS = (("reason", Tag.REASON, ONE), ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    reason: Reason | int = Reason.OK
+    reason_info: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryLater(Message):
+    """CAPF -> phone: the CA cannot be reached now; come back in RETRY_DELAY seconds."""
+
+    COMMAND = Command.RETRY_LATER
+    ELEMENTS = (("retry_delay", Tag.RETRY_DELAY, ONE), ("reason", Tag.REASON, OPTIONAL),
+                ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    retry_delay: int
+    reason: Reason | int | None = None
+    reason_info: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestInProgress(Message):
+    """Either way: still working (key generation, enrollment); also the keepalive."""
+
+    COMMAND = Command.REQUEST_IN_PROGRESS
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusEnquiry(Message):
+    COMMAND = Command.STATUS_ENQUIRY
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusResponse(Message):
+    COMMAND = Command.STATUS_RESPONSE
+    ELEMENTS = (("reason", Tag.REASON, ONE), ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    reason: Reason | int = Reason.OK
+    reason_info: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbortRequest(Message):
+    COMMAND = Command.ABORT_REQUEST
+    ELEMENTS = (("reason", Tag.REASON, OPTIONAL), ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    reason: Reason | int | None = None
+    reason_info: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbortResponse(Message):
+    COMMAND = Command.ABORT_RESPONSE
+    ELEMENTS = (("reason", Tag.REASON, OPTIONAL),)
+    reason: Reason | int | None = None
+
+
+MESSAGE_TYPES: dict[Command, type[Message]] = {
+    cls.COMMAND: cls for cls in (
+        AuthRequest, AuthResponse, KeyGenRequest, KeyGenResponse, SignCertRequest, SignCertResponse,
+        StoreCertRequest, StoreCertResponse, FetchCertRequest, FetchCertResponse, DeleteCertRequest,
+        DeleteCertResponse, EndSession, RetryLater, RequestInProgress, StatusEnquiry, StatusResponse,
+        AbortRequest, AbortResponse)
+}
+# Known numbers we neither send nor accept (the vendor's offline-CA encrypt/decrypt exchange).
+UNSUPPORTED_COMMANDS = frozenset({Command.ENCRYPT_RESPONSE, Command.ENCRYPT_REQUEST,
+                                  Command.DECRYPT_REQUEST, Command.DECRYPT_RESPONSE})
+
+
+# --------------------------------------------------------------------------- encode / decode
+
+
+def encode_message(msg: Message) -> Frame:
+    """The frame of ``msg``: its elements in ``ELEMENTS`` order, absent optionals left out."""
+    elements: list[Element] = []
+    for name, tag, how in msg.ELEMENTS:
+        value = getattr(msg, name)
+        enc = ELEMENT_CODECS[tag][0]
+        if how == MANY:
+            elements.extend(Element(tag, enc(tag, v)) for v in value)
+        elif value is not None:
+            elements.append(Element(tag, enc(tag, value)))
+        elif how == ONE:
+            raise protocol_error(f"{msg.COMMAND.name} needs {tag.name}", E_MISSING_ELEMENT)
+    return Frame(int(msg.COMMAND), msg.session_id, tuple(elements))
+
+
+def decode_message(frame: Frame) -> Message:
+    """The typed message in ``frame`` (ProtocolError for unknown commands or bad elements)."""
+    try:
+        command = Command(frame.command)
+    except ValueError:
+        raise protocol_error(f"unknown command {frame.command}", E_UNSUPPORTED_COMMAND) from None
+    cls = MESSAGE_TYPES.get(command)
+    if cls is None:
+        raise protocol_error(f"command {command.name} is not used by this CAPF", E_UNSUPPORTED_COMMAND,
+                             "Configure the phone for an online CA; encrypt/decrypt exchanges are not supported.")
+    by_tag = {tag: (name, how) for name, tag, how in cls.ELEMENTS}
+    values: dict[str, Any] = {}
+    for element in frame.elements:
+        if element.tag not in by_tag:
+            continue  # unknown or not ours in this command: ignored, as the spec says
+        name, how = by_tag[element.tag]
+        value = ELEMENT_CODECS[Tag(element.tag)][1](element.tag, element.value)
+        if how == MANY:
+            values[name] = values.get(name, ()) + (value,)
+        elif name in values:
+            raise protocol_error(f"{command.name} carries {Tag(element.tag).name} twice", E_DUPLICATE_ELEMENT)
+        else:
+            values[name] = value
+    for name, tag, how in cls.ELEMENTS:
+        if how == ONE and name not in values:
+            raise protocol_error(f"{command.name} without {tag.name}", E_MISSING_ELEMENT)
+    try:
+        return cls(session_id=frame.session_id, **values)
+    except TypeError as exc:  # a required dataclass field without an element: a bug, named plainly
+        raise protocol_error(f"{command.name}: {exc}", E_MISSING_ELEMENT) from None
+
+
+def to_bytes(msg: Message) -> bytes:
+    return encode_frame(encode_message(msg))
+
+
+def from_bytes(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Message:
+    """Exactly one message from exactly one frame's bytes."""
+    return decode_message(decode_frame(data, limits))
+
+
+def message_fields(msg: Message) -> dict[str, Any]:
+    """The message as plain values (enums by name, bytes as hex), for logs, vectors and JSON."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, enum.Enum):
+            return v.name
+        if isinstance(v, (bytes, bytearray)):
+            return bytes(v).hex()
+        if isinstance(v, CertificateValue):
+            return {"cert_type": v.cert_type.name, "der": v.der.hex()}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+    out: dict[str, Any] = {"command": msg.COMMAND.name}
+    for f in fields(msg):
+        out[f.name] = plain(getattr(msg, f.name))
+    return out
+
+
+# --------------------------------------------------------------------------- version rules
+
+
+def check_version(msg: Message, version: int) -> None:
+    """Raise ProtocolError (code DEVPROTO_VERSION) if ``msg`` is not allowed in a session of
+    ``version``.  Version 2 has no EC keys, no DIGEST_TYPE and no SIGNED_DATA_SHA2 (signatures are
+    SHA-256 in SIGNED_DATA); version 3 signs with SIGNED_DATA_SHA2 and names its DIGEST_TYPE."""
+    if version not in SUPPORTED_VERSIONS:
+        raise protocol_error(f"protocol version {version} is not supported (2 and 3 are)", E_VERSION)
+    name = msg.COMMAND.name
+    if version == VERSION_2:
+        if isinstance(msg, KeyGenRequest) and (msg.effective_key_type is KeyType.EC or msg.ec_curve is not None):
+            raise protocol_error(f"{name}: EC keys need protocol version 3; the phone speaks 2", E_VERSION,
+                                 "Use an RSA key order for this device, or upgrade its firmware.")
+        if getattr(msg, "signed_data_sha2", None) is not None:
+            raise protocol_error(f"{name}: SIGNED_DATA_SHA2 does not exist in version 2", E_VERSION)
+        if getattr(msg, "digest_type", None) is not None:
+            raise protocol_error(f"{name}: DIGEST_TYPE does not exist in version 2", E_VERSION)
+    else:
+        if isinstance(msg, SignCertRequest) and msg.digest_type is None:
+            raise protocol_error(f"{name} without DIGEST_TYPE in version 3", E_VERSION)
+        if isinstance(msg, (SignCertResponse, AuthResponse)) and msg.signed_data is not None:
+            raise protocol_error(f"{name}: version 3 signs in SIGNED_DATA_SHA2, not SIGNED_DATA", E_VERSION)
+
+
+def auth_signed_payload(session_id: int, nonce: bytes, device_name: str) -> bytes:
+    """What a phone signs to authenticate with its LSC or MIC: a fixed label, the session id, CAPF's
+    nonce from AUTH_REQUEST and the device name, so a signature is good for one session of one
+    device only (replaying it in another session, or for another device, fails)."""
+    return (b"onlineca-capf-auth-v1\x00" + session_id.to_bytes(4, "big") + bytes([len(nonce)]) + nonce
+            + device_name.encode("ascii"))
+
+
+__all__ = [
+    "AbortRequest", "AbortResponse", "AuthRequest", "AuthResponse", "AuthType", "CertificateType",
+    "CertificateValue", "Command", "DeleteCertRequest", "DeleteCertResponse", "DigestType", "ECCurve",
+    "EndSession", "FetchCertRequest", "FetchCertResponse", "KeyGenRequest", "KeyGenResponse", "KeyType",
+    "MESSAGE_TYPES", "Message", "Reason", "RequestInProgress", "RetryLater", "SERVER_VERSION",
+    "SUPPORTED_VERSIONS", "SignCertRequest", "SignCertResponse", "StatusEnquiry", "StatusResponse",
+    "StoreCertRequest", "StoreCertResponse", "Tag", "auth_signed_payload", "check_version",
+    "decode_message", "encode_message", "from_bytes", "message_fields", "to_bytes",
+]
