@@ -155,6 +155,13 @@ def validate_chain(
                              code="SELF_SIGNED",
                              hint="Use a certificate issued by a CA whose root is in the trust store.")
         candidates = [c for c in intermediates if c.subject == current.issuer and c not in path]
+        if not candidates and trust.issuers_of(current):
+            # The trust store knows the issuer's name but not the key that signed: an impostor
+            # certificate, or the CA was re-keyed and the trust store holds the old one.
+            raise ChainError(f"certificate signature does not verify with the trusted "
+                             f"{name_to_slash(current.issuer)}", code="BAD_SIGNATURE",
+                             hint="The trust store holds a different certificate with this issuer's name; "
+                                  "install the CA's current certificate.")
         if not candidates:
             raise ChainError(f"unable to get local issuer certificate: {name_to_slash(current.issuer)} "
                              f"(issuer of {name_to_slash(current.subject)}) is not in the trust store",

@@ -7,6 +7,7 @@ serves ``certnew.p7b`` as DER or wrapped in CERTIFICATE markers.  Decoding is to
 from __future__ import annotations
 
 import base64
+import warnings
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -55,7 +56,11 @@ def parse_pkcs7(data: bytes) -> list[x509.Certificate]:
         if der is None:
             raise ParseError("PKCS#7 data is neither DER nor valid base64")
     try:
-        certs = pkcs7.load_der_pkcs7_certificates(der)
+        with warnings.catch_warnings():
+            # OpenSSL's crl2pkcs7 and AD CS write the certificate SET unsorted (BER, not DER);
+            # cryptography reads it with a warning that would otherwise reach our users' logs.
+            warnings.filterwarnings("ignore", message="PKCS#7 certificates could not be parsed as DER")
+            certs = pkcs7.load_der_pkcs7_certificates(der)
     except Exception as exc:
         raise ParseError(f"not a certs-only PKCS#7: {exc}") from None
     if not certs:
