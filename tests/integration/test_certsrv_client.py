@@ -670,3 +670,83 @@ async def test_a_certificate_for_another_key_is_refused(serve, lab_pki):
     async with client(ca.url, lab_pki) as c:
         with pytest.raises(p.CAPageError, match="does not hold the public key"):
             await c.enroll(csr_for("SEPWRONGKEY0001")[1], "CiscoRA")
+
+
+# --- our CA (onlineca.ca), spoken to by the same client ------------------------------------------
+
+@pytest.fixture
+async def our_ca(tmp_path):
+    """onlineca's own CA on 127.0.0.1 (EC keys), a user, and a manager-approval template."""
+    from onlineca.ca import init_ca, start_ca
+    from onlineca.ca.engine import users_path
+    from onlineca.ca.users import add_user
+    from onlineca.ca.web import IIS_LOG_NAME
+    from onlineca.config import CAConfig, Config, TemplateConfig
+    config = Config(data_dir=str(tmp_path), ca=CAConfig(key_type="ec", templates=[
+        TemplateConfig(name="CiscoRA", display_name="Cisco RA"),
+        TemplateConfig(name="Approval", display_name="Manager Approval", manager_approval=True)]))
+    files = init_ca(config, tmp_path)
+    add_user(users_path(config, tmp_path), USER, PASSWORD)
+    running = await start_ca(config, tmp_path, tmp_path / "logs", host="127.0.0.1", port=0)
+    running.trust = files.root_cert
+    running.iis = tmp_path / "logs" / IIS_LOG_NAME
+    yield running
+    await running.close()
+
+
+def iis_requests(path: Path) -> list[tuple[str, str, str]]:
+    """(method, uri-stem, status) of each W3C line of the CA's IIS log."""
+    out = []
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            fields = line.split()
+            out.append((fields[3], fields[4], fields[-4]))
+    return out
+
+
+async def test_our_ca_login_templates_enroll_chain(our_ca):
+    async with CertsrvClient(our_ca.url, username=USER, password=PASSWORD, trust=our_ca.trust) as c:
+        await c.login()
+        assert "CiscoRA" in [t.name for t in await c.check_template("CiscoRA")]
+        key, csr = csr_for("SEP74A02FC0A675")
+        before = len(iis_requests(our_ca.iis))
+        for _ in range(3):
+            got = await c.enroll(csr, "CiscoRA")
+            assert isinstance(got, Issued) and pki.same_public_key(got.cert.public_key(), key)
+        enrolled = iis_requests(our_ca.iis)[before:]
+        chain = await c.ca_chain(None)
+        assert pki.validate_chain(got.cert, chain, pki.TrustStore.from_paths(our_ca.trust))
+        assert await c.ca_certificate() == chain[0]
+        assert await c.fetch(got.req_id, enc="b64") == got
+    # The CA's own log: two requests per enrollment after login, none answered 401.
+    assert [(m, stem) for m, stem, _ in enrolled] == [
+        ("POST", "/certsrv/certfnsh.asp"), ("GET", "/certsrv/certnew.cer")] * 3
+    assert all(status == "200" for *_, status in enrolled)
+
+
+async def test_our_ca_pending_approved_and_denied(our_ca):
+    async with CertsrvClient(our_ca.url, username=USER, password=PASSWORD, trust=our_ca.trust) as c:
+        await c.login()
+        first = await c.enroll(csr_for("SEPPENDING00001")[1], "Approval")
+        second = await c.enroll(csr_for("SEPPENDING00002")[1], "Approval")
+        assert isinstance(first, Pending) and isinstance(second, Pending)
+        assert isinstance(await c.fetch(first.req_id), Pending)
+        our_ca.engine.approve(first.req_id)
+        our_ca.engine.deny(second.req_id)
+        issued = await c.check_pending(first.req_id)
+        assert isinstance(issued, Issued) and pki.common_name(issued.cert.subject) == "SEPPENDING00001"
+        denied = await c.fetch(second.req_id)
+        assert isinstance(denied, Denied) and denied.as_error().code == "CA_DENIED"
+
+
+async def test_our_ca_refusals(our_ca):
+    async with CertsrvClient(our_ca.url, username=USER, password="wrong", trust=our_ca.trust) as c:
+        with pytest.raises(p.CAAuthError):
+            await c.login()
+    async with CertsrvClient(our_ca.url, username=USER, password=PASSWORD, trust=our_ca.trust) as c:
+        with pytest.raises(p.CATemplateError) as info:
+            await c.check_template("CsicoRA")
+        assert info.value.details["nearest"] == "CiscoRA"
+        got = await c.enroll(csr_for("SEPTYPO00000001")[1], "CsicoRA")
+        assert isinstance(got, Denied) and got.hresult == p.CERTSRV_E_UNSUPPORTED_CERT_TYPE
+        assert got.as_error().code == "CA_TEMPLATE"
