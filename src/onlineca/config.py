@@ -192,13 +192,50 @@ def _env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, An
     return merged
 
 
-def _describe(err: ValidationError) -> str:
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model that holds the key at ``loc`` (e.g. ("ra", "port") -> RAConfig)."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None)  # list[TemplateConfig] -> TemplateConfig
+        if inner and isinstance(inner[0], type):
+            annotation = inner[0]
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _is_secret(loc: tuple[Any, ...]) -> bool:
+    model = _model_at(loc)
+    field = model.model_fields.get(str(loc[-1])) if model is not None and loc else None
+    return field is None or field.annotation is SecretStr or "password" in str(loc[-1])
+
+
+def _env_var_for(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "_".join(str(p).upper() for p in loc)
+
+
+def _describe(err: ValidationError, environ: dict[str, str]) -> str:
+    """One line: the key (as written in the file), what is wrong, and the bad value unless secret."""
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return f"{where}: {first['msg']}" + (
-        f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict)
-        and "password" not in where else ""
-    )
+    loc = tuple(first["loc"])
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
+    if first["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        known = ", ".join(model.model_fields) if model is not None else ""
+        return f"{where}: unknown key" + (f" (known keys here: {known})" if known else "")
+    message = f"{where}: {first['msg']}"
+    if _env_var_for(loc) in environ and len(loc) == 2:
+        message += f" (from ${_env_var_for(loc)})"
+    if "input" in first and not isinstance(first["input"], (dict, list)) and not _is_secret(loc):
+        message += f" (got {first['input']!r})"
+    return message
 
 
 def load_config(path: str | os.PathLike[str] | None = None,
@@ -222,7 +259,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         return Config.model_validate(_env_overrides(raw, environ))
     except ValidationError as exc:
         where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{_describe(exc)}") from None
+        raise ConfigError(f"{where}{_describe(exc, environ)}") from None
 
 
 EXAMPLE = """\
