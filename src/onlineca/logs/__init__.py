@@ -4,8 +4,9 @@
 ``<log_dir>/ca.log``.  Components that must write the source document's formats (the RA's
 ``error.log``, the CA's IIS W3C log, the CAPF trace) add their own handlers with their own
 formatters (see the modules beside this one); the JSON format is the same for all of them.
-Every handler here carries ``RedactFilter``, which masks anything that looks like a password,
-an Authorization header or a private key before a record is written.
+Every handler here carries ``RedactFilter`` and redacts the finished line (tracebacks and custom
+formats included), masking anything that looks like a password, an Authorization header or a
+private key before it is written.
 """
 
 from __future__ import annotations
@@ -15,17 +16,31 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-_SECRET_PATTERNS = [
-    # Authorization: Basic/NTLM/Negotiate/Bearer <token>
-    (re.compile(r"(?i)(authorization\s*[:=]\s*)(basic|ntlm|negotiate|bearer|digest)\s+[^\s,;\"']+"),
-     r"\1\2 ***"),
-    # password=..., "password": "...", auth_string=...
-    (re.compile(r"(?i)((?:pass(?:word|wd)?|secret|auth_string|authpassword)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"),
-     r"\1***"),
-    (re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S),
-     r"[private key redacted]"),
+
+def _mask_value(match: re.Match[str]) -> str:
+    value = match.group(2)
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{match.group(1)}{quote}***{quote}"
+
+
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    # Private keys first (their base64 could hold anything): PKCS#8 (BEGIN PRIVATE KEY), encrypted
+    # PKCS#8, and the traditional RSA/EC/DSA forms; a key cut off before its END line too.
+    (re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S),
+     "[private key redacted]"),
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*", re.S), "[private key redacted]"),
+    # Authorization / Proxy-Authorization headers in any rendering (header line, dict repr, JSON):
+    # keep the scheme, mask the credentials.
+    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)((?:basic|ntlm|negotiate|bearer|digest)\s+)?"
+                r"[^\s\"',;]+"),
+     r"\1\2***"),
+    # password=..., "password": "...", ca_password: '...', auth_string=..., secret=...
+    (re.compile(r"(?i)((?:pass(?:word|wd|phrase)?|secret|auth_string|authpassword)[\"']?\s*[:=]\s*)"
+                r"(\"[^\"]*\"|'[^']*'|[^\s\"',;&]+)"),
+     _mask_value),
 ]
 
 
@@ -37,8 +52,13 @@ def redact(text: str) -> str:
 
 
 class RedactFilter(logging.Filter):
+    """Masks secrets in the message itself, so that every handler the record reaches sees it clean."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
+        try:
+            msg = record.getMessage()
+        except Exception:  # bad %-args: logging reports those itself
+            return True
         clean = redact(msg)
         if clean != msg:
             record.msg, record.args = clean, None
@@ -46,7 +66,7 @@ class RedactFilter(logging.Filter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object a line: ts, level, component, message and any ``extra`` fields."""
+    """One JSON object a line: ts, level, component, message and any ``extra`` fields (all redacted)."""
 
     _skip = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {"message"}
 
@@ -56,14 +76,31 @@ class JSONFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "component": record.name.removeprefix("onlineca."),
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in self._skip and not key.startswith("_"):
-                obj[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                if not isinstance(value, (int, float, bool, type(None))):
+                    value = redact(str(value))
+                    if _SECRET_KEY.search(key):
+                        value = "***"
+                obj[key] = value
         if record.exc_info:
-            obj["exception"] = self.formatException(record.exc_info)
+            obj["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(obj, ensure_ascii=False)
+
+
+_SECRET_KEY = re.compile(r"(?i)pass|secret|auth_string|authorization|private_key")
+
+
+class RedactingFileHandler(logging.FileHandler):
+    """A file handler whose every written line goes through ``redact``: tracebacks and custom
+    formats (IIS, error.log) included, not only the message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        # JSON lines are redacted field by field (a regex over the JSON could break its quoting).
+        return text if isinstance(self.formatter, JSONFormatter) else redact(text)
 
 
 TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
@@ -72,11 +109,12 @@ TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 def make_handler(path: Path, fmt: str = "text", formatter: logging.Formatter | None = None) -> logging.Handler:
     """A file handler at ``path`` (created 0640 with its folder) with redaction."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8", delay=False)
-    try:
+    try:  # create it 0640 rather than with the umask's mode, then tighten an older file
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))
         os.chmod(path, 0o640)
     except OSError:
         pass
+    handler = RedactingFileHandler(path, encoding="utf-8", delay=False)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
