@@ -1,0 +1,423 @@
+"""CAPF device policy: the administrators' vocabulary, the source document's identifiers, validation.
+
+Every value an administrator sets on a device (certificate operation, authentication mode, key
+order and sizes, "Operation Completes By") and every certificate status has two names here: the
+identifier the CAPF log uses (``OPERATION_UPGRADE``, ``AUTH_BY_STR``, ``KEY_SIZE_2048``,
+``CERT_STATUS_UPGRADE_SUCCESS:3``) and the words the administration pages show ("Install/Upgrade",
+"By Authentication String", "Upgrade Success").  The database stores the identifier.  The
+effective policy of a device is its profile's defaults with the device's own overrides on top,
+as frozen values.  This module is pure: no I/O, no database; it never logs an auth string.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import hashlib
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Self
+
+from onlineca.errors import CAPFError
+
+UTC = dt.timezone.utc
+
+
+class PolicyError(CAPFError):
+    """A policy value is not allowed; ``field`` names the setting so the message can point at it."""
+
+    code = "CAPF_POLICY"
+    hint = "Correct the named setting and try again."
+
+    def __init__(self, field_name: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{field_name}: {message}", hint=hint)
+        self.field = field_name
+
+
+class _Named(Enum):
+    """An enum whose value is the document's identifier, with its numeric code and display words."""
+
+    code: int
+    display: str
+
+    def __new__(cls, ident: str, code: int, display: str) -> Self:
+        obj = object.__new__(cls)
+        obj._value_ = ident
+        obj.code = code
+        obj.display = display
+        return obj
+
+    @property
+    def ident(self) -> str:
+        return str(self.value)
+
+    @property
+    def log(self) -> str:
+        """As the CAPF log writes it: ``KEY_SIZE_2048:3``."""
+        return f"{self.value}:{self.code}"
+
+    def __str__(self) -> str:
+        return self.display
+
+    @classmethod
+    def parse(cls, text: str | int | Self, field_name: str) -> Self:
+        """Accept the identifier, the display words (any case), the member name or the numeric code."""
+        if isinstance(text, cls):
+            return text
+        wanted = str(text).strip()
+        folded = wanted.casefold()
+        for member in cls:
+            if folded in (member.ident.casefold(), member.display.casefold(), member.name.casefold(),
+                          str(member.code)):
+                return member
+        allowed = ", ".join(f"'{m.display}'" for m in cls)
+        raise PolicyError(field_name, f"{wanted!r} is not one of {allowed}")
+
+
+class Operation(_Named):
+    NONE = ("OPERATION_NONE", 1, "No Pending Operation")
+    UPGRADE = ("OPERATION_UPGRADE", 2, "Install/Upgrade")
+    DELETE = ("OPERATION_DELETE", 3, "Delete")
+    TROUBLESHOOT = ("OPERATION_TROUBLESHOOT", 4, "Troubleshoot")
+
+
+class AuthMode(_Named):
+    BY_STR = ("AUTH_BY_STR", 1, "By Authentication String")
+    BY_NULL_STR = ("AUTH_BY_NULL_STR", 2, "By Null String")
+    BY_LSC = ("AUTH_BY_LSC", 3, "By Existing Certificate (Precedence to LSC)")
+    BY_MIC = ("AUTH_BY_MIC", 4, "By Existing Certificate (Precedence to MIC)")
+
+
+class KeyOrder(_Named):
+    RSA_ONLY = ("KEYORDER_RSA_ONLY", 1, "RSA Only")
+    EC_ONLY = ("KEYORDER_EC_ONLY", 2, "EC Only")
+    EC_PREFERRED_RSA_BACKUP = ("KEYORDER_EC_PREFERRED_RSA_BACKUP", 3, "EC Preferred RSA Backup")
+
+
+class KeySize(_Named):
+    """RSA key sizes; ``bits`` is the size itself."""
+
+    KEY_SIZE_512 = ("KEY_SIZE_512", 1, "512")
+    KEY_SIZE_1024 = ("KEY_SIZE_1024", 2, "1024")
+    KEY_SIZE_2048 = ("KEY_SIZE_2048", 3, "2048")
+    KEY_SIZE_3072 = ("KEY_SIZE_3072", 4, "3072")
+    KEY_SIZE_4096 = ("KEY_SIZE_4096", 5, "4096")
+
+    @property
+    def bits(self) -> int:
+        return int(self.display)
+
+
+class ECKeySize(_Named):
+    """EC key sizes (curve P-256/P-384/P-521); ``INVALID:0`` is what the log shows for an RSA-only device."""
+
+    INVALID = ("INVALID", 0, "-")
+    EC_KEY_SIZE_256 = ("EC_KEY_SIZE_256", 1, "256")
+    EC_KEY_SIZE_384 = ("EC_KEY_SIZE_384", 2, "384")
+    EC_KEY_SIZE_521 = ("EC_KEY_SIZE_521", 3, "521")
+
+    @property
+    def bits(self) -> int:
+        return 0 if self is ECKeySize.INVALID else int(self.display)
+
+
+RSA_KEY_SIZES: tuple[int, ...] = tuple(k.bits for k in KeySize)
+EC_KEY_SIZES: tuple[int, ...] = tuple(k.bits for k in ECKeySize if k is not ECKeySize.INVALID)
+
+
+def key_size(bits: int) -> KeySize:
+    return KeySize(f"KEY_SIZE_{bits}")
+
+
+def ec_key_size(bits: int) -> ECKeySize:
+    return ECKeySize(f"EC_KEY_SIZE_{bits}") if bits else ECKeySize.INVALID
+
+
+# Failure reasons of the notes, per operation; upgrade and delete also fail on the CA side.
+_REASONS: tuple[tuple[str, str], ...] = (
+    ("INVALID_LSC", "Invalid LSC"),
+    ("INVALID_AUTH_STR", "Invalid Authentication String"),
+    ("INVALID_MIC", "Invalid MIC"),
+    ("INVALID_CREDENTIALS", "Invalid Credentials"),
+    ("PHONE_COMM_FAILURE", "Phone Communication Failure"),
+    ("KEYGEN_FAILED", "Key Generation Failed/Timeout"),
+    ("REQUEST_LATE", "User Initiated Request Late/Timedout"),
+)
+_CA_REASONS: tuple[tuple[str, str], ...] = (
+    ("CA_COMM_FAILURE", "CA Communication Failure"),
+    ("CA_REJECTED", "CA Rejected Connection"),
+    ("NO_EC_SUPPORT", "No Support for EC only in CAPF version 3"),
+)
+
+
+def _status_members() -> dict[str, tuple[str, int, str]]:
+    members: dict[str, tuple[str, int, str]] = {
+        "NONE": ("CERT_STATUS_NONE", 1, "None"),
+        "OPERATION_PENDING": ("CERT_STATUS_OPERATION_PENDING", 2, "Operation Pending"),
+        "UPGRADE_SUCCESS": ("CERT_STATUS_UPGRADE_SUCCESS", 3, "Upgrade Success"),
+        "DELETE_SUCCESS": ("CERT_STATUS_DELETE_SUCCESS", 4, "Delete Success"),
+        "TROUBLESHOOT_SUCCESS": ("CERT_STATUS_TROUBLESHOOT_SUCCESS", 5, "Troubleshoot Success"),
+        "UPGRADE_FAILED": ("CERT_STATUS_UPGRADE_FAILED", 6, "Upgrade Failed"),
+        "DELETE_FAILED": ("CERT_STATUS_DELETE_FAILED", 7, "Delete Failed"),
+        "TROUBLESHOOT_FAILED": ("CERT_STATUS_TROUBLESHOOT_FAILED", 8, "Troubleshoot Failed"),
+    }
+    code = 9
+    for op in ("UPGRADE", "DELETE", "TROUBLESHOOT"):
+        reasons = _REASONS + (_CA_REASONS if op != "TROUBLESHOOT" else ())
+        for name, words in reasons:
+            member = f"{op}_FAILED_{name}"
+            members[member] = (f"CERT_STATUS_{member}", code, f"{op.title()} Failed: {words}")
+            code += 1
+    return members
+
+
+# The functional API keeps the 35 statuses in one generated table instead of 35 hand-typed lines.
+CertStatus = _Named("CertStatus", _status_members(), module=__name__)  # type: ignore[misc]
+CertStatus.__doc__ = "Certificate status as administrators know it (``CERT_STATUS_UPGRADE_SUCCESS:3``)."
+
+
+def failure_status(operation: Operation, reason: str | None = None) -> _Named:
+    """The status for ``operation`` failing for ``reason`` (e.g. ``"CA_COMM_FAILURE"``)."""
+    op = operation.name if operation is not Operation.NONE else "UPGRADE"
+    return CertStatus[f"{op}_FAILED" + (f"_{reason}" if reason else "")]
+
+
+def success_status(operation: Operation) -> _Named:
+    op = operation.name if operation is not Operation.NONE else "UPGRADE"
+    return CertStatus[f"{op}_SUCCESS"]
+
+
+# ---- values: parse and validate ------------------------------------------------------------
+
+_AUTH_STRING = re.compile(r"[0-9]{4,10}")
+_DEADLINE = re.compile(r"(\d{4}):(\d{2}):(\d{2}):(\d{2})(?::(\d{2}))?")
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
+def validate_device_name(name: str) -> str:
+    """Device names are case-insensitive (the CAPF queries compare lower-cased); we keep them upper-case."""
+    name = (name or "").strip()
+    if not _DEVICE_NAME.fullmatch(name):
+        raise PolicyError("name", f"{name!r} is not a device name (1-64 letters, digits, '.', '_', '-')",
+                          hint="Use the device's name as the phone reports it, e.g. SEP74A02FC0A675.")
+    return name.upper()
+
+
+def validate_auth_string(value: str) -> str:
+    if not _AUTH_STRING.fullmatch(value or ""):
+        raise PolicyError("auth_string", "must be 4 to 10 digits",
+                          hint="Choose a numeric string the phone's user can type, e.g. 12345.")
+    return value
+
+
+def validate_rsa_key_size(bits: int | str) -> int:
+    try:
+        value = int(str(bits).strip().removeprefix("KEY_SIZE_"))
+    except ValueError:
+        value = -1
+    if value not in RSA_KEY_SIZES:
+        raise PolicyError("rsa_key_size", f"{bits!r} is not one of {', '.join(map(str, RSA_KEY_SIZES))}")
+    return value
+
+
+def validate_ec_key_size(bits: int | str) -> int:
+    try:
+        value = int(str(bits).strip().removeprefix("EC_KEY_SIZE_"))
+    except ValueError:
+        value = -1
+    if value not in EC_KEY_SIZES:
+        raise PolicyError("ec_key_size", f"{bits!r} is not one of {', '.join(map(str, EC_KEY_SIZES))}")
+    return value
+
+
+def parse_deadline(text: str) -> dt.datetime:
+    """``YYYY:MM:DD:HH`` (the administration page) or ``YYYY:MM:DD:HH:MM`` (the log), UTC."""
+    m = _DEADLINE.fullmatch((text or "").strip())
+    if m is None:
+        raise PolicyError("deadline", f"{text!r} is not YYYY:MM:DD:HH", hint="For example 2026:12:31:12.")
+    year, month, day, hour, minute = (int(g) if g else 0 for g in m.groups())
+    try:
+        return dt.datetime(year, month, day, hour, minute, tzinfo=UTC)
+    except ValueError as exc:
+        raise PolicyError("deadline", f"{text!r} is not a date and hour: {exc}") from None
+
+
+def format_deadline(when: dt.datetime) -> str:
+    """As the administration page shows "Operation Completes By": ``YYYY:MM:DD:HH``."""
+    return as_utc(when).strftime("%Y:%m:%d:%H")
+
+
+def log_deadline(when: dt.datetime | None) -> str:
+    """As the CAPF log writes it: ``Operation Should Finish By=2019:01:20:12:00``."""
+    return as_utc(when).strftime("%Y:%m:%d:%H:%M") if when else "INVALID"
+
+
+def as_utc(when: dt.datetime) -> dt.datetime:
+    """Aware UTC; naive values (SQLite hands them back) are taken as UTC."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def default_deadline(now: dt.datetime, days: int = 10) -> dt.datetime:
+    """The default "Operation Completes By": ``days`` ahead, on the hour (the field has no minutes)."""
+    return (as_utc(now) + dt.timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
+
+
+# ---- renewal and automatic enrollment ------------------------------------------------------
+
+@dataclass(frozen=True)
+class RenewalPolicy:
+    """When an LSC's renewal window opens.
+
+    By default at ``fraction`` (2/3) of the LSC's lifetime; with ``days_before`` set, that many
+    days before it expires instead.  ``jitter`` (a fraction of the lifetime) opens the window up
+    to that much earlier, by an amount fixed per device and certificate serial, so a fleet
+    enrolled in one day does not renew in one minute, and every node computes the same moment.
+    The window never opens later than configured.
+    """
+
+    enabled: bool = True
+    fraction: float = 2 / 3
+    days_before: int | None = None
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction < 1:
+            raise PolicyError("renewal_fraction", f"{self.fraction} must be between 0 and 1 (exclusive)")
+        if self.days_before is not None and self.days_before < 1:
+            raise PolicyError("renewal_days_before", f"{self.days_before} must be at least 1 day")
+        if not 0 <= self.jitter <= 0.5:
+            raise PolicyError("renewal_jitter", f"{self.jitter} must be between 0 and 0.5 of the lifetime")
+
+    def window_opens(self, device_name: str, serial: str, not_before: dt.datetime,
+                     not_after: dt.datetime) -> dt.datetime:
+        start, end = as_utc(not_before), as_utc(not_after)
+        lifetime = end - start
+        if self.days_before is not None:
+            nominal = max(start, end - dt.timedelta(days=self.days_before))
+        else:
+            nominal = start + lifetime * self.fraction
+        return max(start, nominal - lifetime * (self.jitter * jitter_unit(device_name, serial)))
+
+
+def jitter_unit(device_name: str, serial: str) -> float:
+    """A number in [0, 1) fixed by the device and its certificate serial (stable across runs and nodes)."""
+    digest = hashlib.sha256(f"{device_name.upper()}|{serial.lower()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True)
+class AutoEnrollment:
+    """A profile may grant Install/Upgrade by itself to devices that present a MIC from
+    ``mic_trust_store`` or whose name matches ``name_pattern`` (a glob such as ``SEP*``).
+    The session server applies it; this only says whether a device qualifies."""
+
+    by_mic: bool = False
+    mic_trust_store: str = ""
+    name_pattern: str = ""
+
+    def __post_init__(self) -> None:
+        if self.by_mic and not self.mic_trust_store:
+            raise PolicyError("mic_trust_store", "automatic enrollment by MIC needs a manufacturer trust store")
+
+    @property
+    def enabled(self) -> bool:
+        return self.by_mic or bool(self.name_pattern)
+
+    def grants(self, device_name: str, mic_valid: bool = False) -> bool:
+        if self.by_mic and mic_valid:
+            return True
+        return bool(self.name_pattern) and fnmatch.fnmatchcase(device_name.upper(), self.name_pattern.upper())
+
+
+# ---- profiles, overrides and the effective policy -----------------------------------------
+
+@dataclass(frozen=True)
+class ProfilePolicy:
+    """Defaults a profile gives its devices."""
+
+    name: str = "default"
+    auth_mode: AuthMode = AuthMode.BY_NULL_STR
+    key_order: KeyOrder = KeyOrder.RSA_ONLY
+    rsa_key_size: int = 2048
+    ec_key_size: int = 256
+    deadline_days: int = 10
+    renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
+    auto_enrollment: AutoEnrollment = field(default_factory=AutoEnrollment)
+
+    def __post_init__(self) -> None:
+        validate_rsa_key_size(self.rsa_key_size)
+        validate_ec_key_size(self.ec_key_size)
+        if not 1 <= self.deadline_days <= 365:
+            raise PolicyError("deadline_days", f"{self.deadline_days} must be between 1 and 365")
+
+
+@dataclass(frozen=True)
+class DeviceOverrides:
+    """What a device sets for itself; ``None`` means "as the profile says"."""
+
+    auth_mode: AuthMode | None = None
+    key_order: KeyOrder | None = None
+    rsa_key_size: int | None = None
+    ec_key_size: int | None = None
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    """What a session with this device must do: the profile's defaults, the device's overrides,
+    and the pending operation (whose own auth mode, e.g. a renewal's ``AUTH_BY_LSC``, wins)."""
+
+    device_name: str
+    profile: str
+    operation: Operation
+    auth_mode: AuthMode
+    key_order: KeyOrder
+    rsa_key_size: int
+    ec_key_size: int
+    deadline: dt.datetime | None
+    auth_string: str | None = field(default=None, repr=False)
+
+    def log_lines(self) -> list[str]:
+        """The ``Select(DEVICE) ...`` lines of the CAPF log (never the auth string)."""
+        name = self.device_name
+        ec = ec_key_size(self.ec_key_size) if self.key_order is not KeyOrder.RSA_ONLY else ECKeySize.INVALID
+        return [
+            f"Select({name}) BEFORE DB query Authentication Mode={self.auth_mode.log}",
+            f"Select({name}) KeySize={key_size(self.rsa_key_size).log}",
+            f"Select({name}) ECKeySize={ec.log}",
+            f"Select({name}) KeyOrder={self.key_order.log}",
+            f"Select({name}) Operation={self.operation.log}",
+            f"Select({name}) Operation Should Finish By={log_deadline(self.deadline)}",
+        ]
+
+    def is_late(self, now: dt.datetime) -> bool:
+        return self.deadline is not None and as_utc(now) > as_utc(self.deadline)
+
+
+def effective_policy(device_name: str, profile: ProfilePolicy, overrides: DeviceOverrides, *,
+                     operation: Operation = Operation.NONE, operation_auth_mode: AuthMode | None = None,
+                     deadline: dt.datetime | None = None, auth_string: str | None = None) -> EffectivePolicy:
+    policy = EffectivePolicy(
+        device_name=device_name,
+        profile=profile.name,
+        operation=operation,
+        auth_mode=operation_auth_mode or overrides.auth_mode or profile.auth_mode,
+        key_order=overrides.key_order or profile.key_order,
+        rsa_key_size=overrides.rsa_key_size or profile.rsa_key_size,
+        ec_key_size=overrides.ec_key_size or profile.ec_key_size,
+        deadline=as_utc(deadline) if deadline else None,
+        auth_string=auth_string,
+    )
+    validate_effective(policy)
+    return policy
+
+
+def validate_effective(policy: EffectivePolicy) -> None:
+    """Rules that involve several settings at once."""
+    validate_rsa_key_size(policy.rsa_key_size)
+    validate_ec_key_size(policy.ec_key_size)
+    if policy.auth_mode is AuthMode.BY_STR and policy.operation is not Operation.NONE:
+        if not policy.auth_string:
+            raise PolicyError("auth_string", "is required when the authentication mode is "
+                              f"'{AuthMode.BY_STR.display}' and an operation is pending")
+        validate_auth_string(policy.auth_string)
