@@ -15,10 +15,13 @@ start_postgres() {
     chown postgres "$PG_DIR"
     run_as=(runuser -u postgres --)
   fi
+  # The postgres user may not be allowed into the caller's directory: run from the cluster's own.
+  pushd "$PG_DIR" >/dev/null
   "${run_as[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U onlineca --auth=trust -E UTF8 >/dev/null
   "${run_as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
       -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c max_connections=200" start >/dev/null
   "${run_as[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U onlineca onlineca_test
+  popd >/dev/null
   export ONLINECA_TEST_PG_URL="postgresql+psycopg://onlineca@127.0.0.1:$PG_PORT/onlineca_test"
   export PG_DIR PG_PORT
   echo "== PostgreSQL on 127.0.0.1:$PG_PORT"
@@ -28,6 +31,6 @@ stop_postgres() {
   [ -n "${PG_DIR:-}" ] || return 0
   local run_as=()
   [ "$(id -u)" = 0 ] && run_as=(runuser -u postgres --)
-  "${run_as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1 || true
+  (cd "$PG_DIR" && "${run_as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1) || true
   rm -rf "$PG_DIR"
 }
