@@ -26,6 +26,7 @@ from aiohttp import web
 from onlineca import pki
 from onlineca.certsrv import CertsrvClient, Denied, Issued, Pending
 from onlineca.certsrv import protocol as p
+from onlineca.pki.csr import csr_pem
 from tests.conftest import free_port
 
 USER, PASSWORD = "ciscora", "s3cret-Pa55"
@@ -310,7 +311,6 @@ def client(url: str, lab_pki, **kw) -> CertsrvClient:
 
 def csr_for(cn: str) -> tuple[object, bytes]:
     key = pki.generate_key("ec", 256)
-    from onlineca.pki.csr import csr_pem
     return key, csr_pem(pki.build_csr(key, f"CN={cn}"))
 
 
