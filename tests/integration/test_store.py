@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -116,3 +120,22 @@ def test_unreachable_database_is_a_store_error() -> None:
         db.migrate()
     assert "cannot migrate" in info.value.message and "nobody@" in info.value.message
     db.dispose()
+
+
+def test_sqlite_url_with_query_and_missing_folders(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'a' / 'b' / 'ca.db'}?timeout=5")
+    db.migrate()
+    assert (tmp_path / "a" / "b" / "ca.db").is_file()
+    assert _add(db) == 1
+    db.dispose()
+
+
+def test_developer_alembic_commands(tmp_path: Path) -> None:
+    """`alembic upgrade head` then `alembic check` from the repository root, as alembic.ini describes."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ONLINECA_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}"}
+    for args in (["upgrade", "head"], ["check"]):
+        proc = subprocess.run([sys.executable, "-m", "alembic", "-c", str(root / "alembic.ini"), *args],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    assert "No new upgrade operations detected" in proc.stdout + proc.stderr

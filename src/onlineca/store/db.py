@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from onlineca.errors import StoreError
@@ -33,8 +33,11 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict = {"echo": echo, "future": True}
         if self.is_sqlite:
-            path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
+            try:
+                path = make_url(url).database
+            except Exception:  # reported below by create_engine, with the hint
+                path = None
+            if path and path != ":memory:" and not path.startswith("file:"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
         else:
@@ -52,7 +55,6 @@ class Database:
     def safe_url(self) -> str:
         """The URL with any password masked, for logs and messages."""
         try:
-            from sqlalchemy.engine import make_url
             return make_url(self.url).render_as_string(hide_password=True)
         except Exception:
             return "<database url>"
