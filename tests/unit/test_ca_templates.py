@@ -1,0 +1,127 @@
+"""The CA's sans-I/O policy: CertRequest forms, AD CS's ASN.1/signature codes, CertAttrib lines,
+template choice, permissions, key limits and subjects; hostile text always ends in RequestRefused."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onlineca import pki
+from onlineca.ca import templates as p
+from onlineca.config import TemplateConfig
+
+TEMPLATES = [
+    TemplateConfig(name="CiscoRA"),
+    TemplateConfig(name="Manual", manager_approval=True),
+    TemplateConfig(name="BobOnly", enroll=["Bob"]),
+    TemplateConfig(name="RSAOnly", allowed_key_types=["rsa"], min_rsa_bits=2048),
+    TemplateConfig(name="Fixed", subject_from_request=False, min_ec_bits=384),
+]
+
+
+@pytest.fixture(scope="module")
+def key():
+    return pki.generate_key("ec", 256)
+
+
+@pytest.fixture(scope="module")
+def der(key):
+    return pki.csr_der(pki.build_csr(key, "CN=SEP74A02FC0A675", sans=["sep.example.com"]))
+
+
+def test_request_der_accepts_every_form_ad_cs_accepts(der):
+    b64 = base64.b64encode(der).decode()
+    lines = "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
+    for text in (f"-----BEGIN CERTIFICATE REQUEST-----\n{lines}\n-----END CERTIFICATE REQUEST-----\n",
+                 f"-----BEGIN CERTIFICATE REQUEST-----\r\n{lines.replace(chr(10), chr(13) + chr(10))}\r\n"
+                 "-----END CERTIFICATE REQUEST-----\r\n",
+                 f"-----BEGIN NEW CERTIFICATE REQUEST-----{b64}-----END NEW CERTIFICATE REQUEST-----",
+                 b64, lines, b64.rstrip("=")):
+        assert p.request_der(text) == der
+
+
+@pytest.mark.parametrize("text", ["", "   ", "not base64 at all!", "-----BEGIN X-----\n-----END X-----"])
+def test_request_der_refuses_non_base64_without_a_reqid(text):
+    with pytest.raises(p.RequestRefused) as caught:
+        p.request_der(text)
+    assert caught.value.hresult == p.E_INVALIDARG and not caught.value.stored
+
+
+def test_load_request_codes(der):
+    assert p.load_request(der).subject == pki.parse_name("CN=SEP74A02FC0A675")
+    cases = {der[: len(der) // 2]: p.CRYPT_E_ASN1_EOD, b"\x04\x02ab": p.CRYPT_E_ASN1_BADTAG,
+             der[:-1] + bytes([der[-1] ^ 1]): p.NTE_BAD_SIGNATURE, b"\x30\x03\x02\x01\x00": p.CRYPT_E_ASN1_BADTAG}
+    for bad, hr in cases.items():
+        with pytest.raises(p.RequestRefused) as caught:
+            p.load_request(bad)
+        assert caught.value.hresult == hr, bad
+        assert p.hresult_hex(hr) in caught.value.disposition
+
+
+def test_cert_attrib_lines():
+    got = p.parse_cert_attrib("CertificateTemplate:CiscoRA\r\nSAN:dns=a&dns=b\ncertificatetemplate:Other\r\n\r\nnoise")
+    assert got == {"certificatetemplate": "CiscoRA", "san": "dns=a&dns=b"}
+    assert p.parse_cert_attrib("") == {}
+
+
+def _decide(user, template, der, templates=TEMPLATES):
+    return p.decide(templates, user, p.parse_cert_attrib(f"CertificateTemplate:{template}"), p.load_request(der))
+
+
+def test_decisions(der):
+    d = _decide("alice", "ciscora", der)  # template names compare case-insensitively
+    assert d.template.name == "CiscoRA" and d.action == "issue"
+    assert [str(s.value) for s in d.sans] == ["sep.example.com"]
+    assert _decide("alice", "Manual", der).action == "pending"
+    assert _decide("bob", "BobOnly", der).action == "issue"
+
+
+@pytest.mark.parametrize("user,template,hr", [
+    ("alice", "BobOnly", p.CERTSRV_E_TEMPLATE_DENIED), ("alice", "Nope", p.CERTSRV_E_UNSUPPORTED_CERT_TYPE),
+    ("alice", "", p.CERTSRV_E_NO_CERT_TYPE), ("alice", "RSAOnly", p.NTE_BAD_ALGID),
+    ("alice", "Fixed", p.CERTSRV_E_KEY_LENGTH),
+])
+def test_denials_carry_ad_cs_codes_and_wording(der, user, template, hr):
+    with pytest.raises(p.RequestRefused) as caught:
+        _decide(user, template, der)
+    assert caught.value.hresult == hr
+    assert caught.value.disposition.startswith(f"Denied by Policy Module  {p.hresult_hex(hr)}, ")
+    assert caught.value.disposition.endswith("\r\n")
+
+
+def test_subject_from_the_requester_when_the_template_says_so():
+    key = pki.generate_key("ec", 384)
+    der = pki.csr_der(pki.build_csr(key, "CN=ignored"))
+    assert _decide("alice", "Fixed", der).subject == pki.parse_name("CN=alice")
+
+
+def test_offered_templates_follow_enroll_lists():
+    assert [t.name for t in p.offered_templates(TEMPLATES, "alice")] == ["CiscoRA", "Manual", "RSAOnly", "Fixed"]
+    assert "BobOnly" in [t.name for t in p.offered_templates(TEMPLATES, "BOB")]
+
+
+def test_hresults_fit_a_signed_32_bit_column():
+    for hr in (p.CERTSRV_E_TEMPLATE_DENIED, p.S_OK, p.E_INVALIDARG):
+        signed = p.to_signed(hr)
+        assert -2 ** 31 <= signed < 2 ** 31 and p.to_unsigned(signed) == hr
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text_is_a_request_or_a_refusal(text):
+    try:
+        p.load_request(p.request_der(text))
+    except p.RequestRefused as exc:
+        assert exc.hresult in (p.E_INVALIDARG, p.CRYPT_E_ASN1_BADTAG, p.CRYPT_E_ASN1_EOD, p.NTE_BAD_SIGNATURE)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_are_a_request_or_a_refusal(data):
+    try:
+        p.load_request(data)
+    except p.RequestRefused:
+        pass
