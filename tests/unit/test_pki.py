@@ -387,3 +387,11 @@ def test_empty_pkcs7_is_refused() -> None:
     empty = openssl_bytes("crl2pkcs7", "-nocrl", "-outform", "DER", input=b"")
     with pytest.raises(ParseError):
         pki.parse_pkcs7(empty)
+
+
+def test_keys_load_from_text_too() -> None:
+    text = (VECTORS / "ec256-sec1.pem").read_text()
+    assert pki.key_spec(pki.load_private_key(text)) == ("ec", 256)
+    assert pki.key_spec(pki.load_public_key(pki.public_key_pem(pki.load_private_key(text)).decode())) == ("ec", 256)
+    with pytest.raises(ParseError):
+        pki.load_private_key(12345)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.errors import ChainError, ParseError
+from onlineca.errors import ChainError, ParseError, PKIError
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -154,3 +154,37 @@ def test_trust_store_from_files_and_folders(tree, lab_pki, tmp_path: Path) -> No
     (folder / "broken.pem").write_bytes(b"nothing here")
     with pytest.raises(ParseError):
         pki.TrustStore.from_paths(folder)
+
+
+def test_path_length_constraint(tree) -> None:
+    """The lab's issuing CA (pathlen 0) may not have a sub-CA under it."""
+    key0 = pki.generate_key("ec", 256)
+    strict = pki.build_certificate(subject="CN=Strict Issuing", public_key=key0.public_key(),
+                                   issuer_key=tree["root_key"], issuer_cert=tree["root"], is_ca=True, path_length=0)
+    key1 = pki.generate_key("ec", 256)
+    sub = pki.build_certificate(subject="CN=Sub CA", public_key=key1.public_key(), issuer_key=key0,
+                                issuer_cert=strict, is_ca=True)
+    leaf_key = pki.generate_key("ec", 256)
+    leaf = pki.build_certificate(subject="CN=deep leaf", public_key=leaf_key.public_key(), issuer_key=key1,
+                                 issuer_cert=sub)
+    err = _failure(leaf, [sub, strict], [tree["root"]])
+    assert err.code == "PATH_LENGTH" and "/CN=Strict Issuing" in err.message
+    # the same depth under a CA without a constraint is fine
+    free = pki.build_certificate(subject="CN=Strict Issuing", public_key=key0.public_key(),
+                                 issuer_key=tree["root_key"], issuer_cert=tree["root"], is_ca=True)
+    assert len(pki.validate_chain(leaf, [sub, free], pki.TrustStore([tree["root"]]))) == 4
+
+
+def test_a_ca_without_key_cert_sign_cannot_issue(tree) -> None:
+    key = pki.generate_key("ec", 256)
+    no_sign = pki.build_certificate(subject="CN=No Sign CA", public_key=key.public_key(), issuer_key=tree["root_key"],
+                                    issuer_cert=tree["root"], is_ca=True, key_usage=["digital_signature"])
+    leaf_key = pki.generate_key("ec", 256)
+    leaf = pki.build_certificate(subject="CN=x", public_key=leaf_key.public_key(), issuer_key=key, issuer_cert=no_sign)
+    assert _failure(leaf, [no_sign], [tree["root"]]).code == "NOT_A_CA"
+
+
+def test_a_missing_trust_file_is_a_pki_error(tmp_path: Path) -> None:
+    with pytest.raises(PKIError) as info:
+        pki.TrustStore.from_paths(tmp_path / "absent.pem")
+    assert "absent.pem" in info.value.message and info.value.hint

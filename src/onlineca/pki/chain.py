@@ -3,7 +3,7 @@
 ``validate_chain`` builds a path from a leaf through the given intermediates to a certificate of
 the trust store, checking signatures, validity dates and CA constraints on the way.  Each failure
 is a ``ChainError`` whose ``code`` says which (``UNTRUSTED_ISSUER``, ``SELF_SIGNED``,
-``NOT_YET_VALID``, ``EXPIRED``, ``NOT_A_CA``, ``BAD_SIGNATURE``) and whose message names the
+``NOT_YET_VALID``, ``EXPIRED``, ``NOT_A_CA``, ``BAD_SIGNATURE``, ``PATH_LENGTH``) and whose message names the
 certificate concerned, in OpenSSL's one-line name form.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from onlineca.errors import ChainError, ParseError
+from onlineca.errors import ChainError, ParseError, PKIError
 from onlineca.pki.certs import is_self_signed, load_certificates, name_to_slash
 from onlineca.pki.pkcs7 import parse_pkcs7
 
@@ -26,7 +26,11 @@ MAX_DEPTH = 8
 
 def load_cert_file(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """Certificates from a PEM bundle, a DER file, or a PKCS#7 (.p7b) file."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PKIError(f"cannot read certificate file {path}: {exc.strerror}", code="FILE",
+                       hint="Check the path in the configuration and that this user may read it.") from None
     try:
         return load_certificates(data)
     except ParseError:
@@ -105,7 +109,27 @@ def _is_ca(cert: x509.Certificate) -> bool:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         return cert.version == x509.Version.v1  # legacy v1 roots
-    return bc.ca
+    if not bc.ca:
+        return False
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    except x509.ExtensionNotFound:
+        return True
+
+
+def _check_path_lengths(path: list[x509.Certificate]) -> None:
+    """RFC 5280 6.1.4 (l)-(m): a CA's pathLenConstraint bounds the CAs below it (self-issued excepted)."""
+    for depth, ca in enumerate(path[1:], start=1):
+        try:
+            limit = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+        except x509.ExtensionNotFound:
+            continue
+        below = [c for c in path[1:depth] if c.subject != c.issuer]
+        if limit is not None and len(below) > limit:
+            raise ChainError(f"path length constraint exceeded: {name_to_slash(ca.subject)} allows {limit} "
+                             f"CA certificate(s) below it, the chain has {len(below)}", code="PATH_LENGTH",
+                             hint="The intermediate was issued by a CA that may not have sub-CAs; "
+                                  "have the leaf issued by a CA higher up.")
 
 
 def order_chain(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
@@ -149,6 +173,7 @@ def validate_chain(
                 raise ChainError(f"issuer is not a CA: {name_to_slash(anchor.subject)}", code="NOT_A_CA",
                                  hint="The trust store holds a certificate that may not issue others.")
             path.append(anchor)
+            _check_path_lengths(path)
             return path
         if is_self_signed(current):
             raise ChainError(f"self-signed certificate is not trusted: {name_to_slash(current.subject)}",

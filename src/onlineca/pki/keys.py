@@ -68,8 +68,17 @@ def public_key_pem(key: PrivateKey | PublicKey) -> bytes:
     return pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
+def _as_bytes(data: bytes | str) -> bytes:
+    if isinstance(data, str):
+        return data.encode("utf-8", "replace")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise ParseError(f"key data must be bytes, not {type(data).__name__}")
+
+
+def load_private_key(data: bytes | str, password: bytes | None = None) -> PrivateKey:
     """A PEM or DER private key (PKCS#8, PKCS#1 or SEC1)."""
+    data = _as_bytes(data)
     try:
         if b"-----BEGIN" in data:
             key = serialization.load_pem_private_key(data, password=password)
@@ -84,8 +93,9 @@ def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
     return key
 
 
-def load_public_key(data: bytes) -> PublicKey:
+def load_public_key(data: bytes | str) -> PublicKey:
     """A PEM or DER SubjectPublicKeyInfo (RSA or EC)."""
+    data = _as_bytes(data)
     try:
         if b"-----BEGIN" in data:
             key = serialization.load_pem_public_key(data)
