@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from onlineca.errors import ChainError, ParseError, PKIError
+from onlineca.errors import ChainError, ParseError
 from onlineca.pki.certs import is_self_signed, load_certificates, name_to_slash
 from onlineca.pki.pkcs7 import parse_pkcs7
 
@@ -26,11 +26,7 @@ MAX_DEPTH = 8
 
 def load_cert_file(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """Certificates from a PEM bundle, a DER file, or a PKCS#7 (.p7b) file."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise PKIError(f"cannot read certificate file {path}: {exc.strerror}", code="FILE",
-                       hint="Check the path in the configuration and that this user may read it.") from None
+    data = Path(path).read_bytes()  # OSError for a missing file: callers name the setting in their message
     try:
         return load_certificates(data)
     except ParseError:
