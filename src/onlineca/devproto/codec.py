@@ -44,10 +44,10 @@ E_TRAILING = "DEVPROTO_TRAILING_BYTES"
 E_ENCODE = "DEVPROTO_ENCODE"
 E_DECODER_FAILED = "DEVPROTO_DECODER_FAILED"
 
-_HINT = "The peer does not speak this device protocol correctly; end the session and check its software."
+PEER_HINT = "The peer does not speak this device protocol correctly; end the session and check its software."
 
 
-def protocol_error(message: str, code: str, hint: str = _HINT) -> ProtocolError:
+def protocol_error(message: str, code: str, hint: str = PEER_HINT) -> ProtocolError:
     """The one error of the device protocol (codec, messages and session alike)."""
     return ProtocolError(message, code=code, hint=hint)
 

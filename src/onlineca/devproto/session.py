@@ -32,7 +32,7 @@ import dataclasses
 import enum
 import secrets
 
-from onlineca.devproto.codec import DEFAULT_LIMITS, FrameDecoder, Limits, encode_frame, protocol_error
+from onlineca.devproto.codec import DEFAULT_LIMITS, PEER_HINT, FrameDecoder, Limits, encode_frame, protocol_error
 from onlineca.devproto.messages import (
     SERVER_VERSION, SUPPORTED_VERSIONS, AbortRequest, AbortResponse, AuthRequest, AuthResponse,
     AuthType, CertificateType, CertificateValue, Command, DeleteCertRequest, DeleteCertResponse,
@@ -191,7 +191,8 @@ class _Session:
             self._check_version(msg)
             self._apply(self.role, msg)
         except ProtocolError as exc:
-            exc.hint = _OWN_BUG_HINT if exc.code != E_VERSION else exc.hint
+            if exc.hint == PEER_HINT:  # our own move: the peer is not to blame
+                exc.hint = _OWN_BUG_HINT
             raise
         self._out.extend(encode_frame(encode_message(msg)))
 
