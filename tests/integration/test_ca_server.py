@@ -441,3 +441,23 @@ def test_unauthenticated_and_unknown_pages(lab):
     assert "Welcome" in lab.session().get(lab.url(), timeout=TIMEOUT).text
     failed = [ln for ln in lab.iis_log.read_text().splitlines() if " 401 1 1326 " in ln]
     assert failed, "a wrong password is logged as IIS's 401 1 1326"
+
+
+# --------------------------------------------------------------------------- the project's own client
+
+async def test_the_ras_certsrv_client_against_this_ca(lab, ec_key):
+    from onlineca.certsrv import CertsrvClient, Denied, Issued, Pending
+
+    async with CertsrvClient(lab.ca.url, username=ALICE, password=ALICE_PW, trust=lab.root) as client:
+        await client.login()
+        assert [t.name for t in await client.check_template("CiscoRA")] == ["CiscoRA", "Manual", "RSAOnly"]
+        issued = await client.enroll(pki.build_csr(ec_key, "CN=via-ra-client"), "CiscoRA")
+        assert isinstance(issued, Issued) and pki.common_name(issued.cert.subject) == "via-ra-client"
+        chain = await client.ca_chain()
+        assert chain == [lab.ca.engine.issuing, lab.ca.engine.root]
+        pending = await client.enroll(pki.build_csr(ec_key, "CN=via-ra-pending"), "Manual")
+        assert isinstance(pending, Pending) and pending.req_id in await client.pending_requests()
+        lab.ca.engine.approve(pending.req_id, "test")
+        assert isinstance(await client.check_pending(pending.req_id), Issued)
+        denied = await client.enroll(pki.build_csr(ec_key, "CN=x"), "BobOnly")
+        assert isinstance(denied, Denied) and denied.hresult == 0x80094012
