@@ -113,6 +113,14 @@ class RAConfig(_Section):
     # Local connector: the issuing key and certificate to sign with.
     local_key: str = ""
     local_cert: str = ""
+    # Start-up checks retry with exponential backoff from backoff_initial up to backoff_max seconds.
+    backoff_initial: float = Field(default=1.0, gt=0)
+    backoff_max: float = Field(default=60.0, gt=0)
+    # Retry-After (seconds) on 202 (pending at the CA) and 503 (RA not ready, CA unreachable or slow).
+    pending_retry_after: int = Field(default=60, ge=1)
+    unavailable_retry_after: int = Field(default=30, ge=1)
+    # Passthrough: how long a CA login with an EST client's credentials is trusted.
+    auth_cache_seconds: float = Field(default=60.0, ge=0)
 
 
 class ESTConfig(_Section):

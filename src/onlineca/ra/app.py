@@ -1,0 +1,477 @@
+"""The RA: our EST server wired to a CA connector, with start-up checks, health, metrics and logs.
+
+``make_ra_app`` builds the aiohttp application: EST under ``/.well-known/est/`` (from
+``onlineca.est.server``), ``/healthz`` (the process answers), ``/readyz`` (200 only once the
+start-up checks passed: trust store loaded, CA login, CA chain fetched and validated, template
+offered) and ``/metrics`` (Prometheus, one registry per app).  The checks run in a background
+task that retries with exponential backoff and logs why at each attempt; until they pass, EST
+requests get 503 with Retry-After.  CA results become EST answers: issued 200, pending 202 (the
+pending ReqID is remembered by a hash of the CSR, so the same request asked again fetches the
+certificate), denied 4xx with the CA's disposition message, CA slow or unreachable 503.  This
+module never crashes on a CA failure and never logs a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from aiohttp import web
+from cryptography import x509
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from onlineca import __version__, pki
+from onlineca.certsrv import protocol as p
+from onlineca.config import Config
+from onlineca.errors import ConfigError, OnlineCAError, ParseError
+from onlineca.est import messages as m
+from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, Issued, Pending
+from onlineca.est.codes import ESTCodedError, est_number
+from onlineca.est.server import ESTAccessLogger, make_est_app, server_ssl_context, settings_from_config
+from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
+from onlineca.ra.connector import CAConnector, CertsrvConnector, LocalConnector
+
+log = logging.getLogger("onlineca.ra")
+est_log = logging.getLogger("onlineca.est")
+
+T = TypeVar("T")
+ENROLL_OPERATIONS = ("simpleenroll", "simplereenroll", "serverkeygen")
+_OPERATIONS = ("cacerts", "csrattrs", "fullcmc", *ENROLL_OPERATIONS)
+# Failures that mean the CA cannot be reached at all: the RA goes back to its start-up checks.
+_UNREACHABLE = (p.CADNSError, p.CAConnectError, p.CATLSError)
+_TIMEOUT_NAMES = {"connect": "connect_timeout", "login": "login_timeout", "enroll": "enroll_timeout"}
+MAX_PENDING = 10000
+
+
+class RAMetrics:
+    """Prometheus metrics of one RA, in its own registry (several RAs may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("onlineca_ra_requests", "EST requests by operation and result",
+                                ["operation", "result"], registry=self.registry)
+        self.ca_latency = Histogram("onlineca_ra_ca_latency_seconds", "Time of each call to the CA",
+                                    ["operation"], registry=self.registry,
+                                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.ca_errors = Counter("onlineca_ra_ca_errors", "CA failures by kind (CA_* code)", ["kind"],
+                                 registry=self.registry)
+        self.ready = Gauge("onlineca_ra_ready", "1 once the start-up checks passed", registry=self.registry)
+        self.startup_attempts = Counter("onlineca_ra_startup_attempts", "Start-up check attempts",
+                                        registry=self.registry)
+
+    async def observe(self, operation: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await call
+        except p.CertsrvFailure as exc:
+            self.ca_errors.labels(kind=exc.code).inc()
+            raise
+        finally:
+            self.ca_latency.labels(operation=operation).observe(time.perf_counter() - started)
+
+
+@dataclass
+class RAState:
+    """What the RA knows: readiness (and why not), the CA chain, the pending requests."""
+
+    config: Config
+    connector: CAConnector
+    metrics: RAMetrics
+    ready: bool = False
+    reason: str = "start-up checks have not run yet"
+    attempts: int = 0
+    chain: list[x509.Certificate] = field(default_factory=list)
+    # sha256(CSR DER) -> the CA's ReqID of a pending request
+    pending: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    task: asyncio.Task[None] | None = None
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_until(self, predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+        """Wait (tests, tools) until ``predicate(state)`` holds, re-checked at every state change."""
+        async with asyncio.timeout(timeout):
+            async with self.changed:
+                await self.changed.wait_for(lambda: predicate(self))
+
+    def recheck(self, why: str) -> None:
+        """The CA became unreachable: not ready until the start-up checks pass again."""
+        if self.task is not None and not self.task.done():
+            return
+        self.ready = False
+        self.reason = why
+        self.metrics.ready.set(0)
+        log.warning("the CA is unreachable after start-up (%s); running the start-up checks again", why,
+                    extra={"func": "ra_startup"})
+        self.task = asyncio.get_running_loop().create_task(startup_loop(self))
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def log_trust_store(trust: pki.TrustStore) -> None:
+    """Each trust anchor once for the web side and once for EST, as the document's error.log shows."""
+    if not len(trust):
+        log.warning("CA Chain requested but this value has not yet been set (trust store is empty)",
+                    extra={"func": "ossl_init_cert_store",
+                           "fix": "Set [ra] trust_store to the CA's root (and intermediates) in PEM."})
+    for cert in trust.certs:
+        log.warning("Adding cert to store (%s)", pki.name_to_slash(cert.subject), extra={"func": "ossl_init_cert_store"})
+    est_log.info("onlineca %s (EST server, RFC 7030)", __version__, extra={"func": "est_log_version"})
+    for cert in trust.certs:
+        est_log.info("Adding cert to store (%s)", pki.name_to_slash(cert.subject),
+                     extra={"func": "ossl_init_cert_store_from_raw"})
+
+
+async def startup_loop(state: RAState) -> None:
+    """Run the start-up checks until they pass, with exponential backoff; never raises."""
+    ra = state.config.ra
+    delay = ra.backoff_initial
+    while True:
+        state.attempts += 1
+        state.metrics.startup_attempts.inc()
+        try:
+            chain = await state.connector.prepare()
+        except OnlineCAError as exc:
+            state.reason = f"{exc.code}: {exc.message}"
+            log.warning("RA not ready after attempt %d (%s); next attempt in %.1f s", state.attempts,
+                        state.reason, delay, extra={"func": "ra_startup", "fix": exc.hint})
+        except Exception as exc:  # noqa: BLE001  a bug must not end the retry loop
+            state.reason = f"internal error: {type(exc).__name__}"
+            log.exception("RA not ready after attempt %d (internal error); next attempt in %.1f s",
+                          state.attempts, delay, extra={"func": "ra_startup"})
+        else:
+            state.chain, state.ready, state.reason = chain, True, "ready"
+            state.metrics.ready.set(1)
+            log.info("RA ready after %d attempt(s): %s connector, CA %s, accepting EST requests",
+                     state.attempts, state.connector.name, pki.name_to_slash(chain[0].subject),
+                     extra={"func": "ra_startup"})
+            await state._notify()
+            return
+        await state._notify()
+        await asyncio.sleep(delay)  # the backoff itself
+        delay = min(delay * 2, ra.backoff_max)
+
+
+# --------------------------------------------------------------------------- the EST backend
+
+
+class RABackend:
+    """The EST server's backend: enroll through the connector and map CA results to EST answers."""
+
+    def __init__(self, state: RAState) -> None:
+        self.state = state
+        self.ra = state.config.ra
+
+    async def cacerts(self, label: str | None) -> list[x509.Certificate]:
+        return list(self.state.chain)
+
+    async def csrattrs(self, label: str | None) -> m.CsrAttrs:
+        return m.CsrAttrs()
+
+    async def enroll(self, request: EnrollRequest) -> EnrollResult:
+        key = hashlib.sha256(pki.csr_der(request.csr)).digest()
+        req_id = self.state.pending.get(key)
+        subject = pki.name_to_slash(request.csr.subject)[:200]
+        try:
+            if req_id is not None:
+                result = await self.state.connector.poll(req_id, request.credentials)
+            else:
+                result = await self.state.connector.enroll(request.csr, request.credentials)
+        except p.CertsrvFailure as exc:
+            return self._failure(exc, subject)
+        if isinstance(result, p.Pending):
+            self.state.pending[key] = result.req_id
+            self.state.pending.move_to_end(key)
+            while len(self.state.pending) > MAX_PENDING:
+                self.state.pending.popitem(last=False)
+            log.info("request %d for %s is pending at the CA (%s); Retry-After %d", result.req_id, subject,
+                     result.message or "Taken Under Submission", self.ra.pending_retry_after,
+                     extra={"func": "ra_certsrv_ca_plugin_enroll"})
+            return Pending(self.ra.pending_retry_after)
+        self.state.pending.pop(key, None)
+        if isinstance(result, p.Denied):
+            log.error("the CA denied request %s for %s: %s", result.req_id, subject, result.message,
+                      extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": p.CADeniedError.hint})
+            return Denied(f"the CA denied request {result.req_id}: {result.message}", 403)
+        log.info("request %d for %s issued, serial %x", result.req_id, subject, result.cert.serial_number,
+                 extra={"func": "ra_certsrv_ca_plugin_enroll"})
+        return Issued(result.cert, tuple(self.state.chain))
+
+    def _failure(self, exc: p.CertsrvFailure, subject: str) -> EnrollResult:
+        url = exc.details.get("url") or self.ra.ca_url
+        hop = f"hop RA -> CA {url}"
+        if isinstance(exc, p.CATimeoutError):
+            phase = exc.details.get("phase", "enroll")
+            hop += f", {_TIMEOUT_NAMES.get(phase, phase)} = {exc.details.get('timeout', 0):g} s fired"
+        log.error("Curl request failed with %s (%s; enrollment of %s)", exc.reason, hop, subject,
+                  extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": exc.hint})
+        if isinstance(exc, (p.CATemplateError, p.CADeniedError)):
+            return Denied(exc.message, 403)
+        if isinstance(exc, p.CAAuthError) and self.ra.client_auth == "passthrough":
+            return Denied("the CA refused these credentials", 401)
+        if isinstance(exc, _UNREACHABLE) or isinstance(exc, p.CAAuthError):
+            self.state.recheck(f"{exc.code}: {exc.message}")
+        if isinstance(exc, (p.CAPageError, p.CAHTTPError)):
+            return Denied(f"the CA answered what the RA cannot use: {exc.message}", 502)
+        raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"the CA is unavailable: {exc.message}",
+                            http_status=503, retry_after=self.ra.unavailable_retry_after)
+
+    async def check_passthrough(self, user: str, password: str) -> bool:
+        """Passthrough: the EST client's Basic credentials must log in to the CA."""
+        try:
+            ok = await self.state.connector.check_credentials(user, password)
+        except p.CertsrvFailure as exc:
+            log.error("cannot check the EST client's credentials at the CA: %s", exc.reason,
+                      extra={"func": "ra_certsrv_auth_curl_data_cb", "fix": exc.hint})
+            if isinstance(exc, _UNREACHABLE):
+                self.state.recheck(f"{exc.code}: {exc.message}")
+            raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", "the CA is unavailable to check credentials",
+                                http_status=503, retry_after=self.ra.unavailable_retry_after) from None
+        if not ok:
+            log.error("the CA refused the EST client's credentials for user %s (HTTP 401 on %s)", user[:64],
+                      p.login_url(p.certsrv_base(self.ra.ca_url)),
+                      extra={"func": "ra_certsrv_auth_curl_data_cb",
+                             "fix": "The EST client (CAPF) must send the CA user name and password of the "
+                                    "RA's template; check both on the client and on the CA."})
+        return ok
+
+
+# --------------------------------------------------------------------------- HTTP glue
+
+
+def _result_label(operation: str, status: int) -> str:
+    if status == 200:
+        return "issued" if operation in ENROLL_OPERATIONS else "ok"
+    return {202: "pending", 204: "ok", 401: "unauthorized", 503: "unavailable"}.get(
+        status, "refused" if 400 <= status < 500 else "error")
+
+
+_EST_CODE_BY_STATUS = {401: "EST_ERR_AUTH_FAIL", 503: "EST_ERR_CA_ENROLL_RETRY", 400: "EST_ERR_BAD_PKCS10"}
+_FIX_BY_CODE = {
+    "EST_ERR_AUTH_FAIL": "The EST client must authenticate as the RA expects (client_auth in [ra]): "
+                         "check its user name and password, or its client certificate.",
+    "EST_ERR_CA_ENROLL_RETRY": "The CA is not reachable or not ready: read the lines above, fix the CA side; "
+                               "the client may retry after Retry-After.",
+    "EST_ERR_CA_ENROLL_FAIL": "The CA or the RA refused the request: read the reason above.",
+    "EST_ERR_BAD_PKCS10": "The EST client sent a request the RA cannot read: check the client's CSR.",
+}
+
+
+def _operation(path: str) -> str:
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return last if last in _OPERATIONS else "other"
+
+
+def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-type]
+    ra = state.config.ra
+
+    @web.middleware
+    async def ra_gate(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if not request.path.startswith(m.WELL_KNOWN):
+            return await handler(request)
+        operation = _operation(request.path)
+        if not state.ready:
+            if operation == "cacerts":
+                log.warning("CA Chain requested but this value has not yet been set", extra={"func": "ra_gate"})
+            resp: web.StreamResponse = web.Response(
+                status=503, text=f"the RA is not ready: {state.reason}\n",
+                headers={"Retry-After": str(ra.unavailable_retry_after)})
+        else:
+            resp = await handler(request)
+        if resp.status == 503 and "Retry-After" not in resp.headers:
+            resp.headers["Retry-After"] = str(ra.unavailable_retry_after)
+        state.metrics.requests.labels(operation=operation, result=_result_label(operation, resp.status)).inc()
+        if operation in ENROLL_OPERATIONS and resp.status >= 400:
+            code = _EST_CODE_BY_STATUS.get(resp.status, "EST_ERR_CA_ENROLL_FAIL")
+            log.error("Enrollment failed with rc=%d (%s)", est_number(code), code,
+                      extra={"func": "est_server_handle_simple_enroll", "fix": _FIX_BY_CODE[code]})
+        return resp
+
+    return ra_gate
+
+
+def _json(obj: dict[str, object], status: int = 200, **headers: str) -> web.Response:
+    return web.Response(status=status, text=json.dumps(obj), content_type="application/json", headers=headers)
+
+
+def make_connector(config: Config, metrics: RAMetrics, trust: pki.TrustStore) -> CAConnector:
+    ra = config.ra
+    if ra.connector == "local":
+        if ra.client_auth == "passthrough":
+            raise ConfigError("client_auth = 'passthrough' needs connector = 'certsrv'",
+                              hint="Use client_auth = 'users' or 'certificate' with the local connector.")
+        return LocalConnector.from_config(ra)
+    if not len(trust):
+        raise ConfigError("[ra] trust_store is empty: the RA cannot verify the CA's web certificate nor its chain",
+                          hint="Set trust_store to a PEM file with the CA's root (and intermediates).")
+    return CertsrvConnector(ra, trust=trust, observe=metrics.observe)
+
+
+def load_trust(config: Config) -> pki.TrustStore:
+    if not config.ra.trust_store:
+        return pki.TrustStore([])
+    try:
+        return pki.TrustStore.from_paths(config.ra.trust_store)
+    except (OSError, ParseError) as exc:
+        raise ConfigError(f"[ra] trust_store {config.ra.trust_store}: {exc}") from None
+
+
+RA_STATE = web.AppKey("ra_state", RAState)
+
+
+def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None = None,
+                connector: CAConnector | None = None) -> web.Application:
+    """The RA application; start-up checks begin when it starts serving."""
+    ra, est = config.ra, config.est
+    detach = attach_ra_logs(log_dir, log_format or config.logging.format, config.logging.level)
+    try:
+        trust = load_trust(config)
+        metrics = RAMetrics()
+        connector = connector or make_connector(config, metrics, trust)
+        state = RAState(config, connector, metrics)
+        backend = RABackend(state)
+        settings = settings_from_config(est.model_copy(update={"users_file": ""}))
+        settings.retry_after = ra.unavailable_retry_after
+        # The EST server's own deadline must leave room for every CA timeout of one enrollment.
+        settings.request_timeout = max(est.request_timeout,
+                                       ra.connect_timeout + ra.login_timeout + 2 * ra.enroll_timeout + 1)
+        if ra.client_auth == "users":
+            if not est.users_file:
+                raise ConfigError("client_auth = 'users' needs [est] users_file",
+                                  hint="Make one with 'onlineca est hash-password'.")
+            settings.password_check = settings_from_config(est).password_check
+        elif ra.client_auth == "passthrough":
+            settings.password_check = backend.check_passthrough
+        else:
+            settings.password_check = None
+            if not est.client_trust_store:
+                raise ConfigError("client_auth = 'certificate' needs [est] client_trust_store",
+                                  hint="Point it at the CA that issues the EST clients' certificates.")
+    except BaseException:
+        detach()
+        raise
+    app = make_est_app(backend, settings)
+    app.middlewares.append(make_middleware(state))
+    app[RA_STATE] = state
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return _json({"status": "alive", "ready": state.ready})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        body = {"ready": state.ready, "reason": state.reason, "attempts": state.attempts,
+                "connector": connector.name}
+        if state.ready:
+            return _json(body)
+        return _json(body, 503, **{"Retry-After": str(ra.unavailable_retry_after)})
+
+    async def metrics_view(_request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(metrics.registry))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+
+    async def _start(_app: web.Application) -> None:
+        log_trust_store(trust)
+        log.warning("pop_enabled %s in [est]. %s EST Proof of Possession",
+                    "on" if est.pop_tls_unique else "off", "Enabling" if est.pop_tls_unique else "Disabling",
+                    extra={"func": "ra_postconf"})
+        state.task = asyncio.get_running_loop().create_task(startup_loop(state))
+
+    async def _stop(_app: web.Application) -> None:
+        if state.task is not None:
+            state.task.cancel()
+            try:
+                await state.task
+            except asyncio.CancelledError:
+                pass
+        await connector.close()
+        detach()
+
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
+    return app
+
+
+@dataclass
+class RunningRA:
+    host: str
+    port: int
+    runner: web.AppRunner
+    app: web.Application
+    ssl_context: ssl.SSLContext = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}{m.WELL_KNOWN}"
+
+    @property
+    def base(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def state(self) -> RAState:
+        return self.app[RA_STATE]
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        await self.state.wait_until(lambda s: s.ready, timeout)
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = None, port: int | None = None,
+                   tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None,
+                   log_format: str | None = None, connector: CAConnector | None = None) -> RunningRA:
+    """Start the RA over HTTPS (port 0: any free port); returns once it accepts connections (the
+    start-up checks then run in the background: see ``wait_ready`` and /readyz)."""
+    ra = config.ra
+    cert_file, key_file = tls_cert or ra.tls_cert, tls_key or ra.tls_key
+    if not (cert_file and key_file):
+        raise ConfigError("the RA needs a TLS certificate and key",
+                          hint="Set [ra] tls_cert and tls_key, or pass --tls-cert and --tls-key.")
+    client_trust = None
+    if config.est.client_trust_store:
+        try:
+            client_trust = pki.TrustStore.from_paths(config.est.client_trust_store)
+        except (OSError, ParseError) as exc:
+            raise ConfigError(f"[est] client_trust_store: {exc}") from None
+    try:
+        ctx = server_ssl_context(cert_file, key_file, client_trust=client_trust,
+                                 pop_tls_unique=config.est.pop_tls_unique)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the RA's TLS certificate {cert_file} / {key_file}: {exc}") from None
+    app = make_ra_app(config, log_dir, log_format=log_format, connector=connector)
+    runner = web.AppRunner(app, access_log_class=ESTAccessLogger, access_log=logging.getLogger(ACCESS_LOGGER),
+                           handler_cancellation=True)
+    await runner.setup()
+    host = host or ra.host
+    site = web.TCPSite(runner, host, ra.port if port is None else port, ssl_context=ctx, backlog=256)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                          hint="Choose another --port or stop what uses it.") from None
+    bound = runner.addresses[0][1]
+    log.info("RA listening on https://%s:%s (EST %s, connector %s, client auth %s)", host, bound, m.WELL_KNOWN,
+             ra.connector, ra.client_auth, extra={"func": "ra_server_start"})
+    return RunningRA(host, bound, runner, app, ctx)
+
+
+__all__ = ["make_ra_app", "start_ra", "RunningRA", "RAState", "RAMetrics", "RABackend", "RA_STATE"]

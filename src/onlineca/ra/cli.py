@@ -1,0 +1,56 @@
+"""``onlineca ra serve``: run the RA (EST server on port 8084 by default) until interrupted.
+
+The RA starts serving at once and runs its start-up checks in the background (see /readyz and
+``error.log`` in the log dir); a CA that is down at start-up is retried, never fatal.  Only a
+configuration error (exit 1, one clear message) stops it.  Credentials are never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import click
+
+from onlineca.cli import AppContext
+from onlineca.errors import OnlineCAError
+
+
+@click.group("ra")
+def ra() -> None:
+    """The RA: an EST server that enrolls at the CA."""
+
+
+@ra.command("serve")
+@click.option("--host", default=None, help="Default from [ra] host (127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Default from [ra] port (8084).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The RA's TLS certificate (PEM, chain allowed); default [ra] tls_cert.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Its private key; default [ra] tls_key.")
+@click.pass_obj
+def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Path | None,
+              tls_key: Path | None) -> None:
+    """Serve EST over HTTPS until interrupted (SIGINT/SIGTERM)."""
+    from onlineca.ra.app import start_ra
+
+    async def run() -> None:
+        running = await start_ra(app.config, app.log_dir, host=host, port=port, tls_cert=tls_cert,
+                                 tls_key=tls_key, log_format=app.log_format)
+        click.echo(f"RA serving {running.url} (connector {app.config.ra.connector}; "
+                   f"logs in {app.log_dir}; readiness at {running.base}/readyz)", err=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await running.close()
+
+    try:
+        asyncio.run(run())
+    except OnlineCAError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None

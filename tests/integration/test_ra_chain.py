@@ -1,0 +1,220 @@
+"""The whole chain on 127.0.0.1: our EST client -> RA -> our CA (certsrv connector) and the local
+connector; the start-up sequence as the source document logs it; at most two CA requests per
+enrollment (read on the CA's IIS log); pending then approved, pending then denied, denied at once;
+passthrough credentials (a wrong password as the document logs it); health, readiness, metrics."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from onlineca import pki
+from onlineca.est import ESTClient, ESTCodedError
+from onlineca.est import messages as m
+from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
+    PASSWORD, USER, ca_lab, error_log, est_csr, get, iis_requests, raw_enroll, run_ca, run_ra,
+)
+
+
+@pytest.fixture
+async def ca(ca_lab, tmp_path):
+    running = await run_ca(ca_lab, tmp_path / "ca-logs")
+    yield running
+    await running.close()
+
+
+def client(ca_lab, r, **kw) -> ESTClient:
+    kw.setdefault("user", USER)
+    kw.setdefault("password", PASSWORD)
+    return ESTClient(r.base, cafile=ca_lab.root_pem, **kw)
+
+
+async def test_startup_sequence_and_enrollment_through_our_ca(ca_lab, ca, tmp_path):
+    logs = tmp_path / "ra-logs"
+    r = await run_ra(ca_lab, logs, ca.url)
+    try:
+        await r.wait_ready()
+        text = error_log(logs)
+        root = pki.name_to_slash(ca.engine.root.subject)
+        # The trust store, once in the NGINX form and once in libEST's form.
+        assert re.search(rf"\[warn\] \d+#0: ossl_init_cert_store: Adding cert to store \({re.escape(root)}\)", text)
+        assert re.search(rf"\*\*\*EST \[INFO\]\[ossl_init_cert_store_from_raw:\d+\]--> Adding cert to store "
+                         rf"\({re.escape(root)}\)", text)
+        assert re.search(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[info\] \d+#0: login_to_certsrv_ca: Secure connection to "
+                         rf"MS CertServ completed successfully using the following URL {re.escape(ca.url)}$", text, re.M)
+        assert (f"retrieve_cacerts: Secure connection to MS CertServ completed successfully using the following URL "
+                f"{ca.url}/certnew.p7b?ReqID=CACert&Renewal=0&Enc=bin") in text
+        assert "ra_certsrv_ca_plugin_postconf: CA Cert chain retrieved from CA, will be passed to EST" in text
+        assert "check_certsrv_template: certificate template 'CiscoRA' is offered" in text
+        status, _h, body = await get(r.base + "/readyz", ca_lab.root_pem)
+        assert status == 200 and b'"ready": true' in body
+
+        async with client(ca_lab, r) as est:
+            chain = await est.cacerts()
+            assert chain[0] == ca.engine.issuing and ca.engine.root in chain
+            key, csr = est_csr()
+            got = await est.simpleenroll(csr)
+        assert got.certificate.issuer == ca.engine.issuing.subject
+        assert pki.same_public_key(got.certificate.public_key(), key)
+        assert ca.engine.list(disposition=None)[-1].requester.endswith(USER)
+        access = (logs / "access.log").read_text()
+        assert '"POST /.well-known/est/simpleenroll HTTP/1.1" 200' in access and f" - {USER} [" in access
+    finally:
+        await r.close()
+
+
+async def test_at_most_two_ca_requests_per_enrollment(ca_lab, ca, tmp_path):
+    """Counted on the CA's IIS log: after start-up, each enrollment is one POST and one GET."""
+    ca_logs = tmp_path / "ca-logs"
+    users = tmp_path / "est-users"
+    from onlineca.est import hash_password
+    users.write_text(f"capf:{hash_password('capf-pw', n=2 ** 10)}\n")
+    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url, ra={"client_auth": "users"},
+                     est={"users_file": str(users)})
+    try:
+        await r.wait_ready()
+        before = len(iis_requests(ca_logs))
+        async with client(ca_lab, r, user="capf", password="capf-pw") as est:
+            for i in range(3):
+                await est.simpleenroll(est_csr(f"CN=SEP00000000000{i}")[1])
+        lines = iis_requests(ca_logs)[before:]
+        assert len(lines) == 6, lines
+        assert [ln.split()[3:5] for ln in lines[:2]] == [["POST", "/certsrv/certfnsh.asp"], ["GET", "/certsrv/certnew.cer"]]
+    finally:
+        await r.close()
+
+
+async def test_passthrough_checks_credentials_at_the_ca_once(ca_lab, ca, tmp_path):
+    ca_logs = tmp_path / "ca-logs"
+    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url)  # client_auth = passthrough (the default)
+    try:
+        await r.wait_ready()
+        before = len(iis_requests(ca_logs))
+        async with client(ca_lab, r, user="capf2", password="other-Passw0rd") as est:
+            for i in range(2):
+                await est.simpleenroll(est_csr(f"CN=SEP10000000000{i}")[1])
+        lines = iis_requests(ca_logs)[before:]
+        # One login with the client's credentials (then cached), two requests per enrollment.
+        assert len(lines) == 5, lines
+        assert all(" capf2 " in ln or "\\capf2 " in ln for ln in lines if " 200 " in ln)
+    finally:
+        await r.close()
+
+
+async def test_passthrough_wrong_password_is_401_as_the_document_logs_it(ca_lab, ca, tmp_path):
+    logs = tmp_path / "ra-logs"
+    r = await run_ra(ca_lab, logs, ca.url)
+    try:
+        await r.wait_ready()
+        status, headers, _ = await raw_enroll(r, est_csr()[1], password="wrong", cafile=ca_lab.root_pem)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+        text = error_log(logs)
+        assert "ra_certsrv_auth_curl_data_cb: the CA refused the EST client's credentials for user ciscora" in text
+        assert re.search(r"\*\*\*EST \[WARNING\]\[est_http_authenticate:\d+\]--> HTTP authentication failed. "
+                         r"Auth type=1", text)
+        assert re.search(r"\[error\] \d+#0: est_server_handle_simple_enroll: Enrollment failed with rc=22 "
+                         r"\(EST_ERR_AUTH_FAIL\) -- fix: ", text)
+        assert "[Error 401: Unauthorized]" in text
+        assert '"POST /.well-known/est/simpleenroll HTTP/1.1" 401' in (logs / "access.log").read_text()
+        # The right password still works (the refusal was not cached as a success, nor vice versa).
+        status, _h, _b = await raw_enroll(r, est_csr()[1], cafile=ca_lab.root_pem)
+        assert status == 200
+        assert "wrong" not in text and PASSWORD not in error_log(logs)
+    finally:
+        await r.close()
+
+
+async def test_pending_then_approved(ca_lab, ca, tmp_path):
+    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url, ra={"template": "Approval"})
+    try:
+        await r.wait_ready()
+        key, csr = est_csr("CN=SEP-PENDING-1")
+        status, headers, _ = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
+        assert status == 202 and headers["Retry-After"] == "1"
+        (req_id,) = r.state.pending.values()
+        # Asked again before approval: still pending, same request at the CA (no new submission).
+        status, headers, _ = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
+        assert status == 202
+        assert [row.req_id for row in ca.engine.list(disposition="pending")] == [req_id]
+        ca.engine.approve(req_id)
+        status, _h, body = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
+        assert status == 200
+        (cert,) = m.parse_certs_only(body, "application/pkcs7-mime")
+        assert pki.same_public_key(cert.public_key(), key) and not r.state.pending
+    finally:
+        await r.close()
+
+
+async def test_pending_then_denied_carries_the_disposition_message(ca_lab, ca, tmp_path):
+    logs = tmp_path / "ra-logs"
+    r = await run_ra(ca_lab, logs, ca.url, ra={"template": "Approval"})
+    try:
+        await r.wait_ready()
+        _key, csr = est_csr("CN=SEP-PENDING-2")
+        async with client(ca_lab, r, max_retries=0) as est:
+            with pytest.raises(ESTCodedError) as exc:
+                await est.simpleenroll(csr)
+            assert exc.value.http_status == 202 and exc.value.retry_after == 1
+            (req_id,) = r.state.pending.values()
+            ca.engine.deny(req_id)
+            with pytest.raises(ESTCodedError) as exc:
+                await est.simpleenroll(csr)
+        assert exc.value.http_status == 403 and "Denied by administrator" in str(exc.value)
+        assert f"the CA denied request {req_id}: Denied by administrator" in error_log(logs)
+    finally:
+        await r.close()
+
+
+async def test_denied_at_once_is_403_with_the_cas_message(ca_lab, ca, tmp_path):
+    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url, ra={"template": "RSAOnly"})
+    try:
+        await r.wait_ready()
+        status, _h, body = await raw_enroll(r, est_csr("CN=SEP-EC-KEY")[1], cafile=ca_lab.root_pem)
+        assert status == 403 and b"the CA denied request" in body
+        row = ca.engine.list(disposition="denied")[-1]
+        assert "does not allow ec keys" in row.disposition_message
+        assert f"the CA denied request {row.req_id}: Denied by Policy Module 0x80090008, The template RSAOnly does " \
+               "not allow ec keys".encode() in body
+    finally:
+        await r.close()
+
+
+async def test_local_connector(ca_lab, tmp_path):
+    users = tmp_path / "est-users"
+    from onlineca.est import hash_password
+    users.write_text(f"{USER}:{hash_password(PASSWORD, n=2 ** 10)}\n")
+    files = ca_lab.files
+    r = await run_ra(ca_lab, tmp_path / "ra-logs", "https://127.0.0.1:1/certsrv",
+                     ra={"connector": "local", "client_auth": "users", "local_key": str(files.issuing_key),
+                         "local_cert": str(files.chain)}, est={"users_file": str(users)})
+    try:
+        await r.wait_ready()
+        async with client(ca_lab, r) as est:
+            assert (await est.cacerts())[0].subject == pki.load_certificate(files.issuing_cert.read_bytes()).subject
+            key, csr = est_csr("CN=SEP-LOCAL")
+            got = await est.simpleenroll(csr)
+        assert pki.same_public_key(got.certificate.public_key(), key)
+        assert "RA ready after 1 attempt(s): local connector" in error_log(tmp_path / "ra-logs")
+    finally:
+        await r.close()
+
+
+async def test_health_and_metrics(ca_lab, ca, tmp_path):
+    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url)
+    try:
+        await r.wait_ready()
+        await raw_enroll(r, est_csr()[1], cafile=ca_lab.root_pem)
+        await raw_enroll(r, est_csr()[1], password="nope", cafile=ca_lab.root_pem)
+        status, _h, body = await get(r.base + "/healthz", ca_lab.root_pem)
+        assert status == 200
+        status, headers, body = await get(r.base + "/metrics", ca_lab.root_pem)
+        text = body.decode()
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        assert 'onlineca_ra_requests_total{operation="simpleenroll",result="issued"} 1.0' in text
+        assert 'onlineca_ra_requests_total{operation="simpleenroll",result="unauthorized"} 1.0' in text
+        assert 'onlineca_ra_ca_latency_seconds_count{operation="enroll"} 1.0' in text
+        assert 'onlineca_ra_ca_errors_total{kind="CA_AUTH"} 1.0' in text
+        assert "onlineca_ra_ready 1.0" in text
+    finally:
+        await r.close()
