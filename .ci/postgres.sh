@@ -17,7 +17,7 @@ start_postgres() {
   fi
   # The postgres user may not be allowed into the caller's directory: run from the cluster's own.
   pushd "$PG_DIR" >/dev/null
-  "${run_as[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U onlineca --auth=trust -E UTF8 >/dev/null
+  "${run_as[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U onlineca --auth=trust -E UTF8 --no-locale >/dev/null
   "${run_as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
       -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c max_connections=200" start >/dev/null
   "${run_as[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U onlineca onlineca_test
