@@ -21,8 +21,9 @@ from onlineca.config import Config
 
 def _config(ctx: click.Context) -> tuple[Config, Path | None]:
     app = ctx.obj
-    if isinstance(app, AppContext):
-        return app.config, app.config_path
+    # Duck-typed: under "python -m onlineca.cli" the root's AppContext is __main__'s class.
+    if isinstance(app, AppContext) or hasattr(app, "config"):
+        return app.config, getattr(app, "config_path", None)
     from onlineca.config import load_config
     return load_config(None), None
 

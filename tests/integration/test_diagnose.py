@@ -1,0 +1,340 @@
+"""``onlineca diagnose`` against our CA (onlineca.ca) on 127.0.0.1, with every failure of the source
+document reproduced for real: a web certificate from an unknown root, self-signed, for another
+name, not yet valid, expired; an unresolvable host (``.invalid``); a refused port; a wrong password;
+a mistyped template; a CA slower than the login and the enrollment timeouts; a chain that does
+not validate; a CA clock an hour off.  Each is diagnosed with its code, its evidence and a fix, and
+a healthy CA raises no alarm."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import json
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from aiohttp import web
+from click.testing import CliRunner
+
+from onlineca import pki
+from onlineca.ca import engine as eng
+from onlineca.ca import users as ca_users
+from onlineca.ca.web import create_app
+from onlineca.cli import main_group
+from onlineca.config import Config, load_config
+from onlineca.diagnose.checks import run_diagnose
+from onlineca.est.server import server_ssl_context
+
+USER, PASSWORD = "ciscora", "Diag-n0se-Pa55"
+TEMPLATES = '[[ca.templates]]\nname = "CiscoRA"\ndisplay_name = "Cisco RA"\n[[ca.templates]]\nname = "WebServer"\n'
+
+
+class LoopThread:
+    """An event loop in a thread of its own, for servers that sync tests (and CliRunner) talk to."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Awaitable[Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class CALab:
+    """Our CA's files (EC keys: fast), web certificates in each failing state, and running servers."""
+
+    dir: Path
+    files: eng.CAFiles
+    loop: LoopThread
+    web: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    runners: list[web.AppRunner] = field(default_factory=list)
+    releases: list[asyncio.Event] = field(default_factory=list)
+
+    def config(self, url: str, *, extra_ra: str = "", extra: str = "", trust: Path | None = None,
+               log_dir: Path | None = None) -> Config:
+        text = (f'data_dir = "{self.dir / "data"}"\nlog_dir = "{log_dir or self.dir / "logs"}"\n{extra}\n'
+                f'[ca]\nkey_type = "ec"\n'
+                f'[ra]\nca_url = "{url}"\nca_user = "{USER}"\nca_password = "{PASSWORD}"\n'
+                f'trust_store = "{trust or self.files.root_cert}"\ntemplate = "CiscoRA"\n'
+                f"connect_timeout = 2\nlogin_timeout = 2\nenroll_timeout = 2\n{extra_ra}\n" + TEMPLATES)
+        path = self.dir / "diag.toml"
+        path.write_text(text)
+        return load_config(path, environ={})
+
+    def serve(self, cert: str = "good", *, slow: str | None = None, date_offset: dt.timedelta | None = None,
+              log_dir: Path | None = None) -> int:
+        """Start our CA with the named web certificate; ``slow`` holds that path until the test ends;
+        ``date_offset`` moves the CA's HTTP Date (its clock, as a client sees it)."""
+        cfg = self.config("https://127.0.0.1:1/certsrv", log_dir=log_dir)
+        cert_file, key_file = self.web[cert]
+
+        async def start() -> int:
+            release = asyncio.Event()
+            self.releases.append(release)
+
+            @web.middleware
+            async def lab_middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
+                if slow and request.path.lower() == slow:
+                    await release.wait()
+                response = await handler(request)
+                if date_offset is not None:
+                    when = dt.datetime.now(dt.timezone.utc) + date_offset
+                    response.headers["Date"] = email.utils.format_datetime(when, usegmt=True)
+                return response
+
+            app = create_app(cfg, cfg.data_path, log_dir or cfg.log_path)
+            app.middlewares.insert(0, lab_middleware)
+            runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+            await runner.setup()
+            self.runners.append(runner)
+            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(cert_file, key_file))
+            await site.start()
+            return runner.addresses[0][1]
+
+        return self.loop.run(start())
+
+    def stop_all(self) -> None:
+        async def stop() -> None:
+            for e in self.releases:
+                e.set()
+            for r in self.runners:
+                await r.cleanup()
+            self.runners.clear()
+            self.releases.clear()
+        self.loop.run(stop())
+
+
+@pytest.fixture(scope="module")
+def ca_lab(tmp_path_factory: pytest.TempPathFactory, lab_pki) -> Iterator[CALab]:
+    d = tmp_path_factory.mktemp("diag")
+    (d / "diag.toml").write_text(f'data_dir = "{d / "data"}"\n[ca]\nkey_type = "ec"\n' + TEMPLATES)
+    cfg = load_config(d / "diag.toml", environ={})
+    files = eng.init_ca(cfg, cfg.data_path)
+    ca_users.add_user(eng.users_path(cfg, cfg.data_path), USER, PASSWORD)
+    issuing_key = pki.read_private_key(files.issuing_key)
+    issuing = pki.load_certificate(files.issuing_cert.read_bytes())
+    lab = CALab(d, files, LoopThread())
+    wd = d / "web"
+    wd.mkdir()
+    now = dt.datetime.now(dt.timezone.utc)
+    names = ["localhost", "127.0.0.1"]
+
+    def write(name: str, key: pki.PrivateKey, certs: list) -> None:
+        pki.write_private_key(wd / f"{name}.key", key)
+        (wd / f"{name}.pem").write_bytes(pki.certs_pem(certs))
+        lab.web[name] = (wd / f"{name}.pem", wd / f"{name}.key")
+
+    def issued(name: str, **kw: Any) -> None:
+        key = pki.generate_key("ec", 256)
+        kw.setdefault("subject", "CN=localhost")
+        cert = pki.build_certificate(public_key=key.public_key(), issuer_key=issuing_key, issuer_cert=issuing,
+                                     extended_key_usage=["server_auth"], **kw)
+        write(name, key, [cert, issuing])
+
+    issued("good", sans=names)
+    issued("wrong_name", subject="CN=lab-dc")
+    issued("not_yet_valid", sans=names, not_before=now + dt.timedelta(days=2))
+    issued("expired", sans=names, not_before=now - dt.timedelta(days=10), validity_days=1)
+    other_key = pki.generate_key("ec", 256)
+    other = pki.build_certificate(subject="CN=Unknown Root CA,O=elsewhere", public_key=other_key.public_key(),
+                                  issuer_key=other_key, is_ca=True)
+    key = pki.generate_key("ec", 256)
+    write("untrusted", key, [pki.build_certificate(subject="CN=localhost", public_key=key.public_key(),
+                                                   issuer_key=other_key, issuer_cert=other, sans=names)])
+    key = pki.generate_key("ec", 256)
+    write("self_signed", key, [pki.build_certificate(subject="CN=localhost", public_key=key.public_key(),
+                                                     issuer_key=key, sans=names)])
+    # A web certificate from the lab PKI: verifies against lab_pki's root, while the CA's own chain does not.
+    write("lab_pki", lab_pki.server_key, [lab_pki.server, lab_pki.issuing])
+    yield lab
+    lab.stop_all()
+    lab.loop.close()
+
+
+@pytest.fixture
+def lab(ca_lab: CALab) -> Iterator[CALab]:
+    yield ca_lab
+    ca_lab.stop_all()
+
+
+def diagnose(cfg: Config, hops: set[str] | None = None, **kw: Any):
+    return asyncio.run(run_diagnose(cfg, hops=hops or {"ca"}, **kw))
+
+
+def only(report, code: str):
+    errors = [f for f in report.findings if f.severity == "error"]
+    assert [f.code for f in errors] == [code], report.to_text()
+    f = errors[0]
+    assert f.fix and f.message and f.hop in ("ca", "local")
+    assert PASSWORD not in report.to_json()
+    return f
+
+
+# --- healthy ---------------------------------------------------------------------------------
+
+def test_healthy_ca_raises_no_alarm(lab):
+    port = lab.serve()
+    report = diagnose(lab.config(f"https://127.0.0.1:{port}/certsrv"))
+    assert report.findings == [], report.to_text()
+    assert [(c.name, c.status) for c in report.checks] == [
+        ("ca.login", "ok"), ("ca.clock", "ok"), ("ca.chain", "ok"), ("ca.chain_valid", "ok"), ("ca.template", "ok")]
+    assert report.ok
+
+
+# --- the web certificate ---------------------------------------------------------------------
+
+def test_web_certificate_from_an_unknown_root_names_the_missing_issuer(lab):
+    port = lab.serve("untrusted")
+    f = only(diagnose(lab.config(f"https://127.0.0.1:{port}/certsrv")), "CA_TLS_UNTRUSTED")
+    assert f.evidence["missing_issuer"] == "/CN=Unknown Root CA/O=elsewhere"
+    assert "Unknown Root CA" in f.message and "Unknown Root CA" in f.fix
+    assert "unable to get local issuer certificate" in f.evidence["reason"]
+
+
+def test_self_signed_web_certificate(lab):
+    port = lab.serve("self_signed")
+    f = only(diagnose(lab.config(f"https://127.0.0.1:{port}/certsrv")), "CA_TLS_SELF_SIGNED")
+    assert f.evidence["subject"] == "/CN=localhost"
+
+
+def test_name_mismatch_gives_the_certificate_names_and_the_url_host(lab):
+    port = lab.serve("wrong_name")
+    f = only(diagnose(lab.config(f"https://localhost:{port}/certsrv")), "CA_TLS_NAME_MISMATCH")
+    assert f.evidence["url_host"] == "localhost" and f.evidence["certificate_names"] == ["lab-dc"]
+    assert "return code 51" in f.evidence["reason"] and "lab-dc" in f.fix
+
+
+def test_not_yet_valid_gives_the_implied_clock_skew(lab):
+    port = lab.serve("not_yet_valid")
+    f = only(diagnose(lab.config(f"https://127.0.0.1:{port}/certsrv")), "CA_TLS_NOT_YET_VALID")
+    assert 2 * 86400 - 120 <= f.evidence["implied_clock_skew_s"] <= 2 * 86400
+    assert "2.0 days behind" in f.message
+
+
+def test_expired_web_certificate(lab):
+    port = lab.serve("expired")
+    f = only(diagnose(lab.config(f"https://127.0.0.1:{port}/certsrv")), "CA_TLS_EXPIRED")
+    assert 9 * 86400 - 120 <= f.evidence["expired_for_s"] <= 9 * 86400 + 120
+
+
+# --- reachability --------------------------------------------------------------------------
+
+def test_unresolvable_host(lab):
+    f = only(diagnose(lab.config("https://lab-dcc.example.invalid/certsrv")), "CA_DNS")
+    assert f.evidence["host"] == "lab-dcc.example.invalid"
+    assert f.evidence["reason"] == "return code 6 (Could not resolve: lab-dcc.example.invalid (Domain name not found))"
+
+
+def test_connection_refused(lab):
+    from tests.conftest import free_port
+    port = free_port()
+    f = only(diagnose(lab.config(f"https://127.0.0.1:{port}/certsrv")), "CA_CONNECT")
+    assert f.evidence["port"] == port and "Connection refused" in f.evidence["reason"]
+
+
+# --- credentials, template, chain ------------------------------------------------------------
+
+def test_wrong_password(lab):
+    port = lab.serve()
+    cfg = lab.config(f"https://127.0.0.1:{port}/certsrv")
+    cfg = cfg.model_copy(update={"ra": cfg.ra.model_copy(update={"ca_password": SecretStr("not-the-password")})})
+    report = diagnose(cfg)
+    f = only(report, "CA_AUTH")
+    assert f.evidence["user"] == USER and f.evidence["status"] == 401
+    assert "not-the-password" not in report.to_json() and "not-the-password" not in report.to_text()
+
+
+def test_mistyped_template_lists_the_offered_and_the_nearest(lab):
+    port = lab.serve()
+    cfg = lab.config(f"https://127.0.0.1:{port}/certsrv")
+    cfg = cfg.model_copy(update={"ra": cfg.ra.model_copy(update={"template": "CsicoRA"})})
+    f = only(diagnose(cfg), "CA_TEMPLATE")
+    assert f.evidence["offered"] == ["CiscoRA", "WebServer"] and f.evidence["nearest"] == "CiscoRA"
+    assert "'CiscoRA'" in f.fix
+
+
+def test_chain_that_does_not_validate(lab, lab_pki):
+    # The web certificate verifies (lab PKI), but the CA's own chain does not lead to that trust store.
+    port = lab.serve("lab_pki")
+    f = only(diagnose(lab.config(f"https://127.0.0.1:{port}/certsrv", trust=lab_pki.root_pem)), "CA_CHAIN")
+    assert f.evidence["chain_error"] == "SELF_SIGNED"  # its root, which the trust store lacks
+    assert f.evidence["chain_root"] == "/CN=onlineca Lab Root CA/O=onlineca" and f.evidence["chain_root"] in f.fix
+
+
+# --- slow CA, wrong clock --------------------------------------------------------------------
+
+def test_ca_slower_than_the_login_timeout(lab):
+    port = lab.serve(slow="/certsrv/")
+    cfg = lab.config(f"https://127.0.0.1:{port}/certsrv")
+    cfg = cfg.model_copy(update={"ra": cfg.ra.model_copy(update={"login_timeout": 0.3})})
+    f = only(diagnose(cfg), "CA_TIMEOUT")
+    assert f.evidence["phase"] == "login" and f.evidence["timeout_s"] == 0.3
+    assert f.evidence["measured_ms"] >= 300 and "login_timeout" in f.fix
+
+
+def test_ca_slower_than_the_enrollment_timeout(lab):
+    """After login, the CA does not answer certnew.p7b in time (the document's retrieve_cacerts 28)."""
+    port = lab.serve(slow="/certsrv/certnew.p7b")
+    cfg = lab.config(f"https://127.0.0.1:{port}/certsrv")
+    cfg = cfg.model_copy(update={"ra": cfg.ra.model_copy(update={"enroll_timeout": 0.3})})
+    report = diagnose(cfg)
+    f = only(report, "CA_TIMEOUT")
+    assert f.evidence["phase"] == "enroll" and f.evidence["url"].endswith("certnew.p7b?ReqID=CACert&Renewal=0&Enc=bin")
+    assert "enroll_timeout" in f.fix
+    assert [c.status for c in report.checks if c.name == "ca.login"] == ["ok"]
+
+
+def test_ca_clock_an_hour_off(lab):
+    port = lab.serve(date_offset=dt.timedelta(hours=-1))
+    f = only(diagnose(lab.config(f"https://127.0.0.1:{port}/certsrv")), "CLOCK_SKEW")
+    assert 3590 <= f.evidence["skew_s"] <= 3610 and "ahead of the CA" in f.message
+
+
+# --- CAPF's own certificate ------------------------------------------------------------------
+
+def test_capf_certificate_expiring_and_healthy(lab, tmp_path):
+    key = pki.generate_key("ec", 256)
+    soon = tmp_path / "capf-soon.pem"
+    soon.write_bytes(pki.cert_pem(pki.build_certificate(subject="CN=CAPF-eb606ac0", public_key=key.public_key(),
+                                                        issuer_key=key, validity_days=10)))
+    later = tmp_path / "capf-later.pem"
+    later.write_bytes(pki.cert_pem(pki.build_certificate(subject="CN=CAPF-eb606ac0", public_key=key.public_key(),
+                                                         issuer_key=key, validity_days=365)))
+    cfg = lab.config("https://127.0.0.1:1/certsrv")
+    report = diagnose(cfg, hops={"capf"}, capf_cert=soon)
+    assert [f.code for f in report.findings] == ["CAPF_CERT_EXPIRING"]
+    assert report.findings[0].severity == "warning" and report.findings[0].evidence["days_left"] in (9, 10)
+    assert report.ok  # a warning is not an error: exit status 0
+    assert diagnose(cfg, hops={"capf"}, capf_cert=later).findings == []
+    assert diagnose(cfg, hops={"capf"}, capf_cert=tmp_path / "none.pem").codes() == ["CAPF_CERT_UNREADABLE"]
+
+
+# --- the command ---------------------------------------------------------------------------
+
+def test_cli_exit_status_and_json(lab):
+    port = lab.serve()
+    good = lab.config(f"https://127.0.0.1:{port}/certsrv")
+    runner = CliRunner()
+    res = runner.invoke(main_group, ["--config", str(lab.dir / "diag.toml"), "diagnose", "--only", "ca", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["schema"] == "onlineca.diagnose/1" and doc["ok"] and doc["findings"] == []
+    assert {c["name"] for c in doc["checks"]} >= {"ca.login", "ca.chain", "ca.template"}
+    assert good.ra.ca_url.endswith(f":{port}/certsrv")
+    lab.config("https://lab-dcc.example.invalid/certsrv")
+    res = runner.invoke(main_group, ["diagnose", "--config", str(lab.dir / "diag.toml"), "--only", "ca"])
+    assert res.exit_code == 1
+    assert "CA_DNS" in res.output and "fix:" in res.output and PASSWORD not in res.output
