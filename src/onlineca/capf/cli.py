@@ -1,0 +1,461 @@
+"""``onlineca capf``: the device inventory (devices, profiles), reports and renewal runs.
+
+A thin layer over ``capf.inventory``/``report``/``scheduler``: it parses options, opens the
+configured database (migrating it), prints rich tables or ``--json``, and turns every
+``OnlineCAError`` into one line on stderr and exit status 1.  ``capf serve`` lives in
+``onlineca.capf.serve_cli`` and is loaded only when that module exists.  Auth strings are
+printed only by ``devices show --secrets``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from onlineca.errors import OnlineCAError
+
+SERVE_TARGET = ("onlineca.capf.serve_cli", "serve")
+
+
+class _CapfGroup(click.Group):
+    """Adds ``serve`` from its own module when it is installed (another part of CAPF)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        if importlib.util.find_spec(SERVE_TARGET[0]) is not None:
+            names.add("serve")
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name == "serve" and importlib.util.find_spec(SERVE_TARGET[0]) is not None:
+            return getattr(importlib.import_module(SERVE_TARGET[0]), SERVE_TARGET[1])
+        return cmd
+
+
+def _fail(exc: OnlineCAError | str) -> None:
+    click.echo(f"error: {exc}", err=True)
+    raise SystemExit(1)
+
+
+@contextmanager
+def _session(ctx: click.Context) -> Iterator[Any]:
+    from onlineca.store import Database
+
+    cfg = ctx.obj.config if ctx.obj is not None else None
+    url = cfg.database_url if cfg is not None else "sqlite:///./onlineca-data/onlineca.db"
+    try:
+        db = Database(url)
+        db.migrate()
+        try:
+            with db.session() as s:
+                yield s
+        finally:
+            db.dispose()
+    except OnlineCAError as exc:
+        _fail(exc)
+
+
+_RELATIVE = re.compile(r"\+?(\d+)([dhw])")
+
+
+def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """``2027-01-31``, ``2027-01-31T12:00`` (UTC), or relative to now: ``30d``, ``+12h``, ``2w``."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    m = _RELATIVE.fullmatch(text.strip())
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        return now + {"d": dt.timedelta(days=n), "h": dt.timedelta(hours=n), "w": dt.timedelta(weeks=n)}[unit]
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date (2027-01-31) or a duration (30d, 12h, 2w)") from None
+    return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when
+
+
+def _duration(text: str) -> dt.timedelta:
+    now = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    if not _RELATIVE.fullmatch(text.strip()):
+        raise click.BadParameter(f"{text!r} is not a duration (30d, 12h, 2w)")
+    return parse_when(text, now) - now
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r))
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+@click.group(cls=_CapfGroup)
+def capf() -> None:
+    """The CAPF service and its device inventory."""
+
+
+# ---- devices -------------------------------------------------------------------------------
+
+def _device_options(f: Any) -> Any:
+    options = [
+        click.option("--model", help="Phone model, e.g. CP-8845."),
+        click.option("--description"),
+        click.option("--profile", help="Profile whose defaults the device takes ('' for none)."),
+        click.option("--operation", help="'No Pending Operation', 'Install/Upgrade', 'Delete', 'Troubleshoot'."),
+        click.option("--auth-mode", help="'By Authentication String', 'By Null String', "
+                     "'By Existing Certificate (Precedence to LSC)' or '... MIC)' ('' = profile's)."),
+        click.option("--auth-string", help="4 to 10 digits."),
+        click.option("--key-order", help="'RSA Only', 'EC Only', 'EC Preferred RSA Backup' ('' = profile's)."),
+        click.option("--rsa-key-size", help="512, 1024, 2048, 3072 or 4096 ('' = profile's)."),
+        click.option("--ec-key-size", help="256, 384 or 521 ('' = profile's)."),
+        click.option("--deadline", help="Operation Completes By, YYYY:MM:DD:HH (default: 10 days ahead)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _given(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+@capf.group()
+def devices() -> None:
+    """Add, list, show, change, delete, import and export devices."""
+
+
+@devices.command("add")
+@click.argument("name")
+@_device_options
+@click.pass_context
+def devices_add(ctx: click.Context, name: str, **settings: Any) -> None:
+    """Add device NAME (e.g. SEP74A02FC0A675)."""
+    from onlineca.capf import inventory as inv
+    with _session(ctx) as s:
+        try:
+            device = inv.add_device(s, name, actor="cli", **_given(**settings))
+        except OnlineCAError as exc:
+            _fail(exc)
+        click.echo(f"added {device.name}")
+
+
+@devices.command("set")
+@click.argument("name")
+@_device_options
+@click.pass_context
+def devices_set(ctx: click.Context, name: str, **settings: Any) -> None:
+    """Change device NAME (only the options given)."""
+    from onlineca.capf import inventory as inv
+    given = _given(**settings)
+    if not given:
+        raise click.UsageError("nothing to change: give at least one option")
+    with _session(ctx) as s:
+        try:
+            device = inv.set_device(s, name, actor="cli", **given)
+        except OnlineCAError as exc:
+            _fail(exc)
+        click.echo(f"changed {device.name}")
+
+
+def _filter_options(f: Any) -> Any:
+    options = [
+        click.option("--status", help="Certificate status (words or identifier)."),
+        click.option("--operation"),
+        click.option("--profile"),
+        click.option("--name", "name_glob", help="Name pattern, e.g. 'SEP74A0*'."),
+        click.option("--model"),
+        click.option("--lsc-expires-before", help="Date (2027-01-31) or from now (30d)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _make_filter(status: str | None, operation: str | None, profile: str | None, name_glob: str | None,
+                 model: str | None, lsc_expires_before: str | None) -> Any:
+    from onlineca.capf.inventory import DeviceFilter
+    return DeviceFilter(status=status, operation=operation, profile=profile, name=name_glob, model=model,
+                        lsc_expires_before=parse_when(lsc_expires_before) if lsc_expires_before else None)
+
+
+@devices.command("list")
+@_filter_options
+@click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@click.pass_context
+def devices_list(ctx: click.Context, limit: int | None, as_json: bool, **filters: Any) -> None:
+    """List devices matching every filter given."""
+    from onlineca.capf import inventory as inv
+    with _session(ctx) as s:
+        try:
+            rows = [inv.device_dict(d) for d in inv.list_devices(s, _make_filter(**filters), limit=limit)]
+        except OnlineCAError as exc:
+            _fail(exc)
+    if as_json:
+        _print_json(rows)
+        return
+    _table(f"{len(rows)} device(s)", ["Name", "Model", "Profile", "Operation", "Completes By", "Status",
+                                      "Auth", "Keys", "LSC expires"],
+           [[r["name"], r["model"], r["profile"], r["operation_display"], r["operation_completes_by"],
+             r["status_display"], r["auth_mode"], f'{r["key_order"]} {r["rsa_key_size"]}/{r["ec_key_size"]}',
+             (r["lsc"] or {}).get("not_after")] for r in rows])
+
+
+@devices.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--secrets", is_flag=True, help="Include the auth string.")
+@click.pass_context
+def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) -> None:
+    """One device: its effective policy, LSC history and recent events."""
+    from onlineca.capf import inventory as inv
+    from onlineca.capf.policy import as_utc
+    with _session(ctx) as s:
+        try:
+            device = inv.get_device(s, name)
+            data = inv.device_dict(device, with_secret=secrets)
+            data["policy_log"] = inv.device_policy(device).log_lines()
+            data["lsc_history"] = [{"serial": c.serial, "issuer": c.issuer, "state": c.state,
+                                    "not_after": as_utc(c.not_after).isoformat(),
+                                    "installed_at": as_utc(c.installed_at).isoformat() if c.installed_at else None}
+                                   for c in inv.lsc_history(s, name)]
+            data["events"] = [{"at": as_utc(e.at).isoformat(), "actor": e.actor, "event": e.event, "detail": e.detail}
+                              for e in inv.device_events(s, name, limit=20)]
+        except OnlineCAError as exc:
+            _fail(exc)
+    if as_json:
+        _print_json(data)
+        return
+    for key in ("name", "model", "description", "profile", "operation_display", "operation_completes_by",
+                "status_display", "auth_mode", "key_order", "rsa_key_size", "ec_key_size", "renewal_due_at",
+                "renewal_attempts") + (("auth_string",) if secrets else ()):
+        click.echo(f"{key:24} {data.get(key)}")
+    for line in data["policy_log"]:
+        click.echo(line)
+    _table("LSC history", ["Serial", "State", "Expires", "Installed", "Issuer"],
+           [[c["serial"], c["state"], c["not_after"], c["installed_at"], c["issuer"]] for c in data["lsc_history"]])
+    _table("Events", ["At", "Actor", "Event", "Detail"],
+           [[e["at"], e["actor"], e["event"], e["detail"]] for e in data["events"]])
+
+
+@devices.command("delete")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def devices_delete(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Delete devices (their LSC history goes too; the audit trail stays)."""
+    from onlineca.capf import inventory as inv
+    with _session(ctx) as s:
+        try:
+            for name in names:
+                inv.delete_device(s, name, actor="cli")
+        except OnlineCAError as exc:
+            _fail(exc)
+    click.echo(f"deleted {len(names)} device(s)")
+
+
+@devices.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@click.option("--mode", type=click.Choice(["upsert", "add"]), default="upsert", show_default=True,
+              help="'add' refuses devices that exist; 'upsert' updates them.")
+@click.pass_context
+def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
+    """Import a bulk CSV file (as written by 'devices export'); all lines or none."""
+    from onlineca.capf import inventory as inv
+    with _session(ctx) as s:
+        try:
+            result = inv.import_csv(s, file, mode=mode, actor="cli-import")
+        except inv.CSVImportError as exc:
+            for line, message in exc.errors:
+                click.echo(f"{getattr(file, 'name', '-')}:{line}: {message}", err=True)
+            _fail(f"nothing imported ({len(exc.errors)} bad line(s))")
+        except (OnlineCAError, UnicodeDecodeError) as exc:
+            _fail(exc if isinstance(exc, OnlineCAError) else f"not UTF-8 text: {exc}")
+    click.echo(f"imported: {len(result.added)} added, {len(result.updated)} updated")
+
+
+@devices.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=Path("-"))
+@_filter_options
+@click.pass_context
+def devices_export(ctx: click.Context, file: Path, **filters: Any) -> None:
+    """Write the devices matching the filters as a bulk CSV file (FILE or stdout)."""
+    from onlineca.capf import inventory as inv
+    with _session(ctx) as s:
+        try:
+            filt = _make_filter(**filters)
+            if str(file) == "-":
+                inv.export_csv(s, sys.stdout, filt)
+                return
+            with open(file, "w", encoding="utf-8", newline="") as out:
+                n = inv.export_csv(s, out, filt)
+        except OnlineCAError as exc:
+            _fail(exc)
+    click.echo(f"exported {n} device(s) to {file}", err=True)
+
+
+# ---- profiles ------------------------------------------------------------------------------
+
+def _profile_options(f: Any) -> Any:
+    options = [
+        click.option("--description"),
+        click.option("--auth-mode"), click.option("--key-order"),
+        click.option("--rsa-key-size", type=int), click.option("--ec-key-size", type=int),
+        click.option("--deadline-days", type=int, help="Default Operation Completes By, in days (10)."),
+        click.option("--renewal-enabled/--no-renewal", default=None),
+        click.option("--renewal-fraction", type=float, help="Renew at this fraction of the LSC's life (0.667)."),
+        click.option("--renewal-days-before", type=int, help="Renew this many days before expiry instead."),
+        click.option("--renewal-jitter", type=float, help="Open the window up to this fraction of the life earlier."),
+        click.option("--auto-enroll-mic/--no-auto-enroll-mic", default=None,
+                     help="Grant Install/Upgrade to devices with a valid MIC."),
+        click.option("--mic-trust-store", help="PEM file of manufacturer CAs for MICs."),
+        click.option("--auto-enroll-name-pattern", help="Grant Install/Upgrade to names matching, e.g. 'SEP*'."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@capf.group()
+def profiles() -> None:
+    """Profiles: defaults for devices, renewal and automatic-enrollment policy."""
+
+
+@profiles.command("add")
+@click.argument("name")
+@_profile_options
+@click.pass_context
+def profiles_add(ctx: click.Context, name: str, **settings: Any) -> None:
+    from onlineca.capf import inventory as inv
+    with _session(ctx) as s:
+        try:
+            inv.add_profile(s, name, **_given(**settings))
+        except OnlineCAError as exc:
+            _fail(exc)
+    click.echo(f"added profile {name}")
+
+
+@profiles.command("set")
+@click.argument("name")
+@_profile_options
+@click.pass_context
+def profiles_set(ctx: click.Context, name: str, **settings: Any) -> None:
+    from onlineca.capf import inventory as inv
+    with _session(ctx) as s:
+        try:
+            inv.set_profile(s, name, **_given(**settings))
+        except OnlineCAError as exc:
+            _fail(exc)
+    click.echo(f"changed profile {name}")
+
+
+@profiles.command("delete")
+@click.argument("name")
+@click.pass_context
+def profiles_delete(ctx: click.Context, name: str) -> None:
+    from onlineca.capf import inventory as inv
+    with _session(ctx) as s:
+        try:
+            inv.delete_profile(s, name)
+        except OnlineCAError as exc:
+            _fail(exc)
+    click.echo(f"deleted profile {name}")
+
+
+@profiles.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def profiles_list(ctx: click.Context, as_json: bool) -> None:
+    from onlineca.capf import inventory as inv
+    with _session(ctx) as s:
+        rows = []
+        for p in inv.list_profiles(s):
+            pol = inv.profile_policy(p)
+            rows.append({"name": p.name, "description": p.description, "auth_mode": pol.auth_mode.ident,
+                         "key_order": pol.key_order.ident, "rsa_key_size": pol.rsa_key_size,
+                         "ec_key_size": pol.ec_key_size, "deadline_days": pol.deadline_days,
+                         "renewal": {"enabled": pol.renewal.enabled, "fraction": pol.renewal.fraction,
+                                     "days_before": pol.renewal.days_before, "jitter": pol.renewal.jitter},
+                         "auto_enrollment": {"by_mic": pol.auto_enrollment.by_mic,
+                                             "mic_trust_store": pol.auto_enrollment.mic_trust_store,
+                                             "name_pattern": pol.auto_enrollment.name_pattern}})
+    if as_json:
+        _print_json(rows)
+        return
+    _table(f"{len(rows)} profile(s)", ["Name", "Auth", "Key order", "RSA", "EC", "Days", "Renewal", "Auto-enroll"],
+           [[r["name"], r["auth_mode"], r["key_order"], r["rsa_key_size"], r["ec_key_size"], r["deadline_days"],
+             ("off" if not r["renewal"]["enabled"] else
+              f'{r["renewal"]["days_before"]}d before' if r["renewal"]["days_before"] else
+              f'at {r["renewal"]["fraction"]:.3f}') + f' ±{r["renewal"]["jitter"]}',
+             ", ".join(x for x in ("MIC" if r["auto_enrollment"]["by_mic"] else "",
+                                   r["auto_enrollment"]["name_pattern"]) if x)] for r in rows])
+
+
+# ---- report and renewal --------------------------------------------------------------------
+
+@capf.command("report")
+@click.option("--expiring-within", default="30d", show_default=True, help="Expiring: LSCs ending within this.")
+@click.option("--grace", default="10d", show_default=True, help="Overdue: renewal window open longer than this.")
+@click.option("--stale-after", default="1d", show_default=True, help="Stale: issued, not installed after this.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+def report_cmd(ctx: click.Context, expiring_within: str, grace: str, stale_after: str, as_json: bool) -> None:
+    """Devices by status, expiring LSCs, overdue devices, stale LSCs.  Exit 1 if anything is overdue."""
+    from onlineca.capf import report
+    with _session(ctx) as s:
+        data = report.full_report(s, expiring_within=_duration(expiring_within), grace=_duration(grace),
+                                  stale_after=_duration(stale_after))
+    if as_json:
+        _print_json(data)
+    else:
+        _table("Devices by certificate status", ["Status", "Identifier", "Devices"],
+               [[r["display"], f'{r["status"]}:{r["code"]}', r["devices"]] for r in data["by_status"]])
+        _table(f"LSCs expiring within {expiring_within}", ["Device", "Serial", "Expires", "Renewal pending", "Status"],
+               [[r["name"], r["lsc_serial"], r["lsc_not_after"], "yes" if r["renewal"] else "", r["status"]]
+                for r in data["expiring"]])
+        _table("Overdue", ["Device", "Why", "Status", "Attempts", "Last error"],
+               [[r["name"], "; ".join(r["reasons"]), r["status"], r["renewal_attempts"], r["renewal_last_error"]]
+                for r in data["overdue"]])
+        _table(f"Stale LSCs (issued, not installed after {stale_after})", ["Device", "Serial", "Issued", "Expires"],
+               [[r["name"], r["serial"], r["issued_at"], r["not_after"]] for r in data["stale"]])
+    if data["overdue"]:
+        raise SystemExit(1)
+
+
+@capf.command("renew")
+@click.option("--node-id", default="cli", show_default=True, help="Lease owner name of this run.")
+@click.option("--now", "now_text", help="Pretend it is this time (ISO date), for planning.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def renew_cmd(ctx: click.Context, node_id: str, now_text: str | None, as_json: bool) -> None:
+    """Run the renewal scheduler once: schedule every device whose renewal window is open."""
+    from onlineca.capf.scheduler import SchedulerSettings, run_once
+    from onlineca.store import Database
+    try:
+        db = Database(ctx.obj.config.database_url)
+        db.migrate()
+        try:
+            result = run_once(db, SchedulerSettings(node_id=node_id), parse_when(now_text) if now_text else None)
+        finally:
+            db.dispose()
+    except OnlineCAError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json({"scheduled": result.scheduled, "timed_out": result.timed_out})
+    else:
+        click.echo(f"renewal scheduled for {len(result.scheduled)} device(s), "
+                   f"{len(result.timed_out)} late renewal(s) timed out")

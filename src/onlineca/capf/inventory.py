@@ -1,0 +1,688 @@
+"""The CAPF device inventory: devices, profiles, LSC history, the audit trail, bulk CSV, row leases.
+
+Repository functions over a SQLAlchemy ``Session`` (the caller owns the transaction; use
+``Database.session()``).  Every change is validated by ``onlineca.capf.policy`` before anything is
+written, and leaves a ``device_event`` row saying who did what.  The CSV files follow the spirit
+of bulk-administration files: one device a line, upper-case column titles, the administrators'
+words for every value; a file with one bad line imports nothing and names every bad line.
+The session server uses ``record_lsc_issued`` (store a certificate before it is delivered),
+``undelivered_lsc``, ``mark_lsc_installed``, ``set_status`` and ``claim_device``/``release_device``.
+This module never logs or exports anything but the auth string's own column, and never commits.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TextIO
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from onlineca import pki
+from onlineca.capf.policy import (
+    UTC, AuthMode, AutoEnrollment, CertStatus, DeviceOverrides, EffectivePolicy, KeyOrder, Operation,
+    PolicyError, ProfilePolicy, RenewalPolicy, as_utc, default_deadline, effective_policy, format_deadline,
+    parse_deadline, validate_auth_string, validate_device_name, validate_ec_key_size, validate_rsa_key_size,
+)
+from onlineca.errors import CAPFError, ParseError
+from onlineca.store.capf_models import LSC, Device, DeviceEvent, Profile
+
+DEFAULT_PROFILE = ProfilePolicy()
+
+
+class DeviceNotFound(CAPFError):
+    code = "CAPF_DEVICE_UNKNOWN"
+    hint = "Check the name with 'onlineca capf devices list', or add it with 'onlineca capf devices add'."
+
+
+class ProfileNotFound(CAPFError):
+    code = "CAPF_PROFILE_UNKNOWN"
+    hint = "List profiles with 'onlineca capf profiles list'."
+
+
+class InventoryConflict(CAPFError):
+    code = "CAPF_CONFLICT"
+
+
+class CSVImportError(CAPFError):
+    """A bulk file had bad lines; ``errors`` lists ``(line number, message)``; nothing was imported."""
+
+    code = "CAPF_CSV"
+    hint = "Fix the named lines and import the whole file again; nothing was imported."
+
+    def __init__(self, errors: Sequence[tuple[int, str]]) -> None:
+        self.errors = list(errors)
+        shown = "; ".join(f"line {n}: {m}" for n, m in self.errors[:20])
+        more = f" (and {len(self.errors) - 20} more)" if len(self.errors) > 20 else ""
+        super().__init__(f"{len(self.errors)} bad line(s): {shown}{more}")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def _opt(when: dt.datetime | None) -> dt.datetime | None:
+    return as_utc(when) if when is not None else None
+
+
+# ---- audit trail ---------------------------------------------------------------------------
+
+def record_event(s: Session, device_name: str, event: str, detail: str = "", *, actor: str = "",
+                 now: dt.datetime | None = None) -> None:
+    s.add(DeviceEvent(device_name=device_name, event=event, detail=detail[:4000], actor=actor[:128],
+                      at=as_utc(now or utcnow())))
+
+
+def device_events(s: Session, name: str, limit: int = 50) -> list[DeviceEvent]:
+    name = validate_device_name(name)
+    rows = s.scalars(select(DeviceEvent).where(DeviceEvent.device_name == name)
+                     .order_by(DeviceEvent.at.desc(), DeviceEvent.id.desc()).limit(limit))
+    return list(rows)
+
+
+# ---- profiles ------------------------------------------------------------------------------
+
+def profile_policy(profile: Profile | None) -> ProfilePolicy:
+    """The frozen policy value of a profile row (the built-in defaults for a device without one)."""
+    if profile is None:
+        return DEFAULT_PROFILE
+    return ProfilePolicy(
+        name=profile.name,
+        auth_mode=AuthMode(profile.auth_mode),
+        key_order=KeyOrder(profile.key_order),
+        rsa_key_size=profile.rsa_key_size,
+        ec_key_size=profile.ec_key_size,
+        deadline_days=profile.deadline_days,
+        renewal=RenewalPolicy(enabled=profile.renewal_enabled, fraction=profile.renewal_fraction,
+                              days_before=profile.renewal_days_before, jitter=profile.renewal_jitter),
+        auto_enrollment=AutoEnrollment(by_mic=profile.auto_enroll_mic, mic_trust_store=profile.mic_trust_store,
+                                       name_pattern=profile.auto_enroll_name_pattern),
+    )
+
+
+def _store_profile(row: Profile, p: ProfilePolicy) -> None:
+    row.auth_mode, row.key_order = p.auth_mode.ident, p.key_order.ident
+    row.rsa_key_size, row.ec_key_size, row.deadline_days = p.rsa_key_size, p.ec_key_size, p.deadline_days
+    row.renewal_enabled, row.renewal_fraction = p.renewal.enabled, p.renewal.fraction
+    row.renewal_days_before, row.renewal_jitter = p.renewal.days_before, p.renewal.jitter
+    row.auto_enroll_mic, row.mic_trust_store = p.auto_enrollment.by_mic, p.auto_enrollment.mic_trust_store
+    row.auto_enroll_name_pattern = p.auto_enrollment.name_pattern
+
+
+_PROFILE_FIELDS = {"auth_mode", "key_order", "rsa_key_size", "ec_key_size", "deadline_days"}
+_RENEWAL_FIELDS = {"renewal_enabled": "enabled", "renewal_fraction": "fraction",
+                   "renewal_days_before": "days_before", "renewal_jitter": "jitter"}
+_AUTO_FIELDS = {"auto_enroll_mic": "by_mic", "mic_trust_store": "mic_trust_store",
+                "auto_enroll_name_pattern": "name_pattern"}
+
+
+def _profile_with(base: ProfilePolicy, changes: dict[str, Any]) -> ProfilePolicy:
+    unknown = set(changes) - _PROFILE_FIELDS - set(_RENEWAL_FIELDS) - set(_AUTO_FIELDS) - {"description"}
+    if unknown:
+        raise PolicyError(sorted(unknown)[0], "is not a profile setting")
+    direct: dict[str, Any] = {}
+    for key in _PROFILE_FIELDS & set(changes):
+        value = changes[key]
+        if key == "auth_mode":
+            value = AuthMode.parse(value, key)
+        elif key == "key_order":
+            value = KeyOrder.parse(value, key)
+        elif key == "rsa_key_size":
+            value = validate_rsa_key_size(value)
+        elif key == "ec_key_size":
+            value = validate_ec_key_size(value)
+        direct[key] = int(value) if key == "deadline_days" else value
+    renewal = replace(base.renewal, **{_RENEWAL_FIELDS[k]: v for k, v in changes.items() if k in _RENEWAL_FIELDS})
+    auto = replace(base.auto_enrollment, **{_AUTO_FIELDS[k]: v for k, v in changes.items() if k in _AUTO_FIELDS})
+    return replace(base, renewal=renewal, auto_enrollment=auto, **direct)
+
+
+def add_profile(s: Session, name: str, *, actor: str = "admin", **settings: Any) -> Profile:
+    name = (name or "").strip()
+    if not name or len(name) > 64:
+        raise PolicyError("profile", "a profile needs a name of 1 to 64 characters")
+    if s.scalar(select(Profile.id).where(Profile.name == name)) is not None:
+        raise InventoryConflict(f"profile {name!r} already exists")
+    policy = _profile_with(replace(DEFAULT_PROFILE, name=name), settings)
+    row = Profile(name=name, description=str(settings.get("description", "")))
+    _store_profile(row, policy)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def get_profile(s: Session, name: str) -> Profile:
+    row = s.scalar(select(Profile).where(Profile.name == name))
+    if row is None:
+        raise ProfileNotFound(f"no profile named {name!r}")
+    return row
+
+
+def list_profiles(s: Session) -> list[Profile]:
+    return list(s.scalars(select(Profile).order_by(Profile.name)))
+
+
+def set_profile(s: Session, name: str, *, now: dt.datetime | None = None, **changes: Any) -> Profile:
+    row = get_profile(s, name)
+    policy = _profile_with(profile_policy(row), changes)
+    _store_profile(row, policy)
+    if "description" in changes:
+        row.description = str(changes["description"])
+    if set(changes) & set(_RENEWAL_FIELDS):
+        for device in s.scalars(select(Device).where(Device.profile_id == row.id)):
+            _update_renewal_due(device, policy.renewal)
+    s.flush()
+    return row
+
+
+def delete_profile(s: Session, name: str) -> None:
+    row = get_profile(s, name)
+    users = s.scalar(select(func.count()).select_from(Device).where(Device.profile_id == row.id)) or 0
+    if users:
+        raise InventoryConflict(f"profile {name!r} is used by {users} device(s)",
+                                hint="Move those devices to another profile first.")
+    s.delete(row)
+    s.flush()
+
+
+# ---- devices -------------------------------------------------------------------------------
+
+DEVICE_SETTINGS = ("model", "description", "profile", "operation", "auth_mode", "auth_string", "key_order",
+                   "rsa_key_size", "ec_key_size", "deadline")
+
+
+def find_device(s: Session, name: str, *, for_update: bool = False) -> Device | None:
+    stmt = select(Device).where(Device.name == validate_device_name(name))
+    if for_update:
+        stmt = stmt.with_for_update()
+    return s.scalar(stmt)
+
+
+def get_device(s: Session, name: str) -> Device:
+    device = find_device(s, name)
+    if device is None:
+        raise DeviceNotFound(f"no device named {validate_device_name(name)}")
+    return device
+
+
+def device_policy(device: Device) -> EffectivePolicy:
+    """What a session with ``device`` must do (profile defaults + overrides + pending operation)."""
+    return effective_policy(
+        device.name,
+        profile_policy(device.profile),
+        _overrides(device),
+        operation=Operation(device.operation),
+        operation_auth_mode=AuthMode(device.operation_auth_mode) if device.operation_auth_mode else None,
+        deadline=_opt(device.operation_deadline),
+        auth_string=device.auth_string,
+    )
+
+
+def _overrides(device: Device) -> DeviceOverrides:
+    return DeviceOverrides(
+        auth_mode=AuthMode(device.auth_mode) if device.auth_mode else None,
+        key_order=KeyOrder(device.key_order) if device.key_order else None,
+        rsa_key_size=device.rsa_key_size, ec_key_size=device.ec_key_size)
+
+
+def _clean_settings(s: Session, changes: dict[str, Any]) -> dict[str, Any]:
+    """Typed, validated column values for the given settings (``None``/"" = back to the profile)."""
+    unknown = set(changes) - set(DEVICE_SETTINGS)
+    if unknown:
+        raise PolicyError(sorted(unknown)[0], "is not a device setting")
+    out: dict[str, Any] = {}
+    for key, value in changes.items():
+        empty = value is None or (isinstance(value, str) and not value.strip())
+        if key in ("model", "description"):
+            text = "" if value is None else str(value).strip()
+            if len(text) > (64 if key == "model" else 256):
+                raise PolicyError(key, "is too long")
+            out[key] = text
+        elif key == "profile":
+            out["profile_id"] = None if empty else get_profile(s, str(value).strip()).id
+        elif key == "operation":
+            out[key] = Operation.NONE.ident if empty else Operation.parse(value, key).ident
+        elif key == "auth_mode":
+            out[key] = None if empty else AuthMode.parse(value, key).ident
+        elif key == "key_order":
+            out[key] = None if empty else KeyOrder.parse(value, key).ident
+        elif key == "auth_string":
+            out[key] = None if empty else validate_auth_string(str(value).strip())
+        elif key == "rsa_key_size":
+            out[key] = None if empty else validate_rsa_key_size(value)
+        elif key == "ec_key_size":
+            out[key] = None if empty else validate_ec_key_size(value)
+        elif key == "deadline":
+            out["operation_deadline"] = None if empty else (
+                as_utc(value) if isinstance(value, dt.datetime) else parse_deadline(str(value)))
+    return out
+
+
+def _apply(s: Session, device: Device, values: dict[str, Any], *, actor: str, now: dt.datetime,
+           is_new: bool) -> None:
+    """Validate the device as it would be after ``values``, then write them and the audit trail."""
+    old_operation = device.operation
+    watched = set(values) | {"operation_deadline", "operation_auth_mode", "status", "status_at", "profile_id"}
+    before = {k: getattr(device, k, None) for k in watched}
+    try:
+        _change(s, device, values, now=now, is_new=is_new, old_operation=old_operation)
+    except BaseException:
+        for key, value in before.items():  # a refused change leaves the device as it was
+            setattr(device, key, value)
+        raise
+    operation = Operation(device.operation)
+    changed = [k for k in values if before.get(k) != getattr(device, k)]
+    if is_new or changed:
+        shown = {k: ("***" if k == "auth_string" and getattr(device, k) else getattr(device, k)) for k in changed}
+        record_event(s, device.name, "DEVICE_ADDED" if is_new else "DEVICE_CHANGED",
+                     ", ".join(f"{k}={v}" for k, v in shown.items()), actor=actor, now=now)
+    if old_operation != device.operation or (is_new and operation is not Operation.NONE):
+        record_event(s, device.name, "OPERATION_SET",
+                     f"{operation.ident} by {device.operation_deadline and format_deadline(device.operation_deadline)}",
+                     actor=actor, now=now)
+
+
+def _change(s: Session, device: Device, values: dict[str, Any], *, now: dt.datetime, is_new: bool,
+            old_operation: str) -> None:
+    for key, value in values.items():
+        setattr(device, key, value)
+    if device.profile_id is not None and (device.profile is None or device.profile.id != device.profile_id):
+        device.profile = s.get(Profile, device.profile_id)
+    elif device.profile_id is None:
+        device.profile = None
+    operation = Operation(device.operation)
+    if operation is Operation.NONE:
+        device.operation_deadline = None
+        device.operation_auth_mode = None
+    else:
+        if device.operation_deadline is None or ("operation" in values and old_operation != device.operation
+                                                 and "operation_deadline" not in values):
+            device.operation_deadline = default_deadline(now, profile_policy(device.profile).deadline_days)
+        if "operation_deadline" in values and as_utc(device.operation_deadline) <= as_utc(now):
+            raise PolicyError("deadline", f"{format_deadline(device.operation_deadline)} is already past")
+        if old_operation != device.operation or is_new:
+            device.status = CertStatus.OPERATION_PENDING.ident
+            device.status_at = now
+    device_policy(device)  # cross-field rules (an auth string for AUTH_BY_STR...)
+
+
+def add_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime | None = None,
+               **settings: Any) -> Device:
+    name = validate_device_name(name)
+    now = as_utc(now or utcnow())
+    values = _clean_settings(s, settings)
+    if find_device(s, name) is not None:
+        raise InventoryConflict(f"device {name} already exists", hint="Use 'devices set' to change it.")
+    device = Device(name=name, model="", description="", operation=Operation.NONE.ident,
+                    status=CertStatus.NONE.ident, renewal_attempts=0, renewal_last_error="", failed_auth_count=0,
+                    created_at=now, updated_at=now)
+    _apply(s, device, values, actor=actor, now=now, is_new=True)
+    s.add(device)
+    s.flush()
+    return device
+
+
+def set_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime | None = None,
+               **settings: Any) -> Device:
+    now = as_utc(now or utcnow())
+    device = get_device(s, name)
+    values = _clean_settings(s, settings)
+    _apply(s, device, values, actor=actor, now=now, is_new=False)
+    if "profile_id" in values:
+        _update_renewal_due(device, profile_policy(device.profile).renewal)
+    s.flush()
+    return device
+
+
+def delete_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime | None = None) -> None:
+    device = get_device(s, name)
+    s.execute(delete(LSC).where(LSC.device_id == device.id))
+    s.delete(device)
+    record_event(s, device.name, "DEVICE_DELETED", actor=actor, now=now)
+    s.flush()
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """Filters of ``devices list``/``export``; every given one must hold."""
+
+    status: str | None = None          # identifier or display words
+    operation: str | None = None
+    profile: str | None = None
+    name: str | None = None            # glob: SEP74A0*
+    model: str | None = None
+    lsc_expires_before: dt.datetime | None = None
+    has_lsc: bool | None = None
+
+    def where(self) -> list[Any]:
+        clauses: list[Any] = []
+        if self.status:
+            clauses.append(Device.status == CertStatus.parse(self.status, "status").ident)
+        if self.operation:
+            clauses.append(Device.operation == Operation.parse(self.operation, "operation").ident)
+        if self.profile:
+            clauses.append(Device.profile_id == select(Profile.id).where(Profile.name == self.profile)
+                           .scalar_subquery())
+        if self.name:
+            clauses.append(Device.name.like(_glob_to_like(self.name.upper()), escape="\\"))
+        if self.model:
+            clauses.append(Device.model == self.model)
+        if self.lsc_expires_before is not None:
+            clauses.append(Device.lsc_not_after < as_utc(self.lsc_expires_before))
+        if self.has_lsc is not None:
+            clauses.append(Device.lsc_serial.is_not(None) if self.has_lsc else Device.lsc_serial.is_(None))
+        return clauses
+
+
+def _glob_to_like(pattern: str) -> str:
+    out = []
+    for ch in pattern:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        else:
+            out.append({"*": "%", "?": "_"}.get(ch, ch))
+    return "".join(out)
+
+
+def list_devices(s: Session, filt: DeviceFilter | None = None, *, limit: int | None = None,
+                 offset: int = 0) -> list[Device]:
+    stmt = select(Device).where(*(filt or DeviceFilter()).where()).order_by(Device.name).offset(offset)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(s.scalars(stmt))
+
+
+def count_devices(s: Session, filt: DeviceFilter | None = None) -> int:
+    return s.scalar(select(func.count()).select_from(Device).where(*(filt or DeviceFilter()).where())) or 0
+
+
+# ---- status and the operation's end (used by the session server) --------------------------
+
+def set_status(s: Session, name: str, status: Any, *, actor: str = "capf", now: dt.datetime | None = None,
+               detail: str = "", end_operation: bool = False) -> Device:
+    """Record an operation's outcome; ``end_operation`` puts the operation back to none."""
+    now = as_utc(now or utcnow())
+    device = get_device(s, name)
+    st = CertStatus.parse(status, "status")
+    device.status, device.status_at = st.ident, now
+    if end_operation:
+        device.operation = Operation.NONE.ident
+        device.operation_deadline = None
+        device.operation_auth_mode = None
+    record_event(s, device.name, "STATUS", f"{st.log}{': ' + detail if detail else ''}", actor=actor, now=now)
+    s.flush()
+    return device
+
+
+# ---- LSCs ----------------------------------------------------------------------------------
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def record_lsc_issued(s: Session, name: str, der: bytes, *, actor: str = "capf",
+                      now: dt.datetime | None = None) -> LSC:
+    """Store a certificate the CA issued for ``name`` before it is delivered (state ``issued``)."""
+    now = as_utc(now or utcnow())
+    device = get_device(s, name)
+    try:
+        cert = pki.load_certificate(der)
+    except ParseError as exc:
+        raise CAPFError(f"{device.name}: the issued certificate does not parse: {exc.message}") from None
+    row = LSC(device_id=device.id, serial=serial_hex(cert.serial_number), issuer=cert.issuer.rfc4514_string(),
+              subject=cert.subject.rfc4514_string(), not_before=cert.not_valid_before_utc,
+              not_after=cert.not_valid_after_utc, der=pki.cert_der(cert), state="issued", issued_at=now)
+    s.add(row)
+    record_event(s, device.name, "LSC_ISSUED", f"serial={row.serial} issuer={row.issuer}", actor=actor, now=now)
+    s.flush()
+    return row
+
+
+def undelivered_lsc(s: Session, name: str, now: dt.datetime | None = None) -> LSC | None:
+    """The newest still-valid certificate issued for ``name`` and not yet installed, if any."""
+    now = as_utc(now or utcnow())
+    device = get_device(s, name)
+    return s.scalar(select(LSC).where(LSC.device_id == device.id, LSC.state == "issued", LSC.not_after > now)
+                    .order_by(LSC.issued_at.desc(), LSC.id.desc()).limit(1))
+
+
+def mark_lsc_installed(s: Session, name: str, serial: str, *, actor: str = "capf",
+                       now: dt.datetime | None = None) -> LSC:
+    """The device confirmed it stored the LSC: supersede the old one, Upgrade Success, operation none."""
+    now = as_utc(now or utcnow())
+    device = get_device(s, name)
+    row = s.scalar(select(LSC).where(LSC.device_id == device.id, LSC.serial == serial.lower()))
+    if row is None:
+        raise CAPFError(f"{device.name}: no issued LSC with serial {serial}")
+    for old in s.scalars(select(LSC).where(LSC.device_id == device.id, LSC.state == "installed", LSC.id != row.id)):
+        old.state, old.superseded_at = "superseded", now
+    row.state, row.installed_at = "installed", now
+    device.lsc_serial, device.lsc_issuer = row.serial, row.issuer
+    device.lsc_not_before, device.lsc_not_after = row.not_before, row.not_after
+    device.renewal_for_serial = None
+    device.renewal_scheduled_at = None
+    device.renewal_attempts = 0
+    device.renewal_next_at = None
+    device.renewal_last_error = ""
+    _update_renewal_due(device, profile_policy(device.profile).renewal)
+    record_event(s, device.name, "LSC_INSTALLED", f"serial={row.serial} not_after={as_utc(row.not_after).isoformat()}",
+                 actor=actor, now=now)
+    set_status(s, device.name, CertStatus.UPGRADE_SUCCESS, actor=actor, now=now, end_operation=True)
+    return row
+
+
+def mark_lsc_removed(s: Session, name: str, *, actor: str = "capf", now: dt.datetime | None = None) -> None:
+    """A Delete operation succeeded: the device holds no LSC any more."""
+    now = as_utc(now or utcnow())
+    device = get_device(s, name)
+    for old in s.scalars(select(LSC).where(LSC.device_id == device.id, LSC.state == "installed")):
+        old.state, old.superseded_at = "superseded", now
+    device.lsc_serial = device.lsc_issuer = None
+    device.lsc_not_before = device.lsc_not_after = device.renewal_due_at = None
+    device.renewal_for_serial = None
+    set_status(s, device.name, CertStatus.DELETE_SUCCESS, actor=actor, now=now, end_operation=True)
+
+
+def lsc_history(s: Session, name: str) -> list[LSC]:
+    device = get_device(s, name)
+    return list(s.scalars(select(LSC).where(LSC.device_id == device.id).order_by(LSC.issued_at, LSC.id)))
+
+
+def _update_renewal_due(device: Device, renewal: RenewalPolicy) -> None:
+    if not renewal.enabled or device.lsc_serial is None or device.lsc_not_before is None \
+            or device.lsc_not_after is None:
+        device.renewal_due_at = None
+        return
+    device.renewal_due_at = renewal.window_opens(device.name, device.lsc_serial, device.lsc_not_before,
+                                                 device.lsc_not_after)
+
+
+# ---- row leases ----------------------------------------------------------------------------
+
+def claim_device(s: Session, name: str, node_id: str, ttl: dt.timedelta, *, now: dt.datetime | None = None) -> bool:
+    """Take (or extend) the lease on ``name`` for ``node_id``; False if another node holds it.
+
+    One conditional UPDATE: PostgreSQL re-checks the condition on the row it waited for, SQLite
+    has a single writer, so two nodes can never both win.  The caller commits to publish it; a
+    node that dies loses the lease when it expires.
+    """
+    now = as_utc(now or utcnow())
+    result = s.execute(
+        update(Device)
+        .where(Device.name == validate_device_name(name),
+               or_(Device.lease_owner.is_(None), Device.lease_owner == node_id, Device.lease_expires_at < now))
+        .values(lease_owner=node_id, lease_expires_at=now + ttl)
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_device(s: Session, name: str, node_id: str) -> bool:
+    """Give the lease back (only the holder can)."""
+    result = s.execute(
+        update(Device)
+        .where(Device.name == validate_device_name(name), Device.lease_owner == node_id)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---- bulk CSV ------------------------------------------------------------------------------
+
+# Column title -> device setting; the read-only columns describe the device and are never imported.
+CSV_COLUMNS: dict[str, str | None] = {
+    "DEVICE NAME": "name",
+    "DESCRIPTION": "description",
+    "MODEL": "model",
+    "PROFILE": "profile",
+    "CERTIFICATE OPERATION": "operation",
+    "AUTHENTICATION MODE": "auth_mode",
+    "AUTHENTICATION STRING": "auth_string",
+    "KEY ORDER": "key_order",
+    "RSA KEY SIZE (BITS)": "rsa_key_size",
+    "EC KEY SIZE (BITS)": "ec_key_size",
+    "OPERATION COMPLETES BY": "deadline",
+    "CERTIFICATE STATUS": None,
+    "LSC SERIAL": None,
+    "LSC ISSUER": None,
+    "LSC EXPIRES": None,
+}
+
+
+def device_csv_row(device: Device) -> dict[str, str]:
+    def shown(enum: Any, value: str | None) -> str:
+        return enum(value).display if value else ""
+
+    return {
+        "DEVICE NAME": device.name,
+        "DESCRIPTION": device.description,
+        "MODEL": device.model,
+        "PROFILE": device.profile.name if device.profile else "",
+        "CERTIFICATE OPERATION": Operation(device.operation).display,
+        "AUTHENTICATION MODE": shown(AuthMode, device.auth_mode),
+        "AUTHENTICATION STRING": device.auth_string or "",
+        "KEY ORDER": shown(KeyOrder, device.key_order),
+        "RSA KEY SIZE (BITS)": str(device.rsa_key_size or ""),
+        "EC KEY SIZE (BITS)": str(device.ec_key_size or ""),
+        "OPERATION COMPLETES BY": format_deadline(device.operation_deadline) if device.operation_deadline else "",
+        "CERTIFICATE STATUS": CertStatus(device.status).display,
+        "LSC SERIAL": device.lsc_serial or "",
+        "LSC ISSUER": device.lsc_issuer or "",
+        "LSC EXPIRES": as_utc(device.lsc_not_after).strftime("%Y-%m-%d %H:%M:%S") if device.lsc_not_after else "",
+    }
+
+
+def export_csv(s: Session, out: TextIO, filt: DeviceFilter | None = None) -> int:
+    writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    for device in list_devices(s, filt):
+        writer.writerow(device_csv_row(device))
+        n += 1
+    return n
+
+
+@dataclass
+class ImportResult:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+
+def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: str = "import",
+               now: dt.datetime | None = None) -> ImportResult:
+    """Add (``mode="add"``) or add-or-update (``"upsert"``) the devices of a bulk CSV file.
+
+    Empty cells mean "as the profile says" (or "no change" for an existing device's operation).
+    If any line is bad, the session is rolled back and ``CSVImportError`` names every bad line.
+    """
+    if mode not in ("add", "upsert"):
+        raise PolicyError("mode", f"{mode!r} is not 'add' or 'upsert'")
+    now = as_utc(now or utcnow())
+    stream = io.StringIO(data) if isinstance(data, str) else data
+    errors: list[tuple[int, str]] = []
+    result = ImportResult()
+    seen: dict[str, int] = {}
+    reader = csv.reader(stream)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise CSVImportError([(1, "the file is empty (no column titles)")])
+        titles = [h.strip().upper() for h in header]
+        unknown = [t for t in titles if t not in CSV_COLUMNS]
+        if unknown or "DEVICE NAME" not in titles:
+            problem = f"unknown column {unknown[0]!r}" if unknown else "no 'DEVICE NAME' column"
+            raise CSVImportError([(1, f"{problem}; columns are: {', '.join(CSV_COLUMNS)}")])
+        for cells in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) != len(titles):
+                errors.append((line, f"{len(cells)} cells where the header has {len(titles)}"))
+                continue
+            row = {CSV_COLUMNS[t]: c for t, c in zip(titles, cells) if CSV_COLUMNS[t]}
+            try:
+                _import_row(s, row, mode, seen, line, result, actor=actor, now=now)
+            except CAPFError as exc:
+                errors.append((line, exc.message))
+    except csv.Error as exc:
+        errors.append((reader.line_num, f"not CSV: {exc}"))
+    except CSVImportError:
+        s.rollback()
+        raise
+    if errors:
+        s.rollback()
+        raise CSVImportError(errors)
+    return result
+
+
+def _import_row(s: Session, row: dict[str | None, str], mode: str, seen: dict[str, int], line: int,
+                result: ImportResult, *, actor: str, now: dt.datetime) -> None:
+    name = validate_device_name(row.pop("name", ""))
+    if name in seen:
+        raise InventoryConflict(f"{name} is also on line {seen[name]}")
+    seen[name] = line
+    settings: dict[str, Any] = {k: v.strip() for k, v in row.items() if k}
+    existing = find_device(s, name)
+    if existing is None:
+        add_device(s, name, actor=actor, now=now, **settings)
+        result.added.append(name)
+        return
+    if mode == "add":
+        raise InventoryConflict(f"{name} already exists (import with mode 'upsert' to update it)")
+    if not settings.get("operation"):
+        settings.pop("operation", None)
+        if not settings.get("deadline"):
+            settings.pop("deadline", None)
+    set_device(s, name, actor=actor, now=now, **settings)
+    result.updated.append(name)
+
+
+def device_dict(device: Device, *, with_secret: bool = False) -> dict[str, Any]:
+    """A JSON-ready description of a device (the auth string only when asked)."""
+    policy = device_policy(device)
+    out: dict[str, Any] = {
+        "name": device.name, "model": device.model, "description": device.description,
+        "profile": device.profile.name if device.profile else None,
+        "operation": device.operation, "operation_display": Operation(device.operation).display,
+        "operation_completes_by": format_deadline(device.operation_deadline) if device.operation_deadline else None,
+        "status": device.status, "status_display": CertStatus(device.status).display,
+        "auth_mode": policy.auth_mode.ident, "key_order": policy.key_order.ident,
+        "rsa_key_size": policy.rsa_key_size, "ec_key_size": policy.ec_key_size,
+        "overrides": {k: getattr(device, k) for k in ("auth_mode", "key_order", "rsa_key_size", "ec_key_size")
+                      if getattr(device, k) is not None},
+        "lsc": None if device.lsc_serial is None else {
+            "serial": device.lsc_serial, "issuer": device.lsc_issuer,
+            "not_after": as_utc(device.lsc_not_after).isoformat() if device.lsc_not_after else None},
+        "renewal_due_at": as_utc(device.renewal_due_at).isoformat() if device.renewal_due_at else None,
+        "renewal_attempts": device.renewal_attempts,
+    }
+    if with_secret:
+        out["auth_string"] = device.auth_string
+    return out
+
+
+def names(devices: Iterable[Device]) -> list[str]:
+    return [d.name for d in devices]
