@@ -126,3 +126,11 @@ def test_verify_data_signature(rsa_key):
         tbs.verify_data_signature(key.public_key(), b"nonce", sig, "sha384")
         with pytest.raises(ParseError):
             tbs.verify_data_signature(key.public_key(), b"nonce!", sig, "sha384")
+
+
+def test_phone_reads_the_key_of_the_info_it_is_asked_to_sign():
+    key = pki.generate_key("ec", 256)
+    assert pki.same_public_key(tbs.csr_info_public_key(tbs.csr_info_der(SUBJECT, key)), key)
+    for junk in (b"", b"\x30\x00", b"\x04\x02ab", tbs.csr_info_der(SUBJECT, key) + b"\x00"):
+        with pytest.raises(ParseError):
+            tbs.csr_info_public_key(junk)

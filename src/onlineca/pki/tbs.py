@@ -152,6 +152,20 @@ def verify_data_signature(public_key: PublicKey, data: bytes, signature: bytes, 
                          hint="The device signed other data or with another key; start a new session.") from None
 
 
+def csr_info_public_key(info_der: bytes) -> PublicKey:
+    """The public key inside a ``CertificationRequestInfo``: the phone checks that what CAPF asks
+    it to sign is a request for its own new key, and nothing else (ParseError otherwise)."""
+    # Wrapped with a placeholder algorithm and an empty signature only to let cryptography parse it.
+    placeholder = _tlv(_SEQUENCE, info_der + _tlv(_SEQUENCE, _oid(_ECDSA_SIG_OIDS["sha256"])) + _tlv(0x03, b"\x00"))
+    try:
+        key = x509.load_der_x509_csr(placeholder).public_key()
+    except Exception as exc:
+        raise ParseError(f"not a certificate request info: {exc}") from None
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise ParseError(f"certificate request info holds an unsupported key ({type(key).__name__})")
+    return key
+
+
 def assemble_csr(info_der: bytes, signature: bytes, public_key: PublicKey | PrivateKey,
                  digest: str = "sha256") -> x509.CertificateSigningRequest:
     """The ``CertificationRequest`` of ``info_der`` with the device's ``signature``.
@@ -173,6 +187,6 @@ def assemble_csr(info_der: bytes, signature: bytes, public_key: PublicKey | Priv
 
 
 __all__ = [
-    "DIGESTS", "assemble_csr", "csr_info_der", "digest_algorithm", "sign_csr_info", "sign_data",
+    "DIGESTS", "assemble_csr", "csr_info_der", "csr_info_public_key", "digest_algorithm", "sign_csr_info", "sign_data",
     "signature_algorithm_der", "verify_data_signature",
 ]
