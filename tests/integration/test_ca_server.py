@@ -461,3 +461,46 @@ async def test_the_ras_certsrv_client_against_this_ca(lab, ec_key):
         assert isinstance(await client.check_pending(pending.req_id), Issued)
         denied = await client.enroll(pki.build_csr(ec_key, "CN=x"), "BobOnly")
         assert isinstance(denied, Denied) and denied.hresult == 0x80094012
+
+
+# --------------------------------------------------------------------------- NTLM
+
+async def test_ntlm_three_legs_on_one_connection(tmp_path, monkeypatch):
+    pytest.importorskip("spnego")
+    from onlineca.certsrv import CAAuthError, CertsrvClient, Issued
+
+    monkeypatch.setenv("NTLM_USER_FILE", "")  # create_app points it at the CA's store; restored after
+    config_path = tmp_path / "ntlm.toml"
+    config_path.write_text(f'data_dir = "{tmp_path / "data"}"\nlog_dir = "{tmp_path / "logs"}"\n'
+                           '[ca]\nkey_type = "ec"\ndomain = "LAB"\nntlm_auth = true\n')
+    config = load_config(config_path)
+    eng.init_ca(config, config.data_path)
+    ca_users.add_user(eng.users_path(config, config.data_path), ALICE, ALICE_PW, ntlm_domain="LAB")
+    server = CAThread(config_path)
+    ca = server.start()
+    try:
+        anon = requests.get(ca.url + "/", verify=str(eng.ca_files(config.data_path).root_cert), timeout=TIMEOUT)
+        assert anon.status_code == 401
+        assert anon.raw.headers.getlist("WWW-Authenticate") == ["Negotiate", "NTLM", 'Basic realm="127.0.0.1"']
+        trust = str(eng.ca_files(config.data_path).root_cert)
+        key = pki.generate_key("ec", 256)
+        async with CertsrvClient(ca.url, auth="ntlm", username=f"LAB\\{ALICE}", password=ALICE_PW, trust=trust) as c:
+            await c.login()
+            got = await c.enroll(pki.build_csr(key, "CN=ntlm-device"), "CiscoRA")
+            assert isinstance(got, Issued)
+        async with CertsrvClient(ca.url, auth="ntlm", username=f"LAB\\{ALICE}", password="wrong", trust=trust) as c:
+            with pytest.raises(CAAuthError):
+                await c.login()
+    finally:
+        server.stop()
+    lines = [ln.split(" ") for ln in (tmp_path / "logs" / IIS_LOG_NAME).read_text().splitlines()
+             if not ln.startswith("#")]
+    legs = [(f[11], f[12], f[13], f[7]) for f in lines]
+    assert ("401", "1", "590610", "-") in legs                       # the challenge leg
+    assert ("200", "0", "0", "LAB\\alice") in legs                   # authenticated, as DOMAIN\user
+    assert lab_row_for(ca, "ntlm-device").requester == ALICE
+    assert legs[-1][:3] == ("401", "1", "1326")                      # the wrong password
+
+
+def lab_row_for(ca: RunningCA, cn: str):
+    return next(r for r in ca.engine.list() if r.subject == f"/CN={cn}")

@@ -26,6 +26,11 @@ from onlineca.store import Database
 PASSWORD_ENV = "ONLINECA_CA_PASSWORD"
 
 
+def _ntlm_domain(app: AppContext) -> str | None:
+    """The domain of NTLM store entries, when the CA serves NTLM."""
+    return app.config.ca.domain if app.config.ca.ntlm_auth else None
+
+
 @click.group("ca")
 def ca() -> None:
     """The CA (AD CS web enrollment): init, serve, users, requests."""
@@ -50,7 +55,7 @@ def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_n
         upath = eng.users_path(app.config, app.data_dir)
         generated = None
         if not ca_users.list_users(upath):
-            generated = ca_users.add_user(upath, user, password)
+            generated = ca_users.add_user(upath, user, password, _ntlm_domain(app))
         Database(app.config.database_url).migrate()
     except OnlineCAError as exc:
         fail(exc)
@@ -111,7 +116,7 @@ def users_group() -> None:
 def users_add(app: AppContext, user: str, password: str | None) -> None:
     """Add USER (or set a new password)."""
     try:
-        got = ca_users.add_user(eng.users_path(app.config, app.data_dir), user, password)
+        got = ca_users.add_user(eng.users_path(app.config, app.data_dir), user, password, _ntlm_domain(app))
     except OnlineCAError as exc:
         fail(exc)
     click.echo(f"user {user} saved")

@@ -2,8 +2,10 @@
 
 One ``user:scrypt$n$r$p$salt$hash`` line per user (``#`` comments), the same format as the EST
 users file, so the hashing and the constant-time check are the EST server's (``UsersFile``).
-This module adds, removes and lists users and writes the file 0600; it never stores, prints or
-logs a password in clear.
+When NTLM is enabled, ``<users>.ntlm`` beside it holds ``DOMAIN\\user:0:LM:NT::`` lines (the NT
+hash: NTLM needs it, and it is password-equivalent, so the file is 0600 like a key), the store
+pyspnego's NTLM acceptor reads through ``NTLM_USER_FILE``.  This module adds, removes and lists
+users and writes both files 0600; it never stores, prints or logs a password in clear.
 """
 
 from __future__ import annotations
@@ -55,18 +57,53 @@ def check_user_name(user: str) -> str:
     return user
 
 
-def add_user(path: str | os.PathLike[str], user: str, password: str | None = None) -> str:
-    """Add or replace ``user``; returns the password (generated when none is given)."""
+def ntlm_path(path: str | os.PathLike[str]) -> Path:
+    return Path(f"{path}.ntlm")
+
+
+def _ntlm_entries(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    out: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name = line.split(":", 1)[0]
+        if name and not line.startswith("#"):
+            out[name.rsplit("\\", 1)[-1]] = line
+    return out
+
+
+def _write_ntlm(path: Path, entries: dict[str, str]) -> None:
+    pki.write_secret_file(path, "".join(f"{line}\n" for _, line in sorted(entries.items())).encode())
+
+
+def add_user(path: str | os.PathLike[str], user: str, password: str | None = None,
+             ntlm_domain: str | None = None) -> str:
+    """Add or replace ``user``; returns the password (generated when none is given).
+
+    With ``ntlm_domain`` the user is also written to the NTLM store as ``DOMAIN\\user``.
+    """
     check_user_name(user)
     password = password or secrets.token_urlsafe(18)
     entries = read_entries(path)
     entries[user] = hash_password(password)
     write_entries(path, entries)
+    store = ntlm_path(path)
+    ntlm = _ntlm_entries(store)
+    if ntlm_domain is not None:
+        from spnego._ntlm_raw.crypto import ntowfv1  # MD4, which hashlib may lack under OpenSSL 3
+        ntlm[user] = f"{ntlm_domain}\\{user}:0:{'0' * 32}:{ntowfv1(password).hex().upper()}::"
+        _write_ntlm(store, ntlm)
+    elif ntlm.pop(user, None) is not None:  # a new password the NTLM store would not know
+        _write_ntlm(store, ntlm)
     return password
 
 
 def remove_user(path: str | os.PathLike[str], user: str) -> bool:
     entries = read_entries(path)
+    store = ntlm_path(path)
+    ntlm = _ntlm_entries(store)
+    if ntlm.pop(user, None) is not None:
+        _write_ntlm(store, ntlm)
     if entries.pop(user, None) is None:
         return False
     write_entries(path, entries)
@@ -90,4 +127,4 @@ def bare_user(name: str) -> str:
 
 
 __all__ = ["add_user", "remove_user", "list_users", "load_users", "read_entries", "write_entries",
-           "bare_user", "check_user_name"]
+           "bare_user", "check_user_name", "ntlm_path"]

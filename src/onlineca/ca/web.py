@@ -1,7 +1,8 @@
 """The CA's web server: the AD CS web-enrollment pages (``/certsrv``) as an aiohttp application.
 
 ``create_app`` wires HTTP to the issuing engine: Basic authentication against the users file
-(constant-time), one middleware that answers 401/301 as IIS does and writes every request to the
+(constant-time) and, with ``[ca] ntlm_auth``, NTLM through pyspnego (a connection is authenticated
+once, in three legs, as IIS does), one middleware that answers 401/301 as IIS does and writes every request to the
 IIS W3C log, and one handler per page (``certrqxt.asp``, ``certfnsh.asp``, ``certnew.cer``,
 ``certnew.p7b``, ``certcarc.asp``, ``certckpn.asp``).  Paths and query keys are matched
 case-insensitively, as IIS and ASP do.  Hostile input gets the page AD CS would give (200 with a
@@ -18,6 +19,7 @@ import logging
 import os
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +31,14 @@ from onlineca import pki
 from onlineca.ca import engine as eng
 from onlineca.ca import pages
 from onlineca.ca import templates as policy
-from onlineca.ca.users import bare_user, load_users
+from onlineca.ca.users import bare_user, load_users, ntlm_path
 from onlineca.config import Config
 from onlineca.errors import ConfigError
 from onlineca.est.server import UsersFile, server_ssl_context
 from onlineca.logs import setup_component_log
-from onlineca.logs.iis import WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog
+from onlineca.logs.iis import (
+    WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog,
+)
 from onlineca.store import Database
 
 log = logging.getLogger("onlineca.ca")
@@ -53,6 +57,12 @@ class CAState:
     iis: IISLog | None
     ca_name: str
     db: Database
+    ntlm: bool = False
+    basic: bool = True
+    # NTLM state per TLS connection: a context mid-handshake, then the user it authenticated.
+    # Weak keys: a closed connection takes its state with it (ids would be reused).
+    ntlm_contexts: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    ntlm_users: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
     def current_users(self) -> UsersFile:
         """The users file, re-read when it changed on disk (``ca users add`` while serving)."""
@@ -126,13 +136,54 @@ def _challenge(request: web.Request, state: CAState, win32: int) -> web.Response
     request[IIS_STATUS] = (1, win32)
     headers = CIMultiDict()
     realm = request.host.rsplit(":", 1)[0] if request.host else "certsrv"
-    headers.add("WWW-Authenticate", f'Basic realm="{realm}"')
+    if state.ntlm:  # IIS's order: Negotiate, NTLM, then Basic
+        headers.add("WWW-Authenticate", "Negotiate")
+        headers.add("WWW-Authenticate", "NTLM")
+    if state.basic:
+        headers.add("WWW-Authenticate", f'Basic realm="{realm}"')
     resp = web.Response(status=401, text=pages.unauthorized(), content_type="text/html", headers=headers)
     return resp
 
 
+def _ntlm_step(request: web.Request, state: CAState, scheme: str, token: str) -> str | web.Response:
+    """One leg of NTLM (or Negotiate carrying NTLM) on this connection."""
+    import spnego
+    from spnego.exceptions import SpnegoError
+
+    transport = request.transport
+    try:
+        raw = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return _challenge(request, state, WIN32_LOGON_FAILURE)
+    ctx = state.ntlm_contexts.pop(transport, None)
+    if ctx is None or raw[8:12] == b"\x01\x00\x00\x00":  # a NEGOTIATE message starts over
+        ctx = spnego.server(protocol="ntlm" if scheme == "ntlm" else "negotiate")
+    try:
+        out = ctx.step(raw)
+    except (SpnegoError, ValueError, TypeError):
+        return _challenge(request, state, WIN32_LOGON_FAILURE)
+    if ctx.complete:
+        user = bare_user(ctx.client_principal or "")
+        state.ntlm_users[transport] = user
+        request[CA_USER] = user
+        return user
+    state.ntlm_contexts[transport] = ctx
+    request[IIS_STATUS] = (1, WIN32_CONTINUE_NEEDED)
+    name = "NTLM" if scheme == "ntlm" else "Negotiate"
+    return web.Response(status=401, text=pages.unauthorized(), content_type="text/html",
+                        headers={"WWW-Authenticate": f"{name} {base64.b64encode(out or b'').decode()}"})
+
+
 async def _authenticate(request: web.Request, state: CAState) -> str | web.Response:
-    creds = _basic_credentials(request)
+    if state.ntlm and request.transport is not None:
+        known = state.ntlm_users.get(request.transport)
+        if known:
+            request[CA_USER] = known
+            return known
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() in ("ntlm", "negotiate") and token.strip():
+            return _ntlm_step(request, state, scheme.lower(), token)
+    creds = _basic_credentials(request) if state.basic else None
     if creds is None:
         win32 = WIN32_NO_CREDENTIALS if "Authorization" not in request.headers else WIN32_LOGON_FAILURE
         return _challenge(request, state, win32)
@@ -378,23 +429,30 @@ PAGES: dict[str, tuple[tuple[str, ...], PageFunc]] = {
 def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log_format: str | None = None,
                db: Database | None = None) -> web.Application:
     """The CA web application; the database is migrated and the CA keys are read here, once."""
+    upath = eng.users_path(config, data_dir)
+    if not (config.ca.basic_auth or config.ca.ntlm_auth):
+        raise ConfigError("ca.basic_auth and ca.ntlm_auth are both false: nobody could log in",
+                          hint="Enable at least one of them.")
     if config.ca.ntlm_auth:
-        raise ConfigError("ca.ntlm_auth: the onlineca CA serves Basic authentication only",
-                          hint="Set ntlm_auth = false; NTLM is for a real AD CS (the RA's certsrv client speaks it).")
-    if not config.ca.basic_auth:
-        raise ConfigError("ca.basic_auth: must be true (it is the only authentication the onlineca CA serves)")
+        try:
+            import spnego  # noqa: F401  (optional dependency: onlineca[ntlm])
+        except ImportError:
+            raise ConfigError("ca.ntlm_auth needs the pyspnego package",
+                              hint="Install it (pip install 'onlineca[ntlm]') or set ntlm_auth = false.") from None
+        # pyspnego's acceptor reads its credential store from this variable (process-wide).
+        os.environ["NTLM_USER_FILE"] = str(ntlm_path(upath))
     setup_component_log("ca", log_dir, log_format or config.logging.format, config.logging.level)
     db = db or Database(config.database_url)
     db.migrate()
     engine = eng.CAEngine(config, data_dir, db)
-    upath = eng.users_path(config, data_dir)
     try:
         mtime = upath.stat().st_mtime
     except OSError:
         mtime = 0.0
     iis = IISLog(Path(log_dir) / IIS_LOG_NAME)
     state = CAState(config, engine, upath, load_users(upath), mtime, iis,
-                    pki.common_name(engine.issuing.subject) or "onlineca CA", db)
+                    pki.common_name(engine.issuing.subject) or "onlineca CA", db,
+                    ntlm=config.ca.ntlm_auth, basic=config.ca.basic_auth)
     app = web.Application(middlewares=[iis_middleware], client_max_size=config.ca.max_request_bytes)
     app[CA_STATE] = state
     app.router.add_route("*", "/{tail:.*}", dispatch)

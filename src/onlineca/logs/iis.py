@@ -20,10 +20,11 @@ SOFTWARE = "Microsoft Internet Information Services 10.0"
 FIELDS = ("date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) "
           "cs(Referer) sc-status sc-substatus sc-win32-status time-taken")
 
-# sc-win32-status of IIS's 401s: no credentials sent (SEC_E_NO_CREDENTIALS as unsigned) and
-# a failed logon (ERROR_LOGON_FAILURE).
+# sc-win32-status of IIS's 401s: no credentials sent (SEC_E_NO_CREDENTIALS as unsigned), a failed
+# logon (ERROR_LOGON_FAILURE), and the challenge leg of NTLM (SEC_I_CONTINUE_NEEDED).
 WIN32_NO_CREDENTIALS = 2148074254
 WIN32_LOGON_FAILURE = 1326
+WIN32_CONTINUE_NEEDED = 590610
 
 
 @dataclass(frozen=True)
@@ -87,4 +88,5 @@ class IISLog:
 
 
 __all__ = ["IISEntry", "IISLog", "format_line", "header_lines", "FIELDS", "SOFTWARE",
-           "WIN32_NO_CREDENTIALS", "WIN32_LOGON_FAILURE"]
+           "WIN32_NO_CREDENTIALS", "WIN32_LOGON_FAILURE",
+           "WIN32_CONTINUE_NEEDED"]
