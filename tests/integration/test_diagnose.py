@@ -62,14 +62,16 @@ class CALab:
     web: dict[str, tuple[Path, Path]] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
     releases: list[asyncio.Event] = field(default_factory=list)
+    ras: list[Any] = field(default_factory=list)
 
     def config(self, url: str, *, extra_ra: str = "", extra: str = "", trust: Path | None = None,
-               log_dir: Path | None = None) -> Config:
+               log_dir: Path | None = None, capf: str = "") -> Config:
         text = (f'data_dir = "{self.dir / "data"}"\nlog_dir = "{log_dir or self.dir / "logs"}"\n{extra}\n'
                 f'[ca]\nkey_type = "ec"\n'
                 f'[ra]\nca_url = "{url}"\nca_user = "{USER}"\nca_password = "{PASSWORD}"\n'
                 f'trust_store = "{trust or self.files.root_cert}"\ntemplate = "CiscoRA"\n'
-                f"connect_timeout = 2\nlogin_timeout = 2\nenroll_timeout = 2\n{extra_ra}\n" + TEMPLATES)
+                f"connect_timeout = 2\nlogin_timeout = 2\nenroll_timeout = 2\n{extra_ra}\n" + TEMPLATES
+                + (f"[capf]\n{capf}\n" if capf else ""))
         path = self.dir / "diag.toml"
         path.write_text(text)
         return load_config(path, environ={})
@@ -106,8 +108,22 @@ class CALab:
 
         return self.loop.run(start())
 
+    def start_ra(self, cfg: Config, log_dir: Path | None = None) -> Any:
+        """Our RA in front of the configured CA, on a free port (not waiting for readiness)."""
+        from onlineca.ra.app import start_ra
+        cert_file, key_file = self.web["good"]
+
+        async def start() -> Any:
+            ra = await start_ra(cfg, log_dir or cfg.log_path, port=0, tls_cert=cert_file, tls_key=key_file)
+            self.ras.append(ra)
+            return ra
+        return self.loop.run(start())
+
     def stop_all(self) -> None:
         async def stop() -> None:
+            for ra in self.ras:
+                await ra.close()
+            self.ras.clear()
             for e in self.releases:
                 e.set()
             for r in self.runners:
@@ -338,3 +354,66 @@ def test_cli_exit_status_and_json(lab):
     res = runner.invoke(main_group, ["diagnose", "--config", str(lab.dir / "diag.toml"), "--only", "ca"])
     assert res.exit_code == 1
     assert "CA_DNS" in res.output and "fix:" in res.output and PASSWORD not in res.output
+
+
+# --- the whole chain: CAPF's certificate -> our RA -> our CA ---------------------------------
+
+def _capf_cert(tmp_path: Path, days: int = 365) -> Path:
+    key = pki.generate_key("ec", 256)
+    path = tmp_path / "capf.pem"
+    path.write_bytes(pki.cert_pem(pki.build_certificate(subject="CN=CAPF-eb606ac0", public_key=key.public_key(),
+                                                        issuer_key=key, validity_days=days)))
+    return path
+
+
+def system(lab: CALab, *, template: str = "CiscoRA", capf_password: str = PASSWORD,
+           ra_trust: Path | None = None) -> tuple[Config, Any]:
+    """Our CA and our RA (passthrough: CAPF's credentials are the CA account's), and CAPF's settings."""
+    port = lab.serve()
+    ra_cfg = lab.config(f"https://127.0.0.1:{port}/certsrv")
+    ra_cfg = ra_cfg.model_copy(update={"ra": ra_cfg.ra.model_copy(update={"template": template, "backoff_initial": 30.0})})
+    ra = lab.start_ra(ra_cfg)
+    if template == "CiscoRA":
+        lab.loop.run(ra.wait_ready(10))
+    capf = (f'ra_url = "{ra.url}"\nra_user = "{USER}"\nra_password = "{capf_password}"\n'
+            f'ra_trust_store = "{ra_trust or lab.files.root_cert}"')
+    cfg = lab.config(f"https://127.0.0.1:{port}/certsrv", capf=capf)
+    return cfg.model_copy(update={"ra": cfg.ra.model_copy(update={"template": template})}), ra
+
+
+def test_healthy_system_raises_no_alarm(lab, tmp_path):
+    cfg, _ra = system(lab)
+    report = diagnose(cfg, hops={"capf", "ra", "ca"}, capf_cert=_capf_cert(tmp_path))
+    assert report.findings == [], report.to_text()
+    assert [c.name for c in report.checks] == ["capf.certificate", "ra.readyz", "ra.cacerts", "ra.est_auth",
+                                               "ca.login", "ca.clock", "ca.chain", "ca.chain_valid", "ca.template"]
+    assert all(c.status == "ok" for c in report.checks)
+
+
+def test_ra_refuses_capf_credentials(lab):
+    cfg, _ra = system(lab, capf_password="wrong-capf-password")
+    report = diagnose(cfg, hops={"ra"})
+    assert report.codes() == ["RA_EST_AUTH"], report.to_text()
+    assert "wrong-capf-password" not in report.to_json()
+
+
+def test_ra_not_ready_because_of_the_template(lab):
+    cfg, ra = system(lab, template="CsicoRA")
+    lab.loop.run(ra.state.wait_until(lambda s: s.reason.startswith("CA_"), 10))
+    report = diagnose(cfg, hops={"ra", "ca"})
+    assert report.codes() == ["RA_NOT_READY", "CA_TEMPLATE"], report.to_text()
+    assert "CA_TEMPLATE" in report.findings[0].evidence["reason"]
+
+
+def test_ra_certificate_not_trusted_by_capf(lab, lab_pki):
+    cfg, _ra = system(lab, ra_trust=lab_pki.root_pem)
+    report = diagnose(cfg, hops={"ra"})
+    assert report.codes() == ["RA_TLS_UNTRUSTED"], report.to_text()
+
+
+def test_ra_down(lab):
+    from tests.conftest import free_port
+    cfg = lab.config("https://127.0.0.1:1/certsrv", capf=f'ra_url = "https://127.0.0.1:{free_port()}/.well-known/est"\n'
+                                                           f'ra_trust_store = "{lab.files.root_cert}"')
+    report = diagnose(cfg, hops={"ra"})
+    assert report.codes() == ["RA_CONNECT"], report.to_text()

@@ -39,6 +39,9 @@ _TIME_FORMS: list[tuple[re.Pattern[str], str, str]] = [
 ]
 # The device name CAPF writes in each line of a session ("2:SEP74A02FC0A675:"), or in Select(...).
 DEVICE = re.compile(r"(?:\d+:(?P<a>[A-Za-z][\w-]{2,63}):|Select\((?P<b>[\w-]{3,64})\)|my_lower\('(?P<c>[\w-]{3,64})'\))")
+# An NGINX-style access line (the RA's access.log): client - user [time] "METHOD path HTTP/x" status bytes
+_ACCESS = re.compile(r'^(?P<client>\S+) - (?P<user>\S+) \[(?P<time>[^\]]+)\] "(?P<method>[A-Z]+) (?P<path>\S+) '
+                     r'HTTP/[\d.]+" (?P<status>\d{3}) (?P<bytes>\d+)')
 # An EST access line's own timestamp: [27/Feb/2019:16:53:28 -0500]
 _ACCESS_TIME = re.compile(r"\[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\]")
 
@@ -143,6 +146,15 @@ def _record(source: str, lineno: int, piece: str, iis_names: list[str]) -> LogRe
         m = _ACCESS_TIME.search(piece)
         when = dt.datetime.strptime(m.group(1), "%d/%b/%Y:%H:%M:%S %z") if m else None
         return LogRecord(source, lineno, "est", piece, when)
+    m = _ACCESS.match(piece)
+    if m:
+        try:
+            when = dt.datetime.strptime(m.group("time"), "%d/%b/%Y:%H:%M:%S %z")
+        except ValueError:
+            when = None
+        fields = m.groupdict()
+        fields["status"] = int(fields["status"])
+        return LogRecord(source, lineno, "access", piece, when, fields=fields)
     if piece.startswith("nginx:") or piece.startswith("EnrollmentService.sh"):
         return LogRecord(source, lineno, "nginx", piece)
     return LogRecord(source, lineno, "text", piece, device=_device(piece))
@@ -256,6 +268,21 @@ SIGNATURES: list[Signature] = [
          r"ra_certsrv_ca_plugin_postconf: Unable to retrieve CA Cert chain from CA",
          "The RA has no CA chain: it could not retrieve certnew.p7b from the CA at start-up, so it cannot "
          "serve EST.", secondary=True),
+    # -- our RA's own words for what the original logs differently --
+    _sig("ra_template", "CA_TEMPLATE", "error",
+         r"certificate template '(?P<template>[^']*)' is not offered to this user on certrqxt\.asp",
+         "The CA does not offer the configured certificate template '{template}' to the RA's account "
+         "(a typo, or a template not enabled for it)."),
+    _sig("ra_chain_invalid", "CA_CHAIN", "error", r"CA chain validation failed: (?P<why>.*?)(?: -- fix:|$)",
+         "The CA chain from certnew.p7b does not validate against the RA's trust store: {why}."),
+    _sig("ra_client_refused", "RA_EST_AUTH", "error",
+         r"the CA refused the EST client's credentials for user (?P<user>\S+)",
+         "The RA passes CAPF's credentials through to the CA, and the CA refused them for user {user}."),
+    _sig("ra_denied", "CA_DENIED", "error", r"the CA denied request (?P<req_id>\S+) for (?P<subject>\S+): (?P<why>.*?)(?: -- fix:|$)",
+         "The CA denied request {req_id} for {subject}: {why}"),
+    _sig("ra_not_ready", "RA_NOT_READY", "warning", r"RA not ready after attempt (?P<attempt>\d+) \((?P<why>[^;]*)\)",
+         "The RA's start-up checks against the CA failed ({why}); it answers EST with 503 until they pass.",
+         secondary=True),
     # -- the RA's EST server (libEST lines) --
     _sig("est_auth_failed", "RA_EST_AUTH", "error",
          r"HTTP authentication failed\. Auth type=(?P<type>\d+)",
@@ -274,6 +301,9 @@ SIGNATURES: list[Signature] = [
     _sig("est_access_401", "RA_EST_AUTH", "error",
          r"\"(?P<method>POST|GET) (?P<path>/\.well-known/est/\S+) HTTP/1\.[01]\" 401",
          "The RA answered {method} {path} with 401.", secondary=True),
+    _sig("access_503", "RA_NOT_READY", "warning",
+         r"\"(?P<method>POST|GET) (?P<path>/\.well-known/est/\S+) HTTP/1\.[01]\" 503",
+         "The RA answered {method} {path} with 503: not ready yet, or the CA is unreachable or slow."),
     _sig("est_http_write", "RA_EST_HTTP_WRITE", "warning", r"EST_ERR_HTTP_WRITE",
          "The EST server could not write its answer (EST_ERR_HTTP_WRITE; known defect CSCvf83629: the CA "
          "answered after the client gave up)."),
@@ -315,6 +345,7 @@ SIGNATURES: list[Signature] = [
     _sig("ok_db_success", "OK_ENROLLED", "ok", r"CERT_STATUS_UPGRADE_SUCCESS", "The device's certificate is installed."),
 ]
 
+_LOGGED_FIX = re.compile(r" -- fix: (.+)$")
 _UNKNOWN_ERROR = re.compile(r"\[(?:error|crit|alert|emerg)\]|\[ERROR\]|\b(?:Traceback|FATAL)\b")
 # IIS: the unauthenticated first request of a login is answered 401 with this win32 status.
 _IIS_CHALLENGE_WIN32 = 2148074254
@@ -439,6 +470,9 @@ def analyze_records(recs: Iterable[LogRecord]) -> list[Hit]:
             if sig.context is not None and sig.name in seen_context:
                 code, cause, fix = sig.context_code, sig.context_cause, sig.context_fix
             evidence: dict[str, Any] = {k: v for k, v in groups.items() if v}
+            logged_fix = _LOGGED_FIX.search(rec.text) or None
+            if logged_fix and sig.severity != "ok" and code == sig.code:
+                fix = logged_fix.group(1).strip()  # our RA wrote the sharper fix itself (nearest template...)
             started = enroll_started.get(rec.device)
             if rec.kind == "capf" and started is not None and "Enrollment rv" in rec.text and rec.time:
                 evidence["waited_s"] = round((rec.time - started).total_seconds(), 3)

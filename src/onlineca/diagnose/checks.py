@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import json
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -243,52 +244,65 @@ async def _get_status(session: aiohttp.ClientSession, url: str, timeout: float) 
 
 
 async def _check_ra(run: _Run, cfg: Config, timeout: float) -> bool:
-    """cacerts (reachability, TLS, chain), /readyz, then CAPF's credentials; False when the RA is down."""
-    from onlineca.est.client import ESTClient, client_ssl_context
+    """/readyz (reachability, TLS, start-up checks), cacerts (the chain), then CAPF's credentials;
+    False when the RA cannot be reached."""
+    from onlineca.est.client import ESTClient, client_ssl_context, map_transport_error
     c = cfg.capf
     trust = c.ra_trust_store or None
     if trust is None:
         run.add(finding("CONFIG", "[capf] ra_trust_store is not set: nothing to verify the RA's certificate with",
                         hop="ra", fix="Set [capf] ra_trust_store to the root of the RA's TLS certificate."))
-        run.report.checks.append(CheckResult("ra.cacerts", "ra", "failed", 0, "CONFIG"))
+        run.report.checks.append(CheckResult("ra.readyz", "ra", "failed", 0, "CONFIG"))
         return False
     try:
+        ctx = client_ssl_context(cafile=trust)
         est = ESTClient(c.ra_url, cafile=trust, user=c.ra_user or None,
                         password=c.ra_password.get_secret_value(), timeout=timeout, connect_timeout=timeout,
                         max_retries=0)
-        ctx = client_ssl_context(cafile=trust)
     except (OnlineCAError, OSError) as exc:
-        run.add(finding("CONFIG", f"[capf] ra_trust_store: {exc}", hop="ra"))
-        run.report.checks.append(CheckResult("ra.cacerts", "ra", "failed", 0, "CONFIG"))
+        run.add(finding("CONFIG", f"[capf] ra_trust_store {trust}: {exc}", hop="ra"))
+        run.report.checks.append(CheckResult("ra.readyz", "ra", "failed", 0, "CONFIG"))
         return False
+    readyz = _ra_origin(c.ra_url) + "/readyz"
+
+    async def get_readyz() -> tuple[int, str]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx), trust_env=False) as session:
+            try:
+                return await _get_status(session, readyz, timeout)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise map_transport_error(exc, readyz) from None
+
+    got, ok, _ = await run.check("ra.readyz", "ra", get_readyz(), lambda e: _ra_findings(e, cfg, run.now))
+    if not ok or got is None:
+        return False
+    if got[0] != 200:
+        last = run.report.checks[-1]
+        run.report.checks[-1] = CheckResult("ra.readyz", "ra", "failed", last.elapsed_ms, f"HTTP {got[0]}")
+        reason = got[1][:500]
+        try:
+            reason = str(json.loads(got[1]).get("reason", reason))
+        except (ValueError, AttributeError):
+            pass
+        run.add(finding("RA_NOT_READY", f"the RA is not ready (HTTP {got[0]} on /readyz): {reason}", hop="ra",
+                        status=got[0], reason=reason))
+        return True  # its CA_* findings below say why
     async with est:
-        chain, ok, _ = await run.check("ra.cacerts", "ra", est.cacerts(),
-                                       lambda e: _ra_findings(e, cfg, run.now))
-        if not ok:
-            return False
-        if not chain:
-            run.add(finding("RA_CACERTS", "the RA's /cacerts holds no certificate", hop="ra"))
-        else:
-            for cert in chain:
+        chain, ok, _ = await run.check("ra.cacerts", "ra", est.cacerts(), lambda e: _ra_findings(e, cfg, run.now))
+        if ok:
+            for cert in chain or []:
                 if cert.not_valid_after_utc <= run.now:
                     run.add(finding("RA_CACERTS", f"the RA serves an expired CA certificate "
                                     f"{pki.name_to_slash(cert.subject)}", hop="ra",
                                     not_after=f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"))
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx), trust_env=False) as session:
-            got, ok, _ = await run.check("ra.readyz", "ra", _get_status(session, _ra_origin(c.ra_url) + "/readyz", timeout),
-                                         lambda e: _ra_findings(e, cfg, run.now))
-            if ok and got is not None and got[0] != 200:
-                run.report.checks[-1] = CheckResult("ra.readyz", "ra", "failed", run.report.checks[-1].elapsed_ms,
-                                                    f"HTTP {got[0]}")
-                run.add(finding("RA_NOT_READY", f"the RA answers /readyz with HTTP {got[0]}", hop="ra",
-                                status=got[0], body=got[1][:500] or None))
+            if not chain:
+                run.add(finding("RA_CACERTS", "the RA's /cacerts holds no certificate", hop="ra"))
         if not c.ra_user:
             run.skip("ra.est_auth", "ra", "no [capf] ra_user configured")
             return True
         # A simpleenroll without a CSR: the RA checks credentials first, so 401 is a refusal and
         # 400 (no CSR) proves they were accepted, with nothing enrolled.
         probe = est.request("simpleenroll", "POST", body=b"", headers={"Content-Type": "application/pkcs10"})
-        _, ok, _ = await run.check("ra.est_auth", "ra", _auth_probe(probe), lambda e: _ra_findings(e, cfg, run.now))
+        await run.check("ra.est_auth", "ra", _auth_probe(probe), lambda e: _ra_findings(e, cfg, run.now))
     return True
 
 
