@@ -574,3 +574,15 @@ def test_own_mistakes_say_so():
     with pytest.raises(ProtocolError) as err:
         c.store_certificate(CERT_DER)
     assert "bug" in err.value.hint
+
+
+def test_the_spec_table_is_the_code_table():
+    doc = (Path(__file__).parents[2] / "docs" / "device-protocol.md").read_text()
+    section = doc.split("## State machine", 1)[1].split("Rules for every open state", 1)[0]
+    rows = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in State.__members__:
+            rows.add((State[cells[0]], Role.CAPF if cells[1] == "CAPF" else Role.PHONE, Command[cells[2]],
+                      State[cells[3]]))
+    assert rows == {(s, r, c, n) for (s, r, c), n in TRANSITIONS.items()}
