@@ -123,7 +123,7 @@ def iis_requests(log_dir: Path) -> list[str]:
 
 
 async def attempts_at_least(r: RunningRA, n: int, timeout: float = 30.0) -> None:
-    await r.state.wait_until(lambda s: s.attempts >= n and not s.ready, timeout)
+    await r.state.wait_until(lambda s: s.failures >= n and not s.ready, timeout)
 
 
 def est_csr(subject: str = "CN=SEP74A02FC0A675,O=onlineca tests", key_type: str = "ec"):
@@ -155,7 +155,7 @@ class HoldingProxy:
     released: a CA slower than any timeout, without sleeping."""
 
     def __init__(self, upstream: str, root_pem: Path, cert: tuple[Path, Path]) -> None:
-        self.upstream = upstream.rstrip("/")
+        self.upstream = upstream.rstrip("/").removesuffix("/certsrv")  # the origin
         self.root_pem = root_pem
         self.cert = cert
         self.hold: set[str] = set()

@@ -90,6 +90,7 @@ class RAState:
     ready: bool = False
     reason: str = "start-up checks have not run yet"
     attempts: int = 0
+    failures: int = 0  # start-up attempts that ended in a failure
     chain: list[x509.Certificate] = field(default_factory=list)
     # sha256(CSR DER) -> the CA's ReqID of a pending request
     pending: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
@@ -160,6 +161,7 @@ async def startup_loop(state: RAState) -> None:
                      extra={"func": "ra_startup"})
             await state._notify()
             return
+        state.failures += 1
         await state._notify()
         await asyncio.sleep(delay)  # the backoff itself
         delay = min(delay * 2, ra.backoff_max)
@@ -210,13 +212,16 @@ class RABackend:
                  extra={"func": "ra_certsrv_ca_plugin_enroll"})
         return Issued(result.cert, tuple(self.state.chain))
 
-    def _failure(self, exc: p.CertsrvFailure, subject: str) -> EnrollResult:
-        url = exc.details.get("url") or self.ra.ca_url
-        hop = f"hop RA -> CA {url}"
+    def _hop(self, exc: p.CertsrvFailure) -> str:
+        """Which hop failed and, for a timeout, which configured timeout fired."""
+        hop = f"hop RA -> CA {exc.details.get('url') or self.ra.ca_url}"
         if isinstance(exc, p.CATimeoutError):
             phase = exc.details.get("phase", "enroll")
             hop += f", {_TIMEOUT_NAMES.get(phase, phase)} = {exc.details.get('timeout', 0):g} s fired"
-        log.error("Curl request failed with %s (%s; enrollment of %s)", exc.reason, hop, subject,
+        return hop
+
+    def _failure(self, exc: p.CertsrvFailure, subject: str) -> EnrollResult:
+        log.error("Curl request failed with %s (%s; enrollment of %s)", exc.reason, self._hop(exc), subject,
                   extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": exc.hint})
         if isinstance(exc, (p.CATemplateError, p.CADeniedError)):
             return Denied(exc.message, 403)
@@ -234,7 +239,8 @@ class RABackend:
         try:
             ok = await self.state.connector.check_credentials(user, password)
         except p.CertsrvFailure as exc:
-            log.error("cannot check the EST client's credentials at the CA: %s", exc.reason,
+            log.error("cannot check the EST client's credentials at the CA: Curl request failed with %s (%s)",
+                      exc.reason, self._hop(exc),
                       extra={"func": "ra_certsrv_auth_curl_data_cb", "fix": exc.hint})
             if isinstance(exc, _UNREACHABLE):
                 self.state.recheck(f"{exc.code}: {exc.message}")

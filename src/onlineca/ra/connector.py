@@ -133,7 +133,11 @@ class CertsrvConnector:
 
     def _fail(self, func: str, exc: p.CertsrvFailure, what: str) -> None:
         log.error("%s %s", what, exc.reason, extra={"func": func, "fix": exc.hint})
-        log.error("URL used: %s", exc.details.get("url") or self.client.last_url or self.base,
+        fired = ""
+        if isinstance(exc, p.CATimeoutError):
+            phase = exc.details.get("phase", "")
+            fired = f" ({phase}_timeout = {exc.details.get('timeout', 0):g} s fired)"
+        log.error("URL used: %s%s", exc.details.get("url") or self.client.last_url or self.base, fired,
                   extra={"func": func})
 
     async def prepare(self) -> list[x509.Certificate]:
