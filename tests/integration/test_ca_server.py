@@ -504,3 +504,18 @@ async def test_ntlm_three_legs_on_one_connection(tmp_path, monkeypatch):
 
 def lab_row_for(ca: RunningCA, cn: str):
     return next(r for r in ca.engine.list() if r.subject == f"/CN={cn}")
+
+
+@pytest.mark.parametrize("body,ctype", [
+    (b"Mode=newreq&CertRequest=\xff\xfe%ZZ%&CertAttrib=CertificateTemplate:CiscoRA", "application/x-www-form-urlencoded"),
+    (b"--xx\r\nContent-Disposition: form-data; name=Mode\r\n\r\nnewreq\r\n--x", "multipart/form-data; boundary=xx"),
+    (b"\x00\x01\x02garbage", "application/octet-stream"),
+    (b"Mode=newreq&CertRequest=" + b"%41" * 100, "multipart/form-data"),
+])
+def test_malformed_bodies_never_500(lab, body, ctype):
+    got = lab.session().post(lab.url("certfnsh.asp"), data=body, headers={"Content-Type": ctype}, timeout=TIMEOUT)
+    assert got.status_code in (200, 400, 413) and "Traceback" not in got.text
+    if got.status_code == 200:
+        assert 'The disposition message is "' in got.text
+    assert lab.session().get(lab.url("certcarc.asp"), timeout=TIMEOUT).status_code == 200
+    assert "internal error" not in (lab.dir / "logs" / "ca.log").read_text()

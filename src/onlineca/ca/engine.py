@@ -194,9 +194,12 @@ class CAEngine:
         with self.db.session() as s:
             return s.get(CARequest, req_id)
 
-    def outcome(self, req_id: int) -> Outcome | None:
+    def outcome(self, req_id: int, requester: str | None = None) -> Outcome | None:
+        """The request's outcome; None if there is none (or, with ``requester``, it is someone else's)."""
         row = self.get(req_id)
-        return _outcome(row) if row is not None else None
+        if row is None or (requester is not None and row.requester.lower() != requester.lower()):
+            return None
+        return _outcome(row)
 
     def list(self, disposition: str | None = None, requester: str | None = None, limit: int = 1000) -> list[CARequest]:
         q = select(CARequest).order_by(CARequest.req_id).limit(limit)

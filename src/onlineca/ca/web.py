@@ -141,8 +141,7 @@ def _challenge(request: web.Request, state: CAState, win32: int) -> web.Response
         headers.add("WWW-Authenticate", "NTLM")
     if state.basic:
         headers.add("WWW-Authenticate", f'Basic realm="{realm}"')
-    resp = web.Response(status=401, text=pages.unauthorized(), content_type="text/html", headers=headers)
-    return resp
+    return web.Response(status=401, text=pages.unauthorized(), content_type="text/html", headers=headers)
 
 
 def _ntlm_step(request: web.Request, state: CAState, scheme: str, token: str) -> str | web.Response:
@@ -326,8 +325,8 @@ async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
         outcome = state.engine.submit(user, cert_request, _form_text(form, "CertAttrib") or "")
     elif mode == "chkpnd":
         req_id = _req_id(_form_text(form, "ReqID"))
-        outcome = state.engine.outcome(req_id) if req_id is not None else None
-        if outcome is None or state.engine.get(req_id).requester.lower() != user.lower():  # type: ignore[union-attr]
+        outcome = state.engine.outcome(req_id, user) if req_id is not None else None
+        if outcome is None:
             return _html(pages.denied(state.ca_name, req_id, f"Error retrieving request  "
                                       f"{policy.HRESULT_TEXT[policy.CRYPT_E_NOT_FOUND]}"))
     else:
@@ -382,28 +381,30 @@ def _lookup(request: web.Request, state: CAState, query: dict[str, str]):  # typ
     return row, [pki.load_certificate(row.cert_der)]
 
 
-async def certnew_cer(request: web.Request, state: CAState) -> web.StreamResponse:
+def _download_request(request: web.Request, state: CAState):  # type: ignore[no-untyped-def]
+    """certnew.cer / certnew.p7b: (encoding, row or None for CACert, certificates) or an error page."""
     query = _query(request)
     enc = _encoding(query)
     if enc is None:
         return _error_page(state, "", "Error  the encoding (Enc) must be b64 or bin", policy.E_INVALIDARG)
     found = _lookup(request, state, query)
+    return found if isinstance(found, web.Response) else (enc, *found)
+
+
+async def certnew_cer(request: web.Request, state: CAState) -> web.StreamResponse:
+    found = _download_request(request, state)
     if isinstance(found, web.Response):
         return found
-    cert = found[1][0]
+    enc, _row, (cert, *_rest) = found
     body = pki.cert_der(cert) if enc == "bin" else pki.cert_pem(cert).replace(b"\n", b"\r\n")
     return _download(request, body, "application/pkix-cert", "certnew.cer")
 
 
 async def certnew_p7b(request: web.Request, state: CAState) -> web.StreamResponse:
-    query = _query(request)
-    enc = _encoding(query)
-    if enc is None:
-        return _error_page(state, "", "Error  the encoding (Enc) must be b64 or bin", policy.E_INVALIDARG)
-    found = _lookup(request, state, query)
+    found = _download_request(request, state)
     if isinstance(found, web.Response):
         return found
-    row, certs = found
+    enc, row, certs = found
     if row is not None:
         certs = certs + state.engine.chain
     der = pki.pkcs7_der(certs)
