@@ -336,6 +336,15 @@ class Message:
 
 
 @dataclass(frozen=True, kw_only=True)
+class _Outcome(Message):
+    """The shape shared by answers that only say how something went: REASON and REASON_INFO."""
+
+    ELEMENTS = (("reason", Tag.REASON, ONE), ("reason_info", Tag.REASON_INFO, OPTIONAL))
+    reason: Reason | int = Reason.OK
+    reason_info: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuthRequest(Message):
     """CAPF -> phone, first message of every session.  ``auth_type`` None: answer with the
     credential your configuration names; set: CAPF asks again for that kind (see the spec)."""
@@ -480,11 +489,10 @@ class StoreCertRequest(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
-class StoreCertResponse(Message):
+class StoreCertResponse(_Outcome):
+    """Phone -> CAPF: the LSC is stored (OK) or why not."""
+
     COMMAND = Command.STORE_CERT_RESPONSE
-    ELEMENTS = (("reason", Tag.REASON, ONE), ("reason_info", Tag.REASON_INFO, OPTIONAL))
-    reason: Reason | int = Reason.OK
-    reason_info: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -514,19 +522,17 @@ class DeleteCertRequest(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeleteCertResponse(Message):
+class DeleteCertResponse(_Outcome):
+    """Phone -> CAPF: the LSC is deleted (OK) or why not."""
+
     COMMAND = Command.DELETE_CERT_RESPONSE
-    ELEMENTS = (("reason", Tag.REASON, ONE), ("reason_info", Tag.REASON_INFO, OPTIONAL))
-    reason: Reason | int = Reason.OK
-    reason_info: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class EndSession(Message):
+class EndSession(_Outcome):
+    """CAPF -> phone: the session's outcome; the connection closes after it."""
+
     COMMAND = Command.END_SESSION
-    ELEMENTS = (("reason", Tag.REASON, ONE), ("reason_info", Tag.REASON_INFO, OPTIONAL))
-    reason: Reason | int = Reason.OK
-    reason_info: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -554,11 +560,10 @@ class StatusEnquiry(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
-class StatusResponse(Message):
+class StatusResponse(_Outcome):
+    """Phone -> CAPF: the answer to STATUS_ENQUIRY (REASON_INFO: the phone's state)."""
+
     COMMAND = Command.STATUS_RESPONSE
-    ELEMENTS = (("reason", Tag.REASON, ONE), ("reason_info", Tag.REASON_INFO, OPTIONAL))
-    reason: Reason | int = Reason.OK
-    reason_info: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
