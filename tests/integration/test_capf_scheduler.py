@@ -1,0 +1,181 @@
+"""The renewal scheduler on SQLite and PostgreSQL: the window, jitter, backoff, leases, two nodes on one fleet."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from capf_fixtures import T0, db, install_lsc  # noqa: F401  (db is a fixture)
+from sqlalchemy import select
+
+from onlineca.capf import inventory as inv
+from onlineca.capf.policy import RenewalPolicy, as_utc
+from onlineca.capf.scheduler import SchedulerSettings, _claim, _due, backoff_delay, record_renewal_failure, run_once
+from onlineca.store import Database, Device, DeviceEvent
+
+DAY = dt.timedelta(days=1)
+HOUR = dt.timedelta(hours=1)
+LIFE = 300 * DAY
+
+
+def _fleet_with_lscs(db: Database, lab_pki, n: int) -> dict[str, dt.datetime]:  # type: ignore[no-untyped-def]
+    """``n`` devices with LSCs issued together at T0; returns when each one's window opens."""
+    due = {}
+    with db.session() as s:
+        for i in range(n):
+            name = f"SEP{i:012X}"
+            inv.add_device(s, name, now=T0)
+            serial = install_lsc(s, lab_pki, name, T0, days=LIFE.days)
+            due[name] = RenewalPolicy().window_opens(name, serial, T0, T0 + LIFE)
+    return due
+
+
+def _state(db: Database, name: str) -> Device:
+    with db.session() as s:
+        return inv.get_device(s, name)
+
+
+def test_schedules_exactly_the_devices_in_the_window(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    due = _fleet_with_lscs(db, lab_pki, 12)
+    settings = SchedulerSettings(node_id="node-a", batch_size=5)
+    assert run_once(db, settings, min(due.values()) - dt.timedelta(seconds=1)).scheduled == []
+    cut = sorted(due.values())[5]
+    result = run_once(db, settings, cut)
+    assert sorted(result.scheduled) == sorted(n for n, d in due.items() if d <= cut)
+    assert len(result.scheduled) == 6
+    assert run_once(db, settings, cut).scheduled == []  # once per LSC
+    name = result.scheduled[0]
+    d = _state(db, name)
+    assert (d.operation, d.operation_auth_mode, d.status) == ("OPERATION_UPGRADE", "AUTH_BY_LSC",
+                                                              "CERT_STATUS_OPERATION_PENDING")
+    assert d.lease_owner is None and d.renewal_for_serial == d.lsc_serial
+    with db.session() as s:
+        policy = inv.device_policy(inv.get_device(s, name))
+        assert policy.auth_mode.ident == "AUTH_BY_LSC" and policy.is_late(cut + 11 * DAY)
+        assert [c.state for c in inv.lsc_history(s, name)] == ["installed"]  # the old LSC stays
+        assert [e.event for e in inv.device_events(s, name)][0] == "RENEWAL_SCHEDULED"
+    # The rest, later; a device renewed meanwhile (new LSC installed) is not due any more.
+    with db.session() as s:
+        renewed = sorted(n for n in due if n not in result.scheduled)[0]
+        install_lsc(s, lab_pki, renewed, cut, days=LIFE.days)
+    later = run_once(db, settings, T0 + LIFE - DAY)
+    assert sorted(later.scheduled) == sorted(set(due) - set(result.scheduled) - {renewed})
+
+
+def test_deadline_never_passes_the_lsc_expiry(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    with db.session() as s:
+        inv.add_device(s, "SEP1", now=T0)
+        install_lsc(s, lab_pki, "SEP1", T0, days=12)
+    now = T0 + 9 * DAY
+    assert run_once(db, SchedulerSettings(node_id="a"), now).scheduled == ["SEP1"]
+    assert as_utc(_state(db, "SEP1").operation_deadline) == T0 + 12 * DAY
+
+
+def test_pending_admin_operations_and_disabled_profiles_are_left_alone(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    with db.session() as s:
+        inv.add_profile(s, "manual", renewal_enabled=False)
+        for name in ("SEP1", "SEP2", "SEP3"):
+            inv.add_device(s, name, now=T0)
+            install_lsc(s, lab_pki, name, T0, days=30)
+        inv.set_device(s, "SEP2", operation="Troubleshoot", now=T0 + DAY)
+        inv.set_device(s, "SEP3", profile="manual", now=T0 + DAY)
+        assert inv.get_device(s, "SEP3").renewal_due_at is None
+    assert run_once(db, SchedulerSettings(node_id="a"), T0 + 29 * DAY).scheduled == ["SEP1"]
+
+
+def test_jitter_spreads_a_fleet_enrolled_together(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    due = _fleet_with_lscs(db, lab_pki, 40)
+    nominal = T0 + LIFE * (2 / 3)
+    assert len(set(due.values())) == 40
+    settings = SchedulerSettings(node_id="a")
+    per_day, seen = [], set()
+    for day in range(-31, 1):
+        first_time = set(run_once(db, settings, nominal + day * DAY).scheduled) - seen  # not the retries
+        per_day.append(len(first_time))
+        seen |= first_time
+    assert sum(per_day) == 40
+    assert max(per_day) <= 8 and sum(1 for n in per_day if n) >= 15  # spread over weeks, not one burst
+
+
+def test_backoff_after_missed_deadlines(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    with db.session() as s:
+        inv.add_device(s, "SEP1", now=T0)
+        install_lsc(s, lab_pki, "SEP1", T0, days=300)
+        due = as_utc(inv.get_device(s, "SEP1").renewal_due_at)
+    settings = SchedulerSettings(node_id="a", backoff_base=HOUR, backoff_max=3 * HOUR)
+    now = due
+    for attempt, delay in ((1, HOUR), (2, 2 * HOUR), (3, 3 * HOUR)):
+        assert run_once(db, settings, now).scheduled == ["SEP1"]
+        deadline = as_utc(_state(db, "SEP1").operation_deadline)
+        assert run_once(db, settings, deadline).timed_out == []  # on the deadline: still in time
+        now = deadline + dt.timedelta(minutes=1)
+        assert run_once(db, settings, now).timed_out == ["SEP1"]
+        d = _state(db, "SEP1")
+        assert (d.renewal_attempts, d.status, d.operation) == (
+            attempt, "CERT_STATUS_UPGRADE_FAILED_REQUEST_LATE", "OPERATION_NONE")
+        assert as_utc(d.renewal_next_at) == now + delay
+        assert run_once(db, settings, now + delay - dt.timedelta(seconds=1)).scheduled == []
+        now = now + delay
+    assert backoff_delay(0, HOUR, DAY) == dt.timedelta(0) and backoff_delay(40, HOUR, DAY) == DAY
+    # A session that fails for good (the server's call) backs off too; success resets the count.
+    with db.session() as s:
+        record_renewal_failure(s, "SEP1", "CA_COMM_FAILURE", "RA unreachable", settings=settings, now=now)
+        assert inv.get_device(s, "SEP1").renewal_attempts == 4
+        install_lsc(s, lab_pki, "SEP1", now, days=300)
+        assert inv.get_device(s, "SEP1").renewal_attempts == 0
+
+
+def test_a_dead_nodes_leases_expire(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    due = _fleet_with_lscs(db, lab_pki, 3)
+    now = max(due.values())
+    dead = SchedulerSettings(node_id="dead", lease_ttl=5 * dt.timedelta(minutes=1))
+    assert len(_claim(db, dead, _due(now), now)) == 3  # claimed, then the node dies
+    live = SchedulerSettings(node_id="live")
+    assert run_once(db, live, now + dt.timedelta(minutes=4)).scheduled == []
+    assert sorted(run_once(db, live, now + dt.timedelta(minutes=6)).scheduled) == sorted(due)
+
+
+def test_two_nodes_schedule_each_device_exactly_once(db_url: str, db: Database) -> None:
+    """500 devices due at once, two scheduler nodes with their own engines on one database."""
+    n = 500
+    # The LSC columns are set directly: this test is about leases, not certificates.
+    policy = RenewalPolicy()
+    with db.session() as s:
+        rows = []
+        for i in range(n):
+            name, serial = f"SEP{i:012X}", f"{i + 1:x}"
+            rows.append(Device(name=name, model="", description="", operation="OPERATION_NONE",
+                               status="CERT_STATUS_UPGRADE_SUCCESS", renewal_attempts=0, renewal_last_error="",
+                               failed_auth_count=0, lsc_serial=serial, lsc_issuer="CN=Test",
+                               lsc_not_before=T0, lsc_not_after=T0 + LIFE,
+                               renewal_due_at=policy.window_opens(name, serial, T0, T0 + LIFE)))
+        s.add_all(rows)
+    now = T0 + LIFE * 0.9
+    barrier = threading.Barrier(2)
+
+    def node(node_id: str) -> list[str]:
+        database = Database(db_url)
+        done: list[str] = []
+        try:
+            settings = SchedulerSettings(node_id=node_id, batch_size=20, max_batches=1)
+            barrier.wait(timeout=30)
+            while True:
+                got = run_once(database, settings, now).scheduled
+                if not got:
+                    return done
+                done.extend(got)
+        finally:
+            database.dispose()
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(node, ["node-a", "node-b"])
+    counts = Counter(a + b)
+    assert len(counts) == n and max(counts.values()) == 1
+    with db.session() as s:
+        events = Counter(s.scalars(select(DeviceEvent.device_name).where(DeviceEvent.event == "RENEWAL_SCHEDULED")))
+        assert len(events) == n and set(events.values()) == {1}
+        assert s.scalars(select(Device.lease_owner).where(Device.lease_owner.is_not(None))).all() == []
+        owners = Counter(s.scalars(select(DeviceEvent.actor)))
+    assert set(owners) <= {"scheduler:node-a", "scheduler:node-b"}
