@@ -482,6 +482,10 @@ async def test_ntlm_three_legs_on_one_connection(tmp_path, monkeypatch):
         anon = requests.get(ca.url + "/", verify=str(eng.ca_files(config.data_path).root_cert), timeout=TIMEOUT)
         assert anon.status_code == 401
         assert anon.raw.headers.getlist("WWW-Authenticate") == ["Negotiate", "NTLM", 'Basic realm="127.0.0.1"']
+        for token in ("TlRMTVNTUAADAAAA", "!!!", "TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAF1YAAAADw=="[:20]):
+            hostile = requests.get(ca.url + "/", headers={"Authorization": f"NTLM {token}"},
+                                   verify=str(eng.ca_files(config.data_path).root_cert), timeout=TIMEOUT)
+            assert hostile.status_code == 401
         trust = str(eng.ca_files(config.data_path).root_cert)
         key = pki.generate_key("ec", 256)
         async with CertsrvClient(ca.url, auth="ntlm", username=f"LAB\\{ALICE}", password=ALICE_PW, trust=trust) as c:

@@ -147,7 +147,6 @@ def _challenge(request: web.Request, state: CAState, win32: int) -> web.Response
 def _ntlm_step(request: web.Request, state: CAState, scheme: str, token: str) -> str | web.Response:
     """One leg of NTLM (or Negotiate carrying NTLM) on this connection."""
     import spnego
-    from spnego.exceptions import SpnegoError
 
     transport = request.transport
     try:
@@ -159,10 +158,13 @@ def _ntlm_step(request: web.Request, state: CAState, scheme: str, token: str) ->
         ctx = spnego.server(protocol="ntlm" if scheme == "ntlm" else "negotiate")
     try:
         out = ctx.step(raw)
-    except (SpnegoError, ValueError, TypeError):
+    except Exception as exc:  # hostile bytes in a third-party parser: any failure is a failed logon
+        log.debug("NTLM leg refused: %s", type(exc).__name__)
         return _challenge(request, state, WIN32_LOGON_FAILURE)
     if ctx.complete:
         user = bare_user(ctx.client_principal or "")
+        if not user:
+            return _challenge(request, state, WIN32_LOGON_FAILURE)
         state.ntlm_users[transport] = user
         request[CA_USER] = user
         return user
