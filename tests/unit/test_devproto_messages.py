@@ -65,7 +65,8 @@ def test_lsc_auth_vector_signature_verifies_over_the_documented_payload():
     msg = vector("02_auth_response_lsc_v3")
     payload = m.auth_signed_payload(SID, bytes(range(32)), msg.device_name)
     key = msg.certificate.certificate().public_key()
-    tbs.verify_data_signature(key, payload, msg.signature, msg.digest_type.hash_name)
+    tbs.verify_data_signature(key, payload, msg.signature, msg.effective_digest.hash_name)
+    assert vector("02_auth_response_mic_v2").effective_digest is m.DigestType.SHA256
     # Another session, nonce or device name: the same signature no longer verifies (no replay).
     for other in (m.auth_signed_payload(SID + 1, bytes(range(32)), msg.device_name),
                   m.auth_signed_payload(SID, bytes(32), msg.device_name),

@@ -385,6 +385,11 @@ class AuthResponse(Message):
     def signature(self) -> bytes | None:
         return self.signed_data_sha2 if self.signed_data_sha2 is not None else self.signed_data
 
+    @property
+    def effective_digest(self) -> DigestType:
+        """The signature's digest: DIGEST_TYPE, or SHA-256 when absent (always so in version 2)."""
+        return DigestType.SHA256 if self.digest_type is None else self.digest_type
+
 
 @dataclass(frozen=True, kw_only=True)
 class KeyGenRequest(Message):
