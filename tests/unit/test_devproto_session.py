@@ -5,10 +5,11 @@ driven through the protocol with real keys."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onlineca import pki
 from onlineca.devproto import messages as m
@@ -586,3 +587,24 @@ def test_the_spec_table_is_the_code_table():
             rows.add((State[cells[0]], Role.CAPF if cells[1] == "CAPF" else Role.PHONE, Command[cells[2]],
                       State[cells[3]]))
     assert rows == {(s, r, c, n) for (s, r, c), n in TRANSITIONS.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(list(Role)), st.sampled_from(list(m.MESSAGE_TYPES)),
+                          st.integers(1, 40)), max_size=25))
+def test_any_sequence_only_raises_protocol_error(moves):
+    """Random conversations: each side either accepts a message or raises ProtocolError, and after
+    a refusal CAPF can always end the session."""
+    c, p = pair()
+    for sender, cmd, split in moves:
+        receiver = p if sender is Role.CAPF else c
+        wire = WIRE[cmd]
+        try:
+            for i in range(0, len(wire), split):
+                receiver.receive_data(wire[i:i + split])
+        except ProtocolError:
+            if receiver is c and not c.closed:
+                c.end(Reason.PROTOCOL_ERROR)
+                assert c.closed
+            break
+        receiver.data_to_send()
