@@ -1,0 +1,117 @@
+"""Many simulated phones at once: N phones, at most C sessions in flight, per-session latency.
+
+``make_fleet`` builds phones named like real ones (``SEP`` + 12 hex digits), in memory or each in
+its own folder, optionally with a ``KeyPool`` of keys made ahead (so a benchmark measures CAPF,
+the RA and the CA rather than key generation here).  ``run_fleet`` checks every phone in with a
+concurrency bound and returns a ``FleetReport``: each phone's ``SessionResult``, the counts by
+outcome, devices per second and latency percentiles.  It reports what happened; it never
+retries beyond what a phone itself does (``client.check_in``) and never hides a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onlineca.phone.client import Fault, PhoneAuth, SessionResult, Target, check_in
+from onlineca.phone.device import KeyPool, Phone
+
+
+@dataclass
+class Member:
+    """One phone of the fleet and how it authenticates."""
+
+    phone: Phone
+    auth: PhoneAuth = field(default_factory=PhoneAuth)
+    tags: dict[str, str] = field(default_factory=dict)  # e.g. {"auth": "mic", "key": "EC 256"} for reports
+
+
+def device_names(count: int, prefix: str = "SEP", first: int = 0x74A02FC00000) -> list[str]:
+    """``count`` names such as ``SEP74A02FC00000``, ``SEP74A02FC00001`` ..."""
+    return [f"{prefix}{first + i:012X}" for i in range(count)]
+
+
+def make_fleet(count: int, *, folder: str | Path | None = None, prefix: str = "SEP", first: int = 0x74A02FC00000,
+               key_pool: KeyPool | None = None, auth: PhoneAuth | None = None) -> list[Member]:
+    """``count`` phones (reopened from ``folder/<name>`` when they exist there)."""
+    members = []
+    for name in device_names(count, prefix, first):
+        if folder is None:
+            phone = Phone(name, key_pool=key_pool)
+        else:
+            phone = Phone.create(Path(folder) / name, name)
+            phone.key_pool = key_pool
+        members.append(Member(phone, auth or PhoneAuth()))
+    return members
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+@dataclass
+class FleetReport:
+    results: list[SessionResult]
+    seconds: float
+    concurrency: int
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        return dict(Counter(r.outcome for r in self.results))
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for r in self.results if r.ok)
+
+    @property
+    def failed(self) -> list[SessionResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def latencies(self) -> list[float]:
+        return [r.seconds for r in self.results]
+
+    def summary(self) -> dict[str, object]:
+        lat = self.latencies
+        return {
+            "devices": len(self.results), "ok": self.ok, "failed": len(self.failed), "outcomes": self.outcomes,
+            "concurrency": self.concurrency, "seconds": round(self.seconds, 3),
+            "devices_per_second": round(self.ok / self.seconds, 2) if self.seconds > 0 else 0.0,
+            "latency_p50": round(percentile(lat, 50), 4), "latency_p99": round(percentile(lat, 99), 4),
+            "latency_max": round(max(lat), 4) if lat else 0.0,
+        }
+
+
+async def run_fleet(members: Sequence[Member], target: Target, *, concurrency: int = 16, retries: int = 3,
+                    comm_retry_delay: float = 30.0, max_retry_delay: float | None = None,
+                    on_result: Callable[[Member, SessionResult], None] | None = None,
+                    fault: Fault | None = None) -> FleetReport:
+    """Check in every phone, at most ``concurrency`` at a time; ``on_result`` sees each as it ends."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(member: Member) -> SessionResult:
+        async with gate:
+            result = await check_in(member.phone, target, member.auth, retries=retries,
+                                    comm_retry_delay=comm_retry_delay, max_retry_delay=max_retry_delay, fault=fault)
+        if on_result is not None:
+            on_result(member, result)
+        return result
+
+    started = time.monotonic()
+    results = await asyncio.gather(*(one(m) for m in members))
+    return FleetReport(list(results), time.monotonic() - started, concurrency)
+
+
+__all__ = ["FleetReport", "Member", "device_names", "make_fleet", "percentile", "run_fleet"]
