@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from onlineca.capf import inventory as inv
 from onlineca.capf import report
-from onlineca.capf.policy import CertStatus, PolicyError
+from onlineca.capf.policy import PolicyError
 from onlineca.cli import main_group
 from onlineca.store import Database, Device, DeviceEvent
 
