@@ -368,9 +368,10 @@ class Hit:
     device: str | None = None
     secondary: bool = False
     evidence: dict[str, Any] = field(default_factory=dict)
+    record: LogRecord | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return {k: v for k, v in self.__dict__.items() if k != "record"}
 
 
 def _fmt(template: str, groups: dict[str, str | None]) -> str:
@@ -394,7 +395,7 @@ def _hit(rec: LogRecord, code: str, severity: Severity, cause: str, fix: str, si
                time=rec.time.isoformat(sep=" ") if rec.time and not rec.time_only else
                (rec.time.strftime("%H:%M:%S.%f")[:-3] if rec.time else ""),
                device=rec.device, secondary=secondary,
-               evidence={k: v for k, v in evidence.items() if v not in (None, "")})
+               evidence={k: v for k, v in evidence.items() if v not in (None, "")}, record=rec)
 
 
 def _iis_hits(rec: LogRecord) -> list[Hit]:
