@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from onlineca import pki
+from onlineca.pki import der
 from onlineca.errors import ParseError
 
 WELL_KNOWN = "/.well-known/est"
@@ -238,34 +239,15 @@ def parse_certs_only(body: bytes, content_type: str | None) -> list[x509.Certifi
 
 # --------------------------------------------------------------------------- DER for CsrAttrs
 
-def _der_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
-
-
-def _der(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _der_len(len(content)) + content
+_der = der.tlv
 
 
 def der_oid(dotted: str) -> bytes:
     """The DER of an OBJECT IDENTIFIER (e.g. to put an OID as an attribute value)."""
     try:
-        arcs = [int(a) for a in dotted.split(".")]
-    except ValueError:
-        raise ParseError(f"not an OID: {dotted[:60]!r}", code="EST_ERR_BAD_ASN1_HEX") from None
-    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40) or any(a < 0 for a in arcs):
-        raise ParseError(f"not an OID: {dotted[:60]!r}", code="EST_ERR_BAD_ASN1_HEX")
-    out = bytearray()
-    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        out += bytes(reversed(chunk))
-    return _der(0x06, bytes(out))
+        return der.oid(dotted)
+    except ValueError as exc:
+        raise ParseError(str(exc), code="EST_ERR_BAD_ASN1_HEX") from None
 
 
 def _read_tlv(data: bytes, pos: int) -> tuple[int, bytes, int, int]:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from onlineca.errors import ParseError, PKIError
+from onlineca.pki import der
 from onlineca.pki.certs import _general_names, parse_name
 from onlineca.pki.csr import verify_csr
 from onlineca.pki.keys import PrivateKey, PublicKey, public_key_der
@@ -40,28 +41,7 @@ _SEQUENCE, _SET, _CONTEXT_0 = 0x30, 0x31, 0xA0
 # --------------------------------------------------------------------------- minimal DER
 
 
-def _der_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _der_length(len(content)) + content
-
-
-def _oid(dotted: str) -> bytes:
-    arcs = [int(a) for a in dotted.split(".")]
-    body = bytearray()
-    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        body.extend(reversed(chunk))
-    return _tlv(0x06, bytes(body))
+_tlv, _oid = der.tlv, der.oid
 
 
 def _extension(ext: x509.Extension[x509.ExtensionType]) -> bytes:
