@@ -35,7 +35,7 @@ from onlineca.ca.users import bare_user, load_users, ntlm_path
 from onlineca.config import Config
 from onlineca.errors import ConfigError
 from onlineca.est.server import UsersFile, server_ssl_context
-from onlineca.logs import setup_component_log
+from onlineca.logs import attach_log
 from onlineca.logs.iis import (
     WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog,
 )
@@ -444,7 +444,8 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
                               hint="Install it (pip install 'onlineca[ntlm]') or set ntlm_auth = false.") from None
         # pyspnego's acceptor reads its credential store from this variable (process-wide).
         os.environ["NTLM_USER_FILE"] = str(ntlm_path(upath))
-    setup_component_log("ca", log_dir, log_format or config.logging.format, config.logging.level)
+    detach_log = attach_log("onlineca.ca", Path(log_dir) / "ca.log", log_format or config.logging.format,
+                            config.logging.level)
     db = db or Database(config.database_url)
     db.migrate()
     engine = eng.CAEngine(config, data_dir, db)
@@ -463,6 +464,7 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
     async def _close(_app: web.Application) -> None:
         iis.close()
         db.dispose()
+        detach_log()
 
     app.on_cleanup.append(_close)
     return app

@@ -123,6 +123,27 @@ def make_handler(path: Path, fmt: str = "text", formatter: logging.Formatter | N
     return handler
 
 
+def attach_log(logger_name: str, path: Path | str, fmt: str = "text", level: str = "info",
+               formatter: logging.Formatter | None = None) -> Callable[[], None]:
+    """Attach a redacting file handler to ``logger_name`` for the life of a server.
+
+    Returns the function that removes and closes exactly that handler (servers call it when they
+    stop, so a process that starts many servers, like the tests or the demo, does not pile up
+    handlers on one logger).
+    """
+    logger = logging.getLogger(logger_name)
+    handler = make_handler(Path(path), fmt, formatter)
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.getLevelName(level.upper()):
+        logger.setLevel(level.upper())
+
+    def detach() -> None:
+        logger.removeHandler(handler)
+        handler.close()
+
+    return detach
+
+
 def setup_component_log(component: str, log_dir: Path | str, fmt: str = "text",
                         level: str = "info", formatter: logging.Formatter | None = None,
                         filename: str | None = None) -> logging.Logger:
