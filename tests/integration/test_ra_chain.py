@@ -200,6 +200,31 @@ async def test_local_connector(ca_lab, tmp_path):
         await r.close()
 
 
+async def test_client_certificate_auth(ca_lab, ca, tmp_path):
+    """client_auth = certificate: a TLS client certificate from a trusted CA, no password."""
+    issuing = ca.engine.issuing
+    key = pki.generate_key("ec", 256)
+    cert = pki.build_certificate(subject="CN=capf.lab", public_key=key.public_key(), issuer_key=ca.engine.issuing_key,
+                                 issuer_cert=issuing, extended_key_usage=["client_auth"])
+    (tmp_path / "capf.pem").write_bytes(pki.certs_pem([cert, issuing]))
+    pki.write_private_key(tmp_path / "capf.key", key)
+    logs = tmp_path / "ra-logs"
+    r = await run_ra(ca_lab, logs, ca.url, ra={"client_auth": "certificate"},
+                     est={"client_trust_store": str(ca_lab.root_pem)})
+    try:
+        await r.wait_ready()
+        async with ESTClient(r.base, cafile=ca_lab.root_pem, cert_file=tmp_path / "capf.pem",
+                             key_file=tmp_path / "capf.key") as est:
+            got = await est.simpleenroll(est_csr("CN=SEP-CERT-AUTH")[1])
+        assert got.certificate.issuer == issuing.subject
+        # A password is no way in when only certificates are accepted.
+        status, _h, _b = await raw_enroll(r, est_csr()[1], cafile=ca_lab.root_pem)
+        assert status == 401
+        assert " - capf.lab [" in (logs / "access.log").read_text()
+    finally:
+        await r.close()
+
+
 async def test_health_and_metrics(ca_lab, ca, tmp_path):
     r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url)
     try:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
-    FAST_RA, PASSWORD, TEMPLATES, USER, ca_lab, error_log, run_ca, run_ra,
+    FAST_RA, PASSWORD, USER, ca_lab, error_log, run_ca, run_ra,
 )
 
 pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")),

@@ -37,7 +37,9 @@ from onlineca.errors import ConfigError, OnlineCAError, ParseError
 from onlineca.est import messages as m
 from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, Issued, Pending
 from onlineca.est.codes import ESTCodedError, est_number
-from onlineca.est.server import ESTAccessLogger, make_est_app, server_ssl_context, settings_from_config
+from onlineca.est.server import (
+    ESTAccessLogger, RunningESTServer, make_est_app, server_ssl_context, settings_from_config,
+)
 from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
 from onlineca.ra.connector import CAConnector, CertsrvConnector, LocalConnector
 
@@ -415,16 +417,8 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
 
 
 @dataclass
-class RunningRA:
-    host: str
-    port: int
-    runner: web.AppRunner
-    app: web.Application
-    ssl_context: ssl.SSLContext = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"https://{self.host}:{self.port}{m.WELL_KNOWN}"
+class RunningRA(RunningESTServer):
+    """A started RA: ``url`` is its EST base, ``base`` its origin (``/readyz``, ``/metrics``)."""
 
     @property
     def base(self) -> str:
@@ -436,9 +430,6 @@ class RunningRA:
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         await self.state.wait_until(lambda s: s.ready, timeout)
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
 
 
 async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = None, port: int | None = None,
