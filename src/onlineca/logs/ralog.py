@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from onlineca.logs import make_handler
+from onlineca.logs import attach_log
 from onlineca.logs.estlog import ESTLibFormatter
 from onlineca.logs.nginx import NginxErrorFormatter
 
@@ -26,22 +26,15 @@ ACCESS_LOGGER = "onlineca.ra.access"
 def attach_ra_logs(log_dir: str | Path, fmt: str = "text", level: str = "info") -> Callable[[], None]:
     """Attach the RA's handlers; the returned function removes and closes them."""
     log_dir = Path(log_dir)
-    attached: list[tuple[logging.Logger, logging.Handler]] = []
-    access = logging.getLogger(ACCESS_LOGGER)
-    access.propagate = False  # access lines belong in access.log, not error.log
-    for name, file, formatter in (("onlineca.ra", ERROR_LOG, NginxErrorFormatter()),
-                                  ("onlineca.est", ERROR_LOG, ESTLibFormatter()),
-                                  (ACCESS_LOGGER, ACCESS_LOG, logging.Formatter("%(message)s"))):
-        logger = logging.getLogger(name)
-        handler = make_handler(log_dir / file, fmt, formatter)
-        logger.addHandler(handler)
-        logger.setLevel(level.upper())
-        attached.append((logger, handler))
+    logging.getLogger(ACCESS_LOGGER).propagate = False  # access lines belong in access.log, not error.log
+    detachers = [attach_log(name, log_dir / file, fmt, level, formatter)
+                 for name, file, formatter in (("onlineca.ra", ERROR_LOG, NginxErrorFormatter()),
+                                               ("onlineca.est", ERROR_LOG, ESTLibFormatter()),
+                                               (ACCESS_LOGGER, ACCESS_LOG, logging.Formatter("%(message)s")))]
 
     def detach() -> None:
-        for logger, handler in attached:
-            logger.removeHandler(handler)
-            handler.close()
+        for undo in detachers:
+            undo()
 
     return detach
 
