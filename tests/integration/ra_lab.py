@@ -31,7 +31,8 @@ TEMPLATES = [
     {"name": "Approval", "display_name": "Manager Approval", "manager_approval": True},
     {"name": "RSAOnly", "display_name": "RSA only", "allowed_key_types": ["rsa"]},
 ]
-FAST_RA = {"connect_timeout": 1.0, "login_timeout": 1.0, "enroll_timeout": 1.0, "backoff_initial": 0.05,
+# Timeouts short enough for a fast suite, long enough for a loaded 2-core machine.
+FAST_RA = {"connect_timeout": 2.0, "login_timeout": 2.0, "enroll_timeout": 2.0, "backoff_initial": 0.05,
            "backoff_max": 0.2, "pending_retry_after": 1, "unavailable_retry_after": 2, "auth_cache_seconds": 60}
 
 

@@ -102,6 +102,19 @@ async def test_passthrough_checks_credentials_at_the_ca_once(ca_lab, ca, tmp_pat
         await r.close()
 
 
+async def test_passthrough_concurrent_first_requests_share_one_client(ca_lab, ca, tmp_path):
+    import asyncio
+    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url)
+    try:
+        await r.wait_ready()
+        answers = await asyncio.gather(*(raw_enroll(r, est_csr(f"CN=SEP2000000000{i}")[1], cafile=ca_lab.root_pem)
+                                         for i in range(6)))
+        assert [a[0] for a in answers] == [200] * 6
+        assert len(r.state.connector._clients) == 1
+    finally:
+        await r.close()
+
+
 async def test_passthrough_wrong_password_is_401_as_the_document_logs_it(ca_lab, ca, tmp_path):
     logs = tmp_path / "ra-logs"
     r = await run_ra(ca_lab, logs, ca.url)

@@ -223,13 +223,21 @@ class CertsrvConnector:
             await client.close()
             raise
         async with self._lock:
-            old = self._clients.pop(key, None)
-            self._clients[key] = (client, now + self.ra.auth_cache_seconds)
-            while len(self._clients) > self.MAX_PASSTHROUGH_CLIENTS:
-                _k, (evicted, _t) = self._clients.popitem(last=False)
-                await evicted.close()
-        if old is not None:
-            await old[0].close()
+            entry = self._clients.get(key)
+            if entry is not None:
+                # Another request verified the same credentials meanwhile (or the entry expired):
+                # keep the client others may be using, drop ours.
+                self._clients[key] = (entry[0], now + self.ra.auth_cache_seconds)
+                self._clients.move_to_end(key)
+                spare: list[CertsrvClient] = [client]
+                client = entry[0]
+            else:
+                self._clients[key] = (client, now + self.ra.auth_cache_seconds)
+                spare = []
+                while len(self._clients) > self.MAX_PASSTHROUGH_CLIENTS:
+                    spare.append(self._clients.popitem(last=False)[1][0])
+        for unused in spare:
+            await unused.close()
         return client
 
     async def check_credentials(self, user: str, password: str) -> bool:
