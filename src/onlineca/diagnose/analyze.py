@@ -25,18 +25,30 @@ from onlineca.diagnose.findings import CODES, Severity
 
 # Where a record starts inside a line (several records are often run together on one line).
 _RECORD_START = re.compile(
-    r"(?=nginx: \[)"                                        # nginx start-up warnings
-    r"|(?=\*\*\*EST \[)"                                    # libEST lines
-    r"|(?=\b\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[)"             # nginx error.log
-    r"|(?=\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d{1,3}\.\d)"    # IIS W3C (date time s-ip)
-    r"|(?=\b\d\d:\d\d:\d\d\.\d{3} \|)"                      # CAPF trace
-    r"|(?=EnrollmentService\.sh )"
+    r"(?=nginx: \["                                  # nginx start-up warnings
+    r"|\*\*\*EST \["                                 # libEST lines
+    r"|\b\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \["          # nginx error.log
+    r"|\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d{1,3}\.\d"  # IIS W3C (date time s-ip)
+    r"|\b\d\d:\d\d:\d\d\.\d{3} \|"                  # CAPF trace
+    r"|EnrollmentService\.sh )"
 )
-_TIME_FORMS: list[tuple[re.Pattern[str], str, str]] = [
-    (re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \["), "%Y/%m/%d %H:%M:%S", "nginx"),
-    (re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \d"), "%Y-%m-%d %H:%M:%S", "iis"),
-    (re.compile(r"^(?:(\d{4}-\d\d-\d\d) )?(\d\d:\d\d:\d\d\.\d{3}) \|"), "", "capf"),
-]
+# Record starts that carry a time (strptime is too slow for logs of millions of lines).
+_NGINX_TIME = re.compile(r"^(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d) \[")
+_IIS_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) \d")
+_CAPF_TIME = re.compile(r"^(?:(\d{4})-(\d\d)-(\d\d) )?(\d\d):(\d\d):(\d\d)\.(\d{3}) \|")
+
+
+def _when(groups: tuple[str | None, ...]) -> dt.datetime | None:
+    """A naive datetime from (year, month, day, hour, minute, second[, millisecond]) digit groups."""
+    try:
+        parts = [int(g) if g is not None else 0 for g in groups]
+        if len(parts) == 7:
+            parts[6] *= 1000
+        return dt.datetime(*parts)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+
+
 # The device name CAPF writes in each line of a session ("2:SEP74A02FC0A675:"), or in Select(...).
 DEVICE = re.compile(r"(?:\d+:(?P<a>[A-Za-z][\w-]{2,63}):|Select\((?P<b>[\w-]{3,64})\)|my_lower\('(?P<c>[\w-]{3,64})'\))")
 # An NGINX-style access line (the RA's access.log): client - user [time] "METHOD path HTTP/x" status bytes
@@ -129,19 +141,19 @@ def records(text: str, source: str = "-") -> Iterator[LogRecord]:
 
 
 def _record(source: str, lineno: int, piece: str, iis_names: list[str]) -> LogRecord:
-    for pattern, fmt, kind in _TIME_FORMS:
-        m = pattern.match(piece)
-        if not m:
-            continue
-        if kind == "capf":
-            day, clock = m.group(1), m.group(2)
-            when = dt.datetime.strptime(f"{day or '1900-01-01'} {clock}", "%Y-%m-%d %H:%M:%S.%f")
-            return LogRecord(source, lineno, "capf", piece, when, time_only=day is None, device=_device(piece))
-        when = dt.datetime.strptime(m.group(1), fmt)
-        if kind == "iis":
-            fields = _iis_fields(piece, iis_names)
-            return LogRecord(source, lineno, "iis", piece, when.replace(tzinfo=dt.timezone.utc), fields=fields)
-        return LogRecord(source, lineno, "nginx", piece, when, device=_device(piece))
+    m = _CAPF_TIME.match(piece)
+    if m:
+        day = m.group(1)
+        groups = m.groups() if day else ("1900", "01", "01") + m.groups()[3:]
+        return LogRecord(source, lineno, "capf", piece, _when(groups), time_only=day is None, device=_device(piece))
+    m = _NGINX_TIME.match(piece)
+    if m:
+        return LogRecord(source, lineno, "nginx", piece, _when(m.groups()), device=_device(piece))
+    m = _IIS_TIME.match(piece)
+    if m:
+        when = _when(m.groups())
+        return LogRecord(source, lineno, "iis", piece, when.replace(tzinfo=dt.timezone.utc) if when else None,
+                         fields=_iis_fields(piece, iis_names))
     if piece.startswith("***EST"):
         m = _ACCESS_TIME.search(piece)
         when = dt.datetime.strptime(m.group(1), "%d/%b/%Y:%H:%M:%S %z") if m else None
@@ -182,13 +194,62 @@ class Signature:
     context_code: str = ""
     context_cause: str = ""
     context_fix: str = ""
+    needle: str = ""  # a literal the pattern cannot match without (a fast pre-check)
+
+
+def required_literal(pattern: str) -> str:
+    """The longest literal run a regex needs, outside any group or alternation ("" if none).
+
+    Most records match no signature; a substring test per signature turns them away quickly.
+    """
+    runs, run, depth, i = [], "", 0, 0
+    top_alternation = False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            if nxt.isalnum():  # a class (\d, \s, \b...): not literal
+                runs.append(run) if depth == 0 else None
+                run = ""
+            elif depth == 0:
+                run += nxt
+            i += 2
+            continue
+        if ch in "([":
+            if depth == 0:
+                runs.append(run)
+                run = ""
+            depth += 1
+            if ch == "[":  # a character class ends at its first unescaped ]
+                j = i + 1
+                while j < len(pattern) and pattern[j] != "]":
+                    j += 2 if pattern[j] == "\\" else 1
+                depth -= 1
+                i = j + 1
+                continue
+        elif ch == ")":
+            depth -= 1
+        elif ch in "?*{" and depth == 0:
+            run = run[:-1]  # the character before a quantifier is optional
+            runs.append(run)
+            run = ""
+        elif ch in ".^$+|" and depth == 0:
+            top_alternation = top_alternation or ch == "|"
+            runs.append(run)
+            run = ""
+        elif depth == 0:
+            run += ch
+        i += 1
+    runs.append(run)
+    return "" if top_alternation else max(runs, key=len)
 
 
 def _sig(name: str, code: str, severity: Severity, pattern: str, cause: str, fix: str = "", *,
          kinds: Iterable[str] = (), secondary: bool = False, context: str | None = None,
          context_code: str = "", context_cause: str = "", context_fix: str = "") -> Signature:
     return Signature(name, code, severity, re.compile(pattern), cause, fix, frozenset(kinds), secondary,
-                     re.compile(context) if context else None, context_code, context_cause, context_fix)
+                     re.compile(context) if context else None, context_code, context_cause, context_fix,
+                     required_literal(pattern))
 
 
 _UNTRUSTED_CAUSE = (
@@ -345,6 +406,7 @@ SIGNATURES: list[Signature] = [
     _sig("ok_db_success", "OK_ENROLLED", "ok", r"CERT_STATUS_UPGRADE_SUCCESS", "The device's certificate is installed."),
 ]
 
+_WITH_CONTEXT = [s for s in SIGNATURES if s.context is not None]
 _LOGGED_FIX = re.compile(r" -- fix: (.+)$")
 _UNKNOWN_ERROR = re.compile(r"\[(?:error|crit|alert|emerg)\]|\[ERROR\]|\b(?:Traceback|FATAL)\b")
 # IIS: the unauthenticated first request of a login is answered 401 with this win32 status.
@@ -456,12 +518,12 @@ def analyze_records(recs: Iterable[LogRecord]) -> list[Hit]:
                 continue
         if rec.kind == "capf" and rec.time is not None and "Calling enrollCertUsingEST()" in rec.text:
             enroll_started[rec.device] = rec.time
-        for sig in SIGNATURES:
+        for sig in _WITH_CONTEXT:
             if sig.context is not None and sig.context.search(rec.text):
                 seen_context.add(sig.name)
         matched = False
         for sig in SIGNATURES:
-            if sig.kinds and rec.kind not in sig.kinds:
+            if (sig.kinds and rec.kind not in sig.kinds) or sig.needle not in rec.text:
                 continue
             m = sig.pattern.search(rec.text)
             if not m:
