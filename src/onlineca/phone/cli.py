@@ -187,10 +187,11 @@ def fleet_cmd(app: AppContext, count: int, concurrency: int, prefix: str, folder
               capf: str | None, cafile: Path | None, auth_mode: str, auth_string: str | None, retries: int,
               max_retry_delay: float | None, read_timeout: float, as_json: bool) -> None:
     """COUNT phones check in, CONCURRENCY at a time; prints outcomes, devices/s and latency percentiles."""
+    wanted = _parse_pregenerate(pregenerate)
     try:
         target = _target(app, capf, cafile, read_timeout)
         pool = KeyPool()
-        pool.fill(_parse_pregenerate(pregenerate))
+        pool.fill(wanted)
         members = make_fleet(count, folder=folder, prefix=prefix, key_pool=pool,
                              auth=PhoneAuth(auth_mode, auth_string))  # type: ignore[arg-type]
         report = asyncio.run(run_fleet(members, target, concurrency=concurrency, retries=retries,
