@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import ssl
 from dataclasses import dataclass, field
@@ -112,6 +113,25 @@ async def run_ra(lab: CALab, log_dir: Path, ca_url: str, *, ra: dict | None = No
                  est: dict | None = None) -> RunningRA:
     cfg = lab.config(ra={"ca_url": ca_url, **(ra or {})}, est=est, log_dir=log_dir)
     return await start_ra(cfg, log_dir, host="127.0.0.1", port=0, tls_cert=lab.ra_cert, tls_key=lab.ra_key)
+
+
+@contextlib.asynccontextmanager
+async def ra_running(lab: CALab, log_dir: Path, ca_url: str, **kw):  # type: ignore[no-untyped-def]
+    """A started RA that passed its start-up checks, closed on exit."""
+    r = await run_ra(lab, log_dir, ca_url, **kw)
+    try:
+        await r.wait_ready()
+        yield r
+    finally:
+        await r.close()
+
+
+def local_ra(lab: CALab, d: Path) -> dict:
+    """run_ra arguments for the local connector with a users file holding USER."""
+    from onlineca.est import hash_password
+    (d / "est-users").write_text(f"{USER}:{hash_password(PASSWORD, n=2 ** 10)}\n")
+    return {"ra": {"connector": "local", "client_auth": "users", "local_key": str(lab.files.issuing_key),
+                   "local_cert": str(lab.files.chain)}, "est": {"users_file": str(d / "est-users")}}
 
 
 def error_log(log_dir: Path) -> str:

@@ -13,7 +13,7 @@ from onlineca import pki
 from onlineca.est import ESTClient, ESTCodedError
 from onlineca.est import messages as m
 from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
-    PASSWORD, USER, ca_lab, error_log, est_csr, get, iis_requests, raw_enroll, run_ca, run_ra,
+    PASSWORD, USER, ca_lab, error_log, est_csr, get, iis_requests, local_ra, ra_running, raw_enroll, run_ca,
 )
 
 
@@ -32,9 +32,7 @@ def client(ca_lab, r, **kw) -> ESTClient:
 
 async def test_startup_sequence_and_enrollment_through_our_ca(ca_lab, ca, tmp_path):
     logs = tmp_path / "ra-logs"
-    r = await run_ra(ca_lab, logs, ca.url)
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, logs, ca.url) as r:
         text = error_log(logs)
         root = pki.name_to_slash(ca.engine.root.subject)
         # The trust store, once in the NGINX form and once in libEST's form.
@@ -60,8 +58,6 @@ async def test_startup_sequence_and_enrollment_through_our_ca(ca_lab, ca, tmp_pa
         assert ca.engine.list(disposition=None)[-1].requester.endswith(USER)
         access = (logs / "access.log").read_text()
         assert '"POST /.well-known/est/simpleenroll HTTP/1.1" 200' in access and f" - {USER} [" in access
-    finally:
-        await r.close()
 
 
 async def test_at_most_two_ca_requests_per_enrollment(ca_lab, ca, tmp_path):
@@ -70,10 +66,8 @@ async def test_at_most_two_ca_requests_per_enrollment(ca_lab, ca, tmp_path):
     users = tmp_path / "est-users"
     from onlineca.est import hash_password
     users.write_text(f"capf:{hash_password('capf-pw', n=2 ** 10)}\n")
-    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url, ra={"client_auth": "users"},
-                     est={"users_file": str(users)})
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, tmp_path / "ra-logs", ca.url, ra={"client_auth": "users"},
+                     est={"users_file": str(users)}) as r:
         before = len(iis_requests(ca_logs))
         async with client(ca_lab, r, user="capf", password="capf-pw") as est:
             for i in range(3):
@@ -81,15 +75,12 @@ async def test_at_most_two_ca_requests_per_enrollment(ca_lab, ca, tmp_path):
         lines = iis_requests(ca_logs)[before:]
         assert len(lines) == 6, lines
         assert [ln.split()[3:5] for ln in lines[:2]] == [["POST", "/certsrv/certfnsh.asp"], ["GET", "/certsrv/certnew.cer"]]
-    finally:
-        await r.close()
 
 
 async def test_passthrough_checks_credentials_at_the_ca_once(ca_lab, ca, tmp_path):
     ca_logs = tmp_path / "ca-logs"
-    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url)  # client_auth = passthrough (the default)
-    try:
-        await r.wait_ready()
+    # client_auth = passthrough (the default)
+    async with ra_running(ca_lab, tmp_path / "ra-logs", ca.url) as r:
         before = len(iis_requests(ca_logs))
         async with client(ca_lab, r, user="capf2", password="other-Passw0rd") as est:
             for i in range(2):
@@ -98,28 +89,20 @@ async def test_passthrough_checks_credentials_at_the_ca_once(ca_lab, ca, tmp_pat
         # One login with the client's credentials (then cached), two requests per enrollment.
         assert len(lines) == 5, lines
         assert all(" capf2 " in ln or "\\capf2 " in ln for ln in lines if " 200 " in ln)
-    finally:
-        await r.close()
 
 
 async def test_passthrough_concurrent_first_requests_share_one_client(ca_lab, ca, tmp_path):
     import asyncio
-    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url)
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, tmp_path / "ra-logs", ca.url) as r:
         answers = await asyncio.gather(*(raw_enroll(r, est_csr(f"CN=SEP2000000000{i}")[1], cafile=ca_lab.root_pem)
                                          for i in range(6)))
         assert [a[0] for a in answers] == [200] * 6
         assert len(r.state.connector._clients) == 1
-    finally:
-        await r.close()
 
 
 async def test_passthrough_wrong_password_is_401_as_the_document_logs_it(ca_lab, ca, tmp_path):
     logs = tmp_path / "ra-logs"
-    r = await run_ra(ca_lab, logs, ca.url)
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, logs, ca.url) as r:
         status, headers, _ = await raw_enroll(r, est_csr()[1], password="wrong", cafile=ca_lab.root_pem)
         assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
         text = error_log(logs)
@@ -134,14 +117,10 @@ async def test_passthrough_wrong_password_is_401_as_the_document_logs_it(ca_lab,
         status, _h, _b = await raw_enroll(r, est_csr()[1], cafile=ca_lab.root_pem)
         assert status == 200
         assert "wrong" not in text and PASSWORD not in error_log(logs)
-    finally:
-        await r.close()
 
 
 async def test_pending_then_approved(ca_lab, ca, tmp_path):
-    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url, ra={"template": "Approval"})
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, tmp_path / "ra-logs", ca.url, ra={"template": "Approval"}) as r:
         key, csr = est_csr("CN=SEP-PENDING-1")
         status, headers, _ = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
         assert status == 202 and headers["Retry-After"] == "1"
@@ -155,15 +134,11 @@ async def test_pending_then_approved(ca_lab, ca, tmp_path):
         assert status == 200
         (cert,) = m.parse_certs_only(body, "application/pkcs7-mime")
         assert pki.same_public_key(cert.public_key(), key) and not r.state.pending
-    finally:
-        await r.close()
 
 
 async def test_pending_then_denied_carries_the_disposition_message(ca_lab, ca, tmp_path):
     logs = tmp_path / "ra-logs"
-    r = await run_ra(ca_lab, logs, ca.url, ra={"template": "Approval"})
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, logs, ca.url, ra={"template": "Approval"}) as r:
         _key, csr = est_csr("CN=SEP-PENDING-2")
         async with client(ca_lab, r, max_retries=0) as est:
             with pytest.raises(ESTCodedError) as exc:
@@ -175,42 +150,27 @@ async def test_pending_then_denied_carries_the_disposition_message(ca_lab, ca, t
                 await est.simpleenroll(csr)
         assert exc.value.http_status == 403 and "Denied by administrator" in str(exc.value)
         assert f"the CA denied request {req_id}: Denied by administrator" in error_log(logs)
-    finally:
-        await r.close()
 
 
 async def test_denied_at_once_is_403_with_the_cas_message(ca_lab, ca, tmp_path):
-    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url, ra={"template": "RSAOnly"})
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, tmp_path / "ra-logs", ca.url, ra={"template": "RSAOnly"}) as r:
         status, _h, body = await raw_enroll(r, est_csr("CN=SEP-EC-KEY")[1], cafile=ca_lab.root_pem)
         assert status == 403 and b"the CA denied request" in body
         row = ca.engine.list(disposition="denied")[-1]
         assert "does not allow ec keys" in row.disposition_message
         assert f"the CA denied request {row.req_id}: Denied by Policy Module 0x80090008, The template RSAOnly does " \
                "not allow ec keys".encode() in body
-    finally:
-        await r.close()
 
 
 async def test_local_connector(ca_lab, tmp_path):
-    users = tmp_path / "est-users"
-    from onlineca.est import hash_password
-    users.write_text(f"{USER}:{hash_password(PASSWORD, n=2 ** 10)}\n")
     files = ca_lab.files
-    r = await run_ra(ca_lab, tmp_path / "ra-logs", "https://127.0.0.1:1/certsrv",
-                     ra={"connector": "local", "client_auth": "users", "local_key": str(files.issuing_key),
-                         "local_cert": str(files.chain)}, est={"users_file": str(users)})
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, tmp_path / "ra-logs", "https://127.0.0.1:1/certsrv", **local_ra(ca_lab, tmp_path)) as r:
         async with client(ca_lab, r) as est:
             assert (await est.cacerts())[0].subject == pki.load_certificate(files.issuing_cert.read_bytes()).subject
             key, csr = est_csr("CN=SEP-LOCAL")
             got = await est.simpleenroll(csr)
         assert pki.same_public_key(got.certificate.public_key(), key)
         assert "RA ready after 1 attempt(s): local connector" in error_log(tmp_path / "ra-logs")
-    finally:
-        await r.close()
 
 
 async def test_client_certificate_auth(ca_lab, ca, tmp_path):
@@ -222,10 +182,8 @@ async def test_client_certificate_auth(ca_lab, ca, tmp_path):
     (tmp_path / "capf.pem").write_bytes(pki.certs_pem([cert, issuing]))
     pki.write_private_key(tmp_path / "capf.key", key)
     logs = tmp_path / "ra-logs"
-    r = await run_ra(ca_lab, logs, ca.url, ra={"client_auth": "certificate"},
-                     est={"client_trust_store": str(ca_lab.root_pem)})
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, logs, ca.url, ra={"client_auth": "certificate"},
+                     est={"client_trust_store": str(ca_lab.root_pem)}) as r:
         async with ESTClient(r.base, cafile=ca_lab.root_pem, cert_file=tmp_path / "capf.pem",
                              key_file=tmp_path / "capf.key") as est:
             got = await est.simpleenroll(est_csr("CN=SEP-CERT-AUTH")[1])
@@ -234,14 +192,10 @@ async def test_client_certificate_auth(ca_lab, ca, tmp_path):
         status, _h, _b = await raw_enroll(r, est_csr()[1], cafile=ca_lab.root_pem)
         assert status == 401
         assert " - capf.lab [" in (logs / "access.log").read_text()
-    finally:
-        await r.close()
 
 
 async def test_health_and_metrics(ca_lab, ca, tmp_path):
-    r = await run_ra(ca_lab, tmp_path / "ra-logs", ca.url)
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, tmp_path / "ra-logs", ca.url) as r:
         await raw_enroll(r, est_csr()[1], cafile=ca_lab.root_pem)
         await raw_enroll(r, est_csr()[1], password="nope", cafile=ca_lab.root_pem)
         status, _h, body = await get(r.base + "/healthz", ca_lab.root_pem)
@@ -254,5 +208,3 @@ async def test_health_and_metrics(ca_lab, ca, tmp_path):
         assert 'onlineca_ra_ca_latency_seconds_count{operation="enroll"} 1.0' in text
         assert 'onlineca_ra_ca_errors_total{kind="CA_AUTH"} 1.0' in text
         assert "onlineca_ra_ready 1.0" in text
-    finally:
-        await r.close()

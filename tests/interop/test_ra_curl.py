@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
-    FAST_RA, PASSWORD, USER, ca_lab, error_log, run_ca, run_ra,
+    FAST_RA, PASSWORD, USER, ca_lab, error_log, local_ra, ra_running, run_ca,
 )
 
 pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")),
@@ -129,20 +129,11 @@ async def test_curl_through_the_ra_process_at_our_ca(ca_lab, tmp_path):
 
 
 async def test_curl_with_the_local_connector(ca_lab, tmp_path):
-    from onlineca.est import hash_password
-    users = tmp_path / "est-users"
-    users.write_text(f"{USER}:{hash_password(PASSWORD, n=2 ** 10)}\n")
-    r = await run_ra(ca_lab, tmp_path / "ra-logs", "https://127.0.0.1:1/certsrv",
-                     ra={"connector": "local", "client_auth": "users", "local_key": str(ca_lab.files.issuing_key),
-                         "local_cert": str(ca_lab.files.chain)}, est={"users_file": str(users)})
-    try:
-        await r.wait_ready()
+    async with ra_running(ca_lab, tmp_path / "ra-logs", "https://127.0.0.1:1/certsrv", **local_ra(ca_lab, tmp_path)) as r:
         body = await csr_b64(tmp_path, "/CN=SEP-LOCAL-CURL")
         status, text = await curl_enroll(r.base, ca_lab.root_pem, body, tmp_path / "cert.p7", USER, PASSWORD)
         assert status == 200, text
         assert "subject=CN=SEP-LOCAL-CURL" in (await print_certs(tmp_path / "cert.p7")).replace(" = ", "=")
-    finally:
-        await r.close()
 
 
 async def test_ra_serve_refuses_a_bad_configuration_clearly(ca_lab, tmp_path):
