@@ -1,0 +1,91 @@
+"""End-to-end enrollment throughput: simulated phones -> CAPF -> RA (EST) -> CA (/certsrv).
+
+Builds the demo's lab PKI in a temporary folder, starts CA, RA and CAPF on 127.0.0.1 (free ports,
+in this process, as ``onlineca demo`` does), registers N devices with Install/Upgrade pending
+(By Null String, the key type asked), then runs the fleet in a separate process
+(``onlineca phone fleet``) so that the phones' protocol work does not share this process's
+interpreter with the servers.  Phone keys are made before the first session (``--pregenerate``),
+so the numbers measure our side: CAPF's sessions, CSR assembly, EST, the CA's signing and
+the database writes.  Prints one JSON object: devices enrolled per second, p50/p99/max session
+latency, outcomes.
+
+    python bench/capf_bench.py --devices 256 --concurrency 64 --key rsa:2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from onlineca.demo import Servers, make_lab, prepare_folder, start_servers
+from onlineca.phone.fleet import device_names
+
+
+def register(config, count: int, key: tuple[str, int]) -> None:  # type: ignore[no-untyped-def]
+    from onlineca.capf import inventory
+    from onlineca.store import Database
+
+    order = "KEYORDER_RSA_ONLY" if key[0] == "rsa" else "KEYORDER_EC_ONLY"
+    size = {"rsa_key_size": key[1]} if key[0] == "rsa" else {"ec_key_size": key[1]}
+    db = Database(config.database_url)
+    db.migrate()
+    with db.session() as s:
+        for name in device_names(count):
+            inventory.add_device(s, name, actor="bench", operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_NULL_STR",
+                                 key_order=order, **size)
+    db.dispose()
+
+
+async def bench(args: argparse.Namespace) -> dict:
+    key_type, bits = args.key.split(":")
+    key = (key_type, int(bits))
+    with tempfile.TemporaryDirectory(prefix="capf-bench-") as tmp:
+        root = Path(tmp) / "lab"
+        prepare_folder(root)
+        config, _mic = make_lab(root)
+        config = config.model_copy(update={"capf": config.capf.model_copy(
+            update={"max_concurrent_enrollments": args.ra_concurrency})})
+        servers = Servers()
+        try:
+            await start_servers(config, root, servers, default_ports=False)
+            await asyncio.to_thread(register, config, args.devices, key)
+            cmd = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(root), "phone", "fleet",
+                   "--count", str(args.devices), "--concurrency", str(args.concurrency),
+                   "--capf", f"{servers.capf.host}:{servers.capf.port}", "--cafile", str(root / "ca" / "chain.pem"),
+                   "--auth", "null", "--retries", "3", "--max-retry-delay", "1",
+                   "--pregenerate", f"{key_type}:{bits}={args.devices}", "--json"]
+            started = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), args.timeout)
+            wall = time.monotonic() - started
+        finally:
+            await servers.close()
+    try:
+        fleet = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise SystemExit(f"fleet failed (exit {proc.returncode}): {err.decode()[-2000:]}") from None
+    fleet.pop("failures", None)
+    return {"bench": "capf end-to-end (phone -> CAPF -> RA -> CA)", "key": args.key, "cpus": os.cpu_count(),
+            "ra_concurrency": args.ra_concurrency, "fleet_process_wall_seconds": round(wall, 2), **fleet}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--key", default="rsa:2048", choices=["rsa:2048", "ec:256", "rsa:3072", "ec:384"])
+    parser.add_argument("--ra-concurrency", type=int, default=16, help="CAPF's max_concurrent_enrollments.")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(bench(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
