@@ -10,7 +10,6 @@ import json
 import tarfile
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from onlineca.cli import main_group

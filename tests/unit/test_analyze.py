@@ -178,3 +178,38 @@ def test_cli_analyze(tmp_path):
     assert res.exit_code == 1
     for code in {c for c, _ in FAILURES.values()}:
         assert code in res.output
+
+
+@pytest.mark.parametrize("pattern,needle", [
+    (r"return code 6 \(Could not resolve(?: host)?:? (?P<host>[^\s()]+)", "return code 6 (Could not resolve"),
+    (r"(?:rc|rv|code)[=:] ?22 \(EST_ERR_AUTH_FAIL\)", "22 (EST_ERR_AUTH_FAIL)"),
+    (r"a|b", ""),                       # a top-level alternation requires nothing
+    (r"x(?P<g>one|two)yy", "yy"),       # runs inside a group are alternatives
+    (r"colou?r [a-z]+ value", " value"),  # "colo": the character before ? is optional
+])
+def test_required_literal(pattern, needle):
+    from onlineca.diagnose.analyze import required_literal
+    assert required_literal(pattern) == needle
+
+
+def test_every_signature_needle_is_in_what_it_matches():
+    """The pre-check may never hide a match: each signature's hits in the vectors hold its needle."""
+    from onlineca.diagnose.analyze import SIGNATURES
+    by_name = {s.name: s for s in SIGNATURES}
+    hits = analyze_paths([VECTORS]).hits
+    for h in hits:
+        if h.signature in by_name:
+            assert by_name[h.signature].needle in h.record.text
+
+
+def test_report_schema_and_exit_rule():
+    from onlineca.diagnose.findings import Report, finding
+    r = Report()
+    assert r.ok and r.worst == "ok" and json.loads(r.to_json())["findings"] == []
+    r.findings.append(finding("CAPF_CERT_EXPIRING", "soon", severity="warning", days_left=3, absent=None))
+    assert r.ok and r.worst == "warning" and r.findings[0].evidence == {"days_left": 3}
+    r.findings.append(finding("CA_DNS", "no such host", host="x.invalid"))
+    doc = json.loads(r.to_json())
+    assert not doc["ok"] and doc["worst"] == "error" and doc["findings"][1]["hop"] == "ca"
+    assert doc["findings"][1]["fix"].startswith("Check the CA host name")
+    assert "CA_DNS" in r.to_text() and "fix:" in r.to_text()

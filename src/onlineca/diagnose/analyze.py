@@ -620,6 +620,17 @@ def _log_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path
 
 
+def read_log(path: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """A log file's text (bad bytes replaced); OSError (with the reason) when unreadable or too large."""
+    if path.stat().st_size > limit:
+        raise OSError(f"larger than {limit} bytes: read it by hand")
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def unreadable_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 def analyze_text(text: str, source: str = "-") -> list[Hit]:
     return analyze_records(records(text, source))
 
@@ -629,11 +640,9 @@ def analyze_paths(paths: Iterable[str | Path]) -> Analysis:
     result = Analysis()
     for path in _log_files(paths):
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise OSError(f"larger than {MAX_FILE_BYTES} bytes")
-            text = path.read_bytes().decode("utf-8", errors="replace")
+            text = read_log(path)
         except OSError as exc:
-            result.unreadable[str(path)] = exc.strerror or str(exc)
+            result.unreadable[str(path)] = unreadable_reason(exc)
             continue
         result.files.append(str(path))
         result.hits.extend(analyze_text(text, str(path)))
@@ -641,4 +650,4 @@ def analyze_paths(paths: Iterable[str | Path]) -> Analysis:
 
 
 __all__ = ["Analysis", "Hit", "LogRecord", "SIGNATURES", "Signature", "analyze_paths", "analyze_records",
-           "analyze_text", "records"]
+           "analyze_text", "read_log", "records"]

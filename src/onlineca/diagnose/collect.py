@@ -34,6 +34,7 @@ from pydantic import BaseModel, SecretStr
 
 from onlineca import __version__
 from onlineca.config import Config
+from onlineca.diagnose.analyze import analyze_text, read_log, unreadable_reason
 from onlineca.logs import redact
 
 MASK = "***"
@@ -139,11 +140,9 @@ def collect_bundle(cfg: Config, out: Path, *, config_path: Path | None = None, r
     for path in _log_files(log_dir, out):
         name = f"logs/{path.relative_to(log_dir).as_posix()}"
         try:
-            if path.stat().st_size > MAX_LOG_BYTES:
-                raise OSError(f"larger than {MAX_LOG_BYTES} bytes: collect it by hand")
-            text = path.read_bytes().decode("utf-8", errors="replace")
+            text = read_log(path, MAX_LOG_BYTES)
         except OSError as exc:
-            summary.unreadable[str(path)] = exc.strerror or str(exc)
+            summary.unreadable[str(path)] = unreadable_reason(exc)
             continue
         files[name] = scrub(text, secrets).encode()
         summary.logs.append(name)
@@ -160,7 +159,6 @@ def collect_bundle(cfg: Config, out: Path, *, config_path: Path | None = None, r
         files["diagnose.json"] = json.dumps(doc, indent=2, default=str).encode()
         files["diagnose.txt"] = report.to_text().encode()
         summary.diagnosed = True
-    from onlineca.diagnose.analyze import analyze_text
     hits = [h.as_dict() for name, body in files.items() if name.startswith("logs/")
             for h in analyze_text(body.decode(), name) if h.severity != "ok"]
     files["analysis.json"] = json.dumps({"hits": hits}, indent=2, default=str).encode()

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onlineca.diagnose.analyze import LogRecord, analyze_records, records
+from onlineca.diagnose.analyze import LogRecord, analyze_records, read_log, records
 from onlineca.errors import OnlineCAError
 
 TIER = {"capf": "CAPF", "nginx": "RA", "est": "RA", "access": "RA", "iis": "CA", "json": "LOG", "text": "LOG"}
 _REQ_ID = re.compile(r"(?i)(?:ReqID=|request (?:id )?|Request Id is )(\d+)\b")
-MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
 class TraceError(OnlineCAError):
@@ -133,9 +132,7 @@ def build_timeline(device: str, paths: Iterable[Path], *, day: str | None = None
     placed: list[tuple[LogRecord, dt.datetime | None]] = []
     for path in _files(list(paths)):
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                continue
-            text = path.read_bytes().decode("utf-8", errors="replace")
+            text = read_log(path)
             mtime_day = dt.datetime.fromtimestamp(path.stat().st_mtime, tz).date()
         except OSError:
             continue
