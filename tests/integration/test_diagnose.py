@@ -417,3 +417,18 @@ def test_ra_down(lab):
                                                            f'ra_trust_store = "{lab.files.root_cert}"')
     report = diagnose(cfg, hops={"ra"})
     assert report.codes() == ["RA_CONNECT"], report.to_text()
+
+
+def test_capf_certificate_found_where_capf_keeps_it(lab):
+    from onlineca.capf.enroll import CAPFPaths
+    cfg = lab.config("https://127.0.0.1:1/certsrv")
+    path = CAPFPaths.under(cfg.data_path).capf_cert
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = pki.generate_key("ec", 256)
+    path.write_bytes(pki.cert_pem(pki.build_certificate(subject="CN=CAPF-eb606ac0", public_key=key.public_key(),
+                                                        issuer_key=key, validity_days=5)))
+    try:
+        report = diagnose(cfg, hops={"capf"})
+        assert report.codes() == ["CAPF_CERT_EXPIRING"] and report.findings[0].evidence["path"] == str(path)
+    finally:
+        path.unlink()

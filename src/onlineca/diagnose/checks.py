@@ -179,17 +179,13 @@ def check_certificate_file(path: Path, now: dt.datetime, *, what: str, hop: Hop,
 
 
 def capf_certificate_path(cfg: Config, given: Path | None) -> Path | None:
-    """CAPF's own certificate: the one given, ``[capf] tls_cert`` when that key exists, or the data
-    dir's ``capf/capf.pem`` (where ``onlineca capf`` keeps it)."""
+    """CAPF's own certificate: the one given, else where ``onlineca capf`` keeps it
+    (``<data dir>/capf/capf.pem``, ``CAPFPaths.capf_cert``), when it exists."""
     if given is not None:
         return given
-    configured = getattr(cfg.capf, "tls_cert", "") or getattr(cfg.capf, "cert", "")
-    if configured:
-        return Path(configured)
-    for candidate in (cfg.data_path / "capf" / "capf.pem", cfg.data_path / "capf" / "tls.pem"):
-        if candidate.exists():
-            return candidate
-    return None
+    from onlineca.capf.enroll import CAPFPaths
+    path = CAPFPaths.under(cfg.data_path).capf_cert
+    return path if path.exists() else None
 
 
 def _check_capf(run: _Run, cfg: Config, capf_cert: Path | None) -> None:
