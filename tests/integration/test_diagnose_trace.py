@@ -1,11 +1,10 @@
 """``onlineca logs trace DEVICE`` on real logs: our CA and RA on 127.0.0.1 enroll two devices
-(the EST client standing in for CAPF, whose trace lines are written in the document's format), and
+through our CAPF's EST client, which writes its trace in the document's format), and
 one device's timeline holds its CAPF lines, the RA's error.log and access lines, and the CA's IIS
 lines of its own request (tied by ReqID), not the other device's; also the document's own logs."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -13,37 +12,39 @@ from click.testing import CliRunner
 
 from onlineca import pki
 from onlineca.cli import main_group
-from onlineca.est.client import ESTClient
-from onlineca.est.codes import enrollment_rv_line
 from tests.integration.test_diagnose import PASSWORD, USER, CALab, ca_lab, lab  # noqa: F401  (fixtures)
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "seed_logs"
 DEVICE, OTHER = "SEP74A02FC0A675", "SEP001F6C81118B"
 
 
-def _capf_line(device: str, text: str) -> str:
-    return f"{dt.datetime.now():%H:%M:%S.%f}"[:12] + f" | debug 2:{device}:{text}\n"
-
-
 def test_trace_follows_one_device_through_capf_ra_and_ca(lab: CALab, tmp_path):
+    from onlineca.capf.enroll import OnlineCAEnroller
+    from onlineca.capf.trace import SessionTrace, attach_capf_trace
     logs = tmp_path / "logs"
     port = lab.serve(log_dir=logs)
     ra = lab.start_ra(lab.config(f"https://127.0.0.1:{port}/certsrv", log_dir=logs), log_dir=logs)
     lab.loop.run(ra.wait_ready(10))
-    capf = []
+    cfg = lab.config(f"https://127.0.0.1:{port}/certsrv", log_dir=logs,
+                     capf=f'ra_url = "{ra.url}"\nra_user = "{USER}"\nra_password = "{PASSWORD}"\n'
+                          f'ra_trust_store = "{lab.files.root_cert}"')
 
-    async def enroll(device: str) -> int:
-        key = pki.generate_key("ec", 256)
-        capf.append(_capf_line(device, f"Calling enrollCertUsingEST() csr_file=/tmp/capf/csr/{device}.csr"))
-        async with ESTClient(ra.url, cafile=lab.files.root_cert, user=USER, password=PASSWORD, timeout=10) as est:
-            got = await est.simpleenroll(pki.build_csr(key, f"CN={device}"))
-        capf.append(_capf_line(device, enrollment_rv_line("EST_ERR_NONE", got.pkcs7_length)))
-        capf.append(_capf_line(device, "Online Cert Signing successful"))
-        return got.certificate.serial_number
+    async def capf_enrolls(*devices: str) -> None:
+        """CAPF's own EST client and trace log (onlineca.capf), as in a phone session."""
+        detach = attach_capf_trace(logs)
+        enroller = OnlineCAEnroller(cfg.capf, tmp_path / "capf-data")
+        try:
+            await enroller.setup()
+            for device in devices:
+                trace = SessionTrace("127.0.0.1")
+                trace.device = device
+                await enroller.enroll_device(device, pki.build_csr(pki.generate_key("ec", 256), f"CN={device}"), trace)
+        finally:
+            await enroller.close()
+            detach()
 
-    lab.loop.run(enroll(DEVICE))
-    lab.loop.run(enroll(OTHER))
-    (logs / "capf.log").write_text("".join(capf))
+    lab.loop.run(capf_enrolls(DEVICE, OTHER))
+    assert f"{DEVICE}:Enrollment rv = 0 (EST_ERR_NONE)" in (logs / "capf.log").read_text()
 
     res = CliRunner().invoke(main_group, ["logs", "trace", DEVICE, "--log-dir", str(logs), "--json"])
     assert res.exit_code == 0, res.output
