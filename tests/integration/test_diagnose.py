@@ -367,12 +367,12 @@ def _capf_cert(tmp_path: Path, days: int = 365) -> Path:
 
 
 def system(lab: CALab, *, template: str = "CiscoRA", capf_password: str = PASSWORD,
-           ra_trust: Path | None = None) -> tuple[Config, Any]:
+           ra_trust: Path | None = None, log_dir: Path | None = None) -> tuple[Config, Any]:
     """Our CA and our RA (passthrough: CAPF's credentials are the CA account's), and CAPF's settings."""
     port = lab.serve()
     ra_cfg = lab.config(f"https://127.0.0.1:{port}/certsrv")
     ra_cfg = ra_cfg.model_copy(update={"ra": ra_cfg.ra.model_copy(update={"template": template, "backoff_initial": 30.0})})
-    ra = lab.start_ra(ra_cfg)
+    ra = lab.start_ra(ra_cfg, log_dir)
     if template == "CiscoRA":
         lab.loop.run(ra.wait_ready(10))
     capf = (f'ra_url = "{ra.url}"\nra_user = "{USER}"\nra_password = "{capf_password}"\n'
@@ -397,12 +397,17 @@ def test_ra_refuses_capf_credentials(lab):
     assert "wrong-capf-password" not in report.to_json()
 
 
-def test_ra_not_ready_because_of_the_template(lab):
-    cfg, ra = system(lab, template="CsicoRA")
+def test_ra_not_ready_because_of_the_template(lab, tmp_path):
+    cfg, ra = system(lab, template="CsicoRA", log_dir=tmp_path)
     lab.loop.run(ra.state.wait_until(lambda s: s.reason.startswith("CA_"), 10))
     report = diagnose(cfg, hops={"ra", "ca"})
     assert report.codes() == ["RA_NOT_READY", "CA_TEMPLATE"], report.to_text()
     assert "CA_TEMPLATE" in report.findings[0].evidence["reason"]
+    # The RA's own error.log says the same to logs analyze, with the nearest name in its fix.
+    from onlineca.diagnose.analyze import analyze_paths
+    causes = analyze_paths([tmp_path / "error.log"]).causes()
+    assert [c.code for c in causes] == ["CA_TEMPLATE"], [c.as_dict() for c in causes]
+    assert "'CiscoRA'" in causes[0].fix
 
 
 def test_ra_certificate_not_trusted_by_capf(lab, lab_pki):

@@ -1,5 +1,5 @@
 """``onlineca logs trace DEVICE`` on real logs: our CA and RA on 127.0.0.1 enroll two devices
-through our CAPF's EST client, which writes its trace in the document's format), and
+(through our CAPF's EST client, which writes its trace in the document's format), and
 one device's timeline holds its CAPF lines, the RA's error.log and access lines, and the CA's IIS
 lines of its own request (tied by ReqID), not the other device's; also the document's own logs."""
 
@@ -45,6 +45,10 @@ def test_trace_follows_one_device_through_capf_ra_and_ca(lab: CALab, tmp_path):
 
     lab.loop.run(capf_enrolls(DEVICE, OTHER))
     assert f"{DEVICE}:Enrollment rv = 0 (EST_ERR_NONE)" in (logs / "capf.log").read_text()
+    # Healthy logs of all three tiers: logs analyze raises no alarm on them.
+    from onlineca.diagnose.analyze import analyze_paths
+    healthy = analyze_paths([logs])
+    assert healthy.causes() == [] and healthy.ok and len(healthy.files) >= 5
 
     res = CliRunner().invoke(main_group, ["logs", "trace", DEVICE, "--log-dir", str(logs), "--json"])
     assert res.exit_code == 0, res.output
