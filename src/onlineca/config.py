@@ -146,6 +146,22 @@ class CAPFConfig(_Section):
     max_concurrent_enrollments: int = Field(default=16, ge=1)
     operation_deadline_days: int = Field(default=10, ge=1)
     lsc_validity_days: int = Field(default=365, ge=1, le=1825)
+    # The session server (onlineca.capf.server); every wait is bounded.
+    tls_cert: str = ""            # empty: CAPF enrolls its own at <data>/capf/capf.pem through the RA
+    tls_key: str = ""
+    tls_names: list[str] = ["localhost", "127.0.0.1"]
+    mic_trust_store: str = ""     # manufacturer CAs that issue MICs
+    read_timeout: float = Field(default=60.0, gt=0)        # each read from a phone
+    session_timeout: float = Field(default=3600.0, gt=0)   # one whole session
+    keepalive_seconds: float = Field(default=15.0, gt=0)   # REQUEST_IN_PROGRESS while the RA works
+    max_keygen_seconds: float = Field(default=1800.0, gt=0)
+    max_keygen_attempts: int = Field(default=3, ge=1, le=10)
+    enroll_timeout: float = Field(default=30.0, gt=0)      # one EST request to the RA
+    retry_delay: int = Field(default=300, ge=1)            # RETRY_LATER when the RA/CA is unavailable
+    max_auth_failures: int = Field(default=5, ge=1)        # wrong auth strings before a lockout
+    lockout_minutes: float = Field(default=30.0, gt=0)
+    node_id: str = ""                                      # empty: the host name
+    scheduler_interval: float = Field(default=60.0, gt=0)  # renewal runs; CAPF's own certificate check
 
 
 class Config(_Section):

@@ -1,0 +1,274 @@
+"""CAPF's online-CA enrollment: a device's CSR to a checked LSC through the RA by EST, and CAPF's own
+TLS certificate, exactly as the source document's CAPF log shows it.
+
+``OnlineCAEnroller.enroll_device`` writes the CSR to ``<data>/capf/csr/<DEVICE>.csr``, logs
+``Calling enrollCertUsingEST() csr_file=...``, sends EST ``simpleenroll`` with CAPF's RA credentials
+(CAPF enrolls on the device's behalf; the proof of possession is the phone's own signature inside
+the CSR), logs ``Enrollment rv = N (EST_ERR_...) with pkcs7 length = N``, writes the PKCS#7 reply
+and its PEM and DER forms to ``<data>/capf/cert/``, and checks the certificate (the phone's key, a
+chain that validates against the RA's ``cacerts``, keyUsage digitalSignature + keyEncipherment)
+before ``Online Cert Signing successful``.  A bounded semaphore (``max_concurrent_enrollments``)
+keeps a fleet from flooding the RA and the CA.  Failures are ``CAUnavailable`` (retry later: the RA
+or CA is down, slow or busy) or ``CARejected`` (a refusal, or a certificate that fails the checks).
+``ensure_capf_certificate`` enrolls CAPF's TLS certificate at first start and renews it once two
+thirds of its life have passed.  This module never sees a device's private key, never logs the RA
+password, and never hands back a certificate it has not checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from onlineca import pki
+from onlineca.capf.trace import SessionTrace, log as trace_log
+from onlineca.config import CAPFConfig
+from onlineca.errors import CAPFError, ChainError
+from onlineca.est.client import ESTClient
+from onlineca.est.codes import ESTCodedError, enrollment_rv_line
+
+# The RA refused the request itself (credentials, a bad request, the CA denied it): retrying
+# the same request would get the same answer.  Everything else is "CA Communication Failure".
+_REJECTIONS = {"EST_ERR_AUTH_FAIL", "EST_ERR_HTTP_BAD_REQ", "EST_ERR_BAD_PKCS10", "EST_ERR_HTTP_NOT_FOUND",
+               "EST_ERR_WRONG_METHOD", "EST_ERR_BAD_CONTENT_TYPE", "EST_ERR_BAD_CONTENT_LEN"}
+REQUIRED_KEY_USAGE = ("digital_signature", "key_encipherment")
+CAPF_RENEW_FRACTION = 2 / 3
+
+
+class CAUnavailable(CAPFError):
+    """The RA (or the CA behind it) did not answer, or asked to come back later."""
+
+    code = "CAPF_CA_COMM_FAILURE"
+    hint = "Check the RA (onlineca ra serve, its /readyz) and the CA; the phone retries by itself."
+
+    def __init__(self, message: str, *, est_code: str = "EST_ERR_UNKNOWN", retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.est_code = est_code
+        self.retry_after = retry_after
+
+
+class CARejected(CAPFError):
+    """The RA refused the request, or what it returned is not a usable LSC for this device."""
+
+    code = "CAPF_CA_REJECTED"
+    hint = "Read the RA's error.log for this device; check CAPF's RA credentials and the CA template."
+
+    def __init__(self, message: str, *, est_code: str = "EST_ERR_UNKNOWN") -> None:
+        super().__init__(message)
+        self.est_code = est_code
+
+
+@dataclass(frozen=True)
+class CAPFPaths:
+    """``<data>/capf``: the CSR and certificate folders of the document, and CAPF's own TLS files."""
+
+    root: Path
+
+    @classmethod
+    def under(cls, data_dir: str | os.PathLike[str]) -> "CAPFPaths":
+        return cls(Path(data_dir) / "capf")
+
+    @property
+    def csr_dir(self) -> Path:
+        return self.root / "csr"
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.root / "cert"
+
+    @property
+    def troubleshoot_dir(self) -> Path:
+        return self.root / "troubleshoot"
+
+    @property
+    def capf_cert(self) -> Path:
+        return self.root / "capf.pem"
+
+    @property
+    def capf_key(self) -> Path:
+        return self.root / "capf.key"
+
+    def csr_file(self, device: str) -> Path:
+        return self.csr_dir / f"{device}.csr"
+
+    def make(self) -> None:
+        for d in (self.root, self.csr_dir, self.cert_dir, self.troubleshoot_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o750)
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def renewal_due(cert: x509.Certificate, now: dt.datetime | None = None,
+                fraction: float = CAPF_RENEW_FRACTION) -> bool:
+    """True once ``fraction`` of the certificate's lifetime has passed."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    return now >= start + (end - start) * fraction
+
+
+class OnlineCAEnroller:
+    """CAPF's EST client towards the RA, with the document's log lines and the LSC checks."""
+
+    def __init__(self, cfg: CAPFConfig, data_dir: str | os.PathLike[str]) -> None:
+        self.cfg = cfg
+        self.paths = CAPFPaths.under(data_dir)
+        self.paths.make()
+        password = cfg.ra_password.get_secret_value()
+        self.est = ESTClient(cfg.ra_url, cafile=cfg.ra_trust_store or None, user=cfg.ra_user or None,
+                             password=password, timeout=cfg.enroll_timeout,
+                             connect_timeout=min(10.0, cfg.enroll_timeout),
+                             max_retries=0)  # a busy RA means RETRY_LATER to the phone, not a wait here
+        self.semaphore = asyncio.BoundedSemaphore(cfg.max_concurrent_enrollments)
+        self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
+        self._lsc_trust: pki.TrustStore | None = None
+
+    async def close(self) -> None:
+        await self.est.close()
+
+    # ------------------------------------------------------------------ the RA's CA certificates
+
+    async def lsc_trust(self, refresh: bool = False) -> pki.TrustStore:
+        """The RA's ``cacerts``: what every LSC must chain to (fetched once, refreshed on demand)."""
+        if self._lsc_trust is None or refresh:
+            try:
+                certs = await self.est.cacerts()
+            except ESTCodedError as exc:
+                raise CAUnavailable(f"cannot fetch the RA's CA certificates: {exc.message}",
+                                    est_code=exc.code) from None
+            trace_log.info("debug cacert read success. cacert length : %d", sum(len(pki.cert_der(c)) for c in certs))
+            self._lsc_trust = pki.TrustStore(list(certs))
+        return self._lsc_trust
+
+    async def setup(self) -> None:
+        """The start-up lines of the document's CAPF log, and the first ``cacerts`` fetch."""
+        url = urlsplit(self.cfg.ra_url)
+        trace_log.info("CServiceParameters::Init() Certificate Generation Method=OnlineCA:4")
+        trace_log.info("CServiceParameters::OnlineCAInit() Online CA hostname is %s", url.hostname)
+        trace_log.info("CServiceParameters::OnlineCAInit() Online CA Port : %s", url.port or 443)
+        trace_log.info("debug CA Type is Online CA, setting up EST Connection")
+        await self.lsc_trust(refresh=True)
+        trace_log.info("debug EST context ectx initialized")
+        if self.cfg.ra_user:
+            trace_log.info("debug CA Credentials retrieved")
+            trace_log.info("debug est_client_set_auth() Successful!!")
+        trace_log.info("debug EST set server details success!!")
+
+    # ------------------------------------------------------------------ one device
+
+    async def enroll_device(self, device: str, csr: x509.CertificateSigningRequest,
+                            trace: SessionTrace) -> x509.Certificate:
+        """The LSC for ``csr`` (already assembled and verified), checked; CAUnavailable/CARejected."""
+        csr_file = self.paths.csr_file(device)
+        _write(csr_file, pki.csr_pem(csr))
+        trace.debug("CA Mode is OnlineCA, Initiating Automatic Certificate Enrollment")
+        async with self.semaphore:
+            trace.debug(f"Calling enrollCertUsingEST() csr_file={csr_file}")
+            self.requests_sent += 1
+            try:
+                resp = await self.est.simpleenroll(csr)
+            except ESTCodedError as exc:
+                trace.error(enrollment_rv_line(exc.code, 0))
+                trace.error("est_client_enroll_csr() Failed! Could not obtain new certificate. Aborting.")
+                trace.error(f"Online Cert Signing Failed: {exc.message}")
+                if exc.code in _REJECTIONS:
+                    raise CARejected(f"the RA refused the request: {exc.message}", est_code=exc.code) from None
+                raise CAUnavailable(f"the RA did not issue: {exc.message}", est_code=exc.code,
+                                    retry_after=exc.retry_after) from None
+        trace.debug(enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))
+        cert_dir = self.paths.cert_dir
+        _write(cert_dir / f"{device}.p7b", resp.pkcs7)
+        trace.debug(f"Signed Cert written to {cert_dir}/ location...")
+        trace.debug("Converting PKCS7 file to PEM format and PEM to DER")
+        _write(cert_dir / f"{device}.pem", pki.cert_pem(resp.certificate))
+        _write(cert_dir / f"{device}.der", pki.cert_der(resp.certificate))
+        try:
+            await self.check_lsc(resp.certificate, resp.certificates, csr)
+        except CARejected as exc:
+            trace.error(f"Online Cert Signing Failed: {exc.message}")
+            raise
+        trace.debug("Online Cert Signing successful")
+        return resp.certificate
+
+    async def check_lsc(self, cert: x509.Certificate, extra: list[x509.Certificate],
+                        csr: x509.CertificateSigningRequest) -> None:
+        """The checks the document's CAPF makes before it hands an LSC to a phone."""
+        if not pki.same_public_key(cert.public_key(), csr.public_key()):  # type: ignore[arg-type]
+            raise CARejected("the issued certificate carries another key than the phone's")
+        trust = await self.lsc_trust()
+        try:
+            pki.validate_chain(cert, extra, trust)
+        except ChainError:
+            trust = await self.lsc_trust(refresh=True)  # the CA may have been re-keyed since start-up
+            try:
+                pki.validate_chain(cert, extra, trust)
+            except ChainError as exc:
+                raise CARejected(f"the issued certificate does not chain to the RA's CA certificates: "
+                                 f"{exc.message}") from None
+        missing = [u for u in REQUIRED_KEY_USAGE if u not in pki.key_usage_names(cert)]
+        if missing:
+            raise CARejected(f"the issued certificate lacks keyUsage {', '.join(missing)} (phones need "
+                             "digitalSignature and keyEncipherment to register securely)")
+
+    # ------------------------------------------------------------------ CAPF's own certificate
+
+    async def ensure_capf_certificate(self, names: list[str], *, force: bool = False) -> bool:
+        """Enroll ``capf.pem``/``capf.key`` if missing, unreadable or past 2/3 of its life; True if new."""
+        cert_path, key_path = self.paths.capf_cert, self.paths.capf_key
+        if not force and cert_path.exists() and key_path.exists():
+            try:
+                current = pki.load_cert_file(cert_path)[0]
+                pki.read_private_key(key_path)
+                if not renewal_due(current):
+                    return False
+                trace_log.info("debug CAPF certificate serial %x is past %d%% of its life: renewing",
+                               current.serial_number, round(CAPF_RENEW_FRACTION * 100))
+            except Exception as exc:  # unreadable or damaged: enroll a new one
+                trace_log.warning("debug CAPF certificate at %s is unusable (%s): enrolling a new one", cert_path, exc)
+        key = pki.generate_key("ec", 256)
+        subject = f"CN=CAPF-{socket.gethostname().split('.')[0][:40] or 'onlineca'},O=onlineca"
+        csr = pki.build_csr(key, subject, names)
+        async with self.semaphore:
+            self.requests_sent += 1
+            try:
+                resp = await self.est.simpleenroll(csr)
+            except ESTCodedError as exc:
+                trace_log.warning("debug %s", enrollment_rv_line(exc.code, 0))
+                raise CAUnavailable(f"CAPF could not enroll its own TLS certificate: {exc.message}",
+                                    est_code=exc.code, retry_after=exc.retry_after) from None
+        trace_log.info("debug CAPF certificate %s", enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))
+        chain = await self._served_chain(resp.certificate, resp.certificates)
+        # Key first, then the certificate: a reader never finds a certificate without its key.
+        pki.write_private_key(key_path, key)
+        _write(cert_path, pki.certs_pem(chain))
+        trace_log.info("debug CAPF certificate written to %s (serial %x, valid until %s)", cert_path,
+                       resp.certificate.serial_number, resp.certificate.not_valid_after_utc.isoformat())
+        return True
+
+    async def _served_chain(self, cert: x509.Certificate, extra: list[x509.Certificate]) -> list[x509.Certificate]:
+        """The certificate and its intermediates (from the reply or the RA's cacerts), root left out:
+        a phone trusts the root it has, and needs the intermediates to get there."""
+        try:
+            known = list(extra) + list((await self.lsc_trust()).certs)
+        except CAUnavailable:
+            known = list(extra)
+        chain = [cert]
+        while len(chain) < 8:
+            issuer = next((c for c in known if c.subject == chain[-1].issuer and c not in chain), None)
+            if issuer is None or pki.is_self_signed(issuer):
+                break
+            chain.append(issuer)
+        return chain
+
+
+__all__ = ["CAPFPaths", "CARejected", "CAUnavailable", "OnlineCAEnroller", "renewal_due"]

@@ -1,0 +1,179 @@
+"""Start and stop the CAPF service in-process: the session server on 3804, its TLS certificate,
+and the maintenance loop (renewal scheduler runs, CAPF's own certificate renewal).
+
+``start_capf(config, data_dir, log_dir)`` migrates the database, writes the start-up lines of the
+CAPF trace, sets up the EST client towards the RA, enrolls CAPF's TLS certificate through the RA
+if it has none (``<data>/capf/capf.pem``, key 0600) and starts listening; it returns a
+``RunningCAPF`` with ``host``, ``port`` and ``close()`` for the CLI, the demo and the tests.  Every
+``scheduler_interval`` seconds the maintenance loop runs ``capf.scheduler.run_once`` and renews
+CAPF's certificate once two thirds of its life have passed (new connections get the new one).
+This module wires parts together; it decides nothing about devices and never logs a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onlineca import pki
+from onlineca.capf.enroll import CAUnavailable, OnlineCAEnroller
+from onlineca.capf.server import CAPFServer, server_ssl_context
+from onlineca.capf.trace import attach_capf_trace, log as trace_log
+from onlineca.config import Config
+from onlineca.errors import ConfigError, PKIError
+from onlineca.store.db import Database
+
+log = logging.getLogger("onlineca.capf.service")
+
+
+@dataclass
+class RunningCAPF:
+    host: str
+    port: int
+    capf: CAPFServer
+    enroller: OnlineCAEnroller
+    db: Database
+    ssl_context: ssl.SSLContext = field(repr=False)
+    server: asyncio.base_events.Server = field(repr=False)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list, repr=False)
+    _cleanup: list[Callable[[], Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def stats(self) -> Any:
+        return self.capf.stats
+
+    async def maintenance_once(self) -> None:
+        """One maintenance pass (the loop's body; tests call it directly instead of waiting)."""
+        await _maintenance_once(self)
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop listening, give open sessions ``grace`` seconds to finish, cancel the rest and the
+        loop, close the EST client and the logs."""
+        self.server.close()
+        if self.capf.tasks:
+            await asyncio.wait(set(self.capf.tasks), timeout=grace)
+        for task in list(self._tasks) + list(self.capf.tasks):
+            task.cancel()
+        for task in list(self._tasks) + list(self.capf.tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.server.wait_closed(), 5.0)
+        await self.enroller.close()
+        for fn in reversed(self._cleanup):
+            fn()
+
+
+def _node_id(config: Config) -> str:
+    return config.capf.node_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _maintenance_once(running: RunningCAPF) -> None:
+    from onlineca.capf import scheduler  # imported late: it is optional for a bare session server
+
+    cfg = running.capf.cfg
+    try:
+        result = await asyncio.to_thread(scheduler.run_once, running.db,
+                                         scheduler.SchedulerSettings(node_id=running.capf.node_id))
+        if result.scheduled or result.timed_out:
+            trace_log.info("debug renewal run: %d scheduled, %d timed out", len(result.scheduled),
+                           len(result.timed_out))
+    except Exception as exc:  # the database may be briefly unavailable: next pass
+        log.warning("renewal run failed: %s", exc)
+    if not cfg.tls_cert:
+        try:
+            if await running.enroller.ensure_capf_certificate(_tls_names(running)):
+                paths = running.enroller.paths
+                running.ssl_context.load_cert_chain(str(paths.capf_cert), str(paths.capf_key))
+                trace_log.info("debug CAPF now serves its renewed certificate")
+        except CAUnavailable as exc:
+            trace_log.warning("debug CAPF certificate renewal postponed: %s", exc.message)
+
+
+def _tls_names(running: RunningCAPF) -> list[str]:
+    names = list(running.capf.cfg.tls_names)
+    if running.host not in names and running.host not in ("0.0.0.0", "::"):
+        names.append(running.host)
+    return names
+
+
+async def _maintenance_loop(running: RunningCAPF, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)  # a period, not a synchronisation
+        await _maintenance_once(running)
+
+
+async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = None,
+                     log_dir: str | os.PathLike[str] | None = None, *, host: str | None = None,
+                     port: int | None = None, db: Database | None = None, log_format: str | None = None,
+                     maintenance: bool = True) -> RunningCAPF:
+    """Start CAPF (port 0: any free port) and return once it accepts connections."""
+    cfg = config.capf
+    data = Path(data_dir) if data_dir is not None else config.data_path
+    logs = Path(log_dir) if log_dir is not None else config.log_path
+    cleanup: list[Callable[[], Any]] = [attach_capf_trace(logs, log_format or config.logging.format,
+                                                          config.logging.level)]
+    own_db = db is None
+    db = db or Database(config.database_url)
+    enroller: OnlineCAEnroller | None = None
+    try:
+        await asyncio.to_thread(db.migrate)
+        mic_trust = pki.TrustStore()
+        if cfg.mic_trust_store:
+            try:
+                mic_trust = pki.TrustStore.from_paths(cfg.mic_trust_store)
+            except (OSError, PKIError) as exc:
+                raise ConfigError(f"[capf] mic_trust_store {cfg.mic_trust_store}: {exc}") from None
+        enroller = OnlineCAEnroller(cfg, data)
+        try:
+            await enroller.setup()
+        except CAUnavailable as exc:
+            # A CAPF that already has its certificate serves phones (and tells them to retry later)
+            # while the RA is down; one without a certificate cannot start.
+            trace_log.warning("debug EST set server details failed: %s", exc.message)
+            if not cfg.tls_cert and not enroller.paths.capf_cert.exists():
+                raise
+        bind_host = host or cfg.host
+        names = list(cfg.tls_names) + ([bind_host] if bind_host not in cfg.tls_names else [])
+        if cfg.tls_cert:
+            cert_file, key_file = cfg.tls_cert, cfg.tls_key
+        else:
+            await enroller.ensure_capf_certificate(names)
+            cert_file, key_file = str(enroller.paths.capf_cert), str(enroller.paths.capf_key)
+        try:
+            ctx = server_ssl_context(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load CAPF's TLS certificate {cert_file} / {key_file}: {exc}",
+                              hint="Set [capf] tls_cert and tls_key, or leave them empty to enroll one.") from None
+        node_id = _node_id(config)
+        capf = CAPFServer(cfg, db, enroller, node_id=node_id, mic_trust=mic_trust)
+        server = await asyncio.start_server(capf.handle, bind_host, cfg.port if port is None else port, ssl=ctx,
+                                            ssl_handshake_timeout=cfg.read_timeout, backlog=512)
+    except BaseException:
+        if enroller is not None:
+            await enroller.close()
+        if own_db:
+            db.dispose()
+        for fn in cleanup:
+            fn()
+        raise
+    if own_db:
+        cleanup.append(db.dispose)
+    bound = server.sockets[0].getsockname()[1]
+    running = RunningCAPF(bind_host, bound, capf, enroller, db, ctx, server, _cleanup=cleanup)
+    trace_log.info("debug CAPF listening on %s:%d (TLS 1.2+, node %s)", bind_host, bound, node_id)
+    if maintenance:
+        running._tasks.append(asyncio.get_running_loop().create_task(
+            _maintenance_loop(running, cfg.scheduler_interval)))
+    return running
+
+
+__all__ = ["RunningCAPF", "start_capf"]
