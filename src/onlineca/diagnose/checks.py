@@ -395,7 +395,10 @@ async def _check_ca(run: _Run, cfg: Config) -> None:
     fail = lambda e: _ca_failure_findings(e, cfg, run.now)  # noqa: E731
     async with client:
         _, ok, elapsed = await run.check("ca.login", "ca", client.login(), fail)
-        await _check_clock(run, cfg, client.base)
+        if run.report.findings and run.report.findings[-1].code == "CA_TIMEOUT" and not ok:
+            run.skip("ca.clock", "ca", "the CA is too slow to ask its time")
+        else:
+            await _check_clock(run, cfg, client.base)
         if ok:
             _slow(run, "login", elapsed, ra.login_timeout, "login_timeout")
             chain, ok_chain, elapsed = await run.check("ca.chain", "ca", client.ca_chain(0), fail)
