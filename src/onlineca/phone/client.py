@@ -32,6 +32,8 @@ from onlineca.phone.device import Phone, PhoneError
 
 log = logging.getLogger("onlineca.phone")
 
+# END_SESSION{OPERATION_REFUSED} covers several cases; REASON_INFO says which (docs/device-protocol.md).
+NOTHING_PENDING_INFO = "no operation pending"
 AuthModeName = Literal["auto", "string", "null", "lsc", "mic"]
 Fault = Literal["drop_at_store"]
 
@@ -75,8 +77,9 @@ def phone_ssl_context(cafile: str | os.PathLike[str]) -> ssl.SSLContext:
 
 @dataclass
 class SessionResult:
-    """How one session ended.  ``outcome``: installed, deleted, fetched, ended (END_SESSION with
-    nothing done on the phone), retry_later, aborted, comm_failure, protocol_error."""
+    """How one session ended.  ``outcome``: installed, deleted, fetched, nothing_pending, ended
+    (END_SESSION with nothing done on the phone: see ``reason``), retry_later, aborted,
+    comm_failure, protocol_error."""
 
     device: str
     outcome: str
@@ -93,7 +96,7 @@ class SessionResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("installed", "deleted", "fetched") or (
+        return self.outcome in ("installed", "deleted", "fetched", "nothing_pending") or (
             self.outcome == "ended" and self.reason == Reason.OK.name)
 
     def as_dict(self) -> dict[str, object]:
@@ -274,6 +277,9 @@ async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(
             result.outcome = "aborted"
         else:
             result.outcome = talk.outcome or "ended"
+            if (result.outcome == "ended" and session.end_reason == Reason.OPERATION_REFUSED
+                    and talk.reason_info == NOTHING_PENDING_INFO):
+                result.outcome = "nothing_pending"
         result.reason = _reason_name(session.end_reason)
     elif talk.outcome == "installed":
         result.outcome = "installed"  # stored and confirmed; CAPF went away before END_SESSION

@@ -1,0 +1,58 @@
+"""``onlineca demo`` as a user runs it: a real process that builds the lab, starts CA, RA and CAPF,
+enrolls and renews phones, prints one JSON object and leaves no server behind."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((host, int(port))) == 0
+
+
+@pytest.mark.slow
+def test_demo_json_enrolls_renews_and_stops(tmp_path):
+    cmd = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(tmp_path), "demo", "--devices", "4", "--json",
+           "--free-ports"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)  # exactly one JSON object on stdout
+    assert report["enrolled"] == 4 and report["failed"] == 0 and report["renewed"] >= 1, report
+    assert isinstance(report["seconds"], (int, float)) and report["seconds"] > 0
+    assert report["renewal"]["clock"] == "simulated"
+    # Every auth mode and both key types took part.
+    groups = {g["group"] for g in report["groups"]}
+    assert {"auth string / RSA 2048", "null string / EC 256", "MIC / RSA 2048", "auth string / EC 256"} == groups
+    # The demo's data and logs are where it says, and the CAPF trace has the document's lines.
+    assert report["data_dir"] == str(tmp_path / "demo")
+    capf_log = (tmp_path / "demo" / "logs" / "capf.log").read_text()
+    assert "Online Cert Signing successful" in capf_log and "Sending STORE_CERT_REQ msg" in capf_log
+    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
+    # Servers gone: nothing listens on the ports the demo used.
+    ca = report["servers"]["ca"].split("//")[1].split("/")[0]
+    ra = report["servers"]["ra"].split("//")[1].split("/")[0]
+    for address in (ca, ra, report["servers"]["capf"]):
+        assert not _listening(address), f"{address} still listening after the demo exited"
+
+    # Running it again in the same folder works (the folder is the demo's own: it is emptied).
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["enrolled"] == 4
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.txt").write_text("keep me")
+    proc = subprocess.run([sys.executable, "-m", "onlineca.cli", "demo", "--dir", str(tmp_path / "mine"), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "was not made by 'onlineca demo'" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "mine" / "precious.txt").read_text() == "keep me"

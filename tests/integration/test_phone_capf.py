@@ -1,0 +1,224 @@
+"""The phone simulator against the real CAPF server (in-process ``start_capf``), our RA (EST) and our
+CA (/certsrv), all on 127.0.0.1 over TLS: an enrollment with each authentication mode, renewal by
+LSC, a wrong auth string, a broken session finished by the next one, troubleshoot and delete,
+and the ``onlineca phone`` commands as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from onlineca import pki
+from onlineca.capf import inventory
+from onlineca.demo import Servers, make_lab, prepare_folder, start_servers
+from onlineca.phone.client import PhoneAuth, Target, check_in, phone_ssl_context, run_session
+from onlineca.phone.device import Phone
+from onlineca.phone.fleet import make_fleet, run_fleet
+from onlineca.store import Database
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+class Stack:
+    def __init__(self, root: Path, config, mic, servers: Servers) -> None:  # type: ignore[no-untyped-def]
+        self.root, self.config, self.mic, self.servers = root, config, mic, servers
+        self.db = Database(config.database_url)
+
+    def target(self, **kw) -> Target:  # type: ignore[no-untyped-def]
+        return Target(self.servers.capf.host, self.servers.capf.port,
+                      phone_ssl_context(self.root / "ca" / "chain.pem"), read_timeout=30, **kw)
+
+    def add(self, name: str, **settings) -> None:  # type: ignore[no-untyped-def]
+        with self.db.session() as s:
+            inventory.add_device(s, name, actor="test", **settings)
+
+    def set(self, name: str, **settings) -> None:  # type: ignore[no-untyped-def]
+        with self.db.session() as s:
+            inventory.set_device(s, name, actor="test", **settings)
+
+    def device(self, name: str) -> dict:
+        with self.db.session() as s:
+            return inventory.device_dict(inventory.get_device(s, name))
+
+    def ca_requests(self) -> int:
+        return len(self.servers.ca.engine.list())
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phonecapf") / "lab"
+    prepare_folder(root)
+    config, mic = make_lab(root)
+    servers = Servers()
+    try:
+        await start_servers(config, root, servers, default_ports=False)
+        st = Stack(root, config, mic, servers)
+        yield st
+        st.db.dispose()
+    finally:
+        await servers.close()
+
+
+def _status(stack: Stack, name: str) -> str:
+    return stack.device(name)["status"]
+
+
+async def test_enroll_by_auth_string_ec(stack: Stack, tmp_path):
+    name = "SEP0000000A0001"
+    stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_STR", auth_string="123456",
+              key_order="KEYORDER_EC_ONLY", ec_key_size=256)
+    phone = Phone.create(tmp_path / name, name)
+    result = await check_in(phone, stack.target(), PhoneAuth("string", "123456"), retries=0)
+    assert result.outcome == "installed", result
+    assert result.reason == "OK" and result.key == "EC 256"
+    assert pki.key_spec(phone.lsc.public_key()) == ("ec", 256)
+    assert pki.common_name(phone.lsc.subject) == name
+    assert {"digital_signature", "key_encipherment"} <= set(pki.key_usage_names(phone.lsc))
+    # The LSC chains to the lab CA; the phone's folder holds it, its key 0600.
+    store = pki.TrustStore.from_paths(str(stack.root / "ca" / "root.pem"))
+    issuing = pki.load_certificate((stack.root / "ca" / "issuing.pem").read_bytes())
+    pki.validate_chain(phone.lsc, [issuing], store)
+    assert oct((tmp_path / name / "lsc.key").stat().st_mode & 0o777) == "0o600"
+    info = stack.device(name)
+    assert info["status"] == "CERT_STATUS_UPGRADE_SUCCESS" and info["operation"] == "OPERATION_NONE"
+    assert info["lsc"]["serial"] == result.lsc_serial
+
+
+async def test_enroll_by_null_string_rsa(stack: Stack):
+    name = "SEP0000000A0002"
+    stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_NULL_STR", key_order="KEYORDER_RSA_ONLY",
+              rsa_key_size=2048)
+    phone = Phone(name)
+    result = await run_session(phone, stack.target(), PhoneAuth("null"))
+    assert result.outcome == "installed" and result.key == "RSA 2048", result
+    assert pki.key_spec(phone.lsc.public_key()) == ("rsa", 2048)
+    assert _status(stack, name) == "CERT_STATUS_UPGRADE_SUCCESS"
+
+
+async def test_enroll_by_mic_then_renew_by_lsc(stack: Stack):
+    name = "SEP0000000A0003"
+    stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_MIC", key_order="KEYORDER_EC_ONLY",
+              ec_key_size=384)
+    phone = Phone(name)
+    stack.mic.issue(phone)
+    first = await run_session(phone, stack.target(), PhoneAuth("mic"))
+    assert first.outcome == "installed" and first.key == "EC 384", first
+    old_serial = first.lsc_serial
+    # Renewal: Install/Upgrade authenticated by the LSC; the phone answers with its LSC.
+    stack.set(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_LSC")
+    requests_before = stack.ca_requests()
+    second = await run_session(phone, stack.target(), PhoneAuth("auto"))
+    assert second.outcome == "installed", second
+    assert second.lsc_serial != old_serial and phone.lsc is not None
+    assert f"{phone.lsc.serial_number:x}" == second.lsc_serial
+    assert stack.ca_requests() == requests_before + 1
+    assert stack.device(name)["lsc"]["serial"] == second.lsc_serial
+
+
+async def test_mic_from_an_unknown_manufacturer_is_refused(stack: Stack, tmp_path):
+    from onlineca.phone.mic import MICAuthority
+    name = "SEP0000000A0004"
+    stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_MIC", key_order="KEYORDER_EC_ONLY")
+    phone = Phone(name)
+    MICAuthority.init(tmp_path / "rogue", name="CN=Rogue Factory").issue(phone)
+    result = await run_session(phone, stack.target(), PhoneAuth("mic"))
+    assert result.outcome == "ended" and result.reason == "INVALID_CERTIFICATE", result
+    assert not phone.has_lsc and not result.ok
+    assert _status(stack, name) == "CERT_STATUS_UPGRADE_FAILED_INVALID_MIC"
+
+
+async def test_wrong_auth_string_gets_no_lsc(stack: Stack):
+    name = "SEP0000000A0005"
+    stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_STR", auth_string="4321",
+              key_order="KEYORDER_EC_ONLY")
+    phone = Phone(name)
+    result = await run_session(phone, stack.target(), PhoneAuth("string", "9999"))
+    assert result.outcome == "ended" and result.reason == "OPERATION_REFUSED" and not result.ok, result
+    assert not phone.has_lsc and not phone.pending_key  # refused before any key was asked for
+    assert _status(stack, name) == "CERT_STATUS_UPGRADE_FAILED_INVALID_AUTH_STR"
+    # The null string is no way around it: CAPF asks again for the auth string, the phone has none.
+    result = await run_session(phone, stack.target(), PhoneAuth("null"))
+    assert result.reason == "OPERATION_REFUSED" and not phone.has_lsc
+
+
+async def test_broken_session_is_finished_by_the_next_without_a_second_request(stack: Stack):
+    name = "SEP0000000A0006"
+    stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_NULL_STR", key_order="KEYORDER_EC_ONLY")
+    phone = Phone(name)
+    before = stack.ca_requests()
+    dropped = await run_session(phone, stack.target(), PhoneAuth("null"), fault="drop_at_store")
+    assert dropped.outcome == "comm_failure" and not phone.has_lsc and phone.pending_key, dropped
+    assert stack.ca_requests() == before + 1
+    delivered = await run_session(phone, stack.target(), PhoneAuth("null"))
+    assert delivered.outcome == "installed" and delivered.key is None, delivered  # no new key this time
+    assert stack.ca_requests() == before + 1  # the CA signed once
+    assert _status(stack, name) == "CERT_STATUS_UPGRADE_SUCCESS"
+
+
+async def test_troubleshoot_then_delete(stack: Stack):
+    name = "SEP0000000A0007"
+    stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_NULL_STR", key_order="KEYORDER_EC_ONLY")
+    phone = Phone(name)
+    stack.mic.issue(phone)
+    assert (await run_session(phone, stack.target(), PhoneAuth("null"))).outcome == "installed"
+    stack.set(name, operation="OPERATION_TROUBLESHOOT")
+    fetched = await run_session(phone, stack.target(), PhoneAuth("null"))
+    assert fetched.outcome == "fetched" and fetched.fetched == 2 and fetched.reason == "OK", fetched
+    assert _status(stack, name) == "CERT_STATUS_TROUBLESHOOT_SUCCESS"
+    stack.set(name, operation="OPERATION_DELETE")
+    deleted = await run_session(phone, stack.target(), PhoneAuth("null"))
+    assert deleted.outcome == "deleted" and not phone.has_lsc and phone.has_mic, deleted
+    assert _status(stack, name) == "CERT_STATUS_DELETE_SUCCESS"
+    # Nothing pending now: the session ends with nothing done on the phone.
+    idle = await run_session(phone, stack.target(), PhoneAuth("null"))
+    assert idle.outcome == "nothing_pending" and idle.ok and not phone.has_lsc
+
+
+async def test_unknown_device_and_fleet(stack: Stack):
+    unknown = await run_session(Phone("SEP0000000AFFFF"), stack.target(), PhoneAuth("null"))
+    assert unknown.outcome == "ended" and unknown.reason == "DEVICE_UNKNOWN"
+    members = make_fleet(6, first=0xB0000)
+    for m in members:
+        stack.add(m.phone.name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_NULL_STR",
+                  key_order="KEYORDER_EC_ONLY")
+    report = await run_fleet(members, stack.target(), concurrency=3, retries=0)
+    assert report.ok == 6 and report.outcomes == {"installed": 6}, [r.as_dict() for r in report.failed]
+    summary = report.summary()
+    assert summary["latency_p50"] <= summary["latency_p99"] <= summary["latency_max"]
+
+
+async def test_phone_cli_enroll_and_check_in(stack: Stack, tmp_path):
+    name = "SEP0000000A0008"
+    stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_STR", auth_string="24680",
+              key_order="KEYORDER_RSA_ONLY")
+    base = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(tmp_path), "phone"]
+    where = ["--capf", f"{stack.servers.capf.host}:{stack.servers.capf.port}",
+             "--cafile", str(stack.root / "ca" / "chain.pem")]
+
+    async def run(*args: str, env: dict | None = None) -> tuple[int, str, str]:
+        import os
+        proc = await asyncio.create_subprocess_exec(*base, *args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    rc, out, err = await run("enroll", "--name", name, *where, "--auth", "string", "--retries", "0", "--json",
+                             env={"ONLINECA_PHONE_AUTH_STRING": "24680"})
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["outcome"] == "installed" and result["key"] == "RSA 2048"
+    assert "24680" not in out + err  # the auth string is never printed
+    rc, out, err = await run("show", "--name", name)
+    assert rc == 0 and "LSC:" in out and "RSA 2048" in out
+    # A check-in with nothing pending succeeds and changes nothing; a wrong string fails with exit 1.
+    rc, out, _ = await run("check-in", "--name", name, *where, "--retries", "0")
+    assert rc == 0 and "nothing_pending" in out
+    stack.set(name, operation="OPERATION_UPGRADE")
+    rc, out, _ = await run("check-in", "--name", name, *where, "--auth", "string", "--auth-string", "11111",
+                           "--retries", "0")
+    assert rc == 1 and "OPERATION_REFUSED" in out
