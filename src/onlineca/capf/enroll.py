@@ -30,7 +30,7 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.capf.trace import SessionTrace, log as trace_log
 from onlineca.config import CAPFConfig
-from onlineca.errors import CAPFError, ChainError
+from onlineca.errors import CAPFError, ChainError, ConfigError, PKIError
 from onlineca.est.client import ESTClient
 from onlineca.est.codes import ESTCodedError, enrollment_rv_line
 
@@ -124,8 +124,15 @@ class OnlineCAEnroller:
         self.cfg = cfg
         self.paths = CAPFPaths.under(data_dir)
         self.paths.make()
+        if not cfg.ra_trust_store:
+            raise ConfigError("[capf] ra_trust_store is not set: CAPF cannot tell the RA from an impostor",
+                              hint="Point it at the root CA certificate (PEM) of the RA's TLS certificate.")
+        try:
+            pki.load_cert_file(cfg.ra_trust_store)
+        except (OSError, PKIError) as exc:
+            raise ConfigError(f"[capf] ra_trust_store {cfg.ra_trust_store}: {exc}") from None
         password = cfg.ra_password.get_secret_value()
-        self.est = ESTClient(cfg.ra_url, cafile=cfg.ra_trust_store or None, user=cfg.ra_user or None,
+        self.est = ESTClient(cfg.ra_url, cafile=cfg.ra_trust_store, user=cfg.ra_user or None,
                              password=password, timeout=cfg.enroll_timeout,
                              connect_timeout=min(10.0, cfg.enroll_timeout),
                              max_retries=0)  # a busy RA means RETRY_LATER to the phone, not a wait here

@@ -1,0 +1,196 @@
+"""CAPF sessions on 127.0.0.1: each authentication mode and each wrong credential with its status,
+the lockout, Delete and Troubleshoot, the deadline passing, automatic enrollment by MIC and by name
+pattern, unknown devices, nothing pending, and hostile bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+
+from onlineca import pki
+from onlineca.capf import inventory as inv
+from onlineca.devproto.messages import AuthType, Reason
+
+from capf_lab import MICCA, CAPFLab, LabPhone, close_lab, make_lab, past
+
+
+@pytest.fixture
+async def lab(tmp_path: Path, lab_pki) -> CAPFLab:  # type: ignore[no-untyped-def]
+    lab = await make_lab(tmp_path, lab_pki, f"sqlite:///{tmp_path / 'capf.db'}")
+    yield lab
+    await close_lab(lab)
+
+
+def _upgrade(lab: CAPFLab, name: str, **settings: object) -> None:
+    lab.add_device(name, operation="Install/Upgrade", key_order="EC Only", **settings)
+
+
+async def test_auth_string_right_wrong_and_asked_again(lab: CAPFLab) -> None:
+    _upgrade(lab, "SEPSTRING001", auth_mode="By Authentication String", auth_string="12345")
+    result = await LabPhone("SEPSTRING001", password="54321").run(lab)
+    assert result.end_reason == Reason.OPERATION_REFUSED
+    assert lab.status("SEPSTRING001") == "Upgrade Failed: Invalid Authentication String"
+    assert lab.device("SEPSTRING001").operation == "OPERATION_UPGRADE"
+    assert lab.device("SEPSTRING001").failed_auth_count == 1
+    # The phone first answers without its string; CAPF asks for it by AUTH_TYPE.
+    phone = LabPhone("SEPSTRING001", password="12345", password_only_when_asked=True)
+    result = await phone.run(lab)
+    assert result.end_reason == Reason.OK
+    auth_requests = [m for m in result.received if m.COMMAND.name == "AUTH_REQUEST"]
+    assert [m.auth_type for m in auth_requests] == [None, AuthType.PASSWORD]
+    assert lab.status("SEPSTRING001") == "Upgrade Success"
+    assert lab.device("SEPSTRING001").failed_auth_count == 0
+    assert "12345" not in lab.capf_log and "54321" not in lab.capf_log
+
+
+async def test_lockout_after_repeated_wrong_auth_strings(lab: CAPFLab) -> None:
+    _upgrade(lab, "SEPLOCKED001", auth_mode="By Authentication String", auth_string="2468")
+    for _ in range(3):  # max_auth_failures = 3
+        result = await LabPhone("SEPLOCKED001", password="1111").run(lab)
+        assert result.end_reason == Reason.OPERATION_REFUSED
+    assert lab.device("SEPLOCKED001").locked_until is not None
+    result = await LabPhone("SEPLOCKED001", password="2468").run(lab)
+    assert result.end_reason == Reason.LOCKED_OUT
+    assert "locked out" in lab.capf_log
+    assert any(e.startswith("LOCKED_OUT") for e in lab.events("SEPLOCKED001"))
+
+
+async def test_null_string(lab: CAPFLab) -> None:
+    _upgrade(lab, "SEPNULLSTR01", auth_mode="By Null String")
+    assert (await LabPhone("SEPNULLSTR01").run(lab)).end_reason == Reason.OK
+
+
+async def test_existing_lsc_valid_and_invalid(lab: CAPFLab) -> None:
+    name = "SEPLSCAUTH01"
+    _upgrade(lab, name, auth_mode="By Existing Certificate (Precedence to LSC)")
+    key, lsc = lab.lab_pki.issue(f"CN={name}")
+    result = await LabPhone(name, lsc=lsc, lsc_key=key, present="LSC").run(lab)
+    assert result.end_reason == Reason.OK and lab.status(name) == "Upgrade Success"
+
+    cases = {
+        "SEPLSCAUTH02": lambda n: (lambda k: (k, pki.build_certificate(subject=f"CN={n}", public_key=k.public_key(),
+                                                                        issuer_key=k)))(pki.generate_key("ec", 256)),
+        "SEPLSCAUTH03": lambda n: lab.lab_pki.issue("CN=SEPSOMEONEELSE"),               # another device's LSC
+        "SEPLSCAUTH04": lambda n: (pki.generate_key("ec", 256), lab.lab_pki.issue(f"CN={n}")[1]),  # not its key
+    }
+    for other, make in cases.items():
+        _upgrade(lab, other, auth_mode="By Existing Certificate (Precedence to LSC)")
+        key, cert = make(other)
+        result = await LabPhone(other, lsc=cert, lsc_key=key, present="LSC").run(lab)
+        assert result.end_reason == Reason.INVALID_CERTIFICATE, other
+        assert lab.status(other) == "Upgrade Failed: Invalid LSC", other
+
+    # No certificate at all, even when asked again: Invalid Credentials.
+    _upgrade(lab, "SEPLSCAUTH05", auth_mode="By Existing Certificate (Precedence to LSC)")
+    result = await LabPhone("SEPLSCAUTH05").run(lab)
+    assert [m.auth_type for m in result.received if m.COMMAND.name == "AUTH_REQUEST"] == [
+        None, AuthType.EXISTING_CERT_LSC_FIRST]
+    assert lab.status("SEPLSCAUTH05") == "Upgrade Failed: Invalid Credentials"
+
+
+async def test_existing_mic_valid_and_invalid(lab: CAPFLab, tmp_path: Path) -> None:
+    name = "SEPMICAUTH01"
+    _upgrade(lab, name, auth_mode="By Existing Certificate (Precedence to MIC)")
+    key, mic = lab.mic_ca.issue(name)
+    result = await LabPhone(name, mic=mic, mic_key=key, present="MIC").run(lab)
+    assert result.end_reason == Reason.OK and lab.status(name) == "Upgrade Success"
+
+    other_maker = MICCA.make(tmp_path, "CN=Unknown Manufacturer CA")
+    _upgrade(lab, "SEPMICAUTH02", auth_mode="By Existing Certificate (Precedence to MIC)")
+    key, mic = other_maker.issue("SEPMICAUTH02")
+    result = await LabPhone("SEPMICAUTH02", mic=mic, mic_key=key, present="MIC").run(lab)
+    assert result.end_reason == Reason.INVALID_CERTIFICATE
+    assert lab.status("SEPMICAUTH02") == "Upgrade Failed: Invalid MIC"
+
+
+async def test_delete_and_troubleshoot(lab: CAPFLab) -> None:
+    name = "SEPOPS000001"
+    _upgrade(lab, name)
+    phone = LabPhone(name)
+    key, mic = lab.mic_ca.issue(name)
+    phone.mic, phone.mic_key = mic, key
+    assert (await phone.run(lab)).end_reason == Reason.OK
+    serial = lab.device(name).lsc_serial
+
+    lab.set_device(name, operation="Troubleshoot")
+    result = await phone.run(lab)
+    assert "FETCH_CERT_REQUEST" in result.commands and result.end_reason == Reason.OK
+    assert lab.status(name) == "Troubleshoot Success"
+    folder = lab.data_dir / "capf" / "troubleshoot" / name
+    assert sorted(p.name for p in folder.iterdir()) == ["lsc-0.der", "mic-1.der"]
+    assert f"serial {serial}" in lab.capf_log
+
+    lab.set_device(name, operation="Delete")
+    result = await phone.run(lab)
+    assert "DELETE_CERT_REQUEST" in result.commands and result.end_reason == Reason.OK
+    assert phone.lsc is None
+    device = lab.device(name)
+    assert lab.status(name) == "Delete Success" and device.lsc_serial is None
+    assert device.operation == "OPERATION_NONE"
+    assert "DbStatus=CERT_STATUS_DELETE_SUCCESS" in lab.capf_log
+
+
+async def test_deadline_passed(lab: CAPFLab) -> None:
+    name = "SEPLATE00001"
+    _upgrade(lab, name)
+    lab.force(name, operation_deadline=past(2))
+    before = lab.backend.enrolls
+    result = await LabPhone(name).run(lab)
+    assert result.end_reason == Reason.DEADLINE_PASSED
+    assert "KEY_GEN_REQUEST" not in result.commands
+    assert lab.status(name) == "Upgrade Failed: User Initiated Request Late/Timedout"
+    assert lab.device(name).operation == "OPERATION_NONE"  # not executed after its deadline
+    assert lab.backend.enrolls == before
+
+
+async def test_unknown_device_and_nothing_pending(lab: CAPFLab) -> None:
+    result = await LabPhone("SEPNOBODY0001").run(lab)
+    assert result.end_reason == Reason.DEVICE_UNKNOWN
+    lab.add_device("SEPIDLE00001")
+    result = await LabPhone("SEPIDLE00001").run(lab)
+    assert result.end_reason == Reason.OPERATION_REFUSED
+    assert lab.status("SEPIDLE00001") == "None"
+
+
+async def test_automatic_enrollment_by_mic_and_by_name(lab: CAPFLab) -> None:
+    with lab.db.session() as s:
+        inv.add_profile(s, "factory", auto_enroll_mic=True, mic_trust_store=str(lab.mic_ca.path),
+                        key_order="EC Only")
+        inv.add_profile(s, "lobby", auto_enroll_name_pattern="ATA*", key_order="EC Only")
+    name = "SEPNEWPHONE1"
+    key, mic = lab.mic_ca.issue(name)
+    result = await LabPhone(name, mic=mic, mic_key=key, present="MIC").run(lab)
+    assert result.end_reason == Reason.OK
+    device = lab.device(name)
+    assert lab.status(name) == "Upgrade Success" and device.profile.name == "factory"
+    assert any(e.startswith("AUTO_ENROLLMENT profile factory: a valid MIC") for e in lab.events(name))
+
+    # A MIC from another manufacturer grants nothing; neither does no MIC.
+    stranger = MICCA.make(lab.dir, "CN=Grey Market CA")
+    key, mic = stranger.issue("SEPNEWPHONE2")
+    result = await LabPhone("SEPNEWPHONE2", mic=mic, mic_key=key, present="MIC").run(lab)
+    assert result.end_reason == Reason.DEVICE_UNKNOWN
+    assert (await LabPhone("SEPNEWPHONE3").run(lab)).end_reason == Reason.DEVICE_UNKNOWN
+
+    result = await LabPhone("ATA0011223344").run(lab)
+    assert result.end_reason == Reason.OK and lab.device("ATA0011223344").profile.name == "lobby"
+
+
+async def test_hostile_bytes_do_not_hurt_the_server(lab: CAPFLab) -> None:
+    ctx = ssl.create_default_context(cafile=str(lab.lab_pki.root_pem))
+    for junk in (b"\x00" * 64, b"\x55\x02\x00\x00\x00\x01\xff\xff" + b"A" * 100, b"GET / HTTP/1.1\r\n\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", lab.capf.port, ssl=ctx,
+                                                       server_hostname="127.0.0.1")
+        await reader.read(65536)  # AUTH_REQUEST
+        writer.write(junk)
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), 10)  # CAPF answers and closes
+        writer.close()
+        assert rest[:2] == b"\x55\x0f"  # END_SESSION (reason PROTOCOL_ERROR)
+    assert "protocol error from the phone" in lab.capf_log
+    assert "Traceback" not in lab.capf_log
+    _upgrade(lab, "SEPAFTERJUNK1")
+    assert (await LabPhone("SEPAFTERJUNK1").run(lab)).end_reason == Reason.OK
