@@ -222,3 +222,31 @@ async def test_phone_cli_enroll_and_check_in(stack: Stack, tmp_path):
     rc, out, _ = await run("check-in", "--name", name, *where, "--auth", "string", "--auth-string", "11111",
                            "--retries", "0")
     assert rc == 1 and "OPERATION_REFUSED" in out
+
+
+async def test_ra_down_gets_retry_later_which_the_phone_honours(stack: Stack):
+    """Last in this module: it stops the RA, then starts it again on the same port."""
+    from onlineca.ra import start_ra
+    name = "SEP0000000A0009"
+    stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_NULL_STR", key_order="KEYORDER_EC_ONLY")
+    phone = Phone(name)
+    ra = stack.servers.ra
+    await ra.close()
+    result = await run_session(phone, stack.target(), PhoneAuth("null"))
+    assert result.outcome == "retry_later" and result.retry_delay == stack.config.capf.retry_delay, result
+    assert not phone.has_lsc and not result.ok
+    info = stack.device(name)
+    assert info["operation"] == "OPERATION_UPGRADE"  # still pending
+    assert info["status"] == "CERT_STATUS_UPGRADE_FAILED_CA_COMM_FAILURE"
+    # check_in comes back after the delay CAPF named (capped here), as often as it is told to.
+    again = await check_in(phone, stack.target(), PhoneAuth("null"), retries=1, max_retry_delay=0.05)
+    assert again.outcome == "retry_later" and again.attempts == 2
+    # The RA is back: the next check-in gets the LSC; nothing was lost.
+    ra_config = stack.config.model_copy(update={"ra": stack.config.ra.model_copy(
+        update={"ca_url": stack.servers.ca.url})})
+    stack.servers.ra = await start_ra(ra_config, stack.config.log_path, host="127.0.0.1", port=ra.port)
+    stack.servers.closers.append(stack.servers.ra.close)
+    await stack.servers.ra.wait_ready(timeout=30)
+    done = await check_in(phone, stack.target(), PhoneAuth("null"), retries=0)
+    assert done.outcome == "installed" and phone.has_lsc, done
+    assert _status(stack, name) == "CERT_STATUS_UPGRADE_SUCCESS"
