@@ -260,3 +260,20 @@ async def test_capf_certificate_enrolled_at_first_start_and_renewed(lab: CAPFLab
     assert renewed != old and not renewal_due(renewed)
     assert lab.backend.enrolls == before + 1
     assert await served() == renewed
+
+
+async def test_slow_ra_gets_the_phone_a_retry_later(tmp_path: Path, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    lab = await make_lab(tmp_path, lab_pki, f"sqlite:///{tmp_path / 'capf.db'}", enroll_timeout=0.5)
+    try:
+        name = "SEPSLOWRA001"
+        lab.add_device(name, operation="Install/Upgrade", key_order="EC Only")
+        lab.backend.gate = asyncio.Event()  # the RA takes the request and never answers
+        result = await LabPhone(name).run(lab)
+        assert result.commands[-1] == "RETRY_LATER" and result.end_reason == Reason.CA_UNAVAILABLE
+        assert lab.status(name) == "Upgrade Failed: CA Communication Failure"
+        assert f"debug 2:{name}:Enrollment rv = 35 (EST_ERR_SSL_READ) with pkcs7 length = 0" in lab.capf_log
+        lab.backend.gate.set()
+        result = await LabPhone(name).run(lab)
+        assert result.end_reason == Reason.OK and lab.status(name) == "Upgrade Success"
+    finally:
+        await close_lab(lab)
