@@ -469,7 +469,7 @@ async def _main(opts: DemoOptions, as_json: bool) -> dict[str, Any]:
 @click.option("--concurrency", type=click.IntRange(1, 512), default=8, show_default=True)
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
               help="Demo folder (default <data dir>/demo; emptied at each run).")
-@click.option("--temp", is_flag=True, help="Use a temporary folder, removed at the end.")
+@click.option("--temp", is_flag=True, help="Use a temporary folder, removed at the end (logs included).")
 @click.option("--free-ports", is_flag=True, help="Do not try the default ports first.")
 @click.option("--keep-running", is_flag=True, help="Keep CA, RA and CAPF running after the summary (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (enrolled, renewed, failed, seconds, ...).")
