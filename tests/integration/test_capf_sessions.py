@@ -175,6 +175,14 @@ async def test_automatic_enrollment_by_mic_and_by_name(lab: CAPFLab) -> None:
     assert result.end_reason == Reason.DEVICE_UNKNOWN
     assert (await LabPhone("SEPNEWPHONE3").run(lab)).end_reason == Reason.DEVICE_UNKNOWN
 
+    # A profile with its own manufacturer store: only that store counts for its devices.
+    partner = MICCA.make(lab.dir, "CN=Partner Phones CA")
+    with lab.db.session() as s:
+        inv.add_profile(s, "partner", auto_enroll_mic=True, mic_trust_store=str(partner.path), key_order="EC Only")
+    key, mic = partner.issue("SEPPARTNER01")
+    result = await LabPhone("SEPPARTNER01", mic=mic, mic_key=key, present="MIC").run(lab)
+    assert result.end_reason == Reason.OK and lab.device("SEPPARTNER01").profile.name == "partner"
+
     result = await LabPhone("ATA0011223344").run(lab)
     assert result.end_reason == Reason.OK and lab.device("ATA0011223344").profile.name == "lobby"
 

@@ -234,7 +234,7 @@ class CAPFServer:
         trace.device = name
         trace.debug(f"AUTH_RESPONSE from {name}, protocol version {session.version}")
         credential = await self._check_certificate(session, auth, name)
-        device = await self._db(self._find_or_auto_enroll, name, credential)
+        device = await self._db(self._find_or_auto_enroll, name, credential, session, auth)
         if device is None:
             trace.error("device is not in the CAPF database and no profile enrolls it automatically")
             session.end(Reason.DEVICE_UNKNOWN, "device unknown")
@@ -304,15 +304,21 @@ class CAPFServer:
         challenge); None when the phone sent no certificate."""
         if auth.certificate is None:
             return None
-        kind = "MIC" if auth.certificate.cert_type == CertificateType.MIC else "LSC"
+        if auth.certificate.cert_type == CertificateType.MIC:
+            return self._verify(session, auth, name, "MIC", self._mic_store(mic_store))
+        try:
+            trust = await self.enroller.lsc_trust()
+        except CAUnavailable as exc:
+            return Credential("LSC", False, f"cannot check the LSC: {exc.message}")
+        return self._verify(session, auth, name, "LSC", trust)
+
+    def _verify(self, session: CAPFSession, auth: AuthResponse, name: str, kind: str,
+                trust: pki.TrustStore) -> Credential:
+        assert auth.certificate is not None
+        if not len(trust):
+            return Credential(kind, False, f"no trust store is configured for {kind}s")
         try:
             cert = pki.load_certificate(auth.certificate.der)
-            if kind == "LSC":
-                trust = await self.enroller.lsc_trust()
-            else:
-                trust = self._mic_store(mic_store)
-                if not len(trust):
-                    return Credential(kind, False, "no manufacturer trust store is configured for MICs")
             pki.validate_chain(cert, [], trust, at=self.clock())
             cn = pki.common_name(cert.subject).upper()
             if (kind == "LSC" and cn != name) or (kind == "MIC" and name not in cn):
@@ -320,15 +326,14 @@ class CAPFServer:
             signature = auth.signature
             if signature is None:
                 return Credential(kind, False, f"the {kind} came without a signature over the challenge")
-            digest = auth.effective_digest.hash_name
-            tbs.verify_data_signature(cert.public_key(), session.auth_payload(), signature, digest)  # type: ignore[arg-type]
-        except CAUnavailable as exc:
-            return Credential(kind, False, f"cannot check the LSC: {exc.message}")
+            tbs.verify_data_signature(cert.public_key(), session.auth_payload(), signature,  # type: ignore[arg-type]
+                                      auth.effective_digest.hash_name)
         except (ChainError, ParseError, PKIError) as exc:
             return Credential(kind, False, exc.message)
         return Credential(kind, True)
 
-    def _find_or_auto_enroll(self, s: Session, name: str, credential: Credential | None) -> Device | None:
+    def _find_or_auto_enroll(self, s: Session, name: str, credential: Credential | None, session: CAPFSession,
+                             auth: AuthResponse) -> Device | None:
         """The device; or a new one (or a new Install/Upgrade) that a profile grants automatically."""
         device = inv.find_device(s, name)
         if device is not None and (device.operation != Operation.NONE.ident or device.lsc_serial is not None):
@@ -337,8 +342,9 @@ class CAPFServer:
             auto = inv.profile_policy(row).auto_enrollment
             if not auto.enabled:
                 continue
-            mic_valid = bool(credential and credential.kind == "MIC" and credential.valid
-                             and self._mic_valid_for(row.mic_trust_store))
+            mic_valid = bool(credential and credential.kind == "MIC" and credential.valid)
+            if credential and credential.kind == "MIC" and row.mic_trust_store:
+                mic_valid = self._verify(session, auth, name, "MIC", self._mic_store(row.mic_trust_store)).valid
             if not auto.grants(name, mic_valid=mic_valid):
                 continue
             settings: dict[str, Any] = {"operation": Operation.UPGRADE.ident}
@@ -358,10 +364,6 @@ class CAPFServer:
             inv.record_event(s, name, "AUTO_ENROLLMENT", f"profile {row.name}: {why}", actor="capf")
             return device
         return device
-
-    def _mic_valid_for(self, profile_store: str) -> bool:
-        # The MIC was validated against the global store; a profile with its own store needs that one.
-        return not profile_store or bool(len(self._mic_store(profile_store)))
 
     async def _authenticate(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
                             auth: AuthResponse, credential: Credential | None) -> None:
@@ -390,22 +392,16 @@ class CAPFServer:
             raise _Outcome(failure_status(op, "INVALID_CREDENTIALS"),
                            f"{mode.display} but the phone presented no certificate",
                            Reason.INVALID_CERTIFICATE)
-        if mode is AuthMode.BY_LSC and credential.kind == "MIC" or mode is AuthMode.BY_MIC and credential.kind == "MIC":
-            credential = await self._revalidate_mic(session, auth, name, policy, credential)
+        if credential.kind == "MIC":
+            # A profile may name its own manufacturer trust store: the MIC must chain to that one.
+            store = await self._db(_profile_mic_store, name)
+            if store:
+                credential = self._verify(session, auth, name, "MIC", self._mic_store(store))
         if not credential.valid:
             reason = "INVALID_MIC" if credential.kind == "MIC" else "INVALID_LSC"
             raise _Outcome(failure_status(op, reason), f"{credential.kind} rejected: {credential.why}",
                            Reason.INVALID_CERTIFICATE)
         trace.debug(f"Authentication Mode={mode.log}: the phone's {credential.kind} is valid")
-
-    async def _revalidate_mic(self, session: CAPFSession, auth: AuthResponse, name: str, policy: EffectivePolicy,
-                              credential: Credential) -> Credential:
-        """A profile may name its own manufacturer trust store; check the MIC against that one."""
-        store = await self._db(lambda s: (inv.get_device(s, name).profile.mic_trust_store
-                                          if inv.get_device(s, name).profile else ""))
-        if not store:
-            return credential
-        return await self._check_certificate(session, auth, name, store) or credential
 
     async def _check_auth_string(self, trace: SessionTrace, name: str, policy: EffectivePolicy,
                                  given: str | None) -> None:
@@ -596,13 +592,7 @@ class CAPFServer:
         trace.plain(f"debug LSC is verified. removing CSR at {csr_file}")
         csr_file.unlink(missing_ok=True)
         await self._db(inv.mark_lsc_installed, name, serial, actor=f"capf:{self.node_id}")
-        self.stats.by_status["CERT_STATUS_UPGRADE_SUCCESS"] = self.stats.by_status.get("CERT_STATUS_UPGRADE_SUCCESS", 0) + 1
-        trace.plain("CAPFDevice::MapCapf_OpStatusToDBLTypeCertificateStatus(OPERATION_UPGRADE, "
-                    "Suc =>DbStatus=CERT_STATUS_UPGRADE_SUCCESS")
-        st = CertStatus.UPGRADE_SUCCESS
-        trace.plain(f"SetOperationStatus(Success:CAPF_OP_SUCCESS):0 sql query - (UPDATE Device SET "
-                    f"tkCertificateOperation={Operation.NONE.code}, tkcertificatestatus='{st.code}' "
-                    f"WHERE my_lower(name)=my_lower('{name}'))")
+        self._log_success(trace, name, Operation.UPGRADE)
 
     async def _delete(self, conn: _Connection, trace: SessionTrace, name: str) -> None:
         conn.session.request_delete()
@@ -646,6 +636,11 @@ class CAPFServer:
         trace.plain(f"SetOperationStatus(Success:CAPF_OP_SUCCESS):0 sql query - (UPDATE Device SET "
                     f"tkCertificateOperation={Operation.NONE.code}, tkcertificatestatus='{st.code}' "
                     f"WHERE my_lower(name)=my_lower('{name}'))")
+
+
+def _profile_mic_store(s: Session, name: str) -> str:
+    device = inv.get_device(s, name)
+    return device.profile.mic_trust_store if device.profile is not None else ""
 
 
 def _lsc_tuple(row: Any) -> tuple[str, bytes] | None:
