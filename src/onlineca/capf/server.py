@@ -579,15 +579,8 @@ class CAPFServer:
         return cert
 
     async def _deliver(self, conn: _Connection, trace: SessionTrace, name: str, serial: str, der: bytes) -> None:
-        session = conn.session
-        session.store_certificate(der)
-        trace.debug("Sending STORE_CERT_REQ msg")
-        await conn.flush()
-        resp = await conn.expect(StoreCertResponse)
-        if resp.reason != Reason.OK:
-            raise _Outcome(failure_status(Operation.UPGRADE, "PHONE_COMM_FAILURE"),
-                           f"the phone did not store the LSC: reason {resp.reason}"
-                           + (f" ({resp.reason_info})" if resp.reason_info else ""), Reason.STORE_FAILED)
+        await self._ask(conn, trace, lambda: conn.session.store_certificate(der), "STORE_CERT_REQ", StoreCertResponse,
+                        failure_status(Operation.UPGRADE, "PHONE_COMM_FAILURE"), "store the LSC", Reason.STORE_FAILED)
         csr_file = self.enroller.paths.csr_file(name)
         trace.plain(f"debug LSC is verified. removing CSR at {csr_file}")
         csr_file.unlink(missing_ok=True)
@@ -595,24 +588,14 @@ class CAPFServer:
         self._log_success(trace, name, Operation.UPGRADE)
 
     async def _delete(self, conn: _Connection, trace: SessionTrace, name: str) -> None:
-        conn.session.request_delete()
-        trace.debug("Sending DELETE_CERT_REQ msg")
-        await conn.flush()
-        resp = await conn.expect(DeleteCertResponse)
-        if resp.reason != Reason.OK:
-            raise _Outcome(failure_status(Operation.DELETE), f"the phone did not delete its LSC: reason {resp.reason}",
-                           Reason.OPERATION_REFUSED)
+        await self._ask(conn, trace, conn.session.request_delete, "DELETE_CERT_REQ", DeleteCertResponse,
+                        failure_status(Operation.DELETE), "delete its LSC")
         await self._db(inv.mark_lsc_removed, name, actor=f"capf:{self.node_id}")
         self._log_success(trace, name, Operation.DELETE)
 
     async def _troubleshoot(self, conn: _Connection, trace: SessionTrace, name: str) -> None:
-        conn.session.request_fetch()
-        trace.debug("Sending FETCH_CERT_REQ msg")
-        await conn.flush()
-        resp = await conn.expect(FetchCertResponse)
-        if resp.reason != Reason.OK:
-            raise _Outcome(failure_status(Operation.TROUBLESHOOT),
-                           f"the phone did not send its certificates: reason {resp.reason}", Reason.OPERATION_REFUSED)
+        resp = await self._ask(conn, trace, conn.session.request_fetch, "FETCH_CERT_REQ", FetchCertResponse,
+                               failure_status(Operation.TROUBLESHOOT), "send its certificates")
         folder = self.enroller.paths.troubleshoot_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         for i, value in enumerate(resp.certificates):
@@ -628,6 +611,21 @@ class CAPFServer:
         await self._db(inv.set_status, name, success_status(Operation.TROUBLESHOOT), actor=f"capf:{self.node_id}",
                        detail=f"{len(resp.certificates)} certificate(s) in {folder}", end_operation=True)
         self._log_success(trace, name, Operation.TROUBLESHOOT)
+
+    async def _ask(self, conn: _Connection, trace: SessionTrace, request: Callable[[], None], label: str,
+                   kind: type[M], failed: Any, what: str, reason: Reason = Reason.OPERATION_REFUSED) -> M:
+        """Send one request to the phone and wait for its answer; an answer that is not OK fails
+        the operation with ``failed``."""
+        request()
+        trace.debug(f"Sending {label} msg")
+        await conn.flush()
+        resp = await conn.expect(kind)
+        answer = getattr(resp, "reason", Reason.OK)
+        if answer != Reason.OK:
+            info = getattr(resp, "reason_info", None)
+            raise _Outcome(failed, f"the phone did not {what}: reason {answer}" + (f" ({info})" if info else ""),
+                           reason)
+        return resp
 
     def _log_success(self, trace: SessionTrace, name: str, op: Operation) -> None:
         st = success_status(op)
