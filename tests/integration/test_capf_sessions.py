@@ -202,3 +202,27 @@ async def test_hostile_bytes_do_not_hurt_the_server(lab: CAPFLab) -> None:
     assert "Traceback" not in lab.capf_log
     _upgrade(lab, "SEPAFTERJUNK1")
     assert (await LabPhone("SEPAFTERJUNK1").run(lab)).end_reason == Reason.OK
+
+
+async def test_failed_renewal_backs_off(lab: CAPFLab) -> None:
+    name = "SEPRENEW0001"
+    _upgrade(lab, name)
+    phone = LabPhone(name)
+    assert (await phone.run(lab)).end_reason == Reason.OK
+    serial = lab.device(name).lsc_serial
+    # What the scheduler sets when the LSC's renewal window opens.
+    lab.force(name, operation="OPERATION_UPGRADE", operation_auth_mode="AUTH_BY_LSC", renewal_for_serial=serial,
+              operation_deadline=past(-48))
+    key, forged = pki.generate_key("ec", 256), phone.lsc
+    result = await LabPhone(name, lsc=forged, lsc_key=key, present="LSC").run(lab)  # not the LSC's key
+    assert result.end_reason == Reason.INVALID_CERTIFICATE
+    device = lab.device(name)
+    assert lab.status(name) == "Upgrade Failed: Invalid LSC"
+    assert device.operation == "OPERATION_NONE" and device.renewal_attempts == 1
+    assert device.renewal_next_at is not None and device.lsc_serial == serial
+    # The phone with its real LSC renews when the scheduler tries again.
+    lab.force(name, operation="OPERATION_UPGRADE", operation_auth_mode="AUTH_BY_LSC", renewal_for_serial=serial,
+              operation_deadline=past(-48))
+    phone.present = "LSC"
+    assert (await phone.run(lab)).end_reason == Reason.OK
+    assert lab.device(name).lsc_serial != serial and lab.status(name) == "Upgrade Success"

@@ -265,7 +265,9 @@ class CAPFServer:
     async def _finish(self, conn: _Connection, trace: SessionTrace, name: str, operation: Operation,
                       out: _Outcome) -> None:
         if out.status is not None:
-            await self._record(name, out.status, out.detail, end_operation=out.end_operation)
+            # Failures the phone's next session cannot fix by itself end a renewal (with backoff).
+            final = out.retry_after is None and out.reason not in (Reason.STORE_FAILED, Reason.OPERATION_REFUSED)
+            await self._record(name, out.status, out.detail, end_operation=out.end_operation, final=final)
             st = CertStatus.parse(out.status, "status")
             trace.error(f"{operation.ident} failed: {st.display}: {out.detail}")
             self.stats.failed += 1
@@ -279,11 +281,23 @@ class CAPFServer:
             trace.debug("MsgType : CAPF_MSG_END_SESSION")
         await conn.flush()
 
-    async def _record(self, name: str, status: Any, detail: str, *, end_operation: bool = False) -> None:
+    async def _record(self, name: str, status: Any, detail: str, *, end_operation: bool = False,
+                      final: bool = False) -> None:
         st = CertStatus.parse(status, "status")
         self.stats.by_status[st.ident] = self.stats.by_status.get(st.ident, 0) + 1
-        await self._db(inv.set_status, name, st, actor=f"capf:{self.node_id}", detail=detail[:500],
-                       end_operation=end_operation)
+        await self._db(self._record_in, name, st, detail[:500], end_operation, final)
+
+    def _record_in(self, s: Session, name: str, st: Any, detail: str, end_operation: bool, final: bool) -> None:
+        device = inv.get_device(s, name)
+        renewal = device.renewal_for_serial is not None and device.renewal_for_serial == device.lsc_serial
+        reason = st.ident.partition("_FAILED_")[2]
+        if renewal and final and reason:
+            # A scheduled renewal that cannot succeed as it stands: the scheduler backs off and
+            # schedules it again (the device keeps its current LSC meanwhile).
+            from onlineca.capf.scheduler import SchedulerSettings, record_renewal_failure
+            record_renewal_failure(s, name, reason, detail, settings=SchedulerSettings(node_id=self.node_id))
+            return
+        inv.set_status(s, name, st, actor=f"capf:{self.node_id}", detail=detail, end_operation=end_operation)
 
     # ------------------------------------------------------------------ who is the phone
 
