@@ -246,6 +246,18 @@ def _cli(db_url: str, tmp_path: Path, *args: str, input: str | None = None):  # 
     return runner.invoke(main_group, ["capf", *args], env=env, input=input, catch_exceptions=False)
 
 
+def test_cli_auth_string_alone_means_auth_by_string(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    r = _cli(db_url, tmp_path, "devices", "add", "SEP001122334455", "--auth-string", "123456")
+    assert r.exit_code == 0, r.output
+    r = _cli(db_url, tmp_path, "devices", "add", "SEP001122334466", "--auth-string", "123456",
+             "--auth-mode", "By Null String")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(_cli(db_url, tmp_path, "devices", "list", "--json").output)
+    assert {d["name"]: d["auth_mode"] for d in rows} == {
+        "SEP001122334455": "AUTH_BY_STR", "SEP001122334466": "AUTH_BY_NULL_STR"}
+
+
 def test_cli_devices_and_report(db_url: str, tmp_path: Path, lab_pki) -> None:  # type: ignore[no-untyped-def]
     r = _cli(db_url, tmp_path, "profiles", "add", "phones", "--auth-mode", "By Authentication String",
              "--renewal-days-before", "30")

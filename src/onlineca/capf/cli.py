@@ -144,8 +144,14 @@ def devices() -> None:
 @_device_options
 @click.pass_context
 def devices_add(ctx: click.Context, name: str, **settings: Any) -> None:
-    """Add device NAME (e.g. SEP74A02FC0A675)."""
+    """Add device NAME (e.g. SEP74A02FC0A675).
+
+    An auth string given without an auth mode means 'By Authentication String': a string nobody
+    asks for would leave the device open to the null string of its profile.
+    """
     from onlineca.capf import inventory as inv
+    if settings.get("auth_string") and settings.get("auth_mode") is None:
+        settings["auth_mode"] = "By Authentication String"
     with _session(ctx) as s:
         try:
             device = inv.add_device(s, name, actor="cli", **_given(**settings))
