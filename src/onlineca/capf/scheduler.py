@@ -20,14 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from onlineca.capf.inventory import (
-    claim_device, get_device, profile_policy, record_event, release_device, utcnow,
-)
+from onlineca.capf.inventory import DEFAULT_PROFILE, claim_device, get_device, release_device, utcnow
 from onlineca.capf.policy import AuthMode, CertStatus, Operation, as_utc, default_deadline, failure_status
-from onlineca.store.capf_models import Device
+from onlineca.store.capf_models import Device, DeviceEvent, Profile
 from onlineca.store.db import Database
 
 __all__ = ["RunResult", "SchedulerSettings", "backoff_delay", "claim_device", "record_renewal_failure",
@@ -85,9 +83,16 @@ def _late(now: dt.datetime) -> Any:
     )
 
 
-def _claim(db: Database, settings: SchedulerSettings, condition: Any, now: dt.datetime) -> list[int]:
+def _claim(db: Database, settings: SchedulerSettings, condition: Any, now: dt.datetime,
+           order: Any = Device.renewal_due_at) -> list[int]:
+    """Lease up to ``batch_size`` devices matching ``condition`` to this node, first by ``order``.
+
+    ``order`` follows ``operation`` in the index that serves ``condition`` (``renewal_due_at``
+    for due devices, ``operation_deadline`` for late renewals), so each claim reads the batch
+    it takes, not every device already pending before it.
+    """
     candidates = (select(Device.id).where(condition, _lease_free(now))
-                  .order_by(Device.renewal_due_at, Device.id).limit(settings.batch_size)
+                  .order_by(order, Device.id).limit(settings.batch_size)
                   .with_for_update(skip_locked=True))
     with db.session() as s:
         rows = s.execute(
@@ -98,18 +103,82 @@ def _claim(db: Database, settings: SchedulerSettings, condition: Any, now: dt.da
         return [r[0] for r in rows]
 
 
-def _work(db: Database, settings: SchedulerSettings, ids: list[int], now: dt.datetime,
-          action: Callable[[Session, Device], bool]) -> list[str]:
-    """Run ``action`` on the devices this node holds, then give the leases back (one transaction)."""
-    done: list[str] = []
+def _at(when: dt.datetime) -> Any:
+    """A timestamp parameter typed as the columns are, so SQLite stores and compares it like theirs."""
+    return literal(when, Device.status_at.type)
+
+
+def _deadline(s: Session, now: dt.datetime) -> tuple[Any, Any]:
+    """The renewal's "Operation Completes By" as SQL, and the condition under which it is known.
+
+    ``default_deadline(now, days)`` for the device's profile, never past the LSC's expiry.  Only
+    the profiles' distinct ``deadline_days`` get a branch; a device whose profile changed to a
+    value not seen here is left out of this batch (and released), and taken by a later one.
+    """
+    days = func.coalesce(select(Profile.deadline_days).where(Profile.id == Device.profile_id)
+                         .correlate(Device).scalar_subquery(), DEFAULT_PROFILE.deadline_days)
+    known = {DEFAULT_PROFILE.deadline_days, *s.scalars(select(Profile.deadline_days).distinct())}
+    by_days = case({d: _at(default_deadline(now, d)) for d in sorted(known)}, value=days)
+    return case((Device.lsc_not_after < by_days, Device.lsc_not_after), else_=by_days), days.in_(known)
+
+
+def _backoff_until(settings: SchedulerSettings, now: dt.datetime) -> Any:
+    """``now + backoff_delay(renewal_attempts + 1)`` as SQL: one branch per delay below the cap."""
+    final = backoff_delay(10**6, settings.backoff_base, settings.backoff_max)
+    whens = {}
+    for before in range(32):
+        delay = backoff_delay(before + 1, settings.backoff_base, settings.backoff_max)
+        if delay == final:
+            break
+        whens[before] = _at(now + delay)
+    return case(whens, value=Device.renewal_attempts, else_=_at(now + final)) if whens else _at(now + final)
+
+
+_RELEASED = {"lease_owner": None, "lease_expires_at": None}
+
+
+def _schedule_batch(s: Session, settings: SchedulerSettings, ids: list[int], now: dt.datetime,
+                    actor: str) -> list[str]:
+    """Install/Upgrade by LSC on the held devices still due: one UPDATE, one INSERT of events."""
+    deadline, deadline_known = _deadline(s, now)
+    rows = s.execute(
+        update(Device)
+        # Re-checked here: an administrator or a session may have changed a device since the claim.
+        .where(Device.id.in_(ids), Device.lease_owner == settings.node_id, _due(now), deadline_known)
+        .values(operation=Operation.UPGRADE.ident, operation_auth_mode=AuthMode.BY_LSC.ident,
+                operation_deadline=deadline, status=CertStatus.OPERATION_PENDING.ident, status_at=now,
+                renewal_for_serial=Device.lsc_serial, renewal_scheduled_at=now, **_RELEASED)
+        .returning(Device.id, Device.name, Device.lsc_serial, Device.lsc_not_after, Device.operation_deadline,
+                   Device.renewal_attempts)
+        .execution_options(synchronize_session=False)).all()
+    rows.sort(key=lambda r: r.id)
+    events = []
+    for r in rows:
+        deadline_at = as_utc(r.operation_deadline)
+        events.append(_event(r.name, "RENEWAL_SCHEDULED",
+                             f"{Operation.UPGRADE.log} {AuthMode.BY_LSC.log} replaces serial={r.lsc_serial} "
+                             f"by {deadline_at:%Y:%m:%d:%H}, attempt {r.renewal_attempts + 1}", actor, now))
+        log.info("%s: renewal scheduled (%s, %s), LSC serial %s expires %s", r.name, Operation.UPGRADE.log,
+                 AuthMode.BY_LSC.log, r.lsc_serial, as_utc(r.lsc_not_after).isoformat())
+    _insert_events(s, events)
+    return [r.name for r in rows]
+
+
+def _time_out_batch(s: Session, settings: SchedulerSettings, ids: list[int], now: dt.datetime,
+                    actor: str) -> list[str]:
+    return _fail_where(s, and_(Device.id.in_(ids), Device.lease_owner == settings.node_id, _late(now)),
+                       "REQUEST_LATE", "the device did not renew before Operation Completes By",
+                       settings, now, actor, _RELEASED)
+
+
+def _work(db: Database, settings: SchedulerSettings, ids: list[int], now: dt.datetime, actor: str,
+          action: Callable[[Session, SchedulerSettings, list[int], dt.datetime, str], list[str]]) -> list[str]:
+    """Run ``action`` on the devices this node holds, then give back the leases it did not (one transaction)."""
     with db.session() as s:
-        devices = s.scalars(select(Device).where(Device.id.in_(ids), Device.lease_owner == settings.node_id)
-                            .order_by(Device.id))
-        for device in devices:
-            if action(s, device):
-                done.append(device.name)
-            device.lease_owner = None
-            device.lease_expires_at = None
+        done = action(s, settings, ids, now, actor)
+        if len(done) < len(ids):
+            s.execute(update(Device).where(Device.id.in_(ids), Device.lease_owner == settings.node_id)
+                      .values(**_RELEASED).execution_options(synchronize_session=False))
     return done
 
 
@@ -118,60 +187,48 @@ def run_once(db: Database, settings: SchedulerSettings, now: dt.datetime | None 
     now = as_utc(now or utcnow())
     actor = f"scheduler:{settings.node_id}"
     result = RunResult()
-
-    def time_out(s: Session, device: Device) -> bool:
-        if s.scalar(select(Device.id).where(Device.id == device.id, _late(now))) is None:
-            return False
-        _fail(s, device, "REQUEST_LATE", "the device did not renew before Operation Completes By",
-              settings, now, actor)
-        return True
-
-    def schedule(s: Session, device: Device) -> bool:
-        if s.scalar(select(Device.id).where(Device.id == device.id, _due(now))) is None:
-            return False  # changed since the claim (an administrator, a session)
-        deadline = min(default_deadline(now, profile_policy(device.profile).deadline_days),
-                       as_utc(device.lsc_not_after))  # type: ignore[arg-type]
-        device.operation = Operation.UPGRADE.ident
-        device.operation_auth_mode = AuthMode.BY_LSC.ident
-        device.operation_deadline = deadline
-        device.status, device.status_at = CertStatus.OPERATION_PENDING.ident, now
-        device.renewal_for_serial = device.lsc_serial
-        device.renewal_scheduled_at = now
-        record_event(s, device.name, "RENEWAL_SCHEDULED",
-                     f"{Operation.UPGRADE.log} {AuthMode.BY_LSC.log} replaces serial={device.lsc_serial} "
-                     f"by {deadline:%Y:%m:%d:%H}, attempt {device.renewal_attempts + 1}", actor=actor, now=now)
-        log.info("%s: renewal scheduled (%s, %s), LSC serial %s expires %s", device.name, Operation.UPGRADE.log,
-                 AuthMode.BY_LSC.log, device.lsc_serial, as_utc(device.lsc_not_after).isoformat())  # type: ignore[arg-type]
-        return True
-
-    for condition, action, bucket in ((_late(now), time_out, result.timed_out),
-                                      (_due(now), schedule, result.scheduled)):
+    for condition, order, action, bucket in (
+            (_late(now), Device.operation_deadline, _time_out_batch, result.timed_out),
+            (_due(now), Device.renewal_due_at, _schedule_batch, result.scheduled)):
         for _ in range(settings.max_batches):
-            ids = _claim(db, settings, condition, now)
+            ids = _claim(db, settings, condition, now, order)
             if not ids:
                 break
-            bucket.extend(_work(db, settings, ids, now, action))
+            bucket.extend(_work(db, settings, ids, now, actor, action))
     return result
 
 
-def _fail(s: Session, device: Device, reason: str, detail: str, settings: SchedulerSettings,
-          now: dt.datetime, actor: str) -> None:
-    device.renewal_attempts += 1
-    delay = backoff_delay(device.renewal_attempts, settings.backoff_base, settings.backoff_max)
-    device.renewal_next_at = now + delay
-    device.renewal_last_error = detail[:256]
-    device.renewal_for_serial = None
-    device.renewal_scheduled_at = None
+def _event(name: str, event: str, detail: str, actor: str, now: dt.datetime) -> dict[str, Any]:
+    return {"device_name": name, "event": event, "detail": detail[:4000], "actor": actor[:128], "at": now}
+
+
+def _insert_events(s: Session, events: list[dict[str, Any]]) -> None:
+    if events:
+        s.execute(insert(DeviceEvent), events)
+
+
+def _fail_where(s: Session, where: Any, reason: str, detail: str, settings: SchedulerSettings,
+                now: dt.datetime, actor: str, extra: dict[str, Any] | None = None) -> list[str]:
+    """Count a failed renewal on every device matching ``where`` and back off (one UPDATE, one INSERT)."""
     status = failure_status(Operation.UPGRADE, reason)
-    device.status, device.status_at = status.ident, now
-    device.operation = Operation.NONE.ident
-    device.operation_deadline = None
-    device.operation_auth_mode = None
-    record_event(s, device.name, "RENEWAL_FAILED",
-                 f"{status.log}: {detail}; attempt {device.renewal_attempts}, next at {device.renewal_next_at:%Y-%m-%d %H:%M}",
-                 actor=actor, now=now)
-    log.warning("%s: renewal failed (%s): %s; attempt %d, next attempt in %s", device.name, status.display, detail,
-                device.renewal_attempts, delay)
+    rows = s.execute(
+        update(Device).where(where)
+        .values(renewal_attempts=Device.renewal_attempts + 1, renewal_next_at=_backoff_until(settings, now),
+                renewal_last_error=detail[:256], renewal_for_serial=None, renewal_scheduled_at=None,
+                status=status.ident, status_at=now, operation=Operation.NONE.ident, operation_deadline=None,
+                operation_auth_mode=None, **(extra or {}))
+        .returning(Device.id, Device.name, Device.renewal_attempts, Device.renewal_next_at)
+        .execution_options(synchronize_session=False)).all()
+    rows.sort(key=lambda r: r.id)
+    events = []
+    for r in rows:
+        next_at = as_utc(r.renewal_next_at)
+        events.append(_event(r.name, "RENEWAL_FAILED", f"{status.log}: {detail}; attempt {r.renewal_attempts}, "
+                             f"next at {next_at:%Y-%m-%d %H:%M}", actor, now))
+        log.warning("%s: renewal failed (%s): %s; attempt %d, next attempt in %s", r.name, status.display, detail,
+                    r.renewal_attempts, next_at - now)
+    _insert_events(s, events)
+    return [r.name for r in rows]
 
 
 def record_renewal_failure(s: Session, name: str, reason: str, detail: str, *, settings: SchedulerSettings,
@@ -179,6 +236,6 @@ def record_renewal_failure(s: Session, name: str, reason: str, detail: str, *, s
     """A renewal session failed for good (``reason`` as in ``policy.failure_status``): back off."""
     now = as_utc(now or utcnow())
     device = get_device(s, name)
-    _fail(s, device, reason, detail, settings, now, f"capf:{settings.node_id}")
-    s.flush()
+    _fail_where(s, Device.id == device.id, reason, detail, settings, now, f"capf:{settings.node_id}")
+    s.refresh(device)
     return device

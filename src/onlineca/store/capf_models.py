@@ -97,6 +97,11 @@ class Device(Base):
         Index("ix_device_operation", "operation"),
         Index("ix_device_lsc_not_after", "lsc_not_after"),
         Index("ix_device_renewal_due_at", "renewal_due_at"),
+        # The scheduler's two claims (capf.scheduler) take devices with one operation in order of
+        # one timestamp: served from the index in that order, a claim reads the batch it takes,
+        # not every device already pending before it.
+        Index("ix_device_operation_due", "operation", "renewal_due_at", "id"),
+        Index("ix_device_operation_deadline", "operation", "operation_deadline", "id"),
     )
 
 
