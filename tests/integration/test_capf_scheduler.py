@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from capf_fixtures import T0, db, install_lsc  # noqa: F401  (db is a fixture)
 from sqlalchemy import select
 
@@ -137,10 +138,9 @@ def test_a_dead_nodes_leases_expire(db: Database, lab_pki) -> None:  # type: ign
     assert sorted(run_once(db, live, now + dt.timedelta(minutes=6)).scheduled) == sorted(due)
 
 
-def test_two_nodes_schedule_each_device_exactly_once(db_url: str, db: Database) -> None:
-    """500 devices due at once, two scheduler nodes with their own engines on one database."""
-    n = 500
-    # The LSC columns are set directly: this test is about leases, not certificates.
+def _due_fleet_rows(db: Database, n: int) -> None:
+    """``n`` devices whose windows are all open at ``T0 + 0.9 LIFE``, inserted in one go.  The LSC
+    columns are set directly: these tests are about leases, not certificates."""
     policy = RenewalPolicy()
     with db.session() as s:
         rows = []
@@ -152,17 +152,21 @@ def test_two_nodes_schedule_each_device_exactly_once(db_url: str, db: Database) 
                                lsc_not_before=T0, lsc_not_after=T0 + LIFE,
                                renewal_due_at=policy.window_opens(name, serial, T0, T0 + LIFE)))
         s.add_all(rows)
-    now = T0 + LIFE * 0.9
+
+
+def _two_nodes(db_url: str, now: dt.datetime, batch_size: int, bucket: str) -> tuple[list[str], list[str]]:
+    """Two scheduler nodes, each with its own engine, started together, each calling ``run_once``
+    (one batch per call) until it finds nothing; what each one got in ``bucket``."""
     barrier = threading.Barrier(2)
 
     def node(node_id: str) -> list[str]:
         database = Database(db_url)
         done: list[str] = []
         try:
-            settings = SchedulerSettings(node_id=node_id, batch_size=20, max_batches=1)
+            settings = SchedulerSettings(node_id=node_id, batch_size=batch_size, max_batches=1)
             barrier.wait(timeout=30)
             while True:
-                got = run_once(database, settings, now).scheduled
+                got = getattr(run_once(database, settings, now), bucket)
                 if not got:
                     return done
                 done.extend(got)
@@ -171,6 +175,20 @@ def test_two_nodes_schedule_each_device_exactly_once(db_url: str, db: Database) 
 
     with ThreadPoolExecutor(2) as pool:
         a, b = pool.map(node, ["node-a", "node-b"])
+    return a, b
+
+
+def _events(db: Database, event: str) -> Counter[str]:
+    with db.session() as s:
+        return Counter(s.scalars(select(DeviceEvent.device_name).where(DeviceEvent.event == event)))
+
+
+def test_two_nodes_schedule_each_device_exactly_once(db_url: str, db: Database) -> None:
+    """500 devices due at once, two scheduler nodes with their own engines on one database."""
+    n = 500
+    _due_fleet_rows(db, n)
+    now = T0 + LIFE * 0.9
+    a, b = _two_nodes(db_url, now, 20, "scheduled")
     counts = Counter(a + b)
     assert len(counts) == n and max(counts.values()) == 1
     with db.session() as s:
@@ -179,3 +197,46 @@ def test_two_nodes_schedule_each_device_exactly_once(db_url: str, db: Database) 
         assert s.scalars(select(Device.lease_owner).where(Device.lease_owner.is_not(None))).all() == []
         owners = Counter(s.scalars(select(DeviceEvent.actor)))
     assert set(owners) <= {"scheduler:node-a", "scheduler:node-b"}
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_two_nodes_on_postgresql_small_batches_schedule_and_time_out_each_device_once(
+        db_url: str, db: Database) -> None:
+    """2,000 devices, batches of 50: the claims of two nodes interleave many times (SKIP LOCKED,
+    leases, the re-check in the batch UPDATE); then both time the same renewals out."""
+    n = 2000
+    _due_fleet_rows(db, n)
+    now = T0 + LIFE * 0.9
+    a, b = _two_nodes(db_url, now, 50, "scheduled")
+    assert a and b  # both nodes took part
+    counts = Counter(a + b)
+    assert len(counts) == n and set(counts.values()) == {1}
+    assert set(_events(db, "RENEWAL_SCHEDULED").values()) == {1} and len(_events(db, "RENEWAL_SCHEDULED")) == n
+    with db.session() as s:
+        deadlines = set(s.scalars(select(Device.operation_deadline)))
+        assert {as_utc(d) for d in deadlines} == {T0 + 280 * DAY}  # 10 days after now, on the hour
+    a, b = _two_nodes(db_url, T0 + 281 * DAY, 50, "timed_out")
+    counts = Counter(a + b)
+    assert len(counts) == n and set(counts.values()) == {1}
+    assert set(_events(db, "RENEWAL_FAILED").values()) == {1} and len(_events(db, "RENEWAL_FAILED")) == n
+    with db.session() as s:
+        assert set(s.scalars(select(Device.renewal_attempts))) == {1}
+        assert s.scalars(select(Device.lease_owner).where(Device.lease_owner.is_not(None))).all() == []
+
+
+def test_the_deadline_follows_each_devices_profile(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    """The batch UPDATE computes "Operation Completes By" per device: its profile's days, the
+    built-in 10 without a profile, never past the LSC's expiry."""
+    with db.session() as s:
+        inv.add_profile(s, "short", deadline_days=3)
+        inv.add_profile(s, "long", deadline_days=20)
+        for name, profile, days in (("SEP1", None, 300), ("SEP2", "short", 300), ("SEP3", "long", 300),
+                                    ("SEP4", "long", 210)):
+            inv.add_device(s, name, now=T0, **({"profile": profile} if profile else {}))
+            install_lsc(s, lab_pki, name, T0, days=days)
+    now = T0 + 200 * DAY + dt.timedelta(minutes=37)
+    assert sorted(run_once(db, SchedulerSettings(node_id="a", batch_size=2), now).scheduled) == [
+        "SEP1", "SEP2", "SEP3", "SEP4"]
+    hour = T0 + 200 * DAY
+    assert {n: as_utc(_state(db, n).operation_deadline) for n in ("SEP1", "SEP2", "SEP3", "SEP4")} == {
+        "SEP1": hour + 10 * DAY, "SEP2": hour + 3 * DAY, "SEP3": hour + 20 * DAY, "SEP4": T0 + 210 * DAY}
