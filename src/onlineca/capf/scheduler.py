@@ -2,14 +2,17 @@
 
 Each run takes work with row leases: one statement claims a batch of devices for this node
 (``UPDATE device SET lease_owner=node, lease_expires_at=now+ttl WHERE id IN (SELECT ... FOR UPDATE
-SKIP LOCKED)``; SQLite ignores the lock clause and serialises writers instead), then the node
-works on the devices it holds and gives the leases back.  Two nodes never hold the same device;
-a node that dies loses its leases when they expire.  A device whose LSC's renewal window has
-opened gets Install/Upgrade authenticated by its LSC with a deadline (never past the LSC's own
-expiry); the old LSC stays until the device confirms the new one.  A renewal whose deadline
-passes counts as a failed attempt and is scheduled again after an exponential backoff.  This
-module decides and records; it never talks to a device or a CA, and never sleeps: callers pass
-``now`` (tests) or call it periodically.
+SKIP LOCKED)``; SQLite ignores the lock clause and serialises writers instead), then one UPDATE
+applies the batch to the devices this node still holds and that still qualify (re-checked in its
+WHERE, so an administrator's or a session's change since the claim wins) and gives the leases
+back, and one INSERT writes their audit events.  Two nodes never hold the same device; a node
+that dies loses its leases when they expire.  A device whose LSC's renewal window has opened
+(``renewal_due_at``, stored when the LSC is recorded) gets Install/Upgrade authenticated by its
+LSC with a deadline (its profile's days, never past the LSC's own expiry); the old LSC stays until
+the device confirms the new one.  A renewal whose deadline passes counts as a failed attempt and
+is scheduled again after an exponential backoff.  This module decides and records; it never
+talks to a device or a CA, never loads devices one by one, and never sleeps: callers pass ``now``
+(tests) or call it periodically.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ log = logging.getLogger("onlineca.capf.scheduler")
 @dataclass(frozen=True)
 class SchedulerSettings:
     node_id: str
-    batch_size: int = 200
+    batch_size: int = 500  # devices per claim and per UPDATE (bench/scheduler_bench.py)
     lease_ttl: dt.timedelta = dt.timedelta(minutes=5)
     backoff_base: dt.timedelta = dt.timedelta(hours=1)
     backoff_max: dt.timedelta = dt.timedelta(days=1)
