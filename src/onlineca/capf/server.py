@@ -24,6 +24,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -99,6 +100,7 @@ class _Connection:
         self.read_timeout = read_timeout
         self.trace = trace
         self.pending: deque[Message] = deque()
+        self.released = False  # the device's lease was given back with the session's last write
 
     async def flush(self) -> None:
         data = self.session.data_to_send()
@@ -139,6 +141,19 @@ class _Connection:
         return msg
 
 
+@dataclass
+class _Start:
+    """What the session's first transaction learnt: ``found`` the device; ``policy`` is None when
+    another node holds its lease."""
+
+    found: bool
+    policy: EffectivePolicy | None = None
+    locked_until: dt.datetime | None = None
+    failed_auth_count: int = 0
+    mic_store: str = ""  # the profile's own manufacturer trust store, if any
+    stored_lsc: tuple[str, bytes] | None = None  # issued earlier, never confirmed
+
+
 class _Outcome(Exception):
     """Ends a session: the status to record (None: leave it) and how the session ends."""
 
@@ -162,6 +177,15 @@ class CAPFServer:
         self.stats = ServerStats()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._profile_mic_trust: dict[str, pki.TrustStore] = {}
+        # SQLite has one writer: sessions' transactions queue on one thread instead of meeting in
+        # SQLite's busy handler, which sleeps (up to 100 ms a time) while the loop waits for them.
+        # PostgreSQL takes them in parallel from the default pool.
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="capf-db") if db.is_sqlite else None
+
+    def close(self) -> None:
+        """Release the database thread (after the sessions have ended)."""
+        if self._db_thread is not None:
+            self._db_thread.shutdown(wait=True)
 
     # ------------------------------------------------------------------ database, off the loop
 
@@ -169,7 +193,9 @@ class CAPFServer:
         def run() -> Any:
             with self.db.session() as s:
                 return fn(s, *args, **kw)
-        return await asyncio.to_thread(run)
+        if self._db_thread is None:
+            return await asyncio.to_thread(run)
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, run)
 
     # ------------------------------------------------------------------ one connection
 
@@ -234,25 +260,24 @@ class CAPFServer:
         trace.device = name
         trace.debug(f"AUTH_RESPONSE from {name}, protocol version {session.version}")
         credential = await self._check_certificate(session, auth, name)
-        device = await self._db(self._find_or_auto_enroll, name, credential, session, auth)
-        if device is None:
+        start: _Start = await self._db(self._start_in, name, credential, session, auth)
+        if not start.found:
             trace.error("device is not in the CAPF database and no profile enrolls it automatically")
             session.end(Reason.DEVICE_UNKNOWN, "device unknown")
             await conn.flush()
             return
-        if not await self._db(inv.claim_device, name, self.node_id,
-                              dt.timedelta(seconds=self.cfg.session_timeout + 60)):
+        if start.policy is None:
             trace.error("another CAPF node is in a session with this device: RETRY_LATER")
             session.retry_later(30, Reason.OPERATION_REFUSED, "busy")
             await conn.flush()
             return
         operation = Operation.NONE
         try:
-            policy: EffectivePolicy = await self._db(lambda s: inv.device_policy(inv.get_device(s, name)))
+            policy = start.policy
             operation = policy.operation
             for line in policy.log_lines():
                 trace.plain(line)
-            await self._operation(conn, trace, name, policy, auth, credential)
+            await self._operation(conn, trace, name, start, auth, credential)
         except _Outcome as out:
             await self._finish(conn, trace, name, operation, out)
         except PhoneGone as exc:
@@ -260,7 +285,26 @@ class CAPFServer:
                 await self._record(name, failure_status(operation, "PHONE_COMM_FAILURE"), str(exc))
             raise
         finally:
-            await self._db(inv.release_device, name, self.node_id)
+            if not conn.released:
+                await self._db(inv.release_device, name, self.node_id)
+
+    def _start_in(self, s: Session, name: str, credential: Credential | None, session: CAPFSession,
+                  auth: AuthResponse) -> _Start:
+        """The session's first transaction: find (or auto-enroll) the device, take its lease, and
+        read everything the session decides on, so a session costs three commits, not eight."""
+        device = self._find_or_auto_enroll(s, name, credential, session, auth)
+        if device is None:
+            return _Start(found=False)
+        if not inv.claim_device(s, name, self.node_id, dt.timedelta(seconds=self.cfg.session_timeout + 60)):
+            return _Start(found=True)
+        policy = inv.device_policy(device)
+        stored = None
+        if policy.operation is Operation.UPGRADE:
+            stored = _lsc_tuple(inv.undelivered_lsc(s, name, self.clock()))
+        return _Start(found=True, policy=policy, locked_until=device.locked_until,
+                      failed_auth_count=device.failed_auth_count or 0,
+                      mic_store=device.profile.mic_trust_store if device.profile is not None else "",
+                      stored_lsc=stored)
 
     async def _finish(self, conn: _Connection, trace: SessionTrace, name: str, operation: Operation,
                       out: _Outcome) -> None:
@@ -379,9 +423,10 @@ class CAPFServer:
             return device
         return device
 
-    async def _authenticate(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
+    async def _authenticate(self, conn: _Connection, trace: SessionTrace, name: str, start: _Start,
                             auth: AuthResponse, credential: Credential | None) -> None:
-        session = conn.session
+        assert start.policy is not None
+        session, policy = conn.session, start.policy
         mode, op = policy.auth_mode, policy.operation
         if mode is AuthMode.BY_NULL_STR:
             trace.debug(f"Authentication Mode={mode.log}: no credential needed")
@@ -400,7 +445,7 @@ class CAPFServer:
             if mode is not AuthMode.BY_STR:
                 credential = await self._check_certificate(session, auth, name)
         if mode is AuthMode.BY_STR:
-            await self._check_auth_string(trace, name, policy, auth.auth_password)
+            await self._check_auth_string(trace, name, start, auth.auth_password)
             return
         if credential is None:
             raise _Outcome(failure_status(op, "INVALID_CREDENTIALS"),
@@ -408,21 +453,23 @@ class CAPFServer:
                            Reason.INVALID_CERTIFICATE)
         if credential.kind == "MIC":
             # A profile may name its own manufacturer trust store: the MIC must chain to that one.
-            store = await self._db(_profile_mic_store, name)
-            if store:
-                credential = self._verify(session, auth, name, "MIC", self._mic_store(store))
+            if start.mic_store:
+                credential = self._verify(session, auth, name, "MIC", self._mic_store(start.mic_store))
         if not credential.valid:
             reason = "INVALID_MIC" if credential.kind == "MIC" else "INVALID_LSC"
             raise _Outcome(failure_status(op, reason), f"{credential.kind} rejected: {credential.why}",
                            Reason.INVALID_CERTIFICATE)
         trace.debug(f"Authentication Mode={mode.log}: the phone's {credential.kind} is valid")
 
-    async def _check_auth_string(self, trace: SessionTrace, name: str, policy: EffectivePolicy,
+    async def _check_auth_string(self, trace: SessionTrace, name: str, start: _Start,
                                  given: str | None) -> None:
+        assert start.policy is not None
+        policy = start.policy
         expected = (policy.auth_string or "").encode()
         ok = given is not None and hmac.compare_digest(given.encode(), expected) and bool(expected)
         if ok:
-            await self._db(self._auth_succeeded, name)
+            if start.failed_auth_count:
+                await self._db(self._auth_succeeded, name)
             trace.debug(f"Authentication Mode={AuthMode.BY_STR.log}: authentication string verified")
             return
         locked = await self._db(self._auth_failed, name)
@@ -448,13 +495,15 @@ class CAPFServer:
 
     # ------------------------------------------------------------------ what the phone must do
 
-    async def _operation(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
+    async def _operation(self, conn: _Connection, trace: SessionTrace, name: str, start: _Start,
                          auth: AuthResponse, credential: Credential | None) -> None:
+        assert start.policy is not None
+        policy = start.policy
         session, op, now = conn.session, policy.operation, self.clock()
         if op is Operation.NONE:
             trace.debug("no certificate operation is pending for this device")
             raise _Outcome(None, "no operation pending", Reason.OPERATION_REFUSED)
-        locked_until = await self._db(lambda s: inv.get_device(s, name).locked_until)
+        locked_until = start.locked_until
         if locked_until is not None and as_utc(locked_until) > now:
             trace.error(f"device is locked out after repeated wrong authentication strings until "
                         f"{as_utc(locked_until):%Y-%m-%d %H:%M:%S} UTC")
@@ -463,9 +512,9 @@ class CAPFServer:
             raise _Outcome(failure_status(op, "REQUEST_LATE"),
                            f"Operation Completes By {policy.deadline:%Y:%m:%d:%H} has passed",
                            Reason.DEADLINE_PASSED, end_operation=True)
-        await self._authenticate(conn, trace, name, policy, auth, credential)
+        await self._authenticate(conn, trace, name, start, auth, credential)
         if op is Operation.UPGRADE:
-            await self._upgrade(conn, trace, name, policy)
+            await self._upgrade(conn, trace, name, policy, start.stored_lsc)
         elif op is Operation.DELETE:
             await self._delete(conn, trace, name)
         elif op is Operation.TROUBLESHOOT:
@@ -475,8 +524,8 @@ class CAPFServer:
             trace.debug("MsgType : CAPF_MSG_END_SESSION")
             await conn.flush()
 
-    async def _upgrade(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy) -> None:
-        stored = await self._db(lambda s: _lsc_tuple(inv.undelivered_lsc(s, name, self.clock())))
+    async def _upgrade(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
+                       stored: tuple[str, bytes] | None) -> None:
         if stored is not None:
             serial, der = stored
             trace.debug(f"LSC serial {serial} was issued earlier and never confirmed: delivering it "
@@ -598,8 +647,14 @@ class CAPFServer:
         csr_file = self.enroller.paths.csr_file(name)
         trace.plain(f"debug LSC is verified. removing CSR at {csr_file}")
         csr_file.unlink(missing_ok=True)
-        await self._db(inv.mark_lsc_installed, name, serial, actor=f"capf:{self.node_id}")
+        await self._db(self._installed_in, name, serial)
+        conn.released = True
         self._log_success(trace, name, Operation.UPGRADE)
+
+    def _installed_in(self, s: Session, name: str, serial: str) -> None:
+        """The phone stored its LSC: record it and give the lease back in one commit."""
+        inv.mark_lsc_installed(s, name, serial, actor=f"capf:{self.node_id}")
+        inv.release_device(s, name, self.node_id)
 
     async def _delete(self, conn: _Connection, trace: SessionTrace, name: str) -> None:
         await self._ask(conn, trace, conn.session.request_delete, "DELETE_CERT_REQ", DeleteCertResponse,
@@ -648,11 +703,6 @@ class CAPFServer:
         trace.plain(f"SetOperationStatus(Success:CAPF_OP_SUCCESS):0 sql query - (UPDATE Device SET "
                     f"tkCertificateOperation={Operation.NONE.code}, tkcertificatestatus='{st.code}' "
                     f"WHERE my_lower(name)=my_lower('{name}'))")
-
-
-def _profile_mic_store(s: Session, name: str) -> str:
-    device = inv.get_device(s, name)
-    return device.profile.mic_trust_store if device.profile is not None else ""
 
 
 def _lsc_tuple(row: Any) -> tuple[str, bytes] | None:

@@ -68,6 +68,7 @@ class RunningCAPF:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.server.wait_closed(), 5.0)
         await self.enroller.close()
+        self.capf.close()
         for fn in reversed(self._cleanup):
             fn()
 
