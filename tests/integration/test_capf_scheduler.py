@@ -138,6 +138,24 @@ def test_a_dead_nodes_leases_expire(db: Database, lab_pki) -> None:  # type: ign
     assert sorted(run_once(db, live, now + dt.timedelta(minutes=6)).scheduled) == sorted(due)
 
 
+def test_the_scheduler_and_the_nodes_own_sessions_never_share_a_lease(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    """Sessions lease devices by the bare node id; the scheduler on that node leases by its own name."""
+    due = _fleet_with_lscs(db, lab_pki, 2)
+    now = max(due.values())
+    held_by_scheduler, in_session = sorted(due)
+    settings = SchedulerSettings(node_id="node-a")
+    with db.session() as s:
+        assert inv.claim_device(s, in_session, "node-a", dt.timedelta(minutes=30), now=now)
+    assert _claim(db, settings, _due(now), now) == [_state(db, held_by_scheduler).id]
+    with db.session() as s:  # the session on the same node must wait for the scheduler ...
+        assert not inv.claim_device(s, held_by_scheduler, "node-a", dt.timedelta(minutes=5), now=now)
+    # ... and the scheduler leaves the session's device, and its lease, alone (its own claim above
+    # is taken for a node that died: it expires after 5 minutes).
+    assert run_once(db, settings, now + dt.timedelta(minutes=6)).scheduled == [held_by_scheduler]
+    assert _state(db, in_session).lease_owner == "node-a"
+    assert _state(db, in_session).operation == "OPERATION_NONE"
+
+
 def _due_fleet_rows(db: Database, n: int) -> None:
     """``n`` devices whose windows are all open at ``T0 + 0.9 LIFE``, inserted in one go.  The LSC
     columns are set directly: these tests are about leases, not certificates."""

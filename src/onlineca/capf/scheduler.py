@@ -1,7 +1,7 @@
 """Automatic LSC renewal, safe on several CAPF nodes over one database.
 
 Each run takes work with row leases: one statement claims a batch of devices for this node
-(``UPDATE device SET lease_owner=node, lease_expires_at=now+ttl WHERE id IN (SELECT ... FOR UPDATE
+(``UPDATE device SET lease_owner='scheduler:node', lease_expires_at=now+ttl WHERE id IN (SELECT ... FOR UPDATE
 SKIP LOCKED)``; SQLite ignores the lock clause and serialises writers instead), then one UPDATE
 applies the batch to the devices this node still holds and that still qualify (re-checked in its
 WHERE, so an administrator's or a session's change since the claim wins) and gives the leases
@@ -45,6 +45,14 @@ class SchedulerSettings:
     backoff_base: dt.timedelta = dt.timedelta(hours=1)
     backoff_max: dt.timedelta = dt.timedelta(days=1)
     max_batches: int = 1000  # one run stops after this many batches (a bound, not a target)
+
+
+    @property
+    def lease_owner(self) -> str:
+        """Whom the scheduler's leases name: not the bare node id, which the node's own sessions use
+        (``inventory.claim_device`` lets an owner take its lease again), so a session never enters
+        a device while the scheduler holds it, and the scheduler never gives back a session's lease."""
+        return f"scheduler:{self.node_id}"[:128]
 
 
 @dataclass
@@ -100,7 +108,7 @@ def _claim(db: Database, settings: SchedulerSettings, condition: Any, now: dt.da
     with db.session() as s:
         rows = s.execute(
             update(Device).where(Device.id.in_(candidates), _lease_free(now))
-            .values(lease_owner=settings.node_id, lease_expires_at=now + settings.lease_ttl)
+            .values(lease_owner=settings.lease_owner, lease_expires_at=now + settings.lease_ttl)
             .returning(Device.id)
             .execution_options(synchronize_session=False))
         return [r[0] for r in rows]
@@ -147,7 +155,7 @@ def _schedule_batch(s: Session, settings: SchedulerSettings, ids: list[int], now
     rows = s.execute(
         update(Device)
         # Re-checked here: an administrator or a session may have changed a device since the claim.
-        .where(Device.id.in_(ids), Device.lease_owner == settings.node_id, _due(now), deadline_known)
+        .where(Device.id.in_(ids), Device.lease_owner == settings.lease_owner, _due(now), deadline_known)
         .values(operation=Operation.UPGRADE.ident, operation_auth_mode=AuthMode.BY_LSC.ident,
                 operation_deadline=deadline, status=CertStatus.OPERATION_PENDING.ident, status_at=now,
                 renewal_for_serial=Device.lsc_serial, renewal_scheduled_at=now, **_RELEASED)
@@ -169,7 +177,7 @@ def _schedule_batch(s: Session, settings: SchedulerSettings, ids: list[int], now
 
 def _time_out_batch(s: Session, settings: SchedulerSettings, ids: list[int], now: dt.datetime,
                     actor: str) -> list[str]:
-    return _fail_where(s, and_(Device.id.in_(ids), Device.lease_owner == settings.node_id, _late(now)),
+    return _fail_where(s, and_(Device.id.in_(ids), Device.lease_owner == settings.lease_owner, _late(now)),
                        "REQUEST_LATE", "the device did not renew before Operation Completes By",
                        settings, now, actor, _RELEASED)
 
@@ -180,7 +188,7 @@ def _work(db: Database, settings: SchedulerSettings, ids: list[int], now: dt.dat
     with db.session() as s:
         done = action(s, settings, ids, now, actor)
         if len(done) < len(ids):
-            s.execute(update(Device).where(Device.id.in_(ids), Device.lease_owner == settings.node_id)
+            s.execute(update(Device).where(Device.id.in_(ids), Device.lease_owner == settings.lease_owner)
                       .values(**_RELEASED).execution_options(synchronize_session=False))
     return done
 
