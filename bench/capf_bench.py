@@ -58,7 +58,7 @@ async def bench(args: argparse.Namespace) -> dict:
             await asyncio.to_thread(register, config, args.devices, key)
             cmd = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(root), "phone", "fleet",
                    "--count", str(args.devices), "--concurrency", str(args.concurrency),
-                   "--capf", f"{servers.capf.host}:{servers.capf.port}", "--cafile", str(root / "ca" / "chain.pem"),
+                   "--capf", f"{servers.capf.host}:{servers.capf.port}", "--cafile", str(root / "ca" / "root.pem"),
                    "--auth", "null", "--retries", "3", "--max-retry-delay", "1",
                    "--pregenerate", f"{key_type}:{bits}={args.devices}", "--json"]
             started = time.monotonic()

@@ -309,7 +309,7 @@ class DemoOptions:
 
 def _phone_target(root: Path, servers: Servers) -> Target:
     host, port = servers.capf.host, servers.capf.port
-    return Target(host, port, phone_ssl_context(root / "ca" / "chain.pem"), read_timeout=60.0, keepalive=5.0)
+    return Target(host, port, phone_ssl_context(root / "ca" / "root.pem"), read_timeout=60.0, keepalive=5.0)
 
 
 async def run_demo(opts: DemoOptions) -> dict[str, Any]:

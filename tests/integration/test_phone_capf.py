@@ -31,7 +31,7 @@ class Stack:
 
     def target(self, **kw) -> Target:  # type: ignore[no-untyped-def]
         return Target(self.servers.capf.host, self.servers.capf.port,
-                      phone_ssl_context(self.root / "ca" / "chain.pem"), read_timeout=30, **kw)
+                      phone_ssl_context(self.root / "ca" / "root.pem"), read_timeout=30, **kw)
 
     def add(self, name: str, **settings) -> None:  # type: ignore[no-untyped-def]
         with self.db.session() as s:
@@ -98,6 +98,21 @@ async def test_enroll_by_null_string_rsa(stack: Stack):
     assert result.outcome == "installed" and result.key == "RSA 2048", result
     assert pki.key_spec(phone.lsc.public_key()) == ("rsa", 2048)
     assert _status(stack, name) == "CERT_STATUS_UPGRADE_SUCCESS"
+
+
+async def test_capf_serves_its_chain_so_the_root_alone_is_trusted(stack: Stack):
+    # Every phone here trusts only ca/root.pem (Stack.target); CAPF must send the issuing CA.
+    anchors = pki.load_cert_file(stack.root / "ca" / "root.pem")
+    assert len(anchors) == 1 and pki.is_self_signed(anchors[0])
+    served = pki.load_cert_file(stack.root / "capf" / "capf.pem")
+    assert [c.subject for c in served[1:]] == [served[0].issuer]
+    phone = Phone("SEP0000000A00F0")
+    result = await run_session(phone, stack.target(), PhoneAuth("null"))
+    assert result.outcome == "ended" and result.reason == "DEVICE_UNKNOWN", result  # TLS passed
+    # A root CAPF's chain does not lead to: no session at all.
+    other = Target(stack.servers.capf.host, stack.servers.capf.port, phone_ssl_context(stack.mic.trust_store))
+    result = await run_session(phone, other, PhoneAuth("null"))
+    assert result.outcome == "comm_failure" and "certificate verify failed" in (result.error or ""), result
 
 
 async def test_enroll_by_mic_then_renew_by_lsc(stack: Stack):
@@ -198,7 +213,7 @@ async def test_phone_cli_enroll_and_check_in(stack: Stack, tmp_path):
               key_order="KEYORDER_RSA_ONLY")
     base = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(tmp_path), "phone"]
     where = ["--capf", f"{stack.servers.capf.host}:{stack.servers.capf.port}",
-             "--cafile", str(stack.root / "ca" / "chain.pem")]
+             "--cafile", str(stack.root / "ca" / "root.pem")]
 
     async def run(*args: str, env: dict | None = None) -> tuple[int, str, str]:
         import os

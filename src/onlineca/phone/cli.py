@@ -3,8 +3,8 @@
 
 A phone lives in a folder (default ``<data dir>/phones/<NAME>``); ``enroll`` creates it when
 needed.  CAPF is ``--capf HOST:PORT`` (default from ``[capf]``), trusted through ``--cafile``
-(default: the lab chain ``<data dir>/ca/chain.pem``: CAPF serves only its own certificate).  Exit 0 on success, 1 on failure (``error:``
-with the fix), 2 on bad usage.  An auth string is taken from the option or
+(default: the lab root ``<data dir>/ca/root.pem``; CAPF serves its certificate with the issuing
+CA, so the root is all a phone needs).  Exit 0 on success, 1 on failure (``error:`` with the fix), 2 on bad usage.  An auth string is taken from the option or
 ``$ONLINECA_PHONE_AUTH_STRING`` and is never printed.
 """
 
@@ -40,7 +40,7 @@ def _target(app: AppContext, capf: str | None, cafile: Path | None, read_timeout
             raise click.BadParameter("expected HOST:PORT", param_hint="--capf")
         port = int(port_text)
     from onlineca.ca.engine import ca_files
-    cafile = cafile or ca_files(app.data_dir).chain
+    cafile = cafile or ca_files(app.data_dir).root_cert
     return Target(host, port, phone_ssl_context(cafile), read_timeout=read_timeout)
 
 
@@ -48,7 +48,7 @@ def _session_options(f: Any) -> Any:
     for option in reversed([
         click.option("--capf", metavar="HOST:PORT", help="CAPF's device-protocol address (default from [capf])."),
         click.option("--cafile", type=click.Path(dir_okay=False, path_type=Path),
-                     help="CA certificate(s) that CAPF's TLS certificate chains to (default: the lab chain <data dir>/ca/chain.pem)."),
+                     help="CA certificate(s) that CAPF's TLS certificate chains to (default: the lab root <data dir>/ca/root.pem)."),
         click.option("--auth", "auth_mode", type=click.Choice(["auto", "string", "null", "lsc", "mic"]),
                      default="auto", show_default=True,
                      help="Credential to present (auto: auth string if given, else LSC, else MIC, else none)."),
