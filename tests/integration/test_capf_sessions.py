@@ -151,7 +151,7 @@ async def test_unknown_device_and_nothing_pending(lab: CAPFLab) -> None:
     assert result.end_reason == Reason.DEVICE_UNKNOWN
     lab.add_device("SEPIDLE00001")
     result = await LabPhone("SEPIDLE00001").run(lab)
-    assert result.end_reason == Reason.OPERATION_REFUSED
+    assert result.end_reason == Reason.NOTHING_PENDING
     assert lab.status("SEPIDLE00001") == "None"
 
 

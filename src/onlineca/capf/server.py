@@ -502,7 +502,7 @@ class CAPFServer:
         session, op, now = conn.session, policy.operation, self.clock()
         if op is Operation.NONE:
             trace.debug("no certificate operation is pending for this device")
-            raise _Outcome(None, "no operation pending", Reason.OPERATION_REFUSED)
+            raise _Outcome(None, "no operation pending", Reason.NOTHING_PENDING)
         locked_until = start.locked_until
         if locked_until is not None and as_utc(locked_until) > now:
             trace.error(f"device is locked out after repeated wrong authentication strings until "

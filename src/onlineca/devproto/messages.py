@@ -99,7 +99,7 @@ class Reason(enum.IntEnum):
     """REASON values.  1, 7 and 9 are the publicly known ones; 64 and up are ours."""
 
     OK = 1
-    OPERATION_REFUSED = 7   # nothing pending, wrong auth string, already issued (REASON_INFO says which)
+    OPERATION_REFUSED = 7   # wrong auth string, another node busy, ... (REASON_INFO says which)
     DEVICE_UNKNOWN = 9
     KEY_GEN_FAILED = 64
     KEY_GEN_TIMEOUT = 65
@@ -114,6 +114,7 @@ class Reason(enum.IntEnum):
     SIGN_FAILED = 74
     INVALID_CERTIFICATE = 75  # the LSC/MIC (or its signature) did not authenticate the phone
     LOCKED_OUT = 76
+    NOTHING_PENDING = 77      # the device has no certificate operation: nothing to do, not a failure
 
 
 class AuthType(enum.IntEnum):

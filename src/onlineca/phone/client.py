@@ -32,8 +32,6 @@ from onlineca.phone.device import Phone, PhoneError
 
 log = logging.getLogger("onlineca.phone")
 
-# END_SESSION{OPERATION_REFUSED} covers several cases; REASON_INFO says which (docs/device-protocol.md).
-NOTHING_PENDING_INFO = "no operation pending"
 AuthModeName = Literal["auto", "string", "null", "lsc", "mic"]
 Fault = Literal["drop_at_store"]
 
@@ -277,8 +275,7 @@ async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(
             result.outcome = "aborted"
         else:
             result.outcome = talk.outcome or "ended"
-            if (result.outcome == "ended" and session.end_reason == Reason.OPERATION_REFUSED
-                    and talk.reason_info == NOTHING_PENDING_INFO):
+            if result.outcome == "ended" and session.end_reason == Reason.NOTHING_PENDING:
                 result.outcome = "nothing_pending"
         result.reason = _reason_name(session.end_reason)
     elif talk.outcome == "installed":

@@ -74,6 +74,8 @@ def main() -> None:
         "15_end_session_ok": m.EndSession(**s, reason=m.Reason.OK),
         "15_end_session_refused": m.EndSession(**s, reason=m.Reason.OPERATION_REFUSED,
                                                reason_info="Invalid Authentication String"),
+        "15_end_session_nothing_pending": m.EndSession(**s, reason=m.Reason.NOTHING_PENDING,
+                                                       reason_info="no operation pending"),
         "16_retry_later": m.RetryLater(**s, retry_delay=300, reason=m.Reason.CA_UNAVAILABLE,
                                        reason_info="CA Communication Failure"),
         "17_request_in_progress": m.RequestInProgress(**s),
