@@ -6,11 +6,10 @@ fix), 2 on bad usage.  A generated password is printed once, to stdout, and neve
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 import click
@@ -21,6 +20,7 @@ from onlineca.ca import templates as policy
 from onlineca.ca import users as ca_users
 from onlineca.cli import AppContext, fail
 from onlineca.errors import OnlineCAError
+from onlineca.serving import run_until_signal
 from onlineca.store import Database
 
 PASSWORD_ENV = "ONLINECA_CA_PASSWORD"
@@ -80,23 +80,14 @@ def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_n
 @click.pass_obj
 def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None) -> None:
     """Serve /certsrv over HTTPS until interrupted."""
-    from onlineca.ca.web import IIS_LOG_NAME, start_ca
+    from onlineca.ca.web import IIS_LOG_NAME, RunningCA, start_ca
 
-    async def run() -> None:
-        running = await start_ca(app.config, app.data_dir, app.log_dir, host=host, port=port,
-                                 tls_cert=tls_cert, tls_key=tls_key, log_format=app.log_format)
-        click.echo(f"CA serving {running.url} (IIS log {app.log_dir / IIS_LOG_NAME})", err=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await running.close()
+    def start() -> Awaitable[RunningCA]:
+        return start_ca(app.config, app.data_dir, app.log_dir, host=host, port=port,
+                        tls_cert=tls_cert, tls_key=tls_key, log_format=app.log_format)
 
     try:
-        asyncio.run(run())
+        run_until_signal(start, lambda running: f"CA serving {running.url} (IIS log {app.log_dir / IIS_LOG_NAME})")
     except OnlineCAError as exc:
         fail(exc)
 

@@ -13,7 +13,7 @@ import asyncio
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,7 +310,8 @@ def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Pa
 
     from onlineca.config import ESTConfig
     from onlineca.est.backend import LocalSigner
-    from onlineca.est.server import UsersFile, settings_from_config, start_est_server
+    from onlineca.est.server import RunningESTServer, UsersFile, settings_from_config, start_est_server
+    from onlineca.serving import run_until_signal
     from onlineca.logs import setup_component_log
 
     cfg: ESTConfig = app.config.est if app is not None else ESTConfig()
@@ -331,16 +332,11 @@ def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Pa
     if app is not None:
         setup_component_log("est", app.log_dir, fmt=app.log_format)
 
-    async def main() -> None:
-        srv = await start_est_server(signer, cert_file=tls_cert, key_file=tls_key, host=host,
-                                     port=8084 if port is None else port, settings=settings, client_trust=trust)
-        click.echo(f"EST server listening on {srv.url}", err=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await srv.close()
+    def start() -> Awaitable[RunningESTServer]:
+        return start_est_server(signer, cert_file=tls_cert, key_file=tls_key, host=host,
+                                port=8084 if port is None else port, settings=settings, client_trust=trust)
 
     try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+        run_until_signal(start, lambda srv: f"EST server listening on {srv.url}")
+    except OnlineCAError as exc:
+        _fail(exc)

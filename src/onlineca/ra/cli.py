@@ -7,14 +7,14 @@ configuration error (exit 1, one clear message) stops it.  Credentials are never
 
 from __future__ import annotations
 
-import asyncio
-import signal
+from collections.abc import Awaitable
 from pathlib import Path
 
 import click
 
 from onlineca.cli import AppContext
 from onlineca.errors import OnlineCAError
+from onlineca.serving import run_until_signal
 
 
 @click.group("ra")
@@ -33,24 +33,18 @@ def ra() -> None:
 def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Path | None,
               tls_key: Path | None) -> None:
     """Serve EST over HTTPS until interrupted (SIGINT/SIGTERM)."""
-    from onlineca.ra.app import start_ra
+    from onlineca.ra.app import RunningRA, start_ra
 
-    async def run() -> None:
-        running = await start_ra(app.config, app.log_dir, host=host, port=port, tls_cert=tls_cert,
-                                 tls_key=tls_key, log_format=app.log_format)
-        click.echo(f"RA serving {running.url} (connector {app.config.ra.connector}; "
-                   f"logs in {app.log_dir}; readiness at {running.base}/readyz)", err=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await running.close()
+    def start() -> Awaitable[RunningRA]:
+        return start_ra(app.config, app.log_dir, host=host, port=port, tls_cert=tls_cert,
+                        tls_key=tls_key, log_format=app.log_format)
+
+    def describe(running: RunningRA) -> str:
+        return (f"RA serving {running.url} (connector {app.config.ra.connector}; "
+                f"logs in {app.log_dir}; readiness at {running.base}/readyz)")
 
     try:
-        asyncio.run(run())
+        run_until_signal(start, describe)
     except OnlineCAError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
