@@ -1,8 +1,9 @@
-"""What the onlineca servers share to run: the serve-until-SIGINT/SIGTERM loop of their ``serve``
-commands.
+"""What the onlineca servers share to run: listening (or one clear ``ConfigError`` when the port
+cannot be had) and the serve-until-SIGINT/SIGTERM loop of their ``serve`` commands.
 
-A component's start function builds its server and returns a running value with ``close()``;
-this module only runs such a value until the administrator stops it.  It never decides what a
+A component's start function builds its application, listens with ``start_https`` (aiohttp) or
+``listen`` (any other server) and returns a running value with ``close()``; ``run_until_signal``
+runs such a value until the administrator stops it.  It never decides what a
 server does, never exits the process itself (errors go back to the command, which reports them)
 and never prints or logs anything but the one line the command gives it.
 """
@@ -11,10 +12,45 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
+from aiohttp import web
+
+from onlineca.errors import ConfigError
+
+T = TypeVar("T")
+
+def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    """The error a server that cannot bind ``host:port`` raises (the port it tried, never None)."""
+    return ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                       hint="Choose another --port or stop what uses it.")
+
+
+async def listen(start: Callable[[], Awaitable[T]], host: str, port: int) -> T:
+    """Await ``start()`` (e.g. ``asyncio.start_server``), turning a failure to bind into ``cannot_listen``."""
+    try:
+        return await start()
+    except OSError as exc:
+        raise cannot_listen(host, port, exc) from None
+
+
+async def start_https(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext, *,
+                      reuse_address: bool | None = None, **runner_options: Any) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` over TLS on ``host:port`` (0: any free port); returns the runner and the bound
+    port once it accepts connections.  ``runner_options`` go to ``web.AppRunner`` (access log).  If
+    it cannot listen, the application is cleaned up (its logs detached) and ``ConfigError`` raised."""
+    runner = web.AppRunner(app, handler_cancellation=True, **runner_options)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=256, reuse_address=reuse_address)
+    try:
+        await listen(site.start, host, port)
+    except ConfigError:
+        await runner.cleanup()
+        raise
+    return runner, runner.addresses[0][1]
 
 
 class Closable(Protocol):
@@ -46,4 +82,4 @@ def run_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R], 
     asyncio.run(main())
 
 
-__all__ = ["Closable", "run_until_signal"]
+__all__ = ["cannot_listen", "listen", "start_https", "Closable", "run_until_signal"]

@@ -24,6 +24,7 @@ from onlineca.ca import users as ca_users
 from onlineca.ca.web import IIS_LOG_NAME, RunningCA, start_ca
 from onlineca.cli import main_group
 from onlineca.config import load_config
+from onlineca.errors import ConfigError
 
 ALICE, ALICE_PW = "alice", "alice-Secret-1"
 BOB, BOB_PW = "bob", "bob-Secret-2"
@@ -523,3 +524,12 @@ def test_malformed_bodies_never_500(lab, body, ctype):
         assert 'The disposition message is "' in got.text
     assert lab.session().get(lab.url("certcarc.asp"), timeout=TIMEOUT).status_code == 200
     assert "internal error" not in (lab.dir / "logs" / "ca.log").read_text()
+
+
+async def test_a_taken_port_from_the_config_is_named_in_the_error(lab):
+    # No port argument: [ca] port is the one the lab's CA already holds; the message names it.
+    config = load_config(lab.config_path)
+    config = config.model_copy(update={"ca": config.ca.model_copy(update={"port": lab.ca.port})})
+    with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{lab.ca.port}: ") as caught:
+        await start_ca(config, config.data_path, config.log_path, host="127.0.0.1")
+    assert caught.value.hint == "Choose another --port or stop what uses it."

@@ -16,6 +16,7 @@ from aiohttp import web
 from cryptography import x509
 
 from onlineca import pki
+from onlineca.errors import ConfigError
 from onlineca.est import (
     CsrAttribute, CsrAttrs, Denied, EnrollRequest, ESTClient, ESTCodedError, ESTServerSettings, LocalSigner,
     Pending, UsersFile, bootstrap_cacerts, enrollment_rv_line, start_est_server,
@@ -552,3 +553,9 @@ async def test_hostile_bodies_get_4xx_never_500(env, server, content_type, body)
             with pytest.raises(ESTCodedError) as ei:
                 await est.request(op, "POST", body, {"Content-Type": content_type} if content_type else {})
             assert 400 <= ei.value.http_status < 500, ei.value
+
+
+async def test_a_taken_port_is_a_clear_config_error(env, server):
+    with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{server.port}: "):
+        await start_est_server(env.signer, cert_file=env.lab.server_cert_pem, key_file=env.lab.server_key_pem,
+                               port=server.port)

@@ -39,6 +39,7 @@ from onlineca.logs import attach_log
 from onlineca.logs.iis import (
     WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog,
 )
+from onlineca.serving import start_https
 from onlineca.store import Database
 
 log = logging.getLogger("onlineca.ca")
@@ -522,17 +523,8 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
                           hint="Run 'onlineca ca init' or pass --tls-cert and --tls-key.") from None
     app = create_app(config, data_dir, log_dir, log_format=log_format, db=db)
     host = host or config.ca.host
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, host, config.ca.port if port is None else port, ssl_context=ctx, backlog=256,
-                       reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
-                          hint="Choose another --port or stop what uses it.") from None
-    bound = runner.addresses[0][1]
+    runner, bound = await start_https(app, host, config.ca.port if port is None else port, ctx,
+                                      reuse_address=True, access_log=None)
     log.info("CA %s serving /certsrv on https://%s:%s", app[CA_STATE].ca_name, host, bound)
     return RunningCA(host, bound, runner, app, ctx)
 

@@ -34,6 +34,7 @@ from onlineca.errors import ConfigError, ParseError
 from onlineca.est import messages as m
 from onlineca.est.backend import BasicCredentials, Denied, EnrollBackend, EnrollRequest, Issued, Pending
 from onlineca.est.codes import ESTCodedError
+from onlineca.serving import start_https
 
 if TYPE_CHECKING:
     from onlineca.config import ESTConfig
@@ -415,16 +416,12 @@ async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLi
                            settings: ESTServerSettings | None = None,
                            client_trust: pki.TrustStore | None = None,
                            url_host: str | None = None) -> RunningESTServer:
-    """Start an EST server (port 0: any free port) and return once it accepts connections."""
+    """Start an EST server (port 0: any free port) and return once it accepts connections (a port
+    that cannot be had raises ``ConfigError``)."""
     settings = settings or ESTServerSettings()
     ctx = server_ssl_context(cert_file, key_file, client_trust=client_trust, pop_tls_unique=settings.pop_tls_unique)
     app = make_est_app(backend, settings)
-    runner = web.AppRunner(app, access_log_class=ESTAccessLogger, access_log=access_log,
-                           handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=256)
-    await site.start()
-    bound = runner.addresses[0][1]
+    runner, bound = await start_https(app, host, port, ctx, access_log_class=ESTAccessLogger, access_log=access_log)
     log.info("EST server listening on %s:%s (serverkeygen %s, PoP %s)", host, bound,
              "on" if settings.serverkeygen else "off", "on" if settings.pop_tls_unique else "off",
              extra={"func": "est_server_start"})

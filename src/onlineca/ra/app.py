@@ -42,6 +42,7 @@ from onlineca.est.server import (
 )
 from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
 from onlineca.ra.connector import CAConnector, CertsrvConnector, LocalConnector
+from onlineca.serving import start_https
 
 log = logging.getLogger("onlineca.ra")
 est_log = logging.getLogger("onlineca.est")
@@ -454,18 +455,9 @@ async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = No
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the RA's TLS certificate {cert_file} / {key_file}: {exc}") from None
     app = make_ra_app(config, log_dir, log_format=log_format, connector=connector)
-    runner = web.AppRunner(app, access_log_class=ESTAccessLogger, access_log=logging.getLogger(ACCESS_LOGGER),
-                           handler_cancellation=True)
-    await runner.setup()
     host = host or ra.host
-    site = web.TCPSite(runner, host, ra.port if port is None else port, ssl_context=ctx, backlog=256)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
-                          hint="Choose another --port or stop what uses it.") from None
-    bound = runner.addresses[0][1]
+    runner, bound = await start_https(app, host, ra.port if port is None else port, ctx,
+                                      access_log_class=ESTAccessLogger, access_log=logging.getLogger(ACCESS_LOGGER))
     log.info("RA listening on https://%s:%s (EST %s, connector %s, client auth %s)", host, bound, m.WELL_KNOWN,
              ra.connector, ra.client_auth, extra={"func": "ra_server_start"})
     return RunningRA(host, bound, runner, app, ctx)
