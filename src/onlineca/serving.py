@@ -2,7 +2,8 @@
 cannot be had) and the serve-until-SIGINT/SIGTERM loop of their ``serve`` commands.
 
 A component's start function builds its application, listens with ``start_https`` (aiohttp) or
-``listen`` (any other server) and returns a running value with ``close()``; ``run_until_signal``
+``listen`` (any other server) and returns a running value with ``close()`` (``RunningServer``
+for aiohttp ones); ``run_until_signal``
 runs such a value until the administrator stops it.  It never decides what a
 server does, never exits the process itself (errors go back to the command, which reports them)
 and never prints or logs anything but the one line the command gives it.
@@ -14,7 +15,8 @@ import asyncio
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import click
 from aiohttp import web
@@ -53,6 +55,31 @@ async def start_https(app: web.Application, host: str, port: int, ssl_context: s
     return runner, runner.addresses[0][1]
 
 
+@dataclass
+class RunningServer:
+    """A started aiohttp server: ``base`` is its ``https://host:port`` origin, ``url`` the base of
+    its protocol (``url_path`` set by each server); ``close()`` stops it and cleans its app up."""
+
+    url_path: ClassVar[str] = ""
+
+    host: str
+    port: int
+    runner: web.AppRunner
+    app: web.Application
+    ssl_context: ssl.SSLContext = field(repr=False)
+
+    @property
+    def base(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.base + self.url_path
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
 class Closable(Protocol):
     """What ``run_until_signal`` needs of a started server."""
 
@@ -82,4 +109,4 @@ def run_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R], 
     asyncio.run(main())
 
 
-__all__ = ["cannot_listen", "listen", "start_https", "Closable", "run_until_signal"]
+__all__ = ["cannot_listen", "listen", "start_https", "RunningServer", "Closable", "run_until_signal"]

@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -39,7 +40,7 @@ from onlineca.logs import attach_log
 from onlineca.logs.iis import (
     WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog,
 )
-from onlineca.serving import start_https
+from onlineca.serving import RunningServer, start_https
 from onlineca.store import Database
 
 log = logging.getLogger("onlineca.ca")
@@ -472,18 +473,10 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
 
 
 @dataclass
-class RunningCA:
+class RunningCA(RunningServer):
     """A started CA: ``url`` is its ``https://host:port/certsrv``; ``server`` is what certsrv clients take."""
 
-    host: str
-    port: int
-    runner: web.AppRunner
-    app: web.Application
-    ssl_context: ssl.SSLContext = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"https://{self.host}:{self.port}/certsrv"
+    url_path: ClassVar[str] = "/certsrv"
 
     @property
     def server(self) -> str:
@@ -492,9 +485,6 @@ class RunningCA:
     @property
     def engine(self) -> eng.CAEngine:
         return self.app[CA_STATE].engine
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
 
 
 def tls_files(config: Config, data_dir: str | Path, tls_cert: str | os.PathLike[str] | None = None,

@@ -21,9 +21,9 @@ import os
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -34,7 +34,7 @@ from onlineca.errors import ConfigError, ParseError
 from onlineca.est import messages as m
 from onlineca.est.backend import BasicCredentials, Denied, EnrollBackend, EnrollRequest, Issued, Pending
 from onlineca.est.codes import ESTCodedError
-from onlineca.serving import start_https
+from onlineca.serving import RunningServer, start_https
 
 if TYPE_CHECKING:
     from onlineca.config import ESTConfig
@@ -394,21 +394,10 @@ def make_est_app(backend: EnrollBackend, settings: ESTServerSettings | None = No
 
 
 @dataclass
-class RunningESTServer:
+class RunningESTServer(RunningServer):
     """A started EST server: ``url`` is the ``https://host:port/.well-known/est`` base."""
 
-    host: str
-    port: int
-    runner: web.AppRunner
-    app: web.Application
-    ssl_context: ssl.SSLContext = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"https://{self.host}:{self.port}{m.WELL_KNOWN}"
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
+    url_path: ClassVar[str] = m.WELL_KNOWN
 
 
 async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLike[str],

@@ -422,10 +422,6 @@ class RunningRA(RunningESTServer):
     """A started RA: ``url`` is its EST base, ``base`` its origin (``/readyz``, ``/metrics``)."""
 
     @property
-    def base(self) -> str:
-        return f"https://{self.host}:{self.port}"
-
-    @property
     def state(self) -> RAState:
         return self.app[RA_STATE]
 
