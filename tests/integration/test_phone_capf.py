@@ -239,6 +239,37 @@ async def test_phone_cli_enroll_and_check_in(stack: Stack, tmp_path):
     assert rc == 1 and "OPERATION_REFUSED" in out
 
 
+async def test_capf_serve_process_serves_until_sigterm_and_names_a_taken_port(stack: Stack):
+    import os
+    import signal
+    cfg = stack.config.capf
+    env = {**os.environ, "ONLINECA_DATABASE_URL": stack.config.database_url,
+           "ONLINECA_CAPF_RA_URL": stack.servers.ra.url, "ONLINECA_CAPF_RA_USER": cfg.ra_user,
+           "ONLINECA_CAPF_RA_PASSWORD": cfg.ra_password.get_secret_value(),
+           "ONLINECA_CAPF_RA_TRUST_STORE": cfg.ra_trust_store}
+    base = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(stack.root), "capf", "serve", "--no-scheduler"]
+    taken = stack.servers.capf.port
+    proc = await asyncio.create_subprocess_exec(*base, "--port", str(taken), env=env,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and f"error: cannot listen on 127.0.0.1:{taken}" in err.decode(), err
+    proc = await asyncio.create_subprocess_exec(*base, "--port", "0", env=env, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert line.startswith("CAPF serving 127.0.0.1:"), line
+        port = int(line.split()[2].rsplit(":", 1)[1])
+        target = Target("127.0.0.1", port, phone_ssl_context(stack.root / "ca" / "root.pem"), read_timeout=30)
+        result = await run_session(Phone("SEP0000000A00F1"), target, PhoneAuth("null"))
+        assert result.reason == "DEVICE_UNKNOWN", result  # a real session with the served process
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def test_ra_down_gets_retry_later_which_the_phone_honours(stack: Stack):
     """Last in this module: it stops the RA, then starts it again on the same port."""
     from onlineca.ra import start_ra

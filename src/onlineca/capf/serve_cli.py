@@ -10,9 +10,6 @@ Point a phone (``onlineca phone ...``) at the printed host and port, trusting th
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
 import click
 
 from onlineca.cli import AppContext
@@ -26,25 +23,17 @@ from onlineca.errors import OnlineCAError
 @click.pass_obj
 def serve(app: AppContext, host: str | None, port: int | None, no_scheduler: bool) -> None:
     """Serve the device protocol over TLS until interrupted (SIGINT/SIGTERM)."""
-    from onlineca.capf.service import start_capf
+    from onlineca.capf.service import RunningCAPF, start_capf
+    from onlineca.serving import run_until_signal
 
-    async def run() -> None:
-        running = await start_capf(app.config, app.data_dir, app.log_dir, host=host, port=port,
-                                   log_format=app.log_format, maintenance=not no_scheduler)
+    def describe(running: RunningCAPF) -> str:
         cert = app.config.capf.tls_cert or running.enroller.paths.capf_cert
-        click.echo(f"CAPF serving {running.host}:{running.port} (TLS certificate {cert}; trace in "
-                   f"{app.log_dir / 'capf.log'}; RA {app.config.capf.ra_url})", err=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await running.close()
+        return (f"CAPF serving {running.host}:{running.port} (TLS certificate {cert}; trace in "
+                f"{app.log_dir / 'capf.log'}; RA {app.config.capf.ra_url})")
 
     try:
-        asyncio.run(run())
+        run_until_signal(lambda: start_capf(app.config, app.data_dir, app.log_dir, host=host, port=port,
+                                            log_format=app.log_format, maintenance=not no_scheduler), describe)
     except OnlineCAError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None

@@ -29,6 +29,7 @@ from onlineca.capf.server import CAPFServer, server_ssl_context
 from onlineca.capf.trace import attach_capf_trace, log as trace_log
 from onlineca.config import Config
 from onlineca.errors import ConfigError, PKIError
+from onlineca.serving import listen
 from onlineca.store.db import Database
 
 log = logging.getLogger("onlineca.capf.service")
@@ -156,8 +157,10 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
                               hint="Set [capf] tls_cert and tls_key, or leave them empty to enroll one.") from None
         node_id = _node_id(config)
         capf = CAPFServer(cfg, db, enroller, node_id=node_id, mic_trust=mic_trust)
-        server = await asyncio.start_server(capf.handle, bind_host, cfg.port if port is None else port, ssl=ctx,
-                                            ssl_handshake_timeout=cfg.read_timeout, backlog=512)
+        listen_port = cfg.port if port is None else port
+        server = await listen(lambda: asyncio.start_server(capf.handle, bind_host, listen_port, ssl=ctx,
+                                                           ssl_handshake_timeout=cfg.read_timeout, backlog=512),
+                              bind_host, listen_port)
     except BaseException:
         if enroller is not None:
             await enroller.close()
