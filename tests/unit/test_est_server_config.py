@@ -38,6 +38,25 @@ def test_missing_users_file_is_a_config_error(tmp_path):
         UsersFile.from_path(tmp_path / "nope")
 
 
+def test_an_undecodable_users_file_is_a_config_error(tmp_path):
+    (tmp_path / "users").write_bytes(b"\xff\xfeciscora:\x00\n")
+    with pytest.raises(ConfigError, match="cannot read EST users file"):
+        UsersFile.from_path(tmp_path / "users")
+
+
+def test_the_ca_reads_the_same_users_format(tmp_path):
+    from onlineca.ca.users import read_entries
+
+    assert read_entries(tmp_path / "none") == {}  # the CA starts without users; EST refuses that
+    hashed = hash_password("pw", n=2 ** 10)
+    (tmp_path / "users").write_text(f"# CA users\nalice:{hashed}\n")
+    assert read_entries(tmp_path / "users") == {"alice": hashed}
+    (tmp_path / "users").write_text(f"alice:{hashed}\n\nbob\n")
+    with pytest.raises(ConfigError) as ei:
+        read_entries(tmp_path / "users")
+    assert "users:3" in ei.value.message and "onlineca ca users" in ei.value.hint
+
+
 def test_verified_password_is_remembered_not_stored():
     users = UsersFile.from_plain({"u": "secret"}, n=2 ** 10)
     assert asyncio.run(users("u", "secret"))

@@ -17,31 +17,14 @@ from pathlib import Path
 
 from onlineca import pki
 from onlineca.errors import ConfigError
-from onlineca.est.server import UsersFile, hash_password
+from onlineca.est.server import UsersFile, hash_password, read_users
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9._@$-]{1,64}$")
 
 
 def read_entries(path: str | os.PathLike[str]) -> dict[str, str]:
     """``{user: hashed}`` from the file; a missing file is an empty one."""
-    p = Path(path)
-    if not p.exists():
-        return {}
-    entries: dict[str, str] = {}
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read CA users file {p}: {exc}") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, hashed = line.partition(":")
-        if not sep or not hashed.startswith("scrypt$") or hashed.count("$") != 5:
-            raise ConfigError(f"{p}:{lineno}: expected 'user:scrypt$...'",
-                              hint="Manage this file with 'onlineca ca users add|remove'.")
-        entries[user] = hashed
-    return entries
+    return read_users(path, what="CA", hint="Manage this file with 'onlineca ca users add|remove'.", missing_ok=True)
 
 
 def write_entries(path: str | os.PathLike[str], entries: dict[str, str]) -> None:

@@ -63,6 +63,30 @@ def hash_password(password: str, *, n: int = 2 ** 14, r: int = 8, p: int = 1) ->
     return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
+def read_users(path: str | os.PathLike[str], *, what: str, hint: str, missing_ok: bool = False) -> dict[str, str]:
+    """``{user: "scrypt$..."}`` from a users file (``user:scrypt$n$r$p$salt$hash`` lines, ``#``
+    comments), the format the EST server and the CA share.  An unreadable file or a bad line is a
+    ``ConfigError`` naming the ``what`` users file (and ``path:line``, with ``hint``); a missing
+    file is an empty one only with ``missing_ok``."""
+    p = Path(path)
+    if missing_ok and not p.exists():
+        return {}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} users file {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    entries: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, hashed = line.partition(":")
+        if not sep or not hashed.startswith("scrypt$") or hashed.count("$") != 5:
+            raise ConfigError(f"{p}:{lineno}: expected 'user:scrypt$...'", hint=hint)
+        entries[user] = hashed
+    return entries
+
+
 class UsersFile:
     """HTTP Basic users: ``user:scrypt$...`` lines (``#`` comments).  Checks are constant-time;
     a verified (user, password) pair is remembered as a keyed digest so that scrypt runs once
@@ -77,21 +101,7 @@ class UsersFile:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> "UsersFile":
-        entries: dict[str, str] = {}
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read EST users file {path}: {exc.strerror}") from None
-        for lineno, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            user, sep, hashed = line.partition(":")
-            if not sep or not hashed.startswith("scrypt$") or hashed.count("$") != 5:
-                raise ConfigError(f"{path}:{lineno}: expected 'user:scrypt$...'",
-                                  hint="Make lines with 'onlineca est hash-password'.")
-            entries[user] = hashed
-        return cls(entries)
+        return cls(read_users(path, what="EST", hint="Make lines with 'onlineca est hash-password'."))
 
     @classmethod
     def from_plain(cls, users: dict[str, str], n: int = 2 ** 12) -> "UsersFile":
@@ -417,5 +427,5 @@ async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLi
     return RunningESTServer(url_host or host, bound, runner, app, ctx)
 
 
-__all__ = ["ESTServerSettings", "settings_from_config", "UsersFile", "hash_password", "make_est_app", "start_est_server",
+__all__ = ["ESTServerSettings", "settings_from_config", "UsersFile", "read_users", "hash_password", "make_est_app", "start_est_server",
            "server_ssl_context", "RunningESTServer", "ESTAccessLogger"]
