@@ -403,10 +403,11 @@ def count_devices(s: Session, filt: DeviceFilter | None = None) -> int:
 # ---- status and the operation's end (used by the session server) --------------------------
 
 def set_status(s: Session, name: str, status: Any, *, actor: str = "capf", now: dt.datetime | None = None,
-               detail: str = "", end_operation: bool = False) -> Device:
-    """Record an operation's outcome; ``end_operation`` puts the operation back to none."""
+               detail: str = "", end_operation: bool = False, device: Device | None = None) -> Device:
+    """Record an operation's outcome; ``end_operation`` puts the operation back to none.  A caller
+    that holds the row already passes it as ``device`` (one SELECT, and one UPDATE, fewer)."""
     now = as_utc(now or utcnow())
-    device = get_device(s, name)
+    device = device if device is not None else get_device(s, name)
     st = CertStatus.parse(status, "status")
     device.status, device.status_at = st.ident, now
     if end_operation:
@@ -442,10 +443,11 @@ def record_lsc_issued(s: Session, name: str, der: bytes, *, actor: str = "capf",
     return row
 
 
-def undelivered_lsc(s: Session, name: str, now: dt.datetime | None = None) -> LSC | None:
+def undelivered_lsc(s: Session, name: str, now: dt.datetime | None = None, *,
+                    device: Device | None = None) -> LSC | None:
     """The newest still-valid certificate issued for ``name`` and not yet installed, if any."""
     now = as_utc(now or utcnow())
-    device = get_device(s, name)
+    device = device if device is not None else get_device(s, name)
     return s.scalar(select(LSC).where(LSC.device_id == device.id, LSC.state == "issued", LSC.not_after > now)
                     .order_by(LSC.issued_at.desc(), LSC.id.desc()).limit(1))
 
@@ -471,7 +473,7 @@ def mark_lsc_installed(s: Session, name: str, serial: str, *, actor: str = "capf
     _update_renewal_due(device, profile_policy(device.profile).renewal)
     record_event(s, device.name, "LSC_INSTALLED", f"serial={row.serial} not_after={as_utc(row.not_after).isoformat()}",
                  actor=actor, now=now)
-    set_status(s, device.name, CertStatus.UPGRADE_SUCCESS, actor=actor, now=now, end_operation=True)
+    set_status(s, device.name, CertStatus.UPGRADE_SUCCESS, actor=actor, now=now, end_operation=True, device=device)
     return row
 
 

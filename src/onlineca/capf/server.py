@@ -300,7 +300,7 @@ class CAPFServer:
         policy = inv.device_policy(device)
         stored = None
         if policy.operation is Operation.UPGRADE:
-            stored = _lsc_tuple(inv.undelivered_lsc(s, name, self.clock()))
+            stored = _lsc_tuple(inv.undelivered_lsc(s, name, self.clock(), device=device))
         return _Start(found=True, policy=policy, locked_until=device.locked_until,
                       failed_auth_count=device.failed_auth_count or 0,
                       mic_store=device.profile.mic_trust_store if device.profile is not None else "",
