@@ -34,8 +34,9 @@ from onlineca.ca import pages
 from onlineca.ca import templates as policy
 from onlineca.ca.users import bare_user, load_users, ntlm_path
 from onlineca.config import Config
-from onlineca.errors import ConfigError
-from onlineca.est.server import UsersFile, server_ssl_context
+from onlineca.errors import ConfigError, ParseError
+from onlineca.est.backend import BasicCredentials
+from onlineca.est.server import UsersFile, basic_credentials, server_ssl_context
 from onlineca.logs import attach_log
 from onlineca.logs.iis import (
     WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog,
@@ -121,17 +122,11 @@ def _iis_page(status: int, reason: str, detail: str) -> web.Response:
 
 # --------------------------------------------------------------------------- authentication
 
-def _basic_credentials(request: web.Request) -> tuple[str, str] | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not token.strip():
-        return None
+def _basic_credentials(request: web.Request) -> BasicCredentials | None:
     try:
-        raw = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return basic_credentials(request.headers.get("Authorization", ""))
+    except ParseError:  # IIS answers a malformed header as a failed logon, not a 400
         return None
-    user, sep, password = raw.partition(":")
-    return (user, password) if sep else None
 
 
 def _challenge(request: web.Request, state: CAState, win32: int) -> web.Response:
@@ -190,8 +185,8 @@ async def _authenticate(request: web.Request, state: CAState) -> str | web.Respo
     if creds is None:
         win32 = WIN32_NO_CREDENTIALS if "Authorization" not in request.headers else WIN32_LOGON_FAILURE
         return _challenge(request, state, win32)
-    user = bare_user(creds[0])
-    if not user or not await state.current_users()(user, creds[1]):
+    user = bare_user(creds.user)
+    if not user or not await state.current_users()(user, creds.password):
         return _challenge(request, state, WIN32_LOGON_FAILURE)
     request[CA_USER] = user
     return user

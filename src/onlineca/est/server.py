@@ -223,8 +223,9 @@ def _tls_unique(request: web.Request) -> bytes | None:
     return sslobj.get_channel_binding("tls-unique")
 
 
-def _basic(request: web.Request) -> BasicCredentials | None:
-    header = request.headers.get("Authorization", "")
+def basic_credentials(header: str) -> BasicCredentials | None:
+    """The user and password of an ``Authorization: Basic`` header value (the EST server and the
+    CA read them alike); None when it is not Basic, ``ParseError`` when it is malformed."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic" or not token.strip():
         return None
@@ -254,7 +255,7 @@ class _ESTHandler:
         if the client sends Basic anyway, it must be right)."""
         ident = _Identity(client_cert=_peer_cert(request))
         try:
-            creds = _basic(request)
+            creds = basic_credentials(request.headers.get("Authorization", ""))
         except ParseError as exc:
             return self._challenge(exc.message)
         if creds is not None:
@@ -427,5 +428,5 @@ async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLi
     return RunningESTServer(url_host or host, bound, runner, app, ctx)
 
 
-__all__ = ["ESTServerSettings", "settings_from_config", "UsersFile", "read_users", "hash_password", "make_est_app", "start_est_server",
+__all__ = ["ESTServerSettings", "settings_from_config", "UsersFile", "read_users", "hash_password", "basic_credentials", "make_est_app", "start_est_server",
            "server_ssl_context", "RunningESTServer", "ESTAccessLogger"]
