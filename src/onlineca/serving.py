@@ -1,12 +1,23 @@
 """What the onlineca servers share to run: listening (or one clear ``ConfigError`` when the port
-cannot be had) and the serve-until-SIGINT/SIGTERM loop of their ``serve`` commands.
+cannot be had), the running value their start functions return, and the serve-until-SIGINT/SIGTERM
+loop of their ``serve`` commands.  A component's start function builds its application, listens
+with ``start_https`` (aiohttp) or ``listen`` (any other server) and returns a value with
+``close()`` (``RunningServer`` for the aiohttp ones); ``run_until_signal`` runs such a value until
+the administrator stops it.  This module never decides what a server does, never exits the
+process itself (errors go back to the command, which reports them) and prints nothing but the one
+line the command gives it.
 
-A component's start function builds its application, listens with ``start_https`` (aiohttp) or
-``listen`` (any other server) and returns a running value with ``close()`` (``RunningServer``
-for aiohttp ones); ``run_until_signal``
-runs such a value until the administrator stops it.  It never decides what a
-server does, never exits the process itself (errors go back to the command, which reports them)
-and never prints or logs anything but the one line the command gives it.
+For the CAPF server (not aiohttp: ``asyncio.start_server`` with the device protocol), the lead
+wires it so: in ``capf.service.start_capf``, listen with
+``server = await listen(lambda: asyncio.start_server(capf.handle, bind_host, port_, ...),
+bind_host, port_)`` where ``port_`` is the port it really tries (``cfg.port`` when no port was
+given, never None), so a taken port is the same ``ConfigError`` ("cannot listen on host:port",
+hint to choose another --port) and start_capf's existing clean-up still runs; ``RunningCAPF``
+keeps its own dataclass (it holds no aiohttp runner, so it does not extend ``RunningServer``) but
+already offers ``host``, ``port`` and ``close()``, which is all ``Closable`` asks.  In
+``capf/serve_cli.py`` replace the hand-written loop with
+``run_until_signal(lambda: start_capf(...), describe)`` (``describe`` returns the
+"CAPF serving host:port (...)" line) inside the existing ``try: ... except OnlineCAError``.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from aiohttp import web
 from onlineca.errors import ConfigError
 
 T = TypeVar("T")
+
 
 def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
     """The error a server that cannot bind ``host:port`` raises (the port it tried, never None)."""
