@@ -28,8 +28,14 @@ log = logging.getLogger(TRACE_LOGGER + ".trace")
 class CAPFTraceFormatter(logging.Formatter):
     """``14:05:04.628 | debug 2:SEP74A02FC0A675:message`` (local time, as the product writes it)."""
 
+    _second: int | None = None
+    _hms = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        second = int(record.created)
+        if second != self._second:  # a busy CAPF writes many lines a second: one strftime each
+            self._second, self._hms = second, time.strftime("%H:%M:%S", time.localtime(second))
+        stamp = f"{self._hms}.{int(record.msecs):03d}"
         text = record.getMessage()
         if record.exc_info and record.levelno >= logging.ERROR:
             text += "\n" + self.formatException(record.exc_info)
