@@ -118,8 +118,9 @@ class _Connection:
                 return msg
             state = self.session.state
             try:
-                data = await asyncio.wait_for(self.reader.read(_MAX_READ), self.read_timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.read_timeout):  # no extra task per read, as wait_for makes
+                    data = await self.reader.read(_MAX_READ)
+            except TimeoutError:
                 raise PhoneGone(f"no message from the phone within {self.read_timeout:g} s") from None
             except (ConnectionError, ssl.SSLError) as exc:
                 raise PhoneGone(f"connection lost: {exc}") from None
