@@ -7,9 +7,11 @@ in this process, as ``onlineca demo`` does), registers N devices with Install/Up
 interpreter with the servers.  Phone keys are made before the first session (``--pregenerate``),
 so the numbers measure our side: CAPF's sessions, CSR assembly, EST, the CA's signing and
 the database writes.  Prints one JSON object: devices enrolled per second, p50/p99/max session
-latency, outcomes.
+latency, outcomes.  ``--capf-process`` runs CAPF as its own ``onlineca capf serve`` process (as it
+is deployed: CAPF, the RA and the CA are separate servers), so CAPF and the RA + CA each have an
+interpreter of their own.
 
-    python bench/capf_bench.py --devices 256 --concurrency 64 --key rsa:2048
+    python bench/capf_bench.py --devices 256 --concurrency 64 --key rsa:2048 [--capf-process]
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +47,24 @@ def register(config, count: int, key: tuple[str, int]) -> None:  # type: ignore[
     db.dispose()
 
 
+async def start_capf_process(config, root: Path, ra_url: str) -> tuple[asyncio.subprocess.Process, str]:  # type: ignore[no-untyped-def]
+    """``onlineca capf serve`` on a free port (CAPF's certificate is already in ``root``); its address."""
+    cfg = config.capf
+    env = {**os.environ, "ONLINECA_DATABASE_URL": config.database_url, "ONLINECA_CAPF_RA_URL": ra_url,
+           "ONLINECA_CAPF_RA_USER": cfg.ra_user, "ONLINECA_CAPF_RA_PASSWORD": cfg.ra_password.get_secret_value(),
+           "ONLINECA_CAPF_RA_TRUST_STORE": cfg.ra_trust_store,
+           "ONLINECA_CAPF_MAX_CONCURRENT_ENROLLMENTS": str(cfg.max_concurrent_enrollments)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "onlineca.cli", "--data-dir", str(root), "capf", "serve", "--port", "0",
+        "--no-scheduler", env=env, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+    if not line.startswith("CAPF serving "):
+        proc.kill()
+        raise SystemExit(f"capf serve did not start: {line}{(await proc.stderr.read()).decode()[-2000:]}")
+    return proc, line.split()[2]
+
+
 async def bench(args: argparse.Namespace) -> dict:
     key_type, bits = args.key.split(":")
     key = (key_type, int(bits))
@@ -53,12 +75,17 @@ async def bench(args: argparse.Namespace) -> dict:
         config = config.model_copy(update={"capf": config.capf.model_copy(
             update={"max_concurrent_enrollments": args.ra_concurrency})})
         servers = Servers()
+        capf_proc = None
         try:
             await start_servers(config, root, servers, default_ports=False)
+            capf_at = f"{servers.capf.host}:{servers.capf.port}"
+            if args.capf_process:
+                await servers.capf.close()  # it enrolled CAPF's certificate; the process serves it
+                capf_proc, capf_at = await start_capf_process(config, root, servers.ra.url)
             await asyncio.to_thread(register, config, args.devices, key)
             cmd = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(root), "phone", "fleet",
                    "--count", str(args.devices), "--concurrency", str(args.concurrency),
-                   "--capf", f"{servers.capf.host}:{servers.capf.port}", "--cafile", str(root / "ca" / "root.pem"),
+                   "--capf", capf_at, "--cafile", str(root / "ca" / "root.pem"),
                    "--auth", "null", "--retries", "3", "--max-retry-delay", "1",
                    "--pregenerate", f"{key_type}:{bits}={args.devices}", "--json"]
             started = time.monotonic()
@@ -66,6 +93,10 @@ async def bench(args: argparse.Namespace) -> dict:
             out, err = await asyncio.wait_for(proc.communicate(), args.timeout)
             wall = time.monotonic() - started
         finally:
+            if capf_proc is not None and capf_proc.returncode is None:
+                capf_proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(capf_proc.wait(), 30)
             await servers.close()
     try:
         fleet = json.loads(out.decode().strip().splitlines()[-1])
@@ -73,7 +104,8 @@ async def bench(args: argparse.Namespace) -> dict:
         raise SystemExit(f"fleet failed (exit {proc.returncode}): {err.decode()[-2000:]}") from None
     fleet.pop("failures", None)
     return {"bench": "capf end-to-end (phone -> CAPF -> RA -> CA)", "key": args.key, "cpus": os.cpu_count(),
-            "ra_concurrency": args.ra_concurrency, "fleet_process_wall_seconds": round(wall, 2), **fleet}
+            "ra_concurrency": args.ra_concurrency, "capf_process": args.capf_process,
+            "fleet_process_wall_seconds": round(wall, 2), **fleet}
 
 
 def main() -> None:
@@ -82,6 +114,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--key", default="rsa:2048", choices=["rsa:2048", "ec:256", "rsa:3072", "ec:384"])
     parser.add_argument("--ra-concurrency", type=int, default=16, help="CAPF's max_concurrent_enrollments.")
+    parser.add_argument("--capf-process", action="store_true",
+                        help="Run CAPF as its own 'onlineca capf serve' process (the RA and CA stay here).")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     print(json.dumps(asyncio.run(bench(args)), indent=2))
