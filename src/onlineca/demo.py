@@ -188,6 +188,36 @@ async def start_servers(config: Config, root: Path, servers: Servers, default_po
     servers.capf = await _on_port(lambda p: start_capf(capf_config, root, p),
                                   DEFAULT_PORTS["capf"] if default_ports else None)
     servers.closers.append(servers.capf.close)
+    write_lab_config(config, servers)
+
+
+LAB_CONFIG = "onlineca.toml"
+
+
+def write_lab_config(config: Config, servers: Servers) -> Path:
+    """``<demo>/onlineca.toml`` (0600: it holds the lab password) with the ports the servers got,
+    so ``onlineca --config <demo>/onlineca.toml diagnose`` checks the running lab (--keep-running)."""
+    ra, capf = config.ra, config.capf
+    sections: dict[str, dict[str, Any]] = {
+        "": {"data_dir": str(config.data_path), "log_dir": str(config.log_path)},
+        "database": {"url": config.database_url},
+        "ca": {"port": servers.ca.port, "users_file": config.ca.users_file},
+        "ra": {"port": servers.ra.port, "connector": ra.connector, "ca_url": servers.ca.url, "ca_user": ra.ca_user,
+               "ca_password": ra.ca_password.get_secret_value(), "trust_store": ra.trust_store,
+               "template": ra.template, "tls_cert": ra.tls_cert, "tls_key": ra.tls_key},
+        "capf": {"port": servers.capf.port, "ra_url": servers.ra.url, "ra_user": capf.ra_user,
+                 "ra_password": capf.ra_password.get_secret_value(), "ra_trust_store": capf.ra_trust_store,
+                 "mic_trust_store": capf.mic_trust_store},
+    }
+    lines = ["# Written by 'onlineca demo' for the lab it started; holds the lab's generated password."]
+    for name, values in sections.items():
+        if name:
+            lines.append(f"\n[{name}]")
+        # JSON strings and numbers are valid TOML basic strings and numbers.
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = config.data_path / LAB_CONFIG
+    pki.write_secret_file(path, ("\n".join(lines) + "\n").encode())
+    return path
 
 
 async def start_capf(config: Config, root: Path, port: int) -> Any:
@@ -408,6 +438,7 @@ def summarize(devices: list[DemoDevice], servers: Servers, config: Config, start
                            "past their renewal window, and the phones then renewed for real."},
         "servers": {"ca": servers.ca.url, "ra": servers.ra.url, "capf": f"{servers.capf.host}:{servers.capf.port}"},
         "data_dir": str(config.data_path), "logs": logs,
+        "config": str(config.data_path / LAB_CONFIG),
     }
 
 
@@ -457,7 +488,8 @@ async def _main(opts: DemoOptions, as_json: bool) -> dict[str, Any]:
         print_summary(report)
     if servers is not None:
         if not as_json:
-            click.echo(f"Servers keep running (CAPF {report['servers']['capf']}); Ctrl-C stops them.")
+            click.echo(f"Servers keep running (CAPF {report['servers']['capf']}); Ctrl-C stops them.\n"
+                       f"Check every hop: onlineca --config {report['config']} diagnose")
         sys.stdout.flush()
         await _serve_until_signal(servers)
     return report

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +38,13 @@ def test_demo_json_enrolls_renews_and_stops(tmp_path):
     capf_log = (tmp_path / "demo" / "logs" / "capf.log").read_text()
     assert "Online Cert Signing successful" in capf_log and "Sending STORE_CERT_REQ msg" in capf_log
     assert "PRIVATE KEY" not in proc.stdout + proc.stderr
+    # The lab's configuration (for 'onlineca --config ... diagnose') is valid, 0600, with the real ports.
+    lab_config = Path(report["config"])
+    assert stat.S_IMODE(lab_config.stat().st_mode) == 0o600
+    check = subprocess.run([sys.executable, "-m", "onlineca.cli", "config", "check", str(lab_config)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert f'ca_url = "{report["servers"]["ca"]}"' in lab_config.read_text()
     # Servers gone: nothing listens on the ports the demo used.
     ca = report["servers"]["ca"].split("//")[1].split("/")[0]
     ra = report["servers"]["ra"].split("//")[1].split("/")[0]
