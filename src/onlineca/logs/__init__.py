@@ -27,7 +27,7 @@ def _mask_value(match: re.Match[str]) -> str:
 
 
 _SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
-    # Private keys first (their base64 could hold anything): PKCS#8 (BEGIN PRIVATE KEY), encrypted
+    # Private keys first (their base64 could hold anything): unencrypted PKCS#8, encrypted
     # PKCS#8, and the traditional RSA/EC/DSA forms; a key cut off before its END line too.
     (re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S),
      "[private key redacted]"),
