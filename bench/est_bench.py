@@ -14,13 +14,13 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from onlineca import pki
+
+from _load import enroll_all, percentile_ms
 
 USER, PASSWORD = "bench", "bench-Passw0rd"
 
@@ -61,29 +61,13 @@ def _serve(d: str, ready: "mp.Queue[int]", stop: "mp.Event") -> None:  # type: i
 async def _load(url: str, cafile: Path, csrs: list, concurrency: int, keepalive: bool) -> dict:
     from onlineca.est import ESTClient
 
-    latencies: list[float] = []
-    queue: asyncio.Queue = asyncio.Queue()
-    for csr in csrs:
-        queue.put_nowait(csr)
     async with ESTClient(url, cafile=cafile, user=USER, password=PASSWORD, keepalive=keepalive) as est:
         await est.simpleenroll(csrs[0])  # warm-up: the password check (scrypt) runs once per user
-
-        async def worker() -> None:
-            while not queue.empty():
-                csr = queue.get_nowait()
-                t0 = time.perf_counter()
-                await est.simpleenroll(csr)
-                latencies.append(time.perf_counter() - t0)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
+        latencies, elapsed = await enroll_all(est, csrs, concurrency)
     return {"mode": "keep-alive" if keepalive else "new TLS connection per request",
             "requests": len(latencies), "concurrency": concurrency, "seconds": round(elapsed, 3),
             "enrollments_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p95_ms": round(latencies[int(len(latencies) * 0.95) - 1] * 1000, 1)}
+            "p50_ms": percentile_ms(latencies, 0.5), "p95_ms": percentile_ms(latencies, 0.95)}
 
 
 def main() -> int:

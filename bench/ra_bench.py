@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import urllib.request
 from pathlib import Path
 
 from onlineca import pki
+
+from _load import enroll_all, percentile_ms
 
 USER, PASSWORD = "bench", "bench-Passw0rd"
 CA_USER, CA_PASSWORD = "ciscora", "bench-CA-Passw0rd"
@@ -60,26 +61,12 @@ def _iis_lines(path: Path) -> int:
 async def _load(base: str, cafile: Path, n: int, concurrency: int) -> dict[str, float]:
     from onlineca.est import ESTClient
     csrs = [pki.build_csr(pki.generate_key("ec", 256), f"CN=SEP{i:012X},O=bench") for i in range(n + concurrency)]
-    latencies: list[float] = []
     async with ESTClient(base, cafile=cafile, user=USER, password=PASSWORD) as est:
         for csr in csrs[n:]:  # warm-up: connections open, credentials cached
             await est.simpleenroll(csr)
-        queue = list(csrs[:n])
-
-        async def worker() -> None:
-            while queue:
-                csr = queue.pop()
-                t0 = time.perf_counter()
-                await est.simpleenroll(csr)
-                latencies.append(time.perf_counter() - t0)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
+        latencies, elapsed = await enroll_all(est, csrs[:n], concurrency)
     return {"enrollments": n, "seconds": round(elapsed, 3), "per_second": round(n / elapsed, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p95_ms": round(latencies[int(len(latencies) * 0.95) - 1] * 1000, 1)}
+            "p50_ms": percentile_ms(latencies, 0.5), "p95_ms": percentile_ms(latencies, 0.95)}
 
 
 def main() -> None:
