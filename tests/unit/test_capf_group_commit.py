@@ -31,13 +31,17 @@ def _names(db: Database) -> set[str]:
 async def _batch(writer: _GroupCommit, steps: list) -> list:  # type: ignore[type-arg]
     """Run ``steps`` so that all but the first wait together: the first holds the thread until
     the others are queued."""
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def hold(s):  # type: ignore[no-untyped-def]
+        started.set()
         assert release.wait(10)
         return steps[0](s)
 
     first = writer.run(hold)
+    # Queue the others only once the thread is inside the first step, so it cannot take them
+    # into the first batch.
+    assert await asyncio.to_thread(started.wait, 10)
     rest = [writer.run(step) for step in steps[1:]]
     release.set()
     return await asyncio.gather(first, *rest, return_exceptions=True)
