@@ -32,7 +32,8 @@ ISSUED = re.compile(r"certnew\.cer\?ReqID=(\d+)&")
 
 
 def _serve(d: str, key_type: str, ready: "mp.Queue[int]", stop: "mp.Event") -> None:  # type: ignore[type-arg]
-    from onlineca.ca import init_ca, start_ca
+    from onlineca.ca.engine import init_ca
+    from onlineca.ca.web import start_ca
     from onlineca.ca.engine import users_path
     from onlineca.ca.users import add_user
     from onlineca.config import Config

@@ -28,12 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from onlineca.demo import Servers, make_lab, prepare_folder, start_servers
+from onlineca.cli.demo import Servers, make_lab, prepare_folder, start_servers
 from onlineca.phone.fleet import device_names
 
 
 def register(config, count: int, key: tuple[str, int]) -> None:  # type: ignore[no-untyped-def]
-    from onlineca.capf import inventory
+    from onlineca.store import devices as inventory
     from onlineca.store import Database
 
     order = "KEYORDER_RSA_ONLY" if key[0] == "rsa" else "KEYORDER_EC_ONLY"
@@ -55,7 +55,7 @@ async def start_capf_process(config, root: Path, ra_url: str) -> tuple[asyncio.s
            "ONLINECA_CAPF_RA_TRUST_STORE": cfg.ra_trust_store,
            "ONLINECA_CAPF_MAX_CONCURRENT_ENROLLMENTS": str(cfg.max_concurrent_enrollments)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "onlineca.cli", "--data-dir", str(root), "capf", "serve", "--port", "0",
+        sys.executable, "-m", "onlineca", "--data-dir", str(root), "capf", "serve", "--port", "0",
         "--no-scheduler", env=env, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
@@ -83,7 +83,7 @@ async def bench(args: argparse.Namespace) -> dict:
                 await servers.capf.close()  # it enrolled CAPF's certificate; the process serves it
                 capf_proc, capf_at = await start_capf_process(config, root, servers.ra.url)
             await asyncio.to_thread(register, config, args.devices, key)
-            cmd = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(root), "phone", "fleet",
+            cmd = [sys.executable, "-m", "onlineca", "--data-dir", str(root), "phone", "fleet",
                    "--count", str(args.devices), "--concurrency", str(args.concurrency),
                    "--capf", capf_at, "--cafile", str(root / "ca" / "root.pem"),
                    "--auth", "null", "--retries", "3", "--max-retry-delay", "1",

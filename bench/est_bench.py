@@ -44,7 +44,8 @@ def _make_pki(d: Path) -> None:
 
 
 def _serve(d: str, ready: "mp.Queue[int]", stop: "mp.Event") -> None:  # type: ignore[type-arg]
-    from onlineca.est import ESTServerSettings, LocalSigner, UsersFile, start_est_server
+    from onlineca.est.server import ESTServerSettings, UsersFile, start_est_server
+    from onlineca.est.backend import LocalSigner
 
     async def main() -> None:
         signer = LocalSigner.from_files(f"{d}/issuing.pem", f"{d}/issuing.key")
@@ -59,7 +60,7 @@ def _serve(d: str, ready: "mp.Queue[int]", stop: "mp.Event") -> None:  # type: i
 
 
 async def _load(url: str, cafile: Path, csrs: list, concurrency: int, keepalive: bool) -> dict:
-    from onlineca.est import ESTClient
+    from onlineca.est.client import ESTClient
 
     async with ESTClient(url, cafile=cafile, user=USER, password=PASSWORD, keepalive=keepalive) as est:
         await est.simpleenroll(csrs[0])  # warm-up: the password check (scrypt) runs once per user

@@ -59,7 +59,7 @@ def _iis_lines(path: Path) -> int:
 
 
 async def _load(base: str, cafile: Path, n: int, concurrency: int) -> dict[str, float]:
-    from onlineca.est import ESTClient
+    from onlineca.est.client import ESTClient
     csrs = [pki.build_csr(pki.generate_key("ec", 256), f"CN=SEP{i:012X},O=bench") for i in range(n + concurrency)]
     async with ESTClient(base, cafile=cafile, user=USER, password=PASSWORD) as est:
         for csr in csrs[n:]:  # warm-up: connections open, credentials cached
@@ -79,7 +79,7 @@ def main() -> None:
     from onlineca.ca.engine import init_ca
     from onlineca.ca.users import add_user
     from onlineca.config import load_config
-    from onlineca.est import hash_password
+    from onlineca.est.server import hash_password
 
     d = Path(tempfile.mkdtemp(prefix="ra-bench-"))
     data, logs = d / "data", d / "logs"
@@ -98,7 +98,7 @@ def main() -> None:
     add_user(d / "ca-users", CA_USER, CA_PASSWORD)
 
     env = {**os.environ, "ONLINECA_RA_CA_PASSWORD": CA_PASSWORD}
-    cli = [sys.executable, "-m", "onlineca.cli"]
+    cli = [sys.executable, "-m", "onlineca"]
     procs = [
         subprocess.Popen([*cli, "--config", str(d / "certsrv.toml"), "ca", "serve", "--port", str(ca_port)],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),

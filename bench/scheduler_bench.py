@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, insert, text
 
-from onlineca.capf.policy import RenewalPolicy
+from onlineca.policy.capf import RenewalPolicy
 from onlineca.capf.scheduler import SchedulerSettings, run_once
 from onlineca.store import Database, Device
 

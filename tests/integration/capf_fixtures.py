@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from onlineca import pki
-from onlineca.capf import inventory as inv
+from onlineca.store import devices as inv
 from onlineca.store import Database
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -20,14 +20,13 @@ from cryptography import x509
 from sqlalchemy import update
 
 from onlineca import pki
-from onlineca.capf import inventory as inv
+from onlineca.store import devices as inv
 from onlineca.capf.service import RunningCAPF, start_capf
 from onlineca.config import Config
-from onlineca.devproto.messages import (
-    AuthRequest, CertificateType, CertificateValue, DeleteCertRequest, EndSession, FetchCertRequest,
-    KeyGenRequest, Message, RequestInProgress, RetryLater, SignCertRequest, StoreCertRequest,
+from onlineca.proto.devproto.messages import (
+    AuthRequest, CertificateType, CertificateValue, DeleteCertRequest, EndSession, FetchCertRequest, KeyGenRequest, Message, RequestInProgress, RetryLater, SignCertRequest, StoreCertRequest,
 )
-from onlineca.devproto.session import PhoneSession
+from onlineca.proto.devproto.session import PhoneSession
 from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, LocalSigner
 from onlineca.est.server import ESTServerSettings, RunningESTServer, UsersFile, start_est_server
 from onlineca.pki import tbs

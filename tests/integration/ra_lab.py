@@ -24,7 +24,7 @@ from onlineca.ca.engine import ca_files, init_ca
 from onlineca.ca.users import add_user
 from onlineca.ca.web import IIS_LOG_NAME, RunningCA, start_ca
 from onlineca.config import Config
-from onlineca.ra import RunningRA, start_ra
+from onlineca.ra.app import RunningRA, start_ra
 
 USER, PASSWORD = "ciscora", "ra-Passw0rd!"
 TEMPLATES = [
@@ -128,7 +128,7 @@ async def ra_running(lab: CALab, log_dir: Path, ca_url: str, **kw):  # type: ign
 
 def local_ra(lab: CALab, d: Path) -> dict:
     """run_ra arguments for the local connector with a users file holding USER."""
-    from onlineca.est import hash_password
+    from onlineca.est.server import hash_password
     (d / "est-users").write_text(f"{USER}:{hash_password(PASSWORD, n=2 ** 10)}\n")
     return {"ra": {"connector": "local", "client_auth": "users", "local_key": str(lab.files.issuing_key),
                    "local_cert": str(lab.files.chain)}, "est": {"users_file": str(d / "est-users")}}
@@ -155,7 +155,7 @@ def est_csr(subject: str = "CN=SEP74A02FC0A675,O=onlineca tests", key_type: str 
 async def raw_enroll(r: RunningRA, csr, user: str = USER, password: str = PASSWORD,
                      cafile: Path | None = None) -> tuple[int, dict, bytes]:
     """One simpleenroll as bytes on the wire (no client-side retry), for status and headers."""
-    from onlineca.est import messages as m
+    from onlineca.proto import est as m
     headers, body = m.encode_pkcs10(csr)
     ctx = ssl.create_default_context(cafile=str(cafile)) if cafile else None
     headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -26,7 +26,7 @@ from tests.conftest import free_port
 def onlineca(data: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k != "ONLINECA_CA_PASSWORD"}
     full_env.update(env or {})
-    result = subprocess.run([sys.executable, "-m", "onlineca.cli", "--data-dir", str(data), *args],
+    result = subprocess.run([sys.executable, "-m", "onlineca", "--data-dir", str(data), *args],
                             capture_output=True, text=True, timeout=120, env=full_env)
     if check:
         assert result.returncode == 0, result.stderr + result.stdout
@@ -124,7 +124,7 @@ def test_serve_with_a_given_web_certificate(served_data, tmp_path, kind, curl_co
     (tmp_path / "web.pem").write_bytes(pki.certs_pem([cert, issuing]))
     pki.write_private_key(tmp_path / "web.key", key)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "onlineca.cli", "--data-dir", str(data), "ca", "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "onlineca", "--data-dir", str(data), "ca", "serve",
                              "--port", str(port), "--tls-cert", str(tmp_path / "web.pem"),
                              "--tls-key", str(tmp_path / "web.key")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

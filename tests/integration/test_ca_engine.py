@@ -7,7 +7,7 @@ import pytest
 
 from onlineca import pki
 from onlineca.ca import engine as eng
-from onlineca.ca import templates as policy
+from onlineca.policy import ca as policy
 from onlineca.config import CAConfig, Config, TemplateConfig
 from onlineca.store import Database
 

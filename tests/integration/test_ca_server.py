@@ -447,7 +447,8 @@ def test_unauthenticated_and_unknown_pages(lab):
 # --------------------------------------------------------------------------- the project's own client
 
 async def test_the_ras_certsrv_client_against_this_ca(lab, ec_key):
-    from onlineca.certsrv import CertsrvClient, Denied, Issued, Pending
+    from onlineca.certsrv.client import CertsrvClient
+    from onlineca.proto.certsrv.client import Denied, Issued, Pending
 
     async with CertsrvClient(lab.ca.url, username=ALICE, password=ALICE_PW, trust=lab.root) as client:
         await client.login()
@@ -468,7 +469,8 @@ async def test_the_ras_certsrv_client_against_this_ca(lab, ec_key):
 
 async def test_ntlm_three_legs_on_one_connection(tmp_path, monkeypatch):
     pytest.importorskip("spnego")
-    from onlineca.certsrv import CAAuthError, CertsrvClient, Issued
+    from onlineca.proto.certsrv.client import CAAuthError, Issued
+    from onlineca.certsrv.client import CertsrvClient
 
     monkeypatch.setenv("NTLM_USER_FILE", "")  # create_app points it at the CA's store; restored after
     config_path = tmp_path / "ntlm.toml"

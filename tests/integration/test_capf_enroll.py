@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.capf import inventory as inv
+from onlineca.store import devices as inv
 from onlineca.capf.enroll import renewal_due
-from onlineca.devproto.messages import Reason
+from onlineca.proto.devproto.messages import Reason
 
 from capf_lab import CAPFLab, LabPhone, close_lab, make_lab, rsa_key
 

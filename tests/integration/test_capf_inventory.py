@@ -12,9 +12,9 @@ from capf_fixtures import T0, db, install_lsc  # noqa: F401  (db is a fixture)
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from onlineca.capf import inventory as inv
-from onlineca.capf import report
-from onlineca.capf.policy import PolicyError
+from onlineca.store import devices as inv
+from onlineca.store import device_report as report
+from onlineca.policy.capf import PolicyError
 from onlineca.cli import main_group
 from onlineca.store import Database, Device, DeviceEvent
 

@@ -11,8 +11,8 @@ import pytest
 from capf_fixtures import T0, db, install_lsc  # noqa: F401  (db is a fixture)
 from sqlalchemy import select
 
-from onlineca.capf import inventory as inv
-from onlineca.capf.policy import RenewalPolicy, as_utc
+from onlineca.store import devices as inv
+from onlineca.policy.capf import RenewalPolicy, as_utc
 from onlineca.capf.scheduler import SchedulerSettings, _claim, _due, backoff_delay, record_renewal_failure, run_once
 from onlineca.store import Database, Device, DeviceEvent
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.capf import inventory as inv
-from onlineca.devproto.messages import AuthType, Reason
+from onlineca.store import devices as inv
+from onlineca.proto.devproto.messages import AuthType, Reason
 
 from capf_lab import MICCA, CAPFLab, LabPhone, close_lab, make_lab, past
 

@@ -24,8 +24,9 @@ import pytest
 from aiohttp import web
 
 from onlineca import pki
-from onlineca.certsrv import CertsrvClient, Denied, Issued, Pending
-from onlineca.certsrv import protocol as p
+from onlineca.certsrv.client import CertsrvClient
+from onlineca.proto.certsrv.client import Denied, Issued, Pending
+from onlineca.proto.certsrv import client as p
 from onlineca.pki.csr import csr_pem
 from tests.conftest import free_port
 
@@ -677,7 +678,8 @@ async def test_a_certificate_for_another_key_is_refused(serve, lab_pki):
 @pytest.fixture
 async def our_ca(tmp_path):
     """onlineca's own CA on 127.0.0.1 (EC keys), a user, and a manager-approval template."""
-    from onlineca.ca import init_ca, start_ca
+    from onlineca.ca.engine import init_ca
+    from onlineca.ca.web import start_ca
     from onlineca.ca.engine import users_path
     from onlineca.ca.users import add_user
     from onlineca.ca.web import IIS_LOG_NAME

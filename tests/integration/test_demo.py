@@ -22,7 +22,7 @@ def _listening(address: str) -> bool:
 
 @pytest.mark.slow
 def test_demo_json_enrolls_renews_and_stops(tmp_path):
-    cmd = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(tmp_path), "demo", "--devices", "4", "--json",
+    cmd = [sys.executable, "-m", "onlineca", "--data-dir", str(tmp_path), "demo", "--devices", "4", "--json",
            "--free-ports"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_demo_json_enrolls_renews_and_stops(tmp_path):
     # The lab's configuration (for 'onlineca --config ... diagnose') is valid, 0600, with the real ports.
     lab_config = Path(report["config"])
     assert stat.S_IMODE(lab_config.stat().st_mode) == 0o600
-    check = subprocess.run([sys.executable, "-m", "onlineca.cli", "config", "check", str(lab_config)],
+    check = subprocess.run([sys.executable, "-m", "onlineca", "config", "check", str(lab_config)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
     assert f'ca_url = "{report["servers"]["ca"]}"' in lab_config.read_text()
@@ -60,7 +60,7 @@ def test_demo_json_enrolls_renews_and_stops(tmp_path):
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "precious.txt").write_text("keep me")
-    proc = subprocess.run([sys.executable, "-m", "onlineca.cli", "demo", "--dir", str(tmp_path / "mine"), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "onlineca", "demo", "--dir", str(tmp_path / "mine"), "--json"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "was not made by 'onlineca demo'" in proc.stderr and "Traceback" not in proc.stderr

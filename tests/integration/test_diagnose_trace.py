@@ -20,7 +20,7 @@ DEVICE, OTHER = "SEP74A02FC0A675", "SEP001F6C81118B"
 
 def test_trace_follows_one_device_through_capf_ra_and_ca(lab: CALab, tmp_path):
     from onlineca.capf.enroll import OnlineCAEnroller
-    from onlineca.capf.trace import SessionTrace, attach_capf_trace
+    from onlineca.logs.capf_trace import SessionTrace, attach_capf_trace
     logs = tmp_path / "logs"
     port = lab.serve(log_dir=logs)
     ra = lab.start_ra(lab.config(f"https://127.0.0.1:{port}/certsrv", log_dir=logs), log_dir=logs)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.est import hash_password
+from onlineca.est.server import hash_password
 
 USER, PASSWORD = "ciscora", "cli-Passw0rd"
 
@@ -24,7 +24,7 @@ def onlineca(*args: str | Path, env_password: str | None = PASSWORD, tmp: Path |
         env["ONLINECA_EST_PASSWORD"] = env_password
     if tmp is not None:
         env["ONLINECA_DATA_DIR"] = str(tmp)
-    return subprocess.run([sys.executable, "-m", "onlineca.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "onlineca", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=60, input=stdin)
 
 
@@ -46,7 +46,7 @@ def serve(lab_pki, d: Path, *extra: str):
     """``onlineca est serve`` in its own process; yields its URL once it listens."""
     env = dict(os.environ, ONLINECA_DATA_DIR=str(d / "data"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "onlineca.cli", "est", "serve", "--port", "0",
+        [sys.executable, "-m", "onlineca", "est", "serve", "--port", "0",
          "--tls-cert", lab_pki.server_cert_pem, "--tls-key", lab_pki.server_key_pem,
          "--issuer-cert", d / "issuing-chain.pem", "--issuer-key", lab_pki.dir / "issuing.key",
          "--users-file", d / "users", "--client-ca", lab_pki.root_pem, *extra],

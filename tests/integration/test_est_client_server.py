@@ -17,11 +17,12 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.errors import ConfigError
-from onlineca.est import (
-    CsrAttribute, CsrAttrs, Denied, EnrollRequest, ESTClient, ESTCodedError, ESTServerSettings, LocalSigner,
-    Pending, UsersFile, bootstrap_cacerts, enrollment_rv_line, start_est_server,
-)
-from onlineca.est import messages as m
+from onlineca.proto.est import CsrAttribute, CsrAttrs
+from onlineca.est.backend import Denied, EnrollRequest, LocalSigner, Pending
+from onlineca.est.client import ESTClient, bootstrap_cacerts
+from onlineca.proto.libest import ESTCodedError, enrollment_rv_line
+from onlineca.est.server import ESTServerSettings, UsersFile, start_est_server
+from onlineca.proto import est as m
 from tests.conftest import free_port
 
 USER, PASSWORD = "ciscora", "s3cret-Passw0rd"

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from onlineca import pki
-from onlineca.capf import inventory
-from onlineca.demo import Servers, make_lab, prepare_folder, start_servers
+from onlineca.store import devices as inventory
+from onlineca.cli.demo import Servers, make_lab, prepare_folder, start_servers
 from onlineca.phone.client import PhoneAuth, Target, check_in, phone_ssl_context, run_session
 from onlineca.phone.device import Phone
 from onlineca.phone.fleet import make_fleet, run_fleet
@@ -211,7 +211,7 @@ async def test_phone_cli_enroll_and_check_in(stack: Stack, tmp_path):
     name = "SEP0000000A0008"
     stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_STR", auth_string="24680",
               key_order="KEYORDER_RSA_ONLY")
-    base = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(tmp_path), "phone"]
+    base = [sys.executable, "-m", "onlineca", "--data-dir", str(tmp_path), "phone"]
     where = ["--capf", f"{stack.servers.capf.host}:{stack.servers.capf.port}",
              "--cafile", str(stack.root / "ca" / "root.pem")]
 
@@ -247,7 +247,7 @@ async def test_capf_serve_process_serves_until_sigterm_and_names_a_taken_port(st
            "ONLINECA_CAPF_RA_URL": stack.servers.ra.url, "ONLINECA_CAPF_RA_USER": cfg.ra_user,
            "ONLINECA_CAPF_RA_PASSWORD": cfg.ra_password.get_secret_value(),
            "ONLINECA_CAPF_RA_TRUST_STORE": cfg.ra_trust_store}
-    base = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(stack.root), "capf", "serve", "--no-scheduler"]
+    base = [sys.executable, "-m", "onlineca", "--data-dir", str(stack.root), "capf", "serve", "--no-scheduler"]
     taken = stack.servers.capf.port
     proc = await asyncio.create_subprocess_exec(*base, "--port", str(taken), env=env,
                                                 stderr=asyncio.subprocess.PIPE)
@@ -272,7 +272,7 @@ async def test_capf_serve_process_serves_until_sigterm_and_names_a_taken_port(st
 
 async def test_ra_down_gets_retry_later_which_the_phone_honours(stack: Stack):
     """Last in this module: it stops the RA, then starts it again on the same port."""
-    from onlineca.ra import start_ra
+    from onlineca.ra.app import start_ra
     name = "SEP0000000A0009"
     stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_NULL_STR", key_order="KEYORDER_EC_ONLY")
     phone = Phone(name)

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from onlineca import pki
-from onlineca.devproto import CertificateType, auth_signed_payload
+from onlineca.proto.devproto import CertificateType, auth_signed_payload
 from onlineca.phone.device import KeyPool, Phone, PhoneError
 from onlineca.phone.fleet import device_names, percentile
 from onlineca.phone.mic import MICAuthority
@@ -118,7 +118,7 @@ def test_bad_names_and_folders_are_clear_errors(tmp_path):
 
 
 def test_cli_mic_ca_and_show(tmp_path):
-    base = [sys.executable, "-m", "onlineca.cli", "--data-dir", str(tmp_path)]
+    base = [sys.executable, "-m", "onlineca", "--data-dir", str(tmp_path)]
     run = lambda *a: subprocess.run([*base, *a], capture_output=True, text=True, timeout=60)  # noqa: E731
     r = run("phone", "mic-ca", "init")
     assert r.returncode == 0, r.stderr

@@ -10,8 +10,9 @@ import re
 import pytest
 
 from onlineca import pki
-from onlineca.est import ESTClient, ESTCodedError
-from onlineca.est import messages as m
+from onlineca.est.client import ESTClient
+from onlineca.proto.libest import ESTCodedError
+from onlineca.proto import est as m
 from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
     PASSWORD, USER, ca_lab, error_log, est_csr, get, iis_requests, local_ra, ra_running, raw_enroll, run_ca,
 )
@@ -64,7 +65,7 @@ async def test_at_most_two_ca_requests_per_enrollment(ca_lab, ca, tmp_path):
     """Counted on the CA's IIS log: after start-up, each enrollment is one POST and one GET."""
     ca_logs = tmp_path / "ca-logs"
     users = tmp_path / "est-users"
-    from onlineca.est import hash_password
+    from onlineca.est.server import hash_password
     users.write_text(f"capf:{hash_password('capf-pw', n=2 ** 10)}\n")
     async with ra_running(ca_lab, tmp_path / "ra-logs", ca.url, ra={"client_auth": "users"},
                      est={"users_file": str(users)}) as r:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.est import ESTServerSettings, LocalSigner, UsersFile, start_est_server
+from onlineca.est.server import ESTServerSettings, UsersFile, start_est_server
+from onlineca.est.backend import LocalSigner
 
 pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")),
                                 reason="needs curl and openssl")

@@ -103,7 +103,7 @@ async def test_curl_through_the_ra_process_at_our_ca(ca_lab, tmp_path):
     })
     env = {**os.environ, "ONLINECA_RA_CA_PASSWORD": PASSWORD}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "onlineca.cli", "--config", str(cfg), "ra", "serve", "--port", str(port),
+        sys.executable, "-m", "onlineca", "--config", str(cfg), "ra", "serve", "--port", str(port),
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     base = f"https://127.0.0.1:{port}"
     try:
@@ -139,7 +139,7 @@ async def test_curl_with_the_local_connector(ca_lab, tmp_path):
 async def test_ra_serve_refuses_a_bad_configuration_clearly(ca_lab, tmp_path):
     cfg = write_config(tmp_path / "ra.toml", {"data_dir": str(tmp_path)}, {"ra": {
         "connector": "local", "client_auth": "users", "tls_cert": str(ca_lab.ra_cert), "tls_key": str(ca_lab.ra_key)}})
-    rc, _out, err = await run(sys.executable, "-m", "onlineca.cli", "--config", cfg, "ra", "serve",
+    rc, _out, err = await run(sys.executable, "-m", "onlineca", "--config", cfg, "ra", "serve",
                               "--port", str(free_port()))
     assert rc == 1 and b"Traceback" not in err
     assert b"error: connector = 'local' needs local_key and local_cert in [ra]" in err

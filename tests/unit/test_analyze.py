@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from onlineca.certsrv import protocol as p
+from onlineca.proto.certsrv import client as p
 from onlineca.cli import main_group
 from onlineca.diagnose.analyze import analyze_paths, analyze_text, records
 from onlineca.logs import JSONFormatter

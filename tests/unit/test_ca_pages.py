@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from onlineca.ca import pages
-from onlineca.ca import templates as policy
-from onlineca.certsrv import protocol as client
+from onlineca.proto.certsrv import server as pages
+from onlineca.policy import ca as policy
+from onlineca.proto.certsrv import client
 from onlineca.config import TemplateConfig
 from onlineca.logs.iis import FIELDS, IISEntry, format_line, header_lines
 

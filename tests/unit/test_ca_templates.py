@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onlineca import pki
-from onlineca.ca import templates as p
+from onlineca.policy import ca as p
 from onlineca.config import TemplateConfig
 
 TEMPLATES = [

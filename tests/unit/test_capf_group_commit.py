@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from onlineca.capf import inventory as inv
-from onlineca.capf.policy import PolicyError
+from onlineca.store import devices as inv
+from onlineca.policy.capf import PolicyError
 from onlineca.capf.server import _GroupCommit
 from onlineca.store import Database
 

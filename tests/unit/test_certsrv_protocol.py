@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onlineca import pki
-from onlineca.certsrv import protocol as p
+from onlineca.proto.certsrv import client as p
 from onlineca.errors import CertsrvError, ParseError
 
 BASE = "https://lab-dc.example.com/certsrv"

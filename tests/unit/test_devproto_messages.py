@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.devproto import messages as m
-from onlineca.devproto.codec import Element, Frame, encode_frame
+from onlineca.proto.devproto import messages as m
+from onlineca.proto.devproto.codec import Element, Frame, encode_frame
 from onlineca.errors import ProtocolError
 from onlineca.pki import tbs
 

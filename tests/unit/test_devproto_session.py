@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onlineca import pki
-from onlineca.devproto import messages as m
-from onlineca.devproto.messages import Command, Reason
-from onlineca.devproto.session import (
+from onlineca.proto.devproto import messages as m
+from onlineca.proto.devproto.messages import Command, Reason
+from onlineca.proto.devproto.session import (
     PHONE_TURN_STATES, TRANSITIONS, TURN, CAPFSession, PhoneSession, Role, State,
 )
 from onlineca.errors import ParseError, ProtocolError

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from onlineca import pki
 from onlineca.errors import ParseError
-from onlineca.est import messages as m
-from onlineca.est.codes import EST_ERRORS, ESTCodedError, enrollment_rv_line, est_number
+from onlineca.proto import est as m
+from onlineca.proto.libest import EST_ERRORS, ESTCodedError, enrollment_rv_line, est_number
 
 KEY = pki.generate_key("ec", 256)
 CSR = pki.build_csr(KEY, "CN=SEP74A02FC0A675,O=lab", ["sep.lab"])

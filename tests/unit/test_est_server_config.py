@@ -8,7 +8,7 @@ import pytest
 
 from onlineca.config import ESTConfig
 from onlineca.errors import ConfigError
-from onlineca.est import LocalSigner
+from onlineca.est.backend import LocalSigner
 from onlineca.est.server import ESTServerSettings, UsersFile, hash_password, make_est_app, settings_from_config
 
 

@@ -3,10 +3,4 @@
 ``engine`` issues from templates and keeps requests (ReqID, disposition, certificate) in the
 database; ``templates`` is the sans-I/O request policy with AD CS's HRESULTs; ``pages`` holds the
 HTML clients parse; ``web`` is the aiohttp app (``create_app``, ``start_ca``); ``users`` the
-Basic-auth users file; ``cli`` the ``onlineca ca`` commands.  Nothing here talks to a real AD CS.
-"""
-
-from onlineca.ca.engine import CAEngine, CAError, init_ca
-from onlineca.ca.web import RunningCA, create_app, start_ca
-
-__all__ = ["CAEngine", "CAError", "init_ca", "RunningCA", "create_app", "start_ca"]
+Basic-auth users file; ``cli`` the ``onlineca ca`` commands.  Nothing here talks to a real AD CS."""

@@ -18,7 +18,7 @@ from cryptography import x509
 from sqlalchemy import select
 
 from onlineca import pki
-from onlineca.ca import templates as policy
+from onlineca.policy import ca as policy
 from onlineca.config import Config, TemplateConfig
 from onlineca.errors import OnlineCAError
 from onlineca.store import CARequest, Database

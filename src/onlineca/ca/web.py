@@ -30,8 +30,8 @@ from multidict import CIMultiDict
 
 from onlineca import pki
 from onlineca.ca import engine as eng
-from onlineca.ca import pages
-from onlineca.ca import templates as policy
+from onlineca.proto.certsrv import server as pages
+from onlineca.policy import ca as policy
 from onlineca.ca.users import bare_user, load_users, ntlm_path
 from onlineca.config import Config
 from onlineca.errors import ConfigError, ParseError
@@ -41,7 +41,7 @@ from onlineca.logs import attach_log
 from onlineca.logs.iis import (
     WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog,
 )
-from onlineca.serving import RunningServer, start_https
+from onlineca.infra.serving import RunningServer, start_https
 from onlineca.store import Database
 
 log = logging.getLogger("onlineca.ca")

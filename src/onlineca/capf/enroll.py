@@ -28,11 +28,11 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.capf.trace import SessionTrace, log as trace_log
+from onlineca.logs.capf_trace import SessionTrace, log as trace_log
 from onlineca.config import CAPFConfig
 from onlineca.errors import CAPFError, ChainError, ConfigError, PKIError
 from onlineca.est.client import ESTClient
-from onlineca.est.codes import ESTCodedError, enrollment_rv_line
+from onlineca.proto.libest import ESTCodedError, enrollment_rv_line
 
 # The RA refused the request itself (credentials, a bad request, the CA denied it): retrying
 # the same request would get the same answer.  Everything else is "CA Communication Failure".

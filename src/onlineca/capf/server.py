@@ -34,19 +34,17 @@ from cryptography import x509
 from sqlalchemy.orm import Session
 
 from onlineca import pki
-from onlineca.capf import inventory as inv
+from onlineca.store import devices as inv
 from onlineca.capf.enroll import CARejected, CAUnavailable, OnlineCAEnroller
-from onlineca.capf.policy import (
-    AuthMode, CertStatus, EffectivePolicy, KeyOrder, Operation, PolicyError, as_utc, failure_status,
-    success_status, validate_device_name,
+from onlineca.policy.capf import (
+    AuthMode, CertStatus, EffectivePolicy, KeyOrder, Operation, PolicyError, as_utc, failure_status, success_status, validate_device_name,
 )
-from onlineca.capf.trace import SessionTrace
+from onlineca.logs.capf_trace import SessionTrace
 from onlineca.config import CAPFConfig
-from onlineca.devproto.messages import (
-    AbortRequest, AuthResponse, AuthType, CertificateType, DeleteCertResponse, FetchCertResponse,
-    KeyGenResponse, Message, Reason, RequestInProgress, SignCertResponse, StatusResponse, StoreCertResponse,
+from onlineca.proto.devproto.messages import (
+    AbortRequest, AuthResponse, AuthType, CertificateType, DeleteCertResponse, FetchCertResponse, KeyGenResponse, Message, Reason, RequestInProgress, SignCertResponse, StatusResponse, StoreCertResponse,
 )
-from onlineca.devproto.session import CAPFSession
+from onlineca.proto.devproto.session import CAPFSession
 from onlineca.errors import ChainError, OnlineCAError, ParseError, PKIError, ProtocolError
 from onlineca.pki import tbs
 from onlineca.store.capf_models import Device

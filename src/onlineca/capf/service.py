@@ -26,10 +26,10 @@ from typing import Any
 from onlineca import pki
 from onlineca.capf.enroll import CAUnavailable, OnlineCAEnroller
 from onlineca.capf.server import CAPFServer, server_ssl_context
-from onlineca.capf.trace import attach_capf_trace, log as trace_log
+from onlineca.logs.capf_trace import attach_capf_trace, log as trace_log
 from onlineca.config import Config
 from onlineca.errors import ConfigError, PKIError
-from onlineca.serving import listen
+from onlineca.infra.serving import listen
 from onlineca.store.db import Database
 
 log = logging.getLogger("onlineca.capf.service")

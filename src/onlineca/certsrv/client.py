@@ -25,7 +25,7 @@ import aiohttp
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.certsrv import protocol as p
+from onlineca.proto.certsrv import client as p
 from onlineca.errors import ConfigError, ParseError
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from onlineca import pki
-from onlineca.certsrv import CertsrvClient
-from onlineca.certsrv import protocol as p
+from onlineca.certsrv.client import CertsrvClient
+from onlineca.proto.certsrv import client as p
 from onlineca.config import Config
 from onlineca.diagnose.findings import CheckResult, Finding, Hop, Report, finding
 from onlineca.errors import ChainError, ConfigError, OnlineCAError, ParseError
@@ -206,7 +206,7 @@ def _check_capf(run: _Run, cfg: Config, capf_cert: Path | None) -> None:
 
 
 def _ra_findings(exc: Exception, cfg: Config, now: dt.datetime) -> list[Finding]:
-    from onlineca.est.codes import ESTCodedError
+    from onlineca.proto.libest import ESTCodedError
     if isinstance(exc, ESTCodedError):
         code = {"EST_ERR_IP_GETADDR": "RA_DNS", "EST_ERR_IP_CONNECT": "RA_CONNECT",
                 "EST_ERR_FQDN_MISMATCH": "RA_TLS_NAME_MISMATCH", "EST_ERR_CACERT_VERIFICATION": "RA_TLS_UNTRUSTED",
@@ -303,7 +303,7 @@ async def _check_ra(run: _Run, cfg: Config, timeout: float) -> bool:
 
 
 async def _auth_probe(call: Awaitable[object]) -> None:
-    from onlineca.est.codes import ESTCodedError
+    from onlineca.proto.libest import ESTCodedError
     try:
         await call
     except ESTCodedError as exc:

@@ -18,7 +18,7 @@ from typing import Protocol, Union, runtime_checkable
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.est.messages import CsrAttrs
+from onlineca.proto.est import CsrAttrs
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from cryptography import x509
 
 from onlineca import __version__, pki
 from onlineca.errors import ParseError
-from onlineca.est import messages as m
-from onlineca.est.codes import ESTCodedError
+from onlineca.proto import est as m
+from onlineca.proto.libest import ESTCodedError
 
 log = logging.getLogger("onlineca.est.client")
 

@@ -31,10 +31,10 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.errors import ConfigError, ParseError
-from onlineca.est import messages as m
+from onlineca.proto import est as m
 from onlineca.est.backend import BasicCredentials, Denied, EnrollBackend, EnrollRequest, Issued, Pending
-from onlineca.est.codes import ESTCodedError
-from onlineca.serving import RunningServer, start_https
+from onlineca.proto.libest import ESTCodedError
+from onlineca.infra.serving import RunningServer, start_https
 
 if TYPE_CHECKING:
     from onlineca.config import ESTConfig

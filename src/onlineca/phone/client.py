@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from onlineca import pki
-from onlineca.devproto import (
-    AuthRequest, AuthType, CertificateType, DeleteCertRequest, EndSession, FetchCertRequest,
-    KeyGenRequest, Message, Reason, RetryLater, SignCertRequest, StoreCertRequest,
+from onlineca.proto.devproto import (
+    AuthRequest, AuthType, CertificateType, DeleteCertRequest, EndSession, FetchCertRequest, KeyGenRequest, Message, Reason, RetryLater, SignCertRequest, StoreCertRequest,
 )
-from onlineca.devproto.session import PhoneSession
+from onlineca.proto.devproto.session import PhoneSession
 from onlineca.errors import OnlineCAError, ProtocolError
 from onlineca.phone.device import Phone, PhoneError
 

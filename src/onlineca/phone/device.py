@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.devproto import CertificateType, CertificateValue
+from onlineca.proto.devproto import CertificateType, CertificateValue
 from onlineca.errors import OnlineCAError, ParseError
 from onlineca.pki import tbs
 

@@ -3,11 +3,4 @@
 ``start_ra``/``make_ra_app`` (``app``) run the EST server with start-up checks, health, readiness
 and Prometheus metrics; ``connector`` holds the CA connector interface and its two
 implementations (``certsrv`` for AD CS web enrollment, ``local`` for in-process signing).
-Nothing here logs a credential.
-"""
-
-from onlineca.ra.app import RA_STATE, RABackend, RAMetrics, RAState, RunningRA, make_ra_app, start_ra
-from onlineca.ra.connector import CAConnector, CertsrvConnector, LocalConnector
-
-__all__ = ["RA_STATE", "RABackend", "RAMetrics", "RAState", "RunningRA", "make_ra_app", "start_ra",
-           "CAConnector", "CertsrvConnector", "LocalConnector"]
+Nothing here logs a credential."""

@@ -31,18 +31,18 @@ from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from onlineca import __version__, pki
-from onlineca.certsrv import protocol as p
+from onlineca.proto.certsrv import client as p
 from onlineca.config import Config
 from onlineca.errors import ConfigError, OnlineCAError, ParseError
-from onlineca.est import messages as m
+from onlineca.proto import est as m
 from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, Issued, Pending
-from onlineca.est.codes import ESTCodedError, est_number
+from onlineca.proto.libest import ESTCodedError, est_number
 from onlineca.est.server import (
     ESTAccessLogger, RunningESTServer, make_est_app, server_ssl_context, settings_from_config,
 )
 from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
 from onlineca.ra.connector import CAConnector, CertsrvConnector, LocalConnector
-from onlineca.serving import start_https
+from onlineca.infra.serving import start_https
 
 log = logging.getLogger("onlineca.ra")
 est_log = logging.getLogger("onlineca.est")

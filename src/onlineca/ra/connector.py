@@ -26,8 +26,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.certsrv import CertsrvClient
-from onlineca.certsrv import protocol as p
+from onlineca.certsrv.client import CertsrvClient
+from onlineca.proto.certsrv import client as p
 from onlineca.config import RAConfig
 from onlineca.errors import ChainError, ConfigError
 from onlineca.est.backend import BasicCredentials, LocalSigner

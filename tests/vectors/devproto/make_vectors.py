@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from onlineca import pki
-from onlineca.devproto import messages as m
-from onlineca.devproto.codec import HEADER_SIZE, encode_frame
+from onlineca.proto.devproto import messages as m
+from onlineca.proto.devproto.codec import HEADER_SIZE, encode_frame
 from onlineca.pki import tbs
 
 HERE = Path(__file__).parent

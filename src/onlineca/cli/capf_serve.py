@@ -24,7 +24,7 @@ from onlineca.errors import OnlineCAError
 def serve(app: AppContext, host: str | None, port: int | None, no_scheduler: bool) -> None:
     """Serve the device protocol over TLS until interrupted (SIGINT/SIGTERM)."""
     from onlineca.capf.service import RunningCAPF, start_capf
-    from onlineca.serving import run_until_signal
+    from onlineca.infra.serving import run_until_signal
 
     def describe(running: RunningCAPF) -> str:
         cert = app.config.capf.tls_cert or running.enroller.paths.capf_cert

@@ -8,10 +8,10 @@ send.  Nothing in this package opens a socket, reads a clock, sleeps or logs; th
 the phone simulator are thin adapters around it.
 """
 
-from onlineca.devproto.codec import Element, Frame, FrameDecoder, Limits, decode_frame, encode_frame
-from onlineca.devproto.messages import *  # noqa: F401,F403  (the protocol's names are the API)
-from onlineca.devproto.messages import __all__ as _message_names
-from onlineca.devproto.session import CAPFSession, PhoneSession, Role, State
+from onlineca.proto.devproto.codec import Element, Frame, FrameDecoder, Limits, decode_frame, encode_frame
+from onlineca.proto.devproto.messages import *  # noqa: F401,F403  (the protocol's names are the API)
+from onlineca.proto.devproto.messages import __all__ as _message_names
+from onlineca.proto.devproto.session import CAPFSession, PhoneSession, Role, State
 
 __all__ = ["CAPFSession", "Element", "Frame", "FrameDecoder", "Limits", "PhoneSession", "Role", "State",
            "decode_frame", "encode_frame", *_message_names]

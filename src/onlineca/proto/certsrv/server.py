@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from onlineca.ca import templates as policy
+from onlineca.policy import ca as policy
 from onlineca.config import TemplateConfig
 
 TITLE = "Microsoft Active Directory Certificate Services"

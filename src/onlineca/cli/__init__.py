@@ -21,14 +21,14 @@ from onlineca.errors import OnlineCAError
 
 # command name -> "module:attribute" of its click group or command
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "ca": ("onlineca.ca.cli:ca", "the CA (AD CS web enrollment): init, serve, requests, users"),
-    "est": ("onlineca.est.cli:est", "a command-line EST client for any EST server"),
-    "ra": ("onlineca.ra.cli:ra", "the RA: an EST server that enrolls at the CA"),
-    "capf": ("onlineca.capf.cli:capf", "the CAPF service and its device inventory"),
-    "phone": ("onlineca.phone.cli:phone", "the device simulator"),
-    "diagnose": ("onlineca.diagnose.cli:diagnose", "preflight checks of every hop"),
-    "logs": ("onlineca.diagnose.cli:logs", "collect, trace and analyze logs"),
-    "demo": ("onlineca.demo:demo", "the whole system on 127.0.0.1 with a simulated fleet"),
+    "ca": ("onlineca.cli.ca:ca", "the CA (AD CS web enrollment): init, serve, requests, users"),
+    "est": ("onlineca.cli.est:est", "a command-line EST client for any EST server"),
+    "ra": ("onlineca.cli.ra:ra", "the RA: an EST server that enrolls at the CA"),
+    "capf": ("onlineca.cli.capf:capf", "the CAPF service and its device inventory"),
+    "phone": ("onlineca.cli.phone:phone", "the device simulator"),
+    "diagnose": ("onlineca.cli.diagnose:diagnose", "preflight checks of every hop"),
+    "logs": ("onlineca.cli.diagnose:logs", "collect, trace and analyze logs"),
+    "demo": ("onlineca.cli.demo:demo", "the whole system on 127.0.0.1 with a simulated fleet"),
 }
 
 

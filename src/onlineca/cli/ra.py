@@ -14,7 +14,7 @@ import click
 
 from onlineca.cli import AppContext
 from onlineca.errors import OnlineCAError
-from onlineca.serving import run_until_signal
+from onlineca.infra.serving import run_until_signal
 
 
 @click.group("ra")

@@ -171,7 +171,7 @@ class Servers:
 
 async def start_servers(config: Config, root: Path, servers: Servers, default_ports: bool) -> None:
     from onlineca.ca.web import start_ca
-    from onlineca.ra import start_ra
+    from onlineca.ra.app import start_ra
     from onlineca.store import Database
 
     log_dir = config.log_path
@@ -244,7 +244,7 @@ def plan_fleet(root: Path, count: int, mic: MICAuthority, pool: KeyPool) -> list
 
 def register_devices(config: Config, devices: list[DemoDevice]) -> None:
     """Each phone in CAPF's inventory with Install/Upgrade pending, as an administrator would set it."""
-    from onlineca.capf import inventory
+    from onlineca.store import devices as inventory
     from onlineca.store import Database
 
     db = Database(config.database_url)

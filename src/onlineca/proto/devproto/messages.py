@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar
 
 from onlineca import pki
-from onlineca.devproto.codec import (
+from onlineca.proto.devproto.codec import (
     DEFAULT_LIMITS, Element, Frame, Limits, decode_frame, encode_frame, protocol_error,
 )
 from onlineca.errors import OnlineCAError, ProtocolError

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from onlineca.capf.inventory import utcnow
-from onlineca.capf.policy import CertStatus, Operation, as_utc, format_deadline
+from onlineca.store.devices import utcnow
+from onlineca.policy.capf import CertStatus, Operation, as_utc, format_deadline
 from onlineca.store.capf_models import LSC, Device
 
 

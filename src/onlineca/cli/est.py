@@ -24,7 +24,7 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.errors import OnlineCAError
 from onlineca.est.client import ESTClient, bootstrap_cacerts
-from onlineca.est.codes import ESTCodedError, enrollment_rv_line
+from onlineca.proto.libest import ESTCodedError, enrollment_rv_line
 
 _path = click.Path(dir_okay=False, path_type=Path)
 _existing = click.Path(dir_okay=False, exists=True, path_type=Path)
@@ -311,7 +311,7 @@ def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Pa
     from onlineca.config import ESTConfig
     from onlineca.est.backend import LocalSigner
     from onlineca.est.server import RunningESTServer, UsersFile, settings_from_config, start_est_server
-    from onlineca.serving import run_until_signal
+    from onlineca.infra.serving import run_until_signal
     from onlineca.logs import setup_component_log
 
     cfg: ESTConfig = app.config.est if app is not None else ESTConfig()

@@ -32,14 +32,11 @@ import dataclasses
 import enum
 import secrets
 
-from onlineca.devproto.codec import DEFAULT_LIMITS, PEER_HINT, FrameDecoder, Limits, encode_frame, protocol_error
-from onlineca.devproto.messages import (
-    SERVER_VERSION, SUPPORTED_VERSIONS, AbortRequest, AbortResponse, AuthRequest, AuthResponse,
-    AuthType, CertificateType, CertificateValue, Command, DeleteCertRequest, DeleteCertResponse,
-    DigestType, ECCurve, EndSession, FetchCertRequest, FetchCertResponse, KeyGenRequest,
-    KeyGenResponse, KeyType, Message, Reason, RequestInProgress, RetryLater, SignCertRequest,
-    SignCertResponse, StatusEnquiry, StatusResponse, StoreCertRequest, StoreCertResponse,
-    auth_signed_payload, check_version, decode_message, encode_message,
+from onlineca.proto.devproto.codec import (
+    DEFAULT_LIMITS, PEER_HINT, FrameDecoder, Limits, encode_frame, protocol_error,
+)
+from onlineca.proto.devproto.messages import (
+    SERVER_VERSION, SUPPORTED_VERSIONS, AbortRequest, AbortResponse, AuthRequest, AuthResponse, AuthType, CertificateType, CertificateValue, Command, DeleteCertRequest, DeleteCertResponse, DigestType, ECCurve, EndSession, FetchCertRequest, FetchCertResponse, KeyGenRequest, KeyGenResponse, KeyType, Message, Reason, RequestInProgress, RetryLater, SignCertRequest, SignCertResponse, StatusEnquiry, StatusResponse, StoreCertRequest, StoreCertResponse, auth_signed_payload, check_version, decode_message, encode_message,
 )
 from onlineca.errors import ProtocolError
 

@@ -23,10 +23,8 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from onlineca import pki
-from onlineca.capf.policy import (
-    UTC, AuthMode, AutoEnrollment, CertStatus, DeviceOverrides, EffectivePolicy, KeyOrder, Operation,
-    PolicyError, ProfilePolicy, RenewalPolicy, as_utc, default_deadline, effective_policy, format_deadline,
-    parse_deadline, validate_auth_string, validate_device_name, validate_ec_key_size, validate_rsa_key_size,
+from onlineca.policy.capf import (
+    UTC, AuthMode, AutoEnrollment, CertStatus, DeviceOverrides, EffectivePolicy, KeyOrder, Operation, PolicyError, ProfilePolicy, RenewalPolicy, as_utc, default_deadline, effective_policy, format_deadline, parse_deadline, validate_auth_string, validate_device_name, validate_ec_key_size, validate_rsa_key_size,
 )
 from onlineca.errors import CAPFError, ParseError
 from onlineca.store.capf_models import LSC, Device, DeviceEvent, Profile

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from onlineca.errors import OnlineCAError
 
-SERVE_TARGET = ("onlineca.capf.serve_cli", "serve")
+SERVE_TARGET = ("onlineca.cli.capf_serve", "serve")
 
 
 class _CapfGroup(click.Group):
@@ -149,7 +149,7 @@ def devices_add(ctx: click.Context, name: str, **settings: Any) -> None:
     An auth string given without an auth mode means 'By Authentication String': a string nobody
     asks for would leave the device open to the null string of its profile.
     """
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     if settings.get("auth_string") and settings.get("auth_mode") is None:
         settings["auth_mode"] = "By Authentication String"
     with _session(ctx) as s:
@@ -166,7 +166,7 @@ def devices_add(ctx: click.Context, name: str, **settings: Any) -> None:
 @click.pass_context
 def devices_set(ctx: click.Context, name: str, **settings: Any) -> None:
     """Change device NAME (only the options given)."""
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     given = _given(**settings)
     if not given:
         raise click.UsageError("nothing to change: give at least one option")
@@ -194,7 +194,7 @@ def _filter_options(f: Any) -> Any:
 
 def _make_filter(status: str | None, operation: str | None, profile: str | None, name_glob: str | None,
                  model: str | None, lsc_expires_before: str | None) -> Any:
-    from onlineca.capf.inventory import DeviceFilter
+    from onlineca.store.devices import DeviceFilter
     return DeviceFilter(status=status, operation=operation, profile=profile, name=name_glob, model=model,
                         lsc_expires_before=parse_when(lsc_expires_before) if lsc_expires_before else None)
 
@@ -206,7 +206,7 @@ def _make_filter(status: str | None, operation: str | None, profile: str | None,
 @click.pass_context
 def devices_list(ctx: click.Context, limit: int | None, as_json: bool, **filters: Any) -> None:
     """List devices matching every filter given."""
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     with _session(ctx) as s:
         try:
             rows = [inv.device_dict(d) for d in inv.list_devices(s, _make_filter(**filters), limit=limit)]
@@ -229,8 +229,8 @@ def devices_list(ctx: click.Context, limit: int | None, as_json: bool, **filters
 @click.pass_context
 def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) -> None:
     """One device: its effective policy, LSC history and recent events."""
-    from onlineca.capf import inventory as inv
-    from onlineca.capf.policy import as_utc
+    from onlineca.store import devices as inv
+    from onlineca.policy.capf import as_utc
     with _session(ctx) as s:
         try:
             device = inv.get_device(s, name)
@@ -264,7 +264,7 @@ def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) ->
 @click.pass_context
 def devices_delete(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Delete devices (their LSC history goes too; the audit trail stays)."""
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     with _session(ctx) as s:
         try:
             for name in names:
@@ -281,7 +281,7 @@ def devices_delete(ctx: click.Context, names: tuple[str, ...]) -> None:
 @click.pass_context
 def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
     """Import a bulk CSV file (as written by 'devices export'); all lines or none."""
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     with _session(ctx) as s:
         try:
             result = inv.import_csv(s, file, mode=mode, actor="cli-import")
@@ -300,7 +300,7 @@ def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
 @click.pass_context
 def devices_export(ctx: click.Context, file: Path, **filters: Any) -> None:
     """Write the devices matching the filters as a bulk CSV file (FILE or stdout)."""
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     with _session(ctx) as s:
         try:
             filt = _make_filter(**filters)
@@ -346,7 +346,7 @@ def profiles() -> None:
 @_profile_options
 @click.pass_context
 def profiles_add(ctx: click.Context, name: str, **settings: Any) -> None:
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     with _session(ctx) as s:
         try:
             inv.add_profile(s, name, **_given(**settings))
@@ -360,7 +360,7 @@ def profiles_add(ctx: click.Context, name: str, **settings: Any) -> None:
 @_profile_options
 @click.pass_context
 def profiles_set(ctx: click.Context, name: str, **settings: Any) -> None:
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     with _session(ctx) as s:
         try:
             inv.set_profile(s, name, **_given(**settings))
@@ -373,7 +373,7 @@ def profiles_set(ctx: click.Context, name: str, **settings: Any) -> None:
 @click.argument("name")
 @click.pass_context
 def profiles_delete(ctx: click.Context, name: str) -> None:
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     with _session(ctx) as s:
         try:
             inv.delete_profile(s, name)
@@ -386,7 +386,7 @@ def profiles_delete(ctx: click.Context, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def profiles_list(ctx: click.Context, as_json: bool) -> None:
-    from onlineca.capf import inventory as inv
+    from onlineca.store import devices as inv
     with _session(ctx) as s:
         rows = []
         for p in inv.list_profiles(s):
@@ -421,7 +421,7 @@ def profiles_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def report_cmd(ctx: click.Context, expiring_within: str, grace: str, stale_after: str, as_json: bool) -> None:
     """Devices by status, expiring LSCs, overdue devices, stale LSCs.  Exit 1 if anything is overdue."""
-    from onlineca.capf import report
+    from onlineca.store import device_report as report
     with _session(ctx) as s:
         data = report.full_report(s, expiring_within=_duration(expiring_within), grace=_duration(grace),
                                   stale_after=_duration(stale_after))

@@ -1,0 +1,5 @@
+"""``python -m onlineca``: the same command as the ``onlineca`` console script."""
+
+from onlineca.cli import main
+
+main()
