@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from onlineca import pki
+from onlineca.infra import files
 
 from _load import enroll_all, percentile_ms
 
@@ -38,13 +39,14 @@ def _make_pki(d: Path) -> None:
                                 extended_key_usage=["server_auth"])
     (d / "root.pem").write_bytes(pki.cert_pem(root))
     (d / "issuing.pem").write_bytes(pki.certs_pem([issuing, root]))
-    pki.write_private_key(d / "issuing.key", issuing_key)
+    files.write_private_key(d / "issuing.key", issuing_key)
     (d / "tls.pem").write_bytes(pki.certs_pem([tls, issuing]))
-    pki.write_private_key(d / "tls.key", tls_key)
+    files.write_private_key(d / "tls.key", tls_key)
 
 
 def _serve(d: str, ready: "mp.Queue[int]", stop: "mp.Event") -> None:  # type: ignore[type-arg]
-    from onlineca.est.server import ESTServerSettings, UsersFile, start_est_server
+    from onlineca.est.server import ESTServerSettings, start_est_server
+    from onlineca.infra.users import UsersFile
     from onlineca.est.backend import LocalSigner
 
     async def main() -> None:

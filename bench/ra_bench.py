@@ -79,7 +79,7 @@ def main() -> None:
     from onlineca.ca.engine import init_ca
     from onlineca.ca.users import add_user
     from onlineca.config import load_config
-    from onlineca.est.server import hash_password
+    from onlineca.infra.users import hash_password
 
     d = Path(tempfile.mkdtemp(prefix="ra-bench-"))
     data, logs = d / "data", d / "logs"

@@ -17,6 +17,7 @@ import pytest
 from cryptography import x509
 
 from onlineca import pki
+from onlineca.infra import files as fs
 
 # Proxies and CA-bundle overrides in the environment would silently change what the tests talk
 # to and trust (the certsrv package and curl both honour them).
@@ -85,9 +86,9 @@ def lab_pki(tmp_path_factory: pytest.TempPathFactory) -> LabPKI:
     lab.root_pem.write_bytes(pki.cert_pem(root))
     lab.chain_pem.write_bytes(pki.certs_pem([issuing, root]))
     lab.server_cert_pem.write_bytes(pki.certs_pem([server, issuing]))
-    pki.write_private_key(lab.server_key_pem, server_key)
-    pki.write_private_key(d / "root.key", root_key)
-    pki.write_private_key(d / "issuing.key", issuing_key)
+    fs.write_private_key(lab.server_key_pem, server_key)
+    fs.write_private_key(d / "root.key", root_key)
+    fs.write_private_key(d / "issuing.key", issuing_key)
     (d / "issuing.pem").write_bytes(pki.cert_pem(issuing))
     return lab
 

@@ -28,7 +28,8 @@ from onlineca.proto.devproto.messages import (
 )
 from onlineca.proto.devproto.session import PhoneSession
 from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, LocalSigner
-from onlineca.est.server import ESTServerSettings, RunningESTServer, UsersFile, start_est_server
+from onlineca.est.server import ESTServerSettings, RunningESTServer, start_est_server
+from onlineca.infra.users import UsersFile
 from onlineca.pki import tbs
 from onlineca.store import Database
 from onlineca.store.capf_models import Device

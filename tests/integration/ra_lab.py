@@ -25,6 +25,7 @@ from onlineca.ca.users import add_user
 from onlineca.ca.web import IIS_LOG_NAME, RunningCA, start_ca
 from onlineca.config import Config
 from onlineca.ra.app import RunningRA, start_ra
+from onlineca.infra import files as fs
 
 USER, PASSWORD = "ciscora", "ra-Passw0rd!"
 TEMPLATES = [
@@ -71,7 +72,7 @@ class CALab:
                  not_before: dt.datetime | None = None, validity_days: float = 30) -> tuple[Path, Path]:
         """A web server certificate for the CA (issued by our issuing CA unless self-signed)."""
         key = pki.generate_key("ec", 256)
-        issuer_key = key if self_signed else pki.read_private_key(self.files.issuing_key)
+        issuer_key = key if self_signed else fs.read_private_key(self.files.issuing_key)
         issuing = pki.load_certificate(self.files.issuing_cert.read_bytes())
         cert = pki.build_certificate(subject=f"CN={name}", public_key=key.public_key(), issuer_key=issuer_key,
                                      issuer_cert=None if self_signed else issuing, sans=list(sans),
@@ -79,7 +80,7 @@ class CALab:
                                      validity_days=validity_days)
         cert_path, key_path = self.dir / f"web-{name}.pem", self.dir / f"web-{name}.key"
         cert_path.write_bytes(pki.certs_pem([cert] if self_signed else [cert, issuing]))
-        pki.write_private_key(key_path, key)
+        fs.write_private_key(key_path, key)
         return cert_path, key_path
 
 
@@ -94,11 +95,11 @@ def ca_lab(tmp_path_factory) -> CALab:
     # The RA's own TLS certificate, from the same CA (EST clients trust its root).
     key = pki.generate_key("ec", 256)
     cert = pki.build_certificate(subject="CN=ra.lab", public_key=key.public_key(),
-                                 issuer_key=pki.read_private_key(lab.files.issuing_key),
+                                 issuer_key=fs.read_private_key(lab.files.issuing_key),
                                  issuer_cert=pki.load_certificate(lab.files.issuing_cert.read_bytes()),
                                  sans=["localhost", "127.0.0.1"], extended_key_usage=["server_auth"])
     lab.ra_cert.write_bytes(pki.certs_pem([cert, pki.load_certificate(lab.files.issuing_cert.read_bytes())]))
-    pki.write_private_key(lab.ra_key, key)
+    fs.write_private_key(lab.ra_key, key)
     return lab
 
 
@@ -128,7 +129,7 @@ async def ra_running(lab: CALab, log_dir: Path, ca_url: str, **kw):  # type: ign
 
 def local_ra(lab: CALab, d: Path) -> dict:
     """run_ra arguments for the local connector with a users file holding USER."""
-    from onlineca.est.server import hash_password
+    from onlineca.infra.users import hash_password
     (d / "est-users").write_text(f"{USER}:{hash_password(PASSWORD, n=2 ** 10)}\n")
     return {"ra": {"connector": "local", "client_auth": "users", "local_key": str(lab.files.issuing_key),
                    "local_cert": str(lab.files.chain)}, "est": {"users_file": str(d / "est-users")}}

@@ -19,6 +19,7 @@ from onlineca import pki
 from onlineca.config import load_config
 from onlineca.ca import engine as eng
 from onlineca.store import Database
+from onlineca.infra import files as fs
 
 from tests.conftest import free_port
 
@@ -113,7 +114,7 @@ def served_data(tmp_path_factory):
 def test_serve_with_a_given_web_certificate(served_data, tmp_path, kind, curl_code):
     data = served_data
     files = eng.ca_files(data)
-    issuing_key = pki.read_private_key(files.issuing_key)
+    issuing_key = fs.read_private_key(files.issuing_key)
     issuing = pki.load_certificate(files.issuing_cert.read_bytes())
     key = pki.generate_key("ec", 256)
     kw = {"expired": dict(sans=["127.0.0.1"], not_before=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10),
@@ -122,7 +123,7 @@ def test_serve_with_a_given_web_certificate(served_data, tmp_path, kind, curl_co
     cert = pki.build_certificate(subject="CN=web", public_key=key.public_key(), issuer_key=issuing_key,
                                  issuer_cert=issuing, extended_key_usage=["server_auth"], **kw)
     (tmp_path / "web.pem").write_bytes(pki.certs_pem([cert, issuing]))
-    pki.write_private_key(tmp_path / "web.key", key)
+    fs.write_private_key(tmp_path / "web.key", key)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "onlineca", "--data-dir", str(data), "ca", "serve",
                              "--port", str(port), "--tls-cert", str(tmp_path / "web.pem"),

@@ -18,6 +18,7 @@ from onlineca import pki
 from onlineca.store import devices as inv
 from onlineca.capf.enroll import renewal_due
 from onlineca.proto.devproto.messages import Reason
+from onlineca.infra import files as fs
 
 from capf_lab import CAPFLab, LabPhone, close_lab, make_lab, rsa_key
 
@@ -233,7 +234,7 @@ async def test_capf_certificate_enrolled_at_first_start_and_renewed(lab: CAPFLab
     paths = lab.capf.enroller.paths
     assert paths.capf_cert.exists()
     assert os.stat(paths.capf_key).st_mode & 0o777 == 0o600
-    first = pki.load_cert_file(paths.capf_cert)[0]
+    first = fs.load_cert_file(paths.capf_cert)[0]
     assert {"localhost", "127.0.0.1"} <= set(pki.san_names(first))
 
     async def served() -> object:
@@ -245,18 +246,18 @@ async def test_capf_certificate_enrolled_at_first_start_and_renewed(lab: CAPFLab
 
     assert await served() == first
     await lab.capf.maintenance_once()  # not due: kept
-    assert pki.load_cert_file(paths.capf_cert)[0] == first
+    assert fs.load_cert_file(paths.capf_cert)[0] == first
     # A certificate past two thirds of its life is renewed through the RA, and served at once.
     key = pki.generate_key("ec", 256)
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2, hours=1)
     _, old = lab.lab_pki.issue("CN=CAPF-old", key=key, not_before=start, validity_days=3,
                                sans=["localhost", "127.0.0.1"], extended_key_usage=["server_auth"])
     assert renewal_due(old)
-    pki.write_private_key(paths.capf_key, key)
+    fs.write_private_key(paths.capf_key, key)
     paths.capf_cert.write_bytes(pki.cert_pem(old))
     before = lab.backend.enrolls
     await lab.capf.maintenance_once()
-    renewed = pki.load_cert_file(paths.capf_cert)[0]
+    renewed = fs.load_cert_file(paths.capf_cert)[0]
     assert renewed != old and not renewal_due(renewed)
     assert lab.backend.enrolls == before + 1
     assert await served() == renewed

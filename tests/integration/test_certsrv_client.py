@@ -28,6 +28,7 @@ from onlineca.certsrv.client import CertsrvClient
 from onlineca.proto.certsrv.client import Denied, Issued, Pending
 from onlineca.proto.certsrv import client as p
 from onlineca.pki.csr import csr_pem
+from onlineca.infra import files as fs
 from tests.conftest import free_port
 
 USER, PASSWORD = "ciscora", "s3cret-Pa55"
@@ -246,7 +247,7 @@ def web_certs(lab_pki, tmp_path_factory) -> WebCerts:
 
     def write(name, key, certs):
         (d / f"{name}.pem").write_bytes(pki.certs_pem(certs))
-        pki.write_private_key(d / f"{name}.key", key)
+        fs.write_private_key(d / f"{name}.key", key)
 
     write("good", lab_pki.server_key, [lab_pki.server, lab_pki.issuing])
     other_root_key = pki.generate_key("ec", 256)
@@ -717,7 +718,7 @@ async def test_our_ca_login_templates_enroll_chain(our_ca):
             assert isinstance(got, Issued) and pki.same_public_key(got.cert.public_key(), key)
         enrolled = iis_requests(our_ca.iis)[before:]
         chain = await c.ca_chain(None)
-        assert pki.validate_chain(got.cert, chain, pki.TrustStore.from_paths(our_ca.trust))
+        assert pki.validate_chain(got.cert, chain, fs.load_trust_store(our_ca.trust))
         assert await c.ca_certificate() == chain[0]
         assert await c.fetch(got.req_id, enc="b64") == got
     # The CA's own log: two requests per enrollment after login, none answered 401.

@@ -29,7 +29,8 @@ from onlineca.ca.web import create_app
 from onlineca.cli import main_group
 from onlineca.config import Config, load_config
 from onlineca.diagnose.checks import run_diagnose
-from onlineca.est.server import server_ssl_context
+from onlineca.infra import tls
+from onlineca.infra import files as fs
 
 USER, PASSWORD = "ciscora", "Diag-n0se-Pa55"
 TEMPLATES = '[[ca.templates]]\nname = "CiscoRA"\ndisplay_name = "Cisco RA"\n[[ca.templates]]\nname = "WebServer"\n'
@@ -102,7 +103,7 @@ class CALab:
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
             await runner.setup()
             self.runners.append(runner)
-            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(cert_file, key_file))
+            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls.server_context(cert_file, key_file))
             await site.start()
             return runner.addresses[0][1]
 
@@ -140,7 +141,7 @@ def ca_lab(tmp_path_factory: pytest.TempPathFactory, lab_pki) -> Iterator[CALab]
     cfg = load_config(d / "diag.toml", environ={})
     files = eng.init_ca(cfg, cfg.data_path)
     ca_users.add_user(eng.users_path(cfg, cfg.data_path), USER, PASSWORD)
-    issuing_key = pki.read_private_key(files.issuing_key)
+    issuing_key = fs.read_private_key(files.issuing_key)
     issuing = pki.load_certificate(files.issuing_cert.read_bytes())
     lab = CALab(d, files, LoopThread())
     wd = d / "web"
@@ -149,7 +150,7 @@ def ca_lab(tmp_path_factory: pytest.TempPathFactory, lab_pki) -> Iterator[CALab]
     names = ["localhost", "127.0.0.1"]
 
     def write(name: str, key: pki.PrivateKey, certs: list) -> None:
-        pki.write_private_key(wd / f"{name}.key", key)
+        fs.write_private_key(wd / f"{name}.key", key)
         (wd / f"{name}.pem").write_bytes(pki.certs_pem(certs))
         lab.web[name] = (wd / f"{name}.pem", wd / f"{name}.key")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.est.server import hash_password
+from onlineca.infra.users import hash_password
+from onlineca.infra import files as fs
 
 USER, PASSWORD = "ciscora", "cli-Passw0rd"
 
@@ -35,7 +36,7 @@ def served(lab_pki, tmp_path_factory):
     key, cert = lab_pki.issue("CN=SEP74A02FC0A675,O=onlineca tests", sans=["SEP74A02FC0A675.lab"],
                               extended_key_usage=["client_auth"])
     (d / "device.pem").write_bytes(pki.certs_pem([cert, lab_pki.issuing]))
-    pki.write_private_key(d / "device.key", key)
+    fs.write_private_key(d / "device.key", key)
     (d / "issuing-chain.pem").write_bytes(pki.certs_pem([lab_pki.issuing, lab_pki.root]))
     with serve(lab_pki, d, "--label", "lsc") as url:
         yield url, d
@@ -80,7 +81,7 @@ def test_cli_enroll_makes_key_and_csr(served, lab_pki, tmp_path):
     assert "Enrollment rv = 0 (EST_ERR_NONE) with pkcs7 length = " in r.stderr
     assert PASSWORD not in r.stderr + r.stdout
     cert = pki.load_certificate((tmp_path / "c.der").read_bytes())
-    assert pki.same_public_key(cert.public_key(), pki.read_private_key(tmp_path / "k.pem"))
+    assert pki.same_public_key(cert.public_key(), fs.read_private_key(tmp_path / "k.pem"))
     assert (tmp_path / "k.pem").stat().st_mode & 0o777 == 0o600
     assert pki.san_names(cert) == ["cli.lab"]
 
@@ -113,7 +114,7 @@ def test_cli_csrattrs_and_serverkeygen(served, lab_pki, tmp_path):
                  "--subject", "CN=keygen", "--key-out", tmp_path / "sk.pem", "--out", tmp_path / "sc.pem")
     assert r.returncode == 0, r.stderr
     cert = pki.load_certificate((tmp_path / "sc.pem").read_bytes())
-    assert pki.same_public_key(cert.public_key(), pki.read_private_key(tmp_path / "sk.pem"))
+    assert pki.same_public_key(cert.public_key(), fs.read_private_key(tmp_path / "sk.pem"))
 
 
 def test_cli_wrong_password_logs_like_capf(served, lab_pki):

@@ -21,8 +21,10 @@ from onlineca.proto.est import CsrAttribute, CsrAttrs
 from onlineca.est.backend import Denied, EnrollRequest, LocalSigner, Pending
 from onlineca.est.client import ESTClient, bootstrap_cacerts
 from onlineca.proto.libest import ESTCodedError, enrollment_rv_line
-from onlineca.est.server import ESTServerSettings, UsersFile, start_est_server
+from onlineca.est.server import ESTServerSettings, start_est_server
+from onlineca.infra.users import UsersFile
 from onlineca.proto import est as m
+from onlineca.infra import files as fs
 from tests.conftest import free_port
 
 USER, PASSWORD = "ciscora", "s3cret-Passw0rd"
@@ -45,7 +47,7 @@ def env(lab_pki, tmp_path_factory) -> Env:
     key, cert = lab_pki.issue("CN=SEP74A02FC0A675,O=onlineca tests", sans=["SEP74A02FC0A675.lab"],
                               extended_key_usage=["client_auth"])
     (d / "device.pem").write_bytes(pki.cert_pem(cert))
-    pki.write_private_key(d / "device.key", key)
+    fs.write_private_key(d / "device.key", key)
     signer = LocalSigner(lab_pki.issuing_key, lab_pki.issuing, ca_chain=[lab_pki.root], validity_days=30)
     return Env(lab_pki, signer, UsersFile.from_plain({USER: PASSWORD}), key, cert, d / "device.pem", d / "device.key")
 
@@ -380,7 +382,7 @@ async def test_untrusted_server(env, server, tmp_path):
 async def test_hostname_mismatch(env, tmp_path):
     key, cert = env.lab.issue("CN=localhost", sans=["localhost"], extended_key_usage=["server_auth"])
     (tmp_path / "s.pem").write_bytes(pki.certs_pem([cert, env.lab.issuing]))
-    pki.write_private_key(tmp_path / "s.key", key)
+    fs.write_private_key(tmp_path / "s.key", key)
     srv = await _server(env, cert=tmp_path / "s.pem", key=tmp_path / "s.key")
     try:
         async with _client(env, srv.url) as est:  # https://127.0.0.1:port, cert names only localhost
@@ -511,7 +513,7 @@ async def test_untrusted_client_certificate_is_refused(env, server, tmp_path):
     other_key = pki.generate_key("ec", 256)
     other = pki.build_certificate(subject="CN=rogue", public_key=other_key.public_key(), issuer_key=other_key)
     (tmp_path / "rogue.pem").write_bytes(pki.cert_pem(other))
-    pki.write_private_key(tmp_path / "rogue.key", other_key)
+    fs.write_private_key(tmp_path / "rogue.key", other_key)
     async with _client(env, server.url, cert_file=tmp_path / "rogue.pem", key_file=tmp_path / "rogue.key") as est:
         with pytest.raises(ESTCodedError) as ei:
             await est.simpleenroll(_csr()[1])

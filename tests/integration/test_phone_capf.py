@@ -20,6 +20,7 @@ from onlineca.phone.client import PhoneAuth, Target, check_in, phone_ssl_context
 from onlineca.phone.device import Phone
 from onlineca.phone.fleet import make_fleet, run_fleet
 from onlineca.store import Database
+from onlineca.infra import files as fs
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -80,7 +81,7 @@ async def test_enroll_by_auth_string_ec(stack: Stack, tmp_path):
     assert pki.common_name(phone.lsc.subject) == name
     assert {"digital_signature", "key_encipherment"} <= set(pki.key_usage_names(phone.lsc))
     # The LSC chains to the lab CA; the phone's folder holds it, its key 0600.
-    store = pki.TrustStore.from_paths(str(stack.root / "ca" / "root.pem"))
+    store = fs.load_trust_store(str(stack.root / "ca" / "root.pem"))
     issuing = pki.load_certificate((stack.root / "ca" / "issuing.pem").read_bytes())
     pki.validate_chain(phone.lsc, [issuing], store)
     assert oct((tmp_path / name / "lsc.key").stat().st_mode & 0o777) == "0o600"
@@ -102,9 +103,9 @@ async def test_enroll_by_null_string_rsa(stack: Stack):
 
 async def test_capf_serves_its_chain_so_the_root_alone_is_trusted(stack: Stack):
     # Every phone here trusts only ca/root.pem (Stack.target); CAPF must send the issuing CA.
-    anchors = pki.load_cert_file(stack.root / "ca" / "root.pem")
+    anchors = fs.load_cert_file(stack.root / "ca" / "root.pem")
     assert len(anchors) == 1 and pki.is_self_signed(anchors[0])
-    served = pki.load_cert_file(stack.root / "capf" / "capf.pem")
+    served = fs.load_cert_file(stack.root / "capf" / "capf.pem")
     assert [c.subject for c in served[1:]] == [served[0].issuer]
     phone = Phone("SEP0000000A00F0")
     result = await run_session(phone, stack.target(), PhoneAuth("null"))

@@ -16,6 +16,7 @@ from onlineca.phone.device import KeyPool, Phone, PhoneError
 from onlineca.phone.fleet import device_names, percentile
 from onlineca.phone.mic import MICAuthority
 from onlineca.pki import tbs
+from onlineca.infra import files as fs
 
 
 def _mode(path) -> int:
@@ -39,7 +40,7 @@ def test_phone_folder_keys_are_private_and_survive_reopen(tmp_path):
     csr = tbs.assemble_csr(info, signature, pki.load_public_key(spki), "sha256")
     assert pki.public_key_der(csr.public_key()) == spki
     # The MIC chains to the manufacturer CA, and its CN is the device name.
-    store = pki.TrustStore.from_paths(str(mic_ca.trust_store))
+    store = fs.load_trust_store(str(mic_ca.trust_store))
     pki.validate_chain(again.mic_chain[0], again.mic_chain[1:], store)
     assert pki.common_name(again.mic_chain[0].subject) == "SEP74A02FC0A675"
     assert MICAuthority.init(tmp_path / "mic").cert == mic_ca.cert  # init twice reopens

@@ -13,6 +13,7 @@ from onlineca import pki
 from onlineca.est.client import ESTClient
 from onlineca.proto.libest import ESTCodedError
 from onlineca.proto import est as m
+from onlineca.infra import files as fs
 from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
     PASSWORD, USER, ca_lab, error_log, est_csr, get, iis_requests, local_ra, ra_running, raw_enroll, run_ca,
 )
@@ -65,7 +66,7 @@ async def test_at_most_two_ca_requests_per_enrollment(ca_lab, ca, tmp_path):
     """Counted on the CA's IIS log: after start-up, each enrollment is one POST and one GET."""
     ca_logs = tmp_path / "ca-logs"
     users = tmp_path / "est-users"
-    from onlineca.est.server import hash_password
+    from onlineca.infra.users import hash_password
     users.write_text(f"capf:{hash_password('capf-pw', n=2 ** 10)}\n")
     async with ra_running(ca_lab, tmp_path / "ra-logs", ca.url, ra={"client_auth": "users"},
                      est={"users_file": str(users)}) as r:
@@ -181,7 +182,7 @@ async def test_client_certificate_auth(ca_lab, ca, tmp_path):
     cert = pki.build_certificate(subject="CN=capf.lab", public_key=key.public_key(), issuer_key=ca.engine.issuing_key,
                                  issuer_cert=issuing, extended_key_usage=["client_auth"])
     (tmp_path / "capf.pem").write_bytes(pki.certs_pem([cert, issuing]))
-    pki.write_private_key(tmp_path / "capf.key", key)
+    fs.write_private_key(tmp_path / "capf.key", key)
     logs = tmp_path / "ra-logs"
     async with ra_running(ca_lab, logs, ca.url, ra={"client_auth": "certificate"},
                      est={"client_trust_store": str(ca_lab.root_pem)}) as r:

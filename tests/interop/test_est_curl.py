@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.est.server import ESTServerSettings, UsersFile, start_est_server
+from onlineca.est.server import ESTServerSettings, start_est_server
+from onlineca.infra.users import UsersFile
 from onlineca.est.backend import LocalSigner
+from onlineca.infra import files as fs
 
 pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")),
                                 reason="needs curl and openssl")
@@ -34,7 +36,7 @@ def files(lab_pki, tmp_path_factory) -> Path:
                               extended_key_usage=["client_auth"])
     # The chain goes with the leaf: the server trusts only the root.
     (d / "device.pem").write_bytes(pki.certs_pem([cert, lab_pki.issuing]))
-    pki.write_private_key(d / "device.key", key)
+    fs.write_private_key(d / "device.key", key)
     return d
 
 

@@ -9,7 +9,8 @@ import pytest
 from onlineca.config import ESTConfig
 from onlineca.errors import ConfigError
 from onlineca.est.backend import LocalSigner
-from onlineca.est.server import ESTServerSettings, UsersFile, hash_password, make_est_app, settings_from_config
+from onlineca.est.server import ESTServerSettings, make_est_app, settings_from_config
+from onlineca.infra.users import UsersFile, hash_password
 
 
 def test_settings_from_config(tmp_path):

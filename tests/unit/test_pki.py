@@ -17,6 +17,7 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.errors import ParseError, PKIError
+from onlineca.infra import files as fs
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "pki"
 
@@ -57,7 +58,7 @@ def test_generated_keys_are_read_by_openssl(rsa_keys, tmp_path: Path, key_type: 
     key = _key(rsa_keys, key_type, bits)
     assert pki.key_spec(key) == (key_type, bits)
     path = tmp_path / "k.pem"
-    pki.write_private_key(path, key)
+    fs.write_private_key(path, key)
     text = openssl("pkey", "-in", path, "-noout", "-text")
     assert f"Private-Key: ({bits} bit" in text
     if key_type == "ec":
@@ -90,9 +91,9 @@ def test_write_private_key_is_0600_even_over_a_readable_file(tmp_path: Path) -> 
     path.write_bytes(b"old")
     os.chmod(path, 0o644)
     key = pki.generate_key("ec", 256)
-    pki.write_private_key(path, key)
+    fs.write_private_key(path, key)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert pki.same_public_key(pki.read_private_key(path), key)
+    assert pki.same_public_key(fs.read_private_key(path), key)
     assert [p.name for p in path.parent.iterdir()] == ["issuing.key"]  # no temp file left behind
 
 
@@ -117,7 +118,7 @@ def test_encrypted_key_vector_needs_its_password() -> None:
 
 def test_read_private_key_missing_file_is_a_pki_error(tmp_path: Path) -> None:
     with pytest.raises(PKIError) as info:
-        pki.read_private_key(tmp_path / "absent.key")
+        fs.read_private_key(tmp_path / "absent.key")
     assert "absent.key" in info.value.message
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from onlineca import pki
 from onlineca.errors import ChainError, ParseError
+from onlineca.infra import files as fs
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -149,11 +150,11 @@ def test_trust_store_from_files_and_folders(tree, lab_pki, tmp_path: Path) -> No
     (folder / "root.pem").write_bytes(pki.cert_pem(tree["root"]))
     (folder / "lab.p7b").write_bytes(pki.pkcs7_der([lab_pki.root, lab_pki.issuing]))
     (folder / "notes.txt").write_text("ignored")
-    store = pki.TrustStore.from_paths(folder, lab_pki.root_pem, "")
+    store = fs.load_trust_store(folder, lab_pki.root_pem, "")
     assert len(store) == 3 and tree["root"] in store and lab_pki.issuing in store
     (folder / "broken.pem").write_bytes(b"nothing here")
     with pytest.raises(ParseError):
-        pki.TrustStore.from_paths(folder)
+        fs.load_trust_store(folder)
 
 
 def test_path_length_constraint(tree) -> None:
@@ -187,4 +188,4 @@ def test_a_ca_without_key_cert_sign_cannot_issue(tree) -> None:
 def test_a_missing_trust_file_is_an_os_error(tmp_path: Path) -> None:
     """Callers catch OSError and name their own setting (ra.trust_store...) in the message."""
     with pytest.raises(FileNotFoundError):
-        pki.TrustStore.from_paths(tmp_path / "absent.pem")
+        fs.load_trust_store(tmp_path / "absent.pem")

@@ -22,6 +22,7 @@ from onlineca.policy import ca as policy
 from onlineca.config import Config, TemplateConfig
 from onlineca.errors import OnlineCAError
 from onlineca.store import CARequest, Database
+from onlineca.infra import files
 
 log = logging.getLogger("onlineca.ca")
 
@@ -68,9 +69,9 @@ def users_path(config: Config, data_dir: str | Path) -> Path:
 def init_ca(config: Config, data_dir: str | Path, *, key_type: str | None = None, key_size: int | None = None,
             root_name: str | None = None, issuing_name: str | None = None, force: bool = False) -> CAFiles:
     """Create the root, the issuing CA, the chain and the web server certificate."""
-    files = ca_files(data_dir)
-    if files.exists() and not force:
-        raise CAError(f"a CA already exists in {files.dir}",
+    ca_paths = ca_files(data_dir)
+    if ca_paths.exists() and not force:
+        raise CAError(f"a CA already exists in {ca_paths.dir}",
                       hint="Use --force to replace it (every certificate it issued becomes untrusted).")
     cfg = config.ca
     key_type = key_type or cfg.key_type
@@ -82,25 +83,25 @@ def init_ca(config: Config, data_dir: str | Path, *, key_type: str | None = None
     issuing = pki.build_certificate(subject=issuing_name or cfg.issuing_name, public_key=issuing_key.public_key(),
                                     issuer_key=root_key, issuer_cert=root, is_ca=True, path_length=0,
                                     validity_days=cfg.issuing_validity_days)
-    files.dir.mkdir(parents=True, exist_ok=True)
-    pki.write_private_key(files.root_key, root_key)
-    pki.write_private_key(files.issuing_key, issuing_key)
-    files.root_cert.write_bytes(pki.cert_pem(root))
-    files.issuing_cert.write_bytes(pki.cert_pem(issuing))
-    files.chain.write_bytes(pki.certs_pem([issuing, root]))
-    issue_web_certificate(files, cfg.web_names, issuing_key, issuing)
-    return files
+    ca_paths.dir.mkdir(parents=True, exist_ok=True)
+    files.write_private_key(ca_paths.root_key, root_key)
+    files.write_private_key(ca_paths.issuing_key, issuing_key)
+    ca_paths.root_cert.write_bytes(pki.cert_pem(root))
+    ca_paths.issuing_cert.write_bytes(pki.cert_pem(issuing))
+    ca_paths.chain.write_bytes(pki.certs_pem([issuing, root]))
+    issue_web_certificate(ca_paths, cfg.web_names, issuing_key, issuing)
+    return ca_paths
 
 
-def issue_web_certificate(files: CAFiles, names: list[str], issuing_key: pki.PrivateKey,
+def issue_web_certificate(ca_paths: CAFiles, names: list[str], issuing_key: pki.PrivateKey,
                           issuing: x509.Certificate) -> None:
     """The HTTPS certificate ``ca serve`` uses by default: EC P-256, the configured web names."""
     web_key = pki.generate_key("ec", 256)
     web = pki.build_certificate(subject=f"CN={names[0] if names else 'localhost'}", public_key=web_key.public_key(),
                                 issuer_key=issuing_key, issuer_cert=issuing, sans=names,
                                 extended_key_usage=["server_auth"], validity_days=825)
-    pki.write_private_key(files.web_key, web_key)
-    files.web_cert.write_bytes(pki.certs_pem([web, issuing]))
+    files.write_private_key(ca_paths.web_key, web_key)
+    ca_paths.web_cert.write_bytes(pki.certs_pem([web, issuing]))
 
 
 @dataclass(frozen=True)
@@ -124,15 +125,15 @@ class CAEngine:
 
     def __init__(self, config: Config, data_dir: str | Path, db: Database) -> None:
         self.config = config
-        self.files = ca_files(data_dir)
-        if not self.files.issuing_key.exists():
-            raise CAError(f"no CA in {self.files.dir}", hint="Run 'onlineca ca init' first.")
+        self.ca_paths = ca_files(data_dir)
+        if not self.ca_paths.issuing_key.exists():
+            raise CAError(f"no CA in {self.ca_paths.dir}", hint="Run 'onlineca ca init' first.")
         self.db = db
-        self.issuing_key = pki.read_private_key(self.files.issuing_key)
-        self.issuing = pki.load_certificate(self.files.issuing_cert.read_bytes())
-        self.root = pki.load_certificate(self.files.root_cert.read_bytes())
+        self.issuing_key = files.read_private_key(self.ca_paths.issuing_key)
+        self.issuing = pki.load_certificate(self.ca_paths.issuing_cert.read_bytes())
+        self.root = pki.load_certificate(self.ca_paths.root_cert.read_bytes())
         if not pki.same_public_key(self.issuing_key, self.issuing.public_key()):  # type: ignore[arg-type]
-            raise CAError(f"{self.files.issuing_key} does not belong to {self.files.issuing_cert}",
+            raise CAError(f"{self.ca_paths.issuing_key} does not belong to {self.ca_paths.issuing_cert}",
                           hint="Run 'onlineca ca init --force' to make a new CA.")
         self.templates: list[TemplateConfig] = list(config.ca.templates)
 

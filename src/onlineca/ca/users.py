@@ -15,9 +15,9 @@ import re
 import secrets
 from pathlib import Path
 
-from onlineca import pki
 from onlineca.errors import ConfigError
-from onlineca.est.server import UsersFile, hash_password, read_users
+from onlineca.infra.users import UsersFile, hash_password, read_users
+from onlineca.infra import files
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9._@$-]{1,64}$")
 
@@ -30,7 +30,7 @@ def read_entries(path: str | os.PathLike[str]) -> dict[str, str]:
 def write_entries(path: str | os.PathLike[str], entries: dict[str, str]) -> None:
     lines = ["# onlineca CA users (onlineca ca users add|remove|list); scrypt-hashed passwords"]
     lines += [f"{user}:{hashed}" for user, hashed in sorted(entries.items())]
-    pki.write_secret_file(path, ("\n".join(lines) + "\n").encode())
+    files.write_secret_file(path, ("\n".join(lines) + "\n").encode())
 
 
 def check_user_name(user: str) -> str:
@@ -56,7 +56,7 @@ def _ntlm_entries(path: Path) -> dict[str, str]:
 
 
 def _write_ntlm(path: Path, entries: dict[str, str]) -> None:
-    pki.write_secret_file(path, "".join(f"{line}\n" for _, line in sorted(entries.items())).encode())
+    files.write_secret_file(path, "".join(f"{line}\n" for _, line in sorted(entries.items())).encode())
 
 
 def add_user(path: str | os.PathLike[str], user: str, password: str | None = None,

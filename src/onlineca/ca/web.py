@@ -35,8 +35,9 @@ from onlineca.policy import ca as policy
 from onlineca.ca.users import bare_user, load_users, ntlm_path
 from onlineca.config import Config
 from onlineca.errors import ConfigError, ParseError
-from onlineca.est.backend import BasicCredentials
-from onlineca.est.server import UsersFile, basic_credentials, server_ssl_context
+from onlineca.infra.users import BasicCredentials
+from onlineca.infra.users import UsersFile, basic_credentials
+from onlineca.infra import tls
 from onlineca.logs import attach_log
 from onlineca.logs.iis import (
     WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog,
@@ -491,8 +492,8 @@ def tls_files(config: Config, data_dir: str | Path, tls_cert: str | os.PathLike[
         return Path(tls_cert), Path(tls_key)
     if config.ca.tls_cert and config.ca.tls_key:
         return Path(config.ca.tls_cert), Path(config.ca.tls_key)
-    files = eng.ca_files(data_dir)
-    return files.web_cert, files.web_key
+    ca_paths = eng.ca_files(data_dir)
+    return ca_paths.web_cert, ca_paths.web_key
 
 
 async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *, host: str | None = None,
@@ -502,7 +503,7 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
     """Start the CA over HTTPS (port 0: any free port); returns once it accepts connections."""
     cert_file, key_file = tls_files(config, data_dir, tls_cert, tls_key)
     try:
-        ctx = server_ssl_context(cert_file, key_file)
+        ctx = tls.server_context(cert_file, key_file)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the web certificate {cert_file} / {key_file}: {exc}",
                           hint="Run 'onlineca ca init' or pass --tls-cert and --tls-key.") from None

@@ -33,6 +33,7 @@ from onlineca.config import CAPFConfig
 from onlineca.errors import CAPFError, ChainError, ConfigError, PKIError
 from onlineca.est.client import ESTClient
 from onlineca.proto.libest import ESTCodedError, enrollment_rv_line
+from onlineca.infra import files
 
 # The RA refused the request itself (credentials, a bad request, the CA denied it): retrying
 # the same request would get the same answer.  Everything else is "CA Communication Failure".
@@ -128,7 +129,7 @@ class OnlineCAEnroller:
             raise ConfigError("[capf] ra_trust_store is not set: CAPF cannot tell the RA from an impostor",
                               hint="Point it at the root CA certificate (PEM) of the RA's TLS certificate.")
         try:
-            pki.load_cert_file(cfg.ra_trust_store)
+            files.load_cert_file(cfg.ra_trust_store)
         except (OSError, PKIError) as exc:
             raise ConfigError(f"[capf] ra_trust_store {cfg.ra_trust_store}: {exc}") from None
         password = cfg.ra_password.get_secret_value()
@@ -234,8 +235,8 @@ class OnlineCAEnroller:
         cert_path, key_path = self.paths.capf_cert, self.paths.capf_key
         if not force and cert_path.exists() and key_path.exists():
             try:
-                current = pki.load_cert_file(cert_path)[0]
-                pki.read_private_key(key_path)
+                current = files.load_cert_file(cert_path)[0]
+                files.read_private_key(key_path)
                 if not renewal_due(current):
                     return False
                 trace_log.info("debug CAPF certificate serial %x is past %d%% of its life: renewing",
@@ -256,7 +257,7 @@ class OnlineCAEnroller:
         trace_log.info("debug CAPF certificate %s", enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))
         chain = await self._served_chain(resp.certificate, resp.certificates)
         # Key first, then the certificate: a reader never finds a certificate without its key.
-        pki.write_private_key(key_path, key)
+        files.write_private_key(key_path, key)
         _write(cert_path, pki.certs_pem(chain))
         trace_log.info("debug CAPF certificate written to %s (serial %x, valid until %s)", cert_path,
                        resp.certificate.serial_number, resp.certificate.not_valid_after_utc.isoformat())

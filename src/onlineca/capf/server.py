@@ -49,6 +49,7 @@ from onlineca.errors import ChainError, OnlineCAError, ParseError, PKIError, Pro
 from onlineca.pki import tbs
 from onlineca.store.capf_models import Device
 from onlineca.store.db import Database
+from onlineca.infra import files
 
 log = logging.getLogger("onlineca.capf.server")
 M = TypeVar("M", bound=Message)
@@ -421,7 +422,7 @@ class CAPFServer:
             return self.mic_trust
         if path not in self._profile_mic_trust:
             try:
-                self._profile_mic_trust[path] = pki.TrustStore.from_paths(path)
+                self._profile_mic_trust[path] = files.load_trust_store(path)
             except (OSError, PKIError) as exc:
                 log.warning("profile MIC trust store %s is unreadable: %s", path, exc)
                 self._profile_mic_trust[path] = pki.TrustStore()
@@ -780,12 +781,4 @@ def _lsc_tuple(row: Any) -> tuple[str, bytes] | None:
     return (row.serial, bytes(row.der)) if row is not None else None
 
 
-def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """TLS 1.2+ server context for port 3804 (reloadable: ``load_cert_chain`` again on renewal)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx
-
-
-__all__ = ["CAPFServer", "Credential", "PhoneGone", "ServerStats", "key_candidates", "server_ssl_context"]
+__all__ = ["CAPFServer", "Credential", "PhoneGone", "ServerStats", "key_candidates"]

@@ -25,12 +25,14 @@ from typing import Any
 
 from onlineca import pki
 from onlineca.capf.enroll import CAUnavailable, OnlineCAEnroller
-from onlineca.capf.server import CAPFServer, server_ssl_context
+from onlineca.capf.server import CAPFServer
+from onlineca.infra import tls
 from onlineca.logs.capf_trace import attach_capf_trace, log as trace_log
 from onlineca.config import Config
 from onlineca.errors import ConfigError, PKIError
 from onlineca.infra.serving import listen
 from onlineca.store.db import Database
+from onlineca.infra import files
 
 log = logging.getLogger("onlineca.capf.service")
 
@@ -131,7 +133,7 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
         mic_trust = pki.TrustStore()
         if cfg.mic_trust_store:
             try:
-                mic_trust = pki.TrustStore.from_paths(cfg.mic_trust_store)
+                mic_trust = files.load_trust_store(cfg.mic_trust_store)
             except (OSError, PKIError) as exc:
                 raise ConfigError(f"[capf] mic_trust_store {cfg.mic_trust_store}: {exc}") from None
         enroller = OnlineCAEnroller(cfg, data)
@@ -151,7 +153,7 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
             await enroller.ensure_capf_certificate(names)
             cert_file, key_file = str(enroller.paths.capf_cert), str(enroller.paths.capf_key)
         try:
-            ctx = server_ssl_context(cert_file, key_file)
+            ctx = tls.server_context(cert_file, key_file)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load CAPF's TLS certificate {cert_file} / {key_file}: {exc}",
                               hint="Set [capf] tls_cert and tls_key, or leave them empty to enroll one.") from None

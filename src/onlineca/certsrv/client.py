@@ -27,6 +27,7 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.proto.certsrv import client as p
 from onlineca.errors import ConfigError, ParseError
+from onlineca.infra import files, tls
 
 if TYPE_CHECKING:
     from onlineca.config import RAConfig
@@ -39,12 +40,11 @@ TrustSource = str | os.PathLike[str] | pki.TrustStore | Sequence[x509.Certificat
 def make_ssl_context(trust: TrustSource = None, client_cert: str | os.PathLike[str] | None = None,
                      client_key: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
     """A TLS 1.2+ client context that verifies the CA's web certificate and its host name."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    anchors: list[x509.Certificate] | None = None
     if trust is not None:
         if isinstance(trust, (str, os.PathLike)):
             try:
-                store = pki.TrustStore.from_paths(trust)
+                store = files.load_trust_store(trust)
             except (OSError, ParseError) as exc:
                 raise ConfigError(f"trust store {os.fspath(trust)}: {exc}") from None
         elif isinstance(trust, pki.TrustStore):
@@ -52,10 +52,8 @@ def make_ssl_context(trust: TrustSource = None, client_cert: str | os.PathLike[s
         else:
             store = pki.TrustStore(list(trust))
         # Only the configured anchors: the system store must not make an unexpected CA trusted.
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if len(store):
-            ctx.load_verify_locations(cadata=pki.certs_pem(store.certs).decode("ascii"))
+        anchors = list(store.certs)
+    ctx = tls.client_context(anchors, partial_chain=False)
     if client_cert:
         try:
             ctx.load_cert_chain(os.fspath(client_cert), os.fspath(client_key) if client_key else None)
@@ -272,9 +270,7 @@ class CertsrvClient:
     async def _peer_certificate(self) -> p.PeerCertificate | None:
         """The CA's web certificate read without verification, to name what it holds (diagnosis only:
         no request is sent on this connection)."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = tls.unverified_client_context()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _reader, writer = await asyncio.open_connection(self.host, self.port, ssl=ctx,

@@ -40,6 +40,7 @@ from onlineca.phone.client import PhoneAuth, SessionResult, Target, phone_ssl_co
 from onlineca.phone.device import KeyPool, Phone
 from onlineca.phone.fleet import Member, device_names, run_fleet
 from onlineca.phone.mic import MICAuthority
+from onlineca.infra import files
 
 MARKER = ".onlineca-demo"
 CA_USER = "ciscora"
@@ -127,17 +128,17 @@ def make_lab(root: Path) -> tuple[Config, MICAuthority]:
     mic = MICAuthority.init(root / "mic-ca")
     password = secrets.token_urlsafe(18)
     config = demo_config(root, password, mic.trust_store)
-    files = init_ca(config, root)
+    ca_paths = init_ca(config, root)
     add_user(config.ca.users_file, CA_USER, password)
-    issuing_key = pki.read_private_key(files.issuing_key)
-    issuing = pki.load_certificate(files.issuing_cert.read_bytes())
+    issuing_key = files.read_private_key(ca_paths.issuing_key)
+    issuing = pki.load_certificate(ca_paths.issuing_cert.read_bytes())
     key = pki.generate_key("ec", 256)
     cert = pki.build_certificate(subject="CN=ra.onlineca.demo,O=onlineca demo", public_key=key.public_key(),
                                  issuer_key=issuing_key, issuer_cert=issuing, sans=["localhost", "127.0.0.1"],
                                  extended_key_usage=["server_auth"])
     (root / "ra").mkdir(exist_ok=True)
     (root / "ra" / "ra.pem").write_bytes(pki.certs_pem([cert, issuing]))
-    pki.write_private_key(root / "ra" / "ra.key", key)
+    files.write_private_key(root / "ra" / "ra.key", key)
     assert ca_files(root).root_cert.exists()
     return config, mic
 
@@ -216,7 +217,7 @@ def write_lab_config(config: Config, servers: Servers) -> Path:
         # JSON strings and numbers are valid TOML basic strings and numbers.
         lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     path = config.data_path / LAB_CONFIG
-    pki.write_secret_file(path, ("\n".join(lines) + "\n").encode())
+    files.write_secret_file(path, ("\n".join(lines) + "\n").encode())
     return path
 
 

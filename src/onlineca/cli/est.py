@@ -25,6 +25,7 @@ from onlineca import pki
 from onlineca.errors import OnlineCAError
 from onlineca.est.client import ESTClient, bootstrap_cacerts
 from onlineca.proto.libest import ESTCodedError, enrollment_rv_line
+from onlineca.infra import files
 
 _path = click.Path(dir_okay=False, path_type=Path)
 _existing = click.Path(dir_okay=False, exists=True, path_type=Path)
@@ -132,7 +133,7 @@ class PoPRequest:
 def _new_key(key_type: str, key_size: str, key_out: Path | None) -> pki.PrivateKey:
     key = pki.generate_key(key_type, int(key_size) if key_size.isdigit() else key_size)
     if key_out is not None:
-        pki.write_private_key(key_out, key)
+        files.write_private_key(key_out, key)
         click.echo(f"wrote private key to {key_out} (mode 0600)", err=True)
     return key
 
@@ -271,7 +272,7 @@ async def serverkeygen_cmd(csr_file, subject, sans, key_type, key_size, key_out,
     assert isinstance(csr, x509.CertificateSigningRequest)
     async with await _client(kw) as client:
         res = await client.serverkeygen(csr)
-    pki.write_private_key(key_out, pki.load_private_key(res.private_key_der))
+    files.write_private_key(key_out, pki.load_private_key(res.private_key_der))
     click.echo(f"wrote server-generated private key to {key_out} (mode 0600)", err=True)
     _write_certs(res.certificates[:1], out, fmt)
 
@@ -282,7 +283,7 @@ async def serverkeygen_cmd(csr_file, subject, sans, key_type, key_size, key_out,
               envvar="ONLINECA_EST_PASSWORD")
 def hash_password_cmd(user: str, password: str) -> None:
     """Print a users-file line (user:scrypt$...) for the EST server."""
-    from onlineca.est.server import hash_password
+    from onlineca.infra.users import hash_password
     if ":" in user:
         raise click.UsageError("a user name cannot contain ':'")
     click.echo(f"{user}:{hash_password(password)}")
@@ -310,7 +311,8 @@ def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Pa
 
     from onlineca.config import ESTConfig
     from onlineca.est.backend import LocalSigner
-    from onlineca.est.server import RunningESTServer, UsersFile, settings_from_config, start_est_server
+    from onlineca.est.server import RunningESTServer, settings_from_config, start_est_server
+    from onlineca.infra.users import UsersFile
     from onlineca.infra.serving import run_until_signal
     from onlineca.logs import setup_component_log
 
@@ -325,7 +327,7 @@ def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Pa
         if pop is not None:
             settings = replace(settings, pop_tls_unique=pop)
         trust_path = client_ca or cfg.client_trust_store
-        trust = pki.TrustStore.from_paths(trust_path) if trust_path else None
+        trust = files.load_trust_store(trust_path) if trust_path else None
     except (OnlineCAError, ValueError) as exc:
         _fail(str(exc))
         return

@@ -29,6 +29,7 @@ from onlineca.proto.certsrv import client as p
 from onlineca.config import Config
 from onlineca.diagnose.findings import CheckResult, Finding, Hop, Report, finding
 from onlineca.errors import ChainError, ConfigError, OnlineCAError, ParseError
+from onlineca.infra import files, tls
 
 T = TypeVar("T")
 
@@ -160,7 +161,7 @@ def check_certificate_file(path: Path, now: dt.datetime, *, what: str, hop: Hop,
                            code_expired: str, code_unreadable: str, days: int = CERT_EXPIRING_DAYS) -> list[Finding]:
     """Findings about a certificate file's validity: expired, expiring within ``days``, unreadable."""
     try:
-        cert = pki.load_cert_file(path)[0]
+        cert = files.load_cert_file(path)[0]
     except (OSError, ParseError, IndexError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return [finding(code_unreadable, f"cannot read {what} {path}: {why}", hop=hop, path=str(path))]
@@ -321,9 +322,7 @@ async def _auth_probe(call: Awaitable[object]) -> None:
 async def server_date(url: str, timeout: float) -> tuple[dt.datetime | None, float]:
     """The CA's HTTP Date and our clock at the middle of the exchange (an unauthenticated GET of the
     login page: no credential is sent, so the certificate need not verify for this)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = tls.unverified_client_context()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx), trust_env=False) as session:
         async with asyncio.timeout(timeout):
             sent = time.time()
@@ -374,7 +373,7 @@ def _validate_chain(chain: list[Any], trust_path: str, base: str) -> list[Any]:
     if not chain:
         raise p.CAChainError("certnew.p7b holds no certificate", details={"url": p.certnew_p7b_url(base)})
     ordered = pki.order_chain(chain)
-    trust = pki.TrustStore.from_paths(trust_path) if trust_path else pki.TrustStore([ordered[-1]])
+    trust = files.load_trust_store(trust_path) if trust_path else pki.TrustStore([ordered[-1]])
     try:
         pki.validate_chain(ordered[0], ordered[1:], trust)
     except ChainError as exc:

@@ -12,24 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Union, runtime_checkable
 
 from cryptography import x509
 
 from onlineca import pki
+from onlineca.infra.users import BasicCredentials
 from onlineca.proto.est import CsrAttrs
-
-
-@dataclass(frozen=True)
-class BasicCredentials:
-    """HTTP Basic credentials as the client sent them (for passthrough to a CA)."""
-
-    user: str
-    password: str = field(repr=False)
-
-    def __str__(self) -> str:
-        return f"{self.user}:***"
+from onlineca.infra import files
 
 
 @dataclass(frozen=True)
@@ -118,9 +109,9 @@ class LocalSigner:
 
     @classmethod
     def from_files(cls, cert_file: str, key_file: str, chain_file: str | None = None, **kw: object) -> "LocalSigner":
-        certs = pki.load_cert_file(cert_file)
-        chain = pki.load_cert_file(chain_file) if chain_file else certs[1:]
-        return cls(pki.read_private_key(key_file), certs[0], ca_chain=chain, **kw)  # type: ignore[arg-type]
+        certs = files.load_cert_file(cert_file)
+        chain = files.load_cert_file(chain_file) if chain_file else certs[1:]
+        return cls(files.read_private_key(key_file), certs[0], ca_chain=chain, **kw)  # type: ignore[arg-type]
 
     async def cacerts(self, label: str | None) -> list[x509.Certificate]:
         return [self.issuer_cert, *self.ca_chain]

@@ -27,6 +27,7 @@ from onlineca import __version__, pki
 from onlineca.errors import ParseError
 from onlineca.proto import est as m
 from onlineca.proto.libest import ESTCodedError
+from onlineca.infra import files, tls
 
 log = logging.getLogger("onlineca.est.client")
 
@@ -59,18 +60,14 @@ def client_ssl_context(*, cafile: str | os.PathLike[str] | None = None,
                        insecure: bool = False) -> ssl.SSLContext:
     """TLS 1.2+ client context trusting exactly the given anchors (never the system store, so an
     EST client trusts only the CA it was configured for).  An issuing CA alone may be an anchor."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = tls.unverified_client_context()
     else:
-        anchors = list(trust_certs) + (pki.load_cert_file(cafile) if cafile else [])
+        anchors = list(trust_certs) + (files.load_cert_file(cafile) if cafile else [])
         if not anchors:
             raise ESTCodedError("EST_ERR_LOAD_TRUST_CERTS", "no trust anchors for the EST server",
                                 hint="Give the server's CA with --cafile, or use --insecure-bootstrap.")
-        ctx.load_verify_locations(cadata=pki.certs_pem(anchors).decode())
-        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        ctx = tls.client_context(anchors)
     if cert_file:
         try:
             ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)

@@ -11,18 +11,11 @@ plain reason, never a traceback; passwords and keys are never logged.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
-import hashlib
-import hmac
 import logging
 import os
-import secrets
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
@@ -32,8 +25,10 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.errors import ConfigError, ParseError
 from onlineca.proto import est as m
-from onlineca.est.backend import BasicCredentials, Denied, EnrollBackend, EnrollRequest, Issued, Pending
+from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
+from onlineca.est.backend import Denied, EnrollBackend, EnrollRequest, Issued, Pending
 from onlineca.proto.libest import ESTCodedError
+from onlineca.infra import tls
 from onlineca.infra.serving import RunningServer, start_https
 
 if TYPE_CHECKING:
@@ -52,84 +47,6 @@ PasswordCheck = Callable[[str, str], Awaitable[bool]]
 _PARSE_STATUS = {"EST_ERR_BAD_CONTENT_TYPE": 415, "EST_ERR_HTTP_NOT_FOUND": 404,
                  "EST_ERR_HTTP_INVALID_PATH_SEGMENT": 404, "EST_ERR_AUTH_FAIL_TLSUID": 401,
                  "EST_ERR_BUF_EXCEEDS_MAX_LEN": 413}
-
-
-# --------------------------------------------------------------------------- users
-
-def hash_password(password: str, *, n: int = 2 ** 14, r: int = 8, p: int = 1) -> str:
-    """``scrypt$n$r$p$salt$hash`` (base64 fields) for a users file line ``user:<this>``."""
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
-    return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def read_users(path: str | os.PathLike[str], *, what: str, hint: str, missing_ok: bool = False) -> dict[str, str]:
-    """``{user: "scrypt$..."}`` from a users file (``user:scrypt$n$r$p$salt$hash`` lines, ``#``
-    comments), the format the EST server and the CA share.  An unreadable file or a bad line is a
-    ``ConfigError`` naming the ``what`` users file (and ``path:line``, with ``hint``); a missing
-    file is an empty one only with ``missing_ok``."""
-    p = Path(path)
-    if missing_ok and not p.exists():
-        return {}
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {what} users file {p}: {getattr(exc, 'strerror', None) or exc}") from None
-    entries: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, hashed = line.partition(":")
-        if not sep or not hashed.startswith("scrypt$") or hashed.count("$") != 5:
-            raise ConfigError(f"{p}:{lineno}: expected 'user:scrypt$...'", hint=hint)
-        entries[user] = hashed
-    return entries
-
-
-class UsersFile:
-    """HTTP Basic users: ``user:scrypt$...`` lines (``#`` comments).  Checks are constant-time;
-    a verified (user, password) pair is remembered as a keyed digest so that scrypt runs once
-    per client, not once per request."""
-
-    def __init__(self, entries: dict[str, str]) -> None:
-        self._entries = entries
-        self._verified: dict[str, bytes] = {}
-        self._cache_key = secrets.token_bytes(32)
-        # A fixed hash to spend the same time on unknown users as on known ones.
-        self._dummy = hash_password(secrets.token_hex(8), n=2 ** 10)
-
-    @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> "UsersFile":
-        return cls(read_users(path, what="EST", hint="Make lines with 'onlineca est hash-password'."))
-
-    @classmethod
-    def from_plain(cls, users: dict[str, str], n: int = 2 ** 12) -> "UsersFile":
-        return cls({u: hash_password(pw, n=n) for u, pw in users.items()})
-
-    def _digest(self, user: str, password: str) -> bytes:
-        return hmac.new(self._cache_key, f"{user}\x00{password}".encode(), hashlib.sha256).digest()
-
-    def _verify(self, hashed: str, password: str) -> bool:
-        try:
-            _, n, r, p, salt, want = hashed.split("$")
-            got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
-                                 p=int(p), dklen=len(base64.b64decode(want)), maxmem=256 * 1024 * 1024)
-            return hmac.compare_digest(got, base64.b64decode(want))
-        except (ValueError, binascii.Error):
-            return False
-
-    async def __call__(self, user: str, password: str) -> bool:
-        digest = self._digest(user, password)
-        cached = self._verified.get(user)
-        if cached is not None and hmac.compare_digest(cached, digest):
-            return True
-        hashed = self._entries.get(user)
-        ok = await asyncio.to_thread(self._verify, hashed or self._dummy, password)
-        if ok and hashed is not None:
-            self._verified[user] = digest
-            return True
-        return False
 
 
 # --------------------------------------------------------------------------- settings, TLS
@@ -158,22 +75,6 @@ def settings_from_config(cfg: "ESTConfig") -> ESTServerSettings:
         serverkeygen=cfg.serverkeygen, pop_tls_unique=cfg.pop_tls_unique, max_body_bytes=cfg.max_body_bytes,
         request_timeout=cfg.request_timeout, retry_after=cfg.retry_after, labels=tuple(cfg.labels),
         password_check=UsersFile.from_path(cfg.users_file) if cfg.users_file else None)
-
-
-def server_ssl_context(cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str], *,
-                       client_trust: pki.TrustStore | None = None, pop_tls_unique: bool = False) -> ssl.SSLContext:
-    """TLS 1.2+ server context; with ``client_trust`` it asks for (but does not require) a client
-    certificate and validates it at the handshake.  tls-unique exists only up to TLS 1.2, so
-    proof-of-possession caps the server at TLS 1.2 (see docs/est.md)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if pop_tls_unique:
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert_file), str(key_file))
-    if client_trust is not None and len(client_trust):
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-        ctx.load_verify_locations(cadata=pki.certs_pem(client_trust.certs).decode())
-    return ctx
 
 
 # --------------------------------------------------------------------------- access log
@@ -221,21 +122,6 @@ def _tls_unique(request: web.Request) -> bytes | None:
     if sslobj is None or sslobj.version() != "TLSv1.2":
         return None
     return sslobj.get_channel_binding("tls-unique")
-
-
-def basic_credentials(header: str) -> BasicCredentials | None:
-    """The user and password of an ``Authorization: Basic`` header value (the EST server and the
-    CA read them alike); None when it is not Basic, ``ParseError`` when it is malformed."""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not token.strip():
-        return None
-    try:
-        user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise ParseError("malformed Basic Authorization header", code="EST_ERR_AUTH_FAIL") from None
-    if not sep:
-        raise ParseError("malformed Basic Authorization header", code="EST_ERR_AUTH_FAIL")
-    return BasicCredentials(user, password)
 
 
 def _same_sans(a: x509.SubjectAlternativeName | None, b: x509.SubjectAlternativeName | None) -> bool:
@@ -419,7 +305,8 @@ async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLi
     """Start an EST server (port 0: any free port) and return once it accepts connections (a port
     that cannot be had raises ``ConfigError``)."""
     settings = settings or ESTServerSettings()
-    ctx = server_ssl_context(cert_file, key_file, client_trust=client_trust, pop_tls_unique=settings.pop_tls_unique)
+    ctx = tls.server_context(cert_file, key_file, client_trust=client_trust.certs if client_trust else (),
+                             tls12_only=settings.pop_tls_unique)
     app = make_est_app(backend, settings)
     runner, bound = await start_https(app, host, port, ctx, access_log_class=ESTAccessLogger, access_log=access_log)
     log.info("EST server listening on %s:%s (serverkeygen %s, PoP %s)", host, bound,
@@ -428,5 +315,5 @@ async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLi
     return RunningESTServer(url_host or host, bound, runner, app, ctx)
 
 
-__all__ = ["ESTServerSettings", "settings_from_config", "UsersFile", "read_users", "hash_password", "basic_credentials", "make_est_app", "start_est_server",
-           "server_ssl_context", "RunningESTServer", "ESTAccessLogger"]
+__all__ = ["ESTServerSettings", "settings_from_config", "make_est_app", "start_est_server",
+           "RunningESTServer", "ESTAccessLogger"]

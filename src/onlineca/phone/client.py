@@ -21,13 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from onlineca import pki
 from onlineca.proto.devproto import (
     AuthRequest, AuthType, CertificateType, DeleteCertRequest, EndSession, FetchCertRequest, KeyGenRequest, Message, Reason, RetryLater, SignCertRequest, StoreCertRequest,
 )
 from onlineca.proto.devproto.session import PhoneSession
 from onlineca.errors import OnlineCAError, ProtocolError
 from onlineca.phone.device import Phone, PhoneError
+from onlineca.infra import files, tls
 
 log = logging.getLogger("onlineca.phone")
 
@@ -60,16 +60,12 @@ class Target:
 
 def phone_ssl_context(cafile: str | os.PathLike[str]) -> ssl.SSLContext:
     """TLS 1.2+ context trusting exactly the anchors in ``cafile`` (the CA that issued CAPF's certificate)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        anchors = pki.load_cert_file(cafile)
+        anchors = files.load_cert_file(cafile)
     except (OSError, OnlineCAError) as exc:
         raise PhoneError(f"cannot read CAPF's trust anchors {cafile}: {exc}",
                          hint="Give the CA certificate that issued CAPF's certificate with --cafile.") from None
-    ctx.load_verify_locations(cadata=pki.certs_pem(anchors).decode())
-    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    return ctx
+    return tls.client_context(anchors)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from onlineca import pki
 from onlineca.proto.devproto import CertificateType, CertificateValue
 from onlineca.errors import OnlineCAError, ParseError
 from onlineca.pki import tbs
+from onlineca.infra import files
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 DEFAULT_MODEL = "Cisco 8865"
@@ -139,13 +140,13 @@ class Phone:
                              hint="Create one with 'onlineca phone enroll --dir DIR --name NAME'.") from None
         try:
             if (path / "mic.key").exists():
-                phone._mic_key = pki.read_private_key(path / "mic.key")
+                phone._mic_key = files.read_private_key(path / "mic.key")
                 phone.mic_chain = pki.load_certificates((path / "mic.pem").read_bytes())
             if (path / "lsc.key").exists() and (path / "lsc.pem").exists():
-                phone._lsc_key = pki.read_private_key(path / "lsc.key")
+                phone._lsc_key = files.read_private_key(path / "lsc.key")
                 phone.lsc = pki.load_certificate((path / "lsc.pem").read_bytes())
             if (path / "new.key").exists():
-                phone._new_key = pki.read_private_key(path / "new.key")
+                phone._new_key = files.read_private_key(path / "new.key")
         except (OSError, OnlineCAError) as exc:
             raise PhoneError(f"{path}: unreadable key or certificate ({exc})") from None
         return phone
@@ -156,7 +157,7 @@ class Phone:
         if key is None:
             (self.folder / file).unlink(missing_ok=True)
         else:
-            pki.write_private_key(self.folder / file, key)
+            files.write_private_key(self.folder / file, key)
 
     def _save_certs(self, file: str, certs: list[x509.Certificate]) -> None:
         if self.folder is None:

@@ -20,6 +20,7 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.errors import OnlineCAError
 from onlineca.phone.device import Phone, PhoneError
+from onlineca.infra import files
 
 DEFAULT_CA_NAME = "CN=onlineca Lab Manufacturing CA,O=onlineca phones"
 CA_CERT, CA_KEY = "mic-ca.pem", "mic-ca.key"
@@ -47,7 +48,7 @@ class MICAuthority:
         cert = pki.build_certificate(subject=name, public_key=key.public_key(), issuer_key=key, is_ca=True,
                                      path_length=0, validity_days=validity_days)
         path.mkdir(parents=True, exist_ok=True)
-        pki.write_private_key(path / CA_KEY, key)
+        files.write_private_key(path / CA_KEY, key)
         (path / CA_CERT).write_bytes(pki.cert_pem(cert))
         return cls(path, cert, key)
 
@@ -55,7 +56,7 @@ class MICAuthority:
     def open(cls, folder: str | os.PathLike[str]) -> MICAuthority:
         path = Path(folder)
         try:
-            return cls(path, pki.load_certificate((path / CA_CERT).read_bytes()), pki.read_private_key(path / CA_KEY))
+            return cls(path, pki.load_certificate((path / CA_CERT).read_bytes()), files.read_private_key(path / CA_KEY))
         except (OSError, OnlineCAError) as exc:
             raise PhoneError(f"{path} holds no manufacturer CA ({exc})",
                              hint="Run 'onlineca phone mic-ca init --dir DIR' first.") from None

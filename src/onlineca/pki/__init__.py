@@ -9,12 +9,11 @@ from onlineca.pki.certs import (
     der_to_pem, fingerprint, is_self_signed, key_usage_names, load_certificate, load_certificates,
     name_to_slash, parse_name, pem_to_der, same_public_key, san_names,
 )
-from onlineca.pki.chain import TrustStore, load_cert_file, order_chain, validate_chain
+from onlineca.pki.chain import TrustStore, order_chain, validate_chain
 from onlineca.pki.csr import build_csr, csr_challenge_password, csr_der, csr_pem, csr_sans, parse_csr, verify_csr
 from onlineca.pki.keys import (
     PrivateKey, PublicKey, generate_key, key_spec, load_private_key, load_public_key, private_key_der,
-    private_key_pem, public_key_der, public_key_pem, read_private_key, write_private_key,
-    write_secret_file,
+    private_key_pem, public_key_der, public_key_pem,
 )
 from onlineca.pki.pkcs7 import parse_pkcs7, pkcs7_b64, pkcs7_der, pkcs7_pem
 
@@ -22,9 +21,9 @@ __all__ = [
     "EKU_NAMES", "KEY_USAGE_NAMES", "build_certificate", "cert_der", "cert_pem", "certs_pem",
     "common_name", "der_to_pem", "fingerprint", "is_self_signed", "key_usage_names",
     "load_certificate", "load_certificates", "name_to_slash", "parse_name", "pem_to_der",
-    "same_public_key", "san_names", "TrustStore", "load_cert_file", "order_chain", "validate_chain",
+    "same_public_key", "san_names", "TrustStore", "order_chain", "validate_chain",
     "build_csr", "csr_challenge_password", "csr_der", "csr_pem", "csr_sans", "parse_csr", "verify_csr", "PrivateKey",
     "PublicKey", "generate_key", "key_spec", "load_private_key", "load_public_key",
-    "private_key_der", "private_key_pem", "public_key_der", "public_key_pem", "read_private_key",
-    "write_private_key", "write_secret_file", "parse_pkcs7", "pkcs7_b64", "pkcs7_der", "pkcs7_pem",
+    "private_key_der", "private_key_pem", "public_key_der", "public_key_pem", 
+    "parse_pkcs7", "pkcs7_b64", "pkcs7_der", "pkcs7_pem",
 ]

@@ -10,30 +10,15 @@ certificate concerned, in OpenSSL's one-line name form.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cryptography import x509
 
-from onlineca.errors import ChainError, ParseError
-from onlineca.pki.certs import is_self_signed, load_certificates, name_to_slash
-from onlineca.pki.pkcs7 import parse_pkcs7
+from onlineca.errors import ChainError
+from onlineca.pki.certs import is_self_signed, name_to_slash
 
 MAX_DEPTH = 8
-
-
-def load_cert_file(path: str | os.PathLike[str]) -> list[x509.Certificate]:
-    """Certificates from a PEM bundle, a DER file, or a PKCS#7 (.p7b) file."""
-    data = Path(path).read_bytes()  # OSError for a missing file: callers name the setting in their message
-    try:
-        return load_certificates(data)
-    except ParseError:
-        try:
-            return parse_pkcs7(data)
-        except ParseError:
-            raise ParseError(f"{path}: no certificate found (PEM, DER or PKCS#7 expected)") from None
 
 
 @dataclass
@@ -41,22 +26,6 @@ class TrustStore:
     """A set of trust anchors.  Intermediates placed here are trusted as anchors too."""
 
     certs: list[x509.Certificate] = field(default_factory=list)
-
-    @classmethod
-    def from_paths(cls, *paths: str | os.PathLike[str]) -> "TrustStore":
-        """Files or folders (every *.pem, *.crt, *.cer, *.der, *.p7b inside)."""
-        store = cls()
-        for p in paths:
-            if not p:
-                continue
-            path = Path(p)
-            if path.is_dir():
-                for child in sorted(path.iterdir()):
-                    if child.suffix.lower() in (".pem", ".crt", ".cer", ".der", ".p7b"):
-                        store.add_all(load_cert_file(child))
-            else:
-                store.add_all(load_cert_file(path))
-        return store
 
     def add(self, cert: x509.Certificate) -> bool:
         if any(c == cert for c in self.certs):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Union
 
 from cryptography.hazmat.primitives import serialization
@@ -106,36 +103,3 @@ def load_public_key(data: bytes | str) -> PublicKey:
     if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
         raise ParseError(f"unsupported public key algorithm {type(key).__name__}")
     return key
-
-
-def write_secret_file(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically (never briefly world-readable)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def write_private_key(path: str | os.PathLike[str], key: PrivateKey) -> None:
-    write_secret_file(path, private_key_pem(key))
-
-
-def read_private_key(path: str | os.PathLike[str]) -> PrivateKey:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise PKIError(f"cannot read private key {path}: {exc.strerror}",
-                       hint="Check the path and that this user may read it.") from None
-    return load_private_key(data)

@@ -38,11 +38,12 @@ from onlineca.proto import est as m
 from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, Issued, Pending
 from onlineca.proto.libest import ESTCodedError, est_number
 from onlineca.est.server import (
-    ESTAccessLogger, RunningESTServer, make_est_app, server_ssl_context, settings_from_config,
+    ESTAccessLogger, RunningESTServer, make_est_app, settings_from_config,
 )
 from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
 from onlineca.ra.connector import CAConnector, CertsrvConnector, LocalConnector
 from onlineca.infra.serving import start_https
+from onlineca.infra import files, tls
 
 log = logging.getLogger("onlineca.ra")
 est_log = logging.getLogger("onlineca.est")
@@ -333,7 +334,7 @@ def load_trust(config: Config) -> pki.TrustStore:
     if not config.ra.trust_store:
         return pki.TrustStore([])
     try:
-        return pki.TrustStore.from_paths(config.ra.trust_store)
+        return files.load_trust_store(config.ra.trust_store)
     except (OSError, ParseError) as exc:
         raise ConfigError(f"[ra] trust_store {config.ra.trust_store}: {exc}") from None
 
@@ -442,12 +443,12 @@ async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = No
     client_trust = None
     if config.est.client_trust_store:
         try:
-            client_trust = pki.TrustStore.from_paths(config.est.client_trust_store)
+            client_trust = files.load_trust_store(config.est.client_trust_store)
         except (OSError, ParseError) as exc:
             raise ConfigError(f"[est] client_trust_store: {exc}") from None
     try:
-        ctx = server_ssl_context(cert_file, key_file, client_trust=client_trust,
-                                 pop_tls_unique=config.est.pop_tls_unique)
+        ctx = tls.server_context(cert_file, key_file, client_trust=client_trust.certs if client_trust else (),
+                                 tls12_only=config.est.pop_tls_unique)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the RA's TLS certificate {cert_file} / {key_file}: {exc}") from None
     app = make_ra_app(config, log_dir, log_format=log_format, connector=connector)

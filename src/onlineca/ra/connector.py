@@ -30,7 +30,8 @@ from onlineca.certsrv.client import CertsrvClient
 from onlineca.proto.certsrv import client as p
 from onlineca.config import RAConfig
 from onlineca.errors import ChainError, ConfigError
-from onlineca.est.backend import BasicCredentials, LocalSigner
+from onlineca.infra.users import BasicCredentials
+from onlineca.est.backend import LocalSigner
 
 log = logging.getLogger("onlineca.ra")
 

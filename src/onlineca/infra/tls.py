@@ -1,0 +1,68 @@
+"""Every ``ssl.SSLContext`` onlineca makes: TLS 1.2 or newer, and exactly the trust it was given.
+
+A client context trusts the anchors it is handed (certificates, already loaded) and never the
+system store, so an EST client or a phone trusts only the CA it was configured for; only
+``client_context(None)`` (an AD CS web server with no trust store configured) uses the system
+store.  A server context may ask for a client certificate and validate it at the handshake.
+Loading errors are ``OSError``/``ssl.SSLError``: each caller names the setting in its message.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Sequence
+
+from cryptography import x509
+
+from onlineca import pki
+
+MIN_TLS = ssl.TLSVersion.TLSv1_2
+
+
+def server_context(cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str] | None, *,
+                   client_trust: Sequence[x509.Certificate] = (), tls12_only: bool = False) -> ssl.SSLContext:
+    """A TLS 1.2+ server context.  With ``client_trust`` it asks for (but does not require) a
+    client certificate and validates it at the handshake.  ``tls12_only`` caps it at TLS 1.2
+    (tls-unique, RFC 7030 proof of possession, exists only up to 1.2)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = MIN_TLS
+    if tls12_only:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(os.fspath(cert_file), os.fspath(key_file) if key_file else None)
+    if client_trust:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cadata=pki.certs_pem(client_trust).decode("ascii"))
+    return ctx
+
+
+def client_context(anchors: Sequence[x509.Certificate] | None, *, partial_chain: bool = True,
+                   cert_file: str | os.PathLike[str] | None = None,
+                   key_file: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """A TLS 1.2+ client context that verifies the server's certificate and host name against
+    exactly ``anchors`` (``None``: the system store).  With ``partial_chain`` an intermediate
+    among the anchors is enough (an EST client may be given the issuing CA alone)."""
+    if anchors is None:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if anchors:
+            ctx.load_verify_locations(cadata=pki.certs_pem(anchors).decode("ascii"))
+        if partial_chain:
+            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.minimum_version = MIN_TLS
+    if cert_file:
+        ctx.load_cert_chain(os.fspath(cert_file), os.fspath(key_file) if key_file else None)
+    return ctx
+
+
+def unverified_client_context() -> ssl.SSLContext:
+    """A client context that verifies nothing: only to read a peer's certificate or clock for a
+    diagnosis, never to send a credential or a request that matters."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+__all__ = ["MIN_TLS", "server_context", "client_context", "unverified_client_context"]

@@ -1,0 +1,126 @@
+"""Users files and HTTP Basic credentials, shared by the EST server and the CA.
+
+A users file holds one ``user:scrypt$n$r$p$salt$hash`` line per user (``#`` comments).  Checks
+are constant-time, and an unknown user costs the same scrypt as a known one (a dummy hash), so
+timing tells nothing about which names exist.  A password is never stored, printed or logged in
+clear: ``BasicCredentials`` hides it from ``repr`` and ``str``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onlineca.errors import ConfigError, ParseError
+
+
+@dataclass(frozen=True)
+class BasicCredentials:
+    """HTTP Basic credentials as the client sent them (for passthrough to a CA)."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.user}:***"
+
+
+def hash_password(password: str, *, n: int = 2 ** 14, r: int = 8, p: int = 1) -> str:
+    """``scrypt$n$r$p$salt$hash`` (base64 fields) for a users file line ``user:<this>``."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def read_users(path: str | os.PathLike[str], *, what: str, hint: str, missing_ok: bool = False) -> dict[str, str]:
+    """``{user: "scrypt$..."}`` from a users file (``user:scrypt$n$r$p$salt$hash`` lines, ``#``
+    comments), the format the EST server and the CA share.  An unreadable file or a bad line is a
+    ``ConfigError`` naming the ``what`` users file (and ``path:line``, with ``hint``); a missing
+    file is an empty one only with ``missing_ok``."""
+    p = Path(path)
+    if missing_ok and not p.exists():
+        return {}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} users file {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    entries: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, hashed = line.partition(":")
+        if not sep or not hashed.startswith("scrypt$") or hashed.count("$") != 5:
+            raise ConfigError(f"{p}:{lineno}: expected 'user:scrypt$...'", hint=hint)
+        entries[user] = hashed
+    return entries
+
+
+class UsersFile:
+    """HTTP Basic users: ``user:scrypt$...`` lines (``#`` comments).  Checks are constant-time;
+    a verified (user, password) pair is remembered as a keyed digest so that scrypt runs once
+    per client, not once per request."""
+
+    def __init__(self, entries: dict[str, str]) -> None:
+        self._entries = entries
+        self._verified: dict[str, bytes] = {}
+        self._cache_key = secrets.token_bytes(32)
+        # A fixed hash to spend the same time on unknown users as on known ones.
+        self._dummy = hash_password(secrets.token_hex(8), n=2 ** 10)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> "UsersFile":
+        return cls(read_users(path, what="EST", hint="Make lines with 'onlineca est hash-password'."))
+
+    @classmethod
+    def from_plain(cls, users: dict[str, str], n: int = 2 ** 12) -> "UsersFile":
+        return cls({u: hash_password(pw, n=n) for u, pw in users.items()})
+
+    def _digest(self, user: str, password: str) -> bytes:
+        return hmac.new(self._cache_key, f"{user}\x00{password}".encode(), hashlib.sha256).digest()
+
+    def _verify(self, hashed: str, password: str) -> bool:
+        try:
+            _, n, r, p, salt, want = hashed.split("$")
+            got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
+                                 p=int(p), dklen=len(base64.b64decode(want)), maxmem=256 * 1024 * 1024)
+            return hmac.compare_digest(got, base64.b64decode(want))
+        except (ValueError, binascii.Error):
+            return False
+
+    async def __call__(self, user: str, password: str) -> bool:
+        digest = self._digest(user, password)
+        cached = self._verified.get(user)
+        if cached is not None and hmac.compare_digest(cached, digest):
+            return True
+        hashed = self._entries.get(user)
+        ok = await asyncio.to_thread(self._verify, hashed or self._dummy, password)
+        if ok and hashed is not None:
+            self._verified[user] = digest
+            return True
+        return False
+
+
+def basic_credentials(header: str) -> BasicCredentials | None:
+    """The user and password of an ``Authorization: Basic`` header value (the EST server and the
+    CA read them alike); None when it is not Basic, ``ParseError`` when it is malformed."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        return None
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ParseError("malformed Basic Authorization header", code="EST_ERR_AUTH_FAIL") from None
+    if not sep:
+        raise ParseError("malformed Basic Authorization header", code="EST_ERR_AUTH_FAIL")
+    return BasicCredentials(user, password)
+
+
+__all__ = ["BasicCredentials", "hash_password", "read_users", "UsersFile", "basic_credentials"]
