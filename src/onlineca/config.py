@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,13 +188,103 @@ class Config(_Section):
         return Path(self.data_dir or os.environ.get("ONLINECA_DATA_DIR") or DEFAULT_DATA_DIR)
 
     @property
+    def paths(self) -> DataDir:
+        return DataDir(self.data_path)
+
+    @property
     def log_path(self) -> Path:
-        return Path(self.log_dir) if self.log_dir else self.data_path / "logs"
+        return Path(self.log_dir) if self.log_dir else self.paths.logs
 
     @property
     def database_url(self) -> str:
         url = self.database.url.get_secret_value()
-        return url or f"sqlite:///{self.data_path / 'onlineca.db'}"
+        return url or f"sqlite:///{self.paths.database}"
+
+    @property
+    def ca_users_path(self) -> Path:
+        """The CA's users file: ``[ca] users_file``, else ``<data>/ca/users``."""
+        return Path(self.ca.users_file) if self.ca.users_file else self.paths.ca.users
+
+
+@dataclass(frozen=True)
+class CAPaths:
+    """``<data>/ca``: what ``ca init`` makes (keys 0600) and the CA's users file."""
+
+    dir: Path
+
+    root_key = property(lambda self: self.dir / "root.key")
+    root_cert = property(lambda self: self.dir / "root.pem")
+    issuing_key = property(lambda self: self.dir / "issuing.key")
+    issuing_cert = property(lambda self: self.dir / "issuing.pem")
+    chain = property(lambda self: self.dir / "chain.pem")
+    web_key = property(lambda self: self.dir / "web.key")
+    web_cert = property(lambda self: self.dir / "web.pem")
+    users = property(lambda self: self.dir / "users")
+
+    def exists(self) -> bool:
+        return self.root_key.exists() or self.issuing_key.exists()
+
+
+@dataclass(frozen=True)
+class CAPFPaths:
+    """``<data>/capf``: the source document's CSR and certificate folders, troubleshooting
+    fetches, and CAPF's own TLS certificate and key."""
+
+    root: Path
+
+    csr_dir = property(lambda self: self.root / "csr")
+    cert_dir = property(lambda self: self.root / "cert")
+    troubleshoot_dir = property(lambda self: self.root / "troubleshoot")
+    capf_cert = property(lambda self: self.root / "capf.pem")
+    capf_key = property(lambda self: self.root / "capf.key")
+
+    def csr_file(self, device: str) -> Path:
+        return self.csr_dir / f"{device}.csr"
+
+    def folders(self) -> tuple[Path, ...]:
+        return (self.root, self.csr_dir, self.cert_dir, self.troubleshoot_dir)
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Every path of a data dir, in one place (nothing here creates anything)::
+
+        <data>/onlineca.db      the SQLite database (when no [database] url is set)
+        <data>/logs/            each component's log (unless log_dir is set)
+        <data>/ca/              the CA: root and issuing keys and certificates, web certificate, users
+        <data>/capf/            CAPF: csr/, cert/, troubleshoot/, capf.pem, capf.key
+        <data>/phones/<NAME>/   simulated phones
+        <data>/mic-ca/          the simulators' manufacturer CA
+    """
+
+    root: Path
+
+    @property
+    def ca(self) -> CAPaths:
+        return CAPaths(self.root / "ca")
+
+    @property
+    def capf(self) -> CAPFPaths:
+        return CAPFPaths(self.root / "capf")
+
+    @property
+    def database(self) -> Path:
+        return self.root / "onlineca.db"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def phones(self) -> Path:
+        return self.root / "phones"
+
+    def phone(self, name: str) -> Path:
+        return self.phones / name.upper()
+
+    @property
+    def mic_ca(self) -> Path:
+        return self.root / "mic-ca"
 
 
 def _env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:

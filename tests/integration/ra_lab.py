@@ -20,10 +20,10 @@ import pytest
 from aiohttp import web
 
 from onlineca import pki
-from onlineca.ca.engine import ca_files, init_ca
+from onlineca.ca.engine import init_ca
 from onlineca.ca.users import add_user
 from onlineca.ca.web import IIS_LOG_NAME, RunningCA, start_ca
-from onlineca.config import Config
+from onlineca.config import Config, DataDir
 from onlineca.ra.app import RunningRA, start_ra
 from onlineca.infra import files as fs
 
@@ -87,7 +87,7 @@ class CALab:
 @pytest.fixture(scope="session")
 def ca_lab(tmp_path_factory) -> CALab:
     d = tmp_path_factory.mktemp("ralab")
-    lab = CALab(d, d / "data", ca_files(d / "data"))
+    lab = CALab(d, d / "data", DataDir(Path(d / "data")).ca)
     cfg = lab.config()
     init_ca(cfg, lab.data_dir)
     add_user(d / "ca-users", USER, PASSWORD)

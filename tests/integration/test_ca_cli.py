@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.config import load_config
+from onlineca.config import load_config, DataDir
 from onlineca.ca import engine as eng
 from onlineca.store import Database
 from onlineca.infra import files as fs
@@ -39,7 +39,7 @@ def test_init_users_and_refusal_to_overwrite(tmp_path):
     out = onlineca(data, "ca", "init", "--key-type", "ec", "--root-name", "CN=Test Root,O=x",
                    "--issuing-name", "CN=Test Issuing,O=x").stdout
     password = out.split("password for ciscora: ")[1].split()[0]
-    files = eng.ca_files(data)
+    files = DataDir(Path(data)).ca
     for key in (files.root_key, files.issuing_key, files.web_key, data / "ca" / "users"):
         assert key.stat().st_mode & 0o777 == 0o600, key
     root = pki.load_certificate(files.root_cert.read_bytes())
@@ -113,7 +113,7 @@ def served_data(tmp_path_factory):
 @pytest.mark.parametrize("kind,curl_code", [("expired", 60), ("wrong-name", 60), ("good", 0)])
 def test_serve_with_a_given_web_certificate(served_data, tmp_path, kind, curl_code):
     data = served_data
-    files = eng.ca_files(data)
+    files = DataDir(Path(data)).ca
     issuing_key = fs.read_private_key(files.issuing_key)
     issuing = pki.load_certificate(files.issuing_cert.read_bytes())
     key = pki.generate_key("ec", 256)

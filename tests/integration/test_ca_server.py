@@ -23,7 +23,7 @@ from onlineca.ca import engine as eng
 from onlineca.ca import users as ca_users
 from onlineca.ca.web import IIS_LOG_NAME, RunningCA, start_ca
 from onlineca.cli import main_group
-from onlineca.config import load_config
+from onlineca.config import load_config, DataDir, CAPaths
 from onlineca.errors import ConfigError
 
 ALICE, ALICE_PW = "alice", "alice-Secret-1"
@@ -98,7 +98,7 @@ class Lab:
     dir: Path
     config_path: Path
     ca: RunningCA
-    files: eng.CAFiles
+    files: CAPaths
 
     @property
     def root(self) -> str:
@@ -482,14 +482,14 @@ async def test_ntlm_three_legs_on_one_connection(tmp_path, monkeypatch):
     server = CAThread(config_path)
     ca = server.start()
     try:
-        anon = requests.get(ca.url + "/", verify=str(eng.ca_files(config.data_path).root_cert), timeout=TIMEOUT)
+        anon = requests.get(ca.url + "/", verify=str(DataDir(Path(config.data_path)).ca.root_cert), timeout=TIMEOUT)
         assert anon.status_code == 401
         assert anon.raw.headers.getlist("WWW-Authenticate") == ["Negotiate", "NTLM", 'Basic realm="127.0.0.1"']
         for token in ("TlRMTVNTUAADAAAA", "!!!", "TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAF1YAAAADw=="[:20]):
             hostile = requests.get(ca.url + "/", headers={"Authorization": f"NTLM {token}"},
-                                   verify=str(eng.ca_files(config.data_path).root_cert), timeout=TIMEOUT)
+                                   verify=str(DataDir(Path(config.data_path)).ca.root_cert), timeout=TIMEOUT)
             assert hostile.status_code == 401
-        trust = str(eng.ca_files(config.data_path).root_cert)
+        trust = str(DataDir(Path(config.data_path)).ca.root_cert)
         key = pki.generate_key("ec", 256)
         async with CertsrvClient(ca.url, auth="ntlm", username=f"LAB\\{ALICE}", password=ALICE_PW, trust=trust) as c:
             await c.login()

@@ -27,7 +27,7 @@ from onlineca.ca import engine as eng
 from onlineca.ca import users as ca_users
 from onlineca.ca.web import create_app
 from onlineca.cli import main_group
-from onlineca.config import Config, load_config
+from onlineca.config import Config, load_config, DataDir, CAPaths
 from onlineca.diagnose.checks import run_diagnose
 from onlineca.infra import tls
 from onlineca.infra import files as fs
@@ -58,7 +58,7 @@ class CALab:
     """Our CA's files (EC keys: fast), web certificates in each failing state, and running servers."""
 
     dir: Path
-    files: eng.CAFiles
+    files: CAPaths
     loop: LoopThread
     web: dict[str, tuple[Path, Path]] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -426,9 +426,8 @@ def test_ra_down(lab):
 
 
 def test_capf_certificate_found_where_capf_keeps_it(lab):
-    from onlineca.capf.enroll import CAPFPaths
     cfg = lab.config("https://127.0.0.1:1/certsrv")
-    path = CAPFPaths.under(cfg.data_path).capf_cert
+    path = DataDir(Path(cfg.data_path)).capf.capf_cert
     path.parent.mkdir(parents=True, exist_ok=True)
     key = pki.generate_key("ec", 256)
     path.write_bytes(pki.cert_pem(pki.build_certificate(subject="CN=CAPF-eb606ac0", public_key=key.public_key(),

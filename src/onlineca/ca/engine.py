@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from onlineca import pki
 from onlineca.policy import ca as policy
-from onlineca.config import Config, TemplateConfig
+from onlineca.config import CAPaths, Config, DataDir, TemplateConfig
 from onlineca.errors import OnlineCAError
 from onlineca.store import CARequest, Database
 from onlineca.infra import files
@@ -33,43 +33,14 @@ class CAError(OnlineCAError):
     code = "CA"
 
 
-@dataclass(frozen=True)
-class CAFiles:
-    """Where ``ca init`` puts the CA's files."""
-
-    dir: Path
-
-    @property
-    def root_key(self) -> Path: return self.dir / "root.key"
-    @property
-    def root_cert(self) -> Path: return self.dir / "root.pem"
-    @property
-    def issuing_key(self) -> Path: return self.dir / "issuing.key"
-    @property
-    def issuing_cert(self) -> Path: return self.dir / "issuing.pem"
-    @property
-    def chain(self) -> Path: return self.dir / "chain.pem"
-    @property
-    def web_key(self) -> Path: return self.dir / "web.key"
-    @property
-    def web_cert(self) -> Path: return self.dir / "web.pem"
-
-    def exists(self) -> bool:
-        return self.root_key.exists() or self.issuing_key.exists()
-
-
-def ca_files(data_dir: str | Path) -> CAFiles:
-    return CAFiles(Path(data_dir) / "ca")
-
-
 def users_path(config: Config, data_dir: str | Path) -> Path:
-    return Path(config.ca.users_file) if config.ca.users_file else ca_files(data_dir).dir / "users"
+    return Path(config.ca.users_file) if config.ca.users_file else DataDir(Path(data_dir)).ca.users
 
 
 def init_ca(config: Config, data_dir: str | Path, *, key_type: str | None = None, key_size: int | None = None,
-            root_name: str | None = None, issuing_name: str | None = None, force: bool = False) -> CAFiles:
+            root_name: str | None = None, issuing_name: str | None = None, force: bool = False) -> CAPaths:
     """Create the root, the issuing CA, the chain and the web server certificate."""
-    ca_paths = ca_files(data_dir)
+    ca_paths = DataDir(Path(data_dir)).ca
     if ca_paths.exists() and not force:
         raise CAError(f"a CA already exists in {ca_paths.dir}",
                       hint="Use --force to replace it (every certificate it issued becomes untrusted).")
@@ -93,7 +64,7 @@ def init_ca(config: Config, data_dir: str | Path, *, key_type: str | None = None
     return ca_paths
 
 
-def issue_web_certificate(ca_paths: CAFiles, names: list[str], issuing_key: pki.PrivateKey,
+def issue_web_certificate(ca_paths: CAPaths, names: list[str], issuing_key: pki.PrivateKey,
                           issuing: x509.Certificate) -> None:
     """The HTTPS certificate ``ca serve`` uses by default: EC P-256, the configured web names."""
     web_key = pki.generate_key("ec", 256)
@@ -125,7 +96,7 @@ class CAEngine:
 
     def __init__(self, config: Config, data_dir: str | Path, db: Database) -> None:
         self.config = config
-        self.ca_paths = ca_files(data_dir)
+        self.ca_paths = DataDir(Path(data_dir)).ca
         if not self.ca_paths.issuing_key.exists():
             raise CAError(f"no CA in {self.ca_paths.dir}", hint="Run 'onlineca ca init' first.")
         self.db = db

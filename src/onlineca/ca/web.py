@@ -33,7 +33,7 @@ from onlineca.ca import engine as eng
 from onlineca.proto.certsrv import server as pages
 from onlineca.policy import ca as policy
 from onlineca.ca.users import bare_user, load_users, ntlm_path
-from onlineca.config import Config
+from onlineca.config import Config, DataDir
 from onlineca.errors import ConfigError, ParseError
 from onlineca.infra.users import BasicCredentials
 from onlineca.infra.users import UsersFile, basic_credentials
@@ -492,7 +492,7 @@ def tls_files(config: Config, data_dir: str | Path, tls_cert: str | os.PathLike[
         return Path(tls_cert), Path(tls_key)
     if config.ca.tls_cert and config.ca.tls_key:
         return Path(config.ca.tls_cert), Path(config.ca.tls_key)
-    ca_paths = eng.ca_files(data_dir)
+    ca_paths = DataDir(Path(data_dir)).ca
     return ca_paths.web_cert, ca_paths.web_key
 
 

@@ -21,7 +21,6 @@ import asyncio
 import datetime as dt
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +28,7 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.logs.capf_trace import SessionTrace, log as trace_log
-from onlineca.config import CAPFConfig
+from onlineca.config import CAPFConfig, DataDir
 from onlineca.errors import CAPFError, ChainError, ConfigError, PKIError
 from onlineca.est.client import ESTClient
 from onlineca.proto.libest import ESTCodedError, enrollment_rv_line
@@ -66,44 +65,6 @@ class CARejected(CAPFError):
         self.est_code = est_code
 
 
-@dataclass(frozen=True)
-class CAPFPaths:
-    """``<data>/capf``: the CSR and certificate folders of the document, and CAPF's own TLS files."""
-
-    root: Path
-
-    @classmethod
-    def under(cls, data_dir: str | os.PathLike[str]) -> "CAPFPaths":
-        return cls(Path(data_dir) / "capf")
-
-    @property
-    def csr_dir(self) -> Path:
-        return self.root / "csr"
-
-    @property
-    def cert_dir(self) -> Path:
-        return self.root / "cert"
-
-    @property
-    def troubleshoot_dir(self) -> Path:
-        return self.root / "troubleshoot"
-
-    @property
-    def capf_cert(self) -> Path:
-        return self.root / "capf.pem"
-
-    @property
-    def capf_key(self) -> Path:
-        return self.root / "capf.key"
-
-    def csr_file(self, device: str) -> Path:
-        return self.csr_dir / f"{device}.csr"
-
-    def make(self) -> None:
-        for d in (self.root, self.csr_dir, self.cert_dir, self.troubleshoot_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o750)
-
-
 def _write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
@@ -123,8 +84,9 @@ class OnlineCAEnroller:
 
     def __init__(self, cfg: CAPFConfig, data_dir: str | os.PathLike[str]) -> None:
         self.cfg = cfg
-        self.paths = CAPFPaths.under(data_dir)
-        self.paths.make()
+        self.paths = DataDir(Path(data_dir)).capf
+        for folder in self.paths.folders():
+            files.ensure_dir(folder, 0o750)
         if not cfg.ra_trust_store:
             raise ConfigError("[capf] ra_trust_store is not set: CAPF cannot tell the RA from an impostor",
                               hint="Point it at the root CA certificate (PEM) of the RA's TLS certificate.")

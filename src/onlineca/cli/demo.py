@@ -34,7 +34,7 @@ import click
 
 from onlineca import pki
 from onlineca.cli import AppContext, fail
-from onlineca.config import Config
+from onlineca.config import Config, DataDir
 from onlineca.errors import ConfigError, OnlineCAError
 from onlineca.phone.client import PhoneAuth, SessionResult, Target, phone_ssl_context
 from onlineca.phone.device import KeyPool, Phone
@@ -122,7 +122,7 @@ def demo_config(root: Path, ca_password: str, mic_trust: Path) -> Config:
 
 def make_lab(root: Path) -> tuple[Config, MICAuthority]:
     """The CA (root + issuing, web certificate, one user), the RA's TLS certificate, the MIC CA."""
-    from onlineca.ca.engine import ca_files, init_ca
+    from onlineca.ca.engine import init_ca
     from onlineca.ca.users import add_user
 
     mic = MICAuthority.init(root / "mic-ca")
@@ -139,7 +139,7 @@ def make_lab(root: Path) -> tuple[Config, MICAuthority]:
     (root / "ra").mkdir(exist_ok=True)
     (root / "ra" / "ra.pem").write_bytes(pki.certs_pem([cert, issuing]))
     files.write_private_key(root / "ra" / "ra.key", key)
-    assert ca_files(root).root_cert.exists()
+    assert DataDir(Path(root)).ca.root_cert.exists()
     return config, mic
 
 

@@ -23,6 +23,7 @@ from onlineca.phone.client import PhoneAuth, SessionResult, Target, check_in, ph
 from onlineca.phone.device import KeyPool, Phone
 from onlineca.phone.fleet import make_fleet, run_fleet
 from onlineca.phone.mic import MICAuthority
+from onlineca.config import DataDir
 
 AUTH_ENV = "ONLINECA_PHONE_AUTH_STRING"
 
@@ -39,8 +40,7 @@ def _target(app: AppContext, capf: str | None, cafile: Path | None, read_timeout
         if not host or not port_text.isdigit():
             raise click.BadParameter("expected HOST:PORT", param_hint="--capf")
         port = int(port_text)
-    from onlineca.ca.engine import ca_files
-    cafile = cafile or ca_files(app.data_dir).root_cert
+    cafile = cafile or DataDir(Path(app.data_dir)).ca.root_cert
     return Target(host, port, phone_ssl_context(cafile), read_timeout=read_timeout)
 
 

@@ -26,7 +26,7 @@ import aiohttp
 from onlineca import pki
 from onlineca.certsrv.client import CertsrvClient
 from onlineca.proto.certsrv import client as p
-from onlineca.config import Config
+from onlineca.config import Config, DataDir
 from onlineca.diagnose.findings import CheckResult, Finding, Hop, Report, finding
 from onlineca.errors import ChainError, ConfigError, OnlineCAError, ParseError
 from onlineca.infra import files, tls
@@ -184,8 +184,7 @@ def capf_certificate_path(cfg: Config, given: Path | None) -> Path | None:
     (``<data dir>/capf/capf.pem``, ``CAPFPaths.capf_cert``), when it exists."""
     if given is not None:
         return given
-    from onlineca.capf.enroll import CAPFPaths
-    path = CAPFPaths.under(cfg.data_path).capf_cert
+    path = DataDir(Path(cfg.data_path)).capf.capf_cert
     return path if path.exists() else None
 
 
