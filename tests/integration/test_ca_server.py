@@ -469,7 +469,8 @@ async def test_the_ras_certsrv_client_against_this_ca(lab, ec_key):
 
 async def test_ntlm_three_legs_on_one_connection(tmp_path, monkeypatch):
     pytest.importorskip("spnego")
-    from onlineca.proto.certsrv.client import CAAuthError, Issued
+    from onlineca.errors import CAAuthError
+    from onlineca.proto.certsrv.client import Issued
     from onlineca.certsrv.client import CertsrvClient
 
     monkeypatch.setenv("NTLM_USER_FILE", "")  # create_app points it at the CA's store; restored after

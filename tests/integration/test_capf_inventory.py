@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from onlineca.store import devices as inv
 from onlineca.store import device_report as report
-from onlineca.policy.capf import PolicyError
+from onlineca.errors import PolicyError
 from onlineca.cli import main_group
 from onlineca.store import Database, Device, DeviceEvent
 

@@ -30,6 +30,7 @@ from onlineca.proto.certsrv import client as p
 from onlineca.pki.csr import csr_pem
 from onlineca.infra import files as fs
 from tests.conftest import free_port
+from onlineca.errors import CAAuthError, CAConnectError, CADNSError, CAPageError, CATLSError, CATemplateError, CATimeoutError, CertsrvFailure
 
 USER, PASSWORD = "ciscora", "s3cret-Pa55"
 
@@ -409,7 +410,7 @@ async def _curl_error(url: str, cafile: Path) -> tuple[int, str]:
 async def test_web_certificate_failures(serve, lab_pki, cert, host, code, curl_code, curl_message):
     ca = await serve(cert, host=host)
     async with client(ca.url, lab_pki) as c:
-        with pytest.raises(p.CATLSError) as info:
+        with pytest.raises(CATLSError) as info:
             await c.login()
     err = info.value
     assert (err.code, err.curl_code, err.curl_message) == (code, curl_code, curl_message)
@@ -427,7 +428,7 @@ async def test_web_certificate_failures(serve, lab_pki, cert, host, code, curl_c
 
 async def test_unresolvable_host(lab_pki):
     async with client("https://lab-dcc.example.invalid/certsrv", lab_pki) as c:
-        with pytest.raises(p.CADNSError) as info:
+        with pytest.raises(CADNSError) as info:
             await c.login()
     assert info.value.reason == "return code 6 (Could not resolve: lab-dcc.example.invalid (Domain name not found))"
 
@@ -435,7 +436,7 @@ async def test_unresolvable_host(lab_pki):
 async def test_connection_refused(lab_pki):
     port = free_port()  # nothing listens there
     async with client(f"https://127.0.0.1:{port}/certsrv", lab_pki) as c:
-        with pytest.raises(p.CAConnectError) as info:
+        with pytest.raises(CAConnectError) as info:
             await c.login()
     assert info.value.curl_code == 7
     assert re.fullmatch(rf"Failed to connect to 127\.0\.0\.1 port {port} after \d+ ms: Connection refused",
@@ -445,7 +446,7 @@ async def test_connection_refused(lab_pki):
 async def test_ca_slower_than_the_login_timeout(serve, lab_pki):
     ca = await serve(slow={"/certsrv/": asyncio.Event()})
     async with client(ca.url, lab_pki, login_timeout=0.3, enroll_timeout=5) as c:
-        with pytest.raises(p.CATimeoutError) as info:
+        with pytest.raises(CATimeoutError) as info:
             await c.login()
     err = info.value
     assert err.details["phase"] == "login" and err.details["timeout"] == 0.3
@@ -457,7 +458,7 @@ async def test_ca_slower_than_the_enrollment_timeout(serve, lab_pki):
     ca = await serve(slow={"/certsrv/certfnsh.asp": asyncio.Event()})
     async with client(ca.url, lab_pki, login_timeout=5, enroll_timeout=0.3) as c:
         await c.login()  # the login timeout is separate and not exceeded
-        with pytest.raises(p.CATimeoutError) as info:
+        with pytest.raises(CATimeoutError) as info:
             await c.enroll(csr_for("SEPSLOW00000001")[1], "CiscoRA")
     assert info.value.details["phase"] == "enroll"
     assert info.value.details["url"].endswith("/certsrv/certfnsh.asp")
@@ -466,7 +467,7 @@ async def test_ca_slower_than_the_enrollment_timeout(serve, lab_pki):
 async def test_wrong_password(serve, lab_pki):
     ca = await serve()
     async with client(ca.url, lab_pki, password="wrong") as c:
-        with pytest.raises(p.CAAuthError) as info:
+        with pytest.raises(CAAuthError) as info:
             await c.login()
         assert not c.logged_in
     assert info.value.reason == "return code 22 (The requested URL returned error: 401)"
@@ -477,7 +478,7 @@ async def test_mistyped_template(serve, lab_pki):
     ca = await serve()
     async with client(ca.url, lab_pki) as c:
         await c.login()
-        with pytest.raises(p.CATemplateError) as info:
+        with pytest.raises(CATemplateError) as info:
             await c.check_template("CsicoRA")
         assert info.value.details["nearest"] == "CiscoRA" and "'CiscoRA'" in info.value.hint
         got = await c.enroll(csr_for("SEPTYPO00000001")[1], "CsicoRA")
@@ -488,7 +489,7 @@ async def test_mistyped_template(serve, lab_pki):
 async def test_not_a_certsrv_server(serve, lab_pki):
     ca = await serve()
     async with client(ca.url.replace("/certsrv", "/other"), lab_pki) as c:
-        with pytest.raises(p.CertsrvFailure) as info:
+        with pytest.raises(CertsrvFailure) as info:
             await c.templates()
     assert info.value.code == "CA_HTTP" and info.value.details["status"] == 404
 
@@ -500,7 +501,7 @@ async def test_connect_timeout_is_separate(lab_pki):
     port = server.sockets[0].getsockname()[1]
     try:
         async with client(f"https://127.0.0.1:{port}/certsrv", lab_pki, connect_timeout=0.3, login_timeout=5) as c:
-            with pytest.raises(p.CATimeoutError) as info:
+            with pytest.raises(CATimeoutError) as info:
                 await c.login()
     finally:
         for w in silent:
@@ -542,7 +543,7 @@ async def test_ntlm_reauthenticates_a_new_connection(serve, lab_pki, ntlm_users)
 async def test_ntlm_wrong_password(serve, lab_pki, ntlm_users):
     ca = await serve(ntlm=True)
     async with client(ca.url, lab_pki, auth="ntlm", username=f"LAB\\{USER}", password="wrong") as c:
-        with pytest.raises(p.CAAuthError) as info:
+        with pytest.raises(CAAuthError) as info:
             await c.login()
     assert info.value.reason == "return code 22 (The requested URL returned error: 401)"
 
@@ -550,7 +551,7 @@ async def test_ntlm_wrong_password(serve, lab_pki, ntlm_users):
 async def test_basic_client_against_an_ntlm_only_ca(serve, lab_pki):
     ca = await serve(ntlm=True)
     async with client(ca.url, lab_pki) as c:
-        with pytest.raises(p.CAAuthError) as info:
+        with pytest.raises(CAAuthError) as info:
             await c.login()
     assert info.value.details["offered"] == ["Negotiate", "NTLM"]
     assert "does not offer basic authentication" in info.value.hint
@@ -631,7 +632,7 @@ async def test_a_post_is_never_asked_twice(idle_closing_ca, lab_pki):
     url, seen = idle_closing_ca
     async with client(url, lab_pki) as c:
         await c.renewal_count()
-        with pytest.raises(p.CAConnectError) as info:
+        with pytest.raises(CAConnectError) as info:
             await c.submit(csr_for("SEPPOSTONCE0001")[1], "CiscoRA")
     assert info.value.reason == "return code 52 (Empty reply from server)"
     assert [line.split()[0] for _, line, _ in seen] == ["GET", "POST"]
@@ -670,7 +671,7 @@ async def test_from_config_uses_the_ra_section(serve, lab_pki):
 async def test_a_certificate_for_another_key_is_refused(serve, lab_pki):
     ca = await serve(wrong_key=True)
     async with client(ca.url, lab_pki) as c:
-        with pytest.raises(p.CAPageError, match="does not hold the public key"):
+        with pytest.raises(CAPageError, match="does not hold the public key"):
             await c.enroll(csr_for("SEPWRONGKEY0001")[1], "CiscoRA")
 
 
@@ -744,10 +745,10 @@ async def test_our_ca_pending_approved_and_denied(our_ca):
 
 async def test_our_ca_refusals(our_ca):
     async with CertsrvClient(our_ca.url, username=USER, password="wrong", trust=our_ca.trust) as c:
-        with pytest.raises(p.CAAuthError):
+        with pytest.raises(CAAuthError):
             await c.login()
     async with CertsrvClient(our_ca.url, username=USER, password=PASSWORD, trust=our_ca.trust) as c:
-        with pytest.raises(p.CATemplateError) as info:
+        with pytest.raises(CATemplateError) as info:
             await c.check_template("CsicoRA")
         assert info.value.details["nearest"] == "CiscoRA"
         got = await c.enroll(csr_for("SEPTYPO00000001")[1], "CsicoRA")

@@ -12,7 +12,8 @@ import pytest
 
 from onlineca import pki
 from onlineca.proto.devproto import CertificateType, auth_signed_payload
-from onlineca.phone.device import KeyPool, Phone, PhoneError
+from onlineca.phone.device import KeyPool, Phone
+from onlineca.errors import PhoneError
 from onlineca.phone.fleet import device_names, percentile
 from onlineca.phone.mic import MICAuthority
 from onlineca.pki import tbs

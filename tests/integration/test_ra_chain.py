@@ -11,7 +11,7 @@ import pytest
 
 from onlineca import pki
 from onlineca.est.client import ESTClient
-from onlineca.proto.libest import ESTCodedError
+from onlineca.errors import ESTCodedError
 from onlineca.proto import est as m
 from onlineca.infra import files as fs
 from tests.integration.ra_lab import (  # noqa: F401  (fixtures)

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from onlineca.store import devices as inv
-from onlineca.policy.capf import PolicyError
+from onlineca.errors import PolicyError
 from onlineca.capf.server import _GroupCommit
 from onlineca.store import Database
 

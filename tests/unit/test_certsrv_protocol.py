@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from onlineca import pki
 from onlineca.proto.certsrv import client as p
-from onlineca.errors import CertsrvError, ParseError
+from onlineca.errors import CertsrvError, ParseError, CAAuthError, CAChainError, CAConnectError, CADNSError, CADeniedError, CAHTTPError, CAPageError, CAPendingError, CATLSError, CATemplateError, CATimeoutError, CertsrvFailure
 
 BASE = "https://lab-dc.example.com/certsrv"
 
@@ -115,7 +115,7 @@ def test_bare_option_values_are_names():
 
 
 def test_a_page_without_template_list_is_not_certrqxt():
-    with pytest.raises(p.CAPageError):
+    with pytest.raises(CAPageError):
         p.parse_templates("<html><body>Welcome to nginx!</body></html>")
 
 
@@ -123,7 +123,7 @@ def test_template_error_names_offered_and_nearest():
     offered = p.parse_templates(CERTRQXT)
     assert p.template_error("CiscoRA", offered) is None
     err = p.template_error("CsicoRA", offered)
-    assert isinstance(err, p.CATemplateError) and err.code == "CA_TEMPLATE"
+    assert isinstance(err, CATemplateError) and err.code == "CA_TEMPLATE"
     assert "CiscoRA, WebServer" in err.message and "'CiscoRA'" in err.hint
     assert p.template_error("Cisco RA", offered).details["nearest"] == "CiscoRA"  # display name typed
     assert p.template_error("Nothing", []).details["offered"] == []
@@ -173,7 +173,7 @@ def test_denied_page_gives_hresult_and_message():
     assert got.req_id == 43 and got.hresult == 0x80094800 and got.hresult_hex == "0x80094800"
     assert got.message.startswith("Denied by Policy Module 0x80094800, The request was for a certificate template")
     err = got.as_error()
-    assert isinstance(err, p.CATemplateError) and err.details["hresult"] == "0x80094800"
+    assert isinstance(err, CATemplateError) and err.details["hresult"] == "0x80094800"
     assert err.reason.startswith("HRESULT 0x80094800 (Denied by Policy Module 0x80094800, The request was for")
 
 
@@ -190,7 +190,7 @@ def test_denied_without_template_and_failed_parse():
     "certnew.cer?ReqID=abc&Enc=b64",
 ])
 def test_unexpected_certfnsh_pages_are_page_errors(page):
-    with pytest.raises(p.CAPageError):
+    with pytest.raises(CAPageError):
         p.parse_certfnsh(page)
 
 
@@ -230,9 +230,9 @@ def test_certnew_cer_taken_under_submission_is_pending():
 
 
 def test_certnew_cer_garbage_is_a_page_error():
-    with pytest.raises(p.CAPageError):
+    with pytest.raises(CAPageError):
         p.parse_certnew_cer("text/html", b"<html>hello</html>", 1)
-    with pytest.raises(p.CAPageError):
+    with pytest.raises(CAPageError):
         p.parse_certnew_cer("application/pkix-cert", b"\x30\x03\x02\x01\x00", 1)
 
 
@@ -248,17 +248,17 @@ def test_p7b_bin_and_b64_are_ordered_ca_first(chain):
 
 
 def test_p7b_errors_are_chain_errors():
-    with pytest.raises(p.CAChainError, match="not application/x-pkcs7-certificates"):
+    with pytest.raises(CAChainError, match="not application/x-pkcs7-certificates"):
         p.parse_certnew_p7b("text/html", b"<html>login</html>")
-    with pytest.raises(p.CAChainError, match="Denied by Policy Module"):
+    with pytest.raises(CAChainError, match="Denied by Policy Module"):
         p.parse_certnew_p7b("text/html", ERROR_PAGE.encode())
-    with pytest.raises(p.CAChainError):
+    with pytest.raises(CAChainError):
         p.parse_certnew_p7b("application/x-pkcs7-certificates", b"\x30\x00")
 
 
 def test_certcarc_renewals():
     assert p.parse_certcarc("<Script>\n\tvar nRenewals=3;\n\tvar sCAName='x';</Script>") == 3
-    with pytest.raises(p.CAPageError):
+    with pytest.raises(CAPageError):
         p.parse_certcarc("<html></html>")
 
 
@@ -272,7 +272,7 @@ CERTCKPN = """<P ID=locPageTitle> <B> View the Status of a Pending Certificate R
 def test_certckpn_lists_pending_request_ids():
     assert p.parse_certckpn(CERTCKPN) == [42, 45]
     assert p.parse_certckpn("<P ID=locNoPend> You have no pending certificate requests.\n</P>") == []
-    with pytest.raises(p.CAPageError):
+    with pytest.raises(CAPageError):
         p.parse_certckpn("<html>nothing</html>")
 
 
@@ -280,7 +280,7 @@ def test_certckpn_lists_pending_request_ids():
 
 def test_http_status_errors():
     err = p.http_status_error(401, BASE + "/")
-    assert isinstance(err, p.CAAuthError) and err.code == "CA_AUTH"
+    assert isinstance(err, CAAuthError) and err.code == "CA_AUTH"
     assert err.reason == "return code 22 (The requested URL returned error: 401)"
     err = p.http_status_error(500, BASE + "/certfnsh.asp", "Internal Server Error")
     assert err.code == "CA_HTTP" and "/certsrv/certfnsh.asp" in err.message
@@ -289,7 +289,7 @@ def test_http_status_errors():
 def test_401_hint_names_the_schemes_the_ca_offers():
     err = p.http_status_error(401, BASE + "/", offered=["Negotiate", "NTLM"], auth="basic")
     assert "(it offers Negotiate, NTLM)" in err.hint
-    assert p.http_status_error(401, BASE + "/", offered=['Basic realm="x"'], auth="basic").hint == p.CAAuthError.hint
+    assert p.http_status_error(401, BASE + "/", offered=['Basic realm="x"'], auth="basic").hint == CAAuthError.hint
 
 
 def test_ntlm_header_helpers():
@@ -336,8 +336,8 @@ def test_name_mismatch_names_the_certificate_names():
 
 
 def test_every_failure_is_a_certsrv_error_with_a_hint():
-    for cls in (p.CADNSError, p.CAConnectError, p.CATLSError, p.CATimeoutError, p.CAAuthError,
-                p.CATemplateError, p.CAChainError, p.CADeniedError, p.CAPendingError, p.CAHTTPError, p.CAPageError):
+    for cls in (CADNSError, CAConnectError, CATLSError, CATimeoutError, CAAuthError,
+                CATemplateError, CAChainError, CADeniedError, CAPendingError, CAHTTPError, CAPageError):
         err = cls("x")
         assert isinstance(err, CertsrvError) and err.code.startswith("CA_") and err.hint
 
@@ -358,7 +358,7 @@ def test_parsers_only_raise_certsrv_failures(text):
     for parse in _PARSERS:
         try:
             parse(text)
-        except p.CertsrvFailure:
+        except CertsrvFailure:
             pass
 
 
@@ -369,5 +369,5 @@ def test_download_parsers_only_raise_certsrv_failures(ctype, body):
     for parse in (lambda: p.parse_certnew_cer(ctype, body, 1), lambda: p.parse_certnew_p7b(ctype, body)):
         try:
             parse()
-        except p.CertsrvFailure:
+        except CertsrvFailure:
             pass

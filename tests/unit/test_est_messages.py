@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from onlineca import pki
 from onlineca.errors import ParseError
 from onlineca.proto import est as m
-from onlineca.proto.libest import EST_ERRORS, ESTCodedError, enrollment_rv_line, est_number
+from onlineca.proto.libest import EST_ERRORS, enrollment_rv_line, est_number, rv_text
+from onlineca.errors import ESTCodedError
 
 KEY = pki.generate_key("ec", 256)
 CSR = pki.build_csr(KEY, "CN=SEP74A02FC0A675,O=lab", ["sep.lab"])
@@ -44,7 +45,7 @@ def test_libest_numbers_match_the_source_document():
     assert enrollment_rv_line("EST_ERR_SSL_READ", 0) == "Enrollment rv = 35 (EST_ERR_SSL_READ) with pkcs7 length = 0"
     assert enrollment_rv_line("EST_ERR_NONE", 1963) == "Enrollment rv = 0 (EST_ERR_NONE) with pkcs7 length = 1963"
     err = ESTCodedError("EST_ERR_AUTH_FAIL", "x", http_status=401)
-    assert err.number == 22 and err.rv == "22 (EST_ERR_AUTH_FAIL)" and err.hint
+    assert est_number(err.code) == 22 and rv_text(err.code) == "22 (EST_ERR_AUTH_FAIL)" and err.hint
 
 
 # ------------------------------------------------------------------ PKCS#10

@@ -20,17 +20,13 @@ from sqlalchemy import select
 from onlineca import pki
 from onlineca.policy import ca as policy
 from onlineca.config import CAPaths, Config, DataDir, TemplateConfig
-from onlineca.errors import OnlineCAError
+from onlineca.errors import CAError
 from onlineca.store import CARequest, Database
 from onlineca.infra import files
 
 log = logging.getLogger("onlineca.ca")
 
 ISSUED, PENDING, DENIED, FAILED = "issued", "pending", "denied", "failed"
-
-
-class CAError(OnlineCAError):
-    code = "CA"
 
 
 def users_path(config: Config, data_dir: str | Path) -> Path:

@@ -29,9 +29,10 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.logs.capf_trace import SessionTrace, log as trace_log
 from onlineca.config import CAPFConfig, DataDir
-from onlineca.errors import CAPFError, ChainError, ConfigError, PKIError
+from onlineca.errors import ChainError, ConfigError, PKIError, CAUnavailable, CARejected
 from onlineca.est.client import ESTClient
-from onlineca.proto.libest import ESTCodedError, enrollment_rv_line
+from onlineca.errors import ESTCodedError
+from onlineca.proto.libest import enrollment_rv_line
 from onlineca.infra import files
 
 # The RA refused the request itself (credentials, a bad request, the CA denied it): retrying
@@ -40,29 +41,6 @@ _REJECTIONS = {"EST_ERR_AUTH_FAIL", "EST_ERR_HTTP_BAD_REQ", "EST_ERR_BAD_PKCS10"
                "EST_ERR_WRONG_METHOD", "EST_ERR_BAD_CONTENT_TYPE", "EST_ERR_BAD_CONTENT_LEN"}
 REQUIRED_KEY_USAGE = ("digital_signature", "key_encipherment")
 CAPF_RENEW_FRACTION = 2 / 3
-
-
-class CAUnavailable(CAPFError):
-    """The RA (or the CA behind it) did not answer, or asked to come back later."""
-
-    code = "CAPF_CA_COMM_FAILURE"
-    hint = "Check the RA (onlineca ra serve, its /readyz) and the CA; the phone retries by itself."
-
-    def __init__(self, message: str, *, est_code: str = "EST_ERR_UNKNOWN", retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.est_code = est_code
-        self.retry_after = retry_after
-
-
-class CARejected(CAPFError):
-    """The RA refused the request, or what it returned is not a usable LSC for this device."""
-
-    code = "CAPF_CA_REJECTED"
-    hint = "Read the RA's error.log for this device; check CAPF's RA credentials and the CA template."
-
-    def __init__(self, message: str, *, est_code: str = "EST_ERR_UNKNOWN") -> None:
-        super().__init__(message)
-        self.est_code = est_code
 
 
 def _write(path: Path, data: bytes) -> None:

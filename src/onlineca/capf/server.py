@@ -35,10 +35,12 @@ from sqlalchemy.orm import Session
 
 from onlineca import pki
 from onlineca.store import devices as inv
-from onlineca.capf.enroll import CARejected, CAUnavailable, OnlineCAEnroller
+from onlineca.errors import CARejected, CAUnavailable
+from onlineca.capf.enroll import OnlineCAEnroller
 from onlineca.policy.capf import (
-    AuthMode, CertStatus, EffectivePolicy, KeyOrder, Operation, PolicyError, as_utc, failure_status, success_status, validate_device_name,
+    AuthMode, CertStatus, EffectivePolicy, KeyOrder, Operation, as_utc, failure_status, success_status, validate_device_name,
 )
+from onlineca.errors import PolicyError
 from onlineca.logs.capf_trace import SessionTrace
 from onlineca.config import CAPFConfig
 from onlineca.proto.devproto.messages import (

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from onlineca import pki
-from onlineca.capf.enroll import CAUnavailable, OnlineCAEnroller
+from onlineca.errors import CAUnavailable
+from onlineca.capf.enroll import OnlineCAEnroller
 from onlineca.capf.server import CAPFServer
 from onlineca.infra import tls
 from onlineca.logs.capf_trace import attach_capf_trace, log as trace_log

@@ -26,7 +26,7 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.proto.certsrv import client as p
-from onlineca.errors import ConfigError, ParseError
+from onlineca.errors import ConfigError, ParseError, CAAuthError, CAChainError, CAConnectError, CAPageError, CATLSError, CATemplateError, CertsrvFailure
 from onlineca.infra import files, tls
 
 if TYPE_CHECKING:
@@ -196,16 +196,16 @@ class CertsrvClient:
             challenge = p.ntlm_challenge(reply.www_authenticate) if reply.status == 401 else None
             if challenge is None:
                 if reply.status == 401:
-                    raise p.CAAuthError("the CA did not answer the NTLM negotiation with a challenge "
+                    raise CAAuthError("the CA did not answer the NTLM negotiation with a challenge "
                                         "(is NTLM enabled on /certsrv?)",
                                         curl_message="The requested URL returned error: 401")
                 raise p.http_status_error(reply.status, url)
             authenticate = ctx.step(challenge)
-        except p.CertsrvFailure:
+        except CertsrvFailure:
             raise
         except Exception as exc:  # noqa: BLE001  a hostile CHALLENGE must end here, as CA_AUTH
             why = exc.message if isinstance(exc, spnego.exceptions.SpnegoError) else f"bad NTLM challenge ({exc})"
-            raise p.CAAuthError(f"NTLM authentication to the CA failed: {why}",
+            raise CAAuthError(f"NTLM authentication to the CA failed: {why}",
                                 curl_message="The requested URL returned error: 401") from None
         reply = await self._exchange("GET", url, phase, headers={"Authorization": p.ntlm_header(authenticate)})
         if not 200 <= reply.status < 300:
@@ -231,13 +231,13 @@ class CertsrvClient:
                     async for chunk in resp.content.iter_chunked(65536):
                         received += len(chunk)
                         if received > p.MAX_PAGE_BYTES:
-                            raise p.CAPageError(f"the answer to {urlsplit(url).path} exceeds "
+                            raise CAPageError(f"the answer to {urlsplit(url).path} exceeds "
                                                 f"{p.MAX_PAGE_BYTES} bytes")
                         chunks.append(chunk)
                     self.last_latency = time.monotonic() - started
                     return p.Reply(resp.status, resp.headers.get("Content-Type", ""),
                                    resp.headers.getall("WWW-Authenticate", []), b"".join(chunks))
-        except p.CertsrvFailure:
+        except CertsrvFailure:
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
             raise await self._tls_failure(exc.certificate_error) from None
@@ -255,14 +255,14 @@ class CertsrvClient:
             elapsed = int((time.monotonic() - started) * 1000)
             raise p.timeout_error(phase, url, timeout, elapsed, received) from None
         except aiohttp.ServerDisconnectedError:
-            raise p.CAConnectError(f"the CA closed the connection without answering {urlsplit(url).path}",
+            raise CAConnectError(f"the CA closed the connection without answering {urlsplit(url).path}",
                                    curl_code=52, curl_message="Empty reply from server") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise p.CAConnectError(f"receiving {urlsplit(url).path} from the CA failed: {_os_reason(exc)}",
+            raise CAConnectError(f"receiving {urlsplit(url).path} from the CA failed: {_os_reason(exc)}",
                                    curl_code=56,
                                    curl_message=f"Failure when receiving data from the peer ({_os_reason(exc)})") from None
 
-    async def _tls_failure(self, err: ssl.SSLCertVerificationError | ssl.CertificateError) -> p.CATLSError:
+    async def _tls_failure(self, err: ssl.SSLCertVerificationError | ssl.CertificateError) -> CATLSError:
         code = getattr(err, "verify_code", None)
         message = getattr(err, "verify_message", "") or str(err)
         return p.tls_error(self.host, code, message, await self._peer_certificate())
@@ -332,7 +332,7 @@ class CertsrvClient:
             form = p.newreq_form(csr, template, attributes)
         except (ValueError, UnicodeDecodeError) as exc:
             # A template or attribute with a line break, or a CSR that is not PEM text: never sent.
-            raise p.CATemplateError(f"cannot build the certfnsh.asp request: {exc}") from None
+            raise CATemplateError(f"cannot build the certfnsh.asp request: {exc}") from None
         return p.parse_certfnsh(await self._post_ok(p.page_url(self.base, "certfnsh.asp"), form))
 
     async def enroll(self, csr: bytes | str | x509.CertificateSigningRequest, template: str,
@@ -347,7 +347,7 @@ class CertsrvClient:
             return result
         issued = await self.fetch(result.req_id)
         if isinstance(issued, p.Issued) and not _holds_key_of(issued.cert, csr):
-            raise p.CAPageError(f"the CA's certificate for request {issued.req_id} does not hold the "
+            raise CAPageError(f"the CA's certificate for request {issued.req_id} does not hold the "
                                 "public key of the CSR submitted", details={"req_id": issued.req_id})
         return issued
 
@@ -386,7 +386,7 @@ class CertsrvClient:
         ctype, body = await self._get_chain_page(url)
         got = p.parse_certnew_cer(ctype, body)
         if not isinstance(got, x509.Certificate):
-            raise p.CAChainError(f"cannot retrieve the CA certificate: {got.message}")
+            raise CAChainError(f"cannot retrieve the CA certificate: {got.message}")
         return got
 
     async def ca_chain(self, renewal: int | None = 0, enc: str = "bin") -> list[x509.Certificate]:
@@ -404,7 +404,7 @@ class CertsrvClient:
             raise p.http_status_error(status, url, offered=reply.www_authenticate, auth=self.auth)
         if not 200 <= status < 300:
             err = p.http_status_error(status, url)
-            raise p.CAChainError(f"cannot retrieve the CA chain: {err.message}", curl_code=err.curl_code,
+            raise CAChainError(f"cannot retrieve the CA chain: {err.message}", curl_code=err.curl_code,
                                  curl_message=err.curl_message, details=err.details)
         return ctype, body
 

@@ -24,7 +24,8 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.errors import OnlineCAError
 from onlineca.est.client import ESTClient, bootstrap_cacerts
-from onlineca.proto.libest import ESTCodedError, enrollment_rv_line
+from onlineca.errors import ESTCodedError
+from onlineca.proto.libest import enrollment_rv_line, rv_text
 from onlineca.infra import files
 
 _path = click.Path(dir_okay=False, path_type=Path)
@@ -33,7 +34,7 @@ _existing = click.Path(dir_okay=False, exists=True, path_type=Path)
 
 def _fail(exc: OnlineCAError | str) -> None:
     if isinstance(exc, ESTCodedError):
-        click.echo(f"error: rv = {exc.rv}: {exc}", err=True)
+        click.echo(f"error: rv = {rv_text(exc.code)}: {exc}", err=True)
     else:
         click.echo(f"error: {exc}", err=True)
     raise SystemExit(1)

@@ -28,8 +28,9 @@ from onlineca.certsrv.client import CertsrvClient
 from onlineca.proto.certsrv import client as p
 from onlineca.config import Config, DataDir
 from onlineca.diagnose.findings import CheckResult, Finding, Hop, Report, finding
-from onlineca.errors import ChainError, ConfigError, OnlineCAError, ParseError
+from onlineca.errors import ChainError, ConfigError, OnlineCAError, ParseError, CAChainError, CertsrvFailure
 from onlineca.infra import files, tls
+from onlineca.proto.libest import rv_text
 
 T = TypeVar("T")
 
@@ -94,7 +95,7 @@ def _parse_peer_time(text: str) -> dt.datetime | None:
 
 def _ca_failure_findings(exc: Exception, cfg: Config, now: dt.datetime) -> list[Finding]:
     """A CertsrvFailure (or anything else) as findings with the evidence that proves it."""
-    if not isinstance(exc, p.CertsrvFailure):
+    if not isinstance(exc, CertsrvFailure):
         return [finding("CA_CONNECT", f"{type(exc).__name__}: {exc}")]
     d = exc.details
     ev: dict[str, Any] = {"reason": exc.reason, "url": d.get("url")}
@@ -206,7 +207,7 @@ def _check_capf(run: _Run, cfg: Config, capf_cert: Path | None) -> None:
 
 
 def _ra_findings(exc: Exception, cfg: Config, now: dt.datetime) -> list[Finding]:
-    from onlineca.proto.libest import ESTCodedError
+    from onlineca.errors import ESTCodedError
     if isinstance(exc, ESTCodedError):
         code = {"EST_ERR_IP_GETADDR": "RA_DNS", "EST_ERR_IP_CONNECT": "RA_CONNECT",
                 "EST_ERR_FQDN_MISMATCH": "RA_TLS_NAME_MISMATCH", "EST_ERR_CACERT_VERIFICATION": "RA_TLS_UNTRUSTED",
@@ -220,7 +221,7 @@ def _ra_findings(exc: Exception, cfg: Config, now: dt.datetime) -> list[Finding]
                 code = "RA_TLS_EXPIRED"
             elif "self-signed certificate" in low and "in certificate chain" not in low:
                 code = "RA_TLS_SELF_SIGNED"
-        return [finding(code, exc.message, hop="ra", est_error=f"{exc.number} ({exc.code})",
+        return [finding(code, exc.message, hop="ra", est_error=rv_text(exc.code),
                         http_status=exc.http_status, url=cfg.capf.ra_url)]
     if isinstance(exc, ConfigError):
         return [finding("CONFIG", exc.message, hop="ra")]
@@ -303,7 +304,7 @@ async def _check_ra(run: _Run, cfg: Config, timeout: float) -> bool:
 
 
 async def _auth_probe(call: Awaitable[object]) -> None:
-    from onlineca.proto.libest import ESTCodedError
+    from onlineca.errors import ESTCodedError
     try:
         await call
     except ESTCodedError as exc:
@@ -370,13 +371,13 @@ def _slow(run: _Run, name: str, elapsed: float, timeout: float, setting: str) ->
 
 def _validate_chain(chain: list[Any], trust_path: str, base: str) -> list[Any]:
     if not chain:
-        raise p.CAChainError("certnew.p7b holds no certificate", details={"url": p.certnew_p7b_url(base)})
+        raise CAChainError("certnew.p7b holds no certificate", details={"url": p.certnew_p7b_url(base)})
     ordered = pki.order_chain(chain)
     trust = files.load_trust_store(trust_path) if trust_path else pki.TrustStore([ordered[-1]])
     try:
         pki.validate_chain(ordered[0], ordered[1:], trust)
     except ChainError as exc:
-        raise p.CAChainError(f"the CA chain does not validate: {exc.message}", hint=exc.hint or None,
+        raise CAChainError(f"the CA chain does not validate: {exc.message}", hint=exc.hint or None,
                              details={"url": p.certnew_p7b_url(base), "chain_error": exc.code,
                                       "chain_root": pki.name_to_slash(ordered[-1].subject)}) from None
     return ordered

@@ -19,14 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from onlineca.diagnose.analyze import LogRecord, analyze_records, read_log, records
-from onlineca.errors import OnlineCAError
+from onlineca.errors import TraceError
 
 TIER = {"capf": "CAPF", "nginx": "RA", "est": "RA", "access": "RA", "iis": "CA", "json": "LOG", "text": "LOG"}
 _REQ_ID = re.compile(r"(?i)(?:ReqID=|request (?:id )?|Request Id is )(\d+)\b")
-
-
-class TraceError(OnlineCAError):
-    code = "TRACE"
 
 
 @dataclass(frozen=True)

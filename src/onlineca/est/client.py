@@ -26,7 +26,7 @@ from cryptography import x509
 from onlineca import __version__, pki
 from onlineca.errors import ParseError
 from onlineca.proto import est as m
-from onlineca.proto.libest import ESTCodedError
+from onlineca.errors import ESTCodedError
 from onlineca.infra import files, tls
 
 log = logging.getLogger("onlineca.est.client")

@@ -27,7 +27,7 @@ from onlineca.errors import ConfigError, ParseError
 from onlineca.proto import est as m
 from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
 from onlineca.est.backend import Denied, EnrollBackend, EnrollRequest, Issued, Pending
-from onlineca.proto.libest import ESTCodedError
+from onlineca.errors import ESTCodedError
 from onlineca.infra import tls
 from onlineca.infra.serving import RunningServer, start_https
 

@@ -26,7 +26,8 @@ from onlineca.proto.devproto import (
 )
 from onlineca.proto.devproto.session import PhoneSession
 from onlineca.errors import OnlineCAError, ProtocolError
-from onlineca.phone.device import Phone, PhoneError
+from onlineca.phone.device import Phone
+from onlineca.errors import PhoneError
 from onlineca.infra import files, tls
 
 log = logging.getLogger("onlineca.phone")

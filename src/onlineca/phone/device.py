@@ -27,19 +27,13 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.proto.devproto import CertificateType, CertificateValue
-from onlineca.errors import OnlineCAError, ParseError
+from onlineca.errors import OnlineCAError, ParseError, PhoneError
 from onlineca.pki import tbs
 from onlineca.infra import files
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 DEFAULT_MODEL = "Cisco 8865"
 KeySpec = tuple[str, int]
-
-
-class PhoneError(OnlineCAError):
-    """The simulated phone refuses or cannot do what was asked (its REASON goes back to CAPF)."""
-
-    code = "PHONE"
 
 
 class KeyPool:

@@ -19,7 +19,8 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.errors import OnlineCAError
-from onlineca.phone.device import Phone, PhoneError
+from onlineca.phone.device import Phone
+from onlineca.errors import PhoneError
 from onlineca.infra import files
 
 DEFAULT_CA_NAME = "CN=onlineca Lab Manufacturing CA,O=onlineca phones"

@@ -19,7 +19,7 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.config import TemplateConfig
-from onlineca.errors import OnlineCAError, ParseError
+from onlineca.errors import ParseError, RequestRefused
 
 # HRESULTs (certsrv.h / winerror.h) and the text AD CS prints after them.
 S_OK = 0x00000000
@@ -74,19 +74,6 @@ def policy_denial(hr: int, text: str) -> str:
 
 def parse_failure(hr: int) -> str:
     return f"Error Parsing Request  {HRESULT_TEXT[hr]}"
-
-
-class RequestRefused(OnlineCAError):
-    """A submission the CA refuses; ``hresult`` and ``disposition`` are what the denied page shows."""
-
-    code = "CA_DENIED"
-
-    def __init__(self, hresult: int, disposition: str, *, stored: bool = True) -> None:
-        super().__init__(disposition.strip())
-        self.hresult = hresult
-        self.disposition = disposition
-        # False for submissions AD CS rejects before they become a request (no ReqID).
-        self.stored = stored
 
 
 # ---------------------------------------------------------------------------------------------

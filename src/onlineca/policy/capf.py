@@ -19,20 +19,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Self
 
-from onlineca.errors import CAPFError
+from onlineca.errors import PolicyError
 
 UTC = dt.timezone.utc
-
-
-class PolicyError(CAPFError):
-    """A policy value is not allowed; ``field`` names the setting so the message can point at it."""
-
-    code = "CAPF_POLICY"
-    hint = "Correct the named setting and try again."
-
-    def __init__(self, field_name: str, message: str, *, hint: str | None = None) -> None:
-        super().__init__(f"{field_name}: {message}", hint=hint)
-        self.field = field_name
 
 
 class _Named(Enum):

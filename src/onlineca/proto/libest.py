@@ -8,7 +8,7 @@ it never does I/O and never changes a number (logs and runbooks depend on them).
 
 from __future__ import annotations
 
-from onlineca.errors import ESTError
+from onlineca.errors import ESTCodedError
 
 EST_ERRORS: dict[str, int] = {
     "EST_ERR_NONE": 0,
@@ -110,24 +110,6 @@ EST_ERRORS: dict[str, int] = {
 
 EST_ERROR_NAMES: dict[int, str] = {number: name for name, number in EST_ERRORS.items()}
 
-# What an administrator should do, for the codes a client meets in the field.
-_HINTS: dict[str, str] = {
-    "EST_ERR_AUTH_FAIL": "Check the EST user name and password (or the client certificate) the server expects.",
-    "EST_ERR_AUTH_FAIL_TLSUID": "The CSR must carry the TLS channel binding (tls-unique) as its challengePassword.",
-    "EST_ERR_SSL_READ": "The server closed or stalled the connection: read its log (error.log) for the cause.",
-    "EST_ERR_SSL_CONNECT": "The TLS handshake failed: check TLS versions, the client certificate and the trust store.",
-    "EST_ERR_IP_CONNECT": "Nothing answers at that address and port: check the URL and that the EST server runs.",
-    "EST_ERR_FQDN_MISMATCH": "Use the host name that the server certificate names, or reissue the certificate.",
-    "EST_ERR_CACERT_VERIFICATION": "Add the server's CA (root and intermediates) to the trust anchors (--cafile).",
-    "EST_ERR_CA_ENROLL_RETRY": "The CA holds the request pending: retry later, or ask the CA manager to approve it.",
-    "EST_ERR_BAD_CONTENT_TYPE": "The peer sent a content type EST does not allow: check that the URL is an EST server.",
-    "EST_ERR_BAD_CONTENT_LEN": "The request is larger than the server accepts.",
-    "EST_ERR_BAD_PKCS10": "Send a valid PKCS#10 request, signed by the key it carries.",
-    "EST_ERR_HTTP_NOT_FOUND": "Check the URL and the CA label (/.well-known/est/<label>/...).",
-    "EST_ERR_CA_ENROLL_FAIL": "The CA refused or failed the request: read the RA and CA logs.",
-}
-
-
 def est_number(code: str) -> int:
     """libEST number of ``code``; unknown names count as ``EST_ERR_UNKNOWN``."""
     return EST_ERRORS.get(code, EST_ERRORS["EST_ERR_UNKNOWN"])
@@ -141,28 +123,6 @@ def rv_text(code: str) -> str:
 def enrollment_rv_line(code: str, pkcs7_length: int) -> str:
     """``Enrollment rv = 0 (EST_ERR_NONE) with pkcs7 length = 1963``, exactly as CAPF logs it."""
     return f"Enrollment rv = {rv_text(code)} with pkcs7 length = {pkcs7_length}"
-
-
-class ESTCodedError(ESTError):
-    """An EST failure with its libEST name (``code``) and number (``number``).
-
-    ``http_status`` is the HTTP status that carried it (if any) and ``retry_after`` the seconds a
-    server asked to wait (202 or 503), so callers can decide what to do without parsing text.
-    """
-
-    def __init__(self, code: str, message: str, *, hint: str | None = None,
-                 http_status: int | None = None, retry_after: int | None = None) -> None:
-        super().__init__(message, code=code, hint=hint if hint is not None else _HINTS.get(code, ""))
-        self.http_status = http_status
-        self.retry_after = retry_after
-
-    @property
-    def number(self) -> int:
-        return est_number(self.code)
-
-    @property
-    def rv(self) -> str:
-        return rv_text(self.code)
 
 
 __all__ = ["EST_ERRORS", "EST_ERROR_NAMES", "ESTCodedError", "est_number", "rv_text", "enrollment_rv_line"]

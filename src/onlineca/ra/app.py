@@ -33,10 +33,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from onlineca import __version__, pki
 from onlineca.proto.certsrv import client as p
 from onlineca.config import Config
-from onlineca.errors import ConfigError, OnlineCAError, ParseError
+from onlineca.errors import ConfigError, OnlineCAError, ParseError, CAAuthError, CAConnectError, CADNSError, CADeniedError, CAHTTPError, CAPageError, CATLSError, CATemplateError, CATimeoutError, CertsrvFailure
 from onlineca.proto import est as m
 from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, Issued, Pending
-from onlineca.proto.libest import ESTCodedError, est_number
+from onlineca.errors import ESTCodedError
+from onlineca.proto.libest import est_number
 from onlineca.est.server import (
     ESTAccessLogger, RunningESTServer, make_est_app, settings_from_config,
 )
@@ -52,7 +53,7 @@ T = TypeVar("T")
 ENROLL_OPERATIONS = ("simpleenroll", "simplereenroll", "serverkeygen")
 _OPERATIONS = ("cacerts", "csrattrs", "fullcmc", *ENROLL_OPERATIONS)
 # Failures that mean the CA cannot be reached at all: the RA goes back to its start-up checks.
-_UNREACHABLE = (p.CADNSError, p.CAConnectError, p.CATLSError)
+_UNREACHABLE = (CADNSError, CAConnectError, CATLSError)
 _TIMEOUT_NAMES = {"connect": "connect_timeout", "login": "login_timeout", "enroll": "enroll_timeout"}
 MAX_PENDING = 10000
 
@@ -77,7 +78,7 @@ class RAMetrics:
         started = time.perf_counter()
         try:
             return await call
-        except p.CertsrvFailure as exc:
+        except CertsrvFailure as exc:
             self.ca_errors.labels(kind=exc.code).inc()
             raise
         finally:
@@ -196,7 +197,7 @@ class RABackend:
                 result = await self.state.connector.poll(req_id, request.credentials)
             else:
                 result = await self.state.connector.enroll(request.csr, request.credentials)
-        except p.CertsrvFailure as exc:
+        except CertsrvFailure as exc:
             return self._failure(exc, subject)
         if isinstance(result, p.Pending):
             self.state.pending[key] = result.req_id
@@ -210,30 +211,30 @@ class RABackend:
         self.state.pending.pop(key, None)
         if isinstance(result, p.Denied):
             log.error("the CA denied request %s for %s: %s", result.req_id, subject, result.message,
-                      extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": p.CADeniedError.hint})
+                      extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": CADeniedError.hint})
             return Denied(f"the CA denied request {result.req_id}: {result.message}", 403)
         log.info("request %d for %s issued, serial %x", result.req_id, subject, result.cert.serial_number,
                  extra={"func": "ra_certsrv_ca_plugin_enroll"})
         return Issued(result.cert, tuple(self.state.chain))
 
-    def _hop(self, exc: p.CertsrvFailure) -> str:
+    def _hop(self, exc: CertsrvFailure) -> str:
         """Which hop failed and, for a timeout, which configured timeout fired."""
         hop = f"hop RA -> CA {exc.details.get('url') or self.ra.ca_url}"
-        if isinstance(exc, p.CATimeoutError):
+        if isinstance(exc, CATimeoutError):
             phase = exc.details.get("phase", "enroll")
             hop += f", {_TIMEOUT_NAMES.get(phase, phase)} = {exc.details.get('timeout', 0):g} s fired"
         return hop
 
-    def _failure(self, exc: p.CertsrvFailure, subject: str) -> EnrollResult:
+    def _failure(self, exc: CertsrvFailure, subject: str) -> EnrollResult:
         log.error("Curl request failed with %s (%s; enrollment of %s)", exc.reason, self._hop(exc), subject,
                   extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": exc.hint})
-        if isinstance(exc, (p.CATemplateError, p.CADeniedError)):
+        if isinstance(exc, (CATemplateError, CADeniedError)):
             return Denied(exc.message, 403)
-        if isinstance(exc, p.CAAuthError) and self.ra.client_auth == "passthrough":
+        if isinstance(exc, CAAuthError) and self.ra.client_auth == "passthrough":
             return Denied("the CA refused these credentials", 401)
-        if isinstance(exc, _UNREACHABLE) or isinstance(exc, p.CAAuthError):
+        if isinstance(exc, _UNREACHABLE) or isinstance(exc, CAAuthError):
             self.state.recheck(f"{exc.code}: {exc.message}")
-        if isinstance(exc, (p.CAPageError, p.CAHTTPError)):
+        if isinstance(exc, (CAPageError, CAHTTPError)):
             return Denied(f"the CA answered what the RA cannot use: {exc.message}", 502)
         raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"the CA is unavailable: {exc.message}",
                             http_status=503, retry_after=self.ra.unavailable_retry_after)
@@ -242,7 +243,7 @@ class RABackend:
         """Passthrough: the EST client's Basic credentials must log in to the CA."""
         try:
             ok = await self.state.connector.check_credentials(user, password)
-        except p.CertsrvFailure as exc:
+        except CertsrvFailure as exc:
             log.error("cannot check the EST client's credentials at the CA: Curl request failed with %s (%s)",
                       exc.reason, self._hop(exc),
                       extra={"func": "ra_certsrv_auth_curl_data_cb", "fix": exc.hint})

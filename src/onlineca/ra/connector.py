@@ -29,7 +29,7 @@ from onlineca import pki
 from onlineca.certsrv.client import CertsrvClient
 from onlineca.proto.certsrv import client as p
 from onlineca.config import RAConfig
-from onlineca.errors import ChainError, ConfigError
+from onlineca.errors import ChainError, ConfigError, CAAuthError, CAChainError, CATemplateError, CATimeoutError, CertsrvFailure
 from onlineca.infra.users import BasicCredentials
 from onlineca.est.backend import LocalSigner
 
@@ -132,10 +132,10 @@ class CertsrvConnector:
         self._clients: OrderedDict[bytes, tuple[CertsrvClient, float]] = OrderedDict()
         self._lock = asyncio.Lock()
 
-    def _fail(self, func: str, exc: p.CertsrvFailure, what: str) -> None:
+    def _fail(self, func: str, exc: CertsrvFailure, what: str) -> None:
         log.error("%s %s", what, exc.reason, extra={"func": func, "fix": exc.hint})
         fired = ""
-        if isinstance(exc, p.CATimeoutError):
+        if isinstance(exc, CATimeoutError):
             phase = exc.details.get("phase", "")
             fired = f" ({phase}_timeout = {exc.details.get('timeout', 0):g} s fired)"
         log.error("URL used: %s%s", exc.details.get("url") or self.client.last_url or self.base, fired,
@@ -147,7 +147,7 @@ class CertsrvConnector:
         login_url = p.login_url(self.base).rstrip("/")
         try:
             await self.observe("login", self.client.login())
-        except p.CertsrvFailure as exc:
+        except CertsrvFailure as exc:
             self._fail("login_to_certsrv_ca", exc, "Curl call for MS CA login failed with")
             log.error("Unable to execute login to certsrv with curl", extra={"func": "retrieve_cacerts"})
             log.error("Unable to retrieve CA Cert chain from CA", extra={"func": "ra_certsrv_ca_plugin_postconf"})
@@ -158,7 +158,7 @@ class CertsrvConnector:
         try:
             chain = await self.observe("cacerts", self.client.ca_chain(0))
             chain = self._validate(chain)
-        except p.CertsrvFailure as exc:
+        except CertsrvFailure as exc:
             self._fail("retrieve_cacerts", exc, "Curl request failed with")
             log.error("Unable to retrieve CA Cert chain from CA", extra={"func": "ra_certsrv_ca_plugin_postconf"})
             raise
@@ -172,10 +172,10 @@ class CertsrvConnector:
         rqxt = p.page_url(self.base, "certrqxt.asp")
         try:
             offered = await self.observe("templates", self.client.check_template(self.ra.template))
-        except p.CATemplateError as exc:
+        except CATemplateError as exc:
             log.error("%s", exc.message, extra={"func": "check_certsrv_template", "fix": exc.hint})
             raise
-        except p.CertsrvFailure as exc:
+        except CertsrvFailure as exc:
             self._fail("navigate_to_certsrv_page", exc, "Curl request failed with")
             raise
         log.info("Secure connection to MS CertServ completed successfully using the following URL %s", rqxt,
@@ -188,14 +188,14 @@ class CertsrvConnector:
     def _validate(self, chain: list[x509.Certificate]) -> list[x509.Certificate]:
         """The chain from certnew.p7b, ordered issuing CA first, must lead to the trust store."""
         if not chain:
-            raise p.CAChainError("certnew.p7b holds no certificate")
+            raise CAChainError("certnew.p7b holds no certificate")
         ordered = pki.order_chain(chain)
         try:
             pki.validate_chain(ordered[0], ordered[1:], self.trust)
         except ChainError as exc:
-            raise p.CAChainError(f"the CA chain does not validate against the trust store: {exc.message}",
+            raise CAChainError(f"the CA chain does not validate against the trust store: {exc.message}",
                                  curl_message=f"CA chain validation failed: {exc.message}",
-                                 hint=exc.hint or p.CAChainError.hint,
+                                 hint=exc.hint or CAChainError.hint,
                                  details={"url": p.certnew_p7b_url(self.base, 0, "bin")}) from None
         return ordered
 
@@ -246,7 +246,7 @@ class CertsrvConnector:
         other failures (CA unreachable, slow) are raised: they say nothing about the password."""
         try:
             await self._client_for(BasicCredentials(user, password), verify=True)
-        except p.CAAuthError:
+        except CAAuthError:
             return False
         return True
 

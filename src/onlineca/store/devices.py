@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -24,39 +24,13 @@ from sqlalchemy.orm import Session
 
 from onlineca import pki
 from onlineca.policy.capf import (
-    UTC, AuthMode, AutoEnrollment, CertStatus, DeviceOverrides, EffectivePolicy, KeyOrder, Operation, PolicyError, ProfilePolicy, RenewalPolicy, as_utc, default_deadline, effective_policy, format_deadline, parse_deadline, validate_auth_string, validate_device_name, validate_ec_key_size, validate_rsa_key_size,
+    UTC, AuthMode, AutoEnrollment, CertStatus, DeviceOverrides, EffectivePolicy, KeyOrder, Operation, ProfilePolicy, RenewalPolicy, as_utc, default_deadline, effective_policy, format_deadline, parse_deadline, validate_auth_string, validate_device_name, validate_ec_key_size, validate_rsa_key_size,
 )
+from onlineca.errors import PolicyError, DeviceNotFound, ProfileNotFound, InventoryConflict, CSVImportError
 from onlineca.errors import CAPFError, ParseError
 from onlineca.store.capf_models import LSC, Device, DeviceEvent, Profile
 
 DEFAULT_PROFILE = ProfilePolicy()
-
-
-class DeviceNotFound(CAPFError):
-    code = "CAPF_DEVICE_UNKNOWN"
-    hint = "Check the name with 'onlineca capf devices list', or add it with 'onlineca capf devices add'."
-
-
-class ProfileNotFound(CAPFError):
-    code = "CAPF_PROFILE_UNKNOWN"
-    hint = "List profiles with 'onlineca capf profiles list'."
-
-
-class InventoryConflict(CAPFError):
-    code = "CAPF_CONFLICT"
-
-
-class CSVImportError(CAPFError):
-    """A bulk file had bad lines; ``errors`` lists ``(line number, message)``; nothing was imported."""
-
-    code = "CAPF_CSV"
-    hint = "Fix the named lines and import the whole file again; nothing was imported."
-
-    def __init__(self, errors: Sequence[tuple[int, str]]) -> None:
-        self.errors = list(errors)
-        shown = "; ".join(f"line {n}: {m}" for n, m in self.errors[:20])
-        more = f" (and {len(self.errors) - 20} more)" if len(self.errors) > 20 else ""
-        super().__init__(f"{len(self.errors)} bad line(s): {shown}{more}")
 
 
 def utcnow() -> dt.datetime:

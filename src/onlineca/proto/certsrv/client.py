@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.errors import CertsrvError, ParseError
+from onlineca.errors import ParseError, CertsrvFailure, CATemplateError, CADeniedError, CAPageError, CAChainError, CAAuthError, CAHTTPError, CADNSError, CAConnectError, CATimeoutError, CATLSError
 
 # AD CS chooses content types and page scripts from the User-Agent; a browser's gets the pages
 # every client was written against.
@@ -48,100 +48,6 @@ TEMPLATE_HRESULTS = frozenset({CERTSRV_E_UNSUPPORTED_CERT_TYPE, CERTSRV_E_NO_CER
 
 # ---------------------------------------------------------------------------------------------
 # Errors
-
-
-class CertsrvFailure(CertsrvError):
-    """A failure talking to the CA, with the curl return code and message for the RA's logs."""
-
-    code = "CERTSRV"
-    curl_code: int = 0
-    curl_message: str = ""
-
-    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None,
-                 curl_code: int | None = None, curl_message: str | None = None,
-                 details: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message, code=code, hint=hint)
-        if curl_code is not None:
-            self.curl_code = curl_code
-        if curl_message is not None:
-            self.curl_message = curl_message
-        self.details: dict[str, Any] = dict(details or {})
-
-    @property
-    def reason(self) -> str:
-        """``return code 60 (SSL certificate problem: ...)``, as the source document logs it; for a
-        CA's answer (curl itself succeeded) the HRESULT and disposition message instead."""
-        if self.curl_code:
-            return f"return code {self.curl_code} ({self.curl_message})"
-        return self.curl_message or self.message
-
-
-class CADNSError(CertsrvFailure):
-    code = "CA_DNS"
-    curl_code = 6
-    hint = "Check the CA host name in the configuration (a typo?) and the DNS servers of this machine."
-
-
-class CAConnectError(CertsrvFailure):
-    code = "CA_CONNECT"
-    curl_code = 7
-    hint = "Check that the CA web server runs and listens on that port, and that no firewall drops it."
-
-
-class CATLSError(CertsrvFailure):
-    """The CA's web certificate failed verification; ``code`` says why (CA_TLS_*)."""
-
-    code = "CA_TLS"
-    curl_code = 35
-    hint = "Check the CA web server's TLS configuration."
-
-
-class CATimeoutError(CertsrvFailure):
-    code = "CA_TIMEOUT"
-    curl_code = 28
-    hint = ("The CA answered slower than the configured timeout: check the CA's load and network, "
-            "or raise connect_timeout / login_timeout / enroll_timeout in [ra].")
-
-
-class CAAuthError(CertsrvFailure):
-    code = "CA_AUTH"
-    curl_code = 22
-    hint = "Check the CA user name and password (or client certificate) configured for the RA."
-
-
-class CATemplateError(CertsrvFailure):
-    code = "CA_TEMPLATE"
-    hint = ("Use a certificate template that the CA offers to this user (see certrqxt.asp), "
-            "spelled as its template name, not its display name.")
-
-
-class CAChainError(CertsrvFailure):
-    code = "CA_CHAIN"
-    hint = "Check that the CA serves its chain on certnew.p7b and that its root is in the RA's trust store."
-
-
-class CADeniedError(CertsrvFailure):
-    code = "CA_DENIED"
-    hint = "The CA refused the request: read its disposition message, and the CA's policy and template."
-
-
-class CAPendingError(CertsrvFailure):
-    code = "CA_PENDING"
-    hint = "The request waits for a CA manager's approval; ask again later with its request ID."
-
-
-class CAHTTPError(CertsrvFailure):
-    code = "CA_HTTP"
-    curl_code = 22
-    hint = "The CA web server answered with an HTTP error: read the CA's IIS log for that request."
-
-
-class CAPageError(CertsrvFailure):
-    """A page that is not what an AD CS page of that name contains."""
-
-    code = "CA_PROTOCOL"
-    curl_code = 0
-    hint = "The URL may not point at an AD CS /certsrv web enrollment service; check ca_url."
 
 
 # ---------------------------------------------------------------------------------------------
