@@ -31,11 +31,10 @@ USER, PASSWORD = "bench", "bench-Passw0rd"
 ISSUED = re.compile(r"certnew\.cer\?ReqID=(\d+)&")
 
 
-def _serve(d: str, key_type: str, ready: "mp.Queue[int]", stop: "mp.Event") -> None:  # type: ignore[type-arg]
-    from onlineca.ca.engine import init_ca
-    from onlineca.ca.web import start_ca
-    from onlineca.ca.engine import users_path
+def _serve(d: str, key_type: str, ready: mp.Queue[int], stop: mp.Event) -> None:  # type: ignore[type-arg]
+    from onlineca.ca.engine import init_ca, users_path
     from onlineca.ca.users import add_user
+    from onlineca.ca.web import start_ca
     from onlineca.config import Config
 
     config = Config(data_dir=d, log_dir=f"{d}/logs")

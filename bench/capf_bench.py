@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -33,8 +33,7 @@ from onlineca.phone.fleet import device_names
 
 
 def register(config, count: int, key: tuple[str, int]) -> None:  # type: ignore[no-untyped-def]
-    from onlineca.store import devices as inventory
-    from onlineca.store import Database
+    from onlineca.store import Database, devices as inventory
 
     order = "KEYORDER_RSA_ONLY" if key[0] == "rsa" else "KEYORDER_EC_ONLY"
     size = {"rsa_key_size": key[1]} if key[0] == "rsa" else {"ec_key_size": key[1]}

@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _load import enroll_all, percentile_ms
 from onlineca import pki
 from onlineca.infra import files
-
-from _load import enroll_all, percentile_ms
 
 USER, PASSWORD = "bench", "bench-Passw0rd"
 
@@ -44,10 +43,10 @@ def _make_pki(d: Path) -> None:
     files.write_private_key(d / "tls.key", tls_key)
 
 
-def _serve(d: str, ready: "mp.Queue[int]", stop: "mp.Event") -> None:  # type: ignore[type-arg]
+def _serve(d: str, ready: mp.Queue[int], stop: mp.Event) -> None:  # type: ignore[type-arg]
+    from onlineca.est.backend import LocalSigner
     from onlineca.est.server import ESTServerSettings, start_est_server
     from onlineca.infra.users import UsersFile
-    from onlineca.est.backend import LocalSigner
 
     async def main() -> None:
         signer = LocalSigner.from_files(f"{d}/issuing.pem", f"{d}/issuing.key")

@@ -23,9 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from onlineca import pki
-
 from _load import enroll_all, percentile_ms
+from onlineca import pki
 
 USER, PASSWORD = "bench", "bench-Passw0rd"
 CA_USER, CA_PASSWORD = "ciscora", "bench-CA-Passw0rd"

@@ -27,11 +27,11 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, insert, text
 
-from onlineca.policy.capf import RenewalPolicy
 from onlineca.capf.scheduler import SchedulerSettings, run_once
+from onlineca.policy.capf import RenewalPolicy
 from onlineca.store import Database, Device
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 LIFE = dt.timedelta(days=300)
 
 

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from onlineca import pki
-from onlineca.store import devices as inv
-from onlineca.store import Database
+from onlineca.store import Database, devices as inv
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DEVICE_KEY = pki.generate_key("ec", 256)  # one phone key for every LSC: tests measure the store, not keygen
 
 

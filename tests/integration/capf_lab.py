@@ -20,18 +20,28 @@ from cryptography import x509
 from sqlalchemy import update
 
 from onlineca import pki
-from onlineca.store import devices as inv
 from onlineca.capf.service import RunningCAPF, start_capf
 from onlineca.config import Config
-from onlineca.proto.devproto.messages import (
-    AuthRequest, CertificateType, CertificateValue, DeleteCertRequest, EndSession, FetchCertRequest, KeyGenRequest, Message, RequestInProgress, RetryLater, SignCertRequest, StoreCertRequest,
-)
-from onlineca.proto.devproto.session import PhoneSession
 from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, LocalSigner
 from onlineca.est.server import ESTServerSettings, RunningESTServer, start_est_server
 from onlineca.infra.users import UsersFile
 from onlineca.pki import tbs
-from onlineca.store import Database
+from onlineca.proto.devproto.messages import (
+    AuthRequest,
+    CertificateType,
+    CertificateValue,
+    DeleteCertRequest,
+    EndSession,
+    FetchCertRequest,
+    KeyGenRequest,
+    Message,
+    RequestInProgress,
+    RetryLater,
+    SignCertRequest,
+    StoreCertRequest,
+)
+from onlineca.proto.devproto.session import PhoneSession
+from onlineca.store import Database, devices as inv
 from onlineca.store.capf_models import Device
 
 RA_USER, RA_PASSWORD = "capf", "capf-Passw0rd!"
@@ -93,7 +103,7 @@ class MICCA:
     path: Path
 
     @classmethod
-    def make(cls, folder: Path, name: str = "CN=Test Manufacturing CA,O=Phones Inc") -> "MICCA":
+    def make(cls, folder: Path, name: str = "CN=Test Manufacturing CA,O=Phones Inc") -> MICCA:
         key = pki.generate_key("ec", 256)
         cert = pki.build_certificate(subject=name, public_key=key.public_key(), issuer_key=key, is_ca=True,
                                      validity_days=3650)
@@ -161,7 +171,7 @@ class LabPhone:
         ps.auth_response(password=password, certificate=CertificateValue(ctype, pki.cert_der(cert)),
                          signature=signature)
 
-    async def run(self, lab: "CAPFLab", timeout: float = 30.0) -> SessionResult:
+    async def run(self, lab: CAPFLab, timeout: float = 30.0) -> SessionResult:
         """One session with CAPF, until it ends (END_SESSION, RETRY_LATER, or a closed connection)."""
         ctx = ssl.create_default_context(cafile=str(lab.lab_pki.root_pem))
         reader, writer = await asyncio.open_connection("127.0.0.1", lab.capf.port, ssl=ctx,
@@ -351,4 +361,4 @@ async def close_lab(lab: CAPFLab) -> None:
 
 
 def past(hours: float = 1) -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours)
+    return dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)

@@ -24,8 +24,8 @@ from onlineca.ca.engine import init_ca
 from onlineca.ca.users import add_user
 from onlineca.ca.web import IIS_LOG_NAME, RunningCA, start_ca
 from onlineca.config import Config, DataDir
-from onlineca.ra.app import RunningRA, start_ra
 from onlineca.infra import files as fs
+from onlineca.ra.app import RunningRA, start_ra
 
 USER, PASSWORD = "ciscora", "ra-Passw0rd!"
 TEMPLATES = [
@@ -160,16 +160,15 @@ async def raw_enroll(r: RunningRA, csr, user: str = USER, password: str = PASSWO
     headers, body = m.encode_pkcs10(csr)
     ctx = ssl.create_default_context(cafile=str(cafile)) if cafile else None
     headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
-        async with s.post(r.url + "/simpleenroll", data=body, headers=headers) as resp:
-            return resp.status, dict(resp.headers), await resp.read()
+    async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
+                s.post(r.url + "/simpleenroll", data=body, headers=headers) as resp):
+        return resp.status, dict(resp.headers), await resp.read()
 
 
 async def get(url: str, cafile: Path) -> tuple[int, dict, bytes]:
     ctx = ssl.create_default_context(cafile=str(cafile))
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
-        async with s.get(url) as resp:
-            return resp.status, dict(resp.headers), await resp.read()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s, s.get(url) as resp:
+        return resp.status, dict(resp.headers), await resp.read()
 
 
 class HoldingProxy:

@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import free_port
 
 from onlineca import pki
-from onlineca.config import load_config, DataDir
 from onlineca.ca import engine as eng
-from onlineca.store import Database
+from onlineca.config import DataDir, load_config
 from onlineca.infra import files as fs
-
-from tests.conftest import free_port
+from onlineca.store import Database
 
 
 def onlineca(data: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -117,7 +116,7 @@ def test_serve_with_a_given_web_certificate(served_data, tmp_path, kind, curl_co
     issuing_key = fs.read_private_key(files.issuing_key)
     issuing = pki.load_certificate(files.issuing_cert.read_bytes())
     key = pki.generate_key("ec", 256)
-    kw = {"expired": dict(sans=["127.0.0.1"], not_before=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10),
+    kw = {"expired": dict(sans=["127.0.0.1"], not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=10),
                           validity_days=2),
           "wrong-name": dict(sans=["other.example.com"]), "good": dict(sans=["127.0.0.1"])}[kind]
     cert = pki.build_certificate(subject="CN=web", public_key=key.public_key(), issuer_key=issuing_key,

@@ -7,8 +7,8 @@ import pytest
 
 from onlineca import pki
 from onlineca.ca import engine as eng
-from onlineca.policy import ca as policy
 from onlineca.config import CAConfig, Config, TemplateConfig
+from onlineca.policy import ca as policy
 from onlineca.store import Database
 
 

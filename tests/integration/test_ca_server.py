@@ -19,11 +19,10 @@ import requests
 from click.testing import CliRunner
 
 from onlineca import pki
-from onlineca.ca import engine as eng
-from onlineca.ca import users as ca_users
+from onlineca.ca import engine as eng, users as ca_users
 from onlineca.ca.web import IIS_LOG_NAME, RunningCA, start_ca
 from onlineca.cli import main_group
-from onlineca.config import load_config, DataDir, CAPaths
+from onlineca.config import CAPaths, DataDir, load_config
 from onlineca.errors import ConfigError
 
 ALICE, ALICE_PW = "alice", "alice-Secret-1"
@@ -469,9 +468,9 @@ async def test_the_ras_certsrv_client_against_this_ca(lab, ec_key):
 
 async def test_ntlm_three_legs_on_one_connection(tmp_path, monkeypatch):
     pytest.importorskip("spnego")
+    from onlineca.certsrv.client import CertsrvClient
     from onlineca.errors import CAAuthError
     from onlineca.proto.certsrv.client import Issued
-    from onlineca.certsrv.client import CertsrvClient
 
     monkeypatch.setenv("NTLM_USER_FILE", "")  # create_app points it at the CA's store; restored after
     config_path = tmp_path / "ntlm.toml"

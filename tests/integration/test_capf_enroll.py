@@ -13,14 +13,13 @@ import ssl
 from pathlib import Path
 
 import pytest
+from capf_lab import CAPFLab, LabPhone, close_lab, make_lab, rsa_key
 
 from onlineca import pki
-from onlineca.store import devices as inv
 from onlineca.capf.enroll import renewal_due
-from onlineca.proto.devproto.messages import Reason
 from onlineca.infra import files as fs
-
-from capf_lab import CAPFLab, LabPhone, close_lab, make_lab, rsa_key
+from onlineca.proto.devproto.messages import Reason
+from onlineca.store import devices as inv
 
 
 @pytest.fixture
@@ -249,7 +248,7 @@ async def test_capf_certificate_enrolled_at_first_start_and_renewed(lab: CAPFLab
     assert fs.load_cert_file(paths.capf_cert)[0] == first
     # A certificate past two thirds of its life is renewed through the RA, and served at once.
     key = pki.generate_key("ec", 256)
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2, hours=1)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=2, hours=1)
     _, old = lab.lab_pki.issue("CN=CAPF-old", key=key, not_before=start, validity_days=3,
                                sans=["localhost", "127.0.0.1"], extended_key_usage=["server_auth"])
     assert renewal_due(old)

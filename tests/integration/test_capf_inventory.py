@@ -12,11 +12,9 @@ from capf_fixtures import T0, db, install_lsc  # noqa: F401  (db is a fixture)
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from onlineca.store import devices as inv
-from onlineca.store import device_report as report
-from onlineca.errors import PolicyError
 from onlineca.cli import main_group
-from onlineca.store import Database, Device, DeviceEvent
+from onlineca.errors import PolicyError
+from onlineca.store import Database, Device, DeviceEvent, device_report as report, devices as inv
 
 DAY = dt.timedelta(days=1)
 
@@ -163,9 +161,8 @@ def test_bad_csv_lines_are_named_and_nothing_is_imported(db: Database) -> None:
         "SEP000000000008,CP-8845,Delete,,,,2026:13:01:00\n"                      # 9 bad deadline
         "SEP000000000009,CP-8845,,,,,\n"                                         # 10 good
     )
-    with db.session() as s:
-        with pytest.raises(inv.CSVImportError) as err:
-            inv.import_csv(s, header + body, now=T0)
+    with db.session() as s, pytest.raises(inv.CSVImportError) as err:
+        inv.import_csv(s, header + body, now=T0)
     lines = dict(err.value.errors)
     assert sorted(lines) == [3, 4, 5, 6, 7, 8, 9]
     assert "auth_string" in lines[3] and "operation" in lines[4] and "rsa_key_size" in lines[5]

@@ -11,10 +11,9 @@ import pytest
 from capf_fixtures import T0, db, install_lsc  # noqa: F401  (db is a fixture)
 from sqlalchemy import select
 
-from onlineca.store import devices as inv
-from onlineca.policy.capf import RenewalPolicy, as_utc
 from onlineca.capf.scheduler import SchedulerSettings, _claim, _due, backoff_delay, record_renewal_failure, run_once
-from onlineca.store import Database, Device, DeviceEvent
+from onlineca.policy.capf import RenewalPolicy, as_utc
+from onlineca.store import Database, Device, DeviceEvent, devices as inv
 
 DAY = dt.timedelta(days=1)
 HOUR = dt.timedelta(hours=1)
@@ -56,7 +55,7 @@ def test_schedules_exactly_the_devices_in_the_window(db: Database, lab_pki) -> N
         policy = inv.device_policy(inv.get_device(s, name))
         assert policy.auth_mode.ident == "AUTH_BY_LSC" and policy.is_late(cut + 11 * DAY)
         assert [c.state for c in inv.lsc_history(s, name)] == ["installed"]  # the old LSC stays
-        assert [e.event for e in inv.device_events(s, name)][0] == "RENEWAL_SCHEDULED"
+        assert next(e.event for e in inv.device_events(s, name)) == "RENEWAL_SCHEDULED"
     # The rest, later; a device renewed meanwhile (new LSC installed) is not due any more.
     with db.session() as s:
         renewed = sorted(n for n in due if n not in result.scheduled)[0]

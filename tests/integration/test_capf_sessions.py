@@ -9,12 +9,11 @@ import ssl
 from pathlib import Path
 
 import pytest
+from capf_lab import MICCA, CAPFLab, LabPhone, close_lab, make_lab, past
 
 from onlineca import pki
-from onlineca.store import devices as inv
 from onlineca.proto.devproto.messages import AuthType, Reason
-
-from capf_lab import MICCA, CAPFLab, LabPhone, close_lab, make_lab, past
+from onlineca.store import devices as inv
 
 
 @pytest.fixture

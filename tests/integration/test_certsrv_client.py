@@ -22,15 +22,24 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from tests.conftest import free_port
 
 from onlineca import pki
 from onlineca.certsrv.client import CertsrvClient
-from onlineca.proto.certsrv.client import Denied, Issued, Pending
-from onlineca.proto.certsrv import client as p
-from onlineca.pki.csr import csr_pem
+from onlineca.errors import (
+    CAAuthError,
+    CAConnectError,
+    CADNSError,
+    CAPageError,
+    CATemplateError,
+    CATimeoutError,
+    CATLSError,
+    CertsrvFailure,
+)
 from onlineca.infra import files as fs
-from tests.conftest import free_port
-from onlineca.errors import CAAuthError, CAConnectError, CADNSError, CAPageError, CATLSError, CATemplateError, CATimeoutError, CertsrvFailure
+from onlineca.pki.csr import csr_pem
+from onlineca.proto.certsrv import client as p
+from onlineca.proto.certsrv.client import Denied, Issued, Pending
 
 USER, PASSWORD = "ciscora", "s3cret-Pa55"
 
@@ -243,7 +252,7 @@ class WebCerts:
 def web_certs(lab_pki, tmp_path_factory) -> WebCerts:
     """The CA web server's certificate in each state the source document fails on (EC keys: fast)."""
     d = tmp_path_factory.mktemp("webcerts")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     names = ["localhost", "127.0.0.1"]
 
     def write(name, key, certs):
@@ -657,6 +666,7 @@ def test_bad_settings_are_config_errors(lab_pki, kw, match):
 
 async def test_from_config_uses_the_ra_section(serve, lab_pki):
     from pydantic import SecretStr
+
     from onlineca.config import RAConfig
     ca = await serve()
     ra = RAConfig(ca_url=ca.url + "/", ca_user=USER, ca_password=SecretStr(PASSWORD),
@@ -680,11 +690,9 @@ async def test_a_certificate_for_another_key_is_refused(serve, lab_pki):
 @pytest.fixture
 async def our_ca(tmp_path):
     """onlineca's own CA on 127.0.0.1 (EC keys), a user, and a manager-approval template."""
-    from onlineca.ca.engine import init_ca
-    from onlineca.ca.web import start_ca
-    from onlineca.ca.engine import users_path
+    from onlineca.ca.engine import init_ca, users_path
     from onlineca.ca.users import add_user
-    from onlineca.ca.web import IIS_LOG_NAME
+    from onlineca.ca.web import IIS_LOG_NAME, start_ca
     from onlineca.config import CAConfig, Config, TemplateConfig
     config = Config(data_dir=str(tmp_path), ca=CAConfig(key_type="ec", templates=[
         TemplateConfig(name="CiscoRA", display_name="Cisco RA"),

@@ -18,19 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from aiohttp import web
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from onlineca import pki
-from onlineca.ca import engine as eng
-from onlineca.ca import users as ca_users
+from onlineca.ca import engine as eng, users as ca_users
 from onlineca.ca.web import create_app
 from onlineca.cli import main_group
-from onlineca.config import Config, load_config, DataDir, CAPaths
+from onlineca.config import CAPaths, Config, DataDir, load_config
 from onlineca.diagnose.checks import run_diagnose
-from onlineca.infra import tls
-from onlineca.infra import files as fs
+from onlineca.infra import files as fs, tls
 
 USER, PASSWORD = "ciscora", "Diag-n0se-Pa55"
 TEMPLATES = '[[ca.templates]]\nname = "CiscoRA"\ndisplay_name = "Cisco RA"\n[[ca.templates]]\nname = "WebServer"\n'
@@ -94,7 +92,7 @@ class CALab:
                     await release.wait()
                 response = await handler(request)
                 if date_offset is not None:
-                    when = dt.datetime.now(dt.timezone.utc) + date_offset
+                    when = dt.datetime.now(dt.UTC) + date_offset
                     response.headers["Date"] = email.utils.format_datetime(when, usegmt=True)
                 return response
 
@@ -146,7 +144,7 @@ def ca_lab(tmp_path_factory: pytest.TempPathFactory, lab_pki) -> Iterator[CALab]
     lab = CALab(d, files, LoopThread())
     wd = d / "web"
     wd.mkdir()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     names = ["localhost", "127.0.0.1"]
 
     def write(name: str, key: pki.PrivateKey, certs: list) -> None:

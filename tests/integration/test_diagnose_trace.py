@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from tests.integration.test_diagnose import PASSWORD, USER, CALab, ca_lab, lab  # noqa: F401  (fixtures)
 
 from onlineca import pki
 from onlineca.cli import main_group
-from tests.integration.test_diagnose import PASSWORD, USER, CALab, ca_lab, lab  # noqa: F401  (fixtures)
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "seed_logs"
 DEVICE, OTHER = "SEP74A02FC0A675", "SEP001F6C81118B"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.infra.users import hash_password
 from onlineca.infra import files as fs
+from onlineca.infra.users import hash_password
 
 USER, PASSWORD = "ciscora", "cli-Passw0rd"
 

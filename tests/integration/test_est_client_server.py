@@ -14,19 +14,18 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from cryptography import x509
+from tests.conftest import free_port
 
 from onlineca import pki
-from onlineca.errors import ConfigError
-from onlineca.proto.est import CsrAttribute, CsrAttrs
+from onlineca.errors import ConfigError, ESTCodedError
 from onlineca.est.backend import Denied, EnrollRequest, LocalSigner, Pending
 from onlineca.est.client import ESTClient, bootstrap_cacerts
-from onlineca.errors import ESTCodedError
-from onlineca.proto.libest import enrollment_rv_line, rv_text, est_number
 from onlineca.est.server import ESTServerSettings, start_est_server
+from onlineca.infra import files as fs
 from onlineca.infra.users import UsersFile
 from onlineca.proto import est as m
-from onlineca.infra import files as fs
-from tests.conftest import free_port
+from onlineca.proto.est import CsrAttribute, CsrAttrs
+from onlineca.proto.libest import enrollment_rv_line, est_number, rv_text
 
 USER, PASSWORD = "ciscora", "s3cret-Passw0rd"
 

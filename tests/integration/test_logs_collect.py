@@ -11,9 +11,9 @@ import tarfile
 from pathlib import Path
 
 from click.testing import CliRunner
+from tests.integration.test_diagnose import PASSWORD, USER, CALab, ca_lab, lab  # noqa: F401  (fixtures)
 
 from onlineca.cli import main_group
-from tests.integration.test_diagnose import PASSWORD, USER, CALab, ca_lab, lab  # noqa: F401  (fixtures)
 
 ENV_PASSWORD = "Env-0nly-Secret-7781"
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "seed_logs"

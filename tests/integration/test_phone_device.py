@@ -11,13 +11,13 @@ import sys
 import pytest
 
 from onlineca import pki
-from onlineca.proto.devproto import CertificateType, auth_signed_payload
-from onlineca.phone.device import KeyPool, Phone
 from onlineca.errors import PhoneError
+from onlineca.infra import files as fs
+from onlineca.phone.device import KeyPool, Phone
 from onlineca.phone.fleet import device_names, percentile
 from onlineca.phone.mic import MICAuthority
 from onlineca.pki import tbs
-from onlineca.infra import files as fs
+from onlineca.proto.devproto import CertificateType, auth_signed_payload
 
 
 def _mode(path) -> int:

@@ -8,15 +8,25 @@ from __future__ import annotations
 import re
 
 import pytest
+from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
+    PASSWORD,
+    USER,
+    ca_lab,
+    error_log,
+    est_csr,
+    get,
+    iis_requests,
+    local_ra,
+    ra_running,
+    raw_enroll,
+    run_ca,
+)
 
 from onlineca import pki
-from onlineca.est.client import ESTClient
 from onlineca.errors import ESTCodedError
-from onlineca.proto import est as m
+from onlineca.est.client import ESTClient
 from onlineca.infra import files as fs
-from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
-    PASSWORD, USER, ca_lab, error_log, est_csr, get, iis_requests, local_ra, ra_running, raw_enroll, run_ca,
-)
+from onlineca.proto import est as m
 
 
 @pytest.fixture

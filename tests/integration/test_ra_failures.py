@@ -12,14 +12,23 @@ import datetime as dt
 import re
 
 import pytest
-
-from onlineca.ca.users import add_user
 from tests.conftest import free_port
 from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
-    TEMPLATES, HoldingProxy, attempts_at_least, ca_lab, error_log, est_csr, get, raw_enroll, run_ca, run_ra,
+    TEMPLATES,
+    HoldingProxy,
+    attempts_at_least,
+    ca_lab,
+    error_log,
+    est_csr,
+    get,
+    raw_enroll,
+    run_ca,
+    run_ra,
 )
 
-NOW = dt.datetime.now(dt.timezone.utc)
+from onlineca.ca.users import add_user
+
+NOW = dt.datetime.now(dt.UTC)
 STARTUP_FAILED = ("retrieve_cacerts: Unable to execute login to certsrv with curl",
                   "ra_certsrv_ca_plugin_postconf: Unable to retrieve CA Cert chain from CA")
 

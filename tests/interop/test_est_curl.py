@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
-from onlineca.est.server import ESTServerSettings, start_est_server
-from onlineca.infra.users import UsersFile
 from onlineca.est.backend import LocalSigner
+from onlineca.est.server import ESTServerSettings, start_est_server
 from onlineca.infra import files as fs
+from onlineca.infra.users import UsersFile
 
 pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")),
                                 reason="needs curl and openssl")

@@ -13,10 +13,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import free_port
 from tests.integration.ra_lab import (  # noqa: F401  (fixtures)
-    FAST_RA, PASSWORD, USER, ca_lab, error_log, local_ra, ra_running, run_ca,
+    FAST_RA,
+    PASSWORD,
+    USER,
+    ca_lab,
+    error_log,
+    local_ra,
+    ra_running,
+    run_ca,
 )
 
 pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")),
@@ -85,7 +91,7 @@ async def wait_ready(base: str, cafile: Path, proc: asyncio.subprocess.Process, 
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         assert proc.returncode is None, "the RA process exited"
-        rc, out, _ = await run("curl", "-s", "--cacert", cafile, "-o", "/dev/null", "-w", "%{http_code}",
+        _rc, out, _ = await run("curl", "-s", "--cacert", cafile, "-o", "/dev/null", "-w", "%{http_code}",
                                f"{base}/readyz")
         if out == b"200":
             return

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from onlineca.proto.certsrv import client as p
 from onlineca.cli import main_group
 from onlineca.diagnose.analyze import analyze_paths, analyze_text, records
 from onlineca.logs import JSONFormatter
 from onlineca.logs.iis import IISEntry, format_line
 from onlineca.logs.nginx import NginxErrorFormatter
+from onlineca.proto.certsrv import client as p
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "seed_logs"
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from onlineca.proto.certsrv import server as pages
-from onlineca.policy import ca as policy
-from onlineca.proto.certsrv import client
 from onlineca.config import TemplateConfig
 from onlineca.logs.iis import FIELDS, IISEntry, format_line, header_lines
+from onlineca.policy import ca as policy
+from onlineca.proto.certsrv import client, server as pages
 
 CA = "Lab Issuing CA"
 

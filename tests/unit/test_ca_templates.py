@@ -6,12 +6,11 @@ from __future__ import annotations
 import base64
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from onlineca import pki
-from onlineca.policy import ca as p
 from onlineca.config import TemplateConfig
+from onlineca.policy import ca as p
 
 TEMPLATES = [
     TemplateConfig(name="CiscoRA"),

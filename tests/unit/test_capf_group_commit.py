@@ -9,10 +9,9 @@ import threading
 
 import pytest
 
-from onlineca.store import devices as inv
-from onlineca.errors import PolicyError
 from onlineca.capf.server import _GroupCommit
-from onlineca.store import Database
+from onlineca.errors import PolicyError
+from onlineca.store import Database, devices as inv
 
 
 @pytest.fixture

@@ -7,10 +7,29 @@ import statistics
 
 import pytest
 
-from onlineca.policy.capf import (
-    UTC, AuthMode, AutoEnrollment, CertStatus, DeviceOverrides, ECKeySize, KeyOrder, KeySize, Operation, ProfilePolicy, RenewalPolicy, effective_policy, failure_status, format_deadline, jitter_unit, parse_deadline, validate_auth_string, validate_device_name, validate_ec_key_size, validate_rsa_key_size,
-)
 from onlineca.errors import PolicyError
+from onlineca.policy.capf import (
+    UTC,
+    AuthMode,
+    AutoEnrollment,
+    CertStatus,
+    DeviceOverrides,
+    ECKeySize,
+    KeyOrder,
+    KeySize,
+    Operation,
+    ProfilePolicy,
+    RenewalPolicy,
+    effective_policy,
+    failure_status,
+    format_deadline,
+    jitter_unit,
+    parse_deadline,
+    validate_auth_string,
+    validate_device_name,
+    validate_ec_key_size,
+    validate_rsa_key_size,
+)
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from onlineca.policy.capf import KeyOrder
 from onlineca.capf.server import key_candidates
 from onlineca.logs.capf_trace import SessionTrace, attach_capf_trace
+from onlineca.policy.capf import KeyOrder
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])

@@ -7,12 +7,26 @@ from __future__ import annotations
 import base64
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from onlineca import pki
+from onlineca.errors import (
+    CAAuthError,
+    CAChainError,
+    CAConnectError,
+    CADeniedError,
+    CADNSError,
+    CAHTTPError,
+    CAPageError,
+    CAPendingError,
+    CATemplateError,
+    CATimeoutError,
+    CATLSError,
+    CertsrvError,
+    CertsrvFailure,
+    ParseError,
+)
 from onlineca.proto.certsrv import client as p
-from onlineca.errors import CertsrvError, ParseError, CAAuthError, CAChainError, CAConnectError, CADNSError, CADeniedError, CAHTTPError, CAPageError, CAPendingError, CATLSError, CATemplateError, CATimeoutError, CertsrvFailure
 
 BASE = "https://lab-dc.example.com/certsrv"
 

@@ -8,13 +8,12 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
+from onlineca.errors import ProtocolError
 from onlineca.proto.devproto import codec
 from onlineca.proto.devproto.codec import Element, Frame, FrameDecoder, Limits, decode_frame, encode_frame
 from onlineca.proto.devproto.messages import decode_message
-from onlineca.errors import ProtocolError
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "devproto"
 

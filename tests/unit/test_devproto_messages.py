@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from onlineca import pki
+from onlineca.errors import ParseError, ProtocolError
+from onlineca.pki import tbs
 from onlineca.proto.devproto import messages as m
 from onlineca.proto.devproto.codec import Element, Frame, encode_frame
-from onlineca.errors import ProtocolError
-from onlineca.pki import tbs
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "devproto"
 VECTOR_NAMES = sorted(p.stem for p in VECTORS.glob("*.hex"))
@@ -71,7 +71,7 @@ def test_lsc_auth_vector_signature_verifies_over_the_documented_payload():
     for other in (m.auth_signed_payload(SID + 1, bytes(range(32)), msg.device_name),
                   m.auth_signed_payload(SID, bytes(32), msg.device_name),
                   m.auth_signed_payload(SID, bytes(range(32)), "SEP000000000000")):
-        with pytest.raises(Exception):
+        with pytest.raises(ParseError, match="does not verify"):
             tbs.verify_data_signature(key, other, msg.signature, "sha256")
 
 

@@ -8,17 +8,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from onlineca import pki
+from onlineca.errors import ParseError, ProtocolError
+from onlineca.pki import tbs
 from onlineca.proto.devproto import messages as m
 from onlineca.proto.devproto.messages import Command, Reason
 from onlineca.proto.devproto.session import (
-    PHONE_TURN_STATES, TRANSITIONS, TURN, CAPFSession, PhoneSession, Role, State,
+    PHONE_TURN_STATES,
+    TRANSITIONS,
+    TURN,
+    CAPFSession,
+    PhoneSession,
+    Role,
+    State,
 )
-from onlineca.errors import ParseError, ProtocolError
-from onlineca.pki import tbs
 
 SID = 0x1A2B3C4D
 NAME = "SEP74A02FC0A675"
@@ -523,7 +528,7 @@ def test_crossed_aborts_and_messages_crossing_an_abort():
 
 
 def test_capf_may_end_while_aborting():
-    c, p = at(State.SIGN_REQUESTED)
+    c, _p = at(State.SIGN_REQUESTED)
     c.abort()
     c.end(Reason.ABORTED)
     assert c.closed

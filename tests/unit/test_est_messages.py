@@ -7,14 +7,12 @@ import base64
 import datetime as dt
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from onlineca import pki
-from onlineca.errors import ParseError
+from onlineca.errors import ESTCodedError, ParseError
 from onlineca.proto import est as m
 from onlineca.proto.libest import EST_ERRORS, enrollment_rv_line, est_number, rv_text
-from onlineca.errors import ESTCodedError
 
 KEY = pki.generate_key("ec", 256)
 CSR = pki.build_csr(KEY, "CN=SEP74A02FC0A675,O=lab", ["sep.lab"])
@@ -116,7 +114,7 @@ def test_serverkeygen_round_trip_and_lf_only_lines():
 
 def test_retry_after_forms():
     assert m.parse_retry_after("120") == 120
-    now = dt.datetime(2019, 3, 5, 12, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2019, 3, 5, 12, 0, tzinfo=dt.UTC)
     assert m.parse_retry_after("Tue, 05 Mar 2019 12:01:00 GMT", now) == 60
     assert m.parse_retry_after("Tue, 05 Mar 2019 11:00:00 GMT", now) == 0
     for bad in ("", "soon", "-5", "1e3"):

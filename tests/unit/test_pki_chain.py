@@ -11,7 +11,7 @@ from onlineca import pki
 from onlineca.errors import ChainError, ParseError
 from onlineca.infra import files as fs
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture(scope="module")

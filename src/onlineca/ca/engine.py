@@ -18,11 +18,11 @@ from cryptography import x509
 from sqlalchemy import select
 
 from onlineca import pki
-from onlineca.policy import ca as policy
 from onlineca.config import CAPaths, Config, DataDir, TemplateConfig
 from onlineca.errors import CAError
-from onlineca.store import CARequest, Database
 from onlineca.infra import files
+from onlineca.policy import ca as policy
+from onlineca.store import CARequest, Database
 
 log = logging.getLogger("onlineca.ca")
 
@@ -130,7 +130,7 @@ class CAEngine:
             row.disposition = FAILED if exc.hresult in (policy.CRYPT_E_ASN1_BADTAG, policy.CRYPT_E_ASN1_EOD,
                                                         policy.NTE_BAD_SIGNATURE) else DENIED
             row.hresult, row.disposition_message = policy.to_signed(exc.hresult), exc.disposition
-            row.resolved_at, row.resolved_by = dt.datetime.now(dt.timezone.utc), "policy"
+            row.resolved_at, row.resolved_by = dt.datetime.now(dt.UTC), "policy"
         with self.db.session() as s:
             s.add(row)
             s.flush()  # assigns the ReqID
@@ -154,7 +154,7 @@ class CAEngine:
         row.serial = format(cert.serial_number, "x")
         row.not_after = cert.not_valid_after_utc
         row.disposition, row.hresult, row.disposition_message = ISSUED, 0, policy.ISSUED_MESSAGE
-        row.resolved_at, row.resolved_by = dt.datetime.now(dt.timezone.utc), by
+        row.resolved_at, row.resolved_by = dt.datetime.now(dt.UTC), by
 
     # -- reading and resolving -------------------------------------------------------------------
 
@@ -195,7 +195,7 @@ class CAEngine:
             row.disposition = DENIED
             row.hresult = policy.to_signed(policy.CERTSRV_E_ADMIN_DENIED_REQUEST)
             row.disposition_message = f"Denied by {by}"
-            row.resolved_at, row.resolved_by = dt.datetime.now(dt.timezone.utc), by
+            row.resolved_at, row.resolved_by = dt.datetime.now(dt.UTC), by
             outcome = _outcome(row)
         log.info("ReqID %s denied by %s", req_id, by)
         return outcome
@@ -211,5 +211,15 @@ class CAEngine:
         return row
 
 
-__all__ = ["CAEngine", "CAError", "CAFiles", "Outcome", "ca_files", "init_ca", "issue_web_certificate",
-           "users_path", "ISSUED", "PENDING", "DENIED", "FAILED"]
+__all__ = [
+    "DENIED",
+    "FAILED",
+    "ISSUED",
+    "PENDING",
+    "CAEngine",
+    "CAError",
+    "Outcome",
+    "init_ca",
+    "issue_web_certificate",
+    "users_path",
+]

@@ -16,8 +16,8 @@ import secrets
 from pathlib import Path
 
 from onlineca.errors import ConfigError
-from onlineca.infra.users import UsersFile, hash_password, read_users
 from onlineca.infra import files
+from onlineca.infra.users import UsersFile, hash_password, read_users
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9._@$-]{1,64}$")
 
@@ -109,5 +109,14 @@ def bare_user(name: str) -> str:
     return name
 
 
-__all__ = ["add_user", "remove_user", "list_users", "load_users", "read_entries", "write_entries",
-           "bare_user", "check_user_name", "ntlm_path"]
+__all__ = [
+    "add_user",
+    "bare_user",
+    "check_user_name",
+    "list_users",
+    "load_users",
+    "ntlm_path",
+    "read_entries",
+    "remove_user",
+    "write_entries",
+]

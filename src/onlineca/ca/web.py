@@ -30,19 +30,22 @@ from multidict import CIMultiDict
 
 from onlineca import pki
 from onlineca.ca import engine as eng
-from onlineca.proto.certsrv import server as pages
-from onlineca.policy import ca as policy
 from onlineca.ca.users import bare_user, load_users, ntlm_path
 from onlineca.config import Config, DataDir
 from onlineca.errors import ConfigError, ParseError
-from onlineca.infra.users import BasicCredentials
-from onlineca.infra.users import UsersFile, basic_credentials
 from onlineca.infra import tls
+from onlineca.infra.serving import RunningServer, start_https
+from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
 from onlineca.logs import attach_log
 from onlineca.logs.iis import (
-    WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS, IISEntry, IISLog,
+    WIN32_CONTINUE_NEEDED,
+    WIN32_LOGON_FAILURE,
+    WIN32_NO_CREDENTIALS,
+    IISEntry,
+    IISLog,
 )
-from onlineca.infra.serving import RunningServer, start_https
+from onlineca.policy import ca as policy
+from onlineca.proto.certsrv import server as pages
 from onlineca.store import Database
 
 log = logging.getLogger("onlineca.ca")
@@ -204,7 +207,7 @@ def _iis_entry(request: web.Request, response: web.StreamResponse, started: floa
     user = request.get(CA_USER)
     substatus, win32 = request.get(IIS_STATUS, (0, 0))
     return IISEntry(
-        when=dt.datetime.now(dt.timezone.utc), s_ip=s_ip, method=request.method, uri_stem=request.path,
+        when=dt.datetime.now(dt.UTC), s_ip=s_ip, method=request.method, uri_stem=request.path,
         uri_query=request.query_string, s_port=s_port,
         username=f"{state.config.ca.domain}\\{user}" if user else "",
         c_ip=request.remote or "", user_agent=request.headers.get("User-Agent", ""),
@@ -515,4 +518,4 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
     return RunningCA(host, bound, runner, app, ctx)
 
 
-__all__ = ["create_app", "start_ca", "RunningCA", "CA_STATE", "IIS_LOG_NAME", "tls_files"]
+__all__ = ["CA_STATE", "IIS_LOG_NAME", "RunningCA", "create_app", "start_ca", "tls_files"]

@@ -27,13 +27,12 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.logs.capf_trace import SessionTrace, log as trace_log
 from onlineca.config import CAPFConfig, DataDir
-from onlineca.errors import ChainError, ConfigError, PKIError, CAUnavailable, CARejected
+from onlineca.errors import CARejected, CAUnavailable, ChainError, ConfigError, ESTCodedError, PKIError
 from onlineca.est.client import ESTClient
-from onlineca.errors import ESTCodedError
-from onlineca.proto.libest import enrollment_rv_line
 from onlineca.infra import files
+from onlineca.logs.capf_trace import SessionTrace, log as trace_log
+from onlineca.proto.libest import enrollment_rv_line
 
 # The RA refused the request itself (credentials, a bad request, the CA denied it): retrying
 # the same request would get the same answer.  Everything else is "CA Communication Failure".
@@ -52,7 +51,7 @@ def _write(path: Path, data: bytes) -> None:
 def renewal_due(cert: x509.Certificate, now: dt.datetime | None = None,
                 fraction: float = CAPF_RENEW_FRACTION) -> bool:
     """True once ``fraction`` of the certificate's lifetime has passed."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     return now >= start + (end - start) * fraction
 
@@ -219,4 +218,4 @@ class OnlineCAEnroller:
         return chain
 
 
-__all__ = ["CAPFPaths", "CARejected", "CAUnavailable", "OnlineCAEnroller", "renewal_due"]
+__all__ = ["CARejected", "CAUnavailable", "OnlineCAEnroller", "renewal_due"]

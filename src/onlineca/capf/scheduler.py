@@ -26,10 +26,10 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from onlineca.store.devices import DEFAULT_PROFILE, claim_device, get_device, release_device, utcnow
 from onlineca.policy.capf import AuthMode, CertStatus, Operation, as_utc, default_deadline, failure_status
 from onlineca.store.capf_models import Device, DeviceEvent, Profile
 from onlineca.store.db import Database
+from onlineca.store.devices import DEFAULT_PROFILE, claim_device, get_device, release_device, utcnow
 
 __all__ = ["RunResult", "SchedulerSettings", "backoff_delay", "claim_device", "record_renewal_failure",
            "release_device", "run_once"]

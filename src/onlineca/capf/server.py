@@ -34,24 +34,51 @@ from cryptography import x509
 from sqlalchemy.orm import Session
 
 from onlineca import pki
-from onlineca.store import devices as inv
-from onlineca.errors import CARejected, CAUnavailable
 from onlineca.capf.enroll import OnlineCAEnroller
-from onlineca.policy.capf import (
-    AuthMode, CertStatus, EffectivePolicy, KeyOrder, Operation, as_utc, failure_status, success_status, validate_device_name,
-)
-from onlineca.errors import PolicyError
-from onlineca.logs.capf_trace import SessionTrace
 from onlineca.config import CAPFConfig
+from onlineca.errors import (
+    CARejected,
+    CAUnavailable,
+    ChainError,
+    OnlineCAError,
+    ParseError,
+    PKIError,
+    PolicyError,
+    ProtocolError,
+)
+from onlineca.infra import files
+from onlineca.logs.capf_trace import SessionTrace
+from onlineca.pki import tbs
+from onlineca.policy.capf import (
+    AuthMode,
+    CertStatus,
+    EffectivePolicy,
+    KeyOrder,
+    Operation,
+    as_utc,
+    failure_status,
+    success_status,
+    validate_device_name,
+)
 from onlineca.proto.devproto.messages import (
-    AbortRequest, AuthResponse, AuthType, CertificateType, DeleteCertResponse, FetchCertResponse, KeyGenResponse, Message, Reason, RequestInProgress, SignCertResponse, StatusResponse, StoreCertResponse,
+    AbortRequest,
+    AuthResponse,
+    AuthType,
+    CertificateType,
+    DeleteCertResponse,
+    FetchCertResponse,
+    KeyGenResponse,
+    Message,
+    Reason,
+    RequestInProgress,
+    SignCertResponse,
+    StatusResponse,
+    StoreCertResponse,
 )
 from onlineca.proto.devproto.session import CAPFSession
-from onlineca.errors import ChainError, OnlineCAError, ParseError, PKIError, ProtocolError
-from onlineca.pki import tbs
+from onlineca.store import devices as inv
 from onlineca.store.capf_models import Device
 from onlineca.store.db import Database
-from onlineca.infra import files
 
 log = logging.getLogger("onlineca.capf.server")
 M = TypeVar("M", bound=Message)
@@ -109,7 +136,7 @@ class _GroupCommit:
                     except Exception as exc:
                         _settle(future, None, exc)
                 continue
-            for (_w, future), result in zip(batch, results):
+            for (_w, future), result in zip(batch, results, strict=True):
                 _settle(future, result, None)
 
 
@@ -525,10 +552,9 @@ class CAPFServer:
             raise _Outcome(failure_status(op, "INVALID_CREDENTIALS"),
                            f"{mode.display} but the phone presented no certificate",
                            Reason.INVALID_CERTIFICATE)
-        if credential.kind == "MIC":
+        if credential.kind == "MIC" and start.mic_store:
             # A profile may name its own manufacturer trust store: the MIC must chain to that one.
-            if start.mic_store:
-                credential = self._verify(session, auth, name, "MIC", self._mic_store(start.mic_store))
+            credential = self._verify(session, auth, name, "MIC", self._mic_store(start.mic_store))
         if not credential.valid:
             reason = "INVALID_MIC" if credential.kind == "MIC" else "INVALID_LSC"
             raise _Outcome(failure_status(op, reason), f"{credential.kind} rejected: {credential.why}",
@@ -607,7 +633,7 @@ class CAPFServer:
             self.stats.delivered_without_ca += 1
             await self._deliver(conn, trace, name, serial, der)
             return
-        public_key, key_type, bits = await self._key_gen(conn, trace, policy)
+        public_key, _key_type, _bits = await self._key_gen(conn, trace, policy)
         csr = await self._sign_request(conn, trace, name, public_key)
         cert = await self._enroll(conn, trace, name, csr)
         trace.debug("CAPF CORE: Rcvd Event: CAPF_EV_CA_CERT_REP in State: CAPF_STATE_AWAIT_CA_CERT_RESP")
@@ -696,7 +722,7 @@ class CAPFServer:
             try:
                 session.keepalive()
                 await asyncio.wait_for(conn.flush(), self.cfg.read_timeout)
-            except (ConnectionError, ssl.SSLError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ConnectionError, ssl.SSLError) as exc:
                 phone_gone = f"connection lost while the RA worked: {exc}"
         try:
             cert = task.result()

@@ -24,16 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from onlineca import pki
-from onlineca.errors import CAUnavailable
 from onlineca.capf.enroll import OnlineCAEnroller
 from onlineca.capf.server import CAPFServer
-from onlineca.infra import tls
-from onlineca.logs.capf_trace import attach_capf_trace, log as trace_log
 from onlineca.config import Config
-from onlineca.errors import ConfigError, PKIError
+from onlineca.errors import CAUnavailable, ConfigError, PKIError
+from onlineca.infra import files, tls
 from onlineca.infra.serving import listen
+from onlineca.logs.capf_trace import attach_capf_trace, log as trace_log
 from onlineca.store.db import Database
-from onlineca.infra import files
 
 log = logging.getLogger("onlineca.capf.service")
 

@@ -25,9 +25,19 @@ import aiohttp
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.proto.certsrv import client as p
-from onlineca.errors import ConfigError, ParseError, CAAuthError, CAChainError, CAConnectError, CAPageError, CATLSError, CATemplateError, CertsrvFailure
+from onlineca.errors import (
+    CAAuthError,
+    CAChainError,
+    CAConnectError,
+    CAPageError,
+    CATemplateError,
+    CATLSError,
+    CertsrvFailure,
+    ConfigError,
+    ParseError,
+)
 from onlineca.infra import files, tls
+from onlineca.proto.certsrv import client as p
 
 if TYPE_CHECKING:
     from onlineca.config import RAConfig
@@ -203,7 +213,7 @@ class CertsrvClient:
             authenticate = ctx.step(challenge)
         except CertsrvFailure:
             raise
-        except Exception as exc:  # noqa: BLE001  a hostile CHALLENGE must end here, as CA_AUTH
+        except Exception as exc:
             why = exc.message if isinstance(exc, spnego.exceptions.SpnegoError) else f"bad NTLM challenge ({exc})"
             raise CAAuthError(f"NTLM authentication to the CA failed: {why}",
                                 curl_message="The requested URL returned error: 401") from None

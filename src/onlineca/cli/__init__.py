@@ -140,7 +140,7 @@ def main() -> None:
         sys.exit(1)
 
 
-def fail(exc: OnlineCAError | str) -> "click.exceptions.Exit":
+def fail(exc: OnlineCAError | str) -> click.exceptions.Exit:
     """Print an error for the administrator and exit 1 (used by every command group)."""
     click.echo(f"error: {exc}", err=True)
     raise SystemExit(1)

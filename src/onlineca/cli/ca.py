@@ -15,12 +15,11 @@ from pathlib import Path
 import click
 
 from onlineca import pki
-from onlineca.ca import engine as eng
-from onlineca.policy import ca as policy
-from onlineca.ca import users as ca_users
+from onlineca.ca import engine as eng, users as ca_users
 from onlineca.cli import AppContext, fail
 from onlineca.errors import OnlineCAError
 from onlineca.infra.serving import run_until_signal
+from onlineca.policy import ca as policy
 from onlineca.store import Database
 
 PASSWORD_ENV = "ONLINECA_CA_PASSWORD"

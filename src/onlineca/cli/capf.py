@@ -72,7 +72,7 @@ _RELATIVE = re.compile(r"\+?(\d+)([dhw])")
 
 def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """``2027-01-31``, ``2027-01-31T12:00`` (UTC), or relative to now: ``30d``, ``+12h``, ``2w``."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     m = _RELATIVE.fullmatch(text.strip())
     if m:
         n, unit = int(m.group(1)), m.group(2)
@@ -81,11 +81,11 @@ def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a date (2027-01-31) or a duration (30d, 12h, 2w)") from None
-    return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
 
 
 def _duration(text: str) -> dt.timedelta:
-    now = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
     if not _RELATIVE.fullmatch(text.strip()):
         raise click.BadParameter(f"{text!r} is not a duration (30d, 12h, 2w)")
     return parse_when(text, now) - now
@@ -229,8 +229,8 @@ def devices_list(ctx: click.Context, limit: int | None, as_json: bool, **filters
 @click.pass_context
 def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) -> None:
     """One device: its effective policy, LSC history and recent events."""
-    from onlineca.store import devices as inv
     from onlineca.policy.capf import as_utc
+    from onlineca.store import devices as inv
     with _session(ctx) as s:
         try:
             device = inv.get_device(s, name)

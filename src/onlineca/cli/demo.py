@@ -36,11 +36,11 @@ from onlineca import pki
 from onlineca.cli import AppContext, fail
 from onlineca.config import Config, DataDir
 from onlineca.errors import ConfigError, OnlineCAError
+from onlineca.infra import files
 from onlineca.phone.client import PhoneAuth, SessionResult, Target, phone_ssl_context
 from onlineca.phone.device import KeyPool, Phone
 from onlineca.phone.fleet import Member, device_names, run_fleet
 from onlineca.phone.mic import MICAuthority
-from onlineca.infra import files
 
 MARKER = ".onlineca-demo"
 CA_USER = "ciscora"
@@ -245,8 +245,7 @@ def plan_fleet(root: Path, count: int, mic: MICAuthority, pool: KeyPool) -> list
 
 def register_devices(config: Config, devices: list[DemoDevice]) -> None:
     """Each phone in CAPF's inventory with Install/Upgrade pending, as an administrator would set it."""
-    from onlineca.store import devices as inventory
-    from onlineca.store import Database
+    from onlineca.store import Database, devices as inventory
 
     db = Database(config.database_url)
     db.migrate()
@@ -276,11 +275,11 @@ def advance_to_renewal(config: Config) -> tuple[dt.datetime, int]:
     try:
         with db.session() as s:
             last_due = s.scalar(select(func.max(Device.renewal_due_at)))
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         if last_due is None:
             return now, 0
         if last_due.tzinfo is None:
-            last_due = last_due.replace(tzinfo=dt.timezone.utc)
+            last_due = last_due.replace(tzinfo=dt.UTC)
         clock = max(now, last_due + dt.timedelta(minutes=1))
         result = run_once(db, SchedulerSettings(node_id="demo"), now=clock)
         return clock, len(result.scheduled)
@@ -300,7 +299,12 @@ class Progress:
         if not self.quiet:
             from rich.console import Console
             from rich.progress import (
-                BarColumn, MofNCompleteColumn, Progress as Bar, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                BarColumn,
+                MofNCompleteColumn,
+                Progress as Bar,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
             )
             self._bar = Bar(SpinnerColumn(), TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
@@ -381,7 +385,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             clock, scheduled = await asyncio.to_thread(advance_to_renewal, config)
             renewing = [d for d in devices if d.enroll is not None and d.enroll.outcome == "installed"]
             bar.log(f"renewal: scheduler ran with its clock at {clock:%Y-%m-%d %H:%M} UTC "
-                    f"({(clock - dt.datetime.now(dt.timezone.utc)).days} days ahead: the LSCs' renewal window); "
+                    f"({(clock - dt.datetime.now(dt.UTC)).days} days ahead: the LSCs' renewal window); "
                     f"{scheduled} devices got Install/Upgrade by LSC")
             bar.stage("renewing LSCs (auth by LSC)", len(renewing))
 
@@ -428,7 +432,7 @@ def summarize(devices: list[DemoDevice], servers: Servers, config: Config, start
                              "outcome": bad.outcome if bad else "not run", "reason": bad.reason if bad else None,
                              "error": (bad.error or bad.reason_info) if bad else None})
     logs = {p.name: str(p) for p in sorted(config.log_path.glob("*")) if p.is_file()}
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return {
         "enrolled": enrolled, "renewed": renewed, "failed": failed, "devices": len(devices),
         "groups": [{"group": k, **v} for k, v in rows.items()],
@@ -527,4 +531,4 @@ def demo(app: AppContext, devices: int, concurrency: int, folder: Path | None, t
         raise SystemExit(1)
 
 
-__all__ = ["DemoOptions", "GROUPS", "demo", "run_demo"]
+__all__ = ["GROUPS", "DemoOptions", "demo", "run_demo"]

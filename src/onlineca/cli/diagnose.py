@@ -82,8 +82,8 @@ def analyze(paths: tuple[Path, ...], as_json: bool) -> None:
 def trace(ctx: click.Context, device: str, log_dirs: tuple[Path, ...], day: str | None, utc_offset: str | None,
           as_json: bool) -> None:
     """Follow DEVICE through the CAPF log, the RA's error.log and access log, and the CA's IIS log."""
-    from onlineca.errors import TraceError
     from onlineca.diagnose.trace import build_timeline
+    from onlineca.errors import TraceError
     cfg, _ = _config(ctx)
     try:
         timeline = build_timeline(device, list(log_dirs) or [cfg.log_path], day=day, utc_offset=utc_offset)

@@ -22,11 +22,10 @@ import click
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.errors import OnlineCAError
+from onlineca.errors import ESTCodedError, OnlineCAError
 from onlineca.est.client import ESTClient, bootstrap_cacerts
-from onlineca.errors import ESTCodedError
-from onlineca.proto.libest import enrollment_rv_line, rv_text
 from onlineca.infra import files
+from onlineca.proto.libest import enrollment_rv_line, rv_text
 
 _path = click.Path(dir_okay=False, path_type=Path)
 _existing = click.Path(dir_okay=False, exists=True, path_type=Path)
@@ -313,8 +312,8 @@ def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Pa
     from onlineca.config import ESTConfig
     from onlineca.est.backend import LocalSigner
     from onlineca.est.server import RunningESTServer, settings_from_config, start_est_server
-    from onlineca.infra.users import UsersFile
     from onlineca.infra.serving import run_until_signal
+    from onlineca.infra.users import UsersFile
     from onlineca.logs import setup_component_log
 
     cfg: ESTConfig = app.config.est if app is not None else ESTConfig()

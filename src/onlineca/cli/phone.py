@@ -18,12 +18,12 @@ from typing import Any
 import click
 
 from onlineca.cli import AppContext, fail
+from onlineca.config import DataDir
 from onlineca.errors import OnlineCAError
 from onlineca.phone.client import PhoneAuth, SessionResult, Target, check_in, phone_ssl_context
 from onlineca.phone.device import KeyPool, Phone
 from onlineca.phone.fleet import make_fleet, run_fleet
 from onlineca.phone.mic import MICAuthority
-from onlineca.config import DataDir
 
 AUTH_ENV = "ONLINECA_PHONE_AUTH_STRING"
 

@@ -81,15 +81,14 @@ def _iis_fields(text: str, names: list[str]) -> dict[str, Any]:
     parts = text.split()
     if len(parts) < len(names):
         return {}
-    got = dict(zip(names, parts))
+    got = dict(zip(names, parts[:len(names)], strict=True))
     for key in ("sc-status", "sc-substatus", "sc-win32-status", "time-taken", "s-port"):
         if key in got and got[key].isdigit():
             got[key] = int(got[key])
     return got
 
 
-_DEFAULT_IIS_FIELDS = ("date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip "
-                       "cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status time-taken").split()
+_DEFAULT_IIS_FIELDS = ["date", "time", "s-ip", "cs-method", "cs-uri-stem", "cs-uri-query", "s-port", "cs-username", "c-ip", "cs(User-Agent)", "cs(Referer)", "sc-status", "sc-substatus", "sc-win32-status", "time-taken"]
 
 
 def _json_record(source: str, lineno: int, text: str) -> LogRecord | None:
@@ -152,7 +151,7 @@ def _record(source: str, lineno: int, piece: str, iis_names: list[str]) -> LogRe
     m = _IIS_TIME.match(piece)
     if m:
         when = _when(m.groups())
-        return LogRecord(source, lineno, "iis", piece, when.replace(tzinfo=dt.timezone.utc) if when else None,
+        return LogRecord(source, lineno, "iis", piece, when.replace(tzinfo=dt.UTC) if when else None,
                          fields=_iis_fields(piece, iis_names))
     if piece.startswith("***EST"):
         m = _ACCESS_TIME.search(piece)
@@ -649,5 +648,15 @@ def analyze_paths(paths: Iterable[str | Path]) -> Analysis:
     return result
 
 
-__all__ = ["Analysis", "Hit", "LogRecord", "SIGNATURES", "Signature", "analyze_paths", "analyze_records",
-           "analyze_text", "read_log", "records"]
+__all__ = [
+    "SIGNATURES",
+    "Analysis",
+    "Hit",
+    "LogRecord",
+    "Signature",
+    "analyze_paths",
+    "analyze_records",
+    "analyze_text",
+    "read_log",
+    "records",
+]

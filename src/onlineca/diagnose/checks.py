@@ -25,11 +25,11 @@ import aiohttp
 
 from onlineca import pki
 from onlineca.certsrv.client import CertsrvClient
-from onlineca.proto.certsrv import client as p
 from onlineca.config import Config, DataDir
 from onlineca.diagnose.findings import CheckResult, Finding, Hop, Report, finding
-from onlineca.errors import ChainError, ConfigError, OnlineCAError, ParseError, CAChainError, CertsrvFailure
+from onlineca.errors import CAChainError, CertsrvFailure, ChainError, ConfigError, OnlineCAError, ParseError
 from onlineca.infra import files, tls
+from onlineca.proto.certsrv import client as p
 from onlineca.proto.libest import rv_text
 
 T = TypeVar("T")
@@ -88,7 +88,7 @@ def _skew_words(seconds: float) -> str:
 
 def _parse_peer_time(text: str) -> dt.datetime | None:
     try:
-        return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc)
+        return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.UTC)
     except (TypeError, ValueError):
         return None
 
@@ -350,7 +350,7 @@ async def _check_clock(run: _Run, cfg: Config, base: str) -> None:
         return
     skew = local - when.timestamp()
     ev = dict(ca_date=when.strftime("%Y-%m-%d %H:%M:%S UTC"),
-              local_time=dt.datetime.fromtimestamp(local, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+              local_time=dt.datetime.fromtimestamp(local, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
               skew_s=round(skew, 1))
     if abs(skew) >= CLOCK_SKEW_WARNING_S:
         ahead = "ahead of" if skew > 0 else "behind"
@@ -417,7 +417,7 @@ async def _async(fn: Callable[..., T], *args: Any) -> T:
 async def run_diagnose(cfg: Config, *, capf_cert: Path | None = None, hops: set[str] | None = None,
                        now: dt.datetime | None = None) -> Report:
     """Every hop in order, CAPF -> RA -> CA; the report holds each check and each finding."""
-    run = _Run(now or dt.datetime.now(dt.timezone.utc))
+    run = _Run(now or dt.datetime.now(dt.UTC))
     hops = hops or {"capf", "ra", "ca"}
     if "capf" in hops:
         _check_capf(run, cfg, capf_cert)
@@ -437,6 +437,13 @@ async def run_diagnose(cfg: Config, *, capf_cert: Path | None = None, hops: set[
     return run.report
 
 
-__all__ = ["run_diagnose", "check_certificate_file", "capf_certificate_path", "server_date",
-           "CLOCK_SKEW_ERROR_S", "CLOCK_SKEW_WARNING_S", "CERT_EXPIRING_DAYS"]
+__all__ = [
+    "CERT_EXPIRING_DAYS",
+    "CLOCK_SKEW_ERROR_S",
+    "CLOCK_SKEW_WARNING_S",
+    "capf_certificate_path",
+    "check_certificate_file",
+    "run_diagnose",
+    "server_date",
+]
 

@@ -133,7 +133,7 @@ def collect_bundle(cfg: Config, out: Path, *, config_path: Path | None = None, r
     # Secrets given only through the environment are scrubbed too.
     secrets |= {v for k, v in environ.items() if k.startswith("ONLINECA_") and _SECRET_ENV.search(k) and len(v) >= 4}
     summary = BundleSummary(out)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     root = f"onlineca-bundle-{stamp}"
     files: dict[str, bytes] = {}
     log_dir = cfg.log_path

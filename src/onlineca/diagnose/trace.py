@@ -72,9 +72,9 @@ class Timeline:
 def parse_offset(text: str | None) -> dt.tzinfo:
     """``-05:00`` / ``+0100`` / ``Z``; None means this machine's local time zone."""
     if not text:
-        return dt.datetime.now().astimezone().tzinfo or dt.timezone.utc
+        return dt.datetime.now().astimezone().tzinfo or dt.UTC
     if text.upper() in ("Z", "UTC"):
-        return dt.timezone.utc
+        return dt.UTC
     m = re.fullmatch(r"([+-])(\d\d):?(\d\d)", text.strip())
     if not m:
         raise TraceError(f"bad UTC offset {text!r}", hint="Write it as -05:00, +01:00 or Z.")
@@ -102,7 +102,7 @@ def _utc(rec: LogRecord, tz: dt.tzinfo, day: dt.date) -> dt.datetime | None:
         t = dt.datetime.combine(day, t.time())
     if t.tzinfo is None:
         t = t.replace(tzinfo=tz)
-    return t.astimezone(dt.timezone.utc)
+    return t.astimezone(dt.UTC)
 
 
 def _req_id(rec: LogRecord) -> int | None:
@@ -166,7 +166,7 @@ def build_timeline(device: str, paths: Iterable[Path], *, day: str | None = None
         hit = causes.get(id(rec))
         timeline.events.append(Event(t, TIER.get(rec.kind, "LOG"), rec.source, rec.line, rec.text, _req_id(rec),
                                      hit.code if hit else "", hit.cause if hit else ""))
-    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
     timeline.events.sort(key=lambda e: (e.time or epoch, e.tier != "CAPF"))
     return timeline
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
 from onlineca import pki
+from onlineca.infra import files
 from onlineca.infra.users import BasicCredentials
 from onlineca.proto.est import CsrAttrs
-from onlineca.infra import files
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Denied:
     http_status: int = 403
 
 
-EnrollResult = Union[Issued, Pending, Denied]
+EnrollResult = Issued | Pending | Denied
 
 
 @runtime_checkable
@@ -108,7 +108,7 @@ class LocalSigner:
         self.attrs = attrs or CsrAttrs()
 
     @classmethod
-    def from_files(cls, cert_file: str, key_file: str, chain_file: str | None = None, **kw: object) -> "LocalSigner":
+    def from_files(cls, cert_file: str, key_file: str, chain_file: str | None = None, **kw: object) -> LocalSigner:
         certs = files.load_cert_file(cert_file)
         chain = files.load_cert_file(chain_file) if chain_file else certs[1:]
         return cls(files.read_private_key(key_file), certs[0], ca_chain=chain, **kw)  # type: ignore[arg-type]

@@ -24,10 +24,9 @@ import aiohttp
 from cryptography import x509
 
 from onlineca import __version__, pki
-from onlineca.errors import ParseError
-from onlineca.proto import est as m
-from onlineca.errors import ESTCodedError
+from onlineca.errors import ESTCodedError, ParseError
 from onlineca.infra import files, tls
+from onlineca.proto import est as m
 
 log = logging.getLogger("onlineca.est.client")
 
@@ -169,7 +168,7 @@ class ESTClient:
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "ESTClient":
+    async def __aenter__(self) -> ESTClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -208,12 +207,12 @@ class ESTClient:
                 async with session.request(method, url, data=data, headers={**self._auth_header, **(headers or {})},
                                            allow_redirects=False) as resp:
                     data = await resp.read()
-                    status, rheaders = resp.status, {k: v for k, v in resp.headers.items()}
+                    status, rheaders = resp.status, dict(resp.headers.items())
             except aiohttp.ClientResponseError as exc:
                 raise _status_error(exc.status, b"", url) from None
             except ESTCodedError:
                 raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 cause = exc.__cause__ or exc.__context__
                 if isinstance(cause, ESTCodedError):  # raised while streaming the body (PoP)
                     raise cause from None

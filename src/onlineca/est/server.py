@@ -23,13 +23,12 @@ from aiohttp.abc import AbstractAccessLogger
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.errors import ConfigError, ParseError
-from onlineca.proto import est as m
-from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
+from onlineca.errors import ConfigError, ESTCodedError, ParseError
 from onlineca.est.backend import Denied, EnrollBackend, EnrollRequest, Issued, Pending
-from onlineca.errors import ESTCodedError
 from onlineca.infra import tls
 from onlineca.infra.serving import RunningServer, start_https
+from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
+from onlineca.proto import est as m
 
 if TYPE_CHECKING:
     from onlineca.config import ESTConfig
@@ -69,7 +68,7 @@ class ESTServerSettings:
     password_check: PasswordCheck | None = None
 
 
-def settings_from_config(cfg: "ESTConfig") -> ESTServerSettings:
+def settings_from_config(cfg: ESTConfig) -> ESTServerSettings:
     """Server settings from the ``[est]`` configuration section (users file read here)."""
     return ESTServerSettings(
         serverkeygen=cfg.serverkeygen, pop_tls_unique=cfg.pop_tls_unique, max_body_bytes=cfg.max_body_bytes,
@@ -84,7 +83,7 @@ class ESTAccessLogger(AbstractAccessLogger):
     ``127.0.0.1 - ciscora [05/Mar/2019:12:31:21 +0000] "POST /.well-known/est/simpleenroll HTTP/1.1" 401 0 "-" "ua" 0.004``."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        stamp = dt.datetime.now(dt.UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
         user = request.get(EST_USER) or "-"
         agent = request.headers.get("User-Agent", "-").replace('"', "'")[:200]
         line = (f'{request.remote or "-"} - {user} [{stamp}] "{request.method} {request.path[:200]} '
@@ -315,5 +314,11 @@ async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLi
     return RunningESTServer(url_host or host, bound, runner, app, ctx)
 
 
-__all__ = ["ESTServerSettings", "settings_from_config", "make_est_app", "start_est_server",
-           "RunningESTServer", "ESTAccessLogger"]
+__all__ = [
+    "ESTAccessLogger",
+    "ESTServerSettings",
+    "RunningESTServer",
+    "make_est_app",
+    "settings_from_config",
+    "start_est_server",
+]

@@ -95,5 +95,12 @@ def load_trust_store(*paths: str | os.PathLike[str]) -> pki.TrustStore:
     return store
 
 
-__all__ = ["ensure_dir", "write_file", "write_secret_file", "write_private_key", "read_private_key",
-           "load_cert_file", "load_trust_store"]
+__all__ = [
+    "ensure_dir",
+    "load_cert_file",
+    "load_trust_store",
+    "read_private_key",
+    "write_file",
+    "write_private_key",
+    "write_secret_file",
+]

@@ -121,4 +121,4 @@ def run_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R], 
     asyncio.run(main())
 
 
-__all__ = ["cannot_listen", "listen", "start_https", "RunningServer", "Closable", "run_until_signal"]
+__all__ = ["Closable", "RunningServer", "cannot_listen", "listen", "run_until_signal", "start_https"]

@@ -65,4 +65,4 @@ def unverified_client_context() -> ssl.SSLContext:
     return ctx
 
 
-__all__ = ["MIN_TLS", "server_context", "client_context", "unverified_client_context"]
+__all__ = ["MIN_TLS", "client_context", "server_context", "unverified_client_context"]

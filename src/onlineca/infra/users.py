@@ -76,11 +76,11 @@ class UsersFile:
         self._dummy = hash_password(secrets.token_hex(8), n=2 ** 10)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> "UsersFile":
+    def from_path(cls, path: str | os.PathLike[str]) -> UsersFile:
         return cls(read_users(path, what="EST", hint="Make lines with 'onlineca est hash-password'."))
 
     @classmethod
-    def from_plain(cls, users: dict[str, str], n: int = 2 ** 12) -> "UsersFile":
+    def from_plain(cls, users: dict[str, str], n: int = 2 ** 12) -> UsersFile:
         return cls({u: hash_password(pw, n=n) for u, pw in users.items()})
 
     def _digest(self, user: str, password: str) -> bytes:
@@ -123,4 +123,4 @@ def basic_credentials(header: str) -> BasicCredentials | None:
     return BasicCredentials(user, password)
 
 
-__all__ = ["BasicCredentials", "hash_password", "read_users", "UsersFile", "basic_credentials"]
+__all__ = ["BasicCredentials", "UsersFile", "basic_credentials", "hash_password", "read_users"]

@@ -79,4 +79,4 @@ class SessionTrace:
         log.info("%s", message, extra=self._extra())
 
 
-__all__ = ["CAPFTraceFormatter", "SessionTrace", "TRACE_FILE", "attach_capf_trace"]
+__all__ = ["TRACE_FILE", "CAPFTraceFormatter", "SessionTrace", "attach_capf_trace"]

@@ -76,7 +76,7 @@ class IISLog:
             os.chmod(self.path, 0o640)
         except OSError:
             pass
-        self._file.write("\n".join(header_lines(dt.datetime.now(dt.timezone.utc))) + "\n")
+        self._file.write("\n".join(header_lines(dt.datetime.now(dt.UTC))) + "\n")
         self._file.flush()
 
     def write(self, entry: IISEntry) -> None:
@@ -87,6 +87,14 @@ class IISLog:
         self._file.close()
 
 
-__all__ = ["IISEntry", "IISLog", "format_line", "header_lines", "FIELDS", "SOFTWARE",
-           "WIN32_NO_CREDENTIALS", "WIN32_LOGON_FAILURE",
-           "WIN32_CONTINUE_NEEDED"]
+__all__ = [
+    "FIELDS",
+    "SOFTWARE",
+    "WIN32_CONTINUE_NEEDED",
+    "WIN32_LOGON_FAILURE",
+    "WIN32_NO_CREDENTIALS",
+    "IISEntry",
+    "IISLog",
+    "format_line",
+    "header_lines",
+]

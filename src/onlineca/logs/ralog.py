@@ -39,4 +39,4 @@ def attach_ra_logs(log_dir: str | Path, fmt: str = "text", level: str = "info") 
     return detach
 
 
-__all__ = ["attach_ra_logs", "ERROR_LOG", "ACCESS_LOG", "ACCESS_LOGGER"]
+__all__ = ["ACCESS_LOG", "ACCESS_LOGGER", "ERROR_LOG", "attach_ra_logs"]

@@ -21,14 +21,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from onlineca.errors import OnlineCAError, PhoneError, ProtocolError
+from onlineca.infra import files, tls
+from onlineca.phone.device import Phone
 from onlineca.proto.devproto import (
-    AuthRequest, AuthType, CertificateType, DeleteCertRequest, EndSession, FetchCertRequest, KeyGenRequest, Message, Reason, RetryLater, SignCertRequest, StoreCertRequest,
+    AuthRequest,
+    AuthType,
+    CertificateType,
+    DeleteCertRequest,
+    EndSession,
+    FetchCertRequest,
+    KeyGenRequest,
+    Message,
+    Reason,
+    RetryLater,
+    SignCertRequest,
+    StoreCertRequest,
 )
 from onlineca.proto.devproto.session import PhoneSession
-from onlineca.errors import OnlineCAError, ProtocolError
-from onlineca.phone.device import Phone
-from onlineca.errors import PhoneError
-from onlineca.infra import files, tls
 
 log = logging.getLogger("onlineca.phone")
 
@@ -238,7 +248,7 @@ async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(
                                     server_hostname=target.server_hostname or target.host,
                                     ssl_handshake_timeout=target.connect_timeout),
             target.connect_timeout)
-    except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, ssl.SSLError) as exc:
         result.error = f"cannot connect to CAPF {target.host}:{target.port}: {exc or type(exc).__name__}"
         result.seconds = time.monotonic() - started
         return result
@@ -256,7 +266,7 @@ async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(
                     break
     except ProtocolError as exc:
         result.outcome, result.error = "protocol_error", f"{exc.code}: {exc.message}"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         result.error = f"no word from CAPF for {target.read_timeout:g} s in state {session.state.value}"
     except (OSError, ssl.SSLError) as exc:
         result.error = f"connection to CAPF failed: {exc}"

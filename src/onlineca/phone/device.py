@@ -26,10 +26,10 @@ from pathlib import Path
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.proto.devproto import CertificateType, CertificateValue
 from onlineca.errors import OnlineCAError, ParseError, PhoneError
-from onlineca.pki import tbs
 from onlineca.infra import files
+from onlineca.pki import tbs
+from onlineca.proto.devproto import CertificateType, CertificateValue
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 DEFAULT_MODEL = "Cisco 8865"
@@ -50,7 +50,7 @@ class KeyPool:
         GIL while it searches for primes, so threads use every core)."""
         specs = [spec for spec, n in wanted.items() for _ in range(n)]
         with ThreadPoolExecutor(max_workers=workers or (os.cpu_count() or 2)) as ex:
-            for spec, key in zip(specs, ex.map(lambda s: pki.generate_key(*s), specs)):
+            for spec, key in zip(specs, ex.map(lambda s: pki.generate_key(*s), specs), strict=True):
                 self.put(spec, key)
 
     def put(self, spec: KeySpec, key: pki.PrivateKey) -> None:
@@ -284,4 +284,4 @@ class Phone:
         return f"Phone({self.name!r}, lsc={self.has_lsc}, mic={self.has_mic})"
 
 
-__all__ = ["CertInfo", "DEFAULT_MODEL", "KeyPool", "KeySpec", "Phone", "PhoneError"]
+__all__ = ["DEFAULT_MODEL", "CertInfo", "KeyPool", "KeySpec", "Phone", "PhoneError"]

@@ -18,10 +18,9 @@ from pathlib import Path
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.errors import OnlineCAError
-from onlineca.phone.device import Phone
-from onlineca.errors import PhoneError
+from onlineca.errors import OnlineCAError, PhoneError
 from onlineca.infra import files
+from onlineca.phone.device import Phone
 
 DEFAULT_CA_NAME = "CN=onlineca Lab Manufacturing CA,O=onlineca phones"
 CA_CERT, CA_KEY = "mic-ca.pem", "mic-ca.key"

@@ -127,7 +127,7 @@ def build_certificate(
     """
     subject_name = parse_name(subject)
     issuer_name = issuer_cert.subject if issuer_cert is not None else subject_name
-    start = (not_before or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+    start = (not_before or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     if not_before is None:
         start -= dt.timedelta(minutes=5)  # tolerate small clock skew between tiers
     end = start + dt.timedelta(days=validity_days)
@@ -278,8 +278,23 @@ def signature_hash_for(key: PrivateKey) -> hashes.HashAlgorithm:
 
 
 __all__ = [
-    "parse_name", "name_to_slash", "common_name", "build_certificate", "load_certificate",
-    "load_certificates", "cert_pem", "cert_der", "certs_pem", "pem_to_der", "der_to_pem",
-    "fingerprint", "is_self_signed", "san_names", "key_usage_names", "same_public_key",
-    "EKU_NAMES", "KEY_USAGE_NAMES", "signature_hash_for",
+    "EKU_NAMES",
+    "KEY_USAGE_NAMES",
+    "build_certificate",
+    "cert_der",
+    "cert_pem",
+    "certs_pem",
+    "common_name",
+    "der_to_pem",
+    "fingerprint",
+    "is_self_signed",
+    "key_usage_names",
+    "load_certificate",
+    "load_certificates",
+    "name_to_slash",
+    "parse_name",
+    "pem_to_der",
+    "same_public_key",
+    "san_names",
+    "signature_hash_for",
 ]

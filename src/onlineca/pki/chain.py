@@ -122,7 +122,7 @@ def validate_chain(
     at: dt.datetime | None = None,
 ) -> list[x509.Certificate]:
     """The validated path ``[leaf, ..., anchor]``; ChainError with the reason otherwise."""
-    now = at or dt.datetime.now(dt.timezone.utc)
+    now = at or dt.datetime.now(dt.UTC)
     if leaf in trust:
         _check_dates(leaf, now)
         return [leaf]

@@ -21,7 +21,7 @@ from typing import Self
 
 from onlineca.errors import PolicyError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class _Named(Enum):

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.pki import der
 from onlineca.errors import ParseError
+from onlineca.pki import der
 
 WELL_KNOWN = "/.well-known/est"
 OPERATIONS = ("cacerts", "simpleenroll", "simplereenroll", "serverkeygen", "csrattrs", "fullcmc")
@@ -157,8 +157,8 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> int:
     if when is None:
         raise ParseError(f"invalid Retry-After value {text[:40]!r}", code="EST_ERR_INVALID_RETRY_VALUE")
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    now = now or dt.datetime.now(dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     return max(0, int((when - now).total_seconds()))
 
 

@@ -125,4 +125,4 @@ def enrollment_rv_line(code: str, pkcs7_length: int) -> str:
     return f"Enrollment rv = {rv_text(code)} with pkcs7 length = {pkcs7_length}"
 
 
-__all__ = ["EST_ERRORS", "EST_ERROR_NAMES", "ESTCodedError", "est_number", "rv_text", "enrollment_rv_line"]
+__all__ = ["EST_ERRORS", "EST_ERROR_NAMES", "ESTCodedError", "enrollment_rv_line", "est_number", "rv_text"]

@@ -31,20 +31,37 @@ from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from onlineca import __version__, pki
-from onlineca.proto.certsrv import client as p
 from onlineca.config import Config
-from onlineca.errors import ConfigError, OnlineCAError, ParseError, CAAuthError, CAConnectError, CADNSError, CADeniedError, CAHTTPError, CAPageError, CATLSError, CATemplateError, CATimeoutError, CertsrvFailure
-from onlineca.proto import est as m
-from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, Issued, Pending
-from onlineca.errors import ESTCodedError
-from onlineca.proto.libest import est_number
-from onlineca.est.server import (
-    ESTAccessLogger, RunningESTServer, make_est_app, settings_from_config,
+from onlineca.errors import (
+    CAAuthError,
+    CAConnectError,
+    CADeniedError,
+    CADNSError,
+    CAHTTPError,
+    CAPageError,
+    CATemplateError,
+    CATimeoutError,
+    CATLSError,
+    CertsrvFailure,
+    ConfigError,
+    ESTCodedError,
+    OnlineCAError,
+    ParseError,
 )
-from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
-from onlineca.ra.connector import CAConnector, CertsrvConnector, LocalConnector
-from onlineca.infra.serving import start_https
+from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, Issued, Pending
+from onlineca.est.server import (
+    ESTAccessLogger,
+    RunningESTServer,
+    make_est_app,
+    settings_from_config,
+)
 from onlineca.infra import files, tls
+from onlineca.infra.serving import start_https
+from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
+from onlineca.proto import est as m
+from onlineca.proto.certsrv import client as p
+from onlineca.proto.libest import est_number
+from onlineca.ra.connector import CAConnector, CertsrvConnector, LocalConnector
 
 log = logging.getLogger("onlineca.ra")
 est_log = logging.getLogger("onlineca.est")
@@ -154,7 +171,7 @@ async def startup_loop(state: RAState) -> None:
             state.reason = f"{exc.code}: {exc.message}"
             log.warning("RA not ready after attempt %d (%s); next attempt in %.1f s", state.attempts,
                         state.reason, delay, extra={"func": "ra_startup", "fix": exc.hint})
-        except Exception as exc:  # noqa: BLE001  a bug must not end the retry loop
+        except Exception as exc:
             state.reason = f"internal error: {type(exc).__name__}"
             log.exception("RA not ready after attempt %d (internal error); next attempt in %.1f s",
                           state.attempts, delay, extra={"func": "ra_startup"})
@@ -232,7 +249,7 @@ class RABackend:
             return Denied(exc.message, 403)
         if isinstance(exc, CAAuthError) and self.ra.client_auth == "passthrough":
             return Denied("the CA refused these credentials", 401)
-        if isinstance(exc, _UNREACHABLE) or isinstance(exc, CAAuthError):
+        if isinstance(exc, (_UNREACHABLE, CAAuthError)):
             self.state.recheck(f"{exc.code}: {exc.message}")
         if isinstance(exc, (CAPageError, CAHTTPError)):
             return Denied(f"the CA answered what the RA cannot use: {exc.message}", 502)
@@ -461,4 +478,4 @@ async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = No
     return RunningRA(host, bound, runner, app, ctx)
 
 
-__all__ = ["make_ra_app", "start_ra", "RunningRA", "RAState", "RAMetrics", "RABackend", "RA_STATE"]
+__all__ = ["RA_STATE", "RABackend", "RAMetrics", "RAState", "RunningRA", "make_ra_app", "start_ra"]

@@ -27,11 +27,19 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.certsrv.client import CertsrvClient
-from onlineca.proto.certsrv import client as p
 from onlineca.config import RAConfig
-from onlineca.errors import ChainError, ConfigError, CAAuthError, CAChainError, CATemplateError, CATimeoutError, CertsrvFailure
-from onlineca.infra.users import BasicCredentials
+from onlineca.errors import (
+    CAAuthError,
+    CAChainError,
+    CATemplateError,
+    CATimeoutError,
+    CertsrvFailure,
+    ChainError,
+    ConfigError,
+)
 from onlineca.est.backend import LocalSigner
+from onlineca.infra.users import BasicCredentials
+from onlineca.proto.certsrv import client as p
 
 log = logging.getLogger("onlineca.ra")
 
@@ -76,7 +84,7 @@ class LocalConnector:
         self._next_id = 0
 
     @classmethod
-    def from_config(cls, ra: RAConfig) -> "LocalConnector":
+    def from_config(cls, ra: RAConfig) -> LocalConnector:
         if not (ra.local_key and ra.local_cert):
             raise ConfigError("connector = 'local' needs local_key and local_cert in [ra]",
                               hint="Point them at the issuing CA's key and certificate (chain allowed).")

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from onlineca.store.devices import utcnow
 from onlineca.policy.capf import CertStatus, Operation, as_utc, format_deadline
 from onlineca.store.capf_models import LSC, Device
+from onlineca.store.devices import utcnow
 
 
 def _iso(when: dt.datetime | None) -> str | None:
@@ -26,7 +26,7 @@ def _iso(when: dt.datetime | None) -> str | None:
 
 def by_status(s: Session) -> list[dict[str, Any]]:
     rows = s.execute(select(Device.status, func.count()).group_by(Device.status))
-    counts = {status: n for status, n in rows}
+    counts = dict(rows.tuples().all())
     return [{"status": st.ident, "display": st.display, "code": st.code, "devices": counts[st.ident]}
             for st in CertStatus if st.ident in counts]
 

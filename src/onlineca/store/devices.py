@@ -23,11 +23,36 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from onlineca import pki
-from onlineca.policy.capf import (
-    UTC, AuthMode, AutoEnrollment, CertStatus, DeviceOverrides, EffectivePolicy, KeyOrder, Operation, ProfilePolicy, RenewalPolicy, as_utc, default_deadline, effective_policy, format_deadline, parse_deadline, validate_auth_string, validate_device_name, validate_ec_key_size, validate_rsa_key_size,
+from onlineca.errors import (
+    CAPFError,
+    CSVImportError,
+    DeviceNotFound,
+    InventoryConflict,
+    ParseError,
+    PolicyError,
+    ProfileNotFound,
 )
-from onlineca.errors import PolicyError, DeviceNotFound, ProfileNotFound, InventoryConflict, CSVImportError
-from onlineca.errors import CAPFError, ParseError
+from onlineca.policy.capf import (
+    UTC,
+    AuthMode,
+    AutoEnrollment,
+    CertStatus,
+    DeviceOverrides,
+    EffectivePolicy,
+    KeyOrder,
+    Operation,
+    ProfilePolicy,
+    RenewalPolicy,
+    as_utc,
+    default_deadline,
+    effective_policy,
+    format_deadline,
+    parse_deadline,
+    validate_auth_string,
+    validate_device_name,
+    validate_ec_key_size,
+    validate_rsa_key_size,
+)
 from onlineca.store.capf_models import LSC, Device, DeviceEvent, Profile
 
 DEFAULT_PROFILE = ProfilePolicy()
@@ -596,7 +621,7 @@ def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: s
             if len(cells) != len(titles):
                 errors.append((line, f"{len(cells)} cells where the header has {len(titles)}"))
                 continue
-            row = {CSV_COLUMNS[t]: c for t, c in zip(titles, cells) if CSV_COLUMNS[t]}
+            row = {CSV_COLUMNS[t]: c for t, c in zip(titles, cells, strict=True) if CSV_COLUMNS[t]}
             try:
                 _import_row(s, row, mode, seen, line, result, actor=actor, now=now)
             except CAPFError as exc:

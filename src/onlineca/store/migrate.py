@@ -33,7 +33,7 @@ PG_LOCK_KEY = 0x6F43416D
 _local_lock = threading.Lock()  # flock is per open file, so threads of one process queue here first
 
 
-def alembic_config() -> "Config":
+def alembic_config() -> Config:
     from alembic.config import Config
 
     cfg = Config()
@@ -50,7 +50,7 @@ def head_revision() -> str:
 
 
 @contextmanager
-def _sqlite_file_lock(db: "Database") -> Iterator[None]:
+def _sqlite_file_lock(db: Database) -> Iterator[None]:
     database = db.engine.url.database
     with _local_lock:
         if not database or database == ":memory:":
@@ -65,7 +65,7 @@ def _sqlite_file_lock(db: "Database") -> Iterator[None]:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def upgrade(db: "Database", revision: str = "head") -> None:
+def upgrade(db: Database, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (idempotent, safe to run from several processes at once)."""
     from alembic import command
 
@@ -88,7 +88,7 @@ def upgrade(db: "Database", revision: str = "head") -> None:
                          hint="Check that the database is reachable and that this user may create tables.") from exc
 
 
-def current_revision(db: "Database") -> str | None:
+def current_revision(db: Database) -> str | None:
     """The revision the database is at (None when it was never migrated)."""
     from alembic.runtime.migration import MigrationContext
 

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from onlineca import pki
+from onlineca.pki import tbs
 from onlineca.proto.devproto import messages as m
 from onlineca.proto.devproto.codec import HEADER_SIZE, encode_frame
-from onlineca.pki import tbs
 
 HERE = Path(__file__).parent
 SID = 0x1A2B3C4D

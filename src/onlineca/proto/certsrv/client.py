@@ -25,7 +25,20 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.errors import ParseError, CertsrvFailure, CATemplateError, CADeniedError, CAPageError, CAChainError, CAAuthError, CAHTTPError, CADNSError, CAConnectError, CATimeoutError, CATLSError
+from onlineca.errors import (
+    CAAuthError,
+    CAChainError,
+    CAConnectError,
+    CADeniedError,
+    CADNSError,
+    CAHTTPError,
+    CAPageError,
+    CATemplateError,
+    CATimeoutError,
+    CATLSError,
+    CertsrvFailure,
+    ParseError,
+)
 
 # AD CS chooses content types and page scripts from the User-Agent; a browser's gets the pages
 # every client was written against.
@@ -476,7 +489,7 @@ class PeerCertificate:
     self_signed: bool = False
 
     @classmethod
-    def from_der(cls, der: bytes) -> "PeerCertificate":
+    def from_der(cls, der: bytes) -> PeerCertificate:
         cert = pki.load_certificate(der)
         return cls(subject=pki.name_to_slash(cert.subject), issuer=pki.name_to_slash(cert.issuer),
                    common_name=pki.common_name(cert.subject), names=pki.san_names(cert),

@@ -12,8 +12,8 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from onlineca.policy import ca as policy
 from onlineca.config import TemplateConfig
+from onlineca.policy import ca as policy
 
 TITLE = "Microsoft Active Directory Certificate Services"
 

@@ -9,7 +9,7 @@ the phone simulator are thin adapters around it.
 """
 
 from onlineca.proto.devproto.codec import Element, Frame, FrameDecoder, Limits, decode_frame, encode_frame
-from onlineca.proto.devproto.messages import *  # noqa: F401,F403  (the protocol's names are the API)
+from onlineca.proto.devproto.messages import *  # noqa: F403  (the protocol's names are the API)
 from onlineca.proto.devproto.messages import __all__ as _message_names
 from onlineca.proto.devproto.session import CAPFSession, PhoneSession, Role, State
 

@@ -208,6 +208,17 @@ def encode_frames(frames: Iterable[Frame]) -> bytes:
 
 
 __all__ = [
-    "DEFAULT_LIMITS", "ELEMENT_HEADER_SIZE", "Element", "Frame", "FrameDecoder", "HEADER_SIZE", "Limits",
-    "PROTOCOL_ID", "WIRE_MAX_LENGTH", "decode_frame", "encode_frame", "encode_frames", "protocol_error",
+    "DEFAULT_LIMITS",
+    "ELEMENT_HEADER_SIZE",
+    "HEADER_SIZE",
+    "PROTOCOL_ID",
+    "WIRE_MAX_LENGTH",
+    "Element",
+    "Frame",
+    "FrameDecoder",
+    "Limits",
+    "decode_frame",
+    "encode_frame",
+    "encode_frames",
+    "protocol_error",
 ]

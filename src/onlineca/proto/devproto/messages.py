@@ -22,14 +22,21 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from onlineca import pki
-from onlineca.proto.devproto.codec import (
-    DEFAULT_LIMITS, Element, Frame, Limits, decode_frame, encode_frame, protocol_error,
-)
 from onlineca.errors import OnlineCAError, ProtocolError
+from onlineca.proto.devproto.codec import (
+    DEFAULT_LIMITS,
+    Element,
+    Frame,
+    Limits,
+    decode_frame,
+    encode_frame,
+    protocol_error,
+)
 
 # Versions: CAPF sends 3; phones may announce 2 (see check_version for what differs).
 VERSION_2 = 2
@@ -710,11 +717,43 @@ def auth_signed_payload(session_id: int, nonce: bytes, device_name: str) -> byte
 
 
 __all__ = [
-    "AbortRequest", "AbortResponse", "AuthRequest", "AuthResponse", "AuthType", "CertificateType",
-    "CertificateValue", "Command", "DeleteCertRequest", "DeleteCertResponse", "DigestType", "ECCurve",
-    "EndSession", "FetchCertRequest", "FetchCertResponse", "KeyGenRequest", "KeyGenResponse", "KeyType",
-    "MESSAGE_TYPES", "Message", "Reason", "RequestInProgress", "RetryLater", "SERVER_VERSION",
-    "SUPPORTED_VERSIONS", "SignCertRequest", "SignCertResponse", "StatusEnquiry", "StatusResponse",
-    "StoreCertRequest", "StoreCertResponse", "Tag", "auth_signed_payload", "check_version",
-    "decode_message", "encode_message", "from_bytes", "message_fields", "to_bytes",
+    "MESSAGE_TYPES",
+    "SERVER_VERSION",
+    "SUPPORTED_VERSIONS",
+    "AbortRequest",
+    "AbortResponse",
+    "AuthRequest",
+    "AuthResponse",
+    "AuthType",
+    "CertificateType",
+    "CertificateValue",
+    "Command",
+    "DeleteCertRequest",
+    "DeleteCertResponse",
+    "DigestType",
+    "ECCurve",
+    "EndSession",
+    "FetchCertRequest",
+    "FetchCertResponse",
+    "KeyGenRequest",
+    "KeyGenResponse",
+    "KeyType",
+    "Message",
+    "Reason",
+    "RequestInProgress",
+    "RetryLater",
+    "SignCertRequest",
+    "SignCertResponse",
+    "StatusEnquiry",
+    "StatusResponse",
+    "StoreCertRequest",
+    "StoreCertResponse",
+    "Tag",
+    "auth_signed_payload",
+    "check_version",
+    "decode_message",
+    "encode_message",
+    "from_bytes",
+    "message_fields",
+    "to_bytes",
 ]

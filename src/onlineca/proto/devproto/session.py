@@ -32,13 +32,51 @@ import dataclasses
 import enum
 import secrets
 
+from onlineca.errors import ProtocolError
 from onlineca.proto.devproto.codec import (
-    DEFAULT_LIMITS, PEER_HINT, FrameDecoder, Limits, encode_frame, protocol_error,
+    DEFAULT_LIMITS,
+    PEER_HINT,
+    FrameDecoder,
+    Limits,
+    encode_frame,
+    protocol_error,
 )
 from onlineca.proto.devproto.messages import (
-    SERVER_VERSION, SUPPORTED_VERSIONS, AbortRequest, AbortResponse, AuthRequest, AuthResponse, AuthType, CertificateType, CertificateValue, Command, DeleteCertRequest, DeleteCertResponse, DigestType, ECCurve, EndSession, FetchCertRequest, FetchCertResponse, KeyGenRequest, KeyGenResponse, KeyType, Message, Reason, RequestInProgress, RetryLater, SignCertRequest, SignCertResponse, StatusEnquiry, StatusResponse, StoreCertRequest, StoreCertResponse, auth_signed_payload, check_version, decode_message, encode_message,
+    SERVER_VERSION,
+    SUPPORTED_VERSIONS,
+    AbortRequest,
+    AbortResponse,
+    AuthRequest,
+    AuthResponse,
+    AuthType,
+    CertificateType,
+    CertificateValue,
+    Command,
+    DeleteCertRequest,
+    DeleteCertResponse,
+    DigestType,
+    ECCurve,
+    EndSession,
+    FetchCertRequest,
+    FetchCertResponse,
+    KeyGenRequest,
+    KeyGenResponse,
+    KeyType,
+    Message,
+    Reason,
+    RequestInProgress,
+    RetryLater,
+    SignCertRequest,
+    SignCertResponse,
+    StatusEnquiry,
+    StatusResponse,
+    StoreCertRequest,
+    StoreCertResponse,
+    auth_signed_payload,
+    check_version,
+    decode_message,
+    encode_message,
 )
-from onlineca.errors import ProtocolError
 
 E_STATE = "DEVPROTO_INVALID_TRANSITION"
 E_SESSION_ID = "DEVPROTO_SESSION_ID"
@@ -232,11 +270,11 @@ class _Session:
             raise protocol_error(f"{command.name} from {sender.value} while waiting for ABORT_RESPONSE", E_STATE)
         if command is Command.ABORT_REQUEST:
             return State.ABORTING
-        if command is Command.STATUS_ENQUIRY and sender is Role.CAPF and not self.status_enquiry_pending:
-            # CAPF asks only while it waits for the phone; the phone answers in any state, because
-            # its own next message may have crossed the enquiry on the wire.
-            if state in PHONE_TURN_STATES or self.role is Role.PHONE:
-                return state
+        # CAPF asks only while it waits for the phone; the phone answers in any state, because
+        # its own next message may have crossed the enquiry on the wire.
+        if (command is Command.STATUS_ENQUIRY and sender is Role.CAPF and not self.status_enquiry_pending
+                and (state in PHONE_TURN_STATES or self.role is Role.PHONE)):
+            return state
         if command is Command.STATUS_RESPONSE and sender is Role.PHONE and self.status_enquiry_pending:
             return state
         nxt = TRANSITIONS.get((state, sender, command))
@@ -508,4 +546,4 @@ class PhoneSession(_Session):
             self._reply_abort()
 
 
-__all__ = ["ANY_STATE_RULES", "CAPFSession", "PhoneSession", "Role", "State", "TRANSITIONS", "TURN"]
+__all__ = ["ANY_STATE_RULES", "TRANSITIONS", "TURN", "CAPFSession", "PhoneSession", "Role", "State"]
