@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from onlineca.diagnose.findings import CODES, Severity
+from onlineca.diagnose.findings import Severity
+from onlineca.errors import CODES, fix_for
 
 # --- records ---------------------------------------------------------------------------------
 
@@ -451,7 +452,7 @@ def _excerpt(text: str, m: re.Match[str] | None, width: int = 240) -> str:
 
 def _hit(rec: LogRecord, code: str, severity: Severity, cause: str, fix: str, signature: str,
          m: re.Match[str] | None = None, secondary: bool = False, **evidence: Any) -> Hit:
-    return Hit(code=code, severity=severity, cause=cause, fix=fix or CODES.get(code, ("local", ""))[1],
+    return Hit(code=code, severity=severity, cause=cause, fix=fix or fix_for(code),
                source=rec.source, line=rec.line, signature=signature, excerpt=_excerpt(rec.text, m),
                time=rec.time.isoformat(sep=" ") if rec.time and not rec.time_only else
                (rec.time.strftime("%H:%M:%S.%f")[:-3] if rec.time else ""),

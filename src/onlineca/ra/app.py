@@ -47,6 +47,7 @@ from onlineca.errors import (
     ESTCodedError,
     OnlineCAError,
     ParseError,
+    fix_for,
 )
 from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, Issued, Pending
 from onlineca.est.server import (
@@ -228,7 +229,7 @@ class RABackend:
         self.state.pending.pop(key, None)
         if isinstance(result, p.Denied):
             log.error("the CA denied request %s for %s: %s", result.req_id, subject, result.message,
-                      extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": CADeniedError.hint})
+                      extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": fix_for("CA_DENIED")})
             return Denied(f"the CA denied request {result.req_id}: {result.message}", 403)
         log.info("request %d for %s issued, serial %x", result.req_id, subject, result.cert.serial_number,
                  extra={"func": "ra_certsrv_ca_plugin_enroll"})

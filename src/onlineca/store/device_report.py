@@ -26,7 +26,7 @@ def _iso(when: dt.datetime | None) -> str | None:
 
 def by_status(s: Session) -> list[dict[str, Any]]:
     rows = s.execute(select(Device.status, func.count()).group_by(Device.status))
-    counts = dict(rows.tuples().all())
+    counts: dict[str, int] = {status: n for status, n in rows}  # noqa: C416  (Row pairs, not tuples)
     return [{"status": st.ident, "display": st.display, "code": st.code, "devices": counts[st.ident]}
             for st in CertStatus if st.ident in counts]
 

@@ -38,6 +38,7 @@ from onlineca.errors import (
     CATLSError,
     CertsrvFailure,
     ParseError,
+    fix_for,
 )
 
 # AD CS chooses content types and page scripts from the User-Agent; a browser's gets the pages
@@ -281,7 +282,7 @@ def template_error(wanted: str, offered: Iterable[Template]) -> CATemplateError 
     nearest = by_display[:1] or difflib.get_close_matches(wanted, names, n=1, cutoff=0.6)
     message = f"certificate template {wanted!r} is not offered to this user on certrqxt.asp"
     message += f"; offered: {', '.join(names)}" if names else "; no template is offered"
-    hint = CATemplateError.hint
+    hint = fix_for("CA_TEMPLATE")
     if nearest:
         hint = f"Did you mean {nearest[0]!r}? " + hint
     return CATemplateError(message, hint=hint, details={"template": wanted, "offered": names,
@@ -550,7 +551,7 @@ def tls_error(host: str, verify_code: int | None, verify_message: str,
                           hint="Use the host name the certificate holds in ca_url (often the FQDN), or give "
                                "the CA web server a certificate with this name in its subjectAltName.",
                           details=details)
-    code, hint = _TLS_CODES.get(verify_code or -1, ("CA_TLS_UNTRUSTED", CATLSError.hint))
+    code, hint = _TLS_CODES.get(verify_code or -1, ("CA_TLS_UNTRUSTED", fix_for("CA_TLS_UNTRUSTED")))
     message = f"the CA's web certificate failed verification: {verify_message}"
     if peer is not None:
         message += f" (subject {peer.subject}, issuer {peer.issuer}"
