@@ -212,14 +212,30 @@ class CAPaths:
 
     dir: Path
 
-    root_key = property(lambda self: self.dir / "root.key")
-    root_cert = property(lambda self: self.dir / "root.pem")
-    issuing_key = property(lambda self: self.dir / "issuing.key")
-    issuing_cert = property(lambda self: self.dir / "issuing.pem")
-    chain = property(lambda self: self.dir / "chain.pem")
-    web_key = property(lambda self: self.dir / "web.key")
-    web_cert = property(lambda self: self.dir / "web.pem")
-    users = property(lambda self: self.dir / "users")
+    @property
+    def root_key(self) -> Path:
+        return self.dir / "root.key"
+    @property
+    def root_cert(self) -> Path:
+        return self.dir / "root.pem"
+    @property
+    def issuing_key(self) -> Path:
+        return self.dir / "issuing.key"
+    @property
+    def issuing_cert(self) -> Path:
+        return self.dir / "issuing.pem"
+    @property
+    def chain(self) -> Path:
+        return self.dir / "chain.pem"
+    @property
+    def web_key(self) -> Path:
+        return self.dir / "web.key"
+    @property
+    def web_cert(self) -> Path:
+        return self.dir / "web.pem"
+    @property
+    def users(self) -> Path:
+        return self.dir / "users"
 
     def exists(self) -> bool:
         return self.root_key.exists() or self.issuing_key.exists()
@@ -232,11 +248,21 @@ class CAPFPaths:
 
     root: Path
 
-    csr_dir = property(lambda self: self.root / "csr")
-    cert_dir = property(lambda self: self.root / "cert")
-    troubleshoot_dir = property(lambda self: self.root / "troubleshoot")
-    capf_cert = property(lambda self: self.root / "capf.pem")
-    capf_key = property(lambda self: self.root / "capf.key")
+    @property
+    def csr_dir(self) -> Path:
+        return self.root / "csr"
+    @property
+    def cert_dir(self) -> Path:
+        return self.root / "cert"
+    @property
+    def troubleshoot_dir(self) -> Path:
+        return self.root / "troubleshoot"
+    @property
+    def capf_cert(self) -> Path:
+        return self.root / "capf.pem"
+    @property
+    def capf_key(self) -> Path:
+        return self.root / "capf.key"
 
     def csr_file(self, device: str) -> Path:
         return self.csr_dir / f"{device}.csr"

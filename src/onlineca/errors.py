@@ -335,7 +335,7 @@ CODES: dict[str, Code] = _table(
     ("KEY_TYPE", PKIError, "local", "Use an RSA or EC (P-256, P-384, P-521) key."),
     ("KEY_SIZE", PKIError, "local", "Use an allowed key size: RSA 512-4096 bits in steps the policy allows, EC 256/384/521."),
     ("KEY_UNSUPPORTED", PhoneError, "device", "Ask the device for a key type and size it supports."),
-    ("NAME", PKIError, "local", "Write the name as comma-separated ATTRIBUTE=value pairs, e.g. CN=SEP74A02FC0A675,O=Example."),
+    ("NAME", PKIError, "local", "Write the name as comma-separated ATTRIBUTE=value pairs, for example CN=SEP74A02FC0A675,O=Example."),
     ("DIGEST", PKIError, "local", "Use sha256, sha384 or sha512."),
     ("CSR_EXTENSION", PKIError, "local", "Give each extension of the request once."),
     # -- the device protocol (the phone <-> CAPF hop)

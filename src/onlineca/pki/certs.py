@@ -69,7 +69,8 @@ def name_to_slash(name: x509.Name) -> str:
             short = {v: k for k, v in _NAME_ATTRS.items()}.get(attr.oid, attr.oid.dotted_string)
             if short == "EMAILADDRESS":
                 short = "emailAddress"
-            out.append(f"/{short}={attr.value}")
+            value = attr.value.decode("utf-8", "replace") if isinstance(attr.value, bytes) else attr.value
+            out.append(f"/{short}={value}")
     return "".join(out)
 
 
@@ -96,7 +97,10 @@ def _general_names(sans: Iterable[str | x509.GeneralName]) -> list[x509.GeneralN
     return out
 
 
-def _signing_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+SigningHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+
+
+def _signing_hash(key: PrivateKey) -> SigningHash:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 384:
         return hashes.SHA512()
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
@@ -118,7 +122,7 @@ def build_certificate(
     key_usage: Sequence[str] | None = None,
     extended_key_usage: Sequence[str | x509.ObjectIdentifier] = (),
     sans: Iterable[str | x509.GeneralName] = (),
-    extra_extensions: Iterable[x509.Extension] = (),
+    extra_extensions: Iterable[x509.Extension[x509.ExtensionType]] = (),
 ) -> x509.Certificate:
     """Sign a certificate.  ``issuer_cert=None`` makes a self-signed one (issuer = subject).
 
@@ -273,7 +277,7 @@ def same_public_key(a: PublicKey | PrivateKey, b: PublicKey | PrivateKey) -> boo
     return public_key_der(a) == public_key_der(b)
 
 
-def signature_hash_for(key: PrivateKey) -> hashes.HashAlgorithm:
+def signature_hash_for(key: PrivateKey) -> SigningHash:
     return _signing_hash(key)
 
 

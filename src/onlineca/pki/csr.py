@@ -23,7 +23,7 @@ def build_csr(
     subject: str | x509.Name,
     sans: Iterable[str | x509.GeneralName] = (),
     challenge_password: str | None = None,
-    extensions: Iterable[x509.Extension] = (),
+    extensions: Iterable[x509.Extension[x509.ExtensionType]] = (),
 ) -> x509.CertificateSigningRequest:
     builder = x509.CertificateSigningRequestBuilder().subject_name(parse_name(subject))
     names = _general_names(sans)

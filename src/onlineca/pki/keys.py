@@ -52,15 +52,19 @@ def private_key_der(key: PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
+def _public(key: PrivateKey | PublicKey) -> PublicKey:
+    if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        return key.public_key()
+    return key
+
+
 def public_key_der(key: PrivateKey | PublicKey) -> bytes:
     """SubjectPublicKeyInfo DER."""
-    pub = key.public_key() if hasattr(key, "private_bytes") else key
-    return pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _public(key).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def public_key_pem(key: PrivateKey | PublicKey) -> bytes:
-    pub = key.public_key() if hasattr(key, "private_bytes") else key
-    return pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _public(key).public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _as_bytes(data: bytes | str) -> bytes:

@@ -52,9 +52,10 @@ def parse_pkcs7(data: bytes) -> list[x509.Certificate]:
         if b"-----" in data:
             lines = [ln for ln in data.splitlines() if not ln.strip().startswith(b"-----")]
             body = b"".join(lines)
-        der = _b64_body(body)
-        if der is None:
+        decoded = _b64_body(body)
+        if decoded is None:
             raise ParseError("PKCS#7 data is neither DER nor valid base64")
+        der = decoded
     try:
         with warnings.catch_warnings():
             # OpenSSL's crl2pkcs7 and AD CS write the certificate SET unsorted (BER, not DER);

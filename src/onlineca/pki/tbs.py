@@ -156,7 +156,10 @@ def assemble_csr(info_der: bytes, signature: bytes, public_key: PublicKey | Priv
     der = _tlv(_SEQUENCE, info_der + algorithm + _tlv(0x03, b"\x00" + signature))
     try:
         csr = x509.load_der_x509_csr(der)
-        inner_key = public_key_der(csr.public_key())
+        inner = csr.public_key()
+        if not isinstance(inner, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+            raise ParseError(f"unsupported key algorithm {type(inner).__name__}")
+        inner_key = public_key_der(inner)
     except Exception as exc:
         raise ParseError(f"assembled certificate request does not parse: {exc}") from None
     if inner_key != public_key_der(public_key):

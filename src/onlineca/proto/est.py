@@ -456,8 +456,6 @@ def check_tls_unique(csr: x509.CertificateSigningRequest, binding: bytes | None)
     if got is None:
         raise ParseError("the CSR has no challengePassword carrying tls-unique", code="EST_ERR_AUTH_FAIL_TLSUID")
     want = tls_unique_challenge(binding).encode()
-    if isinstance(got, str):
-        got = got.encode("utf-8", "replace")
     if not hmac.compare_digest(bytes(got).strip(), want):
         raise ParseError("the CSR's challengePassword does not match this TLS session's tls-unique",
                          code="EST_ERR_AUTH_FAIL_TLSUID")
