@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -33,9 +32,9 @@ from typing import Any
 import click
 
 from onlineca import pki
-from onlineca.cli import AppContext, fail
+from onlineca.cli.app import AppContext, exit_on_finding, until_signal
 from onlineca.config import Config, DataDir
-from onlineca.errors import ConfigError, OnlineCAError
+from onlineca.errors import ConfigError
 from onlineca.infra import files
 from onlineca.phone.client import PhoneAuth, SessionResult, Target, phone_ssl_context
 from onlineca.phone.device import KeyPool, Phone
@@ -472,18 +471,6 @@ def print_summary(report: dict[str, Any]) -> None:
         console.print(f"  {name:<24} {path}")
 
 
-async def _serve_until_signal(servers: Servers) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await servers.close()
-
-
 async def _main(opts: DemoOptions, as_json: bool) -> dict[str, Any]:
     report = await run_demo(opts)
     servers = report.pop("_servers", None)
@@ -496,7 +483,10 @@ async def _main(opts: DemoOptions, as_json: bool) -> dict[str, Any]:
             click.echo(f"Servers keep running (CAPF {report['servers']['capf']}); Ctrl-C stops them.\n"
                        f"Check every hop: onlineca --config {report['config']} diagnose")
         sys.stdout.flush()
-        await _serve_until_signal(servers)
+        try:
+            await until_signal()
+        finally:
+            await servers.close()
     return report
 
 
@@ -520,15 +510,12 @@ def demo(app: AppContext, devices: int, concurrency: int, folder: Path | None, t
                        default_ports=not free_ports)
     try:
         report = asyncio.run(_main(opts, as_json))
-    except OnlineCAError as exc:
-        fail(exc)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    if report["failed"]:
-        raise SystemExit(1)
+    exit_on_finding(bool(report["failed"]))
 
 
 __all__ = ["GROUPS", "DemoOptions", "demo", "run_demo"]
