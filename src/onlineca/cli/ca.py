@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,6 +22,7 @@ from onlineca.cli.app import AppContext, serve_until_signal
 from onlineca.errors import CAError
 from onlineca.policy import ca as policy
 from onlineca.store import Database
+from onlineca.store.models import CARequest
 
 PASSWORD_ENV = "ONLINECA_CA_PASSWORD"
 
@@ -132,7 +134,7 @@ def _engine(app: AppContext) -> eng.CAEngine:
     return eng.CAEngine(app.config, app.data_dir, db)
 
 
-def _row_dict(r) -> dict:  # type: ignore[no-untyped-def]
+def _row_dict(r: CARequest) -> dict[str, Any]:
     return {"req_id": r.req_id, "requester": r.requester, "template": r.template, "subject": r.subject,
             "disposition": r.disposition, "hresult": policy.hresult_hex(r.hresult),
             "message": " ".join(r.disposition_message.split()), "serial": r.serial,

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onlineca.cli.app import AppContext, exit_on_finding, serve_until_signal
-from onlineca.errors import CAPFError
+from onlineca.errors import CAPFError, CSVImportError
 
 
 @contextmanager
@@ -139,7 +139,7 @@ def devices() -> None:
 @click.argument("name")
 @_device_options
 @click.pass_context
-def devices_add(ctx: click.Context, name: str, **settings: Any) -> None:
+def devices_add(ctx: click.Context, /, name: str, **settings: Any) -> None:
     """Add device NAME (e.g. SEP74A02FC0A675).
 
     An auth string given without an auth mode means 'By Authentication String': a string nobody
@@ -157,7 +157,7 @@ def devices_add(ctx: click.Context, name: str, **settings: Any) -> None:
 @click.argument("name")
 @_device_options
 @click.pass_context
-def devices_set(ctx: click.Context, name: str, **settings: Any) -> None:
+def devices_set(ctx: click.Context, /, name: str, **settings: Any) -> None:
     """Change device NAME (only the options given)."""
     from onlineca.store import devices as inv
     given = _given(**settings)
@@ -194,7 +194,7 @@ def _make_filter(status: str | None, operation: str | None, profile: str | None,
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @click.pass_context
-def devices_list(ctx: click.Context, limit: int | None, as_json: bool, **filters: Any) -> None:
+def devices_list(ctx: click.Context, /, limit: int | None, as_json: bool, **filters: Any) -> None:
     """List devices matching every filter given."""
     from onlineca.store import devices as inv
     with _session(ctx) as s:
@@ -267,7 +267,7 @@ def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
         name = getattr(file, "name", "-")
         try:
             result = inv.import_csv(s, file, mode=mode, actor="cli-import")
-        except inv.CSVImportError as exc:
+        except CSVImportError as exc:
             for line, message in exc.errors:  # one line each, as a compiler names them: file:line: message
                 click.echo(f"{name}:{line}: {message}", err=True)
             raise CAPFError(f"nothing imported ({len(exc.errors)} bad line(s))",
@@ -282,7 +282,7 @@ def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=Path("-"))
 @_filter_options
 @click.pass_context
-def devices_export(ctx: click.Context, file: Path, **filters: Any) -> None:
+def devices_export(ctx: click.Context, /, file: Path, **filters: Any) -> None:
     """Write the devices matching the filters as a bulk CSV file (FILE or stdout)."""
     from onlineca.store import devices as inv
     with _session(ctx) as s:
@@ -326,7 +326,7 @@ def profiles() -> None:
 @click.argument("name")
 @_profile_options
 @click.pass_context
-def profiles_add(ctx: click.Context, name: str, **settings: Any) -> None:
+def profiles_add(ctx: click.Context, /, name: str, **settings: Any) -> None:
     from onlineca.store import devices as inv
     with _session(ctx) as s:
         inv.add_profile(s, name, **_given(**settings))
@@ -337,7 +337,7 @@ def profiles_add(ctx: click.Context, name: str, **settings: Any) -> None:
 @click.argument("name")
 @_profile_options
 @click.pass_context
-def profiles_set(ctx: click.Context, name: str, **settings: Any) -> None:
+def profiles_set(ctx: click.Context, /, name: str, **settings: Any) -> None:
     from onlineca.store import devices as inv
     with _session(ctx) as s:
         inv.set_profile(s, name, **_given(**settings))
@@ -360,7 +360,7 @@ def profiles_delete(ctx: click.Context, name: str) -> None:
 def profiles_list(ctx: click.Context, as_json: bool) -> None:
     from onlineca.store import devices as inv
     with _session(ctx) as s:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for p in inv.list_profiles(s):
             pol = inv.profile_policy(p)
             rows.append({"name": p.name, "description": p.description, "auth_mode": pol.auth_mode.ident,

@@ -198,7 +198,9 @@ async def _enroll(op: str, kw: dict[str, Any], csr: x509.CertificateSigningReque
 @client_options
 @csr_options
 @_run
-async def enroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, pop, fmt, **kw: Any) -> None:
+async def enroll_cmd(csr_file: Path | None, subject: str | None, sans: tuple[str, ...], key_type: str,
+                     key_size: str, key_out: Path | None, out: Path | None, pop: bool, fmt: str,
+                     **kw: Any) -> None:
     """Enroll a CSR (/simpleenroll); with --subject, make the key and CSR first."""
     csr = _make_csr(csr_file, subject, sans, key_type, key_size, key_out, pop)
     await _enroll("simpleenroll", kw, csr, out, fmt)
@@ -208,7 +210,9 @@ async def enroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, 
 @client_options
 @csr_options
 @_run
-async def reenroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, pop, fmt, **kw: Any) -> None:
+async def reenroll_cmd(csr_file: Path | None, subject: str | None, sans: tuple[str, ...], key_type: str,
+                       key_size: str, key_out: Path | None, out: Path | None, pop: bool, fmt: str,
+                       **kw: Any) -> None:
     """Renew the --cert certificate (/simplereenroll).  Without --csr/--subject a new key is made
     for the same subject and subjectAltName (RFC 7030 4.2.2 requires them unchanged)."""
     if not kw["cert_file"]:
@@ -252,7 +256,8 @@ async def csrattrs_cmd(as_json: bool, fmt: str, **kw: Any) -> None:
 @client_options
 @csr_options
 @_run
-async def serverkeygen_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, pop, fmt,
+async def serverkeygen_cmd(csr_file: Path | None, subject: str | None, sans: tuple[str, ...], key_type: str,
+                           key_size: str, key_out: Path | None, out: Path | None, pop: bool, fmt: str,
                            **kw: Any) -> None:
     """Have the server generate the key (/serverkeygen); the key is written 0600 to --key-out."""
     if key_out is None:

@@ -102,7 +102,7 @@ def _run_one(app: AppContext, phone_obj: Phone, capf: str | None, cafile: Path |
 @click.option("--model", default="Cisco 8865", show_default=True)
 @_session_options
 @click.pass_obj
-def enroll_cmd(app: AppContext, folder: Path | None, name: str | None, model: str, **kw: Any) -> None:
+def enroll_cmd(app: AppContext, /, folder: Path | None, name: str | None, model: str, **kw: Any) -> None:
     """Create the phone if needed and check in until it has a new LSC (exit 1 otherwise)."""
     as_json = kw.pop("as_json")
     path = _phone_dir(app, folder, name)
@@ -117,7 +117,7 @@ def enroll_cmd(app: AppContext, folder: Path | None, name: str | None, model: st
 @click.option("--name", help="Device name (its folder is <data dir>/phones/NAME).")
 @_session_options
 @click.pass_obj
-def check_in_cmd(app: AppContext, folder: Path | None, name: str | None, **kw: Any) -> None:
+def check_in_cmd(app: AppContext, /, folder: Path | None, name: str | None, **kw: Any) -> None:
     """One check-in: do whatever CAPF has pending for this phone (install, delete, troubleshoot, nothing)."""
     as_json = kw.pop("as_json")
     phone_obj = Phone.open(_phone_dir(app, folder, name))
