@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tests.conftest import free_port
 
 from onlineca import pki
-from onlineca.cli import COMMANDS, main_group
+from onlineca.cli import COMMANDS, GLOBAL_OPTIONS, main_group
 from onlineca.cli.app import error_line
 from onlineca.errors import ESTCodedError
 
@@ -85,6 +85,8 @@ def test_a_global_option_after_the_command_says_where_it_goes(tmp_path: Path) ->
     proc = _process("capf", "devices", "list", "--data-dir", str(tmp_path))
     assert proc.returncode == 2
     assert "go before the command: onlineca --data-dir DIR capf devices list" in proc.stderr
+    # The hint knows every root option (but --version and --help, which end at the root).
+    assert set(GLOBAL_OPTIONS) == {o for p in main_group.params for o in p.opts} - {"--version", "-h", "--help"}
     # An option no level knows is click's plain usage error.
     other = CliRunner().invoke(main_group, ["ca", "serve", "--colour"])
     assert other.exit_code == 2 and "global options" not in other.stderr

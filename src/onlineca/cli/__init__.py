@@ -58,14 +58,15 @@ def _global_option_hint(exc: click.NoSuchOption) -> click.UsageError | None:
 
 
 class RootGroup(click.Group):
-    """Loads command modules from ``COMMANDS`` when a command is run, and reports errors."""
+    """Every command is in ``COMMANDS``, its module imported when the command is run; ``invoke``
+    is the one error path."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *COMMANDS})
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
-            return super().get_command(ctx, name)
+            return None
         module, attr, _help = COMMANDS[name]
         command: click.Command = getattr(importlib.import_module(f"onlineca.cli.{module}"), attr)
         return command
