@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from onlineca.cli.demo import Servers, make_lab, prepare_folder, start_servers
+from onlineca.lab import Servers, make_lab, prepare_folder, start_servers
 from onlineca.phone.fleet import device_names
 
 

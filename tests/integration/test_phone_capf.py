@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from onlineca import pki
-from onlineca.cli.demo import Servers, make_lab, prepare_folder, start_servers
 from onlineca.infra import files as fs
+from onlineca.lab import Servers, make_lab, prepare_folder, start_servers
 from onlineca.phone.client import PhoneAuth, Target, check_in, phone_ssl_context, run_session
 from onlineca.phone.device import Phone
 from onlineca.phone.fleet import make_fleet, run_fleet

@@ -79,10 +79,13 @@ def test_config_check_missing_and_non_utf8_files(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "cannot read" in result.stderr
 
 
-def test_a_bad_global_config_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_bad_global_config_fails_with_one_error_line(tmp_path: Path) -> None:
+    # A failure, not bad usage (DESIGN.md): exit 1, as 'config check' and 'ra serve' report it.
     path = _file(tmp_path, "[ra]\nport = -1\n")
     result = CliRunner().invoke(main_group, ["--config", str(path), "config", "example"])
-    assert result.exit_code == 2 and "ra.port" in result.output
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and "ra.port" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_env_overrides_a_secret_and_it_never_prints(tmp_path: Path) -> None:

@@ -1,84 +1,93 @@
-"""The ``onlineca`` command.
+"""The ``onlineca`` command: the root group, its global options, and the one error path.
 
-Each component owns its command group in its own package (``onlineca.ca.cli:ca``,
-``onlineca.est.cli:est``...); this module only holds the global options and loads those groups
-lazily, so ``onlineca --help`` stays fast and a broken component cannot break the others.
-Exit status: 0 success, 1 a finding or failure, 2 bad usage (click's own).
+``cli/`` is the only package that talks to a terminal.  Each command group lives in its own module
+(``cli/ca.py``, ``cli/capf.py``...), listed in ``COMMANDS`` and imported only when it is run, so
+``onlineca --help`` loads none of them (nor the configuration's pydantic models).
+
+The root group's ``invoke`` is the one place an error becomes a message and an exit status: an
+``OnlineCAError`` from a command (or from loading the configuration) prints ``error: ...`` on
+stderr and exits 1; a click usage error exits 2 with click's usage message, plus a hint when a
+global option such as ``--config`` was given after the command.  Findings exit 1 from their
+command (``app.exit_on_finding``).
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
 from onlineca import __version__
-from onlineca.config import Config, load_config
+from onlineca.cli.app import AppContext, report_error
 from onlineca.errors import OnlineCAError
 
-# command name -> "module:attribute" of its click group or command
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "ca": ("onlineca.cli.ca:ca", "the CA (AD CS web enrollment): init, serve, requests, users"),
-    "est": ("onlineca.cli.est:est", "a command-line EST client for any EST server"),
-    "ra": ("onlineca.cli.ra:ra", "the RA: an EST server that enrolls at the CA"),
-    "capf": ("onlineca.cli.capf:capf", "the CAPF service and its device inventory"),
-    "phone": ("onlineca.cli.phone:phone", "the device simulator"),
-    "diagnose": ("onlineca.cli.diagnose:diagnose", "preflight checks of every hop"),
-    "logs": ("onlineca.cli.diagnose:logs", "collect, trace and analyze logs"),
-    "demo": ("onlineca.cli.demo:demo", "the whole system on 127.0.0.1 with a simulated fleet"),
+# command name -> (module under onlineca.cli, attribute: its click group or command, help line)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "ca": ("ca", "ca", "the CA (AD CS web enrollment): init, serve, requests, users"),
+    "ra": ("ra", "ra", "the RA: an EST server that enrolls at the CA"),
+    "capf": ("capf", "capf", "the CAPF service and its device inventory"),
+    "est": ("est", "est", "a command-line EST client for any EST server"),
+    "phone": ("phone", "phone", "the device simulator"),
+    "diagnose": ("diagnose", "diagnose", "preflight checks of every hop"),
+    "logs": ("logs", "logs", "collect, trace and analyze logs"),
+    "config": ("config", "config", "check or print a configuration file"),
+    "demo": ("demo", "demo", "the whole system on 127.0.0.1 with a simulated fleet"),
 }
 
-
-@dataclass
-class AppContext:
-    config: Config
-    config_path: Path | None
-    log_format: str
-
-    @property
-    def data_dir(self) -> Path:
-        return self.config.data_path
-
-    @property
-    def log_dir(self) -> Path:
-        return self.config.log_path
+# the root's options, with the metavar the hint shows them with
+GLOBAL_OPTIONS = {"--config": "FILE", "--data-dir": "DIR", "--log-dir": "DIR", "--log-format": "text|json"}
 
 
-class LazyGroup(click.Group):
+def _global_option_hint(exc: click.NoSuchOption) -> click.UsageError | None:
+    """A root option given after a subcommand (``onlineca ca serve --config x``): the same usage
+    error, saying where the option goes.  None for any other unknown option."""
+    metavar = GLOBAL_OPTIONS.get(exc.option_name)
+    if metavar is None or exc.ctx is None or exc.ctx.parent is None:
+        return None
+    names = []
+    ctx: click.Context | None = exc.ctx
+    while ctx is not None and ctx.parent is not None:  # the subcommand path, without the root's name
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    example = " ".join(["onlineca", exc.option_name, metavar, *reversed(names)])
+    # click's "Did you mean ...?" is left out: the hint is the answer.
+    return click.UsageError(f"{exc.message.rstrip('.')} (global options such as {exc.option_name} go before "
+                            f"the command: {example})", ctx=exc.ctx)
+
+
+class RootGroup(click.Group):
+    """Every command is in ``COMMANDS``, its module imported when the command is run; ``invoke``
+    is the one error path."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        for name, (target, _help) in SUBCOMMANDS.items():
-            module = target.split(":")[0]
-            if importlib.util.find_spec(module) is not None:
-                names.add(name)
-        return sorted(names)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        cmd = super().get_command(ctx, name)
-        if cmd is not None or name not in SUBCOMMANDS:
-            return cmd
-        module_name, attr = SUBCOMMANDS[name][0].split(":")
-        if importlib.util.find_spec(module_name) is None:
+        if name not in COMMANDS:
             return None
-        return getattr(importlib.import_module(module_name), attr)
+        module, attr, _help = COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(f"onlineca.cli.{module}"), attr)
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = []
-        for name in self.list_commands(ctx):
-            if name in SUBCOMMANDS:
-                rows.append((name, SUBCOMMANDS[name][1]))
-            else:
-                cmd = super().get_command(ctx, name)
-                rows.append((name, cmd.get_short_help_str() if cmd else ""))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+        with formatter.section("Commands"):  # from the table: listing imports no command module
+            formatter.write_dl([(name, COMMANDS[name][2]) for name in self.list_commands(ctx)])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OnlineCAError as exc:
+            raise report_error(exc) from None
+        except click.NoSuchOption as exc:
+            hinted = _global_option_hint(exc)
+            if hinted is None:
+                raise
+            raise hinted from None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("onlineca", cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar="ONLINECA_CONFIG", help="TOML configuration file (default: embedded defaults).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="ONLINECA_DATA_DIR",
@@ -92,11 +101,10 @@ class LazyGroup(click.Group):
 def main_group(ctx: click.Context, config_path: Path | None, data_dir: Path | None,
                log_dir: Path | None, log_format: str | None) -> None:
     """onlineca: device certificates enrolled and renewed through CAPF, an EST RA and a /certsrv CA."""
-    try:
-        cfg = load_config(config_path)
-    except OnlineCAError as exc:
-        raise click.UsageError(str(exc)) from None
-    updates: dict = {}
+    from onlineca.config import load_config
+
+    cfg = load_config(config_path)  # a ConfigError is the command's error (exit 1)
+    updates: dict[str, Any] = {}
     if data_dir is not None:
         updates["data_dir"] = str(data_dir)
     if log_dir is not None:
@@ -108,43 +116,9 @@ def main_group(ctx: click.Context, config_path: Path | None, data_dir: Path | No
     ctx.obj = AppContext(config=cfg, config_path=config_path, log_format=cfg.logging.format)
 
 
-@main_group.group("config")
-def config_group() -> None:
-    """Check or print a configuration file."""
-
-
-@config_group.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def config_check(file: Path) -> None:
-    """Validate FILE; print one clear message naming the bad key, exit 1 if it is wrong."""
-    try:
-        load_config(file)
-    except OnlineCAError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(1)
-    click.echo(f"{file}: OK")
-
-
-@config_group.command("example")
-def config_example() -> None:
-    """Print an example configuration with the defaults."""
-    from onlineca.config import EXAMPLE
-    click.echo(EXAMPLE, nl=False)
-
-
 def main() -> None:
-    try:
-        main_group(standalone_mode=True)
-    except OnlineCAError as exc:  # pragma: no cover - commands catch their own
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    """The ``onlineca`` console script and ``python -m onlineca``."""
+    main_group()
 
 
-def fail(exc: OnlineCAError | str) -> click.exceptions.Exit:
-    """Print an error for the administrator and exit 1 (used by every command group)."""
-    click.echo(f"error: {exc}", err=True)
-    raise SystemExit(1)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+__all__ = ["COMMANDS", "main", "main_group"]

@@ -1,7 +1,8 @@
 """``onlineca ca``: make the CA (init), run it (serve), manage its users and its requests.
 
-Commands print for an administrator and exit 0 on success, 1 on failure (``error: ...`` with the
-fix), 2 on bad usage.  A generated password is printed once, to stdout, and never logged.
+Commands print for an administrator; a failure is an ``OnlineCAError`` that the root command reports
+(``error: ...`` with the fix, exit 1).  A generated password is printed once, to stdout, and never
+logged.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import os
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from onlineca import pki
 from onlineca.ca import engine as eng, users as ca_users
-from onlineca.cli import AppContext, fail
-from onlineca.errors import OnlineCAError
-from onlineca.infra.serving import run_until_signal
+from onlineca.cli.app import AppContext, serve_until_signal
+from onlineca.errors import CAError
 from onlineca.policy import ca as policy
 from onlineca.store import Database
+from onlineca.store.models import CARequest
 
 PASSWORD_ENV = "ONLINECA_CA_PASSWORD"
 
@@ -48,16 +50,13 @@ def ca() -> None:
 def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_name: str | None,
              issuing_name: str | None, user: str, password: str | None, force: bool) -> None:
     """Create the root CA, the issuing CA and the web server certificate in <data dir>/ca."""
-    try:
-        files = eng.init_ca(app.config, app.data_dir, key_type=key_type, key_size=key_size,
-                            root_name=root_name, issuing_name=issuing_name, force=force)
-        upath = eng.users_path(app.config, app.data_dir)
-        generated = None
-        if not ca_users.list_users(upath):
-            generated = ca_users.add_user(upath, user, password, _ntlm_domain(app))
-        Database(app.config.database_url).migrate()
-    except OnlineCAError as exc:
-        fail(exc)
+    files = eng.init_ca(app.config, app.data_dir, key_type=key_type, key_size=key_size,
+                        root_name=root_name, issuing_name=issuing_name, force=force)
+    upath = eng.users_path(app.config, app.data_dir)
+    generated = None
+    if not ca_users.list_users(upath):
+        generated = ca_users.add_user(upath, user, password, _ntlm_domain(app))
+    Database(app.config.database_url).migrate()
     issuing = pki.load_certificate(files.issuing_cert.read_bytes())
     click.echo(f"CA created in {files.dir}")
     click.echo(f"  root:    {files.root_cert}")
@@ -85,10 +84,7 @@ def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Pat
         return start_ca(app.config, app.data_dir, app.log_dir, host=host, port=port,
                         tls_cert=tls_cert, tls_key=tls_key, log_format=app.log_format)
 
-    try:
-        run_until_signal(start, lambda running: f"CA serving {running.url} (IIS log {app.log_dir / IIS_LOG_NAME})")
-    except OnlineCAError as exc:
-        fail(exc)
+    serve_until_signal(start, lambda running: f"CA serving {running.url} (IIS log {app.log_dir / IIS_LOG_NAME})")
 
 
 # --------------------------------------------------------------------------- users
@@ -105,10 +101,7 @@ def users_group() -> None:
 @click.pass_obj
 def users_add(app: AppContext, user: str, password: str | None) -> None:
     """Add USER (or set a new password)."""
-    try:
-        got = ca_users.add_user(eng.users_path(app.config, app.data_dir), user, password, _ntlm_domain(app))
-    except OnlineCAError as exc:
-        fail(exc)
+    got = ca_users.add_user(eng.users_path(app.config, app.data_dir), user, password, _ntlm_domain(app))
     click.echo(f"user {user} saved")
     if password is None:
         click.echo(f"password for {user}: {got}   (shown once; not stored in clear)")
@@ -119,12 +112,8 @@ def users_add(app: AppContext, user: str, password: str | None) -> None:
 @click.pass_obj
 def users_remove(app: AppContext, user: str) -> None:
     """Remove USER."""
-    try:
-        removed = ca_users.remove_user(eng.users_path(app.config, app.data_dir), user)
-    except OnlineCAError as exc:
-        fail(exc)
-    if not removed:
-        fail(f"no user {user!r}")
+    if not ca_users.remove_user(eng.users_path(app.config, app.data_dir), user):
+        raise CAError(f"no user {user!r}", hint="List them with 'onlineca ca users list'.")
     click.echo(f"user {user} removed")
 
 
@@ -133,10 +122,7 @@ def users_remove(app: AppContext, user: str) -> None:
 @click.pass_obj
 def users_list(app: AppContext, as_json: bool) -> None:
     """List the users."""
-    try:
-        names = ca_users.list_users(eng.users_path(app.config, app.data_dir))
-    except OnlineCAError as exc:
-        fail(exc)
+    names = ca_users.list_users(eng.users_path(app.config, app.data_dir))
     click.echo(json.dumps(names) if as_json else "\n".join(names) or "(no users)")
 
 
@@ -148,7 +134,7 @@ def _engine(app: AppContext) -> eng.CAEngine:
     return eng.CAEngine(app.config, app.data_dir, db)
 
 
-def _row_dict(r) -> dict:  # type: ignore[no-untyped-def]
+def _row_dict(r: CARequest) -> dict[str, Any]:
     return {"req_id": r.req_id, "requester": r.requester, "template": r.template, "subject": r.subject,
             "disposition": r.disposition, "hresult": policy.hresult_hex(r.hresult),
             "message": " ".join(r.disposition_message.split()), "serial": r.serial,
@@ -167,10 +153,7 @@ def requests_group() -> None:
 @click.pass_obj
 def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> None:
     """List requests (ReqID, requester, template, disposition)."""
-    try:
-        rows = [_row_dict(r) for r in _engine(app).list(disposition)]
-    except OnlineCAError as exc:
-        fail(exc)
+    rows = [_row_dict(r) for r in _engine(app).list(disposition)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -184,15 +167,12 @@ def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> No
 @click.pass_obj
 def requests_show(app: AppContext, req_id: int, pem: bool) -> None:
     """Show one request."""
-    try:
-        row = _engine(app).get(req_id)
-    except OnlineCAError as exc:
-        fail(exc)
+    row = _engine(app).get(req_id)
     if row is None:
-        fail(f"no request with ReqID {req_id}")
+        raise CAError(f"no request with ReqID {req_id}", hint="List them with 'onlineca ca requests list'.")
     if pem:
         if not row.cert_der:
-            fail(f"ReqID {req_id} is {row.disposition}: no certificate")
+            raise CAError(f"ReqID {req_id} is {row.disposition}: no certificate")
         sys.stdout.write(pki.der_to_pem(row.cert_der).decode())
         return
     click.echo(json.dumps(_row_dict(row), indent=2))
@@ -200,11 +180,8 @@ def requests_show(app: AppContext, req_id: int, pem: bool) -> None:
 
 def _resolve(app: AppContext, req_id: int, action: str) -> None:
     by = os.environ.get("USER") or "administrator"
-    try:
-        engine = _engine(app)
-        outcome = engine.approve(req_id, by) if action == "approve" else engine.deny(req_id, by)
-    except OnlineCAError as exc:
-        fail(exc)
+    engine = _engine(app)
+    outcome = engine.approve(req_id, by) if action == "approve" else engine.deny(req_id, by)
     click.echo(f"ReqID {req_id}: {outcome.disposition}")
 
 

@@ -1,16 +1,20 @@
-"""``onlineca capf``: the device inventory (devices, profiles), reports and renewal runs.
+"""``onlineca capf``: the CAPF service (serve), its device inventory (devices, profiles), reports
+and renewal runs.
 
-A thin layer over ``capf.inventory``/``report``/``scheduler``: it parses options, opens the
-configured database (migrating it), prints rich tables or ``--json``, and turns every
-``OnlineCAError`` into one line on stderr and exit status 1.  ``capf serve`` lives in
-``onlineca.capf.serve_cli`` and is loaded only when that module exists.  Auth strings are
-printed only by ``devices show --secrets``.
+A thin layer over ``capf.service``, ``store.devices``/``device_report`` and ``capf.scheduler``: it
+parses options, opens the configured database (migrating it) and prints rich tables or
+``--json``; failures are ``OnlineCAError`` for the root command to report (one line, exit 1).
+Auth strings are printed only by ``devices show --secrets``; credentials never.
+
+``capf serve``: at first start CAPF enrolls its own TLS certificate through the RA (``[capf]
+ra_url``, ``ra_user``, ``ra_password``, ``ra_trust_store``), so the RA must be up then; later an
+RA that is down only makes phones retry.  Point a phone (``onlineca phone ...``) at the printed
+host and port, trusting the RA's root.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import re
 import sys
@@ -23,48 +27,22 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onlineca.errors import OnlineCAError
-
-SERVE_TARGET = ("onlineca.cli.capf_serve", "serve")
-
-
-class _CapfGroup(click.Group):
-    """Adds ``serve`` from its own module when it is installed (another part of CAPF)."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        if importlib.util.find_spec(SERVE_TARGET[0]) is not None:
-            names.add("serve")
-        return sorted(names)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        cmd = super().get_command(ctx, name)
-        if cmd is None and name == "serve" and importlib.util.find_spec(SERVE_TARGET[0]) is not None:
-            return getattr(importlib.import_module(SERVE_TARGET[0]), SERVE_TARGET[1])
-        return cmd
-
-
-def _fail(exc: OnlineCAError | str) -> None:
-    click.echo(f"error: {exc}", err=True)
-    raise SystemExit(1)
+from onlineca.cli.app import AppContext, exit_on_finding, serve_until_signal
+from onlineca.errors import CAPFError, CSVImportError
 
 
 @contextmanager
 def _session(ctx: click.Context) -> Iterator[Any]:
+    """A session on the configured database (migrated first), committed when the block ends."""
     from onlineca.store import Database
 
-    cfg = ctx.obj.config if ctx.obj is not None else None
-    url = cfg.database_url if cfg is not None else "sqlite:///./onlineca-data/onlineca.db"
+    db = Database(ctx.obj.config.database_url)
+    db.migrate()
     try:
-        db = Database(url)
-        db.migrate()
-        try:
-            with db.session() as s:
-                yield s
-        finally:
-            db.dispose()
-    except OnlineCAError as exc:
-        _fail(exc)
+        with db.session() as s:
+            yield s
+    finally:
+        db.dispose()
 
 
 _RELATIVE = re.compile(r"\+?(\d+)([dhw])")
@@ -104,9 +82,27 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
 
-@click.group(cls=_CapfGroup)
+@click.group("capf")
 def capf() -> None:
     """The CAPF service and its device inventory."""
+
+
+@capf.command("serve")
+@click.option("--host", default=None, help="Default from [capf] host (127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Default from [capf] port (3804).")
+@click.option("--no-scheduler", is_flag=True, help="Do not run renewal passes (another node runs them).")
+@click.pass_obj
+def serve(app: AppContext, host: str | None, port: int | None, no_scheduler: bool) -> None:
+    """Serve the device protocol over TLS until interrupted (SIGINT/SIGTERM)."""
+    from onlineca.capf.service import RunningCAPF, start_capf
+
+    def describe(running: RunningCAPF) -> str:
+        cert = app.config.capf.tls_cert or running.enroller.paths.capf_cert
+        return (f"CAPF serving {running.host}:{running.port} (TLS certificate {cert}; trace in "
+                f"{app.log_dir / 'capf.log'}; RA {app.config.capf.ra_url})")
+
+    serve_until_signal(lambda: start_capf(app.config, app.data_dir, app.log_dir, host=host, port=port,
+                                          log_format=app.log_format, maintenance=not no_scheduler), describe)
 
 
 # ---- devices -------------------------------------------------------------------------------
@@ -143,7 +139,7 @@ def devices() -> None:
 @click.argument("name")
 @_device_options
 @click.pass_context
-def devices_add(ctx: click.Context, name: str, **settings: Any) -> None:
+def devices_add(ctx: click.Context, /, name: str, **settings: Any) -> None:
     """Add device NAME (e.g. SEP74A02FC0A675).
 
     An auth string given without an auth mode means 'By Authentication String': a string nobody
@@ -153,10 +149,7 @@ def devices_add(ctx: click.Context, name: str, **settings: Any) -> None:
     if settings.get("auth_string") and settings.get("auth_mode") is None:
         settings["auth_mode"] = "By Authentication String"
     with _session(ctx) as s:
-        try:
-            device = inv.add_device(s, name, actor="cli", **_given(**settings))
-        except OnlineCAError as exc:
-            _fail(exc)
+        device = inv.add_device(s, name, actor="cli", **_given(**settings))
         click.echo(f"added {device.name}")
 
 
@@ -164,17 +157,14 @@ def devices_add(ctx: click.Context, name: str, **settings: Any) -> None:
 @click.argument("name")
 @_device_options
 @click.pass_context
-def devices_set(ctx: click.Context, name: str, **settings: Any) -> None:
+def devices_set(ctx: click.Context, /, name: str, **settings: Any) -> None:
     """Change device NAME (only the options given)."""
     from onlineca.store import devices as inv
     given = _given(**settings)
     if not given:
         raise click.UsageError("nothing to change: give at least one option")
     with _session(ctx) as s:
-        try:
-            device = inv.set_device(s, name, actor="cli", **given)
-        except OnlineCAError as exc:
-            _fail(exc)
+        device = inv.set_device(s, name, actor="cli", **given)
         click.echo(f"changed {device.name}")
 
 
@@ -204,14 +194,11 @@ def _make_filter(status: str | None, operation: str | None, profile: str | None,
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @click.pass_context
-def devices_list(ctx: click.Context, limit: int | None, as_json: bool, **filters: Any) -> None:
+def devices_list(ctx: click.Context, /, limit: int | None, as_json: bool, **filters: Any) -> None:
     """List devices matching every filter given."""
     from onlineca.store import devices as inv
     with _session(ctx) as s:
-        try:
-            rows = [inv.device_dict(d) for d in inv.list_devices(s, _make_filter(**filters), limit=limit)]
-        except OnlineCAError as exc:
-            _fail(exc)
+        rows = [inv.device_dict(d) for d in inv.list_devices(s, _make_filter(**filters), limit=limit)]
     if as_json:
         _print_json(rows)
         return
@@ -232,18 +219,15 @@ def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) ->
     from onlineca.policy.capf import as_utc
     from onlineca.store import devices as inv
     with _session(ctx) as s:
-        try:
-            device = inv.get_device(s, name)
-            data = inv.device_dict(device, with_secret=secrets)
-            data["policy_log"] = inv.device_policy(device).log_lines()
-            data["lsc_history"] = [{"serial": c.serial, "issuer": c.issuer, "state": c.state,
-                                    "not_after": as_utc(c.not_after).isoformat(),
-                                    "installed_at": as_utc(c.installed_at).isoformat() if c.installed_at else None}
-                                   for c in inv.lsc_history(s, name)]
-            data["events"] = [{"at": as_utc(e.at).isoformat(), "actor": e.actor, "event": e.event, "detail": e.detail}
-                              for e in inv.device_events(s, name, limit=20)]
-        except OnlineCAError as exc:
-            _fail(exc)
+        device = inv.get_device(s, name)
+        data = inv.device_dict(device, with_secret=secrets)
+        data["policy_log"] = inv.device_policy(device).log_lines()
+        data["lsc_history"] = [{"serial": c.serial, "issuer": c.issuer, "state": c.state,
+                                "not_after": as_utc(c.not_after).isoformat(),
+                                "installed_at": as_utc(c.installed_at).isoformat() if c.installed_at else None}
+                               for c in inv.lsc_history(s, name)]
+        data["events"] = [{"at": as_utc(e.at).isoformat(), "actor": e.actor, "event": e.event, "detail": e.detail}
+                          for e in inv.device_events(s, name, limit=20)]
     if as_json:
         _print_json(data)
         return
@@ -266,11 +250,8 @@ def devices_delete(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Delete devices (their LSC history goes too; the audit trail stays)."""
     from onlineca.store import devices as inv
     with _session(ctx) as s:
-        try:
-            for name in names:
-                inv.delete_device(s, name, actor="cli")
-        except OnlineCAError as exc:
-            _fail(exc)
+        for name in names:
+            inv.delete_device(s, name, actor="cli")
     click.echo(f"deleted {len(names)} device(s)")
 
 
@@ -283,14 +264,17 @@ def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
     """Import a bulk CSV file (as written by 'devices export'); all lines or none."""
     from onlineca.store import devices as inv
     with _session(ctx) as s:
+        name = getattr(file, "name", "-")
         try:
             result = inv.import_csv(s, file, mode=mode, actor="cli-import")
-        except inv.CSVImportError as exc:
-            for line, message in exc.errors:
-                click.echo(f"{getattr(file, 'name', '-')}:{line}: {message}", err=True)
-            _fail(f"nothing imported ({len(exc.errors)} bad line(s))")
-        except (OnlineCAError, UnicodeDecodeError) as exc:
-            _fail(exc if isinstance(exc, OnlineCAError) else f"not UTF-8 text: {exc}")
+        except CSVImportError as exc:
+            for line, message in exc.errors:  # one line each, as a compiler names them: file:line: message
+                click.echo(f"{name}:{line}: {message}", err=True)
+            raise CAPFError(f"nothing imported ({len(exc.errors)} bad line(s))",
+                            hint="Fix the lines named above and import the whole file again.") from None
+        except UnicodeDecodeError as exc:
+            raise CAPFError(f"{name}: not UTF-8 text: {exc}",
+                            hint="Save the file as UTF-8, as 'onlineca capf devices export' writes it.") from None
     click.echo(f"imported: {len(result.added)} added, {len(result.updated)} updated")
 
 
@@ -298,19 +282,16 @@ def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=Path("-"))
 @_filter_options
 @click.pass_context
-def devices_export(ctx: click.Context, file: Path, **filters: Any) -> None:
+def devices_export(ctx: click.Context, /, file: Path, **filters: Any) -> None:
     """Write the devices matching the filters as a bulk CSV file (FILE or stdout)."""
     from onlineca.store import devices as inv
     with _session(ctx) as s:
-        try:
-            filt = _make_filter(**filters)
-            if str(file) == "-":
-                inv.export_csv(s, sys.stdout, filt)
-                return
-            with open(file, "w", encoding="utf-8", newline="") as out:
-                n = inv.export_csv(s, out, filt)
-        except OnlineCAError as exc:
-            _fail(exc)
+        filt = _make_filter(**filters)
+        if str(file) == "-":
+            inv.export_csv(s, sys.stdout, filt)
+            return
+        with open(file, "w", encoding="utf-8", newline="") as out:
+            n = inv.export_csv(s, out, filt)
     click.echo(f"exported {n} device(s) to {file}", err=True)
 
 
@@ -345,13 +326,10 @@ def profiles() -> None:
 @click.argument("name")
 @_profile_options
 @click.pass_context
-def profiles_add(ctx: click.Context, name: str, **settings: Any) -> None:
+def profiles_add(ctx: click.Context, /, name: str, **settings: Any) -> None:
     from onlineca.store import devices as inv
     with _session(ctx) as s:
-        try:
-            inv.add_profile(s, name, **_given(**settings))
-        except OnlineCAError as exc:
-            _fail(exc)
+        inv.add_profile(s, name, **_given(**settings))
     click.echo(f"added profile {name}")
 
 
@@ -359,13 +337,10 @@ def profiles_add(ctx: click.Context, name: str, **settings: Any) -> None:
 @click.argument("name")
 @_profile_options
 @click.pass_context
-def profiles_set(ctx: click.Context, name: str, **settings: Any) -> None:
+def profiles_set(ctx: click.Context, /, name: str, **settings: Any) -> None:
     from onlineca.store import devices as inv
     with _session(ctx) as s:
-        try:
-            inv.set_profile(s, name, **_given(**settings))
-        except OnlineCAError as exc:
-            _fail(exc)
+        inv.set_profile(s, name, **_given(**settings))
     click.echo(f"changed profile {name}")
 
 
@@ -375,10 +350,7 @@ def profiles_set(ctx: click.Context, name: str, **settings: Any) -> None:
 def profiles_delete(ctx: click.Context, name: str) -> None:
     from onlineca.store import devices as inv
     with _session(ctx) as s:
-        try:
-            inv.delete_profile(s, name)
-        except OnlineCAError as exc:
-            _fail(exc)
+        inv.delete_profile(s, name)
     click.echo(f"deleted profile {name}")
 
 
@@ -388,7 +360,7 @@ def profiles_delete(ctx: click.Context, name: str) -> None:
 def profiles_list(ctx: click.Context, as_json: bool) -> None:
     from onlineca.store import devices as inv
     with _session(ctx) as s:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for p in inv.list_profiles(s):
             pol = inv.profile_policy(p)
             rows.append({"name": p.name, "description": p.description, "auth_mode": pol.auth_mode.ident,
@@ -438,8 +410,7 @@ def report_cmd(ctx: click.Context, expiring_within: str, grace: str, stale_after
                 for r in data["overdue"]])
         _table(f"Stale LSCs (issued, not installed after {stale_after})", ["Device", "Serial", "Issued", "Expires"],
                [[r["name"], r["serial"], r["issued_at"], r["not_after"]] for r in data["stale"]])
-    if data["overdue"]:
-        raise SystemExit(1)
+    exit_on_finding(bool(data["overdue"]))
 
 
 @capf.command("renew")
@@ -451,15 +422,12 @@ def renew_cmd(ctx: click.Context, node_id: str, now_text: str | None, as_json: b
     """Run the renewal scheduler once: schedule every device whose renewal window is open."""
     from onlineca.capf.scheduler import SchedulerSettings, run_once
     from onlineca.store import Database
+    db = Database(ctx.obj.config.database_url)
+    db.migrate()
     try:
-        db = Database(ctx.obj.config.database_url)
-        db.migrate()
-        try:
-            result = run_once(db, SchedulerSettings(node_id=node_id), parse_when(now_text) if now_text else None)
-        finally:
-            db.dispose()
-    except OnlineCAError as exc:
-        _fail(exc)
+        result = run_once(db, SchedulerSettings(node_id=node_id), parse_when(now_text) if now_text else None)
+    finally:
+        db.dispose()
     if as_json:
         _print_json({"scheduled": result.scheduled, "timed_out": result.timed_out})
     else:

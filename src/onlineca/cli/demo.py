@@ -1,456 +1,69 @@
 """``onlineca demo``: the whole system on 127.0.0.1 with a simulated fleet, from nothing, in under a minute.
 
-It makes a lab PKI in a demo folder (our /certsrv CA with an RSA root and issuing CA, the RA's
-TLS certificate, a manufacturer CA for MICs), starts the CA, the RA (EST, certsrv connector to the
-CA) and CAPF on 127.0.0.1 (the default ports, or free ones when those are taken), registers a
-fleet of phones in CAPF's inventory with several authentication modes (auth string, null string,
-MIC) and key types (RSA 2048, EC P-256), enrolls them through CAPF -> RA -> CA with a progress bar,
-then shows automatic renewal: the renewal scheduler runs with its clock advanced past the LSCs'
-renewal window (the LSCs are valid for the CA template's days; the demo says so rather than
-pretending time passed), and the phones renew with their LSCs.  It prints a summary and where
-each log is, and stops every server it started (exit 0 only when every device enrolled and
-renewed).  It must never touch a folder it did not make (it refuses a non-empty folder without
-its marker) and never print a password.
+The lab itself (PKI, servers, fleet, enrollment and renewal) is ``onlineca.lab``; this command
+chooses its folder, draws the progress bar, prints the summary (or one JSON object with
+``--json``) and, with ``--keep-running``, serves until Ctrl-C.  Renewal is honest about time: the
+renewal scheduler runs with its clock advanced past the LSCs' renewal window and the summary says
+so.  Exit 0 only when every device enrolled and renewed.  It never prints a password.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime as dt
 import json
-import secrets
 import shutil
-import signal
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from onlineca import pki
-from onlineca.cli import AppContext, fail
-from onlineca.config import Config, DataDir
-from onlineca.errors import ConfigError, OnlineCAError
-from onlineca.infra import files
-from onlineca.phone.client import PhoneAuth, SessionResult, Target, phone_ssl_context
-from onlineca.phone.device import KeyPool, Phone
-from onlineca.phone.fleet import Member, device_names, run_fleet
-from onlineca.phone.mic import MICAuthority
-
-MARKER = ".onlineca-demo"
-CA_USER = "ciscora"
-DEFAULT_PORTS = {"ca": 8443, "ra": 8084, "capf": 3804}
+from onlineca.cli.app import AppContext, exit_on_finding, until_signal
+from onlineca.lab import LabOptions, run_lab
 
 
-@dataclass(frozen=True)
-class Group:
-    """Devices that share an authentication mode and a key type (one row of the summary)."""
+class ProgressBar:
+    """``lab.Progress`` as a rich progress bar on stderr, drawn from the first thing it shows (a lab
+    that fails before, e.g. in a folder it did not make, leaves only its ``error:`` line)."""
 
-    auth_mode: str      # capf.policy.AuthMode identifier
-    phone_auth: str     # how the simulated phone answers
-    key_order: str      # capf.policy.KeyOrder identifier
-    key: tuple[str, int]
+    def __init__(self) -> None:
+        self._bar = Progress(SpinnerColumn(), TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
+                             console=Console(stderr=True), transient=False)
+        self._live = False
+        self._task: TaskID | None = None
 
-    @property
-    def label(self) -> str:
-        words = {"AUTH_BY_STR": "auth string", "AUTH_BY_NULL_STR": "null string", "AUTH_BY_MIC": "MIC"}
-        return f"{words[self.auth_mode]} / {self.key[0].upper()} {self.key[1]}"
-
-
-GROUPS = (
-    Group("AUTH_BY_STR", "string", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
-    Group("AUTH_BY_NULL_STR", "null", "KEYORDER_EC_ONLY", ("ec", 256)),
-    Group("AUTH_BY_MIC", "mic", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
-    Group("AUTH_BY_STR", "string", "KEYORDER_EC_ONLY", ("ec", 256)),
-    Group("AUTH_BY_NULL_STR", "null", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
-    Group("AUTH_BY_MIC", "mic", "KEYORDER_EC_ONLY", ("ec", 256)),
-)
-
-
-@dataclass
-class DemoDevice:
-    member: Member
-    group: Group
-    auth_string: str | None = None
-    enroll: SessionResult | None = None
-    renew: SessionResult | None = None
-    first_serial: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.member.phone.name
-
-
-# --------------------------------------------------------------------------- the lab on disk
-
-
-def prepare_folder(root: Path) -> None:
-    """Empty ``root`` for a new run; only a folder this command made (with its marker) is emptied."""
-    if root.exists() and any(root.iterdir()):
-        if not (root / MARKER).exists():
-            raise ConfigError(f"{root} is not empty and was not made by 'onlineca demo'",
-                              hint="Give another folder with --dir, or remove this one yourself.")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text("made by 'onlineca demo'; emptied by the next run\n")
-
-
-def demo_config(root: Path, ca_password: str, mic_trust: Path) -> Config:
-    """Every component's settings for the lab (ports are chosen when each server starts)."""
-    ca_dir = root / "ca"
-    return Config.model_validate({
-        "data_dir": str(root), "log_dir": str(root / "logs"),
-        "database": {"url": f"sqlite:///{root / 'capf.db'}"},
-        "ca": {"key_type": "rsa", "key_size": 2048, "users_file": str(ca_dir / "users"),
-               "root_name": "CN=onlineca Demo Root CA,O=onlineca demo",
-               "issuing_name": "CN=onlineca Demo Issuing CA,O=onlineca demo"},
-        "ra": {"connector": "certsrv", "ca_user": CA_USER, "ca_password": ca_password,
-               "trust_store": str(ca_dir / "root.pem"), "template": "CiscoRA",
-               "tls_cert": str(root / "ra" / "ra.pem"), "tls_key": str(root / "ra" / "ra.key"),
-               "connect_timeout": 5.0, "login_timeout": 5.0, "enroll_timeout": 10.0,
-               "backoff_initial": 0.2, "backoff_max": 2.0, "unavailable_retry_after": 5},
-        "capf": {"ra_user": CA_USER, "ra_password": ca_password, "ra_trust_store": str(ca_dir / "root.pem"),
-                 "mic_trust_store": str(mic_trust), "retry_delay": 5, "keepalive_seconds": 5.0,
-                 "max_concurrent_enrollments": 8, "scheduler_interval": 3600.0},
-    })
-
-
-def make_lab(root: Path) -> tuple[Config, MICAuthority]:
-    """The CA (root + issuing, web certificate, one user), the RA's TLS certificate, the MIC CA."""
-    from onlineca.ca.engine import init_ca
-    from onlineca.ca.users import add_user
-
-    mic = MICAuthority.init(root / "mic-ca")
-    password = secrets.token_urlsafe(18)
-    config = demo_config(root, password, mic.trust_store)
-    ca_paths = init_ca(config, root)
-    add_user(config.ca.users_file, CA_USER, password)
-    issuing_key = files.read_private_key(ca_paths.issuing_key)
-    issuing = pki.load_certificate(ca_paths.issuing_cert.read_bytes())
-    key = pki.generate_key("ec", 256)
-    cert = pki.build_certificate(subject="CN=ra.onlineca.demo,O=onlineca demo", public_key=key.public_key(),
-                                 issuer_key=issuing_key, issuer_cert=issuing, sans=["localhost", "127.0.0.1"],
-                                 extended_key_usage=["server_auth"])
-    (root / "ra").mkdir(exist_ok=True)
-    (root / "ra" / "ra.pem").write_bytes(pki.certs_pem([cert, issuing]))
-    files.write_private_key(root / "ra" / "ra.key", key)
-    assert DataDir(Path(root)).ca.root_cert.exists()
-    return config, mic
-
-
-# --------------------------------------------------------------------------- servers
-
-
-async def _on_port(start: Callable[[int], Awaitable[Any]], preferred: int | None) -> Any:
-    """Start on the preferred port, or on a free one when it is taken."""
-    if preferred:
-        try:
-            return await start(preferred)
-        except (ConfigError, OSError):
-            pass
-    return await start(0)
-
-
-@dataclass
-class Servers:
-    ca: Any = None
-    ra: Any = None
-    capf: Any = None
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-    async def close(self) -> None:
-        for close in reversed(self.closers):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(close(), 15)
-        self.closers.clear()
-
-
-async def start_servers(config: Config, root: Path, servers: Servers, default_ports: bool) -> None:
-    from onlineca.ca.web import start_ca
-    from onlineca.ra.app import start_ra
-    from onlineca.store import Database
-
-    log_dir = config.log_path
-    ca_db = Database(f"sqlite:///{root / 'ca.db'}")  # its own file: the CA and CAPF never wait on one lock
-    servers.ca = await _on_port(lambda p: start_ca(config, root, log_dir, host="127.0.0.1", port=p, db=ca_db),
-                                DEFAULT_PORTS["ca"] if default_ports else None)
-    servers.closers.append(servers.ca.close)
-    ra_config = config.model_copy(update={"ra": config.ra.model_copy(update={"ca_url": servers.ca.url})})
-    servers.ra = await _on_port(lambda p: start_ra(ra_config, log_dir, host="127.0.0.1", port=p),
-                                DEFAULT_PORTS["ra"] if default_ports else None)
-    servers.closers.append(servers.ra.close)
-    await servers.ra.wait_ready(timeout=30)
-    capf_config = config.model_copy(update={"capf": config.capf.model_copy(update={"ra_url": servers.ra.url})})
-    servers.capf = await _on_port(lambda p: start_capf(capf_config, root, p),
-                                  DEFAULT_PORTS["capf"] if default_ports else None)
-    servers.closers.append(servers.capf.close)
-    write_lab_config(config, servers)
-
-
-LAB_CONFIG = "onlineca.toml"
-
-
-def write_lab_config(config: Config, servers: Servers) -> Path:
-    """``<demo>/onlineca.toml`` (0600: it holds the lab password) with the ports the servers got,
-    so ``onlineca --config <demo>/onlineca.toml diagnose`` checks the running lab (--keep-running)."""
-    ra, capf = config.ra, config.capf
-    sections: dict[str, dict[str, Any]] = {
-        "": {"data_dir": str(config.data_path), "log_dir": str(config.log_path)},
-        "database": {"url": config.database_url},
-        "ca": {"port": servers.ca.port, "users_file": config.ca.users_file},
-        "ra": {"port": servers.ra.port, "connector": ra.connector, "ca_url": servers.ca.url, "ca_user": ra.ca_user,
-               "ca_password": ra.ca_password.get_secret_value(), "trust_store": ra.trust_store,
-               "template": ra.template, "tls_cert": ra.tls_cert, "tls_key": ra.tls_key},
-        "capf": {"port": servers.capf.port, "ra_url": servers.ra.url, "ra_user": capf.ra_user,
-                 "ra_password": capf.ra_password.get_secret_value(), "ra_trust_store": capf.ra_trust_store,
-                 "mic_trust_store": capf.mic_trust_store},
-    }
-    lines = ["# Written by 'onlineca demo' for the lab it started; holds the lab's generated password."]
-    for name, values in sections.items():
-        if name:
-            lines.append(f"\n[{name}]")
-        # JSON strings and numbers are valid TOML basic strings and numbers.
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-    path = config.data_path / LAB_CONFIG
-    files.write_secret_file(path, ("\n".join(lines) + "\n").encode())
-    return path
-
-
-async def start_capf(config: Config, root: Path, port: int) -> Any:
-    from onlineca.capf.service import start_capf as _start
-    return await _start(config, root, config.log_path, host="127.0.0.1", port=port)
-
-
-# --------------------------------------------------------------------------- the fleet
-
-
-def plan_fleet(root: Path, count: int, mic: MICAuthority, pool: KeyPool) -> list[DemoDevice]:
-    devices = []
-    for i, name in enumerate(device_names(count)):
-        group = GROUPS[i % len(GROUPS)]
-        phone = Phone.create(root / "phones" / name, name)
-        phone.key_pool = pool
-        auth_string = f"{secrets.randbelow(10**6):06d}" if group.phone_auth == "string" else None
-        if group.phone_auth == "mic":
-            mic.issue(phone)
-        devices.append(DemoDevice(Member(phone, PhoneAuth(group.phone_auth, auth_string),  # type: ignore[arg-type]
-                                         {"group": group.label}), group, auth_string))
-    return devices
-
-
-def register_devices(config: Config, devices: list[DemoDevice]) -> None:
-    """Each phone in CAPF's inventory with Install/Upgrade pending, as an administrator would set it."""
-    from onlineca.store import Database, devices as inventory
-
-    db = Database(config.database_url)
-    db.migrate()
-    try:
-        with db.session() as s:
-            for d in devices:
-                g = d.group
-                inventory.add_device(
-                    s, d.name, actor="demo", model=d.member.phone.model, description=f"demo phone ({g.label})",
-                    operation="OPERATION_UPGRADE", auth_mode=g.auth_mode, auth_string=d.auth_string,
-                    key_order=g.key_order, **({"rsa_key_size": g.key[1]} if g.key[0] == "rsa" else
-                                              {"ec_key_size": g.key[1]}))
-    finally:
-        db.dispose()
-
-
-def advance_to_renewal(config: Config) -> tuple[dt.datetime, int]:
-    """Run the renewal scheduler once with its clock just past the last device's renewal window
-    (the LSCs are valid for days, the demo for seconds); returns that clock and how many it scheduled."""
-    from sqlalchemy import func, select
-
-    from onlineca.capf.scheduler import SchedulerSettings, run_once
-    from onlineca.store import Database
-    from onlineca.store.capf_models import Device
-
-    db = Database(config.database_url)
-    try:
-        with db.session() as s:
-            last_due = s.scalar(select(func.max(Device.renewal_due_at)))
-        now = dt.datetime.now(dt.UTC)
-        if last_due is None:
-            return now, 0
-        if last_due.tzinfo is None:
-            last_due = last_due.replace(tzinfo=dt.UTC)
-        clock = max(now, last_due + dt.timedelta(minutes=1))
-        result = run_once(db, SchedulerSettings(node_id="demo"), now=clock)
-        return clock, len(result.scheduled)
-    finally:
-        db.dispose()
-
-
-class Progress:
-    """A rich progress bar on stderr (nothing when quiet)."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Progress:
-        if not self.quiet:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress as Bar,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            self._bar = Bar(SpinnerColumn(), TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=False)
-            self._bar.__enter__()
+    def __enter__(self) -> ProgressBar:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._live:
+            self._bar.__exit__(exc_type, exc, tb)
+
+    def _show(self) -> Progress:
+        if not self._live:
+            self._bar.__enter__()
+            self._live = True
+        return self._bar
 
     def stage(self, description: str, total: int) -> None:
-        if self._bar is not None:
-            self._task = self._bar.add_task(description, total=total, note="")
+        self._task = self._show().add_task(description, total=total, note="")
 
-    def advance(self, note: str = "") -> None:
-        if self._bar is not None and self._task is not None:
+    def advance(self, note: str) -> None:
+        if self._task is not None:
             self._bar.update(self._task, advance=1, note=note)
 
     def log(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.console.print(text)
-
-
-# --------------------------------------------------------------------------- the run
-
-
-@dataclass
-class DemoOptions:
-    root: Path
-    devices: int = 20
-    concurrency: int = 8
-    keep_running: bool = False
-    quiet: bool = False
-    default_ports: bool = True
-
-
-def _phone_target(root: Path, servers: Servers) -> Target:
-    host, port = servers.capf.host, servers.capf.port
-    return Target(host, port, phone_ssl_context(root / "ca" / "root.pem"), read_timeout=60.0, keepalive=5.0)
-
-
-async def run_demo(opts: DemoOptions) -> dict[str, Any]:
-    started = time.monotonic()
-    root = opts.root
-    prepare_folder(root)
-    pool = KeyPool()
-    specs: dict[tuple[str, int], int] = {}
-    for i in range(opts.devices):
-        key = GROUPS[i % len(GROUPS)].key
-        specs[key] = specs.get(key, 0) + 2  # one for the enrollment, one for the renewal
-    # Phones' keys are made in worker threads while the lab is built and the servers start.
-    keys_ready = asyncio.ensure_future(asyncio.to_thread(pool.fill, specs))
-    config, mic = await asyncio.to_thread(make_lab, root)
-    servers = Servers()
-    report: dict[str, Any] = {}
-    with Progress(opts.quiet) as bar:
-        try:
-            await start_servers(config, root, servers, opts.default_ports)
-            bar.log(f"CA   {servers.ca.url}\nRA   {servers.ra.url}\nCAPF {servers.capf.host}:{servers.capf.port}"
-                    f" (device protocol over TLS)")
-            devices = await asyncio.to_thread(plan_fleet, root, opts.devices, mic, pool)
-            await asyncio.to_thread(register_devices, config, devices)
-            await keys_ready
-            target = _phone_target(root, servers)
-            by_phone = {d.member.phone.name: d for d in devices}
-
-            bar.stage("enrolling phones (CAPF->RA->CA)", len(devices))
-
-            def enrolled(member: Member, result: SessionResult) -> None:
-                d = by_phone[member.phone.name]
-                d.enroll, d.first_serial = result, result.lsc_serial
-                bar.advance(f"{member.phone.name} {result.outcome}")
-
-            await run_fleet([d.member for d in devices], target, concurrency=opts.concurrency, retries=2,
-                            max_retry_delay=2.0, on_result=enrolled)
-
-            clock, scheduled = await asyncio.to_thread(advance_to_renewal, config)
-            renewing = [d for d in devices if d.enroll is not None and d.enroll.outcome == "installed"]
-            bar.log(f"renewal: scheduler ran with its clock at {clock:%Y-%m-%d %H:%M} UTC "
-                    f"({(clock - dt.datetime.now(dt.UTC)).days} days ahead: the LSCs' renewal window); "
-                    f"{scheduled} devices got Install/Upgrade by LSC")
-            bar.stage("renewing LSCs (auth by LSC)", len(renewing))
-
-            def renewed(member: Member, result: SessionResult) -> None:
-                by_phone[member.phone.name].renew = result
-                bar.advance(f"{member.phone.name} {result.outcome}")
-
-            for d in renewing:
-                d.member.auth = PhoneAuth("lsc")
-            await run_fleet([d.member for d in renewing], target, concurrency=opts.concurrency, retries=2,
-                            max_retry_delay=2.0, on_result=renewed)
-            report = summarize(devices, servers, config, started, clock, scheduled)
-            if opts.keep_running:
-                report["seconds"] = round(time.monotonic() - started, 2)
-                return report | {"_servers": servers}
-        except BaseException:
-            await servers.close()
-            raise
-    await servers.close()
-    report["seconds"] = round(time.monotonic() - started, 2)
-    return report
-
-
-def summarize(devices: list[DemoDevice], servers: Servers, config: Config, started: float,
-              clock: dt.datetime, scheduled: int) -> dict[str, Any]:
-    rows: dict[str, dict[str, int]] = {}
-    failures = []
-    enrolled = renewed = failed = 0
-    for d in devices:
-        row = rows.setdefault(d.group.label, {"devices": 0, "enrolled": 0, "renewed": 0, "failed": 0})
-        row["devices"] += 1
-        ok_enroll = d.enroll is not None and d.enroll.outcome == "installed"
-        ok_renew = (d.renew is not None and d.renew.outcome == "installed"
-                    and d.renew.lsc_serial is not None and d.renew.lsc_serial != d.first_serial)
-        enrolled += ok_enroll
-        renewed += ok_renew
-        row["enrolled"] += ok_enroll
-        row["renewed"] += ok_renew
-        if not (ok_enroll and ok_renew):
-            failed += 1
-            row["failed"] += 1
-            bad = d.enroll if not ok_enroll else d.renew
-            failures.append({"device": d.name, "phase": "enroll" if not ok_enroll else "renew",
-                             "outcome": bad.outcome if bad else "not run", "reason": bad.reason if bad else None,
-                             "error": (bad.error or bad.reason_info) if bad else None})
-    logs = {p.name: str(p) for p in sorted(config.log_path.glob("*")) if p.is_file()}
-    now = dt.datetime.now(dt.UTC)
-    return {
-        "enrolled": enrolled, "renewed": renewed, "failed": failed, "devices": len(devices),
-        "groups": [{"group": k, **v} for k, v in rows.items()],
-        "failures": failures,
-        "renewal": {"clock": "simulated", "scheduler_now": clock.isoformat(), "days_ahead": (clock - now).days,
-                    "scheduled": scheduled,
-                    "why": "LSCs are valid for the CA template's days; the scheduler ran once with its clock "
-                           "past their renewal window, and the phones then renewed for real."},
-        "servers": {"ca": servers.ca.url, "ra": servers.ra.url, "capf": f"{servers.capf.host}:{servers.capf.port}"},
-        "data_dir": str(config.data_path), "logs": logs,
-        "config": str(config.data_path / LAB_CONFIG),
-    }
+        self._show().console.print(text)
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     table = Table(title=f"onlineca demo: {report['devices']} phones in {report['seconds']:.1f} s")
     for col in ("auth mode / key", "devices", "enrolled", "renewed", "failed"):
@@ -472,31 +85,26 @@ def print_summary(report: dict[str, Any]) -> None:
         console.print(f"  {name:<24} {path}")
 
 
-async def _serve_until_signal(servers: Servers) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await servers.close()
-
-
-async def _main(opts: DemoOptions, as_json: bool) -> dict[str, Any]:
-    report = await run_demo(opts)
-    servers = report.pop("_servers", None)
+async def _main(opts: LabOptions, as_json: bool) -> dict[str, Any]:
+    if as_json:  # one JSON object on stdout, nothing else
+        run = await run_lab(opts)
+    else:
+        with ProgressBar() as bar:
+            run = await run_lab(opts, bar)
+    report = run.report
     if as_json:
         click.echo(json.dumps(report))
     else:
         print_summary(report)
-    if servers is not None:
+    if run.servers is not None:
         if not as_json:
             click.echo(f"Servers keep running (CAPF {report['servers']['capf']}); Ctrl-C stops them.\n"
                        f"Check every hop: onlineca --config {report['config']} diagnose")
         sys.stdout.flush()
-        await _serve_until_signal(servers)
+        try:
+            await until_signal()
+        finally:
+            await run.servers.close()
     return report
 
 
@@ -516,19 +124,15 @@ def demo(app: AppContext, devices: int, concurrency: int, folder: Path | None, t
     """Start CA, RA and CAPF on 127.0.0.1, enroll and renew a simulated fleet, print a summary."""
     tmp = tempfile.mkdtemp(prefix="onlineca-demo-") if temp else None
     root = Path(tmp) if tmp else (folder or app.data_dir / "demo")
-    opts = DemoOptions(root.absolute(), devices, concurrency, keep_running, quiet=as_json,
-                       default_ports=not free_ports)
+    opts = LabOptions(root.absolute(), devices, concurrency, keep_running, default_ports=not free_ports)
     try:
         report = asyncio.run(_main(opts, as_json))
-    except OnlineCAError as exc:
-        fail(exc)
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        raise SystemExit(130) from None  # the shell's status for an interrupted command, quietly
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    if report["failed"]:
-        raise SystemExit(1)
+    exit_on_finding(bool(report["failed"]))
 
 
-__all__ = ["GROUPS", "DemoOptions", "demo", "run_demo"]
+__all__ = ["demo"]

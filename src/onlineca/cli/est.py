@@ -2,8 +2,8 @@
 
 Each subcommand is one EST operation (``cacerts``, ``enroll``, ``reenroll``, ``csrattrs``,
 ``serverkeygen``) that writes PEM or DER files; ``serve`` runs our EST server with the local
-signer, ``hash-password`` makes users-file lines.  Failures print the libEST code as CAPF logs it
-(``rv = 35 (EST_ERR_SSL_READ)``) and exit 1.  Passwords come from ``$ONLINECA_EST_PASSWORD`` or a
+signer, ``hash-password`` makes users-file lines.  Failures are reported by the root command with
+the libEST code as CAPF logs it (``error: rv = 35 (EST_ERR_SSL_READ): ...``, exit 1).  Passwords come from ``$ONLINECA_EST_PASSWORD`` or a
 prompt rather than the command line where possible; they are never printed.
 """
 
@@ -22,21 +22,14 @@ import click
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.errors import ESTCodedError, OnlineCAError
+from onlineca.cli.app import AppContext, serve_until_signal
+from onlineca.errors import ConfigError, ESTCodedError
 from onlineca.est.client import ESTClient, bootstrap_cacerts
 from onlineca.infra import files
-from onlineca.proto.libest import enrollment_rv_line, rv_text
+from onlineca.proto.libest import enrollment_rv_line
 
 _path = click.Path(dir_okay=False, path_type=Path)
 _existing = click.Path(dir_okay=False, exists=True, path_type=Path)
-
-
-def _fail(exc: OnlineCAError | str) -> None:
-    if isinstance(exc, ESTCodedError):
-        click.echo(f"error: rv = {rv_text(exc.code)}: {exc}", err=True)
-    else:
-        click.echo(f"error: {exc}", err=True)
-    raise SystemExit(1)
 
 
 def client_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,12 +58,10 @@ def client_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _run(coro_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A click command body from a coroutine function (run in a new event loop)."""
     @functools.wraps(coro_fn)
     def wrapper(**kw: Any) -> None:
-        try:
-            asyncio.run(coro_fn(**kw))
-        except OnlineCAError as exc:
-            _fail(exc)
+        asyncio.run(coro_fn(**kw))
     return wrapper
 
 
@@ -207,7 +198,9 @@ async def _enroll(op: str, kw: dict[str, Any], csr: x509.CertificateSigningReque
 @client_options
 @csr_options
 @_run
-async def enroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, pop, fmt, **kw: Any) -> None:
+async def enroll_cmd(csr_file: Path | None, subject: str | None, sans: tuple[str, ...], key_type: str,
+                     key_size: str, key_out: Path | None, out: Path | None, pop: bool, fmt: str,
+                     **kw: Any) -> None:
     """Enroll a CSR (/simpleenroll); with --subject, make the key and CSR first."""
     csr = _make_csr(csr_file, subject, sans, key_type, key_size, key_out, pop)
     await _enroll("simpleenroll", kw, csr, out, fmt)
@@ -217,7 +210,9 @@ async def enroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, 
 @client_options
 @csr_options
 @_run
-async def reenroll_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, pop, fmt, **kw: Any) -> None:
+async def reenroll_cmd(csr_file: Path | None, subject: str | None, sans: tuple[str, ...], key_type: str,
+                       key_size: str, key_out: Path | None, out: Path | None, pop: bool, fmt: str,
+                       **kw: Any) -> None:
     """Renew the --cert certificate (/simplereenroll).  Without --csr/--subject a new key is made
     for the same subject and subjectAltName (RFC 7030 4.2.2 requires them unchanged)."""
     if not kw["cert_file"]:
@@ -261,7 +256,8 @@ async def csrattrs_cmd(as_json: bool, fmt: str, **kw: Any) -> None:
 @client_options
 @csr_options
 @_run
-async def serverkeygen_cmd(csr_file, subject, sans, key_type, key_size, key_out, out, pop, fmt,
+async def serverkeygen_cmd(csr_file: Path | None, subject: str | None, sans: tuple[str, ...], key_type: str,
+                           key_size: str, key_out: Path | None, out: Path | None, pop: bool, fmt: str,
                            **kw: Any) -> None:
     """Have the server generate the key (/serverkeygen); the key is written 0600 to --key-out."""
     if key_out is None:
@@ -303,7 +299,7 @@ def hash_password_cmd(user: str, password: str) -> None:
 @click.option("--pop/--no-pop", default=None,
               help="Require tls-unique proof of possession (caps TLS at 1.2); default [est] pop_tls_unique.")
 @click.pass_obj
-def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Path, issuer_cert: Path,
+def serve_cmd(app: AppContext, host: str, port: int | None, tls_cert: Path, tls_key: Path, issuer_cert: Path,
               issuer_key: Path, validity_days: float, users_file: Path | None, client_ca: Path | None,
               labels: tuple[str, ...], pop: bool | None) -> None:
     """Run a standalone EST server that signs with a local issuing key (for tests and labs)."""
@@ -312,11 +308,10 @@ def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Pa
     from onlineca.config import ESTConfig
     from onlineca.est.backend import LocalSigner
     from onlineca.est.server import RunningESTServer, settings_from_config, start_est_server
-    from onlineca.infra.serving import run_until_signal
     from onlineca.infra.users import UsersFile
     from onlineca.logs import setup_component_log
 
-    cfg: ESTConfig = app.config.est if app is not None else ESTConfig()
+    cfg: ESTConfig = app.config.est
     try:
         signer = LocalSigner.from_files(str(issuer_cert), str(issuer_key), validity_days=validity_days)
         settings = settings_from_config(cfg)
@@ -328,17 +323,12 @@ def serve_cmd(app: Any, host: str, port: int | None, tls_cert: Path, tls_key: Pa
             settings = replace(settings, pop_tls_unique=pop)
         trust_path = client_ca or cfg.client_trust_store
         trust = files.load_trust_store(trust_path) if trust_path else None
-    except (OnlineCAError, ValueError) as exc:
-        _fail(str(exc))
-        return
-    if app is not None:
-        setup_component_log("est", app.log_dir, fmt=app.log_format)
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="") from None
+    setup_component_log("est", app.log_dir, fmt=app.log_format)
 
     def start() -> Awaitable[RunningESTServer]:
         return start_est_server(signer, cert_file=tls_cert, key_file=tls_key, host=host,
                                 port=8084 if port is None else port, settings=settings, client_trust=trust)
 
-    try:
-        run_until_signal(start, lambda srv: f"EST server listening on {srv.url}")
-    except OnlineCAError as exc:
-        _fail(exc)
+    serve_until_signal(start, lambda srv: f"EST server listening on {srv.url}")

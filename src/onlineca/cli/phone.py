@@ -4,8 +4,9 @@
 A phone lives in a folder (default ``<data dir>/phones/<NAME>``); ``enroll`` creates it when
 needed.  CAPF is ``--capf HOST:PORT`` (default from ``[capf]``), trusted through ``--cafile``
 (default: the lab root ``<data dir>/ca/root.pem``; CAPF serves its certificate with the issuing
-CA, so the root is all a phone needs).  Exit 0 on success, 1 on failure (``error:`` with the fix), 2 on bad usage.  An auth string is taken from the option or
-``$ONLINECA_PHONE_AUTH_STRING`` and is never printed.
+CA, so the root is all a phone needs).  Exit 0 on success, 1 when the phone did not get what it came
+for or on failure (``error:`` with the fix, from the root command), 2 on bad usage.  An auth string
+is taken from the option or ``$ONLINECA_PHONE_AUTH_STRING`` and is never printed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from typing import Any
 
 import click
 
-from onlineca.cli import AppContext, fail
+from onlineca.cli.app import AppContext, exit_on_finding
 from onlineca.config import DataDir
-from onlineca.errors import OnlineCAError
 from onlineca.phone.client import PhoneAuth, SessionResult, Target, check_in, phone_ssl_context
 from onlineca.phone.device import KeyPool, Phone
 from onlineca.phone.fleet import make_fleet, run_fleet
@@ -102,18 +102,14 @@ def _run_one(app: AppContext, phone_obj: Phone, capf: str | None, cafile: Path |
 @click.option("--model", default="Cisco 8865", show_default=True)
 @_session_options
 @click.pass_obj
-def enroll_cmd(app: AppContext, folder: Path | None, name: str | None, model: str, **kw: Any) -> None:
+def enroll_cmd(app: AppContext, /, folder: Path | None, name: str | None, model: str, **kw: Any) -> None:
     """Create the phone if needed and check in until it has a new LSC (exit 1 otherwise)."""
     as_json = kw.pop("as_json")
-    try:
-        path = _phone_dir(app, folder, name)
-        phone_obj = Phone.create(path, name, model=model) if name else Phone.open(path)
-        result = _run_one(app, phone_obj, **kw)
-    except OnlineCAError as exc:
-        fail(exc)
+    path = _phone_dir(app, folder, name)
+    phone_obj = Phone.create(path, name, model=model) if name else Phone.open(path)
+    result = _run_one(app, phone_obj, **kw)
     _report(result, phone_obj, as_json)
-    if result.outcome != "installed":
-        raise SystemExit(1)
+    exit_on_finding(result.outcome != "installed")
 
 
 @phone.command("check-in")
@@ -121,17 +117,13 @@ def enroll_cmd(app: AppContext, folder: Path | None, name: str | None, model: st
 @click.option("--name", help="Device name (its folder is <data dir>/phones/NAME).")
 @_session_options
 @click.pass_obj
-def check_in_cmd(app: AppContext, folder: Path | None, name: str | None, **kw: Any) -> None:
+def check_in_cmd(app: AppContext, /, folder: Path | None, name: str | None, **kw: Any) -> None:
     """One check-in: do whatever CAPF has pending for this phone (install, delete, troubleshoot, nothing)."""
     as_json = kw.pop("as_json")
-    try:
-        phone_obj = Phone.open(_phone_dir(app, folder, name))
-        result = _run_one(app, phone_obj, **kw)
-    except OnlineCAError as exc:
-        fail(exc)
+    phone_obj = Phone.open(_phone_dir(app, folder, name))
+    result = _run_one(app, phone_obj, **kw)
     _report(result, phone_obj, as_json)
-    if not result.ok:
-        raise SystemExit(1)
+    exit_on_finding(not result.ok)
 
 
 @phone.command("show")
@@ -141,10 +133,7 @@ def check_in_cmd(app: AppContext, folder: Path | None, name: str | None, **kw: A
 @click.pass_obj
 def show_cmd(app: AppContext, folder: Path | None, name: str | None, as_json: bool) -> None:
     """The phone's name, model and certificates (LSC, MIC)."""
-    try:
-        info = Phone.open(_phone_dir(app, folder, name)).describe()
-    except OnlineCAError as exc:
-        fail(exc)
+    info = Phone.open(_phone_dir(app, folder, name)).describe()
     if as_json:
         click.echo(json.dumps(info))
         return
@@ -188,16 +177,13 @@ def fleet_cmd(app: AppContext, count: int, concurrency: int, prefix: str, folder
               max_retry_delay: float | None, read_timeout: float, as_json: bool) -> None:
     """COUNT phones check in, CONCURRENCY at a time; prints outcomes, devices/s and latency percentiles."""
     wanted = _parse_pregenerate(pregenerate)
-    try:
-        target = _target(app, capf, cafile, read_timeout)
-        pool = KeyPool()
-        pool.fill(wanted)
-        members = make_fleet(count, folder=folder, prefix=prefix, key_pool=pool,
-                             auth=PhoneAuth(auth_mode, auth_string))  # type: ignore[arg-type]
-        report = asyncio.run(run_fleet(members, target, concurrency=concurrency, retries=retries,
-                                       max_retry_delay=max_retry_delay))
-    except OnlineCAError as exc:
-        fail(exc)
+    target = _target(app, capf, cafile, read_timeout)
+    pool = KeyPool()
+    pool.fill(wanted)
+    members = make_fleet(count, folder=folder, prefix=prefix, key_pool=pool,
+                         auth=PhoneAuth(auth_mode, auth_string))  # type: ignore[arg-type]
+    report = asyncio.run(run_fleet(members, target, concurrency=concurrency, retries=retries,
+                                   max_retry_delay=max_retry_delay))
     summary = report.summary()
     if as_json:
         click.echo(json.dumps({**summary, "failures": [r.as_dict() for r in report.failed]}, default=str))
@@ -205,8 +191,7 @@ def fleet_cmd(app: AppContext, count: int, concurrency: int, prefix: str, folder
         click.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
         for r in report.failed[:20]:
             click.echo(f"  {r.device}: {r.outcome} {r.reason or ''} {r.error or ''}".rstrip())
-    if report.failed:
-        raise SystemExit(1)
+    exit_on_finding(bool(report.failed))
 
 
 @phone.group("mic-ca")
@@ -221,11 +206,8 @@ def mic_ca() -> None:
 @click.pass_obj
 def mic_ca_init(app: AppContext, folder: Path | None, key_type: str) -> None:
     """Create the manufacturer CA (or show the one there); its mic-ca.pem is CAPF's MIC trust store."""
-    try:
-        ca = MICAuthority.init(folder or app.data_dir / "mic-ca", key_type=key_type,
-                               bits=256 if key_type == "ec" else 2048)
-    except OnlineCAError as exc:
-        fail(exc)
+    ca = MICAuthority.init(folder or app.data_dir / "mic-ca", key_type=key_type,
+                           bits=256 if key_type == "ec" else 2048)
     click.echo(f"manufacturer CA {ca.cert.subject.rfc4514_string()} in {ca.folder}")
     click.echo(f"MIC trust store for CAPF: {ca.trust_store}")
 
@@ -238,13 +220,10 @@ def mic_ca_init(app: AppContext, folder: Path | None, key_type: str) -> None:
 @click.pass_obj
 def mic_ca_issue(app: AppContext, ca_dir: Path | None, folder: Path | None, name: str | None) -> None:
     """Give a phone a MIC (the phone makes its MIC key itself)."""
-    try:
-        ca = MICAuthority.open(ca_dir or app.data_dir / "mic-ca")
-        path = _phone_dir(app, folder, name)
-        phone_obj = Phone.create(path, name) if name else Phone.open(path)
-        cert = ca.issue(phone_obj)
-    except OnlineCAError as exc:
-        fail(exc)
+    ca = MICAuthority.open(ca_dir or app.data_dir / "mic-ca")
+    path = _phone_dir(app, folder, name)
+    phone_obj = Phone.create(path, name) if name else Phone.open(path)
+    cert = ca.issue(phone_obj)
     click.echo(f"{phone_obj.name}: MIC serial {cert.serial_number:x} in {path / 'mic.pem'}")
 
 

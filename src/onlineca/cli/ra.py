@@ -12,9 +12,7 @@ from pathlib import Path
 
 import click
 
-from onlineca.cli import AppContext
-from onlineca.errors import OnlineCAError
-from onlineca.infra.serving import run_until_signal
+from onlineca.cli.app import AppContext, serve_until_signal
 
 
 @click.group("ra")
@@ -43,8 +41,4 @@ def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Pat
         return (f"RA serving {running.url} (connector {app.config.ra.connector}; "
                 f"logs in {app.log_dir}; readiness at {running.base}/readyz)")
 
-    try:
-        run_until_signal(start, describe)
-    except OnlineCAError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+    serve_until_signal(start, describe)

@@ -1,35 +1,19 @@
-"""What the onlineca servers share to run: listening (or one clear ``ConfigError`` when the port
-cannot be had), the running value their start functions return, and the serve-until-SIGINT/SIGTERM
-loop of their ``serve`` commands.  A component's start function builds its application, listens
-with ``start_https`` (aiohttp) or ``listen`` (any other server) and returns a value with
-``close()`` (``RunningServer`` for the aiohttp ones); ``run_until_signal`` runs such a value until
-the administrator stops it.  This module never decides what a server does, never exits the
-process itself (errors go back to the command, which reports them) and prints nothing but the one
-line the command gives it.
-
-For the CAPF server (not aiohttp: ``asyncio.start_server`` with the device protocol), the lead
-wires it so: in ``capf.service.start_capf``, listen with
-``server = await listen(lambda: asyncio.start_server(capf.handle, bind_host, port_, ...),
-bind_host, port_)`` where ``port_`` is the port it really tries (``cfg.port`` when no port was
-given, never None), so a taken port is the same ``ConfigError`` ("cannot listen on host:port",
-hint to choose another --port) and start_capf's existing clean-up still runs; ``RunningCAPF``
-keeps its own dataclass (it holds no aiohttp runner, so it does not extend ``RunningServer``) but
-already offers ``host``, ``port`` and ``close()``, which is all ``Closable`` asks.  In
-``capf/serve_cli.py`` replace the hand-written loop with
-``run_until_signal(lambda: start_capf(...), describe)`` (``describe`` returns the
-"CAPF serving host:port (...)" line) inside the existing ``try: ... except OnlineCAError``.
+"""What the onlineca servers share to listen: binding (or one clear ``ConfigError`` when the port
+cannot be had) and the running value their start functions return.  A component's start function
+builds its application, listens with ``start_https`` (aiohttp) or ``listen`` (any other server,
+e.g. CAPF's ``asyncio.start_server``) and returns a value with ``close()`` (``RunningServer`` for
+the aiohttp ones).  Running such a value until the administrator stops it is the command line's
+job (``cli.app.serve_until_signal``).  This module never decides what a server does, never exits
+the process and prints nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-import click
 from aiohttp import web
 
 from onlineca.errors import ConfigError
@@ -92,33 +76,4 @@ class RunningServer:
         await self.runner.cleanup()
 
 
-class Closable(Protocol):
-    """What ``run_until_signal`` needs of a started server."""
-
-    async def close(self) -> None: ...
-
-
-R = TypeVar("R", bound=Closable)
-
-
-def run_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R], str]) -> None:
-    """Start a server in a new event loop, print ``describe(running)`` to stderr (the readiness
-    line scripts wait for), serve until SIGINT or SIGTERM, then close it.  An error raised by
-    ``start`` propagates to the caller (an ``OnlineCAError`` becomes the command's ``error:`` line)."""
-
-    async def main() -> None:
-        running = await start()
-        try:
-            click.echo(describe(running), err=True)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-        finally:
-            await running.close()
-
-    asyncio.run(main())
-
-
-__all__ = ["Closable", "RunningServer", "cannot_listen", "listen", "run_until_signal", "start_https"]
+__all__ = ["RunningServer", "cannot_listen", "listen", "start_https"]

@@ -1,0 +1,446 @@
+"""The whole chain on 127.0.0.1, from nothing: for ``onlineca demo``, the benches and the tests.
+
+A lab lives in one folder.  ``make_lab`` makes its PKI (our /certsrv CA with an RSA root and
+issuing CA, the RA's TLS certificate, a manufacturer CA for MICs) and its configuration;
+``start_servers`` starts the CA, the RA (EST, certsrv connector to the CA) and CAPF on 127.0.0.1
+(the default ports, or free ones when those are taken) and writes ``<lab>/onlineca.toml`` with the
+ports they got; ``plan_fleet`` and ``register_devices`` make simulated phones and put them in
+CAPF's inventory with several authentication modes (auth string, null string, MIC) and key types
+(RSA 2048, EC P-256); ``advance_to_renewal`` runs the renewal scheduler with its clock past the
+LSCs' renewal window.  ``run_lab`` does all of it: enroll the fleet through CAPF -> RA -> CA, then
+renew it, and returns a report (the JSON ``onlineca demo --json`` prints).
+
+It never touches a folder it did not make (``prepare_folder`` refuses a non-empty folder without
+its marker) and never prints: progress goes to a ``Progress`` the caller gives (the command line's
+progress bar), and nothing here imports click or rich.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+
+from onlineca import pki
+from onlineca.ca.engine import init_ca
+from onlineca.ca.users import add_user
+from onlineca.ca.web import RunningCA, start_ca
+from onlineca.capf.scheduler import SchedulerSettings, run_once
+from onlineca.capf.service import RunningCAPF, start_capf as _start_capf
+from onlineca.config import Config, DataDir
+from onlineca.errors import ConfigError
+from onlineca.infra import files
+from onlineca.phone.client import PhoneAuth, SessionResult, Target, phone_ssl_context
+from onlineca.phone.device import KeyPool, Phone
+from onlineca.phone.fleet import Member, device_names, run_fleet
+from onlineca.phone.mic import MICAuthority
+from onlineca.ra.app import RunningRA, start_ra
+from onlineca.store import Database, devices as inventory
+from onlineca.store.capf_models import Device
+
+MARKER = ".onlineca-demo"
+CA_USER = "ciscora"
+DEFAULT_PORTS = {"ca": 8443, "ra": 8084, "capf": 3804}
+LAB_CONFIG = "onlineca.toml"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Devices that share an authentication mode and a key type (one row of the summary)."""
+
+    auth_mode: str      # policy.capf AuthMode identifier
+    phone_auth: str     # how the simulated phone answers
+    key_order: str      # policy.capf KeyOrder identifier
+    key: tuple[str, int]
+
+    @property
+    def label(self) -> str:
+        words = {"AUTH_BY_STR": "auth string", "AUTH_BY_NULL_STR": "null string", "AUTH_BY_MIC": "MIC"}
+        return f"{words[self.auth_mode]} / {self.key[0].upper()} {self.key[1]}"
+
+
+GROUPS = (
+    Group("AUTH_BY_STR", "string", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
+    Group("AUTH_BY_NULL_STR", "null", "KEYORDER_EC_ONLY", ("ec", 256)),
+    Group("AUTH_BY_MIC", "mic", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
+    Group("AUTH_BY_STR", "string", "KEYORDER_EC_ONLY", ("ec", 256)),
+    Group("AUTH_BY_NULL_STR", "null", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
+    Group("AUTH_BY_MIC", "mic", "KEYORDER_EC_ONLY", ("ec", 256)),
+)
+
+
+@dataclass
+class LabDevice:
+    """One simulated phone of the fleet, its group, and what its two sessions came to."""
+
+    member: Member
+    group: Group
+    auth_string: str | None = None
+    enroll: SessionResult | None = None
+    renew: SessionResult | None = None
+    first_serial: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.member.phone.name
+
+
+class Progress(Protocol):
+    """Where ``run_lab`` reports its progress (the command line draws a bar; tests pass nothing)."""
+
+    def stage(self, description: str, total: int) -> None:
+        """A stage of ``total`` steps begins."""
+
+    def advance(self, note: str) -> None:
+        """One step of the current stage is done; ``note`` says which."""
+
+    def log(self, text: str) -> None:
+        """A line worth showing (the servers' addresses, what the renewal clock did)."""
+
+
+class NoProgress:
+    """A ``Progress`` that shows nothing."""
+
+    def stage(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self, note: str) -> None:
+        pass
+
+    def log(self, text: str) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- the lab on disk
+
+
+def prepare_folder(root: Path) -> None:
+    """Empty ``root`` for a new run; only a folder a lab made (with its marker) is emptied."""
+    if root.exists() and any(root.iterdir()):
+        if not (root / MARKER).exists():
+            raise ConfigError(f"{root} is not empty and was not made by 'onlineca demo'",
+                              hint="Give another folder with --dir, or remove this one yourself.")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("made by 'onlineca demo'; emptied by the next run\n")
+
+
+def lab_config(root: Path, ca_password: str, mic_trust: Path) -> Config:
+    """Every component's settings for the lab (ports are chosen when each server starts)."""
+    ca_dir = root / "ca"
+    return Config.model_validate({
+        "data_dir": str(root), "log_dir": str(root / "logs"),
+        "database": {"url": f"sqlite:///{root / 'capf.db'}"},
+        "ca": {"key_type": "rsa", "key_size": 2048, "users_file": str(ca_dir / "users"),
+               "root_name": "CN=onlineca Demo Root CA,O=onlineca demo",
+               "issuing_name": "CN=onlineca Demo Issuing CA,O=onlineca demo"},
+        "ra": {"connector": "certsrv", "ca_user": CA_USER, "ca_password": ca_password,
+               "trust_store": str(ca_dir / "root.pem"), "template": "CiscoRA",
+               "tls_cert": str(root / "ra" / "ra.pem"), "tls_key": str(root / "ra" / "ra.key"),
+               "connect_timeout": 5.0, "login_timeout": 5.0, "enroll_timeout": 10.0,
+               "backoff_initial": 0.2, "backoff_max": 2.0, "unavailable_retry_after": 5},
+        "capf": {"ra_user": CA_USER, "ra_password": ca_password, "ra_trust_store": str(ca_dir / "root.pem"),
+                 "mic_trust_store": str(mic_trust), "retry_delay": 5, "keepalive_seconds": 5.0,
+                 "max_concurrent_enrollments": 8, "scheduler_interval": 3600.0},
+    })
+
+
+def make_lab(root: Path) -> tuple[Config, MICAuthority]:
+    """The CA (root + issuing, web certificate, one user), the RA's TLS certificate, the MIC CA."""
+    mic = MICAuthority.init(root / "mic-ca")
+    password = secrets.token_urlsafe(18)
+    config = lab_config(root, password, mic.trust_store)
+    ca_paths = init_ca(config, root)
+    add_user(config.ca.users_file, CA_USER, password)
+    issuing_key = files.read_private_key(ca_paths.issuing_key)
+    issuing = pki.load_certificate(ca_paths.issuing_cert.read_bytes())
+    key = pki.generate_key("ec", 256)
+    cert = pki.build_certificate(subject="CN=ra.onlineca.demo,O=onlineca demo", public_key=key.public_key(),
+                                 issuer_key=issuing_key, issuer_cert=issuing, sans=["localhost", "127.0.0.1"],
+                                 extended_key_usage=["server_auth"])
+    (root / "ra").mkdir(exist_ok=True)
+    (root / "ra" / "ra.pem").write_bytes(pki.certs_pem([cert, issuing]))
+    files.write_private_key(root / "ra" / "ra.key", key)
+    assert DataDir(Path(root)).ca.root_cert.exists()
+    return config, mic
+
+
+# --------------------------------------------------------------------------- servers
+
+
+async def _on_port(start: Callable[[int], Awaitable[Any]], preferred: int | None) -> Any:
+    """Start on the preferred port, or on a free one when it is taken."""
+    if preferred:
+        try:
+            return await start(preferred)
+        except (ConfigError, OSError):
+            pass
+    return await start(0)
+
+
+@dataclass
+class Servers:
+    """The lab's running servers; ``close()`` stops those started, last first."""
+
+    ca: RunningCA | None = None
+    ra: RunningRA | None = None
+    capf: RunningCAPF | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):  # stop the others even when one fails to
+                await asyncio.wait_for(close(), 15)
+        self.closers.clear()
+
+
+async def start_servers(config: Config, root: Path, servers: Servers, default_ports: bool) -> None:
+    """Start CA, RA (once it is ready) and CAPF into ``servers`` (which the caller closes, also
+    when this fails half-way), then write the lab's configuration file with their ports."""
+    log_dir = config.log_path
+    ca_db = Database(f"sqlite:///{root / 'ca.db'}")  # its own file: the CA and CAPF never wait on one lock
+    ca = servers.ca = await _on_port(lambda p: start_ca(config, root, log_dir, host="127.0.0.1", port=p, db=ca_db),
+                                     DEFAULT_PORTS["ca"] if default_ports else None)
+    servers.closers.append(ca.close)
+    ra_config = config.model_copy(update={"ra": config.ra.model_copy(update={"ca_url": ca.url})})
+    ra = servers.ra = await _on_port(lambda p: start_ra(ra_config, log_dir, host="127.0.0.1", port=p),
+                                     DEFAULT_PORTS["ra"] if default_ports else None)
+    servers.closers.append(ra.close)
+    await ra.wait_ready(timeout=30)
+    capf_config = config.model_copy(update={"capf": config.capf.model_copy(update={"ra_url": ra.url})})
+    capf = servers.capf = await _on_port(lambda p: start_capf(capf_config, root, p),
+                                         DEFAULT_PORTS["capf"] if default_ports else None)
+    servers.closers.append(capf.close)
+    write_lab_config(config, servers)
+
+
+def write_lab_config(config: Config, servers: Servers) -> Path:
+    """``<lab>/onlineca.toml`` (0600: it holds the lab password) with the ports the servers got,
+    so ``onlineca --config <lab>/onlineca.toml diagnose`` checks the running lab (--keep-running)."""
+    assert servers.ca is not None and servers.ra is not None and servers.capf is not None
+    ra, capf = config.ra, config.capf
+    sections: dict[str, dict[str, Any]] = {
+        "": {"data_dir": str(config.data_path), "log_dir": str(config.log_path)},
+        "database": {"url": config.database_url},
+        "ca": {"port": servers.ca.port, "users_file": config.ca.users_file},
+        "ra": {"port": servers.ra.port, "connector": ra.connector, "ca_url": servers.ca.url, "ca_user": ra.ca_user,
+               "ca_password": ra.ca_password.get_secret_value(), "trust_store": ra.trust_store,
+               "template": ra.template, "tls_cert": ra.tls_cert, "tls_key": ra.tls_key},
+        "capf": {"port": servers.capf.port, "ra_url": servers.ra.url, "ra_user": capf.ra_user,
+                 "ra_password": capf.ra_password.get_secret_value(), "ra_trust_store": capf.ra_trust_store,
+                 "mic_trust_store": capf.mic_trust_store},
+    }
+    lines = ["# Written by 'onlineca demo' for the lab it started; holds the lab's generated password."]
+    for name, values in sections.items():
+        if name:
+            lines.append(f"\n[{name}]")
+        # JSON strings and numbers are valid TOML basic strings and numbers.
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = config.data_path / LAB_CONFIG
+    files.write_secret_file(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+async def start_capf(config: Config, root: Path, port: int) -> RunningCAPF:
+    """CAPF on 127.0.0.1:``port`` (0: a free one) with the lab's data and logs."""
+    return await _start_capf(config, root, config.log_path, host="127.0.0.1", port=port)
+
+
+# --------------------------------------------------------------------------- the fleet
+
+
+def plan_fleet(root: Path, count: int, mic: MICAuthority, pool: KeyPool) -> list[LabDevice]:
+    """``count`` phones in ``<root>/phones``, taking the groups in turn (MIC phones get their MIC)."""
+    devices = []
+    for i, name in enumerate(device_names(count)):
+        group = GROUPS[i % len(GROUPS)]
+        phone = Phone.create(root / "phones" / name, name)
+        phone.key_pool = pool
+        auth_string = f"{secrets.randbelow(10**6):06d}" if group.phone_auth == "string" else None
+        if group.phone_auth == "mic":
+            mic.issue(phone)
+        devices.append(LabDevice(Member(phone, PhoneAuth(group.phone_auth, auth_string),  # type: ignore[arg-type]
+                                        {"group": group.label}), group, auth_string))
+    return devices
+
+
+def register_devices(config: Config, devices: list[LabDevice]) -> None:
+    """Each phone in CAPF's inventory with Install/Upgrade pending, as an administrator would set it."""
+    db = Database(config.database_url)
+    db.migrate()
+    try:
+        with db.session() as s:
+            for d in devices:
+                g = d.group
+                key_size: dict[str, Any] = {f"{g.key[0]}_key_size": g.key[1]}  # rsa_key_size or ec_key_size
+                inventory.add_device(
+                    s, d.name, actor="demo", model=d.member.phone.model, description=f"demo phone ({g.label})",
+                    operation="OPERATION_UPGRADE", auth_mode=g.auth_mode, auth_string=d.auth_string,
+                    key_order=g.key_order, **key_size)
+    finally:
+        db.dispose()
+
+
+def advance_to_renewal(config: Config) -> tuple[dt.datetime, int]:
+    """Run the renewal scheduler once with its clock just past the last device's renewal window
+    (the LSCs are valid for days, the lab runs for seconds); returns that clock and how many it scheduled."""
+    db = Database(config.database_url)
+    try:
+        with db.session() as s:
+            last_due = s.scalar(select(func.max(Device.renewal_due_at)))
+        now = dt.datetime.now(dt.UTC)
+        if last_due is None:
+            return now, 0
+        if last_due.tzinfo is None:
+            last_due = last_due.replace(tzinfo=dt.UTC)
+        clock = max(now, last_due + dt.timedelta(minutes=1))
+        result = run_once(db, SchedulerSettings(node_id="demo"), now=clock)
+        return clock, len(result.scheduled)
+    finally:
+        db.dispose()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class LabOptions:
+    root: Path
+    devices: int = 20
+    concurrency: int = 8
+    keep_running: bool = False
+    default_ports: bool = True
+
+
+@dataclass
+class LabRun:
+    """What ``run_lab`` did: the report, and the servers when they were asked to keep running
+    (the caller closes them)."""
+
+    report: dict[str, Any]
+    servers: Servers | None = None
+
+
+def _phone_target(root: Path, servers: Servers) -> Target:
+    assert servers.capf is not None
+    return Target(servers.capf.host, servers.capf.port, phone_ssl_context(root / "ca" / "root.pem"),
+                  read_timeout=60.0, keepalive=5.0)
+
+
+async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
+    """Make the lab in ``opts.root``, start it, enroll the fleet, renew it; the report says how each
+    group fared.  The servers are stopped before it returns, unless ``opts.keep_running``."""
+    progress = progress or NoProgress()
+    started = time.monotonic()
+    root = opts.root
+    prepare_folder(root)
+    pool = KeyPool()
+    specs: dict[tuple[str, int], int] = {}
+    for i in range(opts.devices):
+        key = GROUPS[i % len(GROUPS)].key
+        specs[key] = specs.get(key, 0) + 2  # one for the enrollment, one for the renewal
+    # Phones' keys are made in worker threads while the lab is built and the servers start.
+    keys_ready = asyncio.ensure_future(asyncio.to_thread(pool.fill, specs))
+    config, mic = await asyncio.to_thread(make_lab, root)
+    servers = Servers()
+    try:
+        await start_servers(config, root, servers, opts.default_ports)
+        assert servers.ca is not None and servers.ra is not None and servers.capf is not None
+        progress.log(f"CA   {servers.ca.url}\nRA   {servers.ra.url}\nCAPF {servers.capf.host}:{servers.capf.port}"
+                     f" (device protocol over TLS)")
+        devices = await asyncio.to_thread(plan_fleet, root, opts.devices, mic, pool)
+        await asyncio.to_thread(register_devices, config, devices)
+        await keys_ready
+        target = _phone_target(root, servers)
+        by_phone = {d.member.phone.name: d for d in devices}
+
+        progress.stage("enrolling phones (CAPF->RA->CA)", len(devices))
+
+        def enrolled(member: Member, result: SessionResult) -> None:
+            d = by_phone[member.phone.name]
+            d.enroll, d.first_serial = result, result.lsc_serial
+            progress.advance(f"{member.phone.name} {result.outcome}")
+
+        await run_fleet([d.member for d in devices], target, concurrency=opts.concurrency, retries=2,
+                        max_retry_delay=2.0, on_result=enrolled)
+
+        clock, scheduled = await asyncio.to_thread(advance_to_renewal, config)
+        renewing = [d for d in devices if d.enroll is not None and d.enroll.outcome == "installed"]
+        progress.log(f"renewal: scheduler ran with its clock at {clock:%Y-%m-%d %H:%M} UTC "
+                     f"({(clock - dt.datetime.now(dt.UTC)).days} days ahead: the LSCs' renewal window); "
+                     f"{scheduled} devices got Install/Upgrade by LSC")
+        progress.stage("renewing LSCs (auth by LSC)", len(renewing))
+
+        def renewed(member: Member, result: SessionResult) -> None:
+            by_phone[member.phone.name].renew = result
+            progress.advance(f"{member.phone.name} {result.outcome}")
+
+        for d in renewing:
+            d.member.auth = PhoneAuth("lsc")
+        await run_fleet([d.member for d in renewing], target, concurrency=opts.concurrency, retries=2,
+                        max_retry_delay=2.0, on_result=renewed)
+        report = summarize(devices, servers, config, clock, scheduled)
+    except BaseException:
+        await servers.close()
+        raise
+    if not opts.keep_running:
+        await servers.close()
+    report["seconds"] = round(time.monotonic() - started, 2)
+    return LabRun(report, servers if opts.keep_running else None)
+
+
+def summarize(devices: list[LabDevice], servers: Servers, config: Config, clock: dt.datetime,
+              scheduled: int) -> dict[str, Any]:
+    """The report: per group, how many enrolled and renewed (a new serial), the failures, where
+    the servers, data and logs are."""
+    assert servers.ca is not None and servers.ra is not None and servers.capf is not None
+    rows: dict[str, dict[str, int]] = {}
+    failures = []
+    enrolled = renewed = failed = 0
+    for d in devices:
+        row = rows.setdefault(d.group.label, {"devices": 0, "enrolled": 0, "renewed": 0, "failed": 0})
+        row["devices"] += 1
+        ok_enroll = d.enroll is not None and d.enroll.outcome == "installed"
+        ok_renew = (d.renew is not None and d.renew.outcome == "installed"
+                    and d.renew.lsc_serial is not None and d.renew.lsc_serial != d.first_serial)
+        enrolled += ok_enroll
+        renewed += ok_renew
+        row["enrolled"] += ok_enroll
+        row["renewed"] += ok_renew
+        if not (ok_enroll and ok_renew):
+            failed += 1
+            row["failed"] += 1
+            bad = d.enroll if not ok_enroll else d.renew
+            failures.append({"device": d.name, "phase": "enroll" if not ok_enroll else "renew",
+                             "outcome": bad.outcome if bad else "not run", "reason": bad.reason if bad else None,
+                             "error": (bad.error or bad.reason_info) if bad else None})
+    logs = {p.name: str(p) for p in sorted(config.log_path.glob("*")) if p.is_file()}
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "enrolled": enrolled, "renewed": renewed, "failed": failed, "devices": len(devices),
+        "groups": [{"group": k, **v} for k, v in rows.items()],
+        "failures": failures,
+        "renewal": {"clock": "simulated", "scheduler_now": clock.isoformat(), "days_ahead": (clock - now).days,
+                    "scheduled": scheduled,
+                    "why": "LSCs are valid for the CA template's days; the scheduler ran once with its clock "
+                           "past their renewal window, and the phones then renewed for real."},
+        "servers": {"ca": servers.ca.url, "ra": servers.ra.url, "capf": f"{servers.capf.host}:{servers.capf.port}"},
+        "data_dir": str(config.data_path), "logs": logs,
+        "config": str(config.data_path / LAB_CONFIG),
+    }
+
+
+__all__ = ["CA_USER", "DEFAULT_PORTS", "GROUPS", "LAB_CONFIG", "MARKER", "Group", "LabDevice", "LabOptions",
+           "LabRun", "NoProgress", "Progress", "Servers", "advance_to_renewal", "lab_config", "make_lab",
+           "plan_fleet", "prepare_folder", "register_devices", "run_lab", "start_capf", "start_servers",
+           "summarize", "write_lab_config"]
