@@ -5,13 +5,16 @@
 once, in three legs, as IIS does), one middleware that answers 401/301 as IIS does and writes every request to the
 IIS W3C log, and one handler per page (``certrqxt.asp``, ``certfnsh.asp``, ``certnew.cer``,
 ``certnew.p7b``, ``certcarc.asp``, ``certckpn.asp``).  Paths and query keys are matched
-case-insensitively, as IIS and ASP do.  Hostile input gets the page AD CS would give (200 with a
-disposition message, or an IIS 4xx page), never a traceback or a 500; passwords, Authorization
-headers and keys are never logged.
+case-insensitively, as IIS and ASP do.  Signing and the database run off the event loop, in a
+small pool of worker threads, so a slow or locked database delays only the requests that need it.
+Certificates go out as the DER the engine stored.  Hostile input gets the page AD CS would give
+(200 with a disposition message, or an IIS 4xx page), never a traceback or a 500; passwords,
+Authorization headers and keys are never logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -21,9 +24,10 @@ import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -45,13 +49,18 @@ from onlineca.logs.iis import (
     IISLog,
 )
 from onlineca.policy import ca as policy
-from onlineca.proto.certsrv import server as pages
-from onlineca.store import Database
+from onlineca.proto.certsrv import hresults as hr, server as pages
+from onlineca.proto.results import ISSUED, PENDING, Issued, Pending
+from onlineca.store import CARequest, Database
 
 log = logging.getLogger("onlineca.ca")
 
 IIS_LOG_NAME = "ca-iis.log"
 SERVER_HEADER = "Microsoft-IIS/10.0"
+# Threads that sign and talk to the database: a few, so a busy database queues work here instead
+# of piling up connections (SQLite has one writer anyway).
+WORKERS = 4
+R = TypeVar("R")
 
 
 @dataclass
@@ -68,8 +77,14 @@ class CAState:
     basic: bool = True
     # NTLM state per TLS connection: a context mid-handshake, then the user it authenticated.
     # Weak keys: a closed connection takes its state with it (ids would be reused).
-    ntlm_contexts: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
-    ntlm_users: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    ntlm_contexts: weakref.WeakKeyDictionary[Any, Any] = field(default_factory=weakref.WeakKeyDictionary)
+    ntlm_users: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
+    worker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(WORKERS, thread_name_prefix="ca-worker"))
+
+    async def blocking(self, func: Callable[..., R], *args: Any) -> R:
+        """``func(*args)`` (signing, the database) in a worker thread, never on the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.worker, func, *args)
 
     def current_users(self) -> UsersFile:
         """The users file, re-read when it changed on disk (``ca users add`` while serving)."""
@@ -109,15 +124,8 @@ def _is_browser(request: web.Request) -> bool:
     return "mozilla/" in request.headers.get("User-Agent", "").lower()
 
 
-def _wrap_b64(der: bytes, label: bytes = b"CERTIFICATE") -> bytes:
-    raw = base64.b64encode(der)
-    lines = b"\r\n".join(raw[i:i + 64] for i in range(0, len(raw), 64))
-    return b"-----BEGIN " + label + b"-----\r\n" + lines + b"\r\n-----END " + label + b"-----\r\n"
-
-
-def _error_page(state: CAState, disposition: str, message: str, hr: int) -> web.Response:
-    result = policy.HRESULT_TEXT.get(hr) or f"{policy.hresult_hex(hr)} ({policy.to_signed(hr)})"
-    return _html(pages.error(state.ca_name, disposition, message, result))
+def _error_page(state: CAState, disposition: str, message: str, code: int) -> web.Response:
+    return _html(pages.error(state.ca_name, disposition, message, hr.result_text(code)))
 
 
 def _iis_page(status: int, reason: str, detail: str) -> web.Response:
@@ -135,7 +143,7 @@ def _basic_credentials(request: web.Request) -> BasicCredentials | None:
 
 def _challenge(request: web.Request, state: CAState, win32: int) -> web.Response:
     request[IIS_STATUS] = (1, win32)
-    headers = CIMultiDict()
+    headers: CIMultiDict[str] = CIMultiDict()
     realm = request.host.rsplit(":", 1)[0] if request.host else "certsrv"
     if state.ntlm:  # IIS's order: Negotiate, NTLM, then Basic
         headers.add("WWW-Authenticate", "Negotiate")
@@ -178,7 +186,7 @@ def _ntlm_step(request: web.Request, state: CAState, scheme: str, token: str) ->
 
 async def _authenticate(request: web.Request, state: CAState) -> str | web.Response:
     if state.ntlm and request.transport is not None:
-        known = state.ntlm_users.get(request.transport)
+        known: str | None = state.ntlm_users.get(request.transport)
         if known:
             request[CA_USER] = known
             return known
@@ -289,7 +297,7 @@ async def certcarc(request: web.Request, state: CAState) -> web.StreamResponse:
 
 
 async def certckpn(request: web.Request, state: CAState) -> web.StreamResponse:
-    rows = state.engine.list(eng.PENDING, requester=request[CA_USER])
+    rows = await state.blocking(state.engine.list, PENDING, request[CA_USER])
     return _html(pages.certckpn(state.ca_name, [(r.req_id, r.submitted_at) for r in rows]))
 
 
@@ -299,14 +307,14 @@ def _form_text(form, name: str) -> str | None:  # type: ignore[no-untyped-def]
             if isinstance(value, str):
                 return value
             try:  # a file upload of the saved request
-                return value.file.read(1 << 20).decode("utf-8", "replace")
+                return str(value.file.read(1 << 20).decode("utf-8", "replace"))
             except Exception:
                 return None
     return None
 
 
 def _bad_parameter(state: CAState) -> web.Response:
-    return _html(pages.denied(state.ca_name, None, policy.parse_failure(policy.E_INVALIDARG)))
+    return _html(pages.denied(state.ca_name, None, hr.parse_failure(hr.E_INVALIDARG)))
 
 
 async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
@@ -325,18 +333,20 @@ async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
         cert_request = _form_text(form, "CertRequest")
         if not cert_request or not cert_request.strip():
             return _bad_parameter(state)
-        outcome = state.engine.submit(user, cert_request, _form_text(form, "CertAttrib") or "")
+        outcome = await state.blocking(state.engine.submit, user, cert_request,
+                                       _form_text(form, "CertAttrib") or "")
     elif mode == "chkpnd":
         req_id = _req_id(_form_text(form, "ReqID"))
-        outcome = state.engine.outcome(req_id, user) if req_id is not None else None
-        if outcome is None:
+        found = await state.blocking(state.engine.outcome, req_id, user) if req_id is not None else None
+        if found is None:
             return _html(pages.denied(state.ca_name, req_id, f"Error retrieving request  "
-                                      f"{policy.HRESULT_TEXT[policy.CRYPT_E_NOT_FOUND]}"))
+                                      f"{hr.HRESULT_TEXT[hr.CRYPT_E_NOT_FOUND]}"))
+        outcome = found
     else:
         return _bad_parameter(state)
-    if outcome.disposition == eng.ISSUED:
+    if isinstance(outcome, Issued):
         return _html(pages.issued(state.ca_name, outcome.req_id, _is_browser(request)))  # type: ignore[arg-type]
-    if outcome.disposition == eng.PENDING:
+    if isinstance(outcome, Pending):
         return _html(pages.pending(state.ca_name, outcome.req_id))  # type: ignore[arg-type]
     return _html(pages.denied(state.ca_name, outcome.req_id, outcome.message))
 
@@ -361,57 +371,60 @@ def _download(request: web.Request, body: bytes, content_type: str, filename: st
                         headers={"Content-Disposition": f"attachment; filename={filename}"})
 
 
-def _lookup(request: web.Request, state: CAState, query: dict[str, str]):  # type: ignore[no-untyped-def]
-    """The certificates a certnew.* ReqID names, or the AD CS error page to answer with."""
+async def _lookup(request: web.Request, state: CAState,
+                  query: dict[str, str]) -> tuple[CARequest | None, tuple[bytes, ...]] | web.Response:
+    """The certificates (DER, as stored) a certnew.* ReqID names, or the AD CS error page."""
     raw = query.get("reqid", "").strip()
     if raw.lower() == "cacert":
         renewal = query.get("renewal", "0").strip() or "0"
         if renewal != "0":
             return _error_page(state, "", f"Error retrieving CA certificate  renewal {renewal[:20]} does not exist",
-                               policy.E_INVALIDARG)
-        return None, state.engine.chain
+                               hr.E_INVALIDARG)
+        return None, state.engine.chain_der
     req_id = _req_id(raw)
     if req_id is None:
         return _error_page(state, "", "Error retrieving request  the ReqID must be a number or CACert",
-                           policy.E_INVALIDARG)
-    row = state.engine.get(req_id)
+                           hr.E_INVALIDARG)
+    row = await state.blocking(state.engine.get, req_id)
     if row is None:
-        return _error_page(state, "", f"Error retrieving request {req_id}", policy.CRYPT_E_NOT_FOUND)
+        return _error_page(state, "", f"Error retrieving request {req_id}", hr.CRYPT_E_NOT_FOUND)
     if row.requester.lower() != request[CA_USER].lower():
-        return _error_page(state, "", f"Error retrieving request {req_id}", policy.E_ACCESSDENIED)
-    if row.disposition != eng.ISSUED or not row.cert_der:
-        return _error_page(state, row.disposition, row.disposition_message, policy.to_unsigned(row.hresult))
-    return row, [pki.load_certificate(row.cert_der)]
+        return _error_page(state, "", f"Error retrieving request {req_id}", hr.E_ACCESSDENIED)
+    if row.disposition != ISSUED or not row.cert_der:
+        return _error_page(state, row.disposition, row.disposition_message, hr.to_unsigned(row.hresult))
+    return row, (row.cert_der,)
 
 
-def _download_request(request: web.Request, state: CAState):  # type: ignore[no-untyped-def]
-    """certnew.cer / certnew.p7b: (encoding, row or None for CACert, certificates) or an error page."""
+async def _download_request(request: web.Request,
+                            state: CAState) -> tuple[str, CARequest | None, tuple[bytes, ...]] | web.Response:
+    """certnew.cer / certnew.p7b: (encoding, row or None for CACert, DER certificates) or an error page."""
     query = _query(request)
     enc = _encoding(query)
     if enc is None:
-        return _error_page(state, "", "Error  the encoding (Enc) must be b64 or bin", policy.E_INVALIDARG)
-    found = _lookup(request, state, query)
+        return _error_page(state, "", "Error  the encoding (Enc) must be b64 or bin", hr.E_INVALIDARG)
+    found = await _lookup(request, state, query)
     return found if isinstance(found, web.Response) else (enc, *found)
 
 
 async def certnew_cer(request: web.Request, state: CAState) -> web.StreamResponse:
-    found = _download_request(request, state)
+    found = await _download_request(request, state)
     if isinstance(found, web.Response):
         return found
-    enc, _row, (cert, *_rest) = found
-    body = pki.cert_der(cert) if enc == "bin" else pki.cert_pem(cert).replace(b"\n", b"\r\n")
+    enc, _row, (der, *_rest) = found
+    # The DER as stored, byte for byte; b64 is its PEM armour with CRLF, as AD CS sends it.
+    body = der if enc == "bin" else pki.pem_armor(der, eol=b"\r\n")
     return _download(request, body, "application/pkix-cert", "certnew.cer")
 
 
 async def certnew_p7b(request: web.Request, state: CAState) -> web.StreamResponse:
-    found = _download_request(request, state)
+    found = await _download_request(request, state)
     if isinstance(found, web.Response):
         return found
     enc, row, certs = found
     if row is not None:
-        certs = certs + state.engine.chain
+        certs = certs + state.engine.chain_der
     der = pki.pkcs7_der(certs)
-    body = der if enc == "bin" else _wrap_b64(der)
+    body = der if enc == "bin" else pki.pem_armor(der, eol=b"\r\n")
     return _download(request, body, "application/x-pkcs7-certificates", "certnew.p7b")
 
 
@@ -463,6 +476,8 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
     app.router.add_route("*", "/{tail:.*}", dispatch)
 
     async def _close(_app: web.Application) -> None:
+        # Requests still in a worker finish (their certificates are stored) before the pool closes.
+        await asyncio.get_running_loop().run_in_executor(None, lambda: state.worker.shutdown(wait=True))
         iis.close()
         db.dispose()
         detach_log()

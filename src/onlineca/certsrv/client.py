@@ -38,6 +38,7 @@ from onlineca.errors import (
 )
 from onlineca.infra import files, tls
 from onlineca.proto.certsrv import client as p
+from onlineca.proto.results import EnrollResult, Issued
 
 if TYPE_CHECKING:
     from onlineca.config import RAConfig
@@ -336,8 +337,7 @@ class CertsrvClient:
                      attributes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> p.Disposition:
         """POST a new request on certfnsh.asp: IssuedPage, Pending or Denied (one request)."""
         if isinstance(csr, x509.CertificateSigningRequest):
-            from cryptography.hazmat.primitives.serialization import Encoding
-            csr = csr.public_bytes(Encoding.PEM)
+            csr = pki.csr_pem(csr)
         try:
             form = p.newreq_form(csr, template, attributes)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -346,7 +346,7 @@ class CertsrvClient:
         return p.parse_certfnsh(await self._post_ok(p.page_url(self.base, "certfnsh.asp"), form))
 
     async def enroll(self, csr: bytes | str | x509.CertificateSigningRequest, template: str,
-                     attributes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> p.FetchResult:
+                     attributes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> EnrollResult:
         """Submit and, when issued, fetch: Issued, Pending or Denied, in at most two requests.
 
         The issued certificate must hold the CSR's public key: a certificate for another request
@@ -356,21 +356,19 @@ class CertsrvClient:
         if not isinstance(result, p.IssuedPage):
             return result
         issued = await self.fetch(result.req_id)
-        if isinstance(issued, p.Issued) and not _holds_key_of(issued.cert, csr):
+        if isinstance(issued, Issued) and not _holds_key_of(issued.certificate, csr):
             raise CAPageError(f"the CA's certificate for request {issued.req_id} does not hold the "
                                 "public key of the CSR submitted", details={"req_id": issued.req_id})
         return issued
 
-    async def fetch(self, req_id: int, enc: str = "bin") -> p.FetchResult:
-        """certnew.cer?ReqID=N: Issued, or Pending ("Taken Under Submission") or Denied."""
+    async def fetch(self, req_id: int, enc: str = "bin") -> EnrollResult:
+        """certnew.cer?ReqID=N: Issued (the DER as downloaded, parsed once), or Pending ("Taken
+        Under Submission") or Denied."""
         url = p.certnew_cer_url(self.base, req_id, enc)
         ctype, body = await self._get_ok(url)
-        got = p.parse_certnew_cer(ctype, body, req_id)
-        if isinstance(got, x509.Certificate):
-            return p.Issued(req_id, got)
-        return got
+        return p.parse_certnew_cer(ctype, body, req_id)
 
-    async def check_pending(self, req_id: int) -> p.FetchResult:
+    async def check_pending(self, req_id: int) -> EnrollResult:
         """Ask about a pending request (certfnsh.asp Mode=chkpnd), fetching it once issued."""
         page = await self._post_ok(p.page_url(self.base, "certfnsh.asp"), p.chkpnd_form(req_id))
         result = p.parse_certfnsh(page)
@@ -395,9 +393,9 @@ class CertsrvClient:
         url = p.certnew_cer_url(self.base, "CACert", enc, renewal)
         ctype, body = await self._get_chain_page(url)
         got = p.parse_certnew_cer(ctype, body)
-        if not isinstance(got, x509.Certificate):
+        if not isinstance(got, Issued):
             raise CAChainError(f"cannot retrieve the CA certificate: {got.message}")
-        return got
+        return got.certificate
 
     async def ca_chain(self, renewal: int | None = 0, enc: str = "bin") -> list[x509.Certificate]:
         """The CA chain from certnew.p7b?ReqID=CACert&Renewal=N, ordered CA certificate first

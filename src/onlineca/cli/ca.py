@@ -19,7 +19,7 @@ from onlineca.ca import engine as eng, users as ca_users
 from onlineca.cli import AppContext, fail
 from onlineca.errors import OnlineCAError
 from onlineca.infra.serving import run_until_signal
-from onlineca.policy import ca as policy
+from onlineca.proto.certsrv import hresults as policy  # hresult_hex lives with the other HRESULT code
 from onlineca.store import Database
 
 PASSWORD_ENV = "ONLINECA_CA_PASSWORD"
