@@ -86,3 +86,29 @@ def test_the_pure_modules_load_no_io_library():
             "print(sorted(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+class _HeldThenIssued:
+    """A CA that holds each request pending (ReqID 42) until it is asked again about it."""
+
+    def __init__(self, cert) -> None:  # type: ignore[no-untyped-def]
+        self.cert, self.calls = cert, []  # type: ignore[var-annotated]
+
+    async def enroll(self, request):  # type: ignore[no-untyped-def]
+        self.calls.append("enroll")
+        return Pending(42, hr.TAKEN_UNDER_SUBMISSION)
+
+    async def poll(self, req_id, request):  # type: ignore[no-untyped-def]
+        self.calls.append(f"poll {req_id}")
+        return Issued.of(self.cert, req_id=req_id)
+
+
+async def test_the_same_csr_sent_again_polls_its_pending_request(cert):
+    ca, pending = _HeldThenIssued(cert), backend.PendingRequests(limit=1)
+    csr = pki.build_csr(pki.generate_key("ec", 256), "CN=x")
+    assert isinstance(await pending.ask(ca, EnrollRequest(csr=csr)), Pending) and list(pending.values()) == [42]
+    assert isinstance(await pending.ask(ca, EnrollRequest(csr=csr)), Issued) and not pending
+    assert ca.calls == ["enroll", "poll 42"]
+    for cn in ("CN=a", "CN=b"):  # beyond the limit, the oldest is forgotten
+        await pending.ask(ca, EnrollRequest(csr=pki.build_csr(pki.generate_key("ec", 256), cn)))
+    assert len(pending) == 1

@@ -1,9 +1,8 @@
 """The CA's web server: the AD CS web-enrollment pages (``/certsrv``) as an aiohttp application.
 
-``create_app`` wires HTTP to the issuing engine: Basic authentication against the users file
-(constant-time) and, with ``[ca] ntlm_auth``, NTLM through pyspnego (a connection is authenticated
-once, in three legs, as IIS does), one middleware that answers 401/301 as IIS does and writes every request to the
-IIS W3C log, and one handler per page (``certrqxt.asp``, ``certfnsh.asp``, ``certnew.cer``,
+``create_app`` wires HTTP to the issuing engine: logins as IIS takes them (``ca.auth``: Basic
+against the users file, NTLM with ``[ca] ntlm_auth``), one middleware that answers 401/301 as IIS
+does and writes every request to the IIS W3C log, and one handler per page (``certrqxt.asp``, ``certfnsh.asp``, ``certnew.cer``,
 ``certnew.p7b``, ``certcarc.asp``, ``certckpn.asp``).  Paths and query keys are matched
 case-insensitively, as IIS and ASP do.  Signing and the database run off the event loop, in a
 small pool of worker threads, so a slow or locked database delays only the requests that need it.
@@ -15,14 +14,11 @@ Authorization headers and keys are never logged.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
 import logging
 import os
 import ssl
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,24 +26,17 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from onlineca import pki
 from onlineca.ca import engine as eng
-from onlineca.ca.users import bare_user, load_users, ntlm_path
+from onlineca.ca.auth import CA_USER, IIS_STATUS, CALogin
+from onlineca.ca.users import ntlm_path
 from onlineca.config import Config, DataDir
-from onlineca.errors import ConfigError, ParseError
+from onlineca.errors import ConfigError
 from onlineca.infra import tls
 from onlineca.infra.serving import RunningServer, start_https
-from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
 from onlineca.logs import attach_log
-from onlineca.logs.iis import (
-    WIN32_CONTINUE_NEEDED,
-    WIN32_LOGON_FAILURE,
-    WIN32_NO_CREDENTIALS,
-    IISEntry,
-    IISLog,
-)
+from onlineca.logs.iis import IISEntry, IISLog
 from onlineca.policy import ca as policy
 from onlineca.proto.certsrv import hresults as hr, server as pages
 from onlineca.proto.results import ISSUED, PENDING, Issued, Pending
@@ -67,18 +56,10 @@ R = TypeVar("R")
 class CAState:
     config: Config
     engine: eng.CAEngine
-    users_path: Path
-    users: UsersFile
-    users_mtime: float
+    login: CALogin
     iis: IISLog | None
     ca_name: str
     db: Database
-    ntlm: bool = False
-    basic: bool = True
-    # NTLM state per TLS connection: a context mid-handshake, then the user it authenticated.
-    # Weak keys: a closed connection takes its state with it (ids would be reused).
-    ntlm_contexts: weakref.WeakKeyDictionary[Any, Any] = field(default_factory=weakref.WeakKeyDictionary)
-    ntlm_users: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
     worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(WORKERS, thread_name_prefix="ca-worker"))
 
@@ -86,24 +67,8 @@ class CAState:
         """``func(*args)`` (signing, the database) in a worker thread, never on the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.worker, func, *args)
 
-    def current_users(self) -> UsersFile:
-        """The users file, re-read when it changed on disk (``ca users add`` while serving)."""
-        try:
-            mtime = self.users_path.stat().st_mtime
-        except OSError:
-            mtime = 0.0
-        if mtime != self.users_mtime:
-            try:
-                self.users, self.users_mtime = load_users(self.users_path), mtime
-            except ConfigError as exc:
-                log.error("users file not reloaded: %s", exc.message)
-        return self.users
-
 
 CA_STATE = web.AppKey("ca_state", CAState)
-CA_USER = web.RequestKey("ca_user", str)
-# (substatus, win32 status) for the IIS log line of this request.
-IIS_STATUS = web.RequestKey("iis_status", tuple)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -130,78 +95,6 @@ def _error_page(state: CAState, disposition: str, message: str, code: int) -> we
 
 def _iis_page(status: int, reason: str, detail: str) -> web.Response:
     return _html(pages.http_error(status, reason, detail), status)
-
-
-# --------------------------------------------------------------------------- authentication
-
-def _basic_credentials(request: web.Request) -> BasicCredentials | None:
-    try:
-        return basic_credentials(request.headers.get("Authorization", ""))
-    except ParseError:  # IIS answers a malformed header as a failed logon, not a 400
-        return None
-
-
-def _challenge(request: web.Request, state: CAState, win32: int) -> web.Response:
-    request[IIS_STATUS] = (1, win32)
-    headers: CIMultiDict[str] = CIMultiDict()
-    realm = request.host.rsplit(":", 1)[0] if request.host else "certsrv"
-    if state.ntlm:  # IIS's order: Negotiate, NTLM, then Basic
-        headers.add("WWW-Authenticate", "Negotiate")
-        headers.add("WWW-Authenticate", "NTLM")
-    if state.basic:
-        headers.add("WWW-Authenticate", f'Basic realm="{realm}"')
-    return web.Response(status=401, text=pages.unauthorized(), content_type="text/html", headers=headers)
-
-
-def _ntlm_step(request: web.Request, state: CAState, scheme: str, token: str) -> str | web.Response:
-    """One leg of NTLM (or Negotiate carrying NTLM) on this connection."""
-    import spnego
-
-    transport = request.transport
-    try:
-        raw = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return _challenge(request, state, WIN32_LOGON_FAILURE)
-    ctx = state.ntlm_contexts.pop(transport, None)
-    if ctx is None or raw[8:12] == b"\x01\x00\x00\x00":  # a NEGOTIATE message starts over
-        ctx = spnego.server(protocol="ntlm" if scheme == "ntlm" else "negotiate")
-    try:
-        out = ctx.step(raw)
-    except Exception as exc:  # hostile bytes in a third-party parser: any failure is a failed logon
-        log.debug("NTLM leg refused: %s", type(exc).__name__)
-        return _challenge(request, state, WIN32_LOGON_FAILURE)
-    if ctx.complete:
-        user = bare_user(ctx.client_principal or "")
-        if not user:
-            return _challenge(request, state, WIN32_LOGON_FAILURE)
-        state.ntlm_users[transport] = user
-        request[CA_USER] = user
-        return user
-    state.ntlm_contexts[transport] = ctx
-    request[IIS_STATUS] = (1, WIN32_CONTINUE_NEEDED)
-    name = "NTLM" if scheme == "ntlm" else "Negotiate"
-    return web.Response(status=401, text=pages.unauthorized(), content_type="text/html",
-                        headers={"WWW-Authenticate": f"{name} {base64.b64encode(out or b'').decode()}"})
-
-
-async def _authenticate(request: web.Request, state: CAState) -> str | web.Response:
-    if state.ntlm and request.transport is not None:
-        known: str | None = state.ntlm_users.get(request.transport)
-        if known:
-            request[CA_USER] = known
-            return known
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() in ("ntlm", "negotiate") and token.strip():
-            return _ntlm_step(request, state, scheme.lower(), token)
-    creds = _basic_credentials(request) if state.basic else None
-    if creds is None:
-        win32 = WIN32_NO_CREDENTIALS if "Authorization" not in request.headers else WIN32_LOGON_FAILURE
-        return _challenge(request, state, win32)
-    user = bare_user(creds.user)
-    if not user or not await state.current_users()(user, creds.password):
-        return _challenge(request, state, WIN32_LOGON_FAILURE)
-    request[CA_USER] = user
-    return user
 
 
 # --------------------------------------------------------------------------- the middleware
@@ -240,7 +133,7 @@ async def iis_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 async def _guarded(request: web.Request, handler: Handler, state: CAState) -> web.StreamResponse:
     path = request.path.lower()
     if path == "/certsrv" or path.startswith("/certsrv/"):
-        who = await _authenticate(request, state)
+        who = await state.login.authenticate(request)
         if isinstance(who, web.Response):
             return who
     try:
@@ -463,14 +356,9 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
     db = db or Database(config.database_url)
     db.migrate()
     engine = eng.CAEngine(config, data_dir, db)
-    try:
-        mtime = upath.stat().st_mtime
-    except OSError:
-        mtime = 0.0
     iis = IISLog(Path(log_dir) / IIS_LOG_NAME)
-    state = CAState(config, engine, upath, load_users(upath), mtime, iis,
-                    pki.common_name(engine.issuing.subject) or "onlineca CA", db,
-                    ntlm=config.ca.ntlm_auth, basic=config.ca.basic_auth)
+    login = CALogin(upath, ntlm=config.ca.ntlm_auth, basic=config.ca.basic_auth)
+    state = CAState(config, engine, login, iis, pki.common_name(engine.issuing.subject) or "onlineca CA", db)
     app = web.Application(middlewares=[iis_middleware], client_max_size=config.ca.max_request_bytes)
     app[CA_STATE] = state
     app.router.add_route("*", "/{tail:.*}", dispatch)

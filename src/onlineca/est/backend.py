@@ -13,6 +13,8 @@ certsrv connector, not part of this contract.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -21,7 +23,7 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.infra import files
 from onlineca.proto.est import CsrAttrs
-from onlineca.proto.results import Denied, EnrollRequest, EnrollResult, Issued
+from onlineca.proto.results import Denied, EnrollRequest, EnrollResult, Issued, Pending
 
 
 @runtime_checkable
@@ -55,6 +57,30 @@ class CABackend(Protocol):
     async def poll(self, req_id: int, request: EnrollRequest) -> EnrollResult: ...
 
     async def csrattrs(self, label: str | None) -> CsrAttrs: ...
+
+
+class PendingRequests(OrderedDict[bytes, int]):
+    """The requests a CA holds pending: SHA-256 of the CSR's DER -> the CA's ReqID, oldest
+    forgotten first beyond ``limit``.  An EST client sends the same CSR again after Retry-After
+    (RFC 7030 4.2.3); that CSR then becomes a ``poll`` of its ReqID instead of a new request."""
+
+    def __init__(self, limit: int = 10000) -> None:
+        super().__init__()
+        self.limit = limit
+
+    async def ask(self, backend: CABackend, request: EnrollRequest) -> EnrollResult:
+        """``backend.enroll``, or ``backend.poll`` when this CSR is pending; remember what is."""
+        key = hashlib.sha256(request.csr_der).digest()
+        req_id = self.get(key)
+        result = await (backend.poll(req_id, request) if req_id is not None else backend.enroll(request))
+        if isinstance(result, Pending) and result.req_id is not None:
+            self[key] = result.req_id
+            self.move_to_end(key)
+            while len(self) > self.limit:
+                self.popitem(last=False)
+        else:
+            self.pop(key, None)
+        return result
 
 
 class LocalSigner:
@@ -113,4 +139,4 @@ class LocalSigner:
         return Denied("the local signer keeps no pending requests", 404, req_id=req_id)
 
 
-__all__ = ["CABackend", "LocalSigner"]
+__all__ = ["CABackend", "LocalSigner", "PendingRequests"]

@@ -3,8 +3,8 @@
 ``make_est_app`` serves ``/.well-known/est/[<label>/]{cacerts,simpleenroll,simplereenroll,
 csrattrs,serverkeygen}``; messages are parsed and built by ``proto.est``, the CSR's signature is
 checked here (once: nobody after the server checks it again), and a ``CABackend`` decides or asks
-the CA.  A request the CA holds pending is remembered by the SHA-256 of its CSR, so the same CSR
-sent again asks the CA about that request (``poll``).  Authentication follows RFC 7030 3.2.3: a TLS client certificate
+the CA; a request the CA holds pending is asked about again when its CSR comes back
+(``PendingRequests``).  Authentication follows RFC 7030 3.2.3: a TLS client certificate
 validated against the client trust store (at the handshake, ``CERT_OPTIONAL``), else HTTP Basic
 checked in constant time; ``simplereenroll`` also follows 4.2.2.  Hostile input gets a 4xx with a
 plain reason, never a traceback; passwords and keys are never logged.
@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -28,12 +26,12 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.errors import ConfigError, ESTCodedError, ParseError
-from onlineca.est.backend import CABackend
+from onlineca.est.backend import CABackend, PendingRequests
 from onlineca.infra import tls
 from onlineca.infra.serving import RunningServer, start_https
 from onlineca.infra.users import UsersFile, basic_credentials
 from onlineca.proto import est as m
-from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, EnrollResult, Issued, Pending
+from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, Issued, Pending
 
 if TYPE_CHECKING:
     from onlineca.config import ESTConfig
@@ -67,8 +65,6 @@ class ESTServerSettings:
     retry_after: int = 60
     # Retry-After sent with 202 when the backend's Pending names none.
     pending_retry_after: int = 60
-    # How many pending requests (CSR -> the CA's ReqID) are remembered, oldest forgotten first.
-    max_pending: int = 10000
     # CA labels served besides the unlabeled path; "*" accepts any label.
     labels: Sequence[str] = ()
     csrattrs_requires_auth: bool = False
@@ -138,10 +134,10 @@ def _same_sans(a: x509.SubjectAlternativeName | None, b: x509.SubjectAlternative
 
 
 class _ESTHandler:
-    def __init__(self, backend: CABackend, settings: ESTServerSettings, pending: OrderedDict[bytes, int]) -> None:
+    def __init__(self, backend: CABackend, settings: ESTServerSettings, pending: PendingRequests) -> None:
         self.backend = backend
         self.s = settings
-        self.pending = pending  # sha256(CSR DER) -> the CA's ReqID of a pending request
+        self.pending = pending
 
     def _label_ok(self, label: str | None) -> bool:
         return label is None or "*" in self.s.labels or label in self.s.labels
@@ -253,7 +249,7 @@ class _ESTHandler:
         req = EnrollRequest(csr=csr, label=path.label, user=ident.user, client_cert=ident.client_cert,
                             reenroll=reenroll, renewing=renewing, credentials=ident.credentials,
                             serverkeygen=keygen, peer=request.remote or "", csr_der=csr_der)
-        result = await self._ask(req)
+        result = await self.pending.ask(self.backend, req)
         if isinstance(result, Pending):
             retry_after = result.retry_after or self.s.pending_retry_after
             log.info("enrollment pending for %s, Retry-After %s", pki.name_to_slash(csr.subject)[:200],
@@ -271,20 +267,6 @@ class _ESTHandler:
         if key is not None:
             return _reply(m.serverkeygen_reply(pki.private_key_der(key), [result.cert_der]))
         return _reply(m.certs_only_reply([result.cert_der]))
-
-    async def _ask(self, req: EnrollRequest) -> EnrollResult:
-        """enroll, or poll when this CSR is pending at the CA; remember what is pending."""
-        key = hashlib.sha256(req.csr_der).digest()
-        req_id = self.pending.get(key)
-        result = await (self.backend.poll(req_id, req) if req_id is not None else self.backend.enroll(req))
-        if isinstance(result, Pending) and result.req_id is not None:
-            self.pending[key] = result.req_id
-            self.pending.move_to_end(key)
-            while len(self.pending) > self.s.max_pending:
-                self.pending.popitem(last=False)
-        else:
-            self.pending.pop(key, None)
-        return result
 
     async def op_simpleenroll(self, request: web.Request, path: m.ESTPath) -> web.Response:
         return await self._enroll(request, path, reenroll=False, keygen=False)
@@ -304,9 +286,9 @@ def _cert_sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
 
 
 def make_est_app(backend: CABackend, settings: ESTServerSettings | None = None, *,
-                 pending: OrderedDict[bytes, int] | None = None) -> web.Application:
-    """The aiohttp application serving EST under ``/.well-known/est/``; ``pending`` is where the
-    CSRs pending at the CA are remembered (the RA shows it in its state)."""
+                 pending: PendingRequests | None = None) -> web.Application:
+    """The aiohttp application serving EST under ``/.well-known/est/``; ``pending`` remembers the
+    requests the CA holds pending (the RA keeps it in its state)."""
     settings = settings or ESTServerSettings()
     for label in settings.labels:
         if label != "*":
@@ -315,7 +297,7 @@ def make_est_app(backend: CABackend, settings: ESTServerSettings | None = None, 
             except ParseError:
                 raise ConfigError(f"EST CA label {label!r} is not allowed",
                                   hint="Use letters, digits, '.', '_', '~' or '-', and not an operation name.") from None
-    handler = _ESTHandler(backend, settings, OrderedDict() if pending is None else pending)
+    handler = _ESTHandler(backend, settings, PendingRequests() if pending is None else pending)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_route("*", m.WELL_KNOWN + "/{tail:.*}", handler.handle)
     app[EST_SETTINGS] = settings

@@ -19,7 +19,6 @@ import logging
 import os
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from onlineca import __version__, pki
 from onlineca.config import Config
 from onlineca.errors import CertsrvFailure, ConfigError, OnlineCAError, ParseError
-from onlineca.est.backend import CABackend
+from onlineca.est.backend import CABackend, PendingRequests
 from onlineca.est.server import (
     ESTAccessLogger,
     RunningESTServer,
@@ -94,8 +93,8 @@ class RAState:
     attempts: int = 0
     failures: int = 0  # start-up attempts that ended in a failure
     chain: list[x509.Certificate] = field(default_factory=list)
-    # sha256(CSR DER) -> the CA's ReqID of a pending request (kept by the EST server)
-    pending: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
+    # the requests pending at the CA, by their CSR (the EST server asks about them again)
+    pending: PendingRequests = field(default_factory=lambda: PendingRequests(MAX_PENDING))
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
 
@@ -271,7 +270,6 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
         settings = settings_from_config(est.model_copy(update={"users_file": ""}))
         settings.retry_after = ra.unavailable_retry_after
         settings.pending_retry_after = ra.pending_retry_after
-        settings.max_pending = MAX_PENDING
         # The EST server's own deadline must leave room for every CA timeout of one enrollment.
         settings.request_timeout = max(est.request_timeout,
                                        ra.connect_timeout + ra.login_timeout + 2 * ra.enroll_timeout + 1)
