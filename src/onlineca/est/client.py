@@ -83,7 +83,7 @@ class _ChannelBindingConnector(aiohttp.TCPConnector):
 
     async def connect(self, req, traces, timeout):  # type: ignore[no-untyped-def]
         conn = await super().connect(req, traces, timeout)
-        self.last_transport = conn.transport  # type: ignore[assignment]
+        self.last_transport = conn.transport
         return conn
 
 
