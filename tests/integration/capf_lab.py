@@ -22,7 +22,7 @@ from sqlalchemy import update
 from onlineca import pki
 from onlineca.capf.service import RunningCAPF, start_capf
 from onlineca.config import Config
-from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, LocalSigner
+from onlineca.est.backend import LocalSigner
 from onlineca.est.server import ESTServerSettings, RunningESTServer, start_est_server
 from onlineca.infra.users import UsersFile
 from onlineca.pki import tbs
@@ -41,6 +41,7 @@ from onlineca.proto.devproto.messages import (
     StoreCertRequest,
 )
 from onlineca.proto.devproto.session import PhoneSession
+from onlineca.proto.results import Denied, EnrollRequest, EnrollResult
 from onlineca.store import Database, devices as inv
 from onlineca.store.capf_models import Device
 

@@ -8,7 +8,7 @@ import pytest
 from onlineca import pki
 from onlineca.ca import engine as eng
 from onlineca.config import CAConfig, Config, TemplateConfig
-from onlineca.policy import ca as policy
+from onlineca.proto.certsrv import hresults as hr
 from onlineca.store import Database
 
 
@@ -36,17 +36,17 @@ def _csr(cn: str) -> str:
 
 def test_issue_pending_deny_and_sequence(engine):
     issued = engine.submit("alice", _csr("one"), "CertificateTemplate:CiscoRA")
-    assert issued.disposition == eng.ISSUED and issued.cert is not None
-    assert pki.key_usage_names(issued.cert) >= {"digital_signature"}
-    assert (issued.cert.not_valid_after_utc - issued.cert.not_valid_before_utc).days == 10
+    assert issued.disposition == eng.ISSUED and issued.cert_der
+    assert pki.key_usage_names(issued.certificate) >= {"digital_signature"}
+    assert (issued.certificate.not_valid_after_utc - issued.certificate.not_valid_before_utc).days == 10
     pending = engine.submit("alice", _csr("two"), "CertificateTemplate:Manual")
     denied = engine.submit("alice", _csr("three"), "CertificateTemplate:BobOnly")
     failed = engine.submit("alice", "AAAA", "CertificateTemplate:CiscoRA")
     refused = engine.submit("alice", "!!", "CertificateTemplate:CiscoRA")
     assert [o.req_id for o in (issued, pending, denied, failed)] == list(range(issued.req_id, issued.req_id + 4))
-    assert refused.req_id is None and refused.hresult == policy.E_INVALIDARG
+    assert refused.req_id is None and refused.hresult == hr.E_INVALIDARG
     assert (pending.disposition, pending.message) == (eng.PENDING, "Taken Under Submission")
-    assert engine.outcome(denied.req_id).hresult == policy.CERTSRV_E_TEMPLATE_DENIED  # > 2^31, stored signed
+    assert engine.outcome(denied.req_id).hresult == hr.CERTSRV_E_TEMPLATE_DENIED  # > 2^31, stored signed
     assert engine.outcome(failed.req_id).disposition == eng.FAILED
     assert engine.outcome(issued.req_id, "mallory") is None
     approved = engine.approve(pending.req_id, "admin")

@@ -447,13 +447,13 @@ def test_unauthenticated_and_unknown_pages(lab):
 
 async def test_the_ras_certsrv_client_against_this_ca(lab, ec_key):
     from onlineca.certsrv.client import CertsrvClient
-    from onlineca.proto.certsrv.client import Denied, Issued, Pending
+    from onlineca.proto.results import Denied, Issued, Pending
 
     async with CertsrvClient(lab.ca.url, username=ALICE, password=ALICE_PW, trust=lab.root) as client:
         await client.login()
         assert [t.name for t in await client.check_template("CiscoRA")] == ["CiscoRA", "Manual", "RSAOnly"]
         issued = await client.enroll(pki.build_csr(ec_key, "CN=via-ra-client"), "CiscoRA")
-        assert isinstance(issued, Issued) and pki.common_name(issued.cert.subject) == "via-ra-client"
+        assert isinstance(issued, Issued) and pki.common_name(issued.certificate.subject) == "via-ra-client"
         chain = await client.ca_chain()
         assert chain == [lab.ca.engine.issuing, lab.ca.engine.root]
         pending = await client.enroll(pki.build_csr(ec_key, "CN=via-ra-pending"), "Manual")
@@ -470,7 +470,7 @@ async def test_ntlm_three_legs_on_one_connection(tmp_path, monkeypatch):
     pytest.importorskip("spnego")
     from onlineca.certsrv.client import CertsrvClient
     from onlineca.errors import CAAuthError
-    from onlineca.proto.certsrv.client import Issued
+    from onlineca.proto.results import Issued
 
     monkeypatch.setenv("NTLM_USER_FILE", "")  # create_app points it at the CA's store; restored after
     config_path = tmp_path / "ntlm.toml"

@@ -38,8 +38,8 @@ from onlineca.errors import (
 )
 from onlineca.infra import files as fs
 from onlineca.pki.csr import csr_pem
-from onlineca.proto.certsrv import client as p
-from onlineca.proto.certsrv.client import Denied, Issued, Pending
+from onlineca.proto.certsrv import client as p, hresults as hr
+from onlineca.proto.results import Denied, Issued, Pending
 
 USER, PASSWORD = "ciscora", "s3cret-Pa55"
 
@@ -337,10 +337,10 @@ async def test_login_templates_enroll_and_chain(serve, lab_pki):
         key, csr = csr_for("SEP74A02FC0A675")
         got = await c.enroll(csr, "CiscoRA")
         assert isinstance(got, Issued) and got.req_id == 10
-        assert pki.same_public_key(got.cert.public_key(), key) and pki.common_name(got.cert.subject) == "SEP74A02FC0A675"
+        assert pki.same_public_key(got.certificate.public_key(), key) and pki.common_name(got.certificate.subject) == "SEP74A02FC0A675"
         chain = await c.ca_chain()
         assert chain == [lab_pki.issuing, lab_pki.root]
-        assert pki.validate_chain(got.cert, chain, pki.TrustStore([lab_pki.root]))[-1] == lab_pki.root
+        assert pki.validate_chain(got.certificate, chain, pki.TrustStore([lab_pki.root]))[-1] == lab_pki.root
         assert await c.ca_chain(None, enc="b64") == chain
         assert await c.renewal_count() == 0
         assert await c.ca_certificate() == lab_pki.issuing
@@ -373,7 +373,7 @@ async def test_pending_then_approved(serve, lab_pki):
         assert isinstance(await c.check_pending(got.req_id), Pending)
         ca.pages.approve(got.req_id)
         issued = await c.check_pending(got.req_id)
-        assert isinstance(issued, Issued) and pki.common_name(issued.cert.subject) == "SEP000000000042"
+        assert isinstance(issued, Issued) and pki.common_name(issued.certificate.subject) == "SEP000000000042"
         assert await c.pending_requests() == []
 
 
@@ -383,7 +383,7 @@ async def test_denied_carries_hresult_and_disposition_message(serve, lab_pki):
         got = await c.enroll(csr_for("deny-me")[1], "CiscoRA")
     assert isinstance(got, Denied) and got.hresult == 0x80094014 and got.req_id == 10
     assert "denied by a certificate manager" in got.message
-    err = got.as_error()
+    err = p.denial_error(got)
     assert err.code == "CA_DENIED" and "0x80094014" in err.message
 
 
@@ -491,8 +491,8 @@ async def test_mistyped_template(serve, lab_pki):
             await c.check_template("CsicoRA")
         assert info.value.details["nearest"] == "CiscoRA" and "'CiscoRA'" in info.value.hint
         got = await c.enroll(csr_for("SEPTYPO00000001")[1], "CsicoRA")
-    assert isinstance(got, Denied) and got.hresult == p.CERTSRV_E_UNSUPPORTED_CERT_TYPE
-    assert got.as_error().code == "CA_TEMPLATE"
+    assert isinstance(got, Denied) and got.hresult == hr.CERTSRV_E_UNSUPPORTED_CERT_TYPE
+    assert p.denial_error(got).code == "CA_TEMPLATE"
 
 
 async def test_not_a_certsrv_server(serve, lab_pki):
@@ -724,10 +724,10 @@ async def test_our_ca_login_templates_enroll_chain(our_ca):
         before = len(iis_requests(our_ca.iis))
         for _ in range(3):
             got = await c.enroll(csr, "CiscoRA")
-            assert isinstance(got, Issued) and pki.same_public_key(got.cert.public_key(), key)
+            assert isinstance(got, Issued) and pki.same_public_key(got.certificate.public_key(), key)
         enrolled = iis_requests(our_ca.iis)[before:]
         chain = await c.ca_chain(None)
-        assert pki.validate_chain(got.cert, chain, fs.load_trust_store(our_ca.trust))
+        assert pki.validate_chain(got.certificate, chain, fs.load_trust_store(our_ca.trust))
         assert await c.ca_certificate() == chain[0]
         assert await c.fetch(got.req_id, enc="b64") == got
     # The CA's own log: two requests per enrollment after login, none answered 401.
@@ -746,9 +746,9 @@ async def test_our_ca_pending_approved_and_denied(our_ca):
         our_ca.engine.approve(first.req_id)
         our_ca.engine.deny(second.req_id)
         issued = await c.check_pending(first.req_id)
-        assert isinstance(issued, Issued) and pki.common_name(issued.cert.subject) == "SEPPENDING00001"
+        assert isinstance(issued, Issued) and pki.common_name(issued.certificate.subject) == "SEPPENDING00001"
         denied = await c.fetch(second.req_id)
-        assert isinstance(denied, Denied) and denied.as_error().code == "CA_DENIED"
+        assert isinstance(denied, Denied) and p.denial_error(denied).code == "CA_DENIED"
 
 
 async def test_our_ca_refusals(our_ca):
@@ -760,5 +760,5 @@ async def test_our_ca_refusals(our_ca):
             await c.check_template("CsicoRA")
         assert info.value.details["nearest"] == "CiscoRA"
         got = await c.enroll(csr_for("SEPTYPO00000001")[1], "CsicoRA")
-        assert isinstance(got, Denied) and got.hresult == p.CERTSRV_E_UNSUPPORTED_CERT_TYPE
-        assert got.as_error().code == "CA_TEMPLATE"
+        assert isinstance(got, Denied) and got.hresult == hr.CERTSRV_E_UNSUPPORTED_CERT_TYPE
+        assert p.denial_error(got).code == "CA_TEMPLATE"

@@ -18,7 +18,7 @@ from tests.conftest import free_port
 
 from onlineca import pki
 from onlineca.errors import ConfigError, ESTCodedError
-from onlineca.est.backend import Denied, EnrollRequest, LocalSigner, Pending
+from onlineca.est.backend import LocalSigner
 from onlineca.est.client import ESTClient, bootstrap_cacerts
 from onlineca.est.server import ESTServerSettings, start_est_server
 from onlineca.infra import files as fs
@@ -26,6 +26,7 @@ from onlineca.infra.users import UsersFile
 from onlineca.proto import est as m
 from onlineca.proto.est import CsrAttribute, CsrAttrs
 from onlineca.proto.libest import enrollment_rv_line, est_number, rv_text
+from onlineca.proto.results import Denied, EnrollRequest, Pending
 
 USER, PASSWORD = "ciscora", "s3cret-Passw0rd"
 
@@ -207,7 +208,7 @@ class Recording:
     async def enroll(self, request):
         self.requests.append(request)
         if len(self.requests) <= self.pending:
-            return Pending(self.retry_after)
+            return Pending(retry_after=self.retry_after)
         return await self.signer.enroll(request)
 
 

@@ -72,6 +72,14 @@ async def test_startup_sequence_and_enrollment_through_our_ca(ca_lab, ca, tmp_pa
         assert '"POST /.well-known/est/simpleenroll HTTP/1.1" 200' in access and f" - {USER} [" in access
 
 
+async def test_the_cas_der_reaches_the_est_client_unchanged(ca_lab, ca, tmp_path):
+    async with ra_running(ca_lab, tmp_path / "ra-logs", ca.url) as r, client(ca_lab, r) as est:
+        got = await est.simpleenroll(est_csr()[1])
+    stored = ca.engine.list(disposition=None)[-1].cert_der
+    assert stored and stored in m.decode_base64_body(got.pkcs7)  # the CA's bytes, in the RA's PKCS#7
+    assert pki.cert_der(got.certificate) == stored
+
+
 async def test_at_most_two_ca_requests_per_enrollment(ca_lab, ca, tmp_path):
     """Counted on the CA's IIS log: after start-up, each enrollment is one POST and one GET."""
     ca_logs = tmp_path / "ca-logs"

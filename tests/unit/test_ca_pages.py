@@ -8,8 +8,7 @@ import re
 
 from onlineca.config import TemplateConfig
 from onlineca.logs.iis import FIELDS, IISEntry, format_line, header_lines
-from onlineca.policy import ca as policy
-from onlineca.proto.certsrv import client, server as pages
+from onlineca.proto.certsrv import client, hresults as hr, server as pages
 
 CA = "Lab Issuing CA"
 
@@ -30,21 +29,21 @@ def test_issued_pending_denied_pages():
     assert "getEncoding" not in pages.issued(CA, 10, browser=False)
     assert client.parse_certfnsh(issued) == client.IssuedPage(10)
     assert client.parse_certfnsh(pages.pending(CA, 42)) == client.Pending(42, "Taken Under Submission")
-    message = policy.policy_denial(policy.CERTSRV_E_TEMPLATE_DENIED, 'The "quoted" <template> text.')
+    message = hr.policy_denial(hr.CERTSRV_E_TEMPLATE_DENIED, 'The "quoted" <template> text.')
     page = pages.denied(CA, 43, message)
     assert re.search(r'The disposition message is "Denied by Policy Module  0x80094012, The &quot;quoted', page)
     denied = client.parse_certfnsh(page)
-    assert (denied.req_id, denied.hresult) == (43, policy.CERTSRV_E_TEMPLATE_DENIED)
+    assert (denied.req_id, denied.hresult) == (43, hr.CERTSRV_E_TEMPLATE_DENIED)
 
 
 def test_error_page_value_on_the_line_after_its_label_with_two_tabs():
     page = pages.error(CA, "denied", "Denied by Policy Module  0x80094800, text\r\n",
-                       policy.HRESULT_TEXT[policy.CRYPT_E_NOT_FOUND])
+                       hr.HRESULT_TEXT[hr.CRYPT_E_NOT_FOUND])
     assert re.search("Disposition message:[^\t]+\t\t([^\r\n]+)", page).group(1) == (
         "Denied by Policy Module 0x80094800, text")
     got = client.parse_error_page(page, 7)
-    assert isinstance(got, client.Denied) and got.hresult == policy.CRYPT_E_NOT_FOUND
-    pending = pages.error(CA, "pending", "Taken Under Submission", policy.HRESULT_TEXT[policy.S_OK])
+    assert isinstance(got, client.Denied) and got.hresult == hr.CRYPT_E_NOT_FOUND
+    pending = pages.error(CA, "pending", "Taken Under Submission", hr.HRESULT_TEXT[hr.S_OK])
     assert client.parse_error_page(pending, 8) == client.Pending(8, "Taken Under Submission")
 
 

@@ -1,5 +1,6 @@
-"""The CA's sans-I/O policy: CertRequest forms, AD CS's ASN.1/signature codes, CertAttrib lines,
-template choice, permissions, key limits and subjects; hostile text always ends in RequestRefused."""
+"""The CA's sans-I/O request reading (CertRequest forms, AD CS's ASN.1/signature codes, CertAttrib
+lines) and policy (template choice, permissions, key limits and subjects); hostile text always ends
+in RequestRefused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from hypothesis import given, settings, strategies as st
 
 from onlineca import pki
 from onlineca.config import TemplateConfig
+from onlineca.errors import RequestRefused
 from onlineca.policy import ca as p
+from onlineca.proto.certsrv import hresults as hr, server
 
 TEMPLATES = [
     TemplateConfig(name="CiscoRA"),
@@ -39,35 +42,35 @@ def test_request_der_accepts_every_form_ad_cs_accepts(der):
                  "-----END CERTIFICATE REQUEST-----\r\n",
                  f"-----BEGIN NEW CERTIFICATE REQUEST-----{b64}-----END NEW CERTIFICATE REQUEST-----",
                  b64, lines, b64.rstrip("=")):
-        assert p.request_der(text) == der
+        assert server.request_der(text) == der
 
 
 @pytest.mark.parametrize("text", ["", "   ", "not base64 at all!", "-----BEGIN X-----\n-----END X-----"])
 def test_request_der_refuses_non_base64_without_a_reqid(text):
-    with pytest.raises(p.RequestRefused) as caught:
-        p.request_der(text)
-    assert caught.value.hresult == p.E_INVALIDARG and not caught.value.stored
+    with pytest.raises(RequestRefused) as caught:
+        server.request_der(text)
+    assert caught.value.hresult == hr.E_INVALIDARG and not caught.value.stored
 
 
 def test_load_request_codes(der):
-    assert p.load_request(der).subject == pki.parse_name("CN=SEP74A02FC0A675")
-    cases = {der[: len(der) // 2]: p.CRYPT_E_ASN1_EOD, b"\x04\x02ab": p.CRYPT_E_ASN1_BADTAG,
-             der[:-1] + bytes([der[-1] ^ 1]): p.NTE_BAD_SIGNATURE, b"\x30\x03\x02\x01\x00": p.CRYPT_E_ASN1_BADTAG}
-    for bad, hr in cases.items():
-        with pytest.raises(p.RequestRefused) as caught:
-            p.load_request(bad)
-        assert caught.value.hresult == hr, bad
-        assert p.hresult_hex(hr) in caught.value.disposition
+    assert server.load_request(der).subject == pki.parse_name("CN=SEP74A02FC0A675")
+    cases = {der[: len(der) // 2]: hr.CRYPT_E_ASN1_EOD, b"\x04\x02ab": hr.CRYPT_E_ASN1_BADTAG,
+             der[:-1] + bytes([der[-1] ^ 1]): hr.NTE_BAD_SIGNATURE, b"\x30\x03\x02\x01\x00": hr.CRYPT_E_ASN1_BADTAG}
+    for bad, code in cases.items():
+        with pytest.raises(RequestRefused) as caught:
+            server.load_request(bad)
+        assert caught.value.hresult == code, bad
+        assert hr.hresult_hex(code) in caught.value.disposition
 
 
 def test_cert_attrib_lines():
-    got = p.parse_cert_attrib("CertificateTemplate:CiscoRA\r\nSAN:dns=a&dns=b\ncertificatetemplate:Other\r\n\r\nnoise")
+    got = server.parse_cert_attrib("CertificateTemplate:CiscoRA\r\nSAN:dns=a&dns=b\ncertificatetemplate:Other\r\n\r\nnoise")
     assert got == {"certificatetemplate": "CiscoRA", "san": "dns=a&dns=b"}
-    assert p.parse_cert_attrib("") == {}
+    assert server.parse_cert_attrib("") == {}
 
 
 def _decide(user, template, der, templates=TEMPLATES):
-    return p.decide(templates, user, p.parse_cert_attrib(f"CertificateTemplate:{template}"), p.load_request(der))
+    return p.decide(templates, user, server.parse_cert_attrib(f"CertificateTemplate:{template}"), server.load_request(der))
 
 
 def test_decisions(der):
@@ -78,16 +81,16 @@ def test_decisions(der):
     assert _decide("bob", "BobOnly", der).action == "issue"
 
 
-@pytest.mark.parametrize("user,template,hr", [
-    ("alice", "BobOnly", p.CERTSRV_E_TEMPLATE_DENIED), ("alice", "Nope", p.CERTSRV_E_UNSUPPORTED_CERT_TYPE),
-    ("alice", "", p.CERTSRV_E_NO_CERT_TYPE), ("alice", "RSAOnly", p.NTE_BAD_ALGID),
-    ("alice", "Fixed", p.CERTSRV_E_KEY_LENGTH),
+@pytest.mark.parametrize("user,template,code", [
+    ("alice", "BobOnly", hr.CERTSRV_E_TEMPLATE_DENIED), ("alice", "Nope", hr.CERTSRV_E_UNSUPPORTED_CERT_TYPE),
+    ("alice", "", hr.CERTSRV_E_NO_CERT_TYPE), ("alice", "RSAOnly", hr.NTE_BAD_ALGID),
+    ("alice", "Fixed", hr.CERTSRV_E_KEY_LENGTH),
 ])
-def test_denials_carry_ad_cs_codes_and_wording(der, user, template, hr):
-    with pytest.raises(p.RequestRefused) as caught:
+def test_denials_carry_ad_cs_codes_and_wording(der, user, template, code):
+    with pytest.raises(RequestRefused) as caught:
         _decide(user, template, der)
-    assert caught.value.hresult == hr
-    assert caught.value.disposition.startswith(f"Denied by Policy Module  {p.hresult_hex(hr)}, ")
+    assert caught.value.hresult == code
+    assert caught.value.disposition.startswith(f"Denied by Policy Module  {hr.hresult_hex(code)}, ")
     assert caught.value.disposition.endswith("\r\n")
 
 
@@ -103,24 +106,24 @@ def test_offered_templates_follow_enroll_lists():
 
 
 def test_hresults_fit_a_signed_32_bit_column():
-    for hr in (p.CERTSRV_E_TEMPLATE_DENIED, p.S_OK, p.E_INVALIDARG):
-        signed = p.to_signed(hr)
-        assert -2 ** 31 <= signed < 2 ** 31 and p.to_unsigned(signed) == hr
+    for code in (hr.CERTSRV_E_TEMPLATE_DENIED, hr.S_OK, hr.E_INVALIDARG):
+        signed = hr.to_signed(code)
+        assert -2 ** 31 <= signed < 2 ** 31 and hr.to_unsigned(signed) == code
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_any_text_is_a_request_or_a_refusal(text):
     try:
-        p.load_request(p.request_der(text))
-    except p.RequestRefused as exc:
-        assert exc.hresult in (p.E_INVALIDARG, p.CRYPT_E_ASN1_BADTAG, p.CRYPT_E_ASN1_EOD, p.NTE_BAD_SIGNATURE)
+        server.load_request(server.request_der(text))
+    except RequestRefused as exc:
+        assert exc.hresult in (hr.E_INVALIDARG, hr.CRYPT_E_ASN1_BADTAG, hr.CRYPT_E_ASN1_EOD, hr.NTE_BAD_SIGNATURE)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=400))
 def test_any_bytes_are_a_request_or_a_refusal(data):
     try:
-        p.load_request(data)
-    except p.RequestRefused:
+        server.load_request(data)
+    except RequestRefused:
         pass

@@ -28,6 +28,7 @@ from onlineca.errors import (
     fix_for,
 )
 from onlineca.proto.certsrv import client as p
+from onlineca.proto.certsrv.hresults import hresult_hex
 
 BASE = "https://lab-dc.example.com/certsrv"
 
@@ -185,18 +186,18 @@ def test_pending_page_gives_the_request_id():
 def test_denied_page_gives_hresult_and_message():
     got = p.parse_certfnsh(DENIED)
     assert isinstance(got, p.Denied)
-    assert got.req_id == 43 and got.hresult == 0x80094800 and got.hresult_hex == "0x80094800"
+    assert got.req_id == 43 and got.hresult == 0x80094800 and hresult_hex(got.hresult) == "0x80094800"
     assert got.message.startswith("Denied by Policy Module 0x80094800, The request was for a certificate template")
-    err = got.as_error()
+    err = p.denial_error(got)
     assert isinstance(err, CATemplateError) and err.details["hresult"] == "0x80094800"
     assert err.reason.startswith("HRESULT 0x80094800 (Denied by Policy Module 0x80094800, The request was for")
 
 
 def test_denied_without_template_and_failed_parse():
-    assert p.parse_certfnsh(NO_TEMPLATE).as_error().code == "CA_TEMPLATE"
+    assert p.denial_error(p.parse_certfnsh(NO_TEMPLATE)).code == "CA_TEMPLATE"
     failed = p.parse_certfnsh(FAILED)
     assert (failed.req_id, failed.hresult) == (44, 0x8009310B)
-    err = failed.as_error()
+    err = p.denial_error(failed)
     assert err.code == "CA_DENIED" and "ASN1 bad tag" in err.message
 
 
@@ -228,16 +229,18 @@ PENDING_ERROR_PAGE = ERROR_PAGE.replace("Denied by Policy Module", "Taken Under 
                                    "application/x-x509-ca-cert; charset=binary"])
 def test_certnew_cer_der_by_content_type(chain, ctype):
     leaf = chain[2]
-    assert p.parse_certnew_cer(ctype, pki.cert_der(leaf), 10) == leaf
+    got = p.parse_certnew_cer(ctype, pki.cert_der(leaf), 10)
+    assert got == p.Issued(pki.cert_der(leaf), req_id=10) and got.certificate == leaf
 
 
 def test_certnew_cer_pem_served_as_html_to_non_browsers(chain):
-    assert p.parse_certnew_cer("text/html", pki.cert_pem(chain[2])) == chain[2]
+    got = p.parse_certnew_cer("text/html", pki.cert_pem(chain[2]))
+    assert got.cert_der == pki.cert_der(chain[2]) and got.certificate == chain[2]
 
 
 def test_certnew_cer_error_page_is_denied_with_message_and_hresult():
     got = p.parse_certnew_cer("text/html; charset=utf-8", ERROR_PAGE.encode(), 43)
-    assert got == p.Denied(43, 0x80094014, "Denied by Policy Module")
+    assert got == p.Denied("Denied by Policy Module", req_id=43, hresult=0x80094014)
 
 
 def test_certnew_cer_taken_under_submission_is_pending():

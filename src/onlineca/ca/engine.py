@@ -2,31 +2,31 @@
 
 ``init_ca`` makes a two-tier lab PKI (root + issuing intermediate, keys 0600) and a web server
 certificate in ``<data_dir>/ca/``.  ``CAEngine`` loads the keys once, and for each certfnsh.asp
-submission runs the policy (``ca.templates``), records the request with its ReqID and disposition
-and, when the template allows, signs, all in one database transaction, so a certificate is stored
-before any client can see it.  It never logs a key or a password and never talks HTTP.
+submission reads the request (``proto.certsrv.server``), runs the policy (``policy.ca``) and,
+when the template allows, signs; then it stores the request with its disposition and certificate
+in one transaction (``store.ca_requests``), so a certificate is stored before any client can see
+its ReqID.  Answers are ``proto.results`` values.  It never logs a key or a password and never
+talks HTTP.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from sqlalchemy import select
 
 from onlineca import pki
 from onlineca.config import CAPaths, Config, DataDir, TemplateConfig
-from onlineca.errors import CAError
+from onlineca.errors import CAError, RequestRefused
 from onlineca.infra import files
 from onlineca.policy import ca as policy
+from onlineca.proto.certsrv import hresults as hr, server
+from onlineca.proto.results import DENIED, FAILED, ISSUED, PENDING, Denied, EnrollResult, Issued, Pending
 from onlineca.store import CARequest, Database
+from onlineca.store.ca_requests import CARequests, Resolution
 
 log = logging.getLogger("onlineca.ca")
-
-ISSUED, PENDING, DENIED, FAILED = "issued", "pending", "denied", "failed"
 
 
 def users_path(config: Config, data_dir: str | Path) -> Path:
@@ -71,24 +71,20 @@ def issue_web_certificate(ca_paths: CAPaths, names: list[str], issuing_key: pki.
     ca_paths.web_cert.write_bytes(pki.certs_pem([web, issuing]))
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """The answer to one submission: what certfnsh.asp shows."""
-
-    req_id: int | None
-    disposition: str
-    hresult: int
-    message: str
-    cert: x509.Certificate | None = None
-
-
-def _outcome(row: CARequest) -> Outcome:
-    cert = pki.load_certificate(row.cert_der) if row.cert_der else None
-    return Outcome(row.req_id, row.disposition, policy.to_unsigned(row.hresult), row.disposition_message, cert)
+def _result(row: CARequest) -> EnrollResult:
+    """What certfnsh.asp shows for a stored request: the DER stays as stored (nobody here needs
+    the certificate object)."""
+    if row.disposition == ISSUED and row.cert_der:
+        return Issued(row.cert_der, req_id=row.req_id)
+    if row.disposition == PENDING:
+        return Pending(row.req_id, row.disposition_message)
+    return Denied(row.disposition_message, req_id=row.req_id, hresult=hr.to_unsigned(row.hresult),
+                  failed=row.disposition == FAILED)
 
 
 class CAEngine:
-    """Issues from the templates of ``config.ca``; keys are read once, at construction."""
+    """Issues from the templates of ``config.ca``; keys are read once, at construction.  Every
+    method blocks (signing, the database): the web server calls them off its event loop."""
 
     def __init__(self, config: Config, data_dir: str | Path, db: Database) -> None:
         self.config = config
@@ -96,6 +92,7 @@ class CAEngine:
         if not self.ca_paths.issuing_key.exists():
             raise CAError(f"no CA in {self.ca_paths.dir}", hint="Run 'onlineca ca init' first.")
         self.db = db
+        self.requests = CARequests(db)
         self.issuing_key = files.read_private_key(self.ca_paths.issuing_key)
         self.issuing = pki.load_certificate(self.ca_paths.issuing_cert.read_bytes())
         self.root = pki.load_certificate(self.ca_paths.root_cert.read_bytes())
@@ -103,6 +100,8 @@ class CAEngine:
             raise CAError(f"{self.ca_paths.issuing_key} does not belong to {self.ca_paths.issuing_cert}",
                           hint="Run 'onlineca ca init --force' to make a new CA.")
         self.templates: list[TemplateConfig] = list(config.ca.templates)
+        # Serialised once: certnew.cer and certnew.p7b send these bytes.
+        self.chain_der: tuple[bytes, ...] = tuple(pki.cert_der(c) for c in self.chain)
 
     @property
     def chain(self) -> list[x509.Certificate]:
@@ -111,104 +110,76 @@ class CAEngine:
 
     # -- submissions ---------------------------------------------------------------------------
 
-    def submit(self, requester: str, cert_request: str, cert_attrib: str) -> Outcome:
-        """One certfnsh.asp ``Mode=newreq``: decide, store and (maybe) sign in one transaction."""
-        attributes = policy.parse_cert_attrib(cert_attrib)
+    def submit(self, requester: str, cert_request: str, cert_attrib: str) -> EnrollResult:
+        """One certfnsh.asp ``Mode=newreq``: read, decide, sign (when the template allows), then
+        store with the outcome in one transaction."""
+        attributes = server.parse_cert_attrib(cert_attrib)
         try:
-            der = policy.request_der(cert_request)
-        except policy.RequestRefused as exc:
-            return Outcome(None, FAILED, exc.hresult, exc.disposition)
-        row = CARequest(requester=requester, template=attributes.get("certificatetemplate", "")[:256],
-                        csr_der=der, attributes=cert_attrib[:4096], subject="", hresult=0,
-                        disposition=PENDING, disposition_message=policy.TAKEN_UNDER_SUBMISSION, resolved_by="")
-        decision: policy.Decision | None = None
+            der = server.request_der(cert_request)
+        except RequestRefused as exc:
+            return Denied(exc.disposition, hresult=exc.hresult, failed=True)
+        template, subject = attributes.get("certificatetemplate", ""), ""
         try:
-            csr = policy.load_request(der)
-            row.subject = pki.name_to_slash(csr.subject)[:1024]
+            csr = server.load_request(der)
+            subject = pki.name_to_slash(csr.subject)
             decision = policy.decide(self.templates, requester, attributes, csr)
-        except policy.RequestRefused as exc:
-            row.disposition = FAILED if exc.hresult in (policy.CRYPT_E_ASN1_BADTAG, policy.CRYPT_E_ASN1_EOD,
-                                                        policy.NTE_BAD_SIGNATURE) else DENIED
-            row.hresult, row.disposition_message = policy.to_signed(exc.hresult), exc.disposition
-            row.resolved_at, row.resolved_by = dt.datetime.now(dt.UTC), "policy"
-        with self.db.session() as s:
-            s.add(row)
-            s.flush()  # assigns the ReqID
-            if decision is not None:
-                row.template = decision.template.name
-                if decision.action == "issue":
-                    self._sign(row, csr, decision, "policy")
-            outcome = _outcome(row)
-        log.info("ReqID %s from %s template %r: %s%s", outcome.req_id, requester, row.template,
-                 outcome.disposition,
-                 f" ({policy.hresult_hex(outcome.hresult)})" if outcome.hresult else "")
-        return outcome
+        except RequestRefused as exc:
+            resolution = Resolution(FAILED if exc.hresult in hr.PARSE_HRESULTS else DENIED, exc.hresult,
+                                    exc.disposition, "policy")
+        else:
+            template = decision.template.name
+            if decision.action == "issue":
+                resolution = self._sign(csr, decision, "policy")
+            else:
+                resolution = Resolution(PENDING, hr.S_OK, hr.TAKEN_UNDER_SUBMISSION)
+        row = self.requests.submit(requester=requester, template=template, csr_der=der, attributes=cert_attrib,
+                                   subject=subject, resolution=resolution)
+        log.info("ReqID %s from %s template %r: %s%s", row.req_id, requester, row.template, row.disposition,
+                 f" ({hr.hresult_hex(resolution.hresult)})" if resolution.hresult else "")
+        return _result(row)
 
-    def _sign(self, row: CARequest, csr: x509.CertificateSigningRequest, decision: policy.Decision, by: str) -> None:
+    def _sign(self, csr: x509.CertificateSigningRequest, decision: policy.Decision[TemplateConfig],
+              by: str) -> Resolution:
         t = decision.template
         cert = pki.build_certificate(
             subject=decision.subject, public_key=csr.public_key(), issuer_key=self.issuing_key,  # type: ignore[arg-type]
             issuer_cert=self.issuing, validity_days=t.validity_days, key_usage=t.key_usage,
             extended_key_usage=t.extended_key_usage, sans=decision.sans)
-        row.cert_der = pki.cert_der(cert)
-        row.serial = format(cert.serial_number, "x")
-        row.not_after = cert.not_valid_after_utc
-        row.disposition, row.hresult, row.disposition_message = ISSUED, 0, policy.ISSUED_MESSAGE
-        row.resolved_at, row.resolved_by = dt.datetime.now(dt.UTC), by
+        # The one serialisation of this certificate: from here on it travels as these bytes.
+        return Resolution(ISSUED, hr.S_OK, hr.ISSUED_MESSAGE, by, pki.cert_der(cert),
+                          format(cert.serial_number, "x"), cert.not_valid_after_utc)
 
     # -- reading and resolving -------------------------------------------------------------------
 
     def get(self, req_id: int) -> CARequest | None:
-        with self.db.session() as s:
-            return s.get(CARequest, req_id)
+        return self.requests.get(req_id)
 
-    def outcome(self, req_id: int, requester: str | None = None) -> Outcome | None:
+    def outcome(self, req_id: int, requester: str | None = None) -> EnrollResult | None:
         """The request's outcome; None if there is none (or, with ``requester``, it is someone else's)."""
-        row = self.get(req_id)
+        row = self.requests.get(req_id)
         if row is None or (requester is not None and row.requester.lower() != requester.lower()):
             return None
-        return _outcome(row)
+        return _result(row)
 
     def list(self, disposition: str | None = None, requester: str | None = None, limit: int = 1000) -> list[CARequest]:
-        q = select(CARequest).order_by(CARequest.req_id).limit(limit)
-        if disposition:
-            q = q.where(CARequest.disposition == disposition)
-        if requester:
-            q = q.where(CARequest.requester == requester)
-        with self.db.session() as s:
-            return list(s.scalars(q))
+        return self.requests.list(disposition, requester, limit)
 
-    def approve(self, req_id: int, by: str = "administrator") -> Outcome:
+    def approve(self, req_id: int, by: str = "administrator") -> EnrollResult:
         """Issue a pending request (a certificate manager's "Issue"), re-checking it against its template."""
-        with self.db.session() as s:
-            row = self._pending_row(s, req_id)
-            csr = policy.load_request(row.csr_der)
-            decision = policy.decide(self.templates, row.requester, policy.parse_cert_attrib(row.attributes), csr)
-            self._sign(row, csr, decision, by)
-            outcome = _outcome(row)
+        def issue(row: CARequest) -> Resolution:
+            csr = server.load_request(row.csr_der)
+            decision = policy.decide(self.templates, row.requester, server.parse_cert_attrib(row.attributes), csr)
+            return self._sign(csr, decision, by)
+
+        row = self.requests.resolve_pending(req_id, issue)
         log.info("ReqID %s issued by %s", req_id, by)
-        return outcome
+        return _result(row)
 
-    def deny(self, req_id: int, by: str = "administrator") -> Outcome:
-        with self.db.session() as s:
-            row = self._pending_row(s, req_id)
-            row.disposition = DENIED
-            row.hresult = policy.to_signed(policy.CERTSRV_E_ADMIN_DENIED_REQUEST)
-            row.disposition_message = f"Denied by {by}"
-            row.resolved_at, row.resolved_by = dt.datetime.now(dt.UTC), by
-            outcome = _outcome(row)
+    def deny(self, req_id: int, by: str = "administrator") -> EnrollResult:
+        row = self.requests.resolve_pending(
+            req_id, lambda _row: Resolution(DENIED, hr.CERTSRV_E_ADMIN_DENIED_REQUEST, f"Denied by {by}", by))
         log.info("ReqID %s denied by %s", req_id, by)
-        return outcome
-
-    @staticmethod
-    def _pending_row(s, req_id: int) -> CARequest:  # type: ignore[no-untyped-def]
-        row = s.get(CARequest, req_id, with_for_update=True)
-        if row is None:
-            raise CAError(f"no request with ReqID {req_id}", hint="List them with 'onlineca ca requests list'.")
-        if row.disposition != PENDING:
-            raise CAError(f"ReqID {req_id} is {row.disposition}, not pending",
-                          hint="Only pending requests can be approved or denied.")
-        return row
+        return _result(row)
 
 
 __all__ = [
@@ -218,7 +189,6 @@ __all__ = [
     "PENDING",
     "CAEngine",
     "CAError",
-    "Outcome",
     "init_ca",
     "issue_web_certificate",
     "users_path",

@@ -1,94 +1,74 @@
 """The CA's web server: the AD CS web-enrollment pages (``/certsrv``) as an aiohttp application.
 
-``create_app`` wires HTTP to the issuing engine: Basic authentication against the users file
-(constant-time) and, with ``[ca] ntlm_auth``, NTLM through pyspnego (a connection is authenticated
-once, in three legs, as IIS does), one middleware that answers 401/301 as IIS does and writes every request to the
-IIS W3C log, and one handler per page (``certrqxt.asp``, ``certfnsh.asp``, ``certnew.cer``,
+``create_app`` wires HTTP to the issuing engine: logins as IIS takes them (``ca.auth``: Basic
+against the users file, NTLM with ``[ca] ntlm_auth``), one middleware that answers 401/301 as IIS
+does and writes every request to the IIS W3C log, and one handler per page (``certrqxt.asp``, ``certfnsh.asp``, ``certnew.cer``,
 ``certnew.p7b``, ``certcarc.asp``, ``certckpn.asp``).  Paths and query keys are matched
-case-insensitively, as IIS and ASP do.  Hostile input gets the page AD CS would give (200 with a
-disposition message, or an IIS 4xx page), never a traceback or a 500; passwords, Authorization
-headers and keys are never logged.
+case-insensitively, as IIS and ASP do.  Signing and the database run off the event loop, in a
+small pool of worker threads, so a slow or locked database delays only the requests that need it.
+Certificates go out as the DER the engine stored.  Hostile input gets the page AD CS would give
+(200 with a disposition message, or an IIS 4xx page), never a traceback or a 500; passwords,
+Authorization headers and keys are never logged.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import asyncio
 import datetime as dt
 import logging
 import os
 import ssl
 import time
-import weakref
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from onlineca import pki
 from onlineca.ca import engine as eng
-from onlineca.ca.users import bare_user, load_users, ntlm_path
+from onlineca.ca.auth import CA_USER, IIS_STATUS, CALogin
+from onlineca.ca.users import ntlm_path
 from onlineca.config import Config, DataDir
-from onlineca.errors import ConfigError, ParseError
+from onlineca.errors import ConfigError
 from onlineca.infra import tls
 from onlineca.infra.serving import RunningServer, start_https
-from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
 from onlineca.logs import attach_log
-from onlineca.logs.iis import (
-    WIN32_CONTINUE_NEEDED,
-    WIN32_LOGON_FAILURE,
-    WIN32_NO_CREDENTIALS,
-    IISEntry,
-    IISLog,
-)
+from onlineca.logs.iis import IISEntry, IISLog
 from onlineca.policy import ca as policy
-from onlineca.proto.certsrv import server as pages
-from onlineca.store import Database
+from onlineca.proto.certsrv import hresults as hr, server as pages
+from onlineca.proto.results import ISSUED, PENDING, Issued, Pending
+from onlineca.store import CARequest, Database
 
 log = logging.getLogger("onlineca.ca")
 
 IIS_LOG_NAME = "ca-iis.log"
 SERVER_HEADER = "Microsoft-IIS/10.0"
+# Threads that sign and talk to the database: a few, so a busy database queues work here instead
+# of piling up connections (SQLite has one writer anyway).
+WORKERS = 4
+R = TypeVar("R")
 
 
 @dataclass
 class CAState:
     config: Config
     engine: eng.CAEngine
-    users_path: Path
-    users: UsersFile
-    users_mtime: float
+    login: CALogin
     iis: IISLog | None
     ca_name: str
     db: Database
-    ntlm: bool = False
-    basic: bool = True
-    # NTLM state per TLS connection: a context mid-handshake, then the user it authenticated.
-    # Weak keys: a closed connection takes its state with it (ids would be reused).
-    ntlm_contexts: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
-    ntlm_users: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    worker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(WORKERS, thread_name_prefix="ca-worker"))
 
-    def current_users(self) -> UsersFile:
-        """The users file, re-read when it changed on disk (``ca users add`` while serving)."""
-        try:
-            mtime = self.users_path.stat().st_mtime
-        except OSError:
-            mtime = 0.0
-        if mtime != self.users_mtime:
-            try:
-                self.users, self.users_mtime = load_users(self.users_path), mtime
-            except ConfigError as exc:
-                log.error("users file not reloaded: %s", exc.message)
-        return self.users
+    async def blocking(self, func: Callable[..., R], *args: Any) -> R:
+        """``func(*args)`` (signing, the database) in a worker thread, never on the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.worker, func, *args)
 
 
 CA_STATE = web.AppKey("ca_state", CAState)
-CA_USER = web.RequestKey("ca_user", str)
-# (substatus, win32 status) for the IIS log line of this request.
-IIS_STATUS = web.RequestKey("iis_status", tuple)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -109,91 +89,12 @@ def _is_browser(request: web.Request) -> bool:
     return "mozilla/" in request.headers.get("User-Agent", "").lower()
 
 
-def _wrap_b64(der: bytes, label: bytes = b"CERTIFICATE") -> bytes:
-    raw = base64.b64encode(der)
-    lines = b"\r\n".join(raw[i:i + 64] for i in range(0, len(raw), 64))
-    return b"-----BEGIN " + label + b"-----\r\n" + lines + b"\r\n-----END " + label + b"-----\r\n"
-
-
-def _error_page(state: CAState, disposition: str, message: str, hr: int) -> web.Response:
-    result = policy.HRESULT_TEXT.get(hr) or f"{policy.hresult_hex(hr)} ({policy.to_signed(hr)})"
-    return _html(pages.error(state.ca_name, disposition, message, result))
+def _error_page(state: CAState, disposition: str, message: str, code: int) -> web.Response:
+    return _html(pages.error(state.ca_name, disposition, message, hr.result_text(code)))
 
 
 def _iis_page(status: int, reason: str, detail: str) -> web.Response:
     return _html(pages.http_error(status, reason, detail), status)
-
-
-# --------------------------------------------------------------------------- authentication
-
-def _basic_credentials(request: web.Request) -> BasicCredentials | None:
-    try:
-        return basic_credentials(request.headers.get("Authorization", ""))
-    except ParseError:  # IIS answers a malformed header as a failed logon, not a 400
-        return None
-
-
-def _challenge(request: web.Request, state: CAState, win32: int) -> web.Response:
-    request[IIS_STATUS] = (1, win32)
-    headers = CIMultiDict()
-    realm = request.host.rsplit(":", 1)[0] if request.host else "certsrv"
-    if state.ntlm:  # IIS's order: Negotiate, NTLM, then Basic
-        headers.add("WWW-Authenticate", "Negotiate")
-        headers.add("WWW-Authenticate", "NTLM")
-    if state.basic:
-        headers.add("WWW-Authenticate", f'Basic realm="{realm}"')
-    return web.Response(status=401, text=pages.unauthorized(), content_type="text/html", headers=headers)
-
-
-def _ntlm_step(request: web.Request, state: CAState, scheme: str, token: str) -> str | web.Response:
-    """One leg of NTLM (or Negotiate carrying NTLM) on this connection."""
-    import spnego
-
-    transport = request.transport
-    try:
-        raw = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return _challenge(request, state, WIN32_LOGON_FAILURE)
-    ctx = state.ntlm_contexts.pop(transport, None)
-    if ctx is None or raw[8:12] == b"\x01\x00\x00\x00":  # a NEGOTIATE message starts over
-        ctx = spnego.server(protocol="ntlm" if scheme == "ntlm" else "negotiate")
-    try:
-        out = ctx.step(raw)
-    except Exception as exc:  # hostile bytes in a third-party parser: any failure is a failed logon
-        log.debug("NTLM leg refused: %s", type(exc).__name__)
-        return _challenge(request, state, WIN32_LOGON_FAILURE)
-    if ctx.complete:
-        user = bare_user(ctx.client_principal or "")
-        if not user:
-            return _challenge(request, state, WIN32_LOGON_FAILURE)
-        state.ntlm_users[transport] = user
-        request[CA_USER] = user
-        return user
-    state.ntlm_contexts[transport] = ctx
-    request[IIS_STATUS] = (1, WIN32_CONTINUE_NEEDED)
-    name = "NTLM" if scheme == "ntlm" else "Negotiate"
-    return web.Response(status=401, text=pages.unauthorized(), content_type="text/html",
-                        headers={"WWW-Authenticate": f"{name} {base64.b64encode(out or b'').decode()}"})
-
-
-async def _authenticate(request: web.Request, state: CAState) -> str | web.Response:
-    if state.ntlm and request.transport is not None:
-        known = state.ntlm_users.get(request.transport)
-        if known:
-            request[CA_USER] = known
-            return known
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() in ("ntlm", "negotiate") and token.strip():
-            return _ntlm_step(request, state, scheme.lower(), token)
-    creds = _basic_credentials(request) if state.basic else None
-    if creds is None:
-        win32 = WIN32_NO_CREDENTIALS if "Authorization" not in request.headers else WIN32_LOGON_FAILURE
-        return _challenge(request, state, win32)
-    user = bare_user(creds.user)
-    if not user or not await state.current_users()(user, creds.password):
-        return _challenge(request, state, WIN32_LOGON_FAILURE)
-    request[CA_USER] = user
-    return user
 
 
 # --------------------------------------------------------------------------- the middleware
@@ -232,7 +133,7 @@ async def iis_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 async def _guarded(request: web.Request, handler: Handler, state: CAState) -> web.StreamResponse:
     path = request.path.lower()
     if path == "/certsrv" or path.startswith("/certsrv/"):
-        who = await _authenticate(request, state)
+        who = await state.login.authenticate(request)
         if isinstance(who, web.Response):
             return who
     try:
@@ -289,7 +190,7 @@ async def certcarc(request: web.Request, state: CAState) -> web.StreamResponse:
 
 
 async def certckpn(request: web.Request, state: CAState) -> web.StreamResponse:
-    rows = state.engine.list(eng.PENDING, requester=request[CA_USER])
+    rows = await state.blocking(state.engine.list, PENDING, request[CA_USER])
     return _html(pages.certckpn(state.ca_name, [(r.req_id, r.submitted_at) for r in rows]))
 
 
@@ -299,14 +200,14 @@ def _form_text(form, name: str) -> str | None:  # type: ignore[no-untyped-def]
             if isinstance(value, str):
                 return value
             try:  # a file upload of the saved request
-                return value.file.read(1 << 20).decode("utf-8", "replace")
+                return str(value.file.read(1 << 20).decode("utf-8", "replace"))
             except Exception:
                 return None
     return None
 
 
 def _bad_parameter(state: CAState) -> web.Response:
-    return _html(pages.denied(state.ca_name, None, policy.parse_failure(policy.E_INVALIDARG)))
+    return _html(pages.denied(state.ca_name, None, hr.parse_failure(hr.E_INVALIDARG)))
 
 
 async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
@@ -325,18 +226,20 @@ async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
         cert_request = _form_text(form, "CertRequest")
         if not cert_request or not cert_request.strip():
             return _bad_parameter(state)
-        outcome = state.engine.submit(user, cert_request, _form_text(form, "CertAttrib") or "")
+        outcome = await state.blocking(state.engine.submit, user, cert_request,
+                                       _form_text(form, "CertAttrib") or "")
     elif mode == "chkpnd":
         req_id = _req_id(_form_text(form, "ReqID"))
-        outcome = state.engine.outcome(req_id, user) if req_id is not None else None
-        if outcome is None:
+        found = await state.blocking(state.engine.outcome, req_id, user) if req_id is not None else None
+        if found is None:
             return _html(pages.denied(state.ca_name, req_id, f"Error retrieving request  "
-                                      f"{policy.HRESULT_TEXT[policy.CRYPT_E_NOT_FOUND]}"))
+                                      f"{hr.HRESULT_TEXT[hr.CRYPT_E_NOT_FOUND]}"))
+        outcome = found
     else:
         return _bad_parameter(state)
-    if outcome.disposition == eng.ISSUED:
+    if isinstance(outcome, Issued):
         return _html(pages.issued(state.ca_name, outcome.req_id, _is_browser(request)))  # type: ignore[arg-type]
-    if outcome.disposition == eng.PENDING:
+    if isinstance(outcome, Pending):
         return _html(pages.pending(state.ca_name, outcome.req_id))  # type: ignore[arg-type]
     return _html(pages.denied(state.ca_name, outcome.req_id, outcome.message))
 
@@ -361,57 +264,60 @@ def _download(request: web.Request, body: bytes, content_type: str, filename: st
                         headers={"Content-Disposition": f"attachment; filename={filename}"})
 
 
-def _lookup(request: web.Request, state: CAState, query: dict[str, str]):  # type: ignore[no-untyped-def]
-    """The certificates a certnew.* ReqID names, or the AD CS error page to answer with."""
+async def _lookup(request: web.Request, state: CAState,
+                  query: dict[str, str]) -> tuple[CARequest | None, tuple[bytes, ...]] | web.Response:
+    """The certificates (DER, as stored) a certnew.* ReqID names, or the AD CS error page."""
     raw = query.get("reqid", "").strip()
     if raw.lower() == "cacert":
         renewal = query.get("renewal", "0").strip() or "0"
         if renewal != "0":
             return _error_page(state, "", f"Error retrieving CA certificate  renewal {renewal[:20]} does not exist",
-                               policy.E_INVALIDARG)
-        return None, state.engine.chain
+                               hr.E_INVALIDARG)
+        return None, state.engine.chain_der
     req_id = _req_id(raw)
     if req_id is None:
         return _error_page(state, "", "Error retrieving request  the ReqID must be a number or CACert",
-                           policy.E_INVALIDARG)
-    row = state.engine.get(req_id)
+                           hr.E_INVALIDARG)
+    row = await state.blocking(state.engine.get, req_id)
     if row is None:
-        return _error_page(state, "", f"Error retrieving request {req_id}", policy.CRYPT_E_NOT_FOUND)
+        return _error_page(state, "", f"Error retrieving request {req_id}", hr.CRYPT_E_NOT_FOUND)
     if row.requester.lower() != request[CA_USER].lower():
-        return _error_page(state, "", f"Error retrieving request {req_id}", policy.E_ACCESSDENIED)
-    if row.disposition != eng.ISSUED or not row.cert_der:
-        return _error_page(state, row.disposition, row.disposition_message, policy.to_unsigned(row.hresult))
-    return row, [pki.load_certificate(row.cert_der)]
+        return _error_page(state, "", f"Error retrieving request {req_id}", hr.E_ACCESSDENIED)
+    if row.disposition != ISSUED or not row.cert_der:
+        return _error_page(state, row.disposition, row.disposition_message, hr.to_unsigned(row.hresult))
+    return row, (row.cert_der,)
 
 
-def _download_request(request: web.Request, state: CAState):  # type: ignore[no-untyped-def]
-    """certnew.cer / certnew.p7b: (encoding, row or None for CACert, certificates) or an error page."""
+async def _download_request(request: web.Request,
+                            state: CAState) -> tuple[str, CARequest | None, tuple[bytes, ...]] | web.Response:
+    """certnew.cer / certnew.p7b: (encoding, row or None for CACert, DER certificates) or an error page."""
     query = _query(request)
     enc = _encoding(query)
     if enc is None:
-        return _error_page(state, "", "Error  the encoding (Enc) must be b64 or bin", policy.E_INVALIDARG)
-    found = _lookup(request, state, query)
+        return _error_page(state, "", "Error  the encoding (Enc) must be b64 or bin", hr.E_INVALIDARG)
+    found = await _lookup(request, state, query)
     return found if isinstance(found, web.Response) else (enc, *found)
 
 
 async def certnew_cer(request: web.Request, state: CAState) -> web.StreamResponse:
-    found = _download_request(request, state)
+    found = await _download_request(request, state)
     if isinstance(found, web.Response):
         return found
-    enc, _row, (cert, *_rest) = found
-    body = pki.cert_der(cert) if enc == "bin" else pki.cert_pem(cert).replace(b"\n", b"\r\n")
+    enc, _row, (der, *_rest) = found
+    # The DER as stored, byte for byte; b64 is its PEM armour with CRLF, as AD CS sends it.
+    body = der if enc == "bin" else pki.pem_armor(der, eol=b"\r\n")
     return _download(request, body, "application/pkix-cert", "certnew.cer")
 
 
 async def certnew_p7b(request: web.Request, state: CAState) -> web.StreamResponse:
-    found = _download_request(request, state)
+    found = await _download_request(request, state)
     if isinstance(found, web.Response):
         return found
     enc, row, certs = found
     if row is not None:
-        certs = certs + state.engine.chain
+        certs = certs + state.engine.chain_der
     der = pki.pkcs7_der(certs)
-    body = der if enc == "bin" else _wrap_b64(der)
+    body = der if enc == "bin" else pki.pem_armor(der, eol=b"\r\n")
     return _download(request, body, "application/x-pkcs7-certificates", "certnew.p7b")
 
 
@@ -450,19 +356,16 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
     db = db or Database(config.database_url)
     db.migrate()
     engine = eng.CAEngine(config, data_dir, db)
-    try:
-        mtime = upath.stat().st_mtime
-    except OSError:
-        mtime = 0.0
     iis = IISLog(Path(log_dir) / IIS_LOG_NAME)
-    state = CAState(config, engine, upath, load_users(upath), mtime, iis,
-                    pki.common_name(engine.issuing.subject) or "onlineca CA", db,
-                    ntlm=config.ca.ntlm_auth, basic=config.ca.basic_auth)
+    login = CALogin(upath, ntlm=config.ca.ntlm_auth, basic=config.ca.basic_auth)
+    state = CAState(config, engine, login, iis, pki.common_name(engine.issuing.subject) or "onlineca CA", db)
     app = web.Application(middlewares=[iis_middleware], client_max_size=config.ca.max_request_bytes)
     app[CA_STATE] = state
     app.router.add_route("*", "/{tail:.*}", dispatch)
 
     async def _close(_app: web.Application) -> None:
+        # Requests still in a worker finish (their certificates are stored) before the pool closes.
+        await asyncio.get_running_loop().run_in_executor(None, lambda: state.worker.shutdown(wait=True))
         iis.close()
         db.dispose()
         detach_log()

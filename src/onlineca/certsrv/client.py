@@ -31,13 +31,13 @@ from onlineca.errors import (
     CAConnectError,
     CAPageError,
     CATemplateError,
-    CATLSError,
     CertsrvFailure,
     ConfigError,
     ParseError,
 )
-from onlineca.infra import files, tls
+from onlineca.infra import files, tls, transport
 from onlineca.proto.certsrv import client as p
+from onlineca.proto.results import EnrollResult, Issued
 
 if TYPE_CHECKING:
     from onlineca.config import RAConfig
@@ -249,33 +249,30 @@ class CertsrvClient:
                                    resp.headers.getall("WWW-Authenticate", []), b"".join(chunks))
         except CertsrvFailure:
             raise
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise await self._tls_failure(exc.certificate_error) from None
-        except aiohttp.ClientConnectorDNSError:
-            raise p.dns_error(self.host) from None
-        except aiohttp.ClientSSLError as exc:
-            raise p.tls_handshake_error(self.host, _os_reason(exc)) from None
-        except aiohttp.ClientConnectorError as exc:
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
             elapsed = int((time.monotonic() - started) * 1000)
-            raise p.connect_error(self.host, self.port, elapsed, _os_reason(exc)) from None
-        except aiohttp.ConnectionTimeoutError:
-            elapsed = int((time.monotonic() - started) * 1000)
-            raise p.timeout_error("connect", url, self.connect_timeout, elapsed, 0) from None
-        except TimeoutError:  # the phase's own deadline (asyncio.timeout) or a socket read timeout
-            elapsed = int((time.monotonic() - started) * 1000)
-            raise p.timeout_error(phase, url, timeout, elapsed, received) from None
-        except aiohttp.ServerDisconnectedError:
-            raise CAConnectError(f"the CA closed the connection without answering {urlsplit(url).path}",
-                                   curl_code=52, curl_message="Empty reply from server") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise CAConnectError(f"receiving {urlsplit(url).path} from the CA failed: {_os_reason(exc)}",
-                                   curl_code=56,
-                                   curl_message=f"Failure when receiving data from the peer ({_os_reason(exc)})") from None
+            raise await self._transport_failure(transport.classify(exc), url, phase, elapsed, received) from None
 
-    async def _tls_failure(self, err: ssl.SSLCertVerificationError | ssl.CertificateError) -> CATLSError:
-        code = getattr(err, "verify_code", None)
-        message = getattr(err, "verify_message", "") or str(err)
-        return p.tls_error(self.host, code, message, await self._peer_certificate())
+    async def _transport_failure(self, f: transport.TransportFailure, url: str, phase: Phase, elapsed: int,
+                                 received: int) -> CertsrvFailure:
+        """A network failure worded as curl words it (return code and message)."""
+        if f.kind == "tls_verify":
+            return p.tls_error(self.host, f.verify_code, f.verify_message, await self._peer_certificate())
+        if f.kind == "dns":
+            return p.dns_error(self.host)
+        if f.kind == "tls_handshake":
+            return p.tls_handshake_error(self.host, f.reason)
+        if f.kind in ("refused", "connect"):
+            return p.connect_error(self.host, self.port, elapsed, f.reason)
+        if f.kind == "connect_timeout":
+            return p.timeout_error("connect", url, self.connect_timeout, elapsed, 0)
+        if f.kind == "timeout":  # the phase's own deadline (asyncio.timeout) or a socket read timeout
+            return p.timeout_error(phase, url, self.timeouts[phase], elapsed, received)
+        if f.kind == "closed":
+            return CAConnectError(f"the CA closed the connection without answering {urlsplit(url).path}",
+                                  curl_code=52, curl_message="Empty reply from server")
+        return CAConnectError(f"receiving {urlsplit(url).path} from the CA failed: {f.reason}", curl_code=56,
+                              curl_message=f"Failure when receiving data from the peer ({f.reason})")
 
     async def _peer_certificate(self) -> p.PeerCertificate | None:
         """The CA's web certificate read without verification, to name what it holds (diagnosis only:
@@ -336,8 +333,7 @@ class CertsrvClient:
                      attributes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> p.Disposition:
         """POST a new request on certfnsh.asp: IssuedPage, Pending or Denied (one request)."""
         if isinstance(csr, x509.CertificateSigningRequest):
-            from cryptography.hazmat.primitives.serialization import Encoding
-            csr = csr.public_bytes(Encoding.PEM)
+            csr = pki.csr_pem(csr)
         try:
             form = p.newreq_form(csr, template, attributes)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -346,7 +342,7 @@ class CertsrvClient:
         return p.parse_certfnsh(await self._post_ok(p.page_url(self.base, "certfnsh.asp"), form))
 
     async def enroll(self, csr: bytes | str | x509.CertificateSigningRequest, template: str,
-                     attributes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> p.FetchResult:
+                     attributes: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> EnrollResult:
         """Submit and, when issued, fetch: Issued, Pending or Denied, in at most two requests.
 
         The issued certificate must hold the CSR's public key: a certificate for another request
@@ -356,21 +352,19 @@ class CertsrvClient:
         if not isinstance(result, p.IssuedPage):
             return result
         issued = await self.fetch(result.req_id)
-        if isinstance(issued, p.Issued) and not _holds_key_of(issued.cert, csr):
+        if isinstance(issued, Issued) and not _holds_key_of(issued.certificate, csr):
             raise CAPageError(f"the CA's certificate for request {issued.req_id} does not hold the "
                                 "public key of the CSR submitted", details={"req_id": issued.req_id})
         return issued
 
-    async def fetch(self, req_id: int, enc: str = "bin") -> p.FetchResult:
-        """certnew.cer?ReqID=N: Issued, or Pending ("Taken Under Submission") or Denied."""
+    async def fetch(self, req_id: int, enc: str = "bin") -> EnrollResult:
+        """certnew.cer?ReqID=N: Issued (the DER as downloaded, parsed once), or Pending ("Taken
+        Under Submission") or Denied."""
         url = p.certnew_cer_url(self.base, req_id, enc)
         ctype, body = await self._get_ok(url)
-        got = p.parse_certnew_cer(ctype, body, req_id)
-        if isinstance(got, x509.Certificate):
-            return p.Issued(req_id, got)
-        return got
+        return p.parse_certnew_cer(ctype, body, req_id)
 
-    async def check_pending(self, req_id: int) -> p.FetchResult:
+    async def check_pending(self, req_id: int) -> EnrollResult:
         """Ask about a pending request (certfnsh.asp Mode=chkpnd), fetching it once issued."""
         page = await self._post_ok(p.page_url(self.base, "certfnsh.asp"), p.chkpnd_form(req_id))
         result = p.parse_certfnsh(page)
@@ -395,9 +389,9 @@ class CertsrvClient:
         url = p.certnew_cer_url(self.base, "CACert", enc, renewal)
         ctype, body = await self._get_chain_page(url)
         got = p.parse_certnew_cer(ctype, body)
-        if not isinstance(got, x509.Certificate):
+        if not isinstance(got, Issued):
             raise CAChainError(f"cannot retrieve the CA certificate: {got.message}")
-        return got
+        return got.certificate
 
     async def ca_chain(self, renewal: int | None = 0, enc: str = "bin") -> list[x509.Certificate]:
         """The CA chain from certnew.p7b?ReqID=CACert&Renewal=N, ordered CA certificate first
@@ -426,13 +420,3 @@ def _holds_key_of(cert: x509.Certificate, csr: bytes | str | x509.CertificateSig
         except ParseError:
             return True  # the CA accepted what we cannot read: nothing to compare against
     return pki.same_public_key(cert.public_key(), csr.public_key())
-
-
-def _os_reason(exc: BaseException) -> str:
-    """The operating system's words for a socket failure (``Connection refused``)."""
-    inner = getattr(exc, "os_error", None) or exc
-    errno = getattr(inner, "errno", None)
-    if isinstance(errno, int) and errno > 0:
-        return os.strerror(errno)  # asyncio's own strerror ("Connect call failed ...") names no cause
-    return getattr(inner, "strerror", None) or str(inner) or type(inner).__name__
-

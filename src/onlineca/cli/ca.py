@@ -20,7 +20,7 @@ from onlineca import pki
 from onlineca.ca import engine as eng, users as ca_users
 from onlineca.cli.app import AppContext, serve_until_signal
 from onlineca.errors import CAError
-from onlineca.policy import ca as policy
+from onlineca.proto.certsrv import hresults as policy  # hresult_hex lives with the other HRESULT codes
 from onlineca.store import Database
 from onlineca.store.models import CARequest
 

@@ -1,4 +1,5 @@
-"""EST (RFC 7030): sans-I/O messages, the signing-backend interface, an aiohttp server and client.
+"""EST (RFC 7030): the CA-backend contract and the local signer (``backend``), an aiohttp server
+(``server``) and client (``client``); the messages are ``proto.est``'s.
 
-Import from here: ``ESTClient``, ``start_est_server``, ``LocalSigner``, ``ESTCodedError``...
-Nothing here holds state or does I/O at import time."""
+Import from the modules (this package re-exports nothing).  Nothing here holds state or does I/O
+at import time."""

@@ -1,91 +1,90 @@
-"""What signs for the EST server: a small pluggable interface and the in-process ``LocalSigner``.
+"""How an EST server reaches its CA: the ``CABackend`` contract, and ``LocalSigner``, the backend
+that signs in-process.
 
-The EST server parses and authenticates; a backend decides and signs.  A backend implements
-``EnrollBackend`` (three async methods: ``cacerts``, ``enroll``, ``csrattrs``); the RA issue adds
-a certsrv backend without touching the server.  ``enroll`` answers with one of ``Issued``,
-``Pending`` (the server turns it into 202 + Retry-After) or ``Denied`` (an HTTP status and a reason
-the client may see).  A backend must never see a password it does not need: the raw Basic
-credentials travel in ``EnrollRequest.credentials`` only for passthrough to a CA, and never print.
+A backend is small on purpose (certbot's plug-in interfaces are the model): four async methods,
+values from ``proto.results`` in and out.  Two implementations exist: ``LocalSigner`` (here; the
+embedded default, the lab and the tests) and ``ra.connector.CertsrvConnector`` (AD CS web
+enrollment, at a real AD CS or our CA).  The EST server parses, checks the CSR's signature once
+and authenticates; a backend decides, or asks the CA.  What a remote CA needs besides (start-up
+checks, passthrough credential checks, closing its connections) is the RA's business with its
+certsrv connector, not part of this contract.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
 from onlineca import pki
 from onlineca.infra import files
-from onlineca.infra.users import BasicCredentials
 from onlineca.proto.est import CsrAttrs
-
-
-@dataclass(frozen=True)
-class EnrollRequest:
-    """One enrollment, after the server parsed the CSR and authenticated the client.
-
-    ``user`` is the HTTP Basic user (None with certificate-only auth); ``client_cert`` is the
-    validated TLS client certificate (None without one).  ``reenroll`` marks simplereenroll, and
-    ``renewing`` is then the certificate being renewed.  ``serverkeygen`` marks a request whose
-    key the server generated.
-    """
-
-    csr: x509.CertificateSigningRequest
-    label: str | None = None
-    user: str | None = None
-    client_cert: x509.Certificate | None = None
-    reenroll: bool = False
-    renewing: x509.Certificate | None = None
-    credentials: BasicCredentials | None = None
-    serverkeygen: bool = False
-    peer: str = ""
-
-
-@dataclass(frozen=True)
-class Issued:
-    certificate: x509.Certificate
-    chain: tuple[x509.Certificate, ...] = ()
-
-
-@dataclass(frozen=True)
-class Pending:
-    """Accepted, not issued yet: the client should retry after ``retry_after`` seconds."""
-
-    retry_after: int
-
-
-@dataclass(frozen=True)
-class Denied:
-    """Refused: ``reason`` is shown to the client; ``http_status`` is 400, 401, 403, 500 or 502."""
-
-    reason: str
-    http_status: int = 403
-
-
-EnrollResult = Issued | Pending | Denied
+from onlineca.proto.results import Denied, EnrollRequest, EnrollResult, Issued, Pending
 
 
 @runtime_checkable
-class EnrollBackend(Protocol):
-    """The signing backend of an EST server.
+class CABackend(Protocol):
+    """What an EST server needs of a CA.
 
-    ``cacerts(label)``: the CA certificates to publish for that CA label (None: the default CA),
-    issuing CA first.  ``enroll(request)``: decide and sign.  ``csrattrs(label)``: what a CSR
-    should contain (an empty CsrAttrs makes the server answer 204).
+    ``cacerts(label)``
+        The CA certificates to publish for that CA label (None: the default CA), issuing CA
+        first.  Called on every ``/cacerts``: answer from what is kept, do not ask the CA.
+    ``enroll(request)``
+        Decide and sign, or submit to the CA: ``Issued`` (the certificate's DER as the CA made
+        it), ``Pending`` or ``Denied`` (``http_status`` and a ``message`` the client may see).  A
+        ``Pending`` with a ``req_id`` is remembered by the EST server for that CSR, and the same
+        CSR sent again becomes a ``poll``; its ``retry_after`` (None: the server's default) is
+        the Retry-After of the 202.
+    ``poll(req_id, request)``
+        Ask again about a request the CA holds pending (same CSR, same client): the same triad.
+    ``csrattrs(label)``
+        What a CSR should contain; an empty ``CsrAttrs`` makes the server answer 204.
+
+    A CA that cannot answer now (unreachable, slower than its timeout) is not a result: raise
+    ``ESTCodedError`` with ``http_status`` 503 and ``retry_after``.  Anything else raised is a
+    defect: the server logs it and answers 500 without details.  A backend never logs a password;
+    ``request.credentials`` travel only for passthrough to a CA.
     """
 
     async def cacerts(self, label: str | None) -> list[x509.Certificate]: ...
 
     async def enroll(self, request: EnrollRequest) -> EnrollResult: ...
 
+    async def poll(self, req_id: int, request: EnrollRequest) -> EnrollResult: ...
+
     async def csrattrs(self, label: str | None) -> CsrAttrs: ...
 
 
+class PendingRequests(OrderedDict[bytes, int]):
+    """The requests a CA holds pending: SHA-256 of the CSR's DER -> the CA's ReqID, oldest
+    forgotten first beyond ``limit``.  An EST client sends the same CSR again after Retry-After
+    (RFC 7030 4.2.3); that CSR then becomes a ``poll`` of its ReqID instead of a new request."""
+
+    def __init__(self, limit: int = 10000) -> None:
+        super().__init__()
+        self.limit = limit
+
+    async def ask(self, backend: CABackend, request: EnrollRequest) -> EnrollResult:
+        """``backend.enroll``, or ``backend.poll`` when this CSR is pending; remember what is."""
+        key = hashlib.sha256(request.csr_der).digest()
+        req_id = self.get(key)
+        result = await (backend.poll(req_id, request) if req_id is not None else backend.enroll(request))
+        if isinstance(result, Pending) and result.req_id is not None:
+            self[key] = result.req_id
+            self.move_to_end(key)
+            while len(self) > self.limit:
+                self.popitem(last=False)
+        else:
+            self.pop(key, None)
+        return result
+
+
 class LocalSigner:
-    """Signs in-process with an issuing key and certificate (the embedded default, and tests).
+    """Signs in-process with an issuing key and certificate (never pending).
 
     Certificates carry the CSR's subject and subjectAltName, digitalSignature+keyEncipherment and
     the extended key usages given (clientAuth by default), valid ``validity_days``.  ``ca_chain``
@@ -106,6 +105,8 @@ class LocalSigner:
         self.key_usage = tuple(key_usage)
         self.extended_key_usage = tuple(extended_key_usage)
         self.attrs = attrs or CsrAttrs()
+        # Serialised once: every Issued carries the chain's DER.
+        self.chain_der = tuple(pki.cert_der(c) for c in (issuer_cert, *self.ca_chain))
 
     @classmethod
     def from_files(cls, cert_file: str, key_file: str, chain_file: str | None = None, **kw: object) -> LocalSigner:
@@ -132,4 +133,10 @@ class LocalSigner:
         # An RSA-2048 signature takes about a millisecond: cheaper inline than in a thread.
         cert = self.sign(request.csr)
         await asyncio.sleep(0)
-        return Issued(cert, (self.issuer_cert, *self.ca_chain))
+        return Issued.of(cert, self.chain_der)
+
+    async def poll(self, req_id: int, request: EnrollRequest) -> EnrollResult:
+        return Denied("the local signer keeps no pending requests", 404, req_id=req_id)
+
+
+__all__ = ["CABackend", "LocalSigner", "PendingRequests"]

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import errno
 import logging
 import os
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from cryptography import x509
 
 from onlineca import __version__, pki
 from onlineca.errors import ESTCodedError, ParseError
-from onlineca.infra import files, tls
+from onlineca.infra import files, tls, transport
 from onlineca.proto import est as m
 
 log = logging.getLogger("onlineca.est.client")
@@ -85,37 +83,31 @@ class _ChannelBindingConnector(aiohttp.TCPConnector):
 
     async def connect(self, req, traces, timeout):  # type: ignore[no-untyped-def]
         conn = await super().connect(req, traces, timeout)
-        self.last_transport = conn.transport  # type: ignore[assignment]
+        self.last_transport = conn.transport
         return conn
 
 
 def map_transport_error(exc: BaseException, url: str) -> ESTCodedError:
     """A connection-level failure as the libEST code a CAPF operator knows."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cert_err = exc.certificate_error
-        vcode = getattr(cert_err, "verify_code", None)
-        if vcode in _NAME_MISMATCH_CODES:
-            return ESTCodedError("EST_ERR_FQDN_MISMATCH", f"{url}: {getattr(cert_err, 'verify_message', cert_err)}")
-        return ESTCodedError("EST_ERR_CACERT_VERIFICATION",
-                             f"{url}: server certificate not trusted: {getattr(cert_err, 'verify_message', cert_err)}")
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return ESTCodedError("EST_ERR_SSL_CONNECT", f"{url}: TLS handshake failed: {exc}")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        oserr = exc.os_error
-        dns_error = getattr(aiohttp, "ClientConnectorDNSError", None)
-        if isinstance(oserr, socket.gaierror) or (dns_error is not None and isinstance(exc, dns_error)):
-            return ESTCodedError("EST_ERR_IP_GETADDR", f"{url}: cannot resolve the host name: {oserr}")
-        if isinstance(oserr, ssl.SSLError):
-            return ESTCodedError("EST_ERR_SSL_CONNECT", f"{url}: TLS handshake failed: {oserr}")
-        return ESTCodedError("EST_ERR_IP_CONNECT", f"{url}: cannot connect: {oserr.strerror or oserr}")
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+    f = transport.classify(exc)
+    if f.kind == "tls_verify":
+        if f.verify_code in _NAME_MISMATCH_CODES:
+            return ESTCodedError("EST_ERR_FQDN_MISMATCH", f"{url}: {f.verify_message}")
+        return ESTCodedError("EST_ERR_CACERT_VERIFICATION", f"{url}: server certificate not trusted: {f.verify_message}")
+    if f.kind == "tls_handshake":
+        return ESTCodedError("EST_ERR_SSL_CONNECT", f"{url}: TLS handshake failed: {f.detail}")
+    if f.kind == "dns":
+        return ESTCodedError("EST_ERR_IP_GETADDR", f"{url}: cannot resolve the host name: {f.detail}")
+    if f.kind in ("refused", "connect"):
+        return ESTCodedError("EST_ERR_IP_CONNECT", f"{url}: cannot connect: {f.detail}")
+    if f.kind in ("timeout", "connect_timeout"):
         return ESTCodedError("EST_ERR_SSL_READ", f"{url}: no answer within the timeout")
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+    if f.kind in ("closed", "truncated"):
         return ESTCodedError("EST_ERR_SSL_READ", f"{url}: the server closed the connection without an answer")
-    if isinstance(exc, aiohttp.ClientOSError):
-        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
-            return ESTCodedError("EST_ERR_SSL_READ", f"{url}: connection reset by the server")
-        return ESTCodedError("EST_ERR_SSL_READ", f"{url}: {exc}")
+    if f.kind == "reset":
+        return ESTCodedError("EST_ERR_SSL_READ", f"{url}: connection reset by the server")
+    if f.kind == "io":
+        return ESTCodedError("EST_ERR_SSL_READ", f"{url}: {f.detail}")
     return ESTCodedError("EST_ERR_UNKNOWN", f"{url}: {type(exc).__name__}: {exc}")
 
 

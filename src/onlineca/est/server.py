@@ -1,8 +1,10 @@
 """The EST server (RFC 7030) as an aiohttp application: thin glue between HTTP/TLS and a backend.
 
 ``make_est_app`` serves ``/.well-known/est/[<label>/]{cacerts,simpleenroll,simplereenroll,
-csrattrs,serverkeygen}``; messages are parsed and built by ``est.messages`` and certificates are
-signed by an ``EnrollBackend``.  Authentication follows RFC 7030 3.2.3: a TLS client certificate
+csrattrs,serverkeygen}``; messages are parsed and built by ``proto.est``, the CSR's signature is
+checked here (once: nobody after the server checks it again), and a ``CABackend`` decides or asks
+the CA; a request the CA holds pending is asked about again when its CSR comes back
+(``PendingRequests``).  Authentication follows RFC 7030 3.2.3: a TLS client certificate
 validated against the client trust store (at the handshake, ``CERT_OPTIONAL``), else HTTP Basic
 checked in constant time; ``simplereenroll`` also follows 4.2.2.  Hostile input gets a 4xx with a
 plain reason, never a traceback; passwords and keys are never logged.
@@ -24,11 +26,12 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.errors import ConfigError, ESTCodedError, ParseError
-from onlineca.est.backend import Denied, EnrollBackend, EnrollRequest, Issued, Pending
+from onlineca.est.backend import CABackend, PendingRequests
 from onlineca.infra import tls
 from onlineca.infra.serving import RunningServer, start_https
-from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
+from onlineca.infra.users import UsersFile, basic_credentials
 from onlineca.proto import est as m
+from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, Issued, Pending
 
 if TYPE_CHECKING:
     from onlineca.config import ESTConfig
@@ -60,6 +63,8 @@ class ESTServerSettings:
     request_timeout: float = 30.0
     # Retry-After sent with 503 when the backend does not answer within request_timeout.
     retry_after: int = 60
+    # Retry-After sent with 202 when the backend's Pending names none.
+    pending_retry_after: int = 60
     # CA labels served besides the unlabeled path; "*" accepts any label.
     labels: Sequence[str] = ()
     csrattrs_requires_auth: bool = False
@@ -120,7 +125,8 @@ def _tls_unique(request: web.Request) -> bytes | None:
     sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
     if sslobj is None or sslobj.version() != "TLSv1.2":
         return None
-    return sslobj.get_channel_binding("tls-unique")
+    binding: bytes | None = sslobj.get_channel_binding("tls-unique")
+    return binding
 
 
 def _same_sans(a: x509.SubjectAlternativeName | None, b: x509.SubjectAlternativeName | None) -> bool:
@@ -128,9 +134,10 @@ def _same_sans(a: x509.SubjectAlternativeName | None, b: x509.SubjectAlternative
 
 
 class _ESTHandler:
-    def __init__(self, backend: EnrollBackend, settings: ESTServerSettings) -> None:
+    def __init__(self, backend: CABackend, settings: ESTServerSettings, pending: PendingRequests) -> None:
         self.backend = backend
         self.s = settings
+        self.pending = pending
 
     def _label_ok(self, label: str | None) -> bool:
         return label is None or "*" in self.s.labels or label in self.s.labels
@@ -174,8 +181,10 @@ class _ESTHandler:
         if path.operation == "fullcmc" or (path.operation == "serverkeygen" and not self.s.serverkeygen):
             return _error(501, f"{path.operation} is not supported by this server", "EST_ERR_HTTP_UNSUPPORTED")
         try:
+            operation: Callable[[web.Request, m.ESTPath], Awaitable[web.StreamResponse]] = getattr(
+                self, "op_" + path.operation)
             async with asyncio.timeout(self.s.request_timeout):
-                return await getattr(self, "op_" + path.operation)(request, path)
+                return await operation(request, path)
         except TimeoutError:
             return _error(503, "the CA did not answer in time", "EST_ERR_CA_ENROLL_RETRY",
                           **{"Retry-After": str(self.s.retry_after)})
@@ -184,7 +193,8 @@ class _ESTHandler:
         except ParseError as exc:
             return _error(_PARSE_STATUS.get(exc.code, 400), exc.message, exc.code)
         except ESTCodedError as exc:
-            return _error(exc.http_status or 500, exc.message, exc.code)
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+            return _error(exc.http_status or 500, exc.message, exc.code, **headers)
         except Exception:  # a backend bug: log it here, never show a traceback to the client
             log.exception("internal error serving %s", path.operation, extra={"func": "est_http_error"})
             return _error(500, "internal error (see the EST server log)", "EST_ERR_UNKNOWN")
@@ -203,21 +213,22 @@ class _ESTHandler:
                 return ident
         return _reply(m.csrattrs_reply(await self.backend.csrattrs(path.label)))
 
-    async def _csr(self, request: web.Request) -> x509.CertificateSigningRequest:
+    async def _csr(self, request: web.Request) -> tuple[x509.CertificateSigningRequest, bytes]:
+        """The CSR, its signature checked (the only check in the process), and its DER."""
         if request.content_length is not None and request.content_length > self.s.max_body_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=self.s.max_body_bytes, actual_size=request.content_length)
         body = await request.read()
-        csr = m.parse_pkcs10(body, request.headers.get("Content-Type"))
+        csr, der = m.read_pkcs10(body, request.headers.get("Content-Type"))
         if self.s.pop_tls_unique:
             m.check_tls_unique(csr, _tls_unique(request))
-        return csr
+        return csr, der
 
     async def _enroll(self, request: web.Request, path: m.ESTPath, *, reenroll: bool,
                       keygen: bool) -> web.Response:
         ident = await self._authenticate(request)
         if isinstance(ident, web.Response):
             return ident
-        csr = await self._csr(request)
+        csr, csr_der = await self._csr(request)
         renewing = None
         if reenroll:
             # RFC 7030 4.2.2: renew the certificate the client authenticated with, same names.
@@ -234,26 +245,28 @@ class _ESTHandler:
             key = await asyncio.to_thread(pki.generate_key, kind, size)
             sans = pki.csr_sans(csr)
             csr = pki.build_csr(key, csr.subject, list(sans) if sans else ())
+            csr_der = pki.csr_der(csr)
         req = EnrollRequest(csr=csr, label=path.label, user=ident.user, client_cert=ident.client_cert,
                             reenroll=reenroll, renewing=renewing, credentials=ident.credentials,
-                            serverkeygen=keygen, peer=request.remote or "")
-        result = await self.backend.enroll(req)
+                            serverkeygen=keygen, peer=request.remote or "", csr_der=csr_der)
+        result = await self.pending.ask(self.backend, req)
         if isinstance(result, Pending):
+            retry_after = result.retry_after or self.s.pending_retry_after
             log.info("enrollment pending for %s, Retry-After %s", pki.name_to_slash(csr.subject)[:200],
-                     result.retry_after, extra={"func": "est_enroll"})
-            return _reply(m.retry_reply(result.retry_after, 202))
+                     retry_after, extra={"func": "est_enroll"})
+            return _reply(m.retry_reply(retry_after, 202))
         if isinstance(result, Denied):
             if result.http_status == 401:  # e.g. passthrough credentials the CA refused
-                return self._challenge(result.reason)
-            return _error(result.http_status, result.reason, "EST_ERR_CA_ENROLL_FAIL")
+                return self._challenge(result.message)
+            return _error(result.http_status, result.message, "EST_ERR_CA_ENROLL_FAIL")
         if not isinstance(result, Issued):
             return _error(500, "the signing backend gave no answer", "EST_ERR_CA_ENROLL_FAIL")
         log.info("certificate issued for %s serial %x", pki.name_to_slash(result.certificate.subject)[:200],
                  result.certificate.serial_number, extra={"func": "est_enroll"})
-        certs = [result.certificate]
+        # The CA's DER goes out as it came: no re-encoding between the CA and the client.
         if key is not None:
-            return _reply(m.serverkeygen_reply(pki.private_key_der(key), certs))
-        return _reply(m.certs_only_reply(certs))
+            return _reply(m.serverkeygen_reply(pki.private_key_der(key), [result.cert_der]))
+        return _reply(m.certs_only_reply([result.cert_der]))
 
     async def op_simpleenroll(self, request: web.Request, path: m.ESTPath) -> web.Response:
         return await self._enroll(request, path, reenroll=False, keygen=False)
@@ -272,8 +285,10 @@ def _cert_sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
         return None
 
 
-def make_est_app(backend: EnrollBackend, settings: ESTServerSettings | None = None) -> web.Application:
-    """The aiohttp application serving EST under ``/.well-known/est/``."""
+def make_est_app(backend: CABackend, settings: ESTServerSettings | None = None, *,
+                 pending: PendingRequests | None = None) -> web.Application:
+    """The aiohttp application serving EST under ``/.well-known/est/``; ``pending`` remembers the
+    requests the CA holds pending (the RA keeps it in its state)."""
     settings = settings or ESTServerSettings()
     for label in settings.labels:
         if label != "*":
@@ -282,7 +297,7 @@ def make_est_app(backend: EnrollBackend, settings: ESTServerSettings | None = No
             except ParseError:
                 raise ConfigError(f"EST CA label {label!r} is not allowed",
                                   hint="Use letters, digits, '.', '_', '~' or '-', and not an operation name.") from None
-    handler = _ESTHandler(backend, settings)
+    handler = _ESTHandler(backend, settings, PendingRequests() if pending is None else pending)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_route("*", m.WELL_KNOWN + "/{tail:.*}", handler.handle)
     app[EST_SETTINGS] = settings
@@ -296,7 +311,7 @@ class RunningESTServer(RunningServer):
     url_path: ClassVar[str] = m.WELL_KNOWN
 
 
-async def start_est_server(backend: EnrollBackend, *, cert_file: str | os.PathLike[str],
+async def start_est_server(backend: CABackend, *, cert_file: str | os.PathLike[str],
                            key_file: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0,
                            settings: ESTServerSettings | None = None,
                            client_trust: pki.TrustStore | None = None,

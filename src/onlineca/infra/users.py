@@ -3,7 +3,7 @@
 A users file holds one ``user:scrypt$n$r$p$salt$hash`` line per user (``#`` comments).  Checks
 are constant-time, and an unknown user costs the same scrypt as a known one (a dummy hash), so
 timing tells nothing about which names exist.  A password is never stored, printed or logged in
-clear: ``BasicCredentials`` hides it from ``repr`` and ``str``.
+clear: ``BasicCredentials`` (a value of ``proto.results``) hides it from ``repr`` and ``str``.
 """
 
 from __future__ import annotations
@@ -15,21 +15,10 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from onlineca.errors import ConfigError, ParseError
-
-
-@dataclass(frozen=True)
-class BasicCredentials:
-    """HTTP Basic credentials as the client sent them (for passthrough to a CA)."""
-
-    user: str
-    password: str = field(repr=False)
-
-    def __str__(self) -> str:
-        return f"{self.user}:***"
+from onlineca.proto.results import BasicCredentials
 
 
 def hash_password(password: str, *, n: int = 2 ** 14, r: int = 8, p: int = 1) -> str:

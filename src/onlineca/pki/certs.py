@@ -226,6 +226,35 @@ def certs_pem(certs: Iterable[x509.Certificate]) -> bytes:
     return b"".join(cert_pem(c) for c in certs)
 
 
+def cert_der_from_text(data: bytes) -> bytes:
+    """The DER of one certificate given as DER, PEM or bare base64, without parsing it (the bytes
+    are kept as sent; whoever needs the object parses them once).  ParseError if the text is
+    neither."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise ParseError("certificate data must be bytes")
+    data = bytes(data)
+    if data[:1] == b"\x30":
+        return data
+    if b"-----BEGIN" in data:
+        m = _PEM_CERT_RE.search(data)
+        if m is None:
+            raise ParseError("no CERTIFICATE block in the PEM data")
+        data = m.group(1)
+    der = _b64_body(data)
+    if der is None:
+        raise ParseError("not an X.509 certificate (neither PEM, DER nor base64)")
+    return der
+
+
+def pem_armor(der: bytes, label: str = "CERTIFICATE", eol: bytes = b"\n") -> bytes:
+    """DER in PEM armour (64-column base64), byte for byte what ``public_bytes(PEM)`` writes for
+    a certificate when ``eol`` is LF; no parsing, so the DER goes out exactly as it came."""
+    raw = base64.b64encode(der)
+    lines = [raw[i:i + 64] for i in range(0, len(raw), 64)]
+    tag = label.encode("ascii")
+    return eol.join([b"-----BEGIN " + tag + b"-----", *lines, b"-----END " + tag + b"-----", b""])
+
+
 def pem_to_der(data: bytes) -> bytes:
     return cert_der(load_certificate(data))
 

@@ -15,18 +15,35 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from onlineca.errors import ParseError
+from onlineca.pki import der as asn1
 from onlineca.pki.certs import _b64_body
 
 MAX_PKCS7_BYTES = 4 * 1024 * 1024
 
 
-def pkcs7_der(certs: Sequence[x509.Certificate]) -> bytes:
+_SIGNED_DATA = asn1.oid("1.2.840.113549.1.7.2")
+_DATA = asn1.oid("1.2.840.113549.1.7.1")
+
+
+def pkcs7_der(certs: Sequence[x509.Certificate | bytes]) -> bytes:
+    """A certs-only SignedData of the certificates, given as objects or as their DER.
+
+    DER goes in as it is, never parsed nor re-encoded (the answer to an enrollment carries the
+    CA's bytes); the output is what ``cryptography`` writes for the same certificates.
+    """
     if not certs:
         raise ValueError("a certs-only PKCS#7 needs at least one certificate")
-    return pkcs7.serialize_certificates(list(certs), serialization.Encoding.DER)
+    if all(isinstance(c, x509.Certificate) for c in certs):
+        return pkcs7.serialize_certificates(list(certs), serialization.Encoding.DER)  # type: ignore[arg-type]
+    ders = [c if isinstance(c, bytes) else c.public_bytes(serialization.Encoding.DER) for c in certs]
+    # DER's SET OF is sorted by encoding, as cryptography (OpenSSL) writes it.
+    signed_data = asn1.tlv(asn1.SEQUENCE, asn1.tlv(0x02, b"\x01") + asn1.tlv(asn1.SET, b"")
+                           + asn1.tlv(asn1.SEQUENCE, _DATA)
+                           + asn1.tlv(asn1.CONTEXT_0, b"".join(sorted(ders))) + asn1.tlv(asn1.SET, b""))
+    return asn1.tlv(asn1.SEQUENCE, _SIGNED_DATA + asn1.tlv(asn1.CONTEXT_0, signed_data))
 
 
-def pkcs7_b64(certs: Sequence[x509.Certificate], line_length: int = 64) -> bytes:
+def pkcs7_b64(certs: Sequence[x509.Certificate | bytes], line_length: int = 64) -> bytes:
     """Base64 of the DER, in lines (as EST servers send it), ending with a newline."""
     raw = base64.b64encode(pkcs7_der(certs))
     if not line_length:

@@ -1,170 +1,80 @@
-"""The CA's request policy, sans-I/O: read a certfnsh.asp submission, pick the template, decide.
+"""The CA's request policy, sans-I/O: which template, may this user enroll, do the key and names
+pass; a typed ``Decision`` out.
 
-Bytes and strings in (the ``CertRequest`` text, the ``CertAttrib`` lines, the requester's name),
-a typed ``Decision`` out: issue, hold for a certificate manager, or deny with the HRESULT and the
-disposition message that AD CS would show.  The codes are AD CS's own (certsrv.h, winerror.h) so
-that clients and administrators read the same numbers as from a Windows CA.  This module never
-signs, never touches the database and never does I/O.
+Values in (the templates, the requester's name, the ``CertAttrib`` values, the parsed request),
+a ``Decision`` out: issue, or hold for a certificate manager; a denial is a ``RequestRefused``
+with the HRESULT and the disposition message AD CS would show (``proto.certsrv.hresults``).
+Reading the submitted text is ``proto.certsrv.server``'s job.  What a template must say is the
+``Template`` protocol below; the CA passes its configured templates in.  This module never signs,
+never touches the database and never does I/O.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, Literal, Protocol, TypeVar
 
 from cryptography import x509
 
 from onlineca import pki
-from onlineca.config import TemplateConfig
-from onlineca.errors import ParseError, RequestRefused
+from onlineca.errors import RequestRefused
+from onlineca.proto.certsrv.hresults import (
+    CERTSRV_E_KEY_LENGTH,
+    CERTSRV_E_NO_CERT_TYPE,
+    CERTSRV_E_TEMPLATE_DENIED,
+    CERTSRV_E_UNSUPPORTED_CERT_TYPE,
+    E_INVALIDARG,
+    NTE_BAD_ALGID,
+    policy_denial,
+)
 
-# HRESULTs (certsrv.h / winerror.h) and the text AD CS prints after them.
-S_OK = 0x00000000
-E_INVALIDARG = 0x80070057
-E_ACCESSDENIED = 0x80070005
-CRYPT_E_NOT_FOUND = 0x80092004
-CRYPT_E_ASN1_EOD = 0x80093102
-CRYPT_E_ASN1_BADTAG = 0x8009310B
-NTE_BAD_SIGNATURE = 0x80090006
-NTE_BAD_ALGID = 0x80090008
-CERTSRV_E_TEMPLATE_DENIED = 0x80094012
-CERTSRV_E_ADMIN_DENIED_REQUEST = 0x80094014
-CERTSRV_E_UNSUPPORTED_CERT_TYPE = 0x80094800
-CERTSRV_E_NO_CERT_TYPE = 0x80094801
-CERTSRV_E_KEY_LENGTH = 0x80094811
-
-HRESULT_TEXT = {
-    S_OK: "The operation completed successfully. 0x0 (WIN32: 0)",
-    E_INVALIDARG: "The parameter is incorrect. 0x80070057 (WIN32: 87 ERROR_INVALID_PARAMETER)",
-    E_ACCESSDENIED: "Access is denied. 0x80070005 (WIN32: 5 ERROR_ACCESS_DENIED)",
-    CRYPT_E_NOT_FOUND: "Cannot find object or property. 0x80092004 (-2146885628 CRYPT_E_NOT_FOUND)",
-    CRYPT_E_ASN1_EOD: "ASN1 unexpected end of data. 0x80093102 (ASN: 258 CRYPT_E_ASN1_EOD)",
-    CRYPT_E_ASN1_BADTAG: "ASN1 bad tag value met. 0x8009310b (ASN: 267 CRYPT_E_ASN1_BADTAG)",
-    NTE_BAD_SIGNATURE: "Invalid Signature. 0x80090006 (-2146893818 NTE_BAD_SIGNATURE)",
-    NTE_BAD_ALGID: "Invalid algorithm specified. 0x80090008 (-2146893816 NTE_BAD_ALGID)",
-    CERTSRV_E_ADMIN_DENIED_REQUEST: ("The request was denied by a certificate manager or CA administrator. "
-                                     "0x80094014 (-2146877420 CERTSRV_E_ADMIN_DENIED_REQUEST)"),
-}
-
-TAKEN_UNDER_SUBMISSION = "Taken Under Submission"
-ISSUED_MESSAGE = "Issued"
+__all__ = ["Decision", "Template", "decide", "find_template", "may_enroll", "offered_templates"]
 
 
-def hresult_hex(hr: int) -> str:
-    return f"0x{hr & 0xFFFFFFFF:08x}"
+class Template(Protocol):
+    """What the policy reads of a certificate template (``config.TemplateConfig`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def enroll(self) -> Sequence[str]: ...  # users allowed to enroll; "*" is everyone
+    @property
+    def allowed_key_types(self) -> Sequence[str]: ...  # "rsa", "ec"
+    @property
+    def min_rsa_bits(self) -> int: ...
+    @property
+    def min_ec_bits(self) -> int: ...
+    @property
+    def subject_from_request(self) -> bool: ...  # else CN=<requester>
+    @property
+    def manager_approval(self) -> bool: ...
 
 
-def to_signed(hr: int) -> int:
-    """An HRESULT as Windows stores it (a signed 32-bit LONG), so it fits an INTEGER column."""
-    hr &= 0xFFFFFFFF
-    return hr - 0x100000000 if hr >= 0x80000000 else hr
-
-
-def to_unsigned(hr: int) -> int:
-    return hr & 0xFFFFFFFF
-
-
-def policy_denial(hr: int, text: str) -> str:
-    """AD CS's policy-module denial: two spaces after "Module", a line break before the quote."""
-    return f"Denied by Policy Module  {hresult_hex(hr)}, {text}\r\n"
-
-
-def parse_failure(hr: int) -> str:
-    return f"Error Parsing Request  {HRESULT_TEXT[hr]}"
-
-
-# ---------------------------------------------------------------------------------------------
-# The submission
-
-
-_ANY_PEM_LINE = re.compile(r"-----(?:BEGIN|END)[^-\r\n]*-----")
-
-
-def request_der(text: str) -> bytes:
-    """The DER of a ``CertRequest`` field: PEM (LF or CRLF), headers glued to one-line base64, or
-    bare base64.  Raises RequestRefused with the ASN.1 code AD CS reports for what it finds."""
-    body = "".join(_ANY_PEM_LINE.sub("", text).split())
-    if not body:
-        raise RequestRefused(E_INVALIDARG, parse_failure(E_INVALIDARG), stored=False)
-    try:
-        der = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestRefused(E_INVALIDARG, parse_failure(E_INVALIDARG), stored=False) from None
-    if not der:
-        raise RequestRefused(E_INVALIDARG, parse_failure(E_INVALIDARG), stored=False)
-    return der
-
-
-def _asn1_truncated(der: bytes) -> bool:
-    """True when the outer TLV announces more bytes than there are (a cut-off request)."""
-    if len(der) < 2 or der[0] != 0x30:
-        return False
-    first = der[1]
-    if first < 0x80:
-        return 2 + first > len(der)
-    n = first & 0x7F
-    if n == 0 or n > 4 or len(der) < 2 + n:
-        return len(der) < 2 + n
-    return 2 + n + int.from_bytes(der[2:2 + n], "big") > len(der)
-
-
-def load_request(der: bytes) -> x509.CertificateSigningRequest:
-    """A PKCS#10 request whose self-signature holds, or RequestRefused with AD CS's code."""
-    try:
-        csr = pki.parse_csr(der, verify=False)
-    except ParseError:
-        hr = CRYPT_E_ASN1_EOD if _asn1_truncated(der) else CRYPT_E_ASN1_BADTAG
-        raise RequestRefused(hr, parse_failure(hr)) from None
-    try:
-        pki.verify_csr(csr)
-    except ParseError:
-        raise RequestRefused(NTE_BAD_SIGNATURE,
-                             f"Error Verifying Request Signature or Signing Certificate  "
-                             f"{HRESULT_TEXT[NTE_BAD_SIGNATURE]}") from None
-    return csr
-
-
-def parse_cert_attrib(text: str) -> dict[str, str]:
-    """``CertAttrib``: ``Name:Value`` lines (CRLF or LF); names compared case-insensitively.
-
-    The first value of a name wins, as AD CS takes the first CertificateTemplate line.
-    """
-    out: dict[str, str] = {}
-    for line in re.split(r"\r\n|\n|\r", text or ""):
-        name, sep, value = line.partition(":")
-        if sep and name.strip():
-            out.setdefault(name.strip().lower(), value.strip())
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The decision
+T = TypeVar("T", bound=Template)
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What to do with a well-formed request: ``issue`` or ``pending`` (deny raises)."""
+class Decision(Generic[T]):
+    """What to do with a well-formed request: ``issue`` or ``pending`` (a denial raises)."""
 
-    template: TemplateConfig
-    action: str  # "issue" | "pending"
+    template: T
+    action: Literal["issue", "pending"]
     subject: x509.Name
     sans: Sequence[x509.GeneralName] = field(default_factory=tuple)
 
 
-def may_enroll(template: TemplateConfig, user: str) -> bool:
+def may_enroll(template: Template, user: str) -> bool:
     allowed = {u.lower() for u in template.enroll}
     return "*" in allowed or user.lower() in allowed
 
 
-def offered_templates(templates: Sequence[TemplateConfig], user: str) -> list[TemplateConfig]:
+def offered_templates(templates: Sequence[T], user: str) -> list[T]:
     """The templates this user may enroll for, as certrqxt.asp lists them."""
     return [t for t in templates if may_enroll(t, user)]
 
 
-def find_template(templates: Sequence[TemplateConfig], name: str) -> TemplateConfig | None:
+def find_template(templates: Sequence[T], name: str) -> T | None:
     wanted = name.strip().lower()
     for t in templates:
         if t.name.lower() == wanted:
@@ -172,9 +82,10 @@ def find_template(templates: Sequence[TemplateConfig], name: str) -> TemplateCon
     return None
 
 
-def decide(templates: Sequence[TemplateConfig], user: str, attributes: dict[str, str],
-           csr: x509.CertificateSigningRequest) -> Decision:
-    """Apply the template named in ``attributes`` to ``csr`` for ``user``; deny with RequestRefused."""
+def decide(templates: Sequence[T], user: str, attributes: Mapping[str, str],
+           csr: x509.CertificateSigningRequest) -> Decision[T]:
+    """Apply the template named in ``attributes`` (``CertAttrib``, lower-cased names) to ``csr``
+    for ``user``; deny with RequestRefused."""
     name = attributes.get("certificatetemplate", "")
     if not name:
         raise RequestRefused(CERTSRV_E_NO_CERT_TYPE, policy_denial(

@@ -24,6 +24,7 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.errors import ParseError
 from onlineca.pki import der
+from onlineca.pki.csr import csr_der_from_text
 
 WELL_KNOWN = "/.well-known/est"
 OPERATIONS = ("cacerts", "simpleenroll", "simplereenroll", "serverkeygen", "csrattrs", "fullcmc")
@@ -190,8 +191,8 @@ def encode_pkcs10(csr: x509.CertificateSigningRequest) -> tuple[dict[str, str], 
     return {"Content-Type": CT_PKCS10, "Content-Transfer-Encoding": "base64"}, encode_base64_body(pki.csr_der(csr))
 
 
-def parse_pkcs10(body: bytes, content_type: str | None) -> x509.CertificateSigningRequest:
-    """The verified PKCS#10 of an enrollment request body.
+def read_pkcs10(body: bytes, content_type: str | None) -> tuple[x509.CertificateSigningRequest, bytes]:
+    """The verified PKCS#10 of an enrollment request body, and its DER as sent.
 
     Content-Type must be ``application/pkcs10``.  The body is base64 (with or without the
     Content-Transfer-Encoding header, line breaks and whitespace tolerated, RFC 8951); a PEM
@@ -205,14 +206,21 @@ def parse_pkcs10(body: bytes, content_type: str | None) -> x509.CertificateSigni
     if not body.strip():
         raise ParseError("empty certificate request", code="EST_ERR_NO_CSR")
     try:
-        return pki.parse_csr(bytes(body), verify=True)
+        der = csr_der_from_text(bytes(body))
+        return pki.parse_csr(der, verify=True), der
     except ParseError as exc:
         raise ParseError(f"bad PKCS#10 request: {exc.message}", code="EST_ERR_BAD_PKCS10") from None
 
 
+def parse_pkcs10(body: bytes, content_type: str | None) -> x509.CertificateSigningRequest:
+    """The verified PKCS#10 of an enrollment request body (see ``read_pkcs10``)."""
+    return read_pkcs10(body, content_type)[0]
+
+
 # --------------------------------------------------------------------------- certs-only PKCS#7
 
-def certs_only_reply(certs: Sequence[x509.Certificate]) -> Reply:
+def certs_only_reply(certs: Sequence[x509.Certificate | bytes]) -> Reply:
+    """200 with a base64 certs-only PKCS#7 of the certificates (objects, or DER sent as it is)."""
     body = encode_base64_body(pki.pkcs7_der(certs))
     return Reply(200, (("Content-Type", CT_PKCS7_CERTS), ("Content-Transfer-Encoding", "base64")), body)
 
@@ -352,7 +360,7 @@ def parse_csrattrs(body: bytes, content_type: str | None) -> CsrAttrs:
 
 # --------------------------------------------------------------------------- serverkeygen multipart
 
-def serverkeygen_reply(private_key_der: bytes, certs: Sequence[x509.Certificate],
+def serverkeygen_reply(private_key_der: bytes, certs: Sequence[x509.Certificate | bytes],
                        boundary: str | None = None) -> Reply:
     """RFC 7030 4.4.2: multipart/mixed, the PKCS#8 key first, then the certs-only PKCS#7."""
     boundary = boundary or "est-" + secrets.token_hex(12)

@@ -1,26 +1,24 @@
-"""The RA: our EST server wired to a CA connector, with start-up checks, health, metrics and logs.
+"""The RA: our EST server wired to a CA backend, with start-up checks, health, metrics and logs.
 
 ``make_ra_app`` builds the aiohttp application: EST under ``/.well-known/est/`` (from
-``onlineca.est.server``), ``/healthz`` (the process answers), ``/readyz`` (200 only once the
-start-up checks passed: trust store loaded, CA login, CA chain fetched and validated, template
-offered) and ``/metrics`` (Prometheus, one registry per app).  The checks run in a background
-task that retries with exponential backoff and logs why at each attempt; until they pass, EST
-requests get 503 with Retry-After.  CA results become EST answers: issued 200, pending 202 (the
-pending ReqID is remembered by a hash of the CSR, so the same request asked again fetches the
-certificate), denied 4xx with the CA's disposition message, CA slow or unreachable 503.  This
-module never crashes on a CA failure and never logs a credential.
+``onlineca.est.server``, its ``CABackend`` the certsrv connector or the local signer of
+``ra.connector``), ``/healthz`` (the process answers), ``/readyz`` (200 only once the start-up
+checks passed: trust store loaded, CA login, CA chain fetched and validated, template offered)
+and ``/metrics`` (Prometheus, one registry per app).  The checks run in a background task that
+retries with exponential backoff and logs why at each attempt; until they pass, EST requests get
+503 with Retry-After, and they run again when the CA becomes unreachable.  How CA results become
+EST answers is the backend's and the EST server's business; this module only wires, and never
+crashes on a CA failure nor logs a credential.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,24 +30,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from onlineca import __version__, pki
 from onlineca.config import Config
-from onlineca.errors import (
-    CAAuthError,
-    CAConnectError,
-    CADeniedError,
-    CADNSError,
-    CAHTTPError,
-    CAPageError,
-    CATemplateError,
-    CATimeoutError,
-    CATLSError,
-    CertsrvFailure,
-    ConfigError,
-    ESTCodedError,
-    OnlineCAError,
-    ParseError,
-    fix_for,
-)
-from onlineca.est.backend import Denied, EnrollRequest, EnrollResult, Issued, Pending
+from onlineca.errors import CertsrvFailure, ConfigError, OnlineCAError, ParseError, fix_for
+from onlineca.est.backend import CABackend, PendingRequests
 from onlineca.est.server import (
     ESTAccessLogger,
     RunningESTServer,
@@ -60,9 +42,8 @@ from onlineca.infra import files, tls
 from onlineca.infra.serving import start_https
 from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
 from onlineca.proto import est as m
-from onlineca.proto.certsrv import client as p
 from onlineca.proto.libest import est_number
-from onlineca.ra.connector import CAConnector, CertsrvConnector, LocalConnector
+from onlineca.ra.connector import CertsrvConnector, local_signer
 
 log = logging.getLogger("onlineca.ra")
 est_log = logging.getLogger("onlineca.est")
@@ -70,9 +51,6 @@ est_log = logging.getLogger("onlineca.est")
 T = TypeVar("T")
 ENROLL_OPERATIONS = ("simpleenroll", "simplereenroll", "serverkeygen")
 _OPERATIONS = ("cacerts", "csrattrs", "fullcmc", *ENROLL_OPERATIONS)
-# Failures that mean the CA cannot be reached at all: the RA goes back to its start-up checks.
-_UNREACHABLE = (CADNSError, CAConnectError, CATLSError)
-_TIMEOUT_NAMES = {"connect": "connect_timeout", "login": "login_timeout", "enroll": "enroll_timeout"}
 MAX_PENDING = 10000
 
 
@@ -108,15 +86,15 @@ class RAState:
     """What the RA knows: readiness (and why not), the CA chain, the pending requests."""
 
     config: Config
-    connector: CAConnector
+    connector: CABackend
     metrics: RAMetrics
     ready: bool = False
     reason: str = "start-up checks have not run yet"
     attempts: int = 0
     failures: int = 0  # start-up attempts that ended in a failure
     chain: list[x509.Certificate] = field(default_factory=list)
-    # sha256(CSR DER) -> the CA's ReqID of a pending request
-    pending: OrderedDict[bytes, int] = field(default_factory=OrderedDict)
+    # the requests pending at the CA, by their CSR (the EST server asks about them again)
+    pending: PendingRequests = field(default_factory=lambda: PendingRequests(MAX_PENDING))
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
 
@@ -167,7 +145,11 @@ async def startup_loop(state: RAState) -> None:
         state.attempts += 1
         state.metrics.startup_attempts.inc()
         try:
-            chain = await state.connector.prepare()
+            connector = state.connector
+            if isinstance(connector, CertsrvConnector):
+                chain = await connector.prepare()
+            else:  # the local signer: nothing to reach, its chain is its own
+                chain = await connector.cacerts(None)
         except OnlineCAError as exc:
             state.reason = f"{exc.code}: {exc.message}"
             log.warning("RA not ready after attempt %d (%s); next attempt in %.1f s", state.attempts,
@@ -180,7 +162,7 @@ async def startup_loop(state: RAState) -> None:
             state.chain, state.ready, state.reason = chain, True, "ready"
             state.metrics.ready.set(1)
             log.info("RA ready after %d attempt(s): %s connector, CA %s, accepting EST requests",
-                     state.attempts, state.connector.name, pki.name_to_slash(chain[0].subject),
+                     state.attempts, ra.connector, pki.name_to_slash(chain[0].subject),
                      extra={"func": "ra_startup"})
             await state._notify()
             return
@@ -188,94 +170,6 @@ async def startup_loop(state: RAState) -> None:
         await state._notify()
         await asyncio.sleep(delay)  # the backoff itself
         delay = min(delay * 2, ra.backoff_max)
-
-
-# --------------------------------------------------------------------------- the EST backend
-
-
-class RABackend:
-    """The EST server's backend: enroll through the connector and map CA results to EST answers."""
-
-    def __init__(self, state: RAState) -> None:
-        self.state = state
-        self.ra = state.config.ra
-
-    async def cacerts(self, label: str | None) -> list[x509.Certificate]:
-        return list(self.state.chain)
-
-    async def csrattrs(self, label: str | None) -> m.CsrAttrs:
-        return m.CsrAttrs()
-
-    async def enroll(self, request: EnrollRequest) -> EnrollResult:
-        key = hashlib.sha256(pki.csr_der(request.csr)).digest()
-        req_id = self.state.pending.get(key)
-        subject = pki.name_to_slash(request.csr.subject)[:200]
-        try:
-            if req_id is not None:
-                result = await self.state.connector.poll(req_id, request.credentials)
-            else:
-                result = await self.state.connector.enroll(request.csr, request.credentials)
-        except CertsrvFailure as exc:
-            return self._failure(exc, subject)
-        if isinstance(result, p.Pending):
-            self.state.pending[key] = result.req_id
-            self.state.pending.move_to_end(key)
-            while len(self.state.pending) > MAX_PENDING:
-                self.state.pending.popitem(last=False)
-            log.info("request %d for %s is pending at the CA (%s); Retry-After %d", result.req_id, subject,
-                     result.message or "Taken Under Submission", self.ra.pending_retry_after,
-                     extra={"func": "ra_certsrv_ca_plugin_enroll"})
-            return Pending(self.ra.pending_retry_after)
-        self.state.pending.pop(key, None)
-        if isinstance(result, p.Denied):
-            log.error("the CA denied request %s for %s: %s", result.req_id, subject, result.message,
-                      extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": fix_for("CA_DENIED")})
-            return Denied(f"the CA denied request {result.req_id}: {result.message}", 403)
-        log.info("request %d for %s issued, serial %x", result.req_id, subject, result.cert.serial_number,
-                 extra={"func": "ra_certsrv_ca_plugin_enroll"})
-        return Issued(result.cert, tuple(self.state.chain))
-
-    def _hop(self, exc: CertsrvFailure) -> str:
-        """Which hop failed and, for a timeout, which configured timeout fired."""
-        hop = f"hop RA -> CA {exc.details.get('url') or self.ra.ca_url}"
-        if isinstance(exc, CATimeoutError):
-            phase = exc.details.get("phase", "enroll")
-            hop += f", {_TIMEOUT_NAMES.get(phase, phase)} = {exc.details.get('timeout', 0):g} s fired"
-        return hop
-
-    def _failure(self, exc: CertsrvFailure, subject: str) -> EnrollResult:
-        log.error("Curl request failed with %s (%s; enrollment of %s)", exc.reason, self._hop(exc), subject,
-                  extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": exc.hint})
-        if isinstance(exc, (CATemplateError, CADeniedError)):
-            return Denied(exc.message, 403)
-        if isinstance(exc, CAAuthError) and self.ra.client_auth == "passthrough":
-            return Denied("the CA refused these credentials", 401)
-        if isinstance(exc, (_UNREACHABLE, CAAuthError)):
-            self.state.recheck(f"{exc.code}: {exc.message}")
-        if isinstance(exc, (CAPageError, CAHTTPError)):
-            return Denied(f"the CA answered what the RA cannot use: {exc.message}", 502)
-        raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"the CA is unavailable: {exc.message}",
-                            http_status=503, retry_after=self.ra.unavailable_retry_after)
-
-    async def check_passthrough(self, user: str, password: str) -> bool:
-        """Passthrough: the EST client's Basic credentials must log in to the CA."""
-        try:
-            ok = await self.state.connector.check_credentials(user, password)
-        except CertsrvFailure as exc:
-            log.error("cannot check the EST client's credentials at the CA: Curl request failed with %s (%s)",
-                      exc.reason, self._hop(exc),
-                      extra={"func": "ra_certsrv_auth_curl_data_cb", "fix": exc.hint})
-            if isinstance(exc, _UNREACHABLE):
-                self.state.recheck(f"{exc.code}: {exc.message}")
-            raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", "the CA is unavailable to check credentials",
-                                http_status=503, retry_after=self.ra.unavailable_retry_after) from None
-        if not ok:
-            log.error("the CA refused the EST client's credentials for user %s (HTTP 401 on %s)", user[:64],
-                      p.login_url(p.certsrv_base(self.ra.ca_url)),
-                      extra={"func": "ra_certsrv_auth_curl_data_cb",
-                             "fix": "The EST client (CAPF) must send the CA user name and password of the "
-                                    "RA's template; check both on the client and on the CA."})
-        return ok
 
 
 # --------------------------------------------------------------------------- HTTP glue
@@ -289,14 +183,6 @@ def _result_label(operation: str, status: int) -> str:
 
 
 _EST_CODE_BY_STATUS = {401: "EST_ERR_AUTH_FAIL", 503: "EST_ERR_CA_ENROLL_RETRY", 400: "EST_ERR_BAD_PKCS10"}
-_FIX_BY_CODE = {
-    "EST_ERR_AUTH_FAIL": "The EST client must authenticate as the RA expects (client_auth in [ra]): "
-                         "check its user name and password, or its client certificate.",
-    "EST_ERR_CA_ENROLL_RETRY": "The CA is not reachable or not ready: read the lines above, fix the CA side; "
-                               "the client may retry after Retry-After.",
-    "EST_ERR_CA_ENROLL_FAIL": "The CA or the RA refused the request: read the reason above.",
-    "EST_ERR_BAD_PKCS10": "The EST client sent a request the RA cannot read: check the client's CSR.",
-}
 
 
 def _operation(path: str) -> str:
@@ -326,7 +212,7 @@ def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-typ
         if operation in ENROLL_OPERATIONS and resp.status >= 400:
             code = _EST_CODE_BY_STATUS.get(resp.status, "EST_ERR_CA_ENROLL_FAIL")
             log.error("Enrollment failed with rc=%d (%s)", est_number(code), code,
-                      extra={"func": "est_server_handle_simple_enroll", "fix": _FIX_BY_CODE[code]})
+                      extra={"func": "est_server_handle_simple_enroll", "fix": fix_for(code)})
         return resp
 
     return ra_gate
@@ -336,13 +222,13 @@ def _json(obj: dict[str, object], status: int = 200, **headers: str) -> web.Resp
     return web.Response(status=status, text=json.dumps(obj), content_type="application/json", headers=headers)
 
 
-def make_connector(config: Config, metrics: RAMetrics, trust: pki.TrustStore) -> CAConnector:
+def make_connector(config: Config, metrics: RAMetrics, trust: pki.TrustStore) -> CABackend:
     ra = config.ra
     if ra.connector == "local":
         if ra.client_auth == "passthrough":
             raise ConfigError("client_auth = 'passthrough' needs connector = 'certsrv'",
                               hint="Use client_auth = 'users' or 'certificate' with the local connector.")
-        return LocalConnector.from_config(ra)
+        return local_signer(ra)
     if not len(trust):
         raise ConfigError("[ra] trust_store is empty: the RA cannot verify the CA's web certificate nor its chain",
                           hint="Set trust_store to a PEM file with the CA's root (and intermediates).")
@@ -362,7 +248,7 @@ RA_STATE = web.AppKey("ra_state", RAState)
 
 
 def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None = None,
-                connector: CAConnector | None = None) -> web.Application:
+                connector: CABackend | None = None) -> web.Application:
     """The RA application; start-up checks begin when it starts serving."""
     ra, est = config.ra, config.est
     detach = attach_ra_logs(log_dir, log_format or config.logging.format, config.logging.level)
@@ -371,9 +257,11 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
         metrics = RAMetrics()
         connector = connector or make_connector(config, metrics, trust)
         state = RAState(config, connector, metrics)
-        backend = RABackend(state)
+        if isinstance(connector, CertsrvConnector):
+            connector.unreachable = state.recheck
         settings = settings_from_config(est.model_copy(update={"users_file": ""}))
         settings.retry_after = ra.unavailable_retry_after
+        settings.pending_retry_after = ra.pending_retry_after
         # The EST server's own deadline must leave room for every CA timeout of one enrollment.
         settings.request_timeout = max(est.request_timeout,
                                        ra.connect_timeout + ra.login_timeout + 2 * ra.enroll_timeout + 1)
@@ -383,7 +271,10 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
                                   hint="Make one with 'onlineca est hash-password'.")
             settings.password_check = settings_from_config(est).password_check
         elif ra.client_auth == "passthrough":
-            settings.password_check = backend.check_passthrough
+            if not isinstance(connector, CertsrvConnector):
+                raise ConfigError("client_auth = 'passthrough' needs connector = 'certsrv'",
+                                  hint="Use client_auth = 'users' or 'certificate' with the local connector.")
+            settings.password_check = connector.check_password
         else:
             settings.password_check = None
             if not est.client_trust_store:
@@ -392,7 +283,7 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
     except BaseException:
         detach()
         raise
-    app = make_est_app(backend, settings)
+    app = make_est_app(connector, settings, pending=state.pending)
     app.middlewares.append(make_middleware(state))
     app[RA_STATE] = state
 
@@ -401,7 +292,7 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
 
     async def readyz(_request: web.Request) -> web.Response:
         body = {"ready": state.ready, "reason": state.reason, "attempts": state.attempts,
-                "connector": connector.name}
+                "connector": ra.connector}
         if state.ready:
             return _json(body)
         return _json(body, 503, **{"Retry-After": str(ra.unavailable_retry_after)})
@@ -429,7 +320,8 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
                 await state.task
             except asyncio.CancelledError:
                 pass
-        await connector.close()
+        if isinstance(connector, CertsrvConnector):
+            await connector.close()
         detach()
 
     app.on_startup.append(_start)
@@ -451,7 +343,7 @@ class RunningRA(RunningESTServer):
 
 async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = None, port: int | None = None,
                    tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None,
-                   log_format: str | None = None, connector: CAConnector | None = None) -> RunningRA:
+                   log_format: str | None = None, connector: CABackend | None = None) -> RunningRA:
     """Start the RA over HTTPS (port 0: any free port); returns once it accepts connections (the
     start-up checks then run in the background: see ``wait_ready`` and /readyz)."""
     ra = config.ra
@@ -479,4 +371,4 @@ async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = No
     return RunningRA(host, bound, runner, app, ctx)
 
 
-__all__ = ["RA_STATE", "RABackend", "RAMetrics", "RAState", "RunningRA", "make_ra_app", "start_ra"]
+__all__ = ["RA_STATE", "RAMetrics", "RAState", "RunningRA", "make_ra_app", "start_ra"]

@@ -1,19 +1,21 @@
-"""The RA's CA connector: how an RA enrolls at a CA, behind one small interface.
+"""The RA's CA backends: ``CertsrvConnector`` (AD CS web enrollment) and the local signer.
 
-A connector has five async methods.  ``prepare()`` runs the start-up checks (log in, fetch and
-validate the CA chain, check the template) and returns the CA chain, issuing CA first;
-``enroll(csr, credentials)`` submits a request and fetches the certificate once issued;
-``poll(req_id)`` asks again about a pending request; ``check_credentials(user, password)`` tells
-whether a client's Basic credentials are valid CA credentials (passthrough); ``close()``.  Results
-are certsrv's ``Issued`` | ``Pending`` | ``Denied``; failures are ``CertsrvFailure``s (coded
-``CA_*``, with curl's wording).  Two connectors exist: ``CertsrvConnector`` (AD CS web enrollment:
-a real AD CS or our CA) and ``LocalConnector`` (signs in-process).  A connector never logs a
-password and never keeps one as a dictionary key (credentials are keyed by a keyed hash).
+Both are ``est.backend.CABackend``s: the RA's EST server calls ``cacerts``, ``enroll``, ``poll``
+and ``csrattrs`` on them and nothing else.  The certsrv connector is also the RA's link to a
+remote CA, so the RA calls three more methods on it alone: ``prepare()`` (the start-up checks:
+log in, fetch and validate the CA chain, check the template, each step logged as the source
+document logs it), ``check_password(user, password)`` (passthrough: the EST client's Basic
+credentials must log in to the CA) and ``close()``.  CA failures (``CertsrvFailure``, coded
+``CA_*`` with curl's wording) end here: logged once with the hop and the fix, then answered as
+the contract says (a denial, or 503 + Retry-After, and the RA re-runs its start-up checks when
+the CA became unreachable).  A connector never logs a password and never keeps one as a
+dictionary key (credentials are keyed by a keyed hash).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -21,7 +23,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 
@@ -31,114 +33,89 @@ from onlineca.config import RAConfig
 from onlineca.errors import (
     CAAuthError,
     CAChainError,
+    CAConnectError,
+    CADeniedError,
+    CADNSError,
+    CAHTTPError,
+    CAPageError,
     CATemplateError,
     CATimeoutError,
+    CATLSError,
     CertsrvFailure,
     ChainError,
     ConfigError,
+    ESTCodedError,
+    fix_for,
 )
 from onlineca.est.backend import LocalSigner
-from onlineca.infra.users import BasicCredentials
+from onlineca.proto import est as m
 from onlineca.proto.certsrv import client as p
+from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, EnrollResult, Pending
 
 log = logging.getLogger("onlineca.ra")
 
-CAResult = p.Issued | p.Pending | p.Denied
 T = TypeVar("T")
-# Called around every CA call: (operation, awaitable) -> result; the RA measures latency and errors.
-Observe = Callable[[str, Awaitable[T]], Awaitable[T]]
+
+
+class Observe(Protocol):
+    """Called around every CA call: (operation, awaitable) -> result; the RA measures latency and errors."""
+
+    def __call__(self, operation: str, call: Awaitable[T], /) -> Awaitable[T]: ...
+
+
+# Failures that mean the CA cannot be reached at all: the RA goes back to its start-up checks.
+UNREACHABLE = (CADNSError, CAConnectError, CATLSError)
+_TIMEOUT_NAMES = {"connect": "connect_timeout", "login": "login_timeout", "enroll": "enroll_timeout"}
 
 
 async def _unobserved(operation: str, call: Awaitable[T]) -> T:
     return await call
 
 
-@runtime_checkable
-class CAConnector(Protocol):
-    """How the RA reaches its CA (see the module docstring)."""
-
-    name: str
-
-    async def prepare(self) -> list[x509.Certificate]: ...
-
-    async def enroll(self, csr: x509.CertificateSigningRequest,
-                     credentials: BasicCredentials | None = None) -> CAResult: ...
-
-    async def poll(self, req_id: int, credentials: BasicCredentials | None = None) -> CAResult: ...
-
-    async def check_credentials(self, user: str, password: str) -> bool: ...
-
-    async def close(self) -> None: ...
+def _ignore(why: str) -> None:
+    return None
 
 
-# --------------------------------------------------------------------------- local
-
-
-class LocalConnector:
-    """Signs in-process with ``local_key``/``local_cert`` (no CA round trip; never pending)."""
-
-    name = "local"
-
-    def __init__(self, signer: LocalSigner) -> None:
-        self.signer = signer
-        self._next_id = 0
-
-    @classmethod
-    def from_config(cls, ra: RAConfig) -> LocalConnector:
-        if not (ra.local_key and ra.local_cert):
-            raise ConfigError("connector = 'local' needs local_key and local_cert in [ra]",
-                              hint="Point them at the issuing CA's key and certificate (chain allowed).")
-        try:
-            return cls(LocalSigner.from_files(ra.local_cert, ra.local_key))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load local_cert/local_key: {exc}") from None
-
-    async def prepare(self) -> list[x509.Certificate]:
-        return [self.signer.issuer_cert, *self.signer.ca_chain]
-
-    async def enroll(self, csr: x509.CertificateSigningRequest,
-                     credentials: BasicCredentials | None = None) -> CAResult:
-        self._next_id += 1
-        if not csr.subject.rdns and pki.csr_sans(csr) is None:
-            return p.Denied(self._next_id, None, "the request has neither a subject nor a subjectAltName")
-        return p.Issued(self._next_id, self.signer.sign(csr))
-
-    async def poll(self, req_id: int, credentials: BasicCredentials | None = None) -> CAResult:
-        return p.Denied(req_id, None, "the local connector keeps no pending requests")
-
-    async def check_credentials(self, user: str, password: str) -> bool:
-        raise ConfigError("client_auth = 'passthrough' needs connector = 'certsrv'",
-                          hint="Use client_auth = 'users' or 'certificate' with the local connector.")
-
-    async def close(self) -> None:
-        return None
-
-
-# --------------------------------------------------------------------------- certsrv
+def local_signer(ra: RAConfig) -> LocalSigner:
+    """The local backend of ``connector = 'local'``: ``local_key``/``local_cert`` (chain allowed)."""
+    if not (ra.local_key and ra.local_cert):
+        raise ConfigError("connector = 'local' needs local_key and local_cert in [ra]",
+                          hint="Point them at the issuing CA's key and certificate (chain allowed).")
+    try:
+        return LocalSigner.from_files(ra.local_cert, ra.local_key)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load local_cert/local_key: {exc}") from None
 
 
 class CertsrvConnector:
-    """AD CS web enrollment through ``CertsrvClient``, with the source document's start-up log lines.
+    """AD CS web enrollment through ``CertsrvClient``, with the source document's log lines.
 
     The configured credentials (``ca_user``) serve the start-up checks and the users/certificate
     client-auth modes.  In passthrough, each EST client's credentials get their own kept-alive
     client (a few, least recently used first out), verified by one login and trusted for
     ``auth_cache_seconds``; enrollments then cost two CA requests (submit, fetch).
+    ``unreachable(why)`` is called when the CA cannot be reached after start-up.
     """
 
     name = "certsrv"
     MAX_PASSTHROUGH_CLIENTS = 16
 
-    def __init__(self, ra: RAConfig, *, trust: pki.TrustStore, observe: Observe = _unobserved) -> None:
+    def __init__(self, ra: RAConfig, *, trust: pki.TrustStore, observe: Observe = _unobserved,
+                 unreachable: Callable[[str], None] = _ignore) -> None:
         self.ra = ra
         self.trust = trust
         self.observe = observe
+        self.unreachable = unreachable
         self.client = CertsrvClient.from_config(ra, trust=trust)
         self.base = self.client.base
+        self.chain: list[x509.Certificate] = []
+        self._chain_der: tuple[bytes, ...] = ()
         self._hash_key = secrets.token_bytes(32)
         # digest(user, password) -> (client, verified until (monotonic))
         self._clients: OrderedDict[bytes, tuple[CertsrvClient, float]] = OrderedDict()
         self._lock = asyncio.Lock()
+
+    # -- the RA's start-up checks ------------------------------------------------------------
 
     def _fail(self, func: str, exc: CertsrvFailure, what: str) -> None:
         log.error("%s %s", what, exc.reason, extra={"func": func, "fix": exc.hint})
@@ -151,7 +128,8 @@ class CertsrvConnector:
 
     async def prepare(self) -> list[x509.Certificate]:
         """Log in, fetch and validate the CA chain, check the template: each step logged as the
-        source document logs it; the first failure is logged and raised."""
+        source document logs it; the first failure is logged and raised.  The chain (issuing CA
+        first) is kept for ``cacerts`` and returned."""
         login_url = p.login_url(self.base).rstrip("/")
         try:
             await self.observe("login", self.client.login())
@@ -191,6 +169,7 @@ class CertsrvConnector:
         log.info("certificate template %r is offered to %s (offered: %s)", self.ra.template,
                  self.client.username or "the client certificate", ", ".join(t.name for t in offered),
                  extra={"func": "check_certsrv_template"})
+        self.chain, self._chain_der = chain, tuple(pki.cert_der(c) for c in chain)
         return chain
 
     def _validate(self, chain: list[x509.Certificate]) -> list[x509.Certificate]:
@@ -202,12 +181,12 @@ class CertsrvConnector:
             pki.validate_chain(ordered[0], ordered[1:], self.trust)
         except ChainError as exc:
             raise CAChainError(f"the CA chain does not validate against the trust store: {exc.message}",
-                                 curl_message=f"CA chain validation failed: {exc.message}",
-                                 hint=exc.hint or CAChainError.hint,
-                                 details={"url": p.certnew_p7b_url(self.base, 0, "bin")}) from None
+                               curl_message=f"CA chain validation failed: {exc.message}",
+                               hint=exc.hint or fix_for("CA_CHAIN"),
+                               details={"url": p.certnew_p7b_url(self.base, 0, "bin")}) from None
         return ordered
 
-    # -- enrollment -------------------------------------------------------------------------
+    # -- passthrough credentials --------------------------------------------------------------
 
     def _digest(self, creds: BasicCredentials) -> bytes:
         return hmac.new(self._hash_key, f"{creds.user}\x00{creds.password}".encode(), hashlib.sha256).digest()
@@ -258,14 +237,87 @@ class CertsrvConnector:
             return False
         return True
 
-    async def enroll(self, csr: x509.CertificateSigningRequest,
-                     credentials: BasicCredentials | None = None) -> CAResult:
-        client = await self._client_for(credentials)
-        return await self.observe("enroll", client.enroll(csr, self.ra.template))
+    async def check_password(self, user: str, password: str) -> bool:
+        """The EST server's password check in passthrough: the CA decides, and each refusal or
+        failure is logged; a CA that cannot answer is a 503 (ESTCodedError), not a refusal."""
+        try:
+            ok = await self.check_credentials(user, password)
+        except CertsrvFailure as exc:
+            log.error("cannot check the EST client's credentials at the CA: Curl request failed with %s (%s)",
+                      exc.reason, self._hop(exc),
+                      extra={"func": "ra_certsrv_auth_curl_data_cb", "fix": exc.hint})
+            if isinstance(exc, UNREACHABLE):
+                self.unreachable(f"{exc.code}: {exc.message}")
+            raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", "the CA is unavailable to check credentials",
+                                http_status=503, retry_after=self.ra.unavailable_retry_after) from None
+        if not ok:
+            log.error("the CA refused the EST client's credentials for user %s (HTTP 401 on %s)", user[:64],
+                      p.login_url(self.base),
+                      extra={"func": "ra_certsrv_auth_curl_data_cb",
+                             "fix": "The EST client (CAPF) must send the CA user name and password of the "
+                                    "RA's template; check both on the client and on the CA."})
+        return ok
 
-    async def poll(self, req_id: int, credentials: BasicCredentials | None = None) -> CAResult:
-        client = await self._client_for(credentials)
-        return await self.observe("poll", client.fetch(req_id))
+    # -- CABackend -----------------------------------------------------------------------------
+
+    async def cacerts(self, label: str | None) -> list[x509.Certificate]:
+        return list(self.chain)
+
+    async def csrattrs(self, label: str | None) -> m.CsrAttrs:
+        return m.CsrAttrs()
+
+    async def enroll(self, request: EnrollRequest) -> EnrollResult:
+        return await self._ask("enroll", request, None)
+
+    async def poll(self, req_id: int, request: EnrollRequest) -> EnrollResult:
+        return await self._ask("poll", request, req_id)
+
+    async def _ask(self, operation: str, request: EnrollRequest, req_id: int | None) -> EnrollResult:
+        subject = pki.name_to_slash(request.csr.subject)[:200]
+        try:
+            client = await self._client_for(request.credentials)
+            if req_id is None:
+                result = await self.observe(operation, client.enroll(request.csr, self.ra.template))
+            else:
+                result = await self.observe(operation, client.fetch(req_id))
+        except CertsrvFailure as exc:
+            return self._failure(exc, subject)
+        if isinstance(result, Pending):
+            log.info("request %d for %s is pending at the CA (%s); Retry-After %d", result.req_id, subject,
+                     result.message or "Taken Under Submission", self.ra.pending_retry_after,
+                     extra={"func": "ra_certsrv_ca_plugin_enroll"})
+            return dataclasses.replace(result, retry_after=self.ra.pending_retry_after)
+        if isinstance(result, Denied):
+            log.error("the CA denied request %s for %s: %s", result.req_id, subject, result.message,
+                      extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": fix_for("CA_DENIED")})
+            return dataclasses.replace(result, message=f"the CA denied request {result.req_id}: {result.message}",
+                                       http_status=403)
+        # The client parsed the certificate once (its key was checked): the serial comes from there.
+        log.info("request %d for %s issued, serial %x", result.req_id, subject, result.certificate.serial_number,
+                 extra={"func": "ra_certsrv_ca_plugin_enroll"})
+        return result.with_chain(self._chain_der)
+
+    def _hop(self, exc: CertsrvFailure) -> str:
+        """Which hop failed and, for a timeout, which configured timeout fired."""
+        hop = f"hop RA -> CA {exc.details.get('url') or self.ra.ca_url}"
+        if isinstance(exc, CATimeoutError):
+            phase = exc.details.get("phase", "enroll")
+            hop += f", {_TIMEOUT_NAMES.get(phase, phase)} = {exc.details.get('timeout', 0):g} s fired"
+        return hop
+
+    def _failure(self, exc: CertsrvFailure, subject: str) -> EnrollResult:
+        log.error("Curl request failed with %s (%s; enrollment of %s)", exc.reason, self._hop(exc), subject,
+                  extra={"func": "ra_certsrv_ca_plugin_enroll", "fix": exc.hint})
+        if isinstance(exc, (CATemplateError, CADeniedError)):
+            return Denied(exc.message, 403)
+        if isinstance(exc, CAAuthError) and self.ra.client_auth == "passthrough":
+            return Denied("the CA refused these credentials", 401)
+        if isinstance(exc, (UNREACHABLE, CAAuthError)):
+            self.unreachable(f"{exc.code}: {exc.message}")
+        if isinstance(exc, (CAPageError, CAHTTPError)):
+            return Denied(f"the CA answered what the RA cannot use: {exc.message}", 502)
+        raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"the CA is unavailable: {exc.message}",
+                            http_status=503, retry_after=self.ra.unavailable_retry_after)
 
     @property
     def requests_sent(self) -> int:
@@ -278,4 +330,4 @@ class CertsrvConnector:
         self._clients.clear()
 
 
-__all__ = ["CAConnector", "CAResult", "CertsrvConnector", "LocalConnector"]
+__all__ = ["UNREACHABLE", "CertsrvConnector", "local_signer"]

@@ -40,6 +40,8 @@ from onlineca.errors import (
     ParseError,
     fix_for,
 )
+from onlineca.proto.certsrv.hresults import TEMPLATE_HRESULTS, hresult_hex, parse_hresult
+from onlineca.proto.results import Denied, EnrollResult, Issued, Pending
 
 # AD CS chooses content types and page scripts from the User-Agent; a browser's gets the pages
 # every client was written against.
@@ -51,21 +53,8 @@ CERT_CONTENT_TYPES = frozenset({
 PKCS7_CONTENT_TYPES = frozenset({"application/x-pkcs7-certificates", "application/pkcs7-mime"})
 MAX_PAGE_BYTES = 1024 * 1024
 
-# HRESULTs with a meaning for the caller (certsrv.h).
-CERTSRV_E_UNSUPPORTED_CERT_TYPE = 0x80094800  # template unknown to, or not enabled on, the CA
-CERTSRV_E_NO_CERT_TYPE = 0x80094801           # the request names no template
-CERTSRV_E_TEMPLATE_DENIED = 0x80094012        # the user may not enroll for this template
-CERTSRV_E_PROPERTY_EMPTY = 0x80094004         # no such request
-TEMPLATE_HRESULTS = frozenset({CERTSRV_E_UNSUPPORTED_CERT_TYPE, CERTSRV_E_NO_CERT_TYPE,
-                               CERTSRV_E_TEMPLATE_DENIED})
-
-
 # ---------------------------------------------------------------------------------------------
-# Errors
-
-
-# ---------------------------------------------------------------------------------------------
-# Result types
+# Result types (Issued, Pending and Denied are proto.results'; HRESULTs are proto.certsrv.hresults')
 
 
 @dataclass(frozen=True)
@@ -84,41 +73,19 @@ class IssuedPage:
     req_id: int
 
 
-@dataclass(frozen=True)
-class Issued:
-    req_id: int
-    cert: x509.Certificate
-
-
-@dataclass(frozen=True)
-class Pending:
-    req_id: int
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class Denied:
-    req_id: int | None
-    hresult: int | None
-    message: str
-
-    @property
-    def hresult_hex(self) -> str:
-        return f"0x{self.hresult:08x}" if self.hresult is not None else ""
-
-    def as_error(self) -> CertsrvFailure:
-        """The failure to raise for this denial: CA_TEMPLATE for template HRESULTs, else CA_DENIED."""
-        who = f"request {self.req_id}" if self.req_id is not None else "the request"
-        text = f"the CA denied {who}: {self.message}"
-        details = {"req_id": self.req_id, "hresult": self.hresult_hex, "disposition": self.message}
-        said = f"HRESULT {self.hresult_hex} ({self.message})" if self.hresult is not None else self.message
-        if self.hresult in TEMPLATE_HRESULTS:
-            return CATemplateError(text, curl_message=said, details=details)
-        return CADeniedError(text, curl_message=said, details=details)
-
-
 Disposition = IssuedPage | Pending | Denied
-FetchResult = Issued | Pending | Denied
+
+
+def denial_error(denied: Denied) -> CertsrvFailure:
+    """The failure to raise for a CA's denial: CA_TEMPLATE for template HRESULTs, else CA_DENIED."""
+    who = f"request {denied.req_id}" if denied.req_id is not None else "the request"
+    text = f"the CA denied {who}: {denied.message}"
+    code = hresult_hex(denied.hresult)
+    details = {"req_id": denied.req_id, "hresult": code, "disposition": denied.message}
+    said = f"HRESULT {code} ({denied.message})" if denied.hresult is not None else denied.message
+    if denied.hresult in TEMPLATE_HRESULTS:
+        return CATemplateError(text, curl_message=said, details=details)
+    return CADeniedError(text, curl_message=said, details=details)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,14 +193,6 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-_HRESULT = re.compile(r"0x([0-9a-fA-F]{8})")
-
-
-def parse_hresult(text: str) -> int | None:
-    m = _HRESULT.search(text)
-    return int(m.group(1), 16) if m else None
-
-
 def _clean(text: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]*>", " ", text)).split())
 
@@ -310,7 +269,7 @@ def parse_certfnsh(page: str) -> Disposition:
     if d:
         message = _clean(d.group(1))
         r = _REQ_ID_ANY.search(page)
-        return Denied(int(r.group(1)) if r else None, parse_hresult(message), message)
+        return Denied(message, req_id=int(r.group(1)) if r else None, hresult=parse_hresult(message))
     raise CAPageError("certfnsh.asp: neither an issued link, 'Certificate Pending' nor a disposition message")
 
 
@@ -333,7 +292,7 @@ def parse_error_page(page: str, req_id: int | None = None) -> Pending | Denied:
         raise CAPageError("certnew.cer: neither a certificate nor an AD CS error page")
     if "under submission" in f"{message} {result}".lower() and req_id is not None:
         return Pending(req_id, message or result)
-    return Denied(req_id, parse_hresult(result) or parse_hresult(message), text)
+    return Denied(text, req_id=req_id, hresult=parse_hresult(result) or parse_hresult(message))
 
 
 def _looks_like_certificate(body: bytes) -> bool:
@@ -341,8 +300,9 @@ def _looks_like_certificate(body: bytes) -> bool:
     return head.startswith(b"-----BEGIN CERTIFICATE-----") or head[:1] == b"\x30"
 
 
-def parse_certnew_cer(content_type: str | None, body: bytes, req_id: int | None = None) -> x509.Certificate | Pending | Denied:
-    """A certnew.cer answer: the certificate (DER or PEM), or what its error page says.
+def parse_certnew_cer(content_type: str | None, body: bytes, req_id: int | None = None) -> EnrollResult:
+    """A certnew.cer answer: Issued (the certificate's DER as sent, or decoded from PEM; parsed
+    once here, and kept), or what its error page says.
 
     A certificate content type means a certificate; with a non-browser User-Agent AD CS serves the
     same bytes as text/html, so an HTML type whose body is a certificate is accepted as well.
@@ -350,9 +310,11 @@ def parse_certnew_cer(content_type: str | None, body: bytes, req_id: int | None 
     mt = media_type(content_type)
     if mt in CERT_CONTENT_TYPES or (mt in ("text/html", "text/plain", "") and _looks_like_certificate(body)):
         try:
-            return pki.load_certificate(body)
+            issued = Issued(pki.cert_der_from_text(body), req_id=req_id)
+            issued.certificate  # noqa: B018  (parsed once: the answer must be a certificate)
         except ParseError as exc:
             raise CAPageError(f"certnew.cer: the certificate does not parse: {exc.message}") from None
+        return issued
     return parse_error_page(decode_page(body), req_id)
 
 

@@ -1,19 +1,113 @@
-"""The HTML of the AD CS web-enrollment pages, as strings: what the CA's web app sends.
+"""The CA's side of AD CS web enrollment, sans-I/O: the submitted request read (``CertRequest``,
+``CertAttrib``), and the HTML of the pages answered, as strings.
 
-Structure, IDs and wording follow the pages of a Windows CA (certsrv's ``locPageTitle``,
-``lbCertTemplate``, ``locDispMsgLabel`` ...) because clients find their values with regular
-expressions on exactly these strings (see /work/shared/certsrv-notes.md).  Every value that
-came from a request or the configuration is HTML-escaped here.  No I/O, no secrets.
+A ``CertRequest`` arrives as PEM (LF or CRLF), headers glued to one-line base64, or bare base64:
+``request_der`` strips any BEGIN/END lines and whitespace and decodes, ``load_request`` parses the
+PKCS#10 and checks its self-signature; each refusal is a ``RequestRefused`` with the HRESULT AD CS
+reports for what it finds.  Page structure, IDs and wording follow the pages of a Windows CA
+(certsrv's ``locPageTitle``, ``lbCertTemplate``, ``locDispMsgLabel`` ...) because clients find
+their values with regular expressions on exactly these strings (docs/ca.md lists them).  Every
+value that came from a request or the configuration is HTML-escaped here.  No I/O, no secrets.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import re
 from collections.abc import Iterable, Sequence
 from html import escape
+from typing import Protocol
 
-from onlineca.config import TemplateConfig
-from onlineca.policy import ca as policy
+from cryptography import x509
+
+from onlineca import pki
+from onlineca.errors import ParseError, RequestRefused
+from onlineca.proto.certsrv.hresults import (
+    CRYPT_E_ASN1_BADTAG,
+    CRYPT_E_ASN1_EOD,
+    E_INVALIDARG,
+    HRESULT_TEXT,
+    NTE_BAD_SIGNATURE,
+    TAKEN_UNDER_SUBMISSION,
+    parse_failure,
+)
+
+# ---------------------------------------------------------------------------------------------
+# The submission (certfnsh.asp Mode=newreq)
+
+_ANY_PEM_LINE = re.compile(r"-----(?:BEGIN|END)[^-\r\n]*-----")
+
+
+def request_der(text: str) -> bytes:
+    """The DER of a ``CertRequest`` field: PEM (LF or CRLF), headers glued to one-line base64, or
+    bare base64.  Raises RequestRefused with the code AD CS reports (not stored: no ReqID)."""
+    body = "".join(_ANY_PEM_LINE.sub("", text).split())
+    if not body:
+        raise RequestRefused(E_INVALIDARG, parse_failure(E_INVALIDARG), stored=False)
+    try:
+        der = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestRefused(E_INVALIDARG, parse_failure(E_INVALIDARG), stored=False) from None
+    if not der:
+        raise RequestRefused(E_INVALIDARG, parse_failure(E_INVALIDARG), stored=False)
+    return der
+
+
+def _asn1_truncated(der: bytes) -> bool:
+    """True when the outer TLV announces more bytes than there are (a cut-off request)."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    first = der[1]
+    if first < 0x80:
+        return 2 + first > len(der)
+    n = first & 0x7F
+    if n == 0 or n > 4 or len(der) < 2 + n:
+        return len(der) < 2 + n
+    return 2 + n + int.from_bytes(der[2:2 + n], "big") > len(der)
+
+
+def load_request(der: bytes) -> x509.CertificateSigningRequest:
+    """A PKCS#10 request whose self-signature holds, or RequestRefused with AD CS's code."""
+    try:
+        csr = pki.parse_csr(der, verify=False)
+    except ParseError:
+        hr = CRYPT_E_ASN1_EOD if _asn1_truncated(der) else CRYPT_E_ASN1_BADTAG
+        raise RequestRefused(hr, parse_failure(hr)) from None
+    try:
+        pki.verify_csr(csr)
+    except ParseError:
+        raise RequestRefused(NTE_BAD_SIGNATURE,
+                             f"Error Verifying Request Signature or Signing Certificate  "
+                             f"{HRESULT_TEXT[NTE_BAD_SIGNATURE]}") from None
+    return csr
+
+
+def parse_cert_attrib(text: str) -> dict[str, str]:
+    """``CertAttrib``: ``Name:Value`` lines (CRLF or LF); names lower-cased (AD CS compares them
+    case-insensitively).  The first value of a name wins, as AD CS takes the first
+    CertificateTemplate line."""
+    out: dict[str, str] = {}
+    for line in re.split(r"\r\n|\n|\r", text or ""):
+        name, sep, value = line.partition(":")
+        if sep and name.strip():
+            out.setdefault(name.strip().lower(), value.strip())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The pages
+
+
+class OfferedTemplate(Protocol):
+    """A template as certrqxt.asp lists it (``config.TemplateConfig`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+
 
 TITLE = "Microsoft Active Directory Certificate Services"
 
@@ -48,14 +142,14 @@ def home(ca_name: str) -> str:
         "</A></LocID>\r\n</Blockquote>"))
 
 
-def _template_option(t: TemplateConfig) -> str:
+def _template_option(t: OfferedTemplate) -> str:
     # AD CS: "E;<name>;<KeySpec>;<flags>...;<display name>"; clients take field 1 as the name.
     display = t.display_name or t.name
     value = f"E;{t.name};1;0;0;16;1;0;;;;;;{display}"
     return f'\t\t\t<Option Value="{escape(value)}">{escape(display)}</Option>\r\n'
 
 
-def certrqxt(ca_name: str, offered: Sequence[TemplateConfig]) -> str:
+def certrqxt(ca_name: str, offered: Sequence[OfferedTemplate]) -> str:
     options = "".join(_template_option(t) for t in offered) or (
         '\t\t\t<Option Value="X">(No templates found!)</Option>\r\n')
     return _page(ca_name, (
@@ -111,7 +205,7 @@ def pending(ca_name: str, req_id: int) -> str:
         "<P ID=locInfoReqIDAndWait> Your certificate request has been received. However, you must wait for "
         "an administrator to issue the certificate you requested.\r\n"
         f"<P ID=locReqID> Your Request Id is {req_id}.\r\n"
-        f"<P ID=locDispMsg>The disposition message is \"{policy.TAKEN_UNDER_SUBMISSION}\".\r\n"
+        f"<P ID=locDispMsg>The disposition message is \"{TAKEN_UNDER_SUBMISSION}\".\r\n"
         "<P ID=locPlsRtrn> Please return to this web site in a day or two to retrieve your certificate.\r\n"
         "<P ID=locNote><Font Size=-1><I> Note: You must return with this web browser within 10 days to "
         "retrieve your certificate</I></Font>"))
