@@ -105,7 +105,8 @@ def start_console(config: Config, config_path: Path | None = None, *, loop: Loop
     if before is not None:
         loop.run(before())
     running = loop.run(start_admin(svc, host="127.0.0.1", port=0))
-    return Console(running.url, running.cert, svc, loop, running, tokens)
+    root = config.paths.ca.root_cert  # the console's certificate is issued by the data dir's CA, if any
+    return Console(running.url, root if root.exists() else running.cert, svc, loop, running, tokens)
 
 
 def console_from_file(path: Path) -> Console:
