@@ -6,6 +6,7 @@ through the login form like a browser (cookies, CSRF token from the page).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,14 @@ T = TypeVar("T")
 ROLES = ("admin", "operator", "viewer")
 PASSWORDS = {role: f"{role}-Passw0rd-for-tests" for role in ROLES}
 SETUP = Actor("test-setup", "admin", "cli")
+
+
+def screenshots_dir() -> Path:
+    """Where the browser tests save a screenshot of each page (git-ignored)."""
+    root = Path(__file__).resolve().parents[1]
+    path = Path(os.environ.get("ONLINECA_SCREENSHOTS") or root / "test-artifacts" / "screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class LoopThread:
@@ -114,4 +123,4 @@ def console_from_file(path: Path) -> Console:
 
 
 __all__ = ["PASSWORDS", "ROLES", "SETUP", "Console", "LoopThread", "console_from_file", "make_accounts",
-           "start_console", "write_config"]
+           "screenshots_dir", "start_console", "write_config"]
