@@ -66,8 +66,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def shot(driver: Any, name: str) -> Path:
+    """The whole page (the window grown to its height for the shot), laptop width."""
     path = screenshots_dir() / f"{name}.png"
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1366, min(max(900, height + 140), 4000))
     driver.save_screenshot(str(path))
+    driver.set_window_size(1366, 900)
     return path
 
 

@@ -50,6 +50,12 @@ def _given(model: Any) -> dict[str, Any]:
     return model.model_dump(exclude_unset=True)
 
 
+def _profile_given(model: Any) -> dict[str, Any]:
+    """A profile's settings as given; null means "unchanged" except for renewal_days_before, where it
+    means "renew at the fraction instead"."""
+    return {k: v for k, v in _given(model).items() if v is not None or k == "renewal_days_before"}
+
+
 # ---- accounts and tokens ---------------------------------------------------------------------
 
 @router.get("/me", response_model=m.Me, tags=["accounts"], summary="Who am I")
@@ -236,7 +242,7 @@ def list_profiles(caller: Caller, svc: Svc) -> list[dict[str, Any]]:
 
 @router.post("/profiles", response_model=m.ProfileOut, status_code=201, tags=["profiles"], responses=CONFLICT)
 def add_profile(caller: Caller, svc: Svc, body: m.ProfileCreate) -> dict[str, Any]:
-    values = _given(body)
+    values = _profile_given(body)
     return devices.add_profile(svc, caller.actor, values.pop("name"), **values)
 
 
@@ -247,7 +253,7 @@ def get_profile(caller: Caller, svc: Svc, name: str) -> dict[str, Any]:
 
 @router.patch("/profiles/{name}", response_model=m.ProfileOut, tags=["profiles"], responses=NOT_FOUND)
 def change_profile(caller: Caller, svc: Svc, name: str, body: m.ProfileSettings) -> dict[str, Any]:
-    return devices.change_profile(svc, caller.actor, name, **_given(body))
+    return devices.change_profile(svc, caller.actor, name, **_profile_given(body))
 
 
 @router.delete("/profiles/{name}", status_code=204, tags=["profiles"], responses={**NOT_FOUND, **CONFLICT})
