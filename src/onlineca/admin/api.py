@@ -47,7 +47,8 @@ def _health(request: Request) -> health.HealthState:
 
 
 def _given(model: Any) -> dict[str, Any]:
-    return model.model_dump(exclude_unset=True)
+    given: dict[str, Any] = model.model_dump(exclude_unset=True)
+    return given
 
 
 def _profile_given(model: Any) -> dict[str, Any]:
@@ -340,7 +341,7 @@ def last_diagnose(caller: Caller, request: Request) -> dict[str, Any] | None:
 @router.post("/diagnose", response_model=m.DiagnoseReport, tags=["diagnose"])
 async def run_diagnose(caller: Caller, svc: Svc, request: Request,
                        body: Annotated[m.DiagnoseRun | None, Body()] = None) -> dict[str, Any]:
-    hops = set(body.hops) if body is not None and body.hops else None
+    hops: set[str] | None = set(body.hops) if body is not None and body.hops else None
     state = _health(request)
     async with state.lock:  # one diagnose at a time: each one logs in to the CA
         return await health.diagnose(svc, caller.actor, state, hops)

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onlineca import __version__
 from onlineca.admin import api, pages, problems
+from onlineca.admin.auth import api_principal
 from onlineca.errors import AuthenticationRequired, LoginThrottled, OnlineCAError
 from onlineca.service.core import Services
 from onlineca.service.health import HealthState
@@ -142,7 +143,7 @@ def build(svc: Services, *, health: HealthState | None = None) -> FastAPI:
     async def openapi_needs_login(request: Request, call_next: Any) -> Response:
         if request.url.path == "/api/openapi.json":
             try:
-                api.api_principal(request)
+                api_principal(request)
             except OnlineCAError as exc:
                 return problems.response(problems.from_error(exc, request.url.path))
         response: Response = await call_next(request)

@@ -35,7 +35,7 @@ def bar_chart(chart_id: str, title: str, labels: Sequence[str], series: dict[str
     for frac in (0, 0.5, 1):  # grid and scale (whole numbers only: a half device is no label)
         y = head + plot_h * (1 - frac)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c8c8c8"/>')
-        if (top * frac).is_integer():
+        if float(top * frac).is_integer():
             parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#333">'
                          f'{int(top * frac)}</text>')
     for i, label in enumerate(labels):

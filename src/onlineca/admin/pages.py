@@ -216,8 +216,9 @@ async def collect(request: Request) -> Response:
 # ---- devices -------------------------------------------------------------------------------
 
 def _choices() -> dict[str, Any]:
+    statuses: list[Any] = [*CertStatus]  # type: ignore[misc]  # (the functional-API enum is iterable)
     return {"operations": list(Operation), "auth_modes": list(AuthMode), "key_orders": list(KeyOrder),
-            "rsa_sizes": RSA_KEY_SIZES, "ec_sizes": EC_KEY_SIZES, "statuses": list(CertStatus)}
+            "rsa_sizes": RSA_KEY_SIZES, "ec_sizes": EC_KEY_SIZES, "statuses": statuses}
 
 
 @router.get("/devices", response_class=HTMLResponse)
