@@ -165,6 +165,29 @@ class CAPFConfig(_Section):
     scheduler_interval: float = Field(default=60.0, gt=0)  # renewal runs; CAPF's own certificate check
 
 
+class AdminConfig(_Section):
+    """The administration console and REST API (``onlineca admin serve``, docs/admin.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Empty: <data>/admin/admin.pem, made at first start (issued by the CA in the data dir if any).
+    tls_cert: str = ""
+    tls_key: str = ""
+    # PEM of CAs whose client certificates log in as the account their CN names (empty: off).
+    client_trust_store: str = ""
+    session_idle_minutes: float = Field(default=30.0, gt=0)
+    session_max_hours: float = Field(default=12.0, gt=0)
+    token_max_days: int = Field(default=365, ge=1, le=3650)
+    max_login_failures: int = Field(default=5, ge=1)        # per account, within login_window_minutes
+    max_address_failures: int = Field(default=20, ge=1)     # per source address, within the window
+    login_window_minutes: float = Field(default=15.0, gt=0)
+    max_body_bytes: int = Field(default=1048576, ge=1024)
+    request_timeout: float = Field(default=60.0, gt=0)
+    max_connections: int = Field(default=64, ge=1)
+    # The CA's request database when it is not [database] url (the lab keeps it apart).
+    ca_database_url: SecretStr = SecretStr("")
+
+
 class Config(_Section):
     data_dir: str = ""
     log_dir: str = ""
@@ -174,6 +197,7 @@ class Config(_Section):
     ra: RAConfig = RAConfig()
     est: ESTConfig = ESTConfig()
     capf: CAPFConfig = CAPFConfig()
+    admin: AdminConfig = AdminConfig()
 
     @field_validator("data_dir", "log_dir")
     @classmethod
@@ -281,6 +305,7 @@ class DataDir:
         <data>/capf/            CAPF: csr/, cert/, troubleshoot/, capf.pem, capf.key
         <data>/phones/<NAME>/   simulated phones
         <data>/mic-ca/          the simulators' manufacturer CA
+        <data>/admin/           the console's TLS certificate and key
     """
 
     root: Path
@@ -311,6 +336,11 @@ class DataDir:
     @property
     def mic_ca(self) -> Path:
         return self.root / "mic-ca"
+
+    @property
+    def admin(self) -> Path:
+        """The console's own TLS certificate and key (admin.pem, admin.key)."""
+        return self.root / "admin"
 
 
 def _env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:

@@ -457,6 +457,64 @@ def fix_for(code: str) -> str:
     return entry.fix if entry is not None else ""
 
 
+# --------------------------------------------------------------------------------- admin
+# Branch admin: the administration console and REST API (issue 16).  Each code's HTTP status is
+# the console's choice (onlineca.admin.problems), not part of the code.
+
+
+class AdminError(OnlineCAError):
+    """The administration console and API: accounts, sessions, tokens, permissions."""
+
+    code = "ADMIN"
+
+
+class AuthenticationRequired(AdminError):
+    """No valid session, token or client certificate (or a wrong password)."""
+
+    code = "ADMIN_AUTH"
+
+
+class PermissionDenied(AdminError):
+    """The caller's role does not allow this (also: a missing or wrong CSRF token)."""
+
+    code = "ADMIN_FORBIDDEN"
+
+
+class LoginThrottled(AdminError):
+    """Too many failed logins for this account or address; ``retry_after`` is in seconds."""
+
+    code = "ADMIN_THROTTLED"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotFound(AdminError):
+    """No such account, token, CA request or audit entry."""
+
+    code = "ADMIN_NOT_FOUND"
+
+
+class AccountConflict(AdminError):
+    """The account or token exists already, or the change would leave no administrator."""
+
+    code = "ADMIN_CONFLICT"
+
+
+CODES.update(_table(
+    ("ADMIN", AdminError, "local", "Read the console's log (admin.log) for the request named in the message."),
+    ("ADMIN_AUTH", AuthenticationRequired, "local", "Log in again, or give a valid API token (Authorization: Bearer ...) that has not expired."),
+    ("ADMIN_FORBIDDEN", PermissionDenied, "local", "Ask an administrator for a role that allows this change, or act on your own account only."),
+    ("ADMIN_CSRF", PermissionDenied, "local", "Reload the page and submit the form again (its CSRF token was missing or stale)."),
+    ("ADMIN_THROTTLED", LoginThrottled, "local", "Wait for the time given in Retry-After before the next login attempt."),
+    ("ADMIN_NOT_FOUND", NotFound, "local", "Check the name or number in the address; list what exists first."),
+    ("ADMIN_CONFLICT", AccountConflict, "local", "Choose another name, or keep at least one enabled administrator."),
+    ("ADMIN_VALIDATION", AdminError, "local", "Correct the named field of the request as the OpenAPI document at /api/openapi.json describes it."),
+    ("ADMIN_UNSUPPORTED", AdminError, "local", "This CA cannot do that: use the CA's own console (revocation needs a CA that publishes a CRL)."),
+))
+
+
 __all__ = [
     "CODES", "Code", "Hop", "fix_for",
     *sorted(name for name, value in list(globals().items())

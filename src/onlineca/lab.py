@@ -239,6 +239,8 @@ def write_lab_config(config: Config, servers: Servers) -> Path:
         "capf": {"port": servers.capf.port, "ra_url": servers.ra.url, "ra_user": capf.ra_user,
                  "ra_password": capf.ra_password.get_secret_value(), "ra_trust_store": capf.ra_trust_store,
                  "mic_trust_store": capf.mic_trust_store},
+        # The console (onlineca admin serve) reads the CA's requests from the CA's own database.
+        "admin": {"ca_database_url": f"sqlite:///{config.data_path / 'ca.db'}"},
     }
     lines = ["# Written by 'onlineca demo' for the lab it started; holds the lab's generated password."]
     for name, values in sections.items():

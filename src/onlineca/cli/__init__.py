@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("logs", "logs", "collect, trace and analyze logs"),
     "config": ("config", "config", "check or print a configuration file"),
     "demo": ("demo", "demo", "the whole system on 127.0.0.1 with a simulated fleet"),
+    "admin": ("admin", "admin", "the administration console: pages, REST API, accounts"),
 }
 
 # the root's options, with the metavar the hint shows them with

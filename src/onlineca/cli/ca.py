@@ -19,10 +19,9 @@ import click
 from onlineca import pki
 from onlineca.ca import engine as eng, users as ca_users
 from onlineca.cli.app import AppContext, serve_until_signal
+from onlineca.config import DataDir
 from onlineca.errors import CAError
-from onlineca.proto.certsrv import hresults as policy  # hresult_hex lives with the other HRESULT codes
 from onlineca.store import Database
-from onlineca.store.models import CARequest
 
 PASSWORD_ENV = "ONLINECA_CA_PASSWORD"
 
@@ -128,18 +127,15 @@ def users_list(app: AppContext, as_json: bool) -> None:
 
 # --------------------------------------------------------------------------- requests
 
-def _engine(app: AppContext) -> eng.CAEngine:
-    db = Database(app.config.database_url)
-    db.migrate()
-    return eng.CAEngine(app.config, app.data_dir, db)
+def _services(app: AppContext) -> Any:
+    """The service layer (the CA's request database migrated), shared with the console; the
+    requests commands are the CA's, so they need the CA (as 'ca serve' does)."""
+    from onlineca.service.core import Services
 
-
-def _row_dict(r: CARequest) -> dict[str, Any]:
-    return {"req_id": r.req_id, "requester": r.requester, "template": r.template, "subject": r.subject,
-            "disposition": r.disposition, "hresult": policy.hresult_hex(r.hresult),
-            "message": " ".join(r.disposition_message.split()), "serial": r.serial,
-            "submitted_at": r.submitted_at.isoformat() if r.submitted_at else None,
-            "resolved_by": r.resolved_by}
+    ca_paths = DataDir(app.data_dir).ca
+    if not ca_paths.issuing_key.exists():
+        raise CAError(f"no CA in {ca_paths.dir}", hint="Run 'onlineca ca init' first.")
+    return Services(app.config, app.config_path).migrate()
 
 
 @ca.group("requests")
@@ -153,7 +149,13 @@ def requests_group() -> None:
 @click.pass_obj
 def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> None:
     """List requests (ReqID, requester, template, disposition)."""
-    rows = [_row_dict(r) for r in _engine(app).list(disposition)]
+    from onlineca.service import ca as service
+    from onlineca.service.core import cli_actor
+    svc = _services(app)
+    try:
+        _, rows = service.list_requests(svc, cli_actor(), disposition, limit=1000)
+    finally:
+        svc.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -167,22 +169,31 @@ def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> No
 @click.pass_obj
 def requests_show(app: AppContext, req_id: int, pem: bool) -> None:
     """Show one request."""
-    row = _engine(app).get(req_id)
-    if row is None:
-        raise CAError(f"no request with ReqID {req_id}", hint="List them with 'onlineca ca requests list'.")
+    from onlineca.service import ca as service
+    from onlineca.service.core import cli_actor
+    svc = _services(app)
+    try:
+        row = service.get_request(svc, cli_actor(), req_id)
+    finally:
+        svc.close()
     if pem:
-        if not row.cert_der:
-            raise CAError(f"ReqID {req_id} is {row.disposition}: no certificate")
-        sys.stdout.write(pki.der_to_pem(row.cert_der).decode())
+        if not row["certificate_pem"]:
+            raise CAError(f"ReqID {req_id} is {row['disposition']}: no certificate")
+        sys.stdout.write(row["certificate_pem"])
         return
-    click.echo(json.dumps(_row_dict(row), indent=2))
+    click.echo(json.dumps({k: row[k] for k in service.REQUEST_KEYS}, indent=2))
 
 
 def _resolve(app: AppContext, req_id: int, action: str) -> None:
+    from onlineca.service import ca as service
+    from onlineca.service.core import Actor
     by = os.environ.get("USER") or "administrator"
-    engine = _engine(app)
-    outcome = engine.approve(req_id, by) if action == "approve" else engine.deny(req_id, by)
-    click.echo(f"ReqID {req_id}: {outcome.disposition}")
+    svc = _services(app)
+    try:
+        got = service.resolve(svc, Actor(by, "admin", "cli"), req_id, action)
+    finally:
+        svc.close()
+    click.echo(f"ReqID {req_id}: {got['outcome']}")
 
 
 @requests_group.command("approve")

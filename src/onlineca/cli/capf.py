@@ -1,9 +1,11 @@
 """``onlineca capf``: the CAPF service (serve), its device inventory (devices, profiles), reports
 and renewal runs.
 
-A thin layer over ``capf.service``, ``store.devices``/``device_report`` and ``capf.scheduler``: it
-parses options, opens the configured database (migrating it) and prints rich tables or
-``--json``; failures are ``OnlineCAError`` for the root command to report (one line, exit 1).
+A thin layer over ``capf.service``, the service layer (``service.devices``, ``service.reports``:
+the same functions the administration console calls, so both record the same audit entries) and
+``capf.scheduler``: it parses options, opens the configured database (migrating it) and prints
+rich tables or ``--json``; failures are ``OnlineCAError`` for the root command to report (one
+line, exit 1).
 Auth strings are printed only by ``devices show --secrets``; credentials never.
 
 ``capf serve``: at first start CAPF enrolls its own TLS certificate through the RA (``[capf]
@@ -32,17 +34,15 @@ from onlineca.errors import CAPFError, CSVImportError
 
 
 @contextmanager
-def _session(ctx: click.Context) -> Iterator[Any]:
-    """A session on the configured database (migrated first), committed when the block ends."""
-    from onlineca.store import Database
+def _services(ctx: click.Context) -> Iterator[tuple[Any, Any]]:
+    """The service layer on the configured database (migrated first) and the command line's actor."""
+    from onlineca.service.core import Services, cli_actor
 
-    db = Database(ctx.obj.config.database_url)
-    db.migrate()
+    svc = Services(ctx.obj.config, ctx.obj.config_path).migrate()
     try:
-        with db.session() as s:
-            yield s
+        yield svc, cli_actor()
     finally:
-        db.dispose()
+        svc.close()
 
 
 _RELATIVE = re.compile(r"\+?(\d+)([dhw])")
@@ -145,12 +145,12 @@ def devices_add(ctx: click.Context, /, name: str, **settings: Any) -> None:
     An auth string given without an auth mode means 'By Authentication String': a string nobody
     asks for would leave the device open to the null string of its profile.
     """
-    from onlineca.store import devices as inv
+    from onlineca.service import devices as service
     if settings.get("auth_string") and settings.get("auth_mode") is None:
         settings["auth_mode"] = "By Authentication String"
-    with _session(ctx) as s:
-        device = inv.add_device(s, name, actor="cli", **_given(**settings))
-        click.echo(f"added {device.name}")
+    with _services(ctx) as (svc, actor):
+        device, _ = service.add_device(svc, actor, name, **_given(**settings))
+        click.echo(f"added {device['name']}")
 
 
 @devices.command("set")
@@ -159,13 +159,13 @@ def devices_add(ctx: click.Context, /, name: str, **settings: Any) -> None:
 @click.pass_context
 def devices_set(ctx: click.Context, /, name: str, **settings: Any) -> None:
     """Change device NAME (only the options given)."""
-    from onlineca.store import devices as inv
+    from onlineca.service import devices as service
     given = _given(**settings)
     if not given:
         raise click.UsageError("nothing to change: give at least one option")
-    with _session(ctx) as s:
-        device = inv.set_device(s, name, actor="cli", **given)
-        click.echo(f"changed {device.name}")
+    with _services(ctx) as (svc, actor):
+        device = service.change_device(svc, actor, name, **given)
+        click.echo(f"changed {device['name']}")
 
 
 def _filter_options(f: Any) -> Any:
@@ -184,8 +184,8 @@ def _filter_options(f: Any) -> Any:
 
 def _make_filter(status: str | None, operation: str | None, profile: str | None, name_glob: str | None,
                  model: str | None, lsc_expires_before: str | None) -> Any:
-    from onlineca.store.devices import DeviceFilter
-    return DeviceFilter(status=status, operation=operation, profile=profile, name=name_glob, model=model,
+    from onlineca.service.devices import DeviceQuery
+    return DeviceQuery(status=status, operation=operation, profile=profile, name=name_glob, model=model,
                         lsc_expires_before=parse_when(lsc_expires_before) if lsc_expires_before else None)
 
 
@@ -196,9 +196,9 @@ def _make_filter(status: str | None, operation: str | None, profile: str | None,
 @click.pass_context
 def devices_list(ctx: click.Context, /, limit: int | None, as_json: bool, **filters: Any) -> None:
     """List devices matching every filter given."""
-    from onlineca.store import devices as inv
-    with _session(ctx) as s:
-        rows = [inv.device_dict(d) for d in inv.list_devices(s, _make_filter(**filters), limit=limit)]
+    from onlineca.service import devices as service
+    with _services(ctx) as (svc, actor):
+        _, rows = service.list_devices(svc, actor, _make_filter(**filters), limit=limit)
     if as_json:
         _print_json(rows)
         return
@@ -216,18 +216,9 @@ def devices_list(ctx: click.Context, /, limit: int | None, as_json: bool, **filt
 @click.pass_context
 def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) -> None:
     """One device: its effective policy, LSC history and recent events."""
-    from onlineca.policy.capf import as_utc
-    from onlineca.store import devices as inv
-    with _session(ctx) as s:
-        device = inv.get_device(s, name)
-        data = inv.device_dict(device, with_secret=secrets)
-        data["policy_log"] = inv.device_policy(device).log_lines()
-        data["lsc_history"] = [{"serial": c.serial, "issuer": c.issuer, "state": c.state,
-                                "not_after": as_utc(c.not_after).isoformat(),
-                                "installed_at": as_utc(c.installed_at).isoformat() if c.installed_at else None}
-                               for c in inv.lsc_history(s, name)]
-        data["events"] = [{"at": as_utc(e.at).isoformat(), "actor": e.actor, "event": e.event, "detail": e.detail}
-                          for e in inv.device_events(s, name, limit=20)]
+    from onlineca.service import devices as service
+    with _services(ctx) as (svc, actor):
+        data = service.get_device(svc, actor, name, with_secret=secrets)
     if as_json:
         _print_json(data)
         return
@@ -248,10 +239,9 @@ def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) ->
 @click.pass_context
 def devices_delete(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Delete devices (their LSC history goes too; the audit trail stays)."""
-    from onlineca.store import devices as inv
-    with _session(ctx) as s:
-        for name in names:
-            inv.delete_device(s, name, actor="cli")
+    from onlineca.service import devices as service
+    with _services(ctx) as (svc, actor):
+        service.delete_devices(svc, actor, list(names))
     click.echo(f"deleted {len(names)} device(s)")
 
 
@@ -262,11 +252,11 @@ def devices_delete(ctx: click.Context, names: tuple[str, ...]) -> None:
 @click.pass_context
 def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
     """Import a bulk CSV file (as written by 'devices export'); all lines or none."""
-    from onlineca.store import devices as inv
-    with _session(ctx) as s:
+    from onlineca.service import devices as service
+    with _services(ctx) as (svc, actor):
         name = getattr(file, "name", "-")
         try:
-            result = inv.import_csv(s, file, mode=mode, actor="cli-import")
+            result = service.import_csv(svc, actor, file, mode=mode, trail="cli-import")
         except CSVImportError as exc:
             for line, message in exc.errors:  # one line each, as a compiler names them: file:line: message
                 click.echo(f"{name}:{line}: {message}", err=True)
@@ -284,14 +274,14 @@ def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
 @click.pass_context
 def devices_export(ctx: click.Context, /, file: Path, **filters: Any) -> None:
     """Write the devices matching the filters as a bulk CSV file (FILE or stdout)."""
-    from onlineca.store import devices as inv
-    with _session(ctx) as s:
+    from onlineca.service import devices as service
+    with _services(ctx) as (svc, actor):
         filt = _make_filter(**filters)
         if str(file) == "-":
-            inv.export_csv(s, sys.stdout, filt)
+            service.export_csv(svc, actor, sys.stdout, filt, with_secrets=True)
             return
         with open(file, "w", encoding="utf-8", newline="") as out:
-            n = inv.export_csv(s, out, filt)
+            n = service.export_csv(svc, actor, out, filt, with_secrets=True)
     click.echo(f"exported {n} device(s) to {file}", err=True)
 
 
@@ -327,9 +317,9 @@ def profiles() -> None:
 @_profile_options
 @click.pass_context
 def profiles_add(ctx: click.Context, /, name: str, **settings: Any) -> None:
-    from onlineca.store import devices as inv
-    with _session(ctx) as s:
-        inv.add_profile(s, name, **_given(**settings))
+    from onlineca.service import devices as service
+    with _services(ctx) as (svc, actor):
+        service.add_profile(svc, actor, name, **_given(**settings))
     click.echo(f"added profile {name}")
 
 
@@ -338,9 +328,9 @@ def profiles_add(ctx: click.Context, /, name: str, **settings: Any) -> None:
 @_profile_options
 @click.pass_context
 def profiles_set(ctx: click.Context, /, name: str, **settings: Any) -> None:
-    from onlineca.store import devices as inv
-    with _session(ctx) as s:
-        inv.set_profile(s, name, **_given(**settings))
+    from onlineca.service import devices as service
+    with _services(ctx) as (svc, actor):
+        service.change_profile(svc, actor, name, **_given(**settings))
     click.echo(f"changed profile {name}")
 
 
@@ -348,9 +338,9 @@ def profiles_set(ctx: click.Context, /, name: str, **settings: Any) -> None:
 @click.argument("name")
 @click.pass_context
 def profiles_delete(ctx: click.Context, name: str) -> None:
-    from onlineca.store import devices as inv
-    with _session(ctx) as s:
-        inv.delete_profile(s, name)
+    from onlineca.service import devices as service
+    with _services(ctx) as (svc, actor):
+        service.delete_profile(svc, actor, name)
     click.echo(f"deleted profile {name}")
 
 
@@ -358,19 +348,9 @@ def profiles_delete(ctx: click.Context, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def profiles_list(ctx: click.Context, as_json: bool) -> None:
-    from onlineca.store import devices as inv
-    with _session(ctx) as s:
-        rows: list[dict[str, Any]] = []
-        for p in inv.list_profiles(s):
-            pol = inv.profile_policy(p)
-            rows.append({"name": p.name, "description": p.description, "auth_mode": pol.auth_mode.ident,
-                         "key_order": pol.key_order.ident, "rsa_key_size": pol.rsa_key_size,
-                         "ec_key_size": pol.ec_key_size, "deadline_days": pol.deadline_days,
-                         "renewal": {"enabled": pol.renewal.enabled, "fraction": pol.renewal.fraction,
-                                     "days_before": pol.renewal.days_before, "jitter": pol.renewal.jitter},
-                         "auto_enrollment": {"by_mic": pol.auto_enrollment.by_mic,
-                                             "mic_trust_store": pol.auto_enrollment.mic_trust_store,
-                                             "name_pattern": pol.auto_enrollment.name_pattern}})
+    from onlineca.service import devices as service
+    with _services(ctx) as (svc, actor):
+        rows = service.list_profiles(svc, actor)
     if as_json:
         _print_json(rows)
         return
@@ -393,10 +373,10 @@ def profiles_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def report_cmd(ctx: click.Context, expiring_within: str, grace: str, stale_after: str, as_json: bool) -> None:
     """Devices by status, expiring LSCs, overdue devices, stale LSCs.  Exit 1 if anything is overdue."""
-    from onlineca.store import device_report as report
-    with _session(ctx) as s:
-        data = report.full_report(s, expiring_within=_duration(expiring_within), grace=_duration(grace),
-                                  stale_after=_duration(stale_after))
+    from onlineca.service import reports
+    with _services(ctx) as (svc, actor):
+        data = reports.capf_report(svc, actor, expiring_within=_duration(expiring_within), grace=_duration(grace),
+                                   stale_after=_duration(stale_after))
     if as_json:
         _print_json(data)
     else:

@@ -4,7 +4,9 @@ The lab itself (PKI, servers, fleet, enrollment and renewal) is ``onlineca.lab``
 chooses its folder, draws the progress bar, prints the summary (or one JSON object with
 ``--json``) and, with ``--keep-running``, serves until Ctrl-C.  Renewal is honest about time: the
 renewal scheduler runs with its clock advanced past the LSCs' renewal window and the summary says
-so.  Exit 0 only when every device enrolled and renewed.  It never prints a password.
+so.  Exit 0 only when every device enrolled and renewed.  With ``--keep-running`` the administration
+console runs too (``onlineca.admin``, on 127.0.0.1:8080 or a free port), and the demo prints its
+URL and the one-time password of its ``admin`` account: the only password it ever prints.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -63,6 +66,41 @@ class ProgressBar:
         self._show().console.print(text)
 
 
+@dataclass
+class DemoConsole:
+    """The console started beside the lab, and the one-time password of its admin account."""
+
+    url: str
+    password: str
+    running: Any
+    services: Any
+
+    async def close(self) -> None:
+        await self.running.close()
+        self.services.close()
+
+
+async def _start_console(config_path: Path) -> DemoConsole:
+    """The administration console over the lab (its configuration file, so the online-CA page and
+    the CA's requests are the lab's): on 127.0.0.1:8080, or a free port when that is taken."""
+    from onlineca.admin.server import start_admin
+    from onlineca.config import load_config
+    from onlineca.errors import ConfigError
+    from onlineca.service import accounts
+    from onlineca.service.core import Services, cli_actor
+
+    svc = Services(load_config(config_path), config_path)
+    await asyncio.to_thread(svc.migrate)
+    password = await asyncio.to_thread(accounts.ensure_admin, svc, cli_actor())
+    if password is None:  # a demo folder is new at each run; should it not be, give admin a new password
+        password = await asyncio.to_thread(accounts.reset_password, svc, cli_actor(), "admin")
+    try:
+        running = await start_admin(svc, host="127.0.0.1", port=8080)
+    except ConfigError:
+        running = await start_admin(svc, host="127.0.0.1", port=0)
+    return DemoConsole(running.url, password, running, svc)
+
+
 def print_summary(report: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"onlineca demo: {report['devices']} phones in {report['seconds']:.1f} s")
@@ -97,13 +135,18 @@ async def _main(opts: LabOptions, as_json: bool) -> dict[str, Any]:
     else:
         print_summary(report)
     if run.servers is not None:
+        console = await _start_console(Path(report["config"]))
         if not as_json:
             click.echo(f"Servers keep running (CAPF {report['servers']['capf']}); Ctrl-C stops them.\n"
                        f"Check every hop: onlineca --config {report['config']} diagnose")
+            click.echo(f"Console: {console.url}  (log in as admin, password {console.password}: shown once)")
+        else:
+            click.echo(json.dumps({"console": {"url": console.url, "user": "admin", "password": console.password}}))
         sys.stdout.flush()
         try:
             await until_signal()
         finally:
+            await console.close()
             await run.servers.close()
     return report
 
@@ -116,7 +159,8 @@ async def _main(opts: LabOptions, as_json: bool) -> dict[str, Any]:
               help="Demo folder (default <data dir>/demo; emptied at each run).")
 @click.option("--temp", is_flag=True, help="Use a temporary folder, removed at the end (logs included).")
 @click.option("--free-ports", is_flag=True, help="Do not try the default ports first.")
-@click.option("--keep-running", is_flag=True, help="Keep CA, RA and CAPF running after the summary (Ctrl-C stops).")
+@click.option("--keep-running", is_flag=True,
+              help="Keep CA, RA and CAPF running after the summary, with the administration console (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (enrolled, renewed, failed, seconds, ...).")
 @click.pass_obj
 def demo(app: AppContext, devices: int, concurrency: int, folder: Path | None, temp: bool, free_ports: bool,

@@ -28,6 +28,18 @@ def hash_password(password: str, *, n: int = 2 ** 14, r: int = 8, p: int = 1) ->
     return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
+def verify_password(hashed: str, password: str) -> bool:
+    """Whether ``password`` matches a ``scrypt$n$r$p$salt$hash`` value (constant-time compare;
+    a malformed value matches nothing)."""
+    try:
+        _, n, r, p, salt, want = hashed.split("$")
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
+                             p=int(p), dklen=len(base64.b64decode(want)), maxmem=256 * 1024 * 1024)
+        return hmac.compare_digest(got, base64.b64decode(want))
+    except (ValueError, binascii.Error):
+        return False
+
+
 def read_users(path: str | os.PathLike[str], *, what: str, hint: str, missing_ok: bool = False) -> dict[str, str]:
     """``{user: "scrypt$..."}`` from a users file (``user:scrypt$n$r$p$salt$hash`` lines, ``#``
     comments), the format the EST server and the CA share.  An unreadable file or a bad line is a
@@ -76,13 +88,7 @@ class UsersFile:
         return hmac.new(self._cache_key, f"{user}\x00{password}".encode(), hashlib.sha256).digest()
 
     def _verify(self, hashed: str, password: str) -> bool:
-        try:
-            _, n, r, p, salt, want = hashed.split("$")
-            got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
-                                 p=int(p), dklen=len(base64.b64decode(want)), maxmem=256 * 1024 * 1024)
-            return hmac.compare_digest(got, base64.b64decode(want))
-        except (ValueError, binascii.Error):
-            return False
+        return verify_password(hashed, password)
 
     async def __call__(self, user: str, password: str) -> bool:
         digest = self._digest(user, password)
@@ -112,4 +118,4 @@ def basic_credentials(header: str) -> BasicCredentials | None:
     return BasicCredentials(user, password)
 
 
-__all__ = ["BasicCredentials", "UsersFile", "basic_credentials", "hash_password", "read_users"]
+__all__ = ["BasicCredentials", "UsersFile", "basic_credentials", "hash_password", "read_users", "verify_password"]
