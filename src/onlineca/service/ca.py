@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from onlineca import pki
 from onlineca.ca import engine as eng
 from onlineca.errors import NotFound, PolicyError
-from onlineca.policy import ca as policy
 from onlineca.policy.capf import as_utc
+from onlineca.proto.certsrv import hresults
 from onlineca.service import audit
 from onlineca.service.core import Actor, Services
 from onlineca.store.models import CARequest
@@ -29,7 +29,7 @@ REQUEST_KEYS = ("req_id", "requester", "template", "subject", "disposition", "hr
 def request_dict(r: CARequest) -> dict[str, Any]:
     """As ``onlineca ca requests list --json`` prints one request."""
     return {"req_id": r.req_id, "requester": r.requester, "template": r.template, "subject": r.subject,
-            "disposition": r.disposition, "hresult": policy.hresult_hex(r.hresult),
+            "disposition": r.disposition, "hresult": hresults.hresult_hex(r.hresult),
             "message": " ".join(r.disposition_message.split()), "serial": r.serial,
             "submitted_at": r.submitted_at.isoformat() if r.submitted_at else None,
             "resolved_by": r.resolved_by}
