@@ -101,6 +101,15 @@ class JSONFormatter(logging.Formatter):
 _SECRET_KEY = re.compile(r"(?i)pass|secret|auth_string|authorization|private_key")
 
 
+def parse_json_line(text: str) -> dict[str, object] | None:
+    """A ``--log-format json`` line back as its object (None when the line is not one of ours)."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and "message" in obj else None
+
+
 class RedactingFileHandler(logging.FileHandler):
     """A file handler whose every written line goes through ``redact``: tracebacks and custom
     formats (IIS, error.log) included, not only the message."""
