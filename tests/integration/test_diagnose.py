@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import email.utils
 import json
+import shutil
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,10 +78,14 @@ class CALab:
         return load_config(path, environ={})
 
     def serve(self, cert: str = "good", *, slow: str | None = None, date_offset: dt.timedelta | None = None,
-              log_dir: Path | None = None) -> int:
+              log_dir: Path | None = None, delay: tuple[str, float] | None = None, data_dir: Path | None = None) -> int:
         """Start our CA with the named web certificate; ``slow`` holds that path until the test ends;
-        ``date_offset`` moves the CA's HTTP Date (its clock, as a client sees it)."""
+        ``delay`` answers a path that many seconds late (the fault itself, not a synchronisation);
+        ``date_offset`` moves the CA's HTTP Date (its clock, as a client sees it); ``data_dir``
+        serves another CA's files."""
         cfg = self.config("https://127.0.0.1:1/certsrv", log_dir=log_dir)
+        if data_dir is not None:
+            cfg = cfg.model_copy(update={"data_dir": str(data_dir)})
         cert_file, key_file = self.web[cert]
 
         async def start() -> int:
@@ -91,6 +96,8 @@ class CALab:
             async def lab_middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
                 if slow and request.path.lower() == slow:
                     await release.wait()
+                if delay and request.path.lower() == delay[0]:
+                    await asyncio.sleep(delay[1])
                 response = await handler(request)
                 if date_offset is not None:
                     when = dt.datetime.now(dt.UTC) + date_offset
@@ -135,6 +142,10 @@ class CALab:
             for capf in self.capfs:
                 await capf.close()
             self.capfs.clear()
+            # What a CAPF left in the shared data dir (its certificate, its database) is this test's.
+            shutil.rmtree(self.dir / "data" / "capf", ignore_errors=True)
+            for db in (self.dir / "data").glob("onlineca.db*"):
+                db.unlink()
             for ra in self.ras:
                 await ra.close()
             self.ras.clear()
@@ -385,20 +396,23 @@ def _capf_cert(tmp_path: Path, days: int = 365) -> Path:
 
 def system(lab: CALab, *, template: str = "CiscoRA", capf_password: str = PASSWORD,
            ra_trust: Path | None = None, log_dir: Path | None = None, capf_port: int = 1,
-           extra: str = "") -> tuple[Config, Any]:
+           extra: str = "", serve: dict[str, Any] | None = None, ra_extra: dict[str, Any] | None = None,
+           ca_url: str | None = None) -> tuple[Config, Any]:
     """Our CA and our RA (passthrough: CAPF's credentials are the CA account's), and CAPF's settings
     (each system logs in its own folder: diagnose reads the RA's recent error.log lines)."""
     log_dir = log_dir or lab.dir / f"logs-{len(lab.ras)}-{template}"
-    port = lab.serve()
-    ra_cfg = lab.config(f"https://127.0.0.1:{port}/certsrv", log_dir=log_dir)
-    ra_cfg = ra_cfg.model_copy(update={"ra": ra_cfg.ra.model_copy(update={"template": template, "backoff_initial": 30.0})})
+    port = lab.serve(**(serve or {}))
+    ca_url = ca_url or f"https://127.0.0.1:{port}/certsrv"
+    ra_cfg = lab.config(ca_url, log_dir=log_dir)
+    ra_cfg = ra_cfg.model_copy(update={"ra": ra_cfg.ra.model_copy(update={"template": template, "backoff_initial": 30.0,
+                                                                          **(ra_extra or {})})})
     ra = lab.start_ra(ra_cfg, log_dir)
     if template == "CiscoRA":
         lab.loop.run(ra.wait_ready(10))
     capf = (f'ra_url = "{ra.url}"\nra_user = "{USER}"\nra_password = "{capf_password}"\n'
             f'ra_trust_store = "{ra_trust or lab.files.root_cert}"\nport = {capf_port}\n{extra}')
-    cfg = lab.config(f"https://127.0.0.1:{port}/certsrv", capf=capf, log_dir=log_dir)
-    return cfg.model_copy(update={"ra": cfg.ra.model_copy(update={"template": template})}), ra
+    cfg = lab.config(ca_url, capf=capf, log_dir=log_dir)
+    return cfg.model_copy(update={"ra": cfg.ra.model_copy(update={"template": template, **(ra_extra or {})})}), ra
 
 
 def test_healthy_system_raises_no_alarm(lab, tmp_path):

@@ -573,6 +573,12 @@ def _reconcile(run: _Run, cfg: Config, hops: set[str]) -> None:
                               f"(skew {run.ca_skew:+.0f} s): the certificate was issued with a start date in the future",
                               "Reissue the CA web certificate with a start date that has passed (or wait until it "
                               "starts); the clocks are in step.", {**f.evidence, "clock_skew_s": round(run.ca_skew, 1)})
+    elif "CA_TLS_NOT_YET_VALID" in by_code and run.ca_skew is not None:
+        i = by_code["CA_TLS_NOT_YET_VALID"]
+        f = findings[i]
+        findings[i] = Finding(f.code, f.severity, f.hop, f.message, "Fix the clocks (NTP): this machine's and the CA's "
+                              f"differ by {_skew_words(run.ca_skew)} (see CLOCK_SKEW); the certificate is fine.",
+                              f.evidence)
     if "RA_NOT_READY" in by_code:
         i = by_code["RA_NOT_READY"]
         f = findings[i]

@@ -59,11 +59,12 @@ def _inherit(rec: LogRecord, last: LogRecord | None) -> LogRecord:
     record (or another libEST line) belongs to the same request."""
     if last is None or last.time is None or rec.time is not None:
         return rec
+    # (A request id is never inherited: lines of concurrent requests interleave, and a wrong id
+    # would tie two devices together in a trace.)
     same_request = rec.kind == "est" and last.kind in ("nginx", "est")
     return replace(rec, time=last.time, time_only=last.time_only,
                    conn=rec.conn or (last.conn if same_request else None),
-                   client=rec.client or (last.client if same_request else None),
-                   request_id=rec.request_id or (last.request_id if same_request else None))
+                   client=rec.client or (last.client if same_request else None))
 
 
 def records(text: str, source: str = "-") -> Iterator[LogRecord]:
