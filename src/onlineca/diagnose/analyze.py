@@ -14,6 +14,7 @@ consequence nothing explains is reported as the cause it points at.  Analysis on
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import re
 from collections.abc import Iterable
@@ -74,7 +75,7 @@ def _is_error_line(rec: LogRecord) -> bool:
 def analyze_records(recs: Iterable[LogRecord]) -> list[Hit]:
     """Every signature hit in these records (of one or many files, in file order)."""
     hits: list[Hit] = []
-    marks: dict[str, list[tuple[int, LogRecord]]] = {s.name: [] for s in _WITH_CONTEXT}
+    marks: dict[tuple[str, str], list[tuple[int, LogRecord]]] = {}  # (signature, file) -> context records
     enroll_started: dict[tuple[str, str | None], dt.datetime] = {}
     last_problem: dict[str, Hit] = {}
     for n, rec in enumerate(recs):
@@ -88,10 +89,14 @@ def analyze_records(recs: Iterable[LogRecord]) -> list[Hit]:
             enroll_started[(rec.source, rec.device)] = rec.time
         for sig in _WITH_CONTEXT:
             if sig.context is not None and sig.context.search(rec.text):
-                marks[sig.name] = [*marks[sig.name][-50:], (n, rec)]
+                seen = marks.setdefault((sig.name, rec.source), [])
+                seen[:] = [*seen[-50:], (n, rec)]
         hit = None
         for sig in SIGNATURES:
-            in_context = sig.context is not None and any(same_request(mark, rec, n - i) for i, mark in marks[sig.name])
+            if sig.needle not in rec.text:
+                continue
+            in_context = sig.context is not None and sig.pattern.search(rec.text) is not None and any(
+                same_request(mark, rec, n - i) for i, mark in marks.get((sig.name, rec.source), ()))
             hit = match(sig, rec, in_context)
             if hit is not None:
                 break
@@ -113,16 +118,38 @@ def analyze_records(recs: Iterable[LogRecord]) -> list[Hit]:
     return hits
 
 
+_ENRICHING = frozenset(s.name for s in SIGNATURES if s.enriches)
+
+
 def _enrich(hit: Hit, last_problem: dict[str, Hit]) -> bool:
     """A line that only adds context (``URL used: ...``) to the failure before it in its file."""
-    sig = next((s for s in SIGNATURES if s.name == hit.signature), None)
-    if sig is None or not sig.enriches:
+    if hit.signature not in _ENRICHING:
         return False
     before = last_problem.get(hit.source)
     if before is not None:
         for key, value in hit.evidence.items():
             before.evidence.setdefault(key, value)
     return True
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def _marks(rec: LogRecord | None) -> tuple[float | None, float | None]:
+    """(seconds on the wall clock, seconds into the day) of a record, to compare with others."""
+    wall = _wall(rec.time) if rec is not None else None
+    if wall is None or rec is None:
+        return None, None
+    tod = wall.hour * 3600 + wall.minute * 60 + wall.second + wall.microsecond / 1e6
+    return (None if rec.time_only else (wall - _EPOCH).total_seconds()), tod
+
+
+def _near(sorted_values: list[float], value: float, window: float, wrap: bool = False) -> bool:
+    i = bisect.bisect_left(sorted_values, value)
+    candidates = sorted_values[max(0, i - 1):i + 1]
+    if wrap and sorted_values:  # times of day: 23:59 is near 00:01
+        candidates += [sorted_values[0] + 86400, sorted_values[-1] - 86400]
+    return any(abs(c - value) <= window for c in candidates)
 
 
 @dataclass
@@ -132,6 +159,11 @@ class Cause:
     first: Hit
     hits: list[Hit] = field(default_factory=list)
     consequences: list[Hit] = field(default_factory=list)
+    _rids: set[str] = field(default_factory=set, repr=False)
+    _lines: dict[str, tuple[list[int], list[float | None]]] = field(default_factory=dict, repr=False)
+    _walls: list[float] = field(default_factory=list, repr=False)    # dated hits
+    _tods: list[float] = field(default_factory=list, repr=False)     # every timed hit
+    _dateless: list[float] = field(default_factory=list, repr=False)  # dateless (CAPF) hits
 
     code = property(lambda self: self.first.code)
     severity = property(lambda self: self.first.severity)
@@ -145,6 +177,44 @@ class Cause:
     signature = property(lambda self: self.first.signature)
     excerpt = property(lambda self: self.first.excerpt)
     secondary = property(lambda self: False)  # a consequence nothing explains is reported as a cause
+
+    def add(self, h: Hit) -> None:
+        self.hits.append(h)
+        rec = h.record
+        if rec is None:
+            return
+        if rec.request_id:
+            self._rids.add(rec.request_id)
+        wall, tod = _marks(rec)
+        lines, times = self._lines.setdefault(rec.source, ([], []))
+        lines.append(rec.line)  # hits come in file order
+        times.append(wall if wall is not None else tod)
+        if wall is not None:
+            bisect.insort(self._walls, wall)
+        if tod is not None:
+            bisect.insort(self._tods, tod)
+            if wall is None:
+                bisect.insort(self._dateless, tod)
+
+    def explains(self, h: Hit) -> bool:
+        """Whether a consequence line follows from this cause: the same request, the cause before
+        it in the same log, or the cause minutes from it in another log."""
+        rec = h.record
+        if rec is None:
+            return False
+        if rec.request_id and rec.request_id in self._rids:
+            return True
+        wall, tod = _marks(rec)
+        lines, times = self._lines.get(rec.source, ([], []))
+        i = bisect.bisect_right(lines, rec.line)
+        if i:  # the cause's last line before this one in the same log
+            t, mine = times[i - 1], (wall if wall is not None else tod)
+            if t is None or mine is None or abs(mine - t) <= CROSS_FILE_WINDOW_S:
+                return True
+        if wall is not None:
+            return _near(self._walls, wall, CROSS_FILE_WINDOW_S) or (
+                tod is not None and _near(self._dateless, tod, CROSS_FILE_WINDOW_S, wrap=True))
+        return tod is not None and _near(self._tods, tod, CROSS_FILE_WINDOW_S, wrap=True)
 
     def consequence_counts(self) -> list[tuple[str, str, int]]:
         counts: dict[tuple[str, str], int] = {}
@@ -162,39 +232,21 @@ def _key(h: Hit) -> tuple[str, ...]:
     return (h.code, *(str(h.evidence.get(k, "")) for k in _DISTINCT))
 
 
-def _explains(cause: Cause, h: Hit) -> bool:
-    """Whether a consequence line follows from this cause: the same request, the cause before it
-    in the same log, or the cause minutes from it in another log."""
-    rec = h.record
-    for c in cause.hits:
-        other = c.record
-        if rec is None or other is None:
-            continue
-        if rec.request_id and rec.request_id == other.request_id:
-            return True
-        apart = _seconds_apart(rec, other)
-        if rec.source == other.source and other.line <= rec.line and (apart is None or apart <= CROSS_FILE_WINDOW_S):
-            return True
-        if rec.source != other.source and apart is not None and apart <= CROSS_FILE_WINDOW_S:
-            return True
-    return False
-
-
 def group_causes(problems: list[Hit]) -> list[Cause]:
     """Root causes (repeats counted), each with the consequence lines it explains; most important first."""
     groups: dict[tuple[str, ...], Cause] = {}
     for h in problems:
         if not h.secondary:
-            groups.setdefault(_key(h), Cause(h)).hits.append(h)
+            groups.setdefault(_key(h), Cause(h)).add(h)
     for h in (h for h in problems if h.secondary):
         roots = list(groups.values())
-        owner = next((c for c in reversed(roots) if _explains(c, h)), None)
+        owner = next((c for c in reversed(roots) if c.explains(h)), None)
         if owner is None and len(roots) == 1:
             owner = roots[0]
         if owner is None:
             owner = groups.setdefault(_key(h), Cause(h))
             if owner.first is h:
-                owner.hits.append(h)
+                owner.add(h)
                 continue
         owner.consequences.append(h)
     order = list(groups.values())
