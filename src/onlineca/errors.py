@@ -387,7 +387,7 @@ CODES: dict[str, Code] = _table(
     ("RA_TLS_EXPIRED", None, "ra", "Renew the RA's TLS certificate."),
     ("RA_TIMEOUT", None, "ra", "The RA did not answer in time: read its error.log; check its load and the CA behind it."),
     ("RA_EST_AUTH", None, "ra", "Correct [capf] ra_user / ra_password to what the RA accepts (with the passthrough connector, the CA account)."),
-    ("RA_NOT_READY", None, "ra", "Read the RA's error.log: its start-up checks against the CA failed (see the CA_* findings)."),
+    ("RA_NOT_READY", None, "ra", "Read the RA's error.log: its start-up checks against the CA failed for the reason it gives; fix that and it retries by itself."),
     ("RA_CACERTS", None, "ra", "The RA serves no valid CA chain on /cacerts: read its error.log for the CA chain retrieval."),
     ("RA_NO_ANSWER", None, "ra", "The error is on the RA side: read the RA's error.log at the same time for the cause."),
     ("RA_EST_ERROR", None, "ra", "Read the RA's error.log at the same time for the cause."),
@@ -438,7 +438,7 @@ CODES: dict[str, Code] = _table(
     ("CA_TLS_UNTRUSTED", CATLSError, "ca", "Add the named issuer (and its root) to the RA's trust store."),
     ("CA_TLS_SELF_SIGNED", CATLSError, "ca", "Give the CA web server a certificate issued by a CA; a self-signed web certificate is not supported even in the trust store."),
     ("CA_TLS_NAME_MISMATCH", CATLSError, "ca", "Put a name the certificate holds in ca_url, or reissue the web certificate with the URL's host in its subjectAltName."),
-    ("CA_TLS_NOT_YET_VALID", CATLSError, "ca", "Fix the clock (NTP) of the RA and of the CA; the certificate becomes valid later."),
+    ("CA_TLS_NOT_YET_VALID", CATLSError, "ca", "Compare the clocks of the RA and the CA (NTP): if they agree, the web certificate was issued with a future start date and must be reissued."),
     ("CA_TLS_EXPIRED", CATLSError, "ca", "Renew the CA web server's certificate (or fix this machine's clock if it runs ahead)."),
     ("CA_TIMEOUT", CATimeoutError, "ca", "Find why the CA is slow (load, network, AD), or raise [ra] connect_timeout / login_timeout / enroll_timeout."),
     ("CA_AUTH", CAAuthError, "ca", "Correct ca_user / ca_password (or the client certificate) of [ra], as the CA knows the account."),
@@ -449,6 +449,18 @@ CODES: dict[str, Code] = _table(
     ("CA_HTTP", CAHTTPError, "ca", "Read the CA's IIS log for that request: the web server answered with an HTTP error."),
     ("CA_PROTOCOL", CAPageError, "ca", "Point ca_url at an AD CS /certsrv web enrollment service."),
 )
+
+
+# -- diag branch: diagnose's CAPF hop (CAPF's own port, as a phone reaches it) and an RA that runs
+#    with another configuration than diagnose reads.
+CODES.update(_table(
+    ("CAPF_CONNECT", None, "capf", "Start CAPF ('onlineca capf serve'), check [capf] host and port, and open port 3804 to the phones."),
+    ("CAPF_TLS", None, "capf", "Check CAPF's TLS certificate and key ([capf] tls_cert and tls_key, or <data dir>/capf/capf.pem)."),
+    ("CAPF_CERT_UNTRUSTED", None, "capf", "Give CAPF a certificate issued by the CA its phones trust (remove capf.pem and restart CAPF to enroll one through the RA)."),
+    ("CAPF_CERT_NOT_YET_VALID", None, "capf", "Fix the clocks (NTP) of CAPF and the CA, or wait until CAPF's certificate becomes valid."),
+    ("CAPF_RA_MISMATCH", None, "capf", "Restart CAPF so it reads [capf] ra_url, or correct ra_url to the RA CAPF should use."),
+    ("RA_CONFIG_DRIFT", None, "ra", "Restart or reload the RA so it runs with this configuration and trust store, and compare its clock with the CA's (NTP)."),
+))
 
 
 def fix_for(code: str) -> str:

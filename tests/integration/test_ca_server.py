@@ -267,7 +267,8 @@ def test_curl_replays_the_source_document_sequence_and_the_iis_log_shows_it(lab,
     assert pki.common_name(pki.load_certificate(body).subject) == "SEP-REPLAY"
 
     lines = [ln.split(" ") for ln in lab.iis_log.read_text().splitlines() if "CiscoRA+1.0+replay" in ln]
-    assert len(lines) == 7 and all(len(f) == 15 for f in lines)
+    # the document's 15 fields, then the X-Request-ID custom field ("-": curl sent none)
+    assert len(lines) == 7 and all(len(f) == 16 and f[15] == "-" for f in lines)
     port = str(lab.ca.port)
     # fields 2..: s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip UA Referer status sub win32
     user = "MICHAMEN\\alice"
@@ -288,7 +289,7 @@ def test_curl_replays_the_source_document_sequence_and_the_iis_log_shows_it(lab,
     assert head[0] == "#Software: Microsoft Internet Information Services 10.0" and head[1] == "#Version: 1.0"
     assert head[2].startswith("#Date: ") and head[3] == (
         "#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) "
-        "cs(Referer) sc-status sc-substatus sc-win32-status time-taken")
+        "cs(Referer) sc-status sc-substatus sc-win32-status time-taken X-Request-ID")  # + the custom field
 
 
 def test_what_the_ca_issues_verifies_with_openssl_against_the_p7b_chain(lab, ec_key, tmp_path):

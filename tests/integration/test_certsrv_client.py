@@ -712,7 +712,7 @@ def iis_requests(path: Path) -> list[tuple[str, str, str]]:
     for line in path.read_text().splitlines():
         if line and not line.startswith("#"):
             fields = line.split()
-            out.append((fields[3], fields[4], fields[-4]))
+            out.append((fields[3], fields[4], fields[11]))  # sc-status, 12th of the default fields
     return out
 
 

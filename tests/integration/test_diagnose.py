@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import email.utils
 import json
+import shutil
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class CALab:
     runners: list[web.AppRunner] = field(default_factory=list)
     releases: list[asyncio.Event] = field(default_factory=list)
     ras: list[Any] = field(default_factory=list)
+    capfs: list[Any] = field(default_factory=list)
 
     def config(self, url: str, *, extra_ra: str = "", extra: str = "", trust: Path | None = None,
                log_dir: Path | None = None, capf: str = "") -> Config:
@@ -76,10 +78,14 @@ class CALab:
         return load_config(path, environ={})
 
     def serve(self, cert: str = "good", *, slow: str | None = None, date_offset: dt.timedelta | None = None,
-              log_dir: Path | None = None) -> int:
+              log_dir: Path | None = None, delay: tuple[str, float] | None = None, data_dir: Path | None = None) -> int:
         """Start our CA with the named web certificate; ``slow`` holds that path until the test ends;
-        ``date_offset`` moves the CA's HTTP Date (its clock, as a client sees it)."""
+        ``delay`` answers a path that many seconds late (the fault itself, not a synchronisation);
+        ``date_offset`` moves the CA's HTTP Date (its clock, as a client sees it); ``data_dir``
+        serves another CA's files."""
         cfg = self.config("https://127.0.0.1:1/certsrv", log_dir=log_dir)
+        if data_dir is not None:
+            cfg = cfg.model_copy(update={"data_dir": str(data_dir)})
         cert_file, key_file = self.web[cert]
 
         async def start() -> int:
@@ -90,6 +96,8 @@ class CALab:
             async def lab_middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
                 if slow and request.path.lower() == slow:
                     await release.wait()
+                if delay and request.path.lower() == delay[0]:
+                    await asyncio.sleep(delay[1])
                 response = await handler(request)
                 if date_offset is not None:
                     when = dt.datetime.now(dt.UTC) + date_offset
@@ -118,8 +126,26 @@ class CALab:
             return ra
         return self.loop.run(start())
 
+    def start_capf(self, cfg: Config, log_dir: Path | None = None) -> Any:
+        """Our CAPF (it enrolls its own TLS certificate through the RA) on [capf] port."""
+        from onlineca.capf.service import start_capf
+
+        async def start() -> Any:
+            capf = await start_capf(cfg, cfg.data_path, log_dir or cfg.log_path, host="127.0.0.1",
+                                    port=cfg.capf.port, maintenance=False)
+            self.capfs.append(capf)
+            return capf
+        return self.loop.run(start())
+
     def stop_all(self) -> None:
         async def stop() -> None:
+            for capf in self.capfs:
+                await capf.close()
+            self.capfs.clear()
+            # What a CAPF left in the shared data dir (its certificate, its database) is this test's.
+            shutil.rmtree(self.dir / "data" / "capf", ignore_errors=True)
+            for db in (self.dir / "data").glob("onlineca.db*"):
+                db.unlink()
             for ra in self.ras:
                 await ra.close()
             self.ras.clear()
@@ -330,11 +356,14 @@ def test_capf_certificate_expiring_and_healthy(lab, tmp_path):
                                                          issuer_key=key, validity_days=365)))
     cfg = lab.config("https://127.0.0.1:1/certsrv")
     report = diagnose(cfg, hops={"capf"}, capf_cert=soon)
-    assert [f.code for f in report.findings] == ["CAPF_CERT_EXPIRING"]
-    assert report.findings[0].severity == "warning" and report.findings[0].evidence["days_left"] in (9, 10)
-    assert report.ok  # a warning is not an error: exit status 0
-    assert diagnose(cfg, hops={"capf"}, capf_cert=later).findings == []
-    assert diagnose(cfg, hops={"capf"}, capf_cert=tmp_path / "none.pem").codes() == ["CAPF_CERT_UNREADABLE"]
+    # (No CAPF runs here: its port is checked too, and found closed.)
+    file_findings = [f for f in report.findings if f.code != "CAPF_CONNECT"]
+    assert [f.code for f in file_findings] == ["CAPF_CERT_EXPIRING"]
+    assert file_findings[0].severity == "warning" and file_findings[0].evidence["days_left"] in (9, 10)
+    assert [c.status for c in report.checks if c.name == "capf.certificate"] == ["ok"]  # a warning is not an error
+    assert diagnose(cfg, hops={"capf"}, capf_cert=later).codes() == ["CAPF_CONNECT"]
+    assert diagnose(cfg, hops={"capf"}, capf_cert=tmp_path / "none.pem").codes() == ["CAPF_CERT_UNREADABLE",
+                                                                                     "CAPF_CONNECT"]
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -366,26 +395,35 @@ def _capf_cert(tmp_path: Path, days: int = 365) -> Path:
 
 
 def system(lab: CALab, *, template: str = "CiscoRA", capf_password: str = PASSWORD,
-           ra_trust: Path | None = None, log_dir: Path | None = None) -> tuple[Config, Any]:
-    """Our CA and our RA (passthrough: CAPF's credentials are the CA account's), and CAPF's settings."""
-    port = lab.serve()
-    ra_cfg = lab.config(f"https://127.0.0.1:{port}/certsrv")
-    ra_cfg = ra_cfg.model_copy(update={"ra": ra_cfg.ra.model_copy(update={"template": template, "backoff_initial": 30.0})})
+           ra_trust: Path | None = None, log_dir: Path | None = None, capf_port: int = 1,
+           extra: str = "", serve: dict[str, Any] | None = None, ra_extra: dict[str, Any] | None = None,
+           ca_url: str | None = None) -> tuple[Config, Any]:
+    """Our CA and our RA (passthrough: CAPF's credentials are the CA account's), and CAPF's settings
+    (each system logs in its own folder: diagnose reads the RA's recent error.log lines)."""
+    log_dir = log_dir or lab.dir / f"logs-{len(lab.ras)}-{template}"
+    port = lab.serve(**(serve or {}))
+    ca_url = ca_url or f"https://127.0.0.1:{port}/certsrv"
+    ra_cfg = lab.config(ca_url, log_dir=log_dir)
+    ra_cfg = ra_cfg.model_copy(update={"ra": ra_cfg.ra.model_copy(update={"template": template, "backoff_initial": 30.0,
+                                                                          **(ra_extra or {})})})
     ra = lab.start_ra(ra_cfg, log_dir)
     if template == "CiscoRA":
         lab.loop.run(ra.wait_ready(10))
     capf = (f'ra_url = "{ra.url}"\nra_user = "{USER}"\nra_password = "{capf_password}"\n'
-            f'ra_trust_store = "{ra_trust or lab.files.root_cert}"')
-    cfg = lab.config(f"https://127.0.0.1:{port}/certsrv", capf=capf)
-    return cfg.model_copy(update={"ra": cfg.ra.model_copy(update={"template": template})}), ra
+            f'ra_trust_store = "{ra_trust or lab.files.root_cert}"\nport = {capf_port}\n{extra}')
+    cfg = lab.config(ca_url, capf=capf, log_dir=log_dir)
+    return cfg.model_copy(update={"ra": cfg.ra.model_copy(update={"template": template, **(ra_extra or {})})}), ra
 
 
 def test_healthy_system_raises_no_alarm(lab, tmp_path):
-    cfg, _ra = system(lab)
-    report = diagnose(cfg, hops={"capf", "ra", "ca"}, capf_cert=_capf_cert(tmp_path))
+    from tests.conftest import free_port
+    cfg, _ra = system(lab, capf_port=free_port())
+    lab.start_capf(cfg)  # CAPF enrolls its TLS certificate through the RA and the CA
+    report = diagnose(cfg, hops={"capf", "ra", "ca"})
     assert report.findings == [], report.to_text()
-    assert [c.name for c in report.checks] == ["capf.certificate", "ra.readyz", "ra.cacerts", "ra.est_auth",
-                                               "ca.login", "ca.clock", "ca.chain", "ca.chain_valid", "ca.template"]
+    assert [c.name for c in report.checks] == [
+        "capf.certificate", "capf.port", "capf.ra", "capf.outcomes", "ra.readyz", "ra.metrics", "ra.error_log",
+        "ra.cacerts", "ra.est_auth", "ca.login", "ca.clock", "ca.chain", "ca.chain_valid", "ca.template"]
     assert all(c.status == "ok" for c in report.checks)
 
 
@@ -432,6 +470,7 @@ def test_capf_certificate_found_where_capf_keeps_it(lab):
                                                         issuer_key=key, validity_days=5)))
     try:
         report = diagnose(cfg, hops={"capf"})
-        assert report.codes() == ["CAPF_CERT_EXPIRING"] and report.findings[0].evidence["path"] == str(path)
+        assert report.codes() == ["CAPF_CERT_EXPIRING", "CAPF_CONNECT"]
+        assert report.findings[0].evidence["path"] == str(path)
     finally:
         path.unlink()

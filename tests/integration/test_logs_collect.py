@@ -66,8 +66,9 @@ def test_bundle_holds_every_log_and_no_secret(lab: CALab, tmp_path):
     assert {"onlineca", "python", "cryptography", "openssl (python ssl)"} <= set(versions)
     report = json.loads(files["diagnose.json"])
     assert report["schema"] == "onlineca.diagnose/1"
-    # CAPF's EST password (from the environment) is not the CA account's: the RA refuses it.
-    assert [f["code"] for f in report["findings"]] == ["RA_EST_AUTH"]
+    # No CAPF runs here (its port is closed), and CAPF's EST password (from the environment) is not
+    # the CA account's: the RA refuses it.
+    assert [f["code"] for f in report["findings"]] == ["CAPF_CONNECT", "RA_EST_AUTH"]
     analysis = json.loads(files["analysis.json"])
     assert {h["code"] for h in analysis["hits"] if h["source"] == "logs/capf.log"} == {"RA_NO_ANSWER"}
     manifest = files["MANIFEST.sha256"].decode()

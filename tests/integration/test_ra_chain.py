@@ -129,8 +129,9 @@ async def test_passthrough_wrong_password_is_401_as_the_document_logs_it(ca_lab,
         assert "ra_certsrv_auth_curl_data_cb: the CA refused the EST client's credentials for user ciscora" in text
         assert re.search(r"\*\*\*EST \[WARNING\]\[est_http_authenticate:\d+\]--> HTTP authentication failed. "
                          r"Auth type=1", text)
-        assert re.search(r"\[error\] \d+#0: est_server_handle_simple_enroll: Enrollment failed with rc=22 "
-                         r"\(EST_ERR_AUTH_FAIL\) -- fix: ", text)
+        # (NGINX's request context, *N and ", client: ...", is on lines about a request)
+        assert re.search(r"\[error\] \d+#0: \*\d+ est_server_handle_simple_enroll: Enrollment failed with rc=22 "
+                         r"\(EST_ERR_AUTH_FAIL\), client: .* -- fix: ", text)
         assert "[Error 401: Unauthorized]" in text
         assert '"POST /.well-known/est/simpleenroll HTTP/1.1" 401' in (logs / "access.log").read_text()
         # The right password still works (the refusal was not cached as a success, nor vice versa).

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from onlineca.cli import main_group
-from onlineca.diagnose.analyze import analyze_paths, analyze_text, records
+from onlineca.diagnose.analyze import analyze_paths, analyze_text, analyze_texts, records
 from onlineca.logs import JSONFormatter
 from onlineca.logs.iis import IISEntry, format_line
 from onlineca.logs.nginx import NginxErrorFormatter
@@ -98,8 +98,8 @@ def test_summary_table_signatures(row):
     rows = _table_rows()
     assert len(rows) == len(TABLE_CODES)
     cause, text = rows[row]
-    hits = [h for h in analyze_text(text) if h.severity == "error" and not h.secondary]
-    assert {h.code for h in hits} == {TABLE_CODES[row]}, (cause, text)
+    causes = analyze_texts([("summary_table.md", text)]).causes()
+    assert [c.code for c in causes] == [TABLE_CODES[row]], (cause, text)
 
 
 def test_run_together_records_are_cut_apart_with_times_and_devices():

@@ -54,15 +54,17 @@ def test_certcarc_and_certckpn():
     assert client.parse_certckpn(pages.certckpn(CA, [])) == []
 
 
-def test_iis_line_in_the_document_format():
+def test_iis_line_in_the_document_format_then_the_request_id_custom_field():
     e = IISEntry(when=dt.datetime(2019, 3, 5, 17, 31, 15), s_ip="14.48.31.152", method="GET", uri_stem="/certsrv",
                  uri_query="", s_port=443, username="", c_ip="14.48.31.128", user_agent="CiscoRA 1.0",
                  referer="", status=401, substatus=1, win32_status=2148074254, time_taken_ms=0)
+    # The document's fields, then X-Request-ID as IIS 8.5+ logs a request header ("-" when absent).
     assert format_line(e) == ("2019-03-05 17:31:15 14.48.31.152 GET /certsrv - 443 - 14.48.31.128 CiscoRA+1.0 - "
-                              "401 1 2148074254 0")
+                              "401 1 2148074254 0 -")
     hostile = IISEntry(when=e.when, s_ip="::1", method="GET", uri_stem="/certsrv", uri_query="a=b c",
                        s_port=443, username="MICHAMEN\\ciscora", c_ip="::1", user_agent="x\r\ny\tz",
-                       referer="r e", status=200)
+                       referer="r e", status=200, request_id="id with spaces")
     fields = format_line(hostile).split(" ")
-    assert len(fields) == 15 and fields[5] == "a=b+c" and fields[9] == "xyz" and fields[10] == "r+e"
+    assert len(fields) == 16 and fields[5] == "a=b+c" and fields[9] == "xyz" and fields[10] == "r+e"
+    assert fields[15] == "-"  # a request id that is not clean is not logged
     assert header_lines(e.when)[2:] == ["#Date: 2019-03-05 17:31:15", f"#Fields: {FIELDS}"]

@@ -39,6 +39,7 @@ from onlineca.logs import attach_log
 from onlineca.logs.iis import IISEntry, IISLog
 from onlineca.policy import ca as policy
 from onlineca.proto.certsrv import hresults as hr, server as pages
+from onlineca.proto.request_id import REQUEST_ID_HEADER
 from onlineca.proto.results import ISSUED, PENDING, Issued, Pending
 from onlineca.store import CARequest, Database
 
@@ -113,7 +114,8 @@ def _iis_entry(request: web.Request, response: web.StreamResponse, started: floa
         username=f"{state.config.ca.domain}\\{user}" if user else "",
         c_ip=request.remote or "", user_agent=request.headers.get("User-Agent", ""),
         referer=request.headers.get("Referer", ""), status=response.status, substatus=substatus,
-        win32_status=win32, time_taken_ms=int((time.perf_counter() - started) * 1000))
+        win32_status=win32, time_taken_ms=int((time.perf_counter() - started) * 1000),
+        request_id=request.headers.get(REQUEST_ID_HEADER, ""))  # diag branch: an IIS custom field
 
 
 @web.middleware

@@ -31,8 +31,9 @@ from onlineca.config import CAPFConfig, DataDir
 from onlineca.errors import CARejected, CAUnavailable, ChainError, ConfigError, ESTCodedError, PKIError
 from onlineca.est.client import ESTClient
 from onlineca.infra import files
-from onlineca.logs.capf_trace import SessionTrace, log as trace_log
+from onlineca.logs.capf_trace import SessionTrace, log as trace_log, request_id_line
 from onlineca.proto.libest import enrollment_rv_line
+from onlineca.proto.request_id import REQUEST_ID_HEADER, new_request_id
 
 # The RA refused the request itself (credentials, a bad request, the CA denied it): retrying
 # the same request would get the same answer.  Everything else is "CA Communication Failure".
@@ -121,9 +122,12 @@ class OnlineCAEnroller:
         trace.debug("CA Mode is OnlineCA, Initiating Automatic Certificate Enrollment")
         async with self.semaphore:
             trace.debug(f"Calling enrollCertUsingEST() csr_file={csr_file}")
+            # diag branch: one X-Request-ID per enrollment, in CAPF's trace, the RA's logs and the CA's IIS log
+            request_id = new_request_id()
+            trace.debug(request_id_line(request_id))
             self.requests_sent += 1
             try:
-                resp = await self.est.simpleenroll(csr)
+                resp = await self.est.simpleenroll(csr, headers={REQUEST_ID_HEADER: request_id})
             except ESTCodedError as exc:
                 trace.error(enrollment_rv_line(exc.code, 0))
                 trace.error("est_client_enroll_csr() Failed! Could not obtain new certificate. Aborting.")
@@ -160,6 +164,15 @@ class OnlineCAEnroller:
             try:
                 pki.validate_chain(cert, extra, trust)
             except ChainError as exc:
+                if exc.code == "NOT_YET_VALID":  # diag branch: a CA clock ahead: it chains, valid only later
+                    try:
+                        pki.validate_chain(cert, extra, trust, at=cert.not_valid_before_utc)
+                    except ChainError:
+                        pass
+                    else:
+                        raise CARejected(f"the issued certificate chains to the RA's CA but is not valid yet "
+                                         f"({exc.message}): the CA's clock is ahead of CAPF's; fix NTP on the CA"
+                                         ) from None
                 raise CARejected(f"the issued certificate does not chain to the RA's CA certificates: "
                                  f"{exc.message}") from None
         missing = [u for u in REQUIRED_KEY_USAGE if u not in pki.key_usage_names(cert)]

@@ -37,6 +37,7 @@ from onlineca.errors import (
 )
 from onlineca.infra import files, tls, transport
 from onlineca.proto.certsrv import client as p
+from onlineca.proto.request_id import REQUEST_ID_HEADER, current_request_id
 from onlineca.proto.results import EnrollResult, Issued
 
 if TYPE_CHECKING:
@@ -162,8 +163,9 @@ class CertsrvClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, keepalive_timeout=60, ttl_dns_cache=300,
-                                             limit=self.max_connections)
+            # diag branch: a self-signed CA web certificate is refused even in the trust store (as the original RA)
+            connector = tls.PeerCheckingConnector(_refuse_self_signed, ssl=self._ssl, keepalive_timeout=60,
+                                                  ttl_dns_cache=300, limit=self.max_connections)
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False,  # no proxy or CA-bundle override from the env
                 headers={"User-Agent": self.user_agent, "Accept": "*/*"},
@@ -226,6 +228,8 @@ class CertsrvClient:
         """One HTTP exchange, read whole within the phase's timeout; every failure as a CertsrvFailure."""
         session = self._open()
         headers = dict(headers or {})
+        if (request_id := current_request_id()) is not None:  # diag branch: the EST request this one serves
+            headers[REQUEST_ID_HEADER] = request_id
         if method == "POST":
             headers["Referer"] = p.page_url(self.base, "certrqxt.asp")
         timeout = self.timeouts[phase]
@@ -411,6 +415,12 @@ class CertsrvClient:
             raise CAChainError(f"cannot retrieve the CA chain: {err.message}", curl_code=err.curl_code,
                                  curl_message=err.curl_message, details=err.details)
         return ctype, body
+
+
+def _refuse_self_signed(der: bytes, host: str) -> None:
+    peer = p.PeerCertificate.from_der(der)
+    if peer.self_signed:
+        raise p.tls_error(host, p.X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "self-signed certificate", peer)
 
 
 def _holds_key_of(cert: x509.Certificate, csr: bytes | str | x509.CertificateSigningRequest) -> bool:

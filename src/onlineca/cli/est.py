@@ -10,6 +10,7 @@ prompt rather than the command line where possible; they are never printed.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import json
 import sys
@@ -23,7 +24,7 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.cli.app import AppContext, serve_until_signal
-from onlineca.errors import ConfigError, ESTCodedError
+from onlineca.errors import ChainError, ConfigError, ESTCodedError
 from onlineca.est.client import ESTClient, bootstrap_cacerts
 from onlineca.infra import files
 from onlineca.proto.libest import enrollment_rv_line
@@ -192,6 +193,13 @@ async def _enroll(op: str, kw: dict[str, Any], csr: x509.CertificateSigningReque
     click.echo(f"issued {pki.name_to_slash(res.certificate.subject)} serial {res.certificate.serial_number:x} "
                f"by {pki.name_to_slash(res.certificate.issuer)}", err=True)
     _write_certs([res.certificate], out, fmt)
+    # diag branch: a certificate valid only from the future is kept, but never reported as a success
+    ahead = res.certificate.not_valid_before_utc - dt.datetime.now(dt.UTC)
+    if ahead.total_seconds() > 0:
+        start = f"{res.certificate.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
+        raise ChainError(f"the issued certificate is valid only from {start} ({int(ahead.total_seconds())} s from "
+                         "now): the CA's clock is ahead of this machine's; it was written, but nothing accepts it "
+                         "until then", code="NOT_YET_VALID")
 
 
 @est.command("enroll")

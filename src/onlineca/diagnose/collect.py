@@ -34,8 +34,9 @@ from pydantic import BaseModel, SecretStr
 
 from onlineca import __version__
 from onlineca.config import Config
-from onlineca.diagnose.analyze import analyze_text, read_log, unreadable_reason
+from onlineca.diagnose.analyze import analyze_texts
 from onlineca.logs import redact
+from onlineca.logs.reader import read_log, unreadable_reason
 
 MASK = "***"
 _SECRET_KEY = re.compile(r"(?i)pass|secret|token|credential|auth_string|private")
@@ -159,9 +160,11 @@ def collect_bundle(cfg: Config, out: Path, *, config_path: Path | None = None, r
         files["diagnose.json"] = json.dumps(doc, indent=2, default=str).encode()
         files["diagnose.txt"] = report.to_text().encode()
         summary.diagnosed = True
-    hits = [h.as_dict() for name, body in files.items() if name.startswith("logs/")
-            for h in analyze_text(body.decode(), name) if h.severity != "ok"]
-    files["analysis.json"] = json.dumps({"hits": hits}, indent=2, default=str).encode()
+    # The logs analysed together: a cause in one (the RA's error.log) explains lines of another (CAPF's).
+    analysis = analyze_texts((name, body.decode()) for name, body in files.items() if name.startswith("logs/"))
+    files["analysis.json"] = json.dumps({"causes": [c.as_dict() for c in analysis.causes()],
+                                         "hits": [h.as_dict() for h in analysis.hits if h.severity != "ok"]},
+                                        indent=2, default=str).encode()
     files["collect.json"] = json.dumps({"created": stamp, "log_dir": str(log_dir), "logs": summary.logs,
                                         "unreadable": summary.unreadable}, indent=2).encode()
     files = {name: scrub(body.decode(), secrets).encode() for name, body in files.items()}

@@ -20,7 +20,32 @@ from onlineca.errors import CODES, Hop, fix_for
 Severity = Literal["error", "warning", "info", "ok"]
 
 SCHEMA_VERSION = 1
-_RANK = {"ok": 0, "info": 1, "warning": 2, "error": 3}
+_RANK: dict[Severity, int] = {"ok": 0, "info": 1, "warning": 2, "error": 3}
+_SEVERITIES: list[tuple[Severity, int]] = list(_RANK.items())
+
+# What an EST client's failure (libEST's name) says about the hop CAPF -> RA: one table for
+# diagnose's own probes and for CAPF's logs (``Enrollment rv = N``) and outcomes.
+EST_FAILURE_CODES = {
+    "EST_ERR_IP_GETADDR": "RA_DNS", "EST_ERR_IP_CONNECT": "RA_CONNECT", "EST_ERR_FQDN_MISMATCH": "RA_TLS_NAME_MISMATCH",
+    "EST_ERR_CACERT_VERIFICATION": "RA_TLS_UNTRUSTED", "EST_ERR_SSL_CONNECT": "RA_TLS", "EST_ERR_SSL_READ": "RA_TIMEOUT",
+    "EST_ERR_AUTH_FAIL": "RA_EST_AUTH", "EST_ERR_LOAD_TRUST_CERTS": "CONFIG",
+    "EST_ERR_CA_ENROLL_RETRY": "CAPF_CA_COMM_FAILURE", "EST_ERR_CA_ENROLL_FAIL": "CAPF_CA_REJECTED",
+}
+
+
+def est_failure_code(est_code: str, message: str = "") -> str:
+    """The finding code of an EST failure; a verification failure is told apart by its wording."""
+    code = EST_FAILURE_CODES.get(est_code, "RA_EST_ERROR")
+    if code == "RA_TLS_UNTRUSTED":
+        low = message.lower()
+        if "not yet valid" in low:
+            return "RA_TLS_NOT_YET_VALID"
+        if "expired" in low:
+            return "RA_TLS_EXPIRED"
+        if "self-signed certificate" in low and "in certificate chain" not in low:
+            return "RA_TLS_SELF_SIGNED"
+    return code
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -65,7 +90,8 @@ class Report:
     @property
     def worst(self) -> Severity:
         ranks = [_RANK[f.severity] for f in self.findings]
-        return next(k for k, v in _RANK.items() if v == max(ranks, default=0))
+        best = max(ranks, default=0)
+        return next(k for k, v in _SEVERITIES if v == best)
 
     @property
     def ok(self) -> bool:
@@ -108,4 +134,5 @@ class Report:
         return "\n".join(lines)
 
 
-__all__ = ["SCHEMA_VERSION", "CheckResult", "Finding", "Hop", "Report", "Severity", "finding"]
+__all__ = ["EST_FAILURE_CODES", "SCHEMA_VERSION", "CheckResult", "Finding", "Hop", "Report", "Severity",
+           "est_failure_code", "finding"]

@@ -257,14 +257,17 @@ class ESTClient:
         return self._parse(m.parse_csrattrs, self.url_for("csrattrs"), body,  # type: ignore[return-value]
                            headers.get("Content-Type"))
 
-    async def _enroll(self, operation: str, csr: x509.CertificateSigningRequest) -> EnrollResponse:
+    async def _enroll(self, operation: str, csr: x509.CertificateSigningRequest,
+                      extra_headers: dict[str, str] | None = None) -> EnrollResponse:
         headers, body = m.encode_pkcs10(csr)
-        _, rheaders, data = await self.request(operation, "POST", body, headers)
+        _, rheaders, data = await self.request(operation, "POST", body, {**headers, **(extra_headers or {})})
         certs = self._parse(m.parse_certs_only, self.url_for(operation), data, rheaders.get("Content-Type"))
         return EnrollResponse(_pick_issued(certs, csr), certs, data)  # type: ignore[arg-type]
 
-    async def simpleenroll(self, csr: x509.CertificateSigningRequest) -> EnrollResponse:
-        return await self._enroll("simpleenroll", csr)
+    async def simpleenroll(self, csr: x509.CertificateSigningRequest,
+                           headers: dict[str, str] | None = None) -> EnrollResponse:
+        # diag branch: ``headers`` carries CAPF's X-Request-ID (one id per enrollment, see proto.request_id)
+        return await self._enroll("simpleenroll", csr, headers)
 
     async def simplereenroll(self, csr: x509.CertificateSigningRequest) -> EnrollResponse:
         return await self._enroll("simplereenroll", csr)

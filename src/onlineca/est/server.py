@@ -30,7 +30,9 @@ from onlineca.est.backend import CABackend, PendingRequests
 from onlineca.infra import tls
 from onlineca.infra.serving import RunningServer, start_https
 from onlineca.infra.users import UsersFile, basic_credentials
+from onlineca.logs.access import format_line as access_line
 from onlineca.proto import est as m
+from onlineca.proto.request_id import REQUEST_ID_HEADER
 from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, Issued, Pending
 
 if TYPE_CHECKING:
@@ -88,13 +90,12 @@ class ESTAccessLogger(AbstractAccessLogger):
     ``127.0.0.1 - ciscora [05/Mar/2019:12:31:21 +0000] "POST /.well-known/est/simpleenroll HTTP/1.1" 401 0 "-" "ua" 0.004``."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
-        stamp = dt.datetime.now(dt.UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
-        user = request.get(EST_USER) or "-"
-        agent = request.headers.get("User-Agent", "-").replace('"', "'")[:200]
-        line = (f'{request.remote or "-"} - {user} [{stamp}] "{request.method} {request.path[:200]} '
-                f'HTTP/{request.version.major}.{request.version.minor}" {response.status} '
-                f'{response.body_length} "-" "{agent}" {time_:.3f}')
-        self.logger.info(line)
+        # diag branch: the line's format lives beside its parser (logs.access), with the request id
+        self.logger.info(access_line(
+            client=request.remote or "-", user=request.get(EST_USER) or "-", when=dt.datetime.now(dt.UTC),
+            method=request.method, path=request.path, version=f"{request.version.major}.{request.version.minor}",
+            status=response.status, length=response.body_length, agent=request.headers.get("User-Agent", "-"),
+            seconds=time_, request_id=response.headers.get(REQUEST_ID_HEADER)))
 
 
 # --------------------------------------------------------------------------- the application

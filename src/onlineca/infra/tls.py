@@ -5,14 +5,18 @@ system store, so an EST client or a phone trusts only the CA it was configured f
 ``client_context(None)`` (an AD CS web server with no trust store configured) uses the system
 store.  A server context may ask for a client certificate and validate it at the handshake.
 Loading errors are ``OSError``/``ssl.SSLError``: each caller names the setting in its message.
+``PeerCheckingConnector`` applies a policy the TLS library cannot express (the RA refuses a
+self-signed CA web certificate even when it is in its trust store) before a request is sent.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import aiohttp
 from cryptography import x509
 
 from onlineca import pki
@@ -65,4 +69,26 @@ def unverified_client_context() -> ssl.SSLContext:
     return ctx
 
 
-__all__ = ["MIN_TLS", "client_context", "server_context", "unverified_client_context"]
+class PeerCheckingConnector(aiohttp.TCPConnector):
+    """An aiohttp connector that shows each connection's peer certificate (DER) and host to
+    ``check`` before any request is sent on it; ``check`` raises to refuse the connection."""
+
+    def __init__(self, check: Callable[[bytes, str], None], **kw: Any) -> None:
+        super().__init__(**kw)
+        self._check = check
+
+    async def connect(self, req, traces, timeout):  # type: ignore[no-untyped-def]
+        conn = await super().connect(req, traces, timeout)
+        transport = conn.transport
+        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        if der:
+            try:
+                self._check(der, req.url.host or "")
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+
+__all__ = ["MIN_TLS", "PeerCheckingConnector", "client_context", "server_context", "unverified_client_context"]

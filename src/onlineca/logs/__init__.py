@@ -3,7 +3,8 @@
 ``setup_component_log("ca", log_dir, fmt="text")`` returns the ``onlineca.ca`` logger writing
 ``<log_dir>/ca.log``.  Components that must write the source document's formats (the RA's
 ``error.log``, the CA's IIS W3C log, the CAPF trace) add their own handlers with their own
-formatters (see the modules beside this one); the JSON format is the same for all of them.
+formatters (see the modules beside this one: one module per format, its writer and its parser side
+by side; ``reader.records()`` reads them all); the JSON format is the same for all of them.
 Every handler here carries ``RedactFilter`` and redacts the finished line (tracebacks and custom
 formats included), masking anything that looks like a password, an Authorization header or a
 private key before it is written.
@@ -99,6 +100,15 @@ class JSONFormatter(logging.Formatter):
 
 
 _SECRET_KEY = re.compile(r"(?i)pass|secret|auth_string|authorization|private_key")
+
+
+def parse_json_line(text: str) -> dict[str, object] | None:
+    """A ``--log-format json`` line back as its object (None when the line is not one of ours)."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and "message" in obj else None
 
 
 class RedactingFileHandler(logging.FileHandler):

@@ -14,6 +14,7 @@ crashes on a CA failure nor logs a credential.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -40,9 +41,18 @@ from onlineca.est.server import (
 )
 from onlineca.infra import files, tls
 from onlineca.infra.serving import start_https
+from onlineca.logs.nginx import ConnectionNumbers
 from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
 from onlineca.proto import est as m
 from onlineca.proto.libest import est_number
+from onlineca.proto.request_id import (
+    CURRENT,
+    PROBE_HEADER,
+    REQUEST_ID_HEADER,
+    RequestContext,
+    clean_request_id,
+    new_request_id,
+)
 from onlineca.ra.connector import CertsrvConnector, local_signer
 
 log = logging.getLogger("onlineca.ra")
@@ -69,6 +79,12 @@ class RAMetrics:
         self.ready = Gauge("onlineca_ra_ready", "1 once the start-up checks passed", registry=self.registry)
         self.startup_attempts = Counter("onlineca_ra_startup_attempts", "Start-up check attempts",
                                         registry=self.registry)
+        # diag branch: when each CA failure kind and each EST result last happened, so that
+        # diagnose can tell a fault of the last minutes from one of last week.
+        self.ca_last_error = Gauge("onlineca_ra_ca_last_error_timestamp_seconds", "Last CA failure by kind",
+                                   ["kind"], registry=self.registry)
+        self.last_result = Gauge("onlineca_ra_last_result_timestamp_seconds", "Last EST answer by operation "
+                                 "and result", ["operation", "result"], registry=self.registry)
 
     async def observe(self, operation: str, call: Awaitable[T]) -> T:
         started = time.perf_counter()
@@ -76,6 +92,7 @@ class RAMetrics:
             return await call
         except CertsrvFailure as exc:
             self.ca_errors.labels(kind=exc.code).inc()
+            self.ca_last_error.labels(kind=exc.code).set_to_current_time()
             raise
         finally:
             self.ca_latency.labels(operation=operation).observe(time.perf_counter() - started)
@@ -117,7 +134,8 @@ class RAState:
         self.metrics.ready.set(0)
         log.warning("the CA is unreachable after start-up (%s); running the start-up checks again", why,
                     extra={"func": "ra_startup"})
-        self.task = asyncio.get_running_loop().create_task(startup_loop(self))
+        # diag branch: a fresh context, so that the checks' lines are not written as the request's
+        self.task = asyncio.get_running_loop().create_task(startup_loop(self), context=contextvars.Context())
 
 
 # --------------------------------------------------------------------------- start-up
@@ -192,11 +210,27 @@ def _operation(path: str) -> str:
 
 def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-type]
     ra = state.config.ra
+    connections = ConnectionNumbers()
 
     @web.middleware
     async def ra_gate(request: web.Request, handler):  # type: ignore[no-untyped-def]
         if not request.path.startswith(m.WELL_KNOWN):
             return await handler(request)
+        # diag branch: CAPF's X-Request-ID (or a new one) on every line about this request and on
+        # the CA requests made for it; diagnose's probes marked as such (proto.request_id).
+        ctx = RequestContext(clean_request_id(request.headers.get(REQUEST_ID_HEADER)) or new_request_id(),
+                             connections.of(request.transport), request.remote or "", request.host,
+                             f"{request.method} {request.path[:200]} HTTP/{request.version.major}.{request.version.minor}",
+                             probe=PROBE_HEADER in request.headers)
+        token = CURRENT.set(ctx)
+        try:
+            resp = await _gate(request, handler, ctx)
+        finally:
+            CURRENT.reset(token)
+        resp.headers[REQUEST_ID_HEADER] = ctx.request_id
+        return resp
+
+    async def _gate(request: web.Request, handler, ctx: RequestContext):  # type: ignore[no-untyped-def]
         operation = _operation(request.path)
         if not state.ready:
             if operation == "cacerts":
@@ -208,8 +242,13 @@ def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-typ
             resp = await handler(request)
         if resp.status == 503 and "Retry-After" not in resp.headers:
             resp.headers["Retry-After"] = str(ra.unavailable_retry_after)
-        state.metrics.requests.labels(operation=operation, result=_result_label(operation, resp.status)).inc()
-        if operation in ENROLL_OPERATIONS and resp.status >= 400:
+        result = "probe" if ctx.probe else _result_label(operation, resp.status)
+        state.metrics.requests.labels(operation=operation, result=result).inc()
+        state.metrics.last_result.labels(operation=operation, result=result).set_to_current_time()
+        if ctx.probe and resp.status == 400:  # diag branch: the probe sends no CSR on purpose
+            log.info("diagnose probe of %s: credentials accepted, no CSR sent, nothing enrolled", operation,
+                     extra={"func": "est_server_handle_simple_enroll"})
+        elif operation in ENROLL_OPERATIONS and resp.status >= 400:
             code = _EST_CODE_BY_STATUS.get(resp.status, "EST_ERR_CA_ENROLL_FAIL")
             log.error("Enrollment failed with rc=%d (%s)", est_number(code), code,
                       extra={"func": "est_server_handle_simple_enroll", "fix": fix_for(code)})
@@ -292,7 +331,10 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
 
     async def readyz(_request: web.Request) -> web.Response:
         body = {"ready": state.ready, "reason": state.reason, "attempts": state.attempts,
-                "connector": ra.connector}
+                "connector": ra.connector,
+                # diag branch: what this RA runs with, for diagnose to compare with its configuration
+                "ca_url": ra.ca_url, "template": ra.template,
+                "trust_store": [pki.fingerprint(c) for c in trust.certs]}
         if state.ready:
             return _json(body)
         return _json(body, 503, **{"Retry-After": str(ra.unavailable_retry_after)})

@@ -123,8 +123,9 @@ class CertsrvConnector:
         if isinstance(exc, CATimeoutError):
             phase = exc.details.get("phase", "")
             fired = f" ({phase}_timeout = {exc.details.get('timeout', 0):g} s fired)"
-        log.error("URL used: %s%s", exc.details.get("url") or self.client.last_url or self.base, fired,
-                  extra={"func": func})
+        # diag branch: context of the line above, at warn as the original RA writes it
+        log.warning("URL used: %s%s", exc.details.get("url") or self.client.last_url or self.base, fired,
+                    extra={"func": func})
 
     async def prepare(self) -> list[x509.Certificate]:
         """Log in, fetch and validate the CA chain, check the template: each step logged as the

@@ -235,7 +235,7 @@ def template_error(wanted: str, offered: Iterable[Template]) -> CATemplateError 
     """None when ``wanted`` is offered; otherwise CA_TEMPLATE naming what is offered and the nearest."""
     offered = list(offered)
     names = [t.name for t in offered]
-    if wanted in names:
+    if wanted.lower() in (n.lower() for n in names):  # AD CS compares template names case-insensitively
         return None
     by_display = [t.name for t in offered if t.display_name == wanted]
     nearest = by_display[:1] or difflib.get_close_matches(wanted, names, n=1, cutoff=0.6)
@@ -474,7 +474,8 @@ X509_V_ERR_IP_ADDRESS_MISMATCH = 64
 _TLS_CODES: dict[int, tuple[str, str]] = {
     X509_V_ERR_CERT_NOT_YET_VALID: (
         "CA_TLS_NOT_YET_VALID",
-        "Check the clock (NTP) of this machine and of the CA: the CA's web certificate is not valid yet."),
+        "Compare the clocks (NTP) of this machine and of the CA: if they agree, the CA's web certificate was "
+        "issued with a future start date and must be reissued."),
     X509_V_ERR_CERT_HAS_EXPIRED: (
         "CA_TLS_EXPIRED",
         "Renew the CA's web server certificate, or check the clock (NTP) of this machine."),
