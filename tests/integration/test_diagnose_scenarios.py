@@ -277,7 +277,6 @@ def _ahead(lab: CALab) -> Any:
 
 def test_a_ca_clock_ahead_is_not_valid_yet_for_the_phone_and_for_est_enroll(lab, tmp_path):
     from onlineca.ra.app import start_ra
-    from onlineca.ra.connector import LocalConnector
     logs = tmp_path / "logs"
     # An RA signing locally (its CA's clock runs ahead), checking EST clients against a users file.
     base = lab.config("https://127.0.0.1:1/certsrv", log_dir=logs,
@@ -285,7 +284,7 @@ def test_a_ca_clock_ahead_is_not_valid_yet_for_the_phone_and_for_est_enroll(lab,
     base = base.model_copy(update={"ra": base.ra.model_copy(update={"client_auth": "users"})})
     cert_file, key_file = lab.web["good"]
     ahead = lab.loop.run(start_ra(base, logs, port=0, tls_cert=cert_file, tls_key=key_file,
-                                  connector=LocalConnector(_ahead(lab).signer)))
+                                  connector=_ahead(lab).signer))
     lab.ras.append(ahead)
     lab.loop.run(ahead.wait_ready(10))
     # CAPF keeps its TLS certificate from a right clock, and enrolls its phones at the RA whose CA runs ahead.
