@@ -22,11 +22,8 @@ import datetime as dt
 import hmac
 import logging
 import ssl
-import sys
-import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -79,80 +76,12 @@ from onlineca.proto.devproto.session import CAPFSession
 from onlineca.store import devices as inv
 from onlineca.store.capf_models import Device
 from onlineca.store.db import Database
+from onlineca.store.group_commit import Transactions
 
 log = logging.getLogger("onlineca.capf.server")
 M = TypeVar("M", bound=Message)
 
 _MAX_READ = 65536
-
-
-class _GroupCommit:
-    """SQLite work of many sessions on one thread, in one transaction per batch.
-
-    Whatever work is waiting when the thread is free runs in one transaction with one commit (a
-    busy CAPF has several sessions' steps waiting); each caller gets its result only after that
-    commit, so nothing is acknowledged before it is stored.  If any step of a batch fails, the
-    batch is rolled back and each step runs again in its own transaction, so one device's
-    failure never touches another's work.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="capf-db")
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
-        self._draining = False
-
-    def run(self, work: Callable[[Session], Any]) -> asyncio.Future[Any]:
-        future = asyncio.get_running_loop().create_future()
-        with self._lock:
-            self._waiting.append((work, future))
-            if not self._draining:
-                self._draining = True
-                self._thread.submit(self._drain)
-        return future
-
-    def close(self) -> None:
-        self._thread.shutdown(wait=True)
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                batch, self._waiting = self._waiting, []
-                if not batch:
-                    self._draining = False
-                    return
-            try:
-                with self.db.session() as s:
-                    results = [work(s) for work, _f in batch]
-            except Exception:
-                if len(batch) == 1:
-                    _settle(batch[0][1], None, sys.exc_info()[1])
-                    continue
-                for work, future in batch:  # alone, each in its own transaction
-                    try:
-                        with self.db.session() as s:
-                            _settle(future, work(s), None)
-                    except Exception as exc:
-                        _settle(future, None, exc)
-                continue
-            for (_w, future), result in zip(batch, results, strict=True):
-                _settle(future, result, None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    """Hand a result to the waiting coroutine on its own loop (a cancelled one no longer waits)."""
-    def done() -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    try:
-        future.get_loop().call_soon_threadsafe(done)
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        pass
 
 
 class PhoneGone(Exception):
@@ -277,26 +206,17 @@ class CAPFServer:
         self.stats = ServerStats()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._profile_mic_trust: dict[str, pki.TrustStore] = {}
-        # SQLite has one writer: sessions' transactions queue on one thread (see _GroupCommit)
-        # instead of meeting in SQLite's busy handler, which sleeps up to 100 ms a time.
-        # PostgreSQL takes them in parallel from the default pool.
-        self._db_writer = _GroupCommit(db) if db.is_sqlite else None
+        # SQLite's writes queue on one thread and share commits; PostgreSQL's run in parallel.
+        self._tx = Transactions(db)
 
     def close(self) -> None:
         """Release the database thread (after the sessions have ended)."""
-        if self._db_writer is not None:
-            self._db_writer.close()
+        self._tx.close()
 
     # ------------------------------------------------------------------ database, off the loop
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        if self._db_writer is not None:
-            return await self._db_writer.run(lambda s: fn(s, *args, **kw))
-
-        def run() -> Any:
-            with self.db.session() as s:
-                return fn(s, *args, **kw)
-        return await asyncio.to_thread(run)
+        return await self._tx.run(fn, *args, **kw)
 
     # ------------------------------------------------------------------ one connection
 
