@@ -230,6 +230,14 @@ def der_to_pem(data: bytes) -> bytes:
     return cert_pem(load_certificate(data))
 
 
+def pem_armor(der: bytes, label: str = "CERTIFICATE") -> bytes:
+    """PEM text of DER that is known to be good (it is not parsed again): base64 in 64-character
+    lines between the markers, byte for byte what ``cert_pem`` writes for the same certificate."""
+    b64 = base64.b64encode(der)
+    lines = b"\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
+    return b"-----BEGIN " + label.encode() + b"-----\n" + lines + b"\n-----END " + label.encode() + b"-----\n"
+
+
 def fingerprint(cert: x509.Certificate, algorithm: str = "sha256") -> str:
     """``AB:CD:...`` as openssl prints it."""
     algo = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}[algorithm]
@@ -293,6 +301,7 @@ __all__ = [
     "load_certificates",
     "name_to_slash",
     "parse_name",
+    "pem_armor",
     "pem_to_der",
     "same_public_key",
     "san_names",
