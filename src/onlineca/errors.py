@@ -320,3 +320,22 @@ class PhoneError(OnlineCAError):
 
 class TraceError(OnlineCAError):
     code = "TRACE"
+
+
+# --------------------------------------------------------------------------------- branch capf
+# The CAPF session server's own exceptions (they were defined in capf/server.py).
+
+
+class PhoneGone(CAPFError):
+    """The phone closed the connection, aborted the session, or stopped answering: a session
+    that ends so records "Phone Communication Failure" and leaves the operation pending."""
+
+    code = "CAPF_PHONE_GONE"
+    hint = "The phone retries by itself; if it keeps failing, check the network between phone and CAPF."
+
+
+class PhoneSilent(PhoneGone):
+    """The phone sent nothing within CAPF's read timeout (it may still be making a key)."""
+
+    code = "CAPF_PHONE_SILENT"
+    hint = "Raise [capf] read_timeout or max_keygen_seconds for phones that make large keys slowly."

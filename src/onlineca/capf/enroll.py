@@ -11,8 +11,10 @@ before ``Online Cert Signing successful``.  A bounded semaphore (``max_concurren
 keeps a fleet from flooding the RA and the CA.  Failures are ``CAUnavailable`` (retry later: the RA
 or CA is down, slow or busy) or ``CARejected`` (a refusal, or a certificate that fails the checks).
 ``ensure_capf_certificate`` enrolls CAPF's TLS certificate at first start and renews it once two
-thirds of its life have passed.  This module never sees a device's private key, never logs the RA
-password, and never hands back a certificate it has not checked.
+thirds of its life have passed.  The files are written off the event loop (atomic, 0600), and the
+LSC goes back as its DER and its parsed form together, so nobody downstream parses or serialises
+it again.  This module never sees a device's private key, never logs the RA password, and never
+hands back a certificate it has not checked.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import datetime as dt
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,10 +45,24 @@ REQUIRED_KEY_USAGE = ("digital_signature", "key_encipherment")
 CAPF_RENEW_FRACTION = 2 / 3
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _write_copies(*files_and_data: tuple[Path, bytes]) -> None:
+    """The document's copies of a request and its answer.  Atomic and 0600, but not flushed to
+    disk one by one: the database holds the certificate; these are for the administrator."""
+    for path, data in files_and_data:
+        files.write_file(path, data, sync=False)
+
+
+def _write_folder(folder: Path, named: list[tuple[str, bytes]]) -> None:
+    files.ensure_dir(folder)
+    _write_copies(*((folder / name, data) for name, data in named))
+
+
+@dataclass(frozen=True)
+class IssuedLSC:
+    """A checked LSC: its DER (what is stored and delivered) and the parsed certificate."""
+
+    der: bytes
+    cert: x509.Certificate
 
 
 def renewal_due(cert: x509.Certificate, now: dt.datetime | None = None,
@@ -114,10 +131,10 @@ class OnlineCAEnroller:
     # ------------------------------------------------------------------ one device
 
     async def enroll_device(self, device: str, csr: x509.CertificateSigningRequest,
-                            trace: SessionTrace) -> x509.Certificate:
+                            trace: SessionTrace) -> IssuedLSC:
         """The LSC for ``csr`` (already assembled and verified), checked; CAUnavailable/CARejected."""
         csr_file = self.paths.csr_file(device)
-        _write(csr_file, pki.csr_pem(csr))
+        await asyncio.to_thread(_write_copies, (csr_file, pki.csr_pem(csr)))
         trace.debug("CA Mode is OnlineCA, Initiating Automatic Certificate Enrollment")
         async with self.semaphore:
             trace.debug(f"Calling enrollCertUsingEST() csr_file={csr_file}")
@@ -134,18 +151,30 @@ class OnlineCAEnroller:
                                     retry_after=exc.retry_after) from None
         trace.debug(enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))
         cert_dir = self.paths.cert_dir
-        _write(cert_dir / f"{device}.p7b", resp.pkcs7)
+        der = pki.cert_der(resp.certificate)  # the one serialisation: the files, the database, the phone
+        await asyncio.to_thread(_write_copies, (cert_dir / f"{device}.p7b", resp.pkcs7),
+                                (cert_dir / f"{device}.pem", pki.pem_armor(der)), (cert_dir / f"{device}.der", der))
         trace.debug(f"Signed Cert written to {cert_dir}/ location...")
         trace.debug("Converting PKCS7 file to PEM format and PEM to DER")
-        _write(cert_dir / f"{device}.pem", pki.cert_pem(resp.certificate))
-        _write(cert_dir / f"{device}.der", pki.cert_der(resp.certificate))
         try:
             await self.check_lsc(resp.certificate, resp.certificates, csr)
         except CARejected as exc:
             trace.error(f"Online Cert Signing Failed: {exc.message}")
             raise
         trace.debug("Online Cert Signing successful")
-        return resp.certificate
+        return IssuedLSC(der, resp.certificate)
+
+    async def remove_csr(self, device: str) -> Path:
+        """The phone confirmed its LSC: the request file goes (off the event loop); its path."""
+        csr_file = self.paths.csr_file(device)
+        await asyncio.to_thread(csr_file.unlink, missing_ok=True)
+        return csr_file
+
+    async def write_troubleshoot(self, device: str, named_der: list[tuple[str, bytes]]) -> Path:
+        """The certificates a phone sent for Troubleshoot, as ``<data>/capf/troubleshoot/<DEVICE>/<name>``."""
+        folder = self.paths.troubleshoot_dir / device
+        await asyncio.to_thread(_write_folder, folder, named_der)
+        return folder
 
     async def check_lsc(self, cert: x509.Certificate, extra: list[x509.Certificate],
                         csr: x509.CertificateSigningRequest) -> None:
@@ -197,7 +226,7 @@ class OnlineCAEnroller:
         chain = await self._served_chain(resp.certificate, resp.certificates)
         # Key first, then the certificate: a reader never finds a certificate without its key.
         files.write_private_key(key_path, key)
-        _write(cert_path, pki.certs_pem(chain))
+        files.write_file(cert_path, pki.certs_pem(chain))
         trace_log.info("debug CAPF certificate written to %s (serial %x, valid until %s)", cert_path,
                        resp.certificate.serial_number, resp.certificate.not_valid_after_utc.isoformat())
         return True
@@ -218,4 +247,4 @@ class OnlineCAEnroller:
         return chain
 
 
-__all__ = ["CARejected", "CAUnavailable", "OnlineCAEnroller", "renewal_due"]
+__all__ = ["CARejected", "CAUnavailable", "IssuedLSC", "OnlineCAEnroller", "renewal_due"]
