@@ -172,7 +172,7 @@ class OnlineCAEnroller:
 
     async def write_troubleshoot(self, device: str, named_der: list[tuple[str, bytes]]) -> Path:
         """The certificates a phone sent for Troubleshoot, as ``<data>/capf/troubleshoot/<DEVICE>/<name>``."""
-        folder = self.paths.troubleshoot_dir / device
+        folder: Path = self.paths.troubleshoot_dir / device
         await asyncio.to_thread(_write_folder, folder, named_der)
         return folder
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Self
+from typing import Any, Self
 
 from onlineca.errors import PolicyError
 
@@ -600,9 +600,9 @@ class AutoGrant:
     by_mic: bool
     why: str
 
-    def settings(self) -> dict[str, str]:
+    def settings(self) -> dict[str, Any]:
         """The device settings the grant writes."""
-        out = {"operation": Operation.UPGRADE.ident}
+        out: dict[str, Any] = {"operation": Operation.UPGRADE.ident}
         if self.by_mic:
             out["auth_mode"] = AuthMode.BY_MIC.ident
         return out

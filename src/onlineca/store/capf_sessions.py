@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session
 
 from onlineca.errors import OnlineCAError
 from onlineca.policy.capf import (
-    CertStatus,
     EffectivePolicy,
     Operation,
     Outcome,
     after_wrong_auth_string,
     auto_enrollment_grant,
     may_auto_enroll,
+    success_status,
 )
 from onlineca.store import devices as inv
 from onlineca.store.capf_models import Device
@@ -75,7 +75,7 @@ def _find_or_auto_enroll(s: Session, name: str, mic_valid: Callable[[str], bool]
     """The device; or a new one (or a new Install/Upgrade) that a profile grants automatically."""
     device = inv.find_device(s, name)
     if not may_auto_enroll(known=device is not None,
-                           operation=Operation(device.operation) if device is not None else Operation.NONE,
+                           operation=Operation.parse(device.operation, "operation") if device else Operation.NONE,
                            has_lsc=device is not None and device.lsc_serial is not None):
         return device
     for row in inv.list_profiles(s):
@@ -149,7 +149,7 @@ def lsc_installed(s: Session, name: str, serial: str, *, node_id: str) -> None:
 
 
 def troubleshoot_done(s: Session, name: str, detail: str, *, actor: str) -> None:
-    inv.set_status(s, name, CertStatus.TROUBLESHOOT_SUCCESS, actor=actor, detail=detail, end_operation=True)
+    inv.set_status(s, name, success_status(Operation.TROUBLESHOOT), actor=actor, detail=detail, end_operation=True)
 
 
 __all__ = ["RenewalFailed", "SessionStart", "auth_string_accepted", "auth_string_refused", "lsc_installed",
