@@ -3,12 +3,13 @@
 The asyncio glue around ``devproto.session.CAPFSession``: it reads bytes (each read bounded by
 ``read_timeout``, the whole session by ``session_timeout``, key generation by
 ``max_keygen_seconds`` over at most ``max_keygen_attempts`` requests), writes what the state machine
-queues, sends REQUEST_IN_PROGRESS every ``keepalive_seconds`` while the RA works, and runs the
-checks that need keys and certificates (pki).  What to decide (which key to ask for, whether a
-credential authenticates the phone, the lockout, automatic enrollment, which status each ending
-records) is ``policy.capf``'s; the session's transactions are ``store.capf_sessions``', run off the
-loop through ``store.group_commit``; its log lines are ``logs.capf_trace``'s.  It never logs an
-auth string or a key, and never lets a peer's bytes end in a traceback.
+queues, sends REQUEST_IN_PROGRESS every ``keepalive_seconds`` while the RA works, and
+assembles the request from the phone's signature.  What to decide (which key to ask for, whether
+a credential authenticates the phone, the lockout, automatic enrollment, which status each ending
+records) is ``policy.capf``'s; the checks of a presented certificate are ``capf.credentials``'; the
+session's transactions are ``store.capf_sessions``', run off the loop through
+``store.group_commit``; its log lines are ``logs.capf_trace``'s.  It never logs an auth string or
+a key, and never lets a peer's bytes end in a traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -27,12 +27,12 @@ from cryptography import x509
 from sqlalchemy.orm import Session
 
 from onlineca import pki
+from onlineca.capf.credentials import CertificateChecks
 from onlineca.capf.enroll import IssuedLSC, OnlineCAEnroller
 from onlineca.config import CAPFConfig
 from onlineca.errors import (
     CARejected,
     CAUnavailable,
-    ChainError,
     ParseError,
     PhoneGone,
     PhoneSilent,
@@ -40,7 +40,6 @@ from onlineca.errors import (
     PolicyError,
     ProtocolError,
 )
-from onlineca.infra import files
 from onlineca.logs.capf_trace import SessionTrace
 from onlineca.pki import tbs
 from onlineca.policy import capf as decide
@@ -51,7 +50,6 @@ from onlineca.policy.capf import (
     Ending,
     Operation,
     Outcome,
-    PresentedCertificate,
     validate_device_name,
 )
 from onlineca.proto.devproto.messages import (
@@ -75,7 +73,6 @@ from onlineca.store import capf_sessions as tx, devices as inv
 from onlineca.store.db import Database
 from onlineca.store.group_commit import Transactions
 
-log = logging.getLogger("onlineca.capf.server")
 M = TypeVar("M", bound=Message)
 
 _MAX_READ = 65536
@@ -185,11 +182,10 @@ class CAPFServer:
         self.cfg, self.db, self.enroller = cfg, db, enroller
         self.node_id = node_id
         self.actor = f"capf:{node_id}"
-        self.mic_trust = mic_trust or pki.TrustStore()
         self.clock = clock
+        self.certs = CertificateChecks(mic_trust or pki.TrustStore(), enroller.lsc_trust, clock)
         self.stats = ServerStats()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self._profile_mic_trust: dict[str, pki.TrustStore] = {}
         # SQLite's writes queue on one thread and share commits; PostgreSQL's run in parallel.
         self._tx = Transactions(db)
 
@@ -257,10 +253,11 @@ class CAPFServer:
             await conn.flush()
             return
         trace.identified(name, session.version)
-        credential = await self._check_certificate(session, auth, name)
+        credential = await self.certs.check(auth, session.auth_payload(), name)
+        mic_valid = functools.partial(self.certs.mic_valid, auth, session.auth_payload(), name, credential)
         start = await self._tx.run(tx.start_session, name, node_id=self.node_id,
                                    lease=dt.timedelta(seconds=self.cfg.session_timeout + 60), now=self.clock(),
-                                   mic_valid=functools.partial(self._mic_valid, session, auth, name, credential))
+                                   mic_valid=mic_valid)
         if not start.found:
             trace.device_unknown()
             session.end(Reason.DEVICE_UNKNOWN, "device unknown")
@@ -313,62 +310,6 @@ class CAPFServer:
 
     # ------------------------------------------------------------------ who is the phone
 
-    def _mic_store(self, path: str) -> pki.TrustStore:
-        if not path:
-            return self.mic_trust
-        if path not in self._profile_mic_trust:
-            try:
-                self._profile_mic_trust[path] = files.load_trust_store(path)
-            except (OSError, PKIError) as exc:
-                log.warning("profile MIC trust store %s is unreadable: %s", path, exc)
-                self._profile_mic_trust[path] = pki.TrustStore()
-        return self._profile_mic_trust[path]
-
-    async def _check_certificate(self, session: CAPFSession, auth: AuthResponse, name: str) -> Credential | None:
-        """The LSC or MIC in ``auth`` judged (chain, device name, signature over this session's
-        challenge); None when the phone sent no certificate."""
-        if auth.certificate is None:
-            return None
-        if auth.certificate.cert_type == CertificateType.MIC:
-            return self._judge(session, auth, name, "MIC", self._mic_store(""))
-        try:
-            trust = await self.enroller.lsc_trust()
-        except CAUnavailable as exc:
-            return Credential("LSC", False, f"cannot check the LSC: {exc.message}")
-        return self._judge(session, auth, name, "LSC", trust)
-
-    def _judge(self, session: CAPFSession, auth: AuthResponse, name: str, kind: str,
-               trust: pki.TrustStore) -> Credential:
-        """pki's checks of the presented certificate, then policy's verdict."""
-        assert auth.certificate is not None
-        if not len(trust):
-            return decide.judge_certificate(PresentedCertificate(kind, trust_configured=False), name)
-        try:
-            cert: x509.Certificate = auth.certificate.certificate()
-            pki.validate_chain(cert, [], trust, at=self.clock())
-            cn = pki.common_name(cert.subject)
-        except (ChainError, ParseError, PKIError) as exc:
-            return decide.judge_certificate(PresentedCertificate(kind, problem=exc.message), name)
-        signature_problem = None
-        if auth.signature is not None:
-            try:
-                tbs.verify_data_signature(cert.public_key(), session.auth_payload(), auth.signature,  # type: ignore[arg-type]
-                                          auth.effective_digest.hash_name)
-            except (ParseError, PKIError) as exc:
-                signature_problem = exc.message
-        return decide.judge_certificate(PresentedCertificate(kind, subject_cn=cn, signed=auth.signature is not None,
-                                                             signature_problem=signature_problem), name)
-
-    def _mic_valid(self, session: CAPFSession, auth: AuthResponse, name: str, credential: Credential | None,
-                   trust_store: str) -> bool:
-        """Whether the phone presented a valid MIC for a profile's manufacturer trust store
-        ("": CAPF's own, already judged)."""
-        if credential is None or credential.kind != "MIC":
-            return False
-        if not trust_store:
-            return credential.valid
-        return self._judge(session, auth, name, "MIC", self._mic_store(trust_store)).valid
-
     async def _authenticate(self, conn: _Connection, trace: SessionTrace, name: str, start: tx.SessionStart,
                             auth: AuthResponse, credential: Credential | None) -> Outcome | None:
         assert start.policy is not None
@@ -388,12 +329,12 @@ class CAPFServer:
                 raise ProtocolError("the phone changed its name between two AUTH_RESPONSEs",
                                     code="DEVPROTO_BAD_ELEMENT")
             if mode is not AuthMode.BY_STR:
-                credential = await self._check_certificate(session, auth, name)
+                credential = await self.certs.check(auth, session.auth_payload(), name)
         if mode is AuthMode.BY_STR:
             return await self._check_auth_string(trace, name, start, auth.auth_password)
         if credential is not None and credential.kind == "MIC" and start.mic_store:
             # A profile may name its own manufacturer trust store: the MIC must chain to that one.
-            credential = self._judge(session, auth, name, "MIC", self._mic_store(start.mic_store))
+            credential = self.certs.judge(auth, session.auth_payload(), name, "MIC", self.certs.mic_store(start.mic_store))
         refused = decide.certificate_auth(policy.operation, mode, credential)
         if refused is not None:
             return refused
