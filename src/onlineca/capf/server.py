@@ -253,8 +253,9 @@ class CAPFServer:
             await conn.flush()
             return
         trace.identified(name, session.version)
-        credential = await self.certs.check(auth, session.auth_payload(), name)
-        mic_valid = functools.partial(self.certs.mic_valid, auth, session.auth_payload(), name, credential)
+        payload = session.auth_payload()
+        credential = await self.certs.check(auth, payload, name)
+        mic_valid = functools.partial(self.certs.mic_valid, auth, payload, name, credential)
         start = await self._tx.run(tx.start_session, name, node_id=self.node_id,
                                    lease=dt.timedelta(seconds=self.cfg.session_timeout + 60), now=self.clock(),
                                    mic_valid=mic_valid)
