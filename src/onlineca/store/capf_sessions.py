@@ -1,10 +1,11 @@
 """The transactions of one CAPF device session, each one unit of work over a ``Session``.
 
 The session server runs them through ``store.group_commit.Transactions`` (off the event loop);
-each function here is one transaction's body, so a whole install costs four commits: the start
+each function here is one transaction's body, so a whole install costs three commits: the start
 (find or automatically enroll the device, take its lease, read everything the session decides
-on), the issued LSC (stored before it is delivered), the phone's confirmation together with the
-lease given back, and, on the way out, the outcome or the lease.  What to decide is
+on), the issued LSC (stored before it is delivered), and the phone's confirmation together with
+the lease given back.  A session that ends otherwise records its outcome and gives the lease
+back on its way out.  What to decide is
 ``policy.capf``'s; this module reads and writes rows, never commits, and never logs a secret.
 """
 
