@@ -11,9 +11,11 @@ before ``Online Cert Signing successful``.  A bounded semaphore (``max_concurren
 keeps a fleet from flooding the RA and the CA.  Failures are ``CAUnavailable`` (retry later: the RA
 or CA is down, slow or busy) or ``CARejected`` (a refusal, or a certificate that fails the checks).
 ``ensure_capf_certificate`` enrolls CAPF's TLS certificate at first start and renews it once two
-thirds of its life have passed.  The files are written off the event loop (atomic, 0600), and the
-LSC goes back as its DER and its parsed form together, so nobody downstream parses or serialises
-it again.  This module never sees a device's private key, never logs the RA password, and never
+thirds of its life have passed.  The files are written in a worker thread (atomic, 0600), off the
+event loop and off the session's path: a session does not wait for its copies until CAPF removes
+the CSR (``remove_csr``), because a worker thread of a busy process waits tens of milliseconds for
+the interpreter at each system call.  The LSC goes back as its DER and its parsed form together,
+so nobody downstream parses or serialises it again.  This module never sees a device's private key, never logs the RA password, and never
 hands back a certificate it has not checked.
 """
 
@@ -96,9 +98,34 @@ class OnlineCAEnroller:
         self.semaphore = asyncio.BoundedSemaphore(cfg.max_concurrent_enrollments)
         self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
         self._lsc_trust: pki.TrustStore | None = None
+        self._files: dict[str, asyncio.Task[None]] = {}  # per device: its file work, latest last
 
     async def close(self) -> None:
+        if self._files:
+            await asyncio.gather(*self._files.values())
         await self.est.close()
+
+    def _queue_files(self, device: str, *files_and_data: tuple[Path, bytes]) -> None:
+        """Write the files in a worker thread after the device's earlier file work, without
+        waiting for it; ``files_written`` waits where the files must be there."""
+        earlier = self._files.get(device)
+
+        async def write() -> None:
+            if earlier is not None:
+                await earlier
+            try:
+                await asyncio.to_thread(_write_copies, *files_and_data)
+            except OSError as exc:  # a copy for the administrator: the enrollment goes on
+                trace_log.warning("debug cannot write %s: %s", ", ".join(str(p) for p, _ in files_and_data), exc)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._files[device] = task
+        task.add_done_callback(lambda done: self._files.pop(device) if self._files.get(device) is done else None)
+
+    async def files_written(self, device: str) -> None:
+        task = self._files.get(device)
+        if task is not None:
+            await asyncio.shield(task)  # a session cancelled meanwhile leaves the writes to finish
 
     # ------------------------------------------------------------------ the RA's CA certificates
 
@@ -134,7 +161,7 @@ class OnlineCAEnroller:
                             trace: SessionTrace) -> IssuedLSC:
         """The LSC for ``csr`` (already assembled and verified), checked; CAUnavailable/CARejected."""
         csr_file = self.paths.csr_file(device)
-        await asyncio.to_thread(_write_copies, (csr_file, pki.csr_pem(csr)))
+        self._queue_files(device, (csr_file, pki.csr_pem(csr)))
         trace.debug("CA Mode is OnlineCA, Initiating Automatic Certificate Enrollment")
         async with self.semaphore:
             trace.debug(f"Calling enrollCertUsingEST() csr_file={csr_file}")
@@ -152,8 +179,8 @@ class OnlineCAEnroller:
         trace.debug(enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))
         cert_dir = self.paths.cert_dir
         der = pki.cert_der(resp.certificate)  # the one serialisation: the files, the database, the phone
-        await asyncio.to_thread(_write_copies, (cert_dir / f"{device}.p7b", resp.pkcs7),
-                                (cert_dir / f"{device}.pem", pki.pem_armor(der)), (cert_dir / f"{device}.der", der))
+        self._queue_files(device, (cert_dir / f"{device}.p7b", resp.pkcs7),
+                          (cert_dir / f"{device}.pem", pki.pem_armor(der)), (cert_dir / f"{device}.der", der))
         trace.debug(f"Signed Cert written to {cert_dir}/ location...")
         trace.debug("Converting PKCS7 file to PEM format and PEM to DER")
         try:
@@ -165,7 +192,8 @@ class OnlineCAEnroller:
         return IssuedLSC(der, resp.certificate)
 
     async def remove_csr(self, device: str) -> Path:
-        """The phone confirmed its LSC: the request file goes (off the event loop); its path."""
+        """The phone confirmed its LSC: once its files are written, the request file goes; its path."""
+        await self.files_written(device)
         csr_file = self.paths.csr_file(device)
         await asyncio.to_thread(csr_file.unlink, missing_ok=True)
         return csr_file
