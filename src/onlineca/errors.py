@@ -24,7 +24,8 @@ the level they care about::
     │   ├── PolicyError        a policy value is not allowed
     │   ├── DeviceNotFound, ProfileNotFound, InventoryConflict, CSVImportError
     │   ├── CAUnavailable      the RA or CA did not answer (the operation stays pending)
-    │   └── CARejected         the RA or CA refused, or returned an unusable LSC
+    │   ├── CARejected         the RA or CA refused, or returned an unusable LSC
+    │   └── PhoneGone          the phone went away mid-session (PhoneSilent: it stopped answering)
     ├── PhoneError             the device simulator cannot do what was asked
     └── TraceError             a device timeline cannot be built
 
@@ -283,6 +284,19 @@ class TraceError(OnlineCAError):
     code = "TRACE"
 
 
+class PhoneGone(CAPFError):
+    """The phone closed the connection, aborted the session, or stopped answering: a session
+    that ends so records "Phone Communication Failure" and leaves the operation pending."""
+
+    code = "CAPF_PHONE_GONE"
+
+
+class PhoneSilent(PhoneGone):
+    """The phone sent nothing within CAPF's read timeout (it may still be making a key)."""
+
+    code = "CAPF_PHONE_SILENT"
+
+
 # --------------------------------------------------------------------------------- the codes
 
 Hop = Literal["device", "capf", "ra", "ca", "local"]
@@ -371,6 +385,8 @@ CODES: dict[str, Code] = _table(
     ("CAPF_PROFILE_UNKNOWN", ProfileNotFound, "capf", "List profiles with 'onlineca capf profiles list'."),
     ("CAPF_CONFLICT", InventoryConflict, "capf", "Another change got there first: look at the device again and repeat the change."),
     ("CAPF_CSV", CSVImportError, "capf", "Fix the named lines and import the whole file again; nothing was imported."),
+    ("CAPF_PHONE_GONE", PhoneGone, "device", "The phone retries by itself; if it keeps failing, check the network between phone and CAPF."),
+    ("CAPF_PHONE_SILENT", PhoneSilent, "device", "Raise [capf] read_timeout or max_keygen_seconds for phones that make large keys slowly."),
     ("CAPF_CA_COMM_FAILURE", CAUnavailable, "ra", "Check the RA ('onlineca ra serve', its /readyz) and the CA; the phone retries by itself."),
     ("CAPF_CA_REJECTED", CARejected, "ra", "Read the RA's error.log for this device; check CAPF's RA credentials and the CA template."),
     ("CAPF_CERT_EXPIRING", None, "capf", "Renew CAPF's certificate before it expires (devices stop trusting CAPF)."),

@@ -9,10 +9,12 @@ import ssl
 from pathlib import Path
 
 import pytest
-from capf_lab import MICCA, CAPFLab, LabPhone, close_lab, make_lab, past
+from capf_lab import CAPFLab, close_lab, make_lab, past
 
 from onlineca import pki
-from onlineca.proto.devproto.messages import AuthType, Reason
+from onlineca.phone.client import Faults, PhoneAuth
+from onlineca.phone.device import Phone
+from onlineca.proto.devproto.messages import AuthRequest, AuthType, Message
 from onlineca.store import devices as inv
 
 
@@ -27,19 +29,32 @@ def _upgrade(lab: CAPFLab, name: str, **settings: object) -> None:
     lab.add_device(name, operation="Install/Upgrade", key_order="EC Only", **settings)
 
 
+def _auth_types(into: list[AuthType | None]):  # type: ignore[no-untyped-def]
+    """An ``on_message`` that notes what each AUTH_REQUEST asked for."""
+    def seen(msg: Message) -> None:
+        if isinstance(msg, AuthRequest):
+            into.append(msg.auth_type)
+    return seen
+
+
+def _with_lsc(name: str, cert, key) -> Phone:  # type: ignore[no-untyped-def]
+    phone = Phone(name)
+    phone.provision_lsc(cert, key)
+    return phone
+
+
 async def test_auth_string_right_wrong_and_asked_again(lab: CAPFLab) -> None:
     _upgrade(lab, "SEPSTRING001", auth_mode="By Authentication String", auth_string="12345")
-    result = await LabPhone("SEPSTRING001", password="54321").run(lab)
-    assert result.end_reason == Reason.OPERATION_REFUSED
+    result = await lab.session(Phone("SEPSTRING001"), PhoneAuth("string", "54321"))
+    assert result.reason == "OPERATION_REFUSED"
     assert lab.status("SEPSTRING001") == "Upgrade Failed: Invalid Authentication String"
     assert lab.device("SEPSTRING001").operation == "OPERATION_UPGRADE"
     assert lab.device("SEPSTRING001").failed_auth_count == 1
     # The phone first answers without its string; CAPF asks for it by AUTH_TYPE.
-    phone = LabPhone("SEPSTRING001", password="12345", password_only_when_asked=True)
-    result = await phone.run(lab)
-    assert result.end_reason == Reason.OK
-    auth_requests = [m for m in result.received if m.COMMAND.name == "AUTH_REQUEST"]
-    assert [m.auth_type for m in auth_requests] == [None, AuthType.PASSWORD]
+    asked: list[AuthType | None] = []
+    result = await lab.session(Phone("SEPSTRING001"), PhoneAuth("null", "12345"), on_message=_auth_types(asked))
+    assert result.reason == "OK"
+    assert asked == [None, AuthType.PASSWORD]
     assert lab.status("SEPSTRING001") == "Upgrade Success"
     assert lab.device("SEPSTRING001").failed_auth_count == 0
     assert "12345" not in lab.capf_log and "54321" not in lab.capf_log
@@ -48,83 +63,87 @@ async def test_auth_string_right_wrong_and_asked_again(lab: CAPFLab) -> None:
 async def test_lockout_after_repeated_wrong_auth_strings(lab: CAPFLab) -> None:
     _upgrade(lab, "SEPLOCKED001", auth_mode="By Authentication String", auth_string="2468")
     for _ in range(3):  # max_auth_failures = 3
-        result = await LabPhone("SEPLOCKED001", password="1111").run(lab)
-        assert result.end_reason == Reason.OPERATION_REFUSED
+        result = await lab.session(Phone("SEPLOCKED001"), PhoneAuth("string", "1111"))
+        assert result.reason == "OPERATION_REFUSED"
     assert lab.device("SEPLOCKED001").locked_until is not None
-    result = await LabPhone("SEPLOCKED001", password="2468").run(lab)
-    assert result.end_reason == Reason.LOCKED_OUT
+    result = await lab.session(Phone("SEPLOCKED001"), PhoneAuth("string", "2468"))
+    assert result.reason == "LOCKED_OUT"
     assert "locked out" in lab.capf_log
     assert any(e.startswith("LOCKED_OUT") for e in lab.events("SEPLOCKED001"))
 
 
 async def test_null_string(lab: CAPFLab) -> None:
     _upgrade(lab, "SEPNULLSTR01", auth_mode="By Null String")
-    assert (await LabPhone("SEPNULLSTR01").run(lab)).end_reason == Reason.OK
+    assert (await lab.session(Phone("SEPNULLSTR01"))).reason == "OK"
 
 
 async def test_existing_lsc_valid_and_invalid(lab: CAPFLab) -> None:
     name = "SEPLSCAUTH01"
     _upgrade(lab, name, auth_mode="By Existing Certificate (Precedence to LSC)")
     key, lsc = lab.lab_pki.issue(f"CN={name}")
-    result = await LabPhone(name, lsc=lsc, lsc_key=key, present="LSC").run(lab)
-    assert result.end_reason == Reason.OK and lab.status(name) == "Upgrade Success"
+    result = await lab.session(_with_lsc(name, lsc, key), PhoneAuth("lsc"))
+    assert result.reason == "OK" and lab.status(name) == "Upgrade Success"
+
+    def self_signed(n: str):  # type: ignore[no-untyped-def]
+        k = pki.generate_key("ec", 256)
+        return k, pki.build_certificate(subject=f"CN={n}", public_key=k.public_key(), issuer_key=k)
 
     cases = {
-        "SEPLSCAUTH02": lambda n: (lambda k: (k, pki.build_certificate(subject=f"CN={n}", public_key=k.public_key(),
-                                                                        issuer_key=k)))(pki.generate_key("ec", 256)),
-        "SEPLSCAUTH03": lambda n: lab.lab_pki.issue("CN=SEPSOMEONEELSE"),               # another device's LSC
-        "SEPLSCAUTH04": lambda n: (pki.generate_key("ec", 256), lab.lab_pki.issue(f"CN={n}")[1]),  # not its key
+        "SEPLSCAUTH02": (self_signed, Faults()),
+        "SEPLSCAUTH03": (lambda n: lab.lab_pki.issue("CN=SEPSOMEONEELSE"), Faults()),  # another device's LSC
+        "SEPLSCAUTH04": (lambda n: lab.lab_pki.issue(f"CN={n}"), Faults(auth_signature="wrong_key")),  # not its key
     }
-    for other, make in cases.items():
+    for other, (make, faults) in cases.items():
         _upgrade(lab, other, auth_mode="By Existing Certificate (Precedence to LSC)")
         key, cert = make(other)
-        result = await LabPhone(other, lsc=cert, lsc_key=key, present="LSC").run(lab)
-        assert result.end_reason == Reason.INVALID_CERTIFICATE, other
+        result = await lab.session(_with_lsc(other, cert, key), PhoneAuth("lsc"), faults=faults)
+        assert result.reason == "INVALID_CERTIFICATE", other
         assert lab.status(other) == "Upgrade Failed: Invalid LSC", other
 
     # No certificate at all, even when asked again: Invalid Credentials.
     _upgrade(lab, "SEPLSCAUTH05", auth_mode="By Existing Certificate (Precedence to LSC)")
-    result = await LabPhone("SEPLSCAUTH05").run(lab)
-    assert [m.auth_type for m in result.received if m.COMMAND.name == "AUTH_REQUEST"] == [
-        None, AuthType.EXISTING_CERT_LSC_FIRST]
+    asked: list[AuthType | None] = []
+    result = await lab.session(Phone("SEPLSCAUTH05"), on_message=_auth_types(asked))
+    assert asked == [None, AuthType.EXISTING_CERT_LSC_FIRST]
     assert lab.status("SEPLSCAUTH05") == "Upgrade Failed: Invalid Credentials"
 
 
-async def test_existing_mic_valid_and_invalid(lab: CAPFLab, tmp_path: Path) -> None:
+async def test_existing_mic_valid_and_invalid(lab: CAPFLab) -> None:
     name = "SEPMICAUTH01"
     _upgrade(lab, name, auth_mode="By Existing Certificate (Precedence to MIC)")
-    key, mic = lab.mic_ca.issue(name)
-    result = await LabPhone(name, mic=mic, mic_key=key, present="MIC").run(lab)
-    assert result.end_reason == Reason.OK and lab.status(name) == "Upgrade Success"
+    phone = Phone(name)
+    lab.mic_ca.issue(phone)
+    result = await lab.session(phone, PhoneAuth("mic"))
+    assert result.reason == "OK" and lab.status(name) == "Upgrade Success"
 
-    other_maker = MICCA.make(tmp_path, "CN=Unknown Manufacturer CA")
+    other_maker = lab.manufacturer("Unknown Manufacturer CA")
     _upgrade(lab, "SEPMICAUTH02", auth_mode="By Existing Certificate (Precedence to MIC)")
-    key, mic = other_maker.issue("SEPMICAUTH02")
-    result = await LabPhone("SEPMICAUTH02", mic=mic, mic_key=key, present="MIC").run(lab)
-    assert result.end_reason == Reason.INVALID_CERTIFICATE
+    phone = Phone("SEPMICAUTH02")
+    other_maker.issue(phone)
+    result = await lab.session(phone, PhoneAuth("mic"))
+    assert result.reason == "INVALID_CERTIFICATE"
     assert lab.status("SEPMICAUTH02") == "Upgrade Failed: Invalid MIC"
 
 
 async def test_delete_and_troubleshoot(lab: CAPFLab) -> None:
     name = "SEPOPS000001"
     _upgrade(lab, name)
-    phone = LabPhone(name)
-    key, mic = lab.mic_ca.issue(name)
-    phone.mic, phone.mic_key = mic, key
-    assert (await phone.run(lab)).end_reason == Reason.OK
+    phone = Phone(name)
+    lab.mic_ca.issue(phone)
+    assert (await lab.session(phone)).reason == "OK"
     serial = lab.device(name).lsc_serial
 
     lab.set_device(name, operation="Troubleshoot")
-    result = await phone.run(lab)
-    assert "FETCH_CERT_REQUEST" in result.commands and result.end_reason == Reason.OK
+    result = await lab.session(phone)
+    assert "FETCH_CERT_REQUEST" in result.received and result.reason == "OK"
     assert lab.status(name) == "Troubleshoot Success"
     folder = lab.data_dir / "capf" / "troubleshoot" / name
     assert sorted(p.name for p in folder.iterdir()) == ["lsc-0.der", "mic-1.der"]
     assert f"serial {serial}" in lab.capf_log
 
     lab.set_device(name, operation="Delete")
-    result = await phone.run(lab)
-    assert "DELETE_CERT_REQUEST" in result.commands and result.end_reason == Reason.OK
+    result = await lab.session(phone)
+    assert "DELETE_CERT_REQUEST" in result.received and result.reason == "OK"
     assert phone.lsc is None
     device = lab.device(name)
     assert lab.status(name) == "Delete Success" and device.lsc_serial is None
@@ -137,53 +156,57 @@ async def test_deadline_passed(lab: CAPFLab) -> None:
     _upgrade(lab, name)
     lab.force(name, operation_deadline=past(2))
     before = lab.backend.enrolls
-    result = await LabPhone(name).run(lab)
-    assert result.end_reason == Reason.DEADLINE_PASSED
-    assert "KEY_GEN_REQUEST" not in result.commands
+    result = await lab.session(Phone(name))
+    assert result.reason == "DEADLINE_PASSED"
+    assert "KEY_GEN_REQUEST" not in result.received
     assert lab.status(name) == "Upgrade Failed: User Initiated Request Late/Timedout"
     assert lab.device(name).operation == "OPERATION_NONE"  # not executed after its deadline
     assert lab.backend.enrolls == before
 
 
 async def test_unknown_device_and_nothing_pending(lab: CAPFLab) -> None:
-    result = await LabPhone("SEPNOBODY0001").run(lab)
-    assert result.end_reason == Reason.DEVICE_UNKNOWN
+    result = await lab.session(Phone("SEPNOBODY0001"))
+    assert result.reason == "DEVICE_UNKNOWN"
     lab.add_device("SEPIDLE00001")
-    result = await LabPhone("SEPIDLE00001").run(lab)
-    assert result.end_reason == Reason.NOTHING_PENDING
+    result = await lab.session(Phone("SEPIDLE00001"))
+    assert result.reason == "NOTHING_PENDING"
     assert lab.status("SEPIDLE00001") == "None"
 
 
 async def test_automatic_enrollment_by_mic_and_by_name(lab: CAPFLab) -> None:
     with lab.db.session() as s:
-        inv.add_profile(s, "factory", auto_enroll_mic=True, mic_trust_store=str(lab.mic_ca.path),
+        inv.add_profile(s, "factory", auto_enroll_mic=True, mic_trust_store=str(lab.mic_ca.trust_store),
                         key_order="EC Only")
         inv.add_profile(s, "lobby", auto_enroll_name_pattern="ATA*", key_order="EC Only")
     name = "SEPNEWPHONE1"
-    key, mic = lab.mic_ca.issue(name)
-    result = await LabPhone(name, mic=mic, mic_key=key, present="MIC").run(lab)
-    assert result.end_reason == Reason.OK
+    phone = Phone(name)
+    lab.mic_ca.issue(phone)
+    result = await lab.session(phone, PhoneAuth("mic"))
+    assert result.reason == "OK"
     device = lab.device(name)
     assert lab.status(name) == "Upgrade Success" and device.profile.name == "factory"
     assert any(e.startswith("AUTO_ENROLLMENT profile factory: a valid MIC") for e in lab.events(name))
 
     # A MIC from another manufacturer grants nothing; neither does no MIC.
-    stranger = MICCA.make(lab.dir, "CN=Grey Market CA")
-    key, mic = stranger.issue("SEPNEWPHONE2")
-    result = await LabPhone("SEPNEWPHONE2", mic=mic, mic_key=key, present="MIC").run(lab)
-    assert result.end_reason == Reason.DEVICE_UNKNOWN
-    assert (await LabPhone("SEPNEWPHONE3").run(lab)).end_reason == Reason.DEVICE_UNKNOWN
+    stranger = lab.manufacturer("Grey Market CA")
+    phone = Phone("SEPNEWPHONE2")
+    stranger.issue(phone)
+    result = await lab.session(phone, PhoneAuth("mic"))
+    assert result.reason == "DEVICE_UNKNOWN"
+    assert (await lab.session(Phone("SEPNEWPHONE3"))).reason == "DEVICE_UNKNOWN"
 
     # A profile with its own manufacturer store: only that store counts for its devices.
-    partner = MICCA.make(lab.dir, "CN=Partner Phones CA")
+    partner = lab.manufacturer("Partner Phones CA")
     with lab.db.session() as s:
-        inv.add_profile(s, "partner", auto_enroll_mic=True, mic_trust_store=str(partner.path), key_order="EC Only")
-    key, mic = partner.issue("SEPPARTNER01")
-    result = await LabPhone("SEPPARTNER01", mic=mic, mic_key=key, present="MIC").run(lab)
-    assert result.end_reason == Reason.OK and lab.device("SEPPARTNER01").profile.name == "partner"
+        inv.add_profile(s, "partner", auto_enroll_mic=True, mic_trust_store=str(partner.trust_store),
+                        key_order="EC Only")
+    phone = Phone("SEPPARTNER01")
+    partner.issue(phone)
+    result = await lab.session(phone, PhoneAuth("mic"))
+    assert result.reason == "OK" and lab.device("SEPPARTNER01").profile.name == "partner"
 
-    result = await LabPhone("ATA0011223344").run(lab)
-    assert result.end_reason == Reason.OK and lab.device("ATA0011223344").profile.name == "lobby"
+    result = await lab.session(Phone("ATA0011223344"))
+    assert result.reason == "OK" and lab.device("ATA0011223344").profile.name == "lobby"
 
 
 async def test_hostile_bytes_do_not_hurt_the_server(lab: CAPFLab) -> None:
@@ -200,21 +223,21 @@ async def test_hostile_bytes_do_not_hurt_the_server(lab: CAPFLab) -> None:
     assert "protocol error from the phone" in lab.capf_log
     assert "Traceback" not in lab.capf_log
     _upgrade(lab, "SEPAFTERJUNK1")
-    assert (await LabPhone("SEPAFTERJUNK1").run(lab)).end_reason == Reason.OK
+    assert (await lab.session(Phone("SEPAFTERJUNK1"))).reason == "OK"
 
 
 async def test_failed_renewal_backs_off(lab: CAPFLab) -> None:
     name = "SEPRENEW0001"
     _upgrade(lab, name)
-    phone = LabPhone(name)
-    assert (await phone.run(lab)).end_reason == Reason.OK
+    phone = Phone(name)
+    assert (await lab.session(phone)).reason == "OK"
     serial = lab.device(name).lsc_serial
     # What the scheduler sets when the LSC's renewal window opens.
     lab.force(name, operation="OPERATION_UPGRADE", operation_auth_mode="AUTH_BY_LSC", renewal_for_serial=serial,
               operation_deadline=past(-48))
-    key, forged = pki.generate_key("ec", 256), phone.lsc
-    result = await LabPhone(name, lsc=forged, lsc_key=key, present="LSC").run(lab)  # not the LSC's key
-    assert result.end_reason == Reason.INVALID_CERTIFICATE
+    # The phone presents its LSC signed by a key that is not the LSC's.
+    result = await lab.session(phone, PhoneAuth("lsc"), faults=Faults(auth_signature="wrong_key"))
+    assert result.reason == "INVALID_CERTIFICATE"
     device = lab.device(name)
     assert lab.status(name) == "Upgrade Failed: Invalid LSC"
     assert device.operation == "OPERATION_NONE" and device.renewal_attempts == 1
@@ -222,6 +245,5 @@ async def test_failed_renewal_backs_off(lab: CAPFLab) -> None:
     # The phone with its real LSC renews when the scheduler tries again.
     lab.force(name, operation="OPERATION_UPGRADE", operation_auth_mode="AUTH_BY_LSC", renewal_for_serial=serial,
               operation_deadline=past(-48))
-    phone.present = "LSC"
-    assert (await phone.run(lab)).end_reason == Reason.OK
+    assert (await lab.session(phone, PhoneAuth("lsc"))).reason == "OK"
     assert lab.device(name).lsc_serial != serial and lab.status(name) == "Upgrade Success"

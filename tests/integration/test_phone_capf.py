@@ -16,7 +16,7 @@ import pytest_asyncio
 from onlineca import pki
 from onlineca.infra import files as fs
 from onlineca.lab import Servers, make_lab, prepare_folder, start_servers
-from onlineca.phone.client import PhoneAuth, Target, check_in, phone_ssl_context, run_session
+from onlineca.phone.client import Faults, PhoneAuth, Target, check_in, phone_ssl_context, run_session
 from onlineca.phone.device import Phone
 from onlineca.phone.fleet import make_fleet, run_fleet
 from onlineca.store import Database, devices as inventory
@@ -166,7 +166,7 @@ async def test_broken_session_is_finished_by_the_next_without_a_second_request(s
     stack.add(name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_NULL_STR", key_order="KEYORDER_EC_ONLY")
     phone = Phone(name)
     before = stack.ca_requests()
-    dropped = await run_session(phone, stack.target(), PhoneAuth("null"), fault="drop_at_store")
+    dropped = await run_session(phone, stack.target(), PhoneAuth("null"), faults=Faults(store="drop"))
     assert dropped.outcome == "comm_failure" and not phone.has_lsc and phone.pending_key, dropped
     assert stack.ca_requests() == before + 1
     delivered = await run_session(phone, stack.target(), PhoneAuth("null"))

@@ -1,4 +1,4 @@
-"""The CAPF trace log's two formats, and the key order CAPF asks a phone for."""
+"""The CAPF trace log's two formats."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from onlineca.capf.server import key_candidates
 from onlineca.logs.capf_trace import SessionTrace, attach_capf_trace
-from onlineca.policy.capf import KeyOrder
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
@@ -38,10 +36,3 @@ def test_trace_lines_name_the_device(tmp_path: Path, fmt: str) -> None:
         assert all(o["session_id"] == "0x1234abcd" and o["component"] == "capf.trace" for o in objs)
         assert objs[1]["message"].startswith("debug 2:SEP74A02FC0A675:Calling enrollCertUsingEST()")
 
-
-def test_key_candidates() -> None:
-    assert key_candidates(KeyOrder.RSA_ONLY, 2048, 256, 3) == [("rsa", 2048)]
-    assert key_candidates(KeyOrder.EC_ONLY, 2048, 384, 3) == [("ec", 384)]
-    assert key_candidates(KeyOrder.EC_ONLY, 2048, 384, 2) == []
-    assert key_candidates(KeyOrder.EC_PREFERRED_RSA_BACKUP, 3072, 256, 3) == [("ec", 256), ("rsa", 3072)]
-    assert key_candidates(KeyOrder.EC_PREFERRED_RSA_BACKUP, 3072, 256, 2) == [("rsa", 3072)]

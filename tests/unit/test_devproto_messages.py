@@ -61,6 +61,19 @@ def test_certificate_element_has_the_two_byte_prefix():
     assert pki.common_name(cert.certificate().subject) == "SEP74A02FC0A675"
 
 
+def test_decoded_certificates_and_keys_keep_what_the_decoder_parsed():
+    """The decoder parses a CERTIFICATE and a PUBLIC_KEY to check them; it keeps the objects, so
+    the server and the phone never parse the same bytes a second time."""
+    value = vector("09_store_cert_request").certificate
+    assert value.parsed is not None and value.certificate() is value.parsed
+    assert value == m.CertificateValue(value.cert_type, value.der)  # the cache is not part of the value
+    spki = vector("04_key_gen_response").public_key
+    assert isinstance(spki, m.PublicKeyDER) and spki == bytes(spki)
+    assert pki.public_key_der(spki.key) == spki
+    made = m.CertificateValue(value.cert_type, value.der)  # built, not decoded: parsed at first use
+    assert made.parsed is None and made.certificate() == value.parsed and made.parsed is not None
+
+
 def test_lsc_auth_vector_signature_verifies_over_the_documented_payload():
     msg = vector("02_auth_response_lsc_v3")
     payload = m.auth_signed_payload(SID, bytes(range(32)), msg.device_name)

@@ -330,6 +330,7 @@ def test_pem_der_round_trips_agree_with_openssl(ec_tree, tmp_path: Path) -> None
     assert pki.pem_to_der(pem) == der
     assert pki.der_to_pem(der) == pem
     assert pki.pem_to_der(pki.der_to_pem(der)) == der
+    assert pki.pem_armor(der) == pem  # armour alone, no parse, byte for byte what cryptography writes
     path = _write(tmp_path, "leaf.pem", pem)
     assert openssl_bytes("x509", "-in", path, "-outform", "DER") == der
     der_path = _write(tmp_path, "leaf.der", der)

@@ -11,8 +11,12 @@ before ``Online Cert Signing successful``.  A bounded semaphore (``max_concurren
 keeps a fleet from flooding the RA and the CA.  Failures are ``CAUnavailable`` (retry later: the RA
 or CA is down, slow or busy) or ``CARejected`` (a refusal, or a certificate that fails the checks).
 ``ensure_capf_certificate`` enrolls CAPF's TLS certificate at first start and renews it once two
-thirds of its life have passed.  This module never sees a device's private key, never logs the RA
-password, and never hands back a certificate it has not checked.
+thirds of its life have passed.  The files are written in a worker thread (atomic, 0600), off the
+event loop and off the session's path: a session does not wait for its copies until CAPF removes
+the CSR (``remove_csr``), because a worker thread of a busy process waits tens of milliseconds for
+the interpreter at each system call.  The LSC goes back as its DER and its parsed form together,
+so nobody downstream parses or serialises it again.  This module never sees a device's private key, never logs the RA password, and never
+hands back a certificate it has not checked.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import datetime as dt
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -43,10 +48,24 @@ REQUIRED_KEY_USAGE = ("digital_signature", "key_encipherment")
 CAPF_RENEW_FRACTION = 2 / 3
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _write_copies(*files_and_data: tuple[Path, bytes]) -> None:
+    """The document's copies of a request and its answer.  Atomic and 0600, but not flushed to
+    disk one by one: the database holds the certificate; these are for the administrator."""
+    for path, data in files_and_data:
+        files.write_file(path, data, sync=False)
+
+
+def _write_folder(folder: Path, named: list[tuple[str, bytes]]) -> None:
+    files.ensure_dir(folder)
+    _write_copies(*((folder / name, data) for name, data in named))
+
+
+@dataclass(frozen=True)
+class IssuedLSC:
+    """A checked LSC: its DER (what is stored and delivered) and the parsed certificate."""
+
+    der: bytes
+    cert: x509.Certificate
 
 
 def renewal_due(cert: x509.Certificate, now: dt.datetime | None = None,
@@ -80,9 +99,34 @@ class OnlineCAEnroller:
         self.semaphore = asyncio.BoundedSemaphore(cfg.max_concurrent_enrollments)
         self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
         self._lsc_trust: pki.TrustStore | None = None
+        self._files: dict[str, asyncio.Task[None]] = {}  # per device: its file work, latest last
 
     async def close(self) -> None:
+        if self._files:
+            await asyncio.gather(*self._files.values())
         await self.est.close()
+
+    def _queue_files(self, device: str, *files_and_data: tuple[Path, bytes]) -> None:
+        """Write the files in a worker thread after the device's earlier file work, without
+        waiting for it; ``files_written`` waits where the files must be there."""
+        earlier = self._files.get(device)
+
+        async def write() -> None:
+            if earlier is not None:
+                await earlier
+            try:
+                await asyncio.to_thread(_write_copies, *files_and_data)
+            except OSError as exc:  # a copy for the administrator: the enrollment goes on
+                trace_log.warning("debug cannot write %s: %s", ", ".join(str(p) for p, _ in files_and_data), exc)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._files[device] = task
+        task.add_done_callback(lambda done: self._files.pop(device) if self._files.get(device) is done else None)
+
+    async def files_written(self, device: str) -> None:
+        task = self._files.get(device)
+        if task is not None:
+            await asyncio.shield(task)  # a session cancelled meanwhile leaves the writes to finish
 
     # ------------------------------------------------------------------ the RA's CA certificates
 
@@ -115,10 +159,10 @@ class OnlineCAEnroller:
     # ------------------------------------------------------------------ one device
 
     async def enroll_device(self, device: str, csr: x509.CertificateSigningRequest,
-                            trace: SessionTrace) -> x509.Certificate:
+                            trace: SessionTrace) -> IssuedLSC:
         """The LSC for ``csr`` (already assembled and verified), checked; CAUnavailable/CARejected."""
         csr_file = self.paths.csr_file(device)
-        _write(csr_file, pki.csr_pem(csr))
+        self._queue_files(device, (csr_file, pki.csr_pem(csr)))
         trace.debug("CA Mode is OnlineCA, Initiating Automatic Certificate Enrollment")
         async with self.semaphore:
             trace.debug(f"Calling enrollCertUsingEST() csr_file={csr_file}")
@@ -138,18 +182,31 @@ class OnlineCAEnroller:
                                     retry_after=exc.retry_after) from None
         trace.debug(enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))
         cert_dir = self.paths.cert_dir
-        _write(cert_dir / f"{device}.p7b", resp.pkcs7)
+        der = pki.cert_der(resp.certificate)  # the one serialisation: the files, the database, the phone
+        self._queue_files(device, (cert_dir / f"{device}.p7b", resp.pkcs7),
+                          (cert_dir / f"{device}.pem", pki.pem_armor(der)), (cert_dir / f"{device}.der", der))
         trace.debug(f"Signed Cert written to {cert_dir}/ location...")
         trace.debug("Converting PKCS7 file to PEM format and PEM to DER")
-        _write(cert_dir / f"{device}.pem", pki.cert_pem(resp.certificate))
-        _write(cert_dir / f"{device}.der", pki.cert_der(resp.certificate))
         try:
             await self.check_lsc(resp.certificate, resp.certificates, csr)
         except CARejected as exc:
             trace.error(f"Online Cert Signing Failed: {exc.message}")
             raise
         trace.debug("Online Cert Signing successful")
-        return resp.certificate
+        return IssuedLSC(der, resp.certificate)
+
+    async def remove_csr(self, device: str) -> Path:
+        """The phone confirmed its LSC: once its files are written, the request file goes; its path."""
+        await self.files_written(device)
+        csr_file = self.paths.csr_file(device)
+        await asyncio.to_thread(csr_file.unlink, missing_ok=True)
+        return csr_file
+
+    async def write_troubleshoot(self, device: str, named_der: list[tuple[str, bytes]]) -> Path:
+        """The certificates a phone sent for Troubleshoot, as ``<data>/capf/troubleshoot/<DEVICE>/<name>``."""
+        folder: Path = self.paths.troubleshoot_dir / device
+        await asyncio.to_thread(_write_folder, folder, named_der)
+        return folder
 
     async def check_lsc(self, cert: x509.Certificate, extra: list[x509.Certificate],
                         csr: x509.CertificateSigningRequest) -> None:
@@ -210,7 +267,7 @@ class OnlineCAEnroller:
         chain = await self._served_chain(resp.certificate, resp.certificates)
         # Key first, then the certificate: a reader never finds a certificate without its key.
         files.write_private_key(key_path, key)
-        _write(cert_path, pki.certs_pem(chain))
+        files.write_file(cert_path, pki.certs_pem(chain))
         trace_log.info("debug CAPF certificate written to %s (serial %x, valid until %s)", cert_path,
                        resp.certificate.serial_number, resp.certificate.not_valid_after_utc.isoformat())
         return True
@@ -231,4 +288,4 @@ class OnlineCAEnroller:
         return chain
 
 
-__all__ = ["CARejected", "CAUnavailable", "OnlineCAEnroller", "renewal_due"]
+__all__ = ["CARejected", "CAUnavailable", "IssuedLSC", "OnlineCAEnroller", "renewal_due"]

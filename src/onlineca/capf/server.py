@@ -1,32 +1,25 @@
 """The CAPF session server: one device-protocol session per TLS connection on port 3804.
 
-A thin asyncio adapter around ``devproto.session.CAPFSession``: it reads bytes (each read bounded
-by ``read_timeout``, the whole session by ``session_timeout``, key generation by
+The asyncio glue around ``devproto.session.CAPFSession``: it reads bytes (each read bounded by
+``read_timeout``, the whole session by ``session_timeout``, key generation by
 ``max_keygen_seconds`` over at most ``max_keygen_attempts`` requests), writes what the state machine
-queues, and makes the decisions the state machine leaves to it: who the phone is (auth string in
-constant time with a lockout, null string, an LSC validated against the RA's CA certificates or a
-MIC validated against the manufacturer trust store, each signing this session's challenge), what
-it must do (Install/Upgrade, Delete, Troubleshoot, or an automatic enrollment granted by its
-profile), which key to ask for (RSA Only, EC Only, EC Preferred RSA Backup), and what status the
-database records when anything fails.  An LSC is stored in the database before it is sent, so a
-session that breaks after issue is finished by the next one without a second CA request.  While
-the RA works, CAPF sends REQUEST_IN_PROGRESS every ``keepalive_seconds``; an RA that is down or
-slow gets the phone a RETRY_LATER and leaves the operation pending.  It never logs an auth string
-or a key, and never lets a peer's bytes end in a traceback.
+queues, sends REQUEST_IN_PROGRESS every ``keepalive_seconds`` while the RA works, and
+assembles the request from the phone's signature.  What to decide (which key to ask for, whether
+a credential authenticates the phone, the lockout, automatic enrollment, which status each ending
+records) is ``policy.capf``'s; the checks of a presented certificate are ``capf.credentials``'; the
+session's transactions are ``store.capf_sessions``', run off the loop through
+``store.group_commit``; its log lines are ``logs.capf_trace``'s.  It never logs an auth string or
+a key, and never lets a peer's bytes end in a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hmac
-import logging
+import functools
 import ssl
-import sys
-import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,30 +27,29 @@ from cryptography import x509
 from sqlalchemy.orm import Session
 
 from onlineca import pki
-from onlineca.capf.enroll import OnlineCAEnroller
+from onlineca.capf.credentials import CertificateChecks
+from onlineca.capf.enroll import IssuedLSC, OnlineCAEnroller
 from onlineca.config import CAPFConfig
 from onlineca.errors import (
     CARejected,
     CAUnavailable,
-    ChainError,
-    OnlineCAError,
     ParseError,
+    PhoneGone,
+    PhoneSilent,
     PKIError,
     PolicyError,
     ProtocolError,
 )
-from onlineca.infra import files
 from onlineca.logs.capf_trace import SessionTrace
 from onlineca.pki import tbs
+from onlineca.policy import capf as decide
 from onlineca.policy.capf import (
     AuthMode,
-    CertStatus,
+    Credential,
     EffectivePolicy,
-    KeyOrder,
+    Ending,
     Operation,
-    as_utc,
-    failure_status,
-    success_status,
+    Outcome,
     validate_device_name,
 )
 from onlineca.proto.devproto.messages import (
@@ -69,6 +61,7 @@ from onlineca.proto.devproto.messages import (
     FetchCertResponse,
     KeyGenResponse,
     Message,
+    PublicKeyDER,
     Reason,
     RequestInProgress,
     SignCertResponse,
@@ -76,96 +69,33 @@ from onlineca.proto.devproto.messages import (
     StoreCertResponse,
 )
 from onlineca.proto.devproto.session import CAPFSession
-from onlineca.store import devices as inv
-from onlineca.store.capf_models import Device
+from onlineca.store import capf_sessions as tx, devices as inv
 from onlineca.store.db import Database
+from onlineca.store.group_commit import Transactions
 
-log = logging.getLogger("onlineca.capf.server")
 M = TypeVar("M", bound=Message)
 
 _MAX_READ = 65536
 
-
-class _GroupCommit:
-    """SQLite work of many sessions on one thread, in one transaction per batch.
-
-    Whatever work is waiting when the thread is free runs in one transaction with one commit (a
-    busy CAPF has several sessions' steps waiting); each caller gets its result only after that
-    commit, so nothing is acknowledged before it is stored.  If any step of a batch fails, the
-    batch is rolled back and each step runs again in its own transaction, so one device's
-    failure never touches another's work.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="capf-db")
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
-        self._draining = False
-
-    def run(self, work: Callable[[Session], Any]) -> asyncio.Future[Any]:
-        future = asyncio.get_running_loop().create_future()
-        with self._lock:
-            self._waiting.append((work, future))
-            if not self._draining:
-                self._draining = True
-                self._thread.submit(self._drain)
-        return future
-
-    def close(self) -> None:
-        self._thread.shutdown(wait=True)
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                batch, self._waiting = self._waiting, []
-                if not batch:
-                    self._draining = False
-                    return
-            try:
-                with self.db.session() as s:
-                    results = [work(s) for work, _f in batch]
-            except Exception:
-                if len(batch) == 1:
-                    _settle(batch[0][1], None, sys.exc_info()[1])
-                    continue
-                for work, future in batch:  # alone, each in its own transaction
-                    try:
-                        with self.db.session() as s:
-                            _settle(future, work(s), None)
-                    except Exception as exc:
-                        _settle(future, None, exc)
-                continue
-            for (_w, future), result in zip(batch, results, strict=True):
-                _settle(future, result, None)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    """Hand a result to the waiting coroutine on its own loop (a cancelled one no longer waits)."""
-    def done() -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    try:
-        future.get_loop().call_soon_threadsafe(done)
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        pass
-
-
-class PhoneGone(Exception):
-    """The phone closed the connection, aborted, or stopped answering."""
-
-
-@dataclass
-class Credential:
-    """What the phone's AUTH_RESPONSE proved (``kind``: "string", "null", "LSC", "MIC")."""
-
-    kind: str
-    valid: bool
-    why: str = ""
+# How each way a session ends sounds to the phone.
+REASONS: dict[Ending, Reason] = {
+    Ending.NOTHING_PENDING: Reason.NOTHING_PENDING,
+    Ending.LOCKED_OUT: Reason.LOCKED_OUT,
+    Ending.DEADLINE_PASSED: Reason.DEADLINE_PASSED,
+    Ending.UNSUPPORTED: Reason.UNSUPPORTED,
+    Ending.KEY_GEN_FAILED: Reason.KEY_GEN_FAILED,
+    Ending.KEY_GEN_TIMEOUT: Reason.KEY_GEN_TIMEOUT,
+    Ending.SIGN_FAILED: Reason.SIGN_FAILED,
+    Ending.CA_UNAVAILABLE: Reason.CA_UNAVAILABLE,
+    Ending.CA_REJECTED: Reason.CA_REJECTED,
+    Ending.STORE_FAILED: Reason.STORE_FAILED,
+    Ending.REFUSED: Reason.OPERATION_REFUSED,
+    Ending.INVALID_CERTIFICATE: Reason.INVALID_CERTIFICATE,
+    Ending.PHONE_GONE: Reason.ABORTED,  # said to nobody: the phone is gone
+}
+# The AUTH_TYPE that asks a phone again for the credential of an auth mode.
+_ASK_AGAIN = {AuthMode.BY_STR: AuthType.PASSWORD, AuthMode.BY_LSC: AuthType.EXISTING_CERT_LSC_FIRST,
+              AuthMode.BY_MIC: AuthType.EXISTING_CERT_MIC_FIRST}
 
 
 @dataclass
@@ -179,15 +109,6 @@ class ServerStats:
     retry_later: int = 0
     active: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
-
-
-def key_candidates(order: KeyOrder, rsa_bits: int, ec_bits: int, version: int) -> list[tuple[str, int]]:
-    """The keys to ask for, in order; a version 2 phone knows no EC key."""
-    if order is KeyOrder.RSA_ONLY:
-        return [("rsa", rsa_bits)]
-    if order is KeyOrder.EC_ONLY:
-        return [("ec", ec_bits)] if version >= 3 else []
-    return [("ec", ec_bits), ("rsa", rsa_bits)] if version >= 3 else [("rsa", rsa_bits)]
 
 
 class _Connection:
@@ -220,15 +141,14 @@ class _Connection:
                 async with asyncio.timeout(self.read_timeout):  # no extra task per read, as wait_for makes
                     data = await self.reader.read(_MAX_READ)
             except TimeoutError:
-                raise PhoneGone(f"no message from the phone within {self.read_timeout:g} s") from None
+                raise PhoneSilent(f"no message from the phone within {self.read_timeout:g} s") from None
             except (ConnectionError, ssl.SSLError) as exc:
                 raise PhoneGone(f"connection lost: {exc}") from None
             if not data:
                 raise PhoneGone("the phone closed the connection")
             for msg in self.session.receive_data(data):
                 if not isinstance(msg, RequestInProgress):
-                    self.trace.debug(f"CAPF CORE: Rcvd Event: CAPF_EV_{msg.COMMAND.name} in State: "
-                                     f"CAPF_STATE_{state.value}")
+                    self.trace.received(msg.COMMAND.name, state.value)
                 self.pending.append(msg)
             await self.flush()  # automatic answers (ABORT_RESPONSE)
 
@@ -240,28 +160,17 @@ class _Connection:
             raise ProtocolError(f"expected {kind.__name__}, got {msg.COMMAND.name}", code="DEVPROTO_INVALID_TRANSITION")
         return msg
 
-
-@dataclass
-class _Start:
-    """What the session's first transaction learnt: ``found`` the device; ``policy`` is None when
-    another node holds its lease."""
-
-    found: bool
-    policy: EffectivePolicy | None = None
-    locked_until: dt.datetime | None = None
-    failed_auth_count: int = 0
-    mic_store: str = ""  # the profile's own manufacturer trust store, if any
-    stored_lsc: tuple[str, bytes] | None = None  # issued earlier, never confirmed
+    async def ask(self, request: Callable[[], None], label: str, kind: type[M]) -> M:
+        """Send one request to the phone and wait for its answer."""
+        request()
+        self.trace.sending(label)
+        await self.flush()
+        return await self.expect(kind)
 
 
-class _Outcome(Exception):
-    """Ends a session: the status to record (None: leave it) and how the session ends."""
-
-    def __init__(self, status: Any | None, detail: str, reason: Reason | None = Reason.OPERATION_REFUSED, *,
-                 end_operation: bool = False, retry_after: int | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.reason = status, detail, reason
-        self.end_operation, self.retry_after = end_operation, retry_after
+def _answer(reason: Any, info: str | None) -> str:
+    """A phone's refusal in words: ``reason 71 (flash full)``."""
+    return f"reason {reason}" + (f" ({info})" if info else "")
 
 
 class CAPFServer:
@@ -272,31 +181,17 @@ class CAPFServer:
                  clock: Callable[[], dt.datetime] = inv.utcnow) -> None:
         self.cfg, self.db, self.enroller = cfg, db, enroller
         self.node_id = node_id
-        self.mic_trust = mic_trust or pki.TrustStore()
+        self.actor = f"capf:{node_id}"
         self.clock = clock
+        self.certs = CertificateChecks(mic_trust or pki.TrustStore(), enroller.lsc_trust, clock)
         self.stats = ServerStats()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self._profile_mic_trust: dict[str, pki.TrustStore] = {}
-        # SQLite has one writer: sessions' transactions queue on one thread (see _GroupCommit)
-        # instead of meeting in SQLite's busy handler, which sleeps up to 100 ms a time.
-        # PostgreSQL takes them in parallel from the default pool.
-        self._db_writer = _GroupCommit(db) if db.is_sqlite else None
+        # SQLite's writes queue on one thread and share commits; PostgreSQL's run in parallel.
+        self._tx = Transactions(db)
 
     def close(self) -> None:
         """Release the database thread (after the sessions have ended)."""
-        if self._db_writer is not None:
-            self._db_writer.close()
-
-    # ------------------------------------------------------------------ database, off the loop
-
-    async def _db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        if self._db_writer is not None:
-            return await self._db_writer.run(lambda s: fn(s, *args, **kw))
-
-        def run() -> Any:
-            with self.db.session() as s:
-                return fn(s, *args, **kw)
-        return await asyncio.to_thread(run)
+        self._tx.close()
 
     # ------------------------------------------------------------------ one connection
 
@@ -315,19 +210,18 @@ class CAPFServer:
             async with asyncio.timeout(self.cfg.session_timeout):
                 await self._session(conn, trace)
         except TimeoutError:
-            trace.error(f"session timed out after {self.cfg.session_timeout:g} s")
+            trace.session_timed_out(self.cfg.session_timeout)
             await self._end_quietly(conn, Reason.PROTOCOL_ERROR, "session timeout")
         except ProtocolError as exc:
-            trace.error(f"protocol error from the phone: {exc.message} ({exc.code})")
+            trace.protocol_error(exc.message, exc.code)
             await self._end_quietly(conn, Reason.PROTOCOL_ERROR, exc.code)
         except PhoneGone as exc:
-            trace.error(f"Phone Communication Failure: {exc}")
+            trace.phone_gone(exc.message)
         except asyncio.CancelledError:
-            trace.error("session cancelled: CAPF is stopping")
+            trace.cancelled()
             raise
         except Exception as exc:  # a bug of ours must not kill the server; the phone gets an answer
-            log.exception("unexpected error in a CAPF session with %s", trace.who)
-            trace.error(f"internal error: {type(exc).__name__}: {exc}")
+            trace.internal_error(exc)
             await self._end_quietly(conn, Reason.PROTOCOL_ERROR, "internal error")
         finally:
             self.stats.active -= 1
@@ -358,358 +252,210 @@ class CAPFServer:
             session.end(Reason.DEVICE_UNKNOWN, "not a device name")
             await conn.flush()
             return
-        trace.device = name
-        trace.debug(f"AUTH_RESPONSE from {name}, protocol version {session.version}")
-        credential = await self._check_certificate(session, auth, name)
-        start: _Start = await self._db(self._start_in, name, credential, session, auth)
+        trace.identified(name, session.version)
+        payload = session.auth_payload()
+        credential = await self.certs.check(auth, payload, name)
+        mic_valid = functools.partial(self.certs.mic_valid, auth, payload, name, credential)
+        start = await self._tx.run(tx.start_session, name, node_id=self.node_id,
+                                   lease=dt.timedelta(seconds=self.cfg.session_timeout + 60), now=self.clock(),
+                                   mic_valid=mic_valid)
         if not start.found:
-            trace.error("device is not in the CAPF database and no profile enrolls it automatically")
+            trace.device_unknown()
             session.end(Reason.DEVICE_UNKNOWN, "device unknown")
             await conn.flush()
             return
         if start.policy is None:
-            trace.error("another CAPF node is in a session with this device: RETRY_LATER")
+            trace.device_busy()
             session.retry_later(30, Reason.OPERATION_REFUSED, "busy")
             await conn.flush()
             return
-        operation = Operation.NONE
+        operation = start.policy.operation
         try:
-            policy = start.policy
-            operation = policy.operation
-            for line in policy.log_lines():
-                trace.plain(line)
-            await self._operation(conn, trace, name, start, auth, credential)
-        except _Outcome as out:
-            await self._finish(conn, trace, name, operation, out)
+            trace.policy(start.policy)
+            outcome = await self._operation(conn, trace, name, start, auth, credential)
+            if outcome is not None:
+                await self._finish(conn, trace, name, operation, outcome)
         except PhoneGone as exc:
             if operation is not Operation.NONE:
-                await self._record(name, failure_status(operation, "PHONE_COMM_FAILURE"), str(exc))
+                await self._record(name, decide.phone_gone(operation, exc.message))
             raise
         finally:
             if not conn.released:
-                await self._db(inv.release_device, name, self.node_id)
-
-    def _start_in(self, s: Session, name: str, credential: Credential | None, session: CAPFSession,
-                  auth: AuthResponse) -> _Start:
-        """The session's first transaction: find (or auto-enroll) the device, take its lease, and
-        read everything the session decides on, so a session costs three commits, not eight."""
-        device = self._find_or_auto_enroll(s, name, credential, session, auth)
-        if device is None:
-            return _Start(found=False)
-        if not inv.claim_device(s, name, self.node_id, dt.timedelta(seconds=self.cfg.session_timeout + 60)):
-            return _Start(found=True)
-        policy = inv.device_policy(device)
-        stored = None
-        if policy.operation is Operation.UPGRADE:
-            stored = _lsc_tuple(inv.undelivered_lsc(s, name, self.clock(), device=device))
-        return _Start(found=True, policy=policy, locked_until=device.locked_until,
-                      failed_auth_count=device.failed_auth_count or 0,
-                      mic_store=device.profile.mic_trust_store if device.profile is not None else "",
-                      stored_lsc=stored)
+                await self._tx.run(inv.release_device, name, self.node_id)
 
     async def _finish(self, conn: _Connection, trace: SessionTrace, name: str, operation: Operation,
-                      out: _Outcome) -> None:
+                      out: Outcome) -> None:
         if out.status is not None:
-            # Failures the phone's next session cannot fix by itself end a renewal (with backoff).
-            final = out.retry_after is None and out.reason not in (Reason.STORE_FAILED, Reason.OPERATION_REFUSED)
-            await self._record(name, out.status, out.detail, end_operation=out.end_operation, final=final)
-            st = CertStatus.parse(out.status, "status")
-            trace.error(f"{operation.ident} failed: {st.display}: {out.detail}")
+            await self._record(name, out)
+            trace.operation_failed(operation, out)
             self.stats.failed += 1
         session = conn.session
         if out.retry_after is not None:
             self.stats.retry_later += 1
-            trace.debug(f"Sending RETRY_LATER msg (retry in {out.retry_after} s)")
+            trace.retry_later(out.retry_after)
             session.retry_later(out.retry_after, Reason.CA_UNAVAILABLE, out.detail[:200])
         elif not session.closed:
-            session.end(out.reason or Reason.OPERATION_REFUSED, out.detail[:200])
-            trace.debug("MsgType : CAPF_MSG_END_SESSION")
+            session.end(REASONS[out.ending], out.detail[:200])
+            trace.end_session()
         await conn.flush()
 
-    async def _record(self, name: str, status: Any, detail: str, *, end_operation: bool = False,
-                      final: bool = False) -> None:
-        st = CertStatus.parse(status, "status")
-        self.stats.by_status[st.ident] = self.stats.by_status.get(st.ident, 0) + 1
-        await self._db(self._record_in, name, st, detail[:500], end_operation, final)
+    async def _record(self, name: str, out: Outcome) -> None:
+        assert out.status is not None
+        self.stats.by_status[out.status.ident] = self.stats.by_status.get(out.status.ident, 0) + 1
+        await self._tx.run(tx.record_outcome, name, out, actor=self.actor, renewal_failed=self._renewal_failed)
 
-    def _record_in(self, s: Session, name: str, st: Any, detail: str, end_operation: bool, final: bool) -> None:
-        device = inv.get_device(s, name)
-        renewal = device.renewal_for_serial is not None and device.renewal_for_serial == device.lsc_serial
-        reason = st.ident.partition("_FAILED_")[2]
-        if renewal and final and reason:
-            # A scheduled renewal that cannot succeed as it stands: the scheduler backs off and
-            # schedules it again (the device keeps its current LSC meanwhile).
-            from onlineca.capf.scheduler import SchedulerSettings, record_renewal_failure
-            record_renewal_failure(s, name, reason, detail, settings=SchedulerSettings(node_id=self.node_id))
-            return
-        inv.set_status(s, name, st, actor=f"capf:{self.node_id}", detail=detail, end_operation=end_operation)
+    def _renewal_failed(self, s: Session, name: str, reason: str, detail: str) -> None:
+        """A scheduled renewal failed for good: the scheduler backs off and tries again later."""
+        from onlineca.capf.scheduler import SchedulerSettings, record_renewal_failure  # optional for a bare server
+        record_renewal_failure(s, name, reason, detail, settings=SchedulerSettings(node_id=self.node_id))
 
     # ------------------------------------------------------------------ who is the phone
 
-    def _mic_store(self, path: str) -> pki.TrustStore:
-        if not path:
-            return self.mic_trust
-        if path not in self._profile_mic_trust:
-            try:
-                self._profile_mic_trust[path] = files.load_trust_store(path)
-            except (OSError, PKIError) as exc:
-                log.warning("profile MIC trust store %s is unreadable: %s", path, exc)
-                self._profile_mic_trust[path] = pki.TrustStore()
-        return self._profile_mic_trust[path]
-
-    async def _check_certificate(self, session: CAPFSession, auth: AuthResponse, name: str,
-                                 mic_store: str = "") -> Credential | None:
-        """The LSC or MIC in ``auth`` validated (chain, device name, signature over this session's
-        challenge); None when the phone sent no certificate."""
-        if auth.certificate is None:
-            return None
-        if auth.certificate.cert_type == CertificateType.MIC:
-            return self._verify(session, auth, name, "MIC", self._mic_store(mic_store))
-        try:
-            trust = await self.enroller.lsc_trust()
-        except CAUnavailable as exc:
-            return Credential("LSC", False, f"cannot check the LSC: {exc.message}")
-        return self._verify(session, auth, name, "LSC", trust)
-
-    def _verify(self, session: CAPFSession, auth: AuthResponse, name: str, kind: str,
-                trust: pki.TrustStore) -> Credential:
-        assert auth.certificate is not None
-        if not len(trust):
-            return Credential(kind, False, f"no trust store is configured for {kind}s")
-        try:
-            cert = pki.load_certificate(auth.certificate.der)
-            pki.validate_chain(cert, [], trust, at=self.clock())
-            cn = pki.common_name(cert.subject).upper()
-            if (kind == "LSC" and cn != name) or (kind == "MIC" and name not in cn):
-                return Credential(kind, False, f"the {kind} names {cn!r}, not {name}")
-            signature = auth.signature
-            if signature is None:
-                return Credential(kind, False, f"the {kind} came without a signature over the challenge")
-            tbs.verify_data_signature(cert.public_key(), session.auth_payload(), signature,  # type: ignore[arg-type]
-                                      auth.effective_digest.hash_name)
-        except (ChainError, ParseError, PKIError) as exc:
-            return Credential(kind, False, exc.message)
-        return Credential(kind, True)
-
-    def _find_or_auto_enroll(self, s: Session, name: str, credential: Credential | None, session: CAPFSession,
-                             auth: AuthResponse) -> Device | None:
-        """The device; or a new one (or a new Install/Upgrade) that a profile grants automatically."""
-        device = inv.find_device(s, name)
-        if device is not None and (device.operation != Operation.NONE.ident or device.lsc_serial is not None):
-            return device
-        for row in inv.list_profiles(s):
-            auto = inv.profile_policy(row).auto_enrollment
-            if not auto.enabled:
-                continue
-            mic_valid = bool(credential and credential.kind == "MIC" and credential.valid)
-            if credential and credential.kind == "MIC" and row.mic_trust_store:
-                mic_valid = self._verify(session, auth, name, "MIC", self._mic_store(row.mic_trust_store)).valid
-            if not auto.grants(name, mic_valid=mic_valid):
-                continue
-            settings: dict[str, Any] = {"operation": Operation.UPGRADE.ident}
-            if mic_valid:
-                settings["auth_mode"] = AuthMode.BY_MIC.ident
-            why = "a valid MIC" if mic_valid else f"its name matches {auto.name_pattern!r}"
-            try:
-                if device is None:
-                    device = inv.add_device(s, name, actor="capf:auto-enrollment", profile=row.name,
-                                            description=f"enrolled automatically ({why})", **settings)
-                else:
-                    device = inv.set_device(s, name, actor="capf:auto-enrollment", **settings)
-            except OnlineCAError as exc:
-                log.warning("%s: profile %s grants automatic enrollment but the device cannot be set: %s",
-                            name, row.name, exc)
-                continue
-            inv.record_event(s, name, "AUTO_ENROLLMENT", f"profile {row.name}: {why}", actor="capf")
-            return device
-        return device
-
-    async def _authenticate(self, conn: _Connection, trace: SessionTrace, name: str, start: _Start,
-                            auth: AuthResponse, credential: Credential | None) -> None:
+    async def _authenticate(self, conn: _Connection, trace: SessionTrace, name: str, start: tx.SessionStart,
+                            auth: AuthResponse, credential: Credential | None) -> Outcome | None:
         assert start.policy is not None
         session, policy = conn.session, start.policy
-        mode, op = policy.auth_mode, policy.operation
+        mode = policy.auth_mode
         if mode is AuthMode.BY_NULL_STR:
-            trace.debug(f"Authentication Mode={mode.log}: no credential needed")
-            return
-        wanted = {AuthMode.BY_STR: AuthType.PASSWORD, AuthMode.BY_LSC: AuthType.EXISTING_CERT_LSC_FIRST,
-                  AuthMode.BY_MIC: AuthType.EXISTING_CERT_MIC_FIRST}[mode]
-        missing = auth.auth_password is None if mode is AuthMode.BY_STR else auth.certificate is None
-        if missing and session.auth_requests < session.max_auth_requests:
-            trace.debug(f"AUTH_RESPONSE lacks the credential of {mode.log}: asking again ({wanted.name})")
-            session.start(wanted)
+            trace.auth_not_needed(mode)
+            return None
+        lacking = decide.lacks_credential(mode, password_given=auth.auth_password is not None,
+                                          certificate_given=auth.certificate is not None)
+        if lacking and session.auth_requests < session.max_auth_requests:
+            trace.auth_asking_again(mode, _ASK_AGAIN[mode].name)
+            session.start(_ASK_AGAIN[mode])
             await conn.flush()
             auth = await conn.expect(AuthResponse)
             if validate_device_name(auth.device_name) != name:
                 raise ProtocolError("the phone changed its name between two AUTH_RESPONSEs",
                                     code="DEVPROTO_BAD_ELEMENT")
             if mode is not AuthMode.BY_STR:
-                credential = await self._check_certificate(session, auth, name)
+                credential = await self.certs.check(auth, session.auth_payload(), name)
         if mode is AuthMode.BY_STR:
-            await self._check_auth_string(trace, name, start, auth.auth_password)
-            return
-        if credential is None:
-            raise _Outcome(failure_status(op, "INVALID_CREDENTIALS"),
-                           f"{mode.display} but the phone presented no certificate",
-                           Reason.INVALID_CERTIFICATE)
-        if credential.kind == "MIC" and start.mic_store:
+            return await self._check_auth_string(trace, name, start, auth.auth_password)
+        if credential is not None and credential.kind == "MIC" and start.mic_store:
             # A profile may name its own manufacturer trust store: the MIC must chain to that one.
-            credential = self._verify(session, auth, name, "MIC", self._mic_store(start.mic_store))
-        if not credential.valid:
-            reason = "INVALID_MIC" if credential.kind == "MIC" else "INVALID_LSC"
-            raise _Outcome(failure_status(op, reason), f"{credential.kind} rejected: {credential.why}",
-                           Reason.INVALID_CERTIFICATE)
-        trace.debug(f"Authentication Mode={mode.log}: the phone's {credential.kind} is valid")
+            credential = self.certs.judge(auth, session.auth_payload(), name, "MIC", self.certs.mic_store(start.mic_store))
+        refused = decide.certificate_auth(policy.operation, mode, credential)
+        if refused is not None:
+            return refused
+        assert credential is not None
+        trace.certificate_accepted(mode, credential.kind)
+        return None
 
-    async def _check_auth_string(self, trace: SessionTrace, name: str, start: _Start,
-                                 given: str | None) -> None:
+    async def _check_auth_string(self, trace: SessionTrace, name: str, start: tx.SessionStart,
+                                 given: str | None) -> Outcome | None:
         assert start.policy is not None
-        policy = start.policy
-        expected = (policy.auth_string or "").encode()
-        ok = given is not None and hmac.compare_digest(given.encode(), expected) and bool(expected)
-        if ok:
+        if decide.auth_string_matches(start.policy.auth_string, given):
             if start.failed_auth_count:
-                await self._db(self._auth_succeeded, name)
-            trace.debug(f"Authentication Mode={AuthMode.BY_STR.log}: authentication string verified")
-            return
-        locked = await self._db(self._auth_failed, name)
-        detail = "wrong authentication string" if given is not None else "no authentication string"
-        if locked:
-            detail += f"; {self.cfg.max_auth_failures} wrong attempts: locked out for {self.cfg.lockout_minutes:g} min"
-        raise _Outcome(failure_status(policy.operation, "INVALID_AUTH_STR"), detail, Reason.OPERATION_REFUSED)
-
-    def _auth_failed(self, s: Session, name: str) -> bool:
-        device = inv.get_device(s, name)
-        device.failed_auth_count = (device.failed_auth_count or 0) + 1
-        if device.failed_auth_count >= self.cfg.max_auth_failures:
-            device.locked_until = self.clock() + dt.timedelta(minutes=self.cfg.lockout_minutes)
-            device.failed_auth_count = 0
-            inv.record_event(s, name, "LOCKED_OUT", f"until {device.locked_until.isoformat()}", actor="capf")
-            return True
-        return False
-
-    def _auth_succeeded(self, s: Session, name: str) -> None:
-        device = inv.get_device(s, name)
-        if device.failed_auth_count:
-            device.failed_auth_count = 0
+                await self._tx.run(tx.auth_string_accepted, name)
+            trace.auth_string_verified()
+            return None
+        locked = await self._tx.run(tx.auth_string_refused, name, max_failures=self.cfg.max_auth_failures,
+                                    lockout_minutes=self.cfg.lockout_minutes, now=self.clock())
+        return decide.wrong_auth_string(start.policy.operation, given=given is not None, locked=locked,
+                                        max_failures=self.cfg.max_auth_failures,
+                                        lockout_minutes=self.cfg.lockout_minutes)
 
     # ------------------------------------------------------------------ what the phone must do
 
-    async def _operation(self, conn: _Connection, trace: SessionTrace, name: str, start: _Start,
-                         auth: AuthResponse, credential: Credential | None) -> None:
+    async def _operation(self, conn: _Connection, trace: SessionTrace, name: str, start: tx.SessionStart,
+                         auth: AuthResponse, credential: Credential | None) -> Outcome | None:
+        """The pending operation, start to end; the outcome when it cannot go on."""
         assert start.policy is not None
         policy = start.policy
-        session, op, now = conn.session, policy.operation, self.clock()
-        if op is Operation.NONE:
-            trace.debug("no certificate operation is pending for this device")
-            raise _Outcome(None, "no operation pending", Reason.NOTHING_PENDING)
-        locked_until = start.locked_until
-        if locked_until is not None and as_utc(locked_until) > now:
-            trace.error(f"device is locked out after repeated wrong authentication strings until "
-                        f"{as_utc(locked_until):%Y-%m-%d %H:%M:%S} UTC")
-            raise _Outcome(None, "locked out", Reason.LOCKED_OUT)
-        if policy.is_late(now):
-            raise _Outcome(failure_status(op, "REQUEST_LATE"),
-                           f"Operation Completes By {policy.deadline:%Y:%m:%d:%H} has passed",
-                           Reason.DEADLINE_PASSED, end_operation=True)
-        await self._authenticate(conn, trace, name, start, auth, credential)
-        if op is Operation.UPGRADE:
-            await self._upgrade(conn, trace, name, policy, start.stored_lsc)
-        elif op is Operation.DELETE:
-            await self._delete(conn, trace, name)
-        elif op is Operation.TROUBLESHOOT:
-            await self._troubleshoot(conn, trace, name)
-        if not session.closed:
-            session.end(Reason.OK)
-            trace.debug("MsgType : CAPF_MSG_END_SESSION")
+        refused = decide.before_operation(policy, start.locked_until, self.clock())
+        if refused is not None:
+            trace.not_started(refused, start.locked_until)
+            return refused
+        out = await self._authenticate(conn, trace, name, start, auth, credential)
+        if out is None:
+            if policy.operation is Operation.UPGRADE:
+                out = await self._upgrade(conn, trace, name, policy, start.stored_lsc)
+            elif policy.operation is Operation.DELETE:
+                out = await self._delete(conn, trace, name)
+            elif policy.operation is Operation.TROUBLESHOOT:
+                out = await self._troubleshoot(conn, trace, name)
+        if out is not None:
+            return out
+        if not conn.session.closed:
+            conn.session.end(Reason.OK)
+            trace.end_session()
             await conn.flush()
+        return None
 
     async def _upgrade(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
-                       stored: tuple[str, bytes] | None) -> None:
+                       stored: tuple[str, bytes] | None) -> Outcome | None:
         if stored is not None:
             serial, der = stored
-            trace.debug(f"LSC serial {serial} was issued earlier and never confirmed: delivering it "
-                        "without a new CA request")
+            trace.redelivering(serial)
             self.stats.delivered_without_ca += 1
-            await self._deliver(conn, trace, name, serial, der)
-            return
-        public_key, _key_type, _bits = await self._key_gen(conn, trace, policy)
+            return await self._deliver(conn, trace, name, serial, der)
+        public_key = await self._key_gen(conn, trace, policy)
+        if isinstance(public_key, Outcome):
+            return public_key
         csr = await self._sign_request(conn, trace, name, public_key)
-        cert = await self._enroll(conn, trace, name, csr)
-        trace.debug("CAPF CORE: Rcvd Event: CAPF_EV_CA_CERT_REP in State: CAPF_STATE_AWAIT_CA_CERT_RESP")
-        trace.debug("CAPF got device certificate")
-        row = await self._db(inv.record_lsc_issued, name, pki.cert_der(cert), actor=f"capf:{self.node_id}")
+        if isinstance(csr, Outcome):
+            return csr
+        issued = await self._enroll(conn, trace, name, csr)
+        if isinstance(issued, Outcome):
+            return issued
+        trace.ca_certificate_received()
+        serial = await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor)
         self.stats.enrolled += 1
-        await self._deliver(conn, trace, name, row.serial, pki.cert_der(cert))
+        return await self._deliver(conn, trace, name, serial, issued.der)
 
     async def _key_gen(self, conn: _Connection, trace: SessionTrace,
-                       policy: EffectivePolicy) -> tuple[pki.PublicKey, str, int]:
+                       policy: EffectivePolicy) -> pki.PublicKey | Outcome:
         session, op = conn.session, policy.operation
         assert session.version is not None
-        candidates = key_candidates(policy.key_order, policy.rsa_key_size, policy.ec_key_size, session.version)
+        candidates = decide.key_candidates(policy.key_order, policy.rsa_key_size, policy.ec_key_size, session.version)
         if not candidates:
-            raise _Outcome(failure_status(op, "NO_EC_SUPPORT"),
-                           f"{policy.key_order.display} but the phone speaks protocol version {session.version}",
-                           Reason.UNSUPPORTED)
+            return decide.no_key_for_version(policy, session.version)
         index, attempts = 0, 0
         try:
             async with asyncio.timeout(self.cfg.max_keygen_seconds):
                 while True:
-                    key_type, bits = candidates[index]
-                    session.request_key_gen(key_type, bits)
+                    asked = candidates[index]
+                    session.request_key_gen(*asked)
                     attempts += 1
-                    trace.debug(f"Sending KEY_GEN_REQ msg ({key_type.upper()} {bits}, attempt {attempts} of "
-                                f"{self.cfg.max_keygen_attempts})")
+                    trace.keygen_request(asked, attempts, self.cfg.max_keygen_attempts)
                     await conn.flush()
                     resp = await conn.expect(KeyGenResponse)
                     if resp.reason == Reason.OK and resp.public_key is not None:
                         break
-                    trace.error(f"the phone could not make the {key_type.upper()} {bits} key: reason {resp.reason}"
-                                + (f" ({resp.reason_info})" if resp.reason_info else ""))
-                    if attempts >= self.cfg.max_keygen_attempts:
-                        raise _Outcome(failure_status(op, "KEYGEN_FAILED"),
-                                       f"key generation failed {attempts} times", Reason.KEY_GEN_FAILED)
-                    index = min(index + 1, len(candidates) - 1)  # EC failed: RSA backup, else try again
-        except (TimeoutError, PhoneGone) as exc:
-            if isinstance(exc, PhoneGone) and "no message" not in str(exc):
-                raise
-            raise _Outcome(failure_status(op, "KEYGEN_FAILED"),
-                           f"no key within {self.cfg.max_keygen_seconds:g} s (Key Generation Timeout)",
-                           Reason.KEY_GEN_TIMEOUT) from None
-        try:
-            public_key = pki.load_public_key(resp.public_key)
+                    trace.keygen_refused(asked, resp.reason, resp.reason_info)
+                    following = decide.next_key_request(index, attempts, candidates, self.cfg.max_keygen_attempts)
+                    if following is None:
+                        return decide.keygen_failed(op, attempts)
+                    index = following
+        except (TimeoutError, PhoneSilent):
+            return decide.keygen_timeout(op, self.cfg.max_keygen_seconds)
+        spki = resp.public_key
+        try:  # the decoder parsed it already; a value made another way is parsed here
+            public_key: pki.PublicKey = spki.key if isinstance(spki, PublicKeyDER) else pki.load_public_key(spki)
         except ParseError as exc:
-            raise _Outcome(failure_status(op, "KEYGEN_FAILED"), f"the phone's public key does not parse: {exc.message}",
-                           Reason.UNSUPPORTED) from None
-        got = pki.key_spec(public_key)
-        trace.debug(f"pubKey length: {len(resp.public_key)}")
-        if got != (key_type, bits):
-            raise _Outcome(failure_status(op, "KEYGEN_FAILED"),
-                           f"policy violation: the phone returned a {got[0].upper()} {got[1]} key where "
-                           f"{key_type.upper()} {bits} was asked ({policy.key_order.display})", Reason.UNSUPPORTED)
-        return public_key, key_type, bits
+            return decide.key_unusable(op, exc.message)
+        trace.public_key_received(len(spki))
+        refused = decide.check_returned_key(policy, asked, pki.key_spec(public_key))
+        return refused if refused is not None else public_key
 
     async def _sign_request(self, conn: _Connection, trace: SessionTrace, name: str,
-                            public_key: pki.PublicKey) -> x509.CertificateSigningRequest:
-        session = conn.session
+                            public_key: pki.PublicKey) -> x509.CertificateSigningRequest | Outcome:
         info = tbs.csr_info_der(f"CN={name}", public_key)
-        session.request_signature(info, "sha256")
-        trace.debug("Sending SIGN_CERT_REQ msg (the phone signs the certificate request with its new key)")
+        conn.session.request_signature(info, "sha256")
+        trace.sign_request()
         await conn.flush()
         resp = await conn.expect(SignCertResponse)
-        op = Operation.UPGRADE
         if resp.reason != Reason.OK or resp.signature is None:
-            raise _Outcome(failure_status(op, "PHONE_COMM_FAILURE"),
-                           f"the phone did not sign the request: reason {resp.reason}", Reason.SIGN_FAILED)
+            return decide.sign_refused(_answer(resp.reason, None))
         try:
             return tbs.assemble_csr(info, resp.signature, public_key, "sha256")
         except (ParseError, PKIError) as exc:
-            raise _Outcome(failure_status(op, "INVALID_CREDENTIALS"),
-                           f"the phone's signature over its request does not verify: {exc.message}",
-                           Reason.SIGN_FAILED) from None
+            return decide.signature_invalid(exc.message)
 
     async def _enroll(self, conn: _Connection, trace: SessionTrace, name: str,
-                      csr: x509.CertificateSigningRequest) -> x509.Certificate:
+                      csr: x509.CertificateSigningRequest) -> IssuedLSC | Outcome:
         """Enroll at the RA, sending REQUEST_IN_PROGRESS while it works; the enrollment finishes
         (and its certificate is stored) even if the phone goes away meanwhile."""
         session = conn.session
@@ -725,88 +471,60 @@ class CAPFServer:
             except (TimeoutError, ConnectionError, ssl.SSLError) as exc:
                 phone_gone = f"connection lost while the RA worked: {exc}"
         try:
-            cert = task.result()
+            issued = task.result()
         except CAUnavailable as exc:
-            delay = max(self.cfg.retry_delay, exc.retry_after or 0)
-            raise _Outcome(failure_status(Operation.UPGRADE, "CA_COMM_FAILURE"),
-                           f"RA/CA unavailable ({exc.est_code}): {exc.message}; the operation stays pending",
-                           Reason.CA_UNAVAILABLE, retry_after=delay) from None
+            return decide.ca_unavailable(exc.est_code, exc.message, retry_delay=self.cfg.retry_delay,
+                                         retry_after=exc.retry_after)
         except CARejected as exc:
-            raise _Outcome(failure_status(Operation.UPGRADE, "CA_REJECTED"),
-                           f"{exc.message} ({exc.est_code})", Reason.CA_REJECTED) from None
+            return decide.ca_rejected(exc.est_code, exc.message)
         if phone_gone:
-            await self._db(inv.record_lsc_issued, name, pki.cert_der(cert), actor=f"capf:{self.node_id}")
+            await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor)
             self.stats.enrolled += 1
-            trace.debug("LSC stored in the database; it is delivered at the device's next session")
+            trace.lsc_kept_for_next_session()
             raise PhoneGone(phone_gone)
-        return cert
+        return issued
 
-    async def _deliver(self, conn: _Connection, trace: SessionTrace, name: str, serial: str, der: bytes) -> None:
-        await self._ask(conn, trace, lambda: conn.session.store_certificate(der), "STORE_CERT_REQ", StoreCertResponse,
-                        failure_status(Operation.UPGRADE, "PHONE_COMM_FAILURE"), "store the LSC", Reason.STORE_FAILED)
-        csr_file = self.enroller.paths.csr_file(name)
-        trace.plain(f"debug LSC is verified. removing CSR at {csr_file}")
-        csr_file.unlink(missing_ok=True)
-        await self._db(self._installed_in, name, serial)
+    async def _deliver(self, conn: _Connection, trace: SessionTrace, name: str, serial: str,
+                       der: bytes) -> Outcome | None:
+        resp = await conn.ask(lambda: conn.session.store_certificate(der), "STORE_CERT_REQ", StoreCertResponse)
+        if resp.reason != Reason.OK:
+            return decide.phone_refused(Operation.UPGRADE, _answer(resp.reason, resp.reason_info))
+        trace.csr_removed(await self.enroller.remove_csr(name))
+        await self._tx.run(tx.lsc_installed, name, serial, node_id=self.node_id)
         conn.released = True
-        self._log_success(trace, name, Operation.UPGRADE)
+        self._succeeded(trace, name, Operation.UPGRADE)
+        return None
 
-    def _installed_in(self, s: Session, name: str, serial: str) -> None:
-        """The phone stored its LSC: record it and give the lease back in one commit."""
-        inv.mark_lsc_installed(s, name, serial, actor=f"capf:{self.node_id}")
-        inv.release_device(s, name, self.node_id)
+    async def _delete(self, conn: _Connection, trace: SessionTrace, name: str) -> Outcome | None:
+        resp = await conn.ask(conn.session.request_delete, "DELETE_CERT_REQ", DeleteCertResponse)
+        if resp.reason != Reason.OK:
+            return decide.phone_refused(Operation.DELETE, _answer(resp.reason, resp.reason_info))
+        await self._tx.run(inv.mark_lsc_removed, name, actor=self.actor)
+        self._succeeded(trace, name, Operation.DELETE)
+        return None
 
-    async def _delete(self, conn: _Connection, trace: SessionTrace, name: str) -> None:
-        await self._ask(conn, trace, conn.session.request_delete, "DELETE_CERT_REQ", DeleteCertResponse,
-                        failure_status(Operation.DELETE), "delete its LSC")
-        await self._db(inv.mark_lsc_removed, name, actor=f"capf:{self.node_id}")
-        self._log_success(trace, name, Operation.DELETE)
-
-    async def _troubleshoot(self, conn: _Connection, trace: SessionTrace, name: str) -> None:
-        resp = await self._ask(conn, trace, conn.session.request_fetch, "FETCH_CERT_REQ", FetchCertResponse,
-                               failure_status(Operation.TROUBLESHOOT), "send its certificates")
-        folder = self.enroller.paths.troubleshoot_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
+    async def _troubleshoot(self, conn: _Connection, trace: SessionTrace, name: str) -> Outcome | None:
+        resp = await conn.ask(conn.session.request_fetch, "FETCH_CERT_REQ", FetchCertResponse)
+        if resp.reason != Reason.OK:
+            return decide.phone_refused(Operation.TROUBLESHOOT, _answer(resp.reason, resp.reason_info))
+        named = []
         for i, value in enumerate(resp.certificates):
             kind = "MIC" if value.cert_type == CertificateType.MIC else "LSC"
-            (folder / f"{kind.lower()}-{i}.der").write_bytes(value.der)
+            named.append((f"{kind.lower()}-{i}.der", value.der))
             try:
-                cert = pki.load_certificate(value.der)
-                trace.debug(f"{kind}: subject {pki.name_to_slash(cert.subject)} issuer "
-                            f"{pki.name_to_slash(cert.issuer)} serial {cert.serial_number:x} valid until "
-                            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+                trace.fetched_certificate(kind, value.certificate())
             except ParseError as exc:
-                trace.error(f"{kind}: does not parse: {exc.message}")
-        await self._db(inv.set_status, name, success_status(Operation.TROUBLESHOOT), actor=f"capf:{self.node_id}",
-                       detail=f"{len(resp.certificates)} certificate(s) in {folder}", end_operation=True)
-        self._log_success(trace, name, Operation.TROUBLESHOOT)
+                trace.fetched_unparseable(kind, exc.message)
+        folder = await self.enroller.write_troubleshoot(name, named)
+        await self._tx.run(tx.troubleshoot_done, name, f"{len(resp.certificates)} certificate(s) in {folder}",
+                           actor=self.actor)
+        self._succeeded(trace, name, Operation.TROUBLESHOOT)
+        return None
 
-    async def _ask(self, conn: _Connection, trace: SessionTrace, request: Callable[[], None], label: str,
-                   kind: type[M], failed: Any, what: str, reason: Reason = Reason.OPERATION_REFUSED) -> M:
-        """Send one request to the phone and wait for its answer; an answer that is not OK fails
-        the operation with ``failed``."""
-        request()
-        trace.debug(f"Sending {label} msg")
-        await conn.flush()
-        resp = await conn.expect(kind)
-        answer = getattr(resp, "reason", Reason.OK)
-        if answer != Reason.OK:
-            info = getattr(resp, "reason_info", None)
-            raise _Outcome(failed, f"the phone did not {what}: reason {answer}" + (f" ({info})" if info else ""),
-                           reason)
-        return resp
-
-    def _log_success(self, trace: SessionTrace, name: str, op: Operation) -> None:
-        st = success_status(op)
+    def _succeeded(self, trace: SessionTrace, name: str, op: Operation) -> None:
+        st = decide.success_status(op)
         self.stats.by_status[st.ident] = self.stats.by_status.get(st.ident, 0) + 1
-        trace.plain(f"CAPFDevice::MapCapf_OpStatusToDBLTypeCertificateStatus({op.ident}, Suc =>DbStatus={st.ident}")
-        trace.plain(f"SetOperationStatus(Success:CAPF_OP_SUCCESS):0 sql query - (UPDATE Device SET "
-                    f"tkCertificateOperation={Operation.NONE.code}, tkcertificatestatus='{st.code}' "
-                    f"WHERE my_lower(name)=my_lower('{name}'))")
+        trace.operation_succeeded(name, op)
 
 
-def _lsc_tuple(row: Any) -> tuple[str, bytes] | None:
-    return (row.serial, bytes(row.der)) if row is not None else None
-
-
-__all__ = ["CAPFServer", "Credential", "PhoneGone", "ServerStats", "key_candidates"]
+__all__ = ["REASONS", "CAPFServer", "ServerStats"]

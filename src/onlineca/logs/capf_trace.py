@@ -4,8 +4,11 @@ Every line is ``HH:MM:SS.mmm | text``; a session's lines read ``debug 2:SEP74A02
 so that the document's troubleshooting method (find the phone's name, follow its lines) works on
 ours, and ``onlineca logs analyze`` recognises them.  ``SessionTrace`` is the per-session adapter
 that puts the device name (or, before the phone named itself, its address in brackets) on each
-line and adds ``device``/``session_id`` fields for ``--log-format json``.  The words ``debug 2``
-are part of the document's text, not our logging level: trace lines are written at INFO.
+line and adds ``device``/``session_id`` fields for ``--log-format json``; it has one method per
+event of a session (``operation_succeeded``, ``keygen_request``, ...), so the wording of each line
+lives here and the session server says only what happened.  The words ``debug 2`` are part of the
+document's text, not our logging level: trace lines are written at INFO.
+
 The parser (``parse`` with a ``DayRollover`` per file) reads these lines back, ours and the
 original product's: the time (the trace has no date: a time far before the previous one means the
 trace crossed midnight, so a wait across midnight is never negative), the device, and the
@@ -21,9 +24,14 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from cryptography import x509
+
+from onlineca import pki
 from onlineca.logs import attach_log
 from onlineca.logs.record import NO_DATE, LogRecord
+from onlineca.policy.capf import AuthMode, EffectivePolicy, Ending, Operation, Outcome, as_utc, success_status
 from onlineca.proto.request_id import REQUEST_ID_HEADER, clean_request_id
 
 TRACE_LOGGER = "onlineca.capf"
@@ -31,6 +39,7 @@ TRACE_FILE = "capf.log"
 TRACE_LEVEL = "2"  # the document's "debug 2:" (CAPF trace level "Detailed")
 
 log = logging.getLogger(TRACE_LOGGER + ".trace")
+_server_log = logging.getLogger(TRACE_LOGGER + ".server")
 
 
 class CAPFTraceFormatter(logging.Formatter):
@@ -85,6 +94,119 @@ class SessionTrace:
         """A line the document writes without the session prefix (``debug LSC is verified...``,
         ``CAPFDevice::Map...``, ``Select(DEVICE) ...``); the caller names the device in it."""
         log.info("%s", message, extra=self._extra())
+
+    # ------------------------------------------------------------------ the session's events
+
+    def received(self, command: str, state: str) -> None:
+        self.debug(f"CAPF CORE: Rcvd Event: CAPF_EV_{command} in State: CAPF_STATE_{state}")
+
+    def identified(self, device: str, version: int | None) -> None:
+        """The phone named itself: every later line carries its name."""
+        self.device = device
+        self.debug(f"AUTH_RESPONSE from {device}, protocol version {version}")
+
+    def device_unknown(self) -> None:
+        self.error("device is not in the CAPF database and no profile enrolls it automatically")
+
+    def device_busy(self) -> None:
+        self.error("another CAPF node is in a session with this device: RETRY_LATER")
+
+    def policy(self, policy: EffectivePolicy) -> None:
+        """The ``Select(DEVICE) ...`` lines: what the database says the session must do."""
+        for line in policy.log_lines():
+            self.plain(line)
+
+    def not_started(self, outcome: Outcome, locked_until: dt.datetime | None) -> None:
+        """Why the operation did not even start (a deadline passed is logged as a failure)."""
+        if outcome.ending is Ending.NOTHING_PENDING:
+            self.debug("no certificate operation is pending for this device")
+        elif outcome.ending is Ending.LOCKED_OUT and locked_until is not None:
+            self.error(f"device is locked out after repeated wrong authentication strings until "
+                       f"{as_utc(locked_until):%Y-%m-%d %H:%M:%S} UTC")
+
+    def auth_not_needed(self, mode: AuthMode) -> None:
+        self.debug(f"Authentication Mode={mode.log}: no credential needed")
+
+    def auth_asking_again(self, mode: AuthMode, asked: str) -> None:
+        self.debug(f"AUTH_RESPONSE lacks the credential of {mode.log}: asking again ({asked})")
+
+    def auth_string_verified(self) -> None:
+        self.debug(f"Authentication Mode={AuthMode.BY_STR.log}: authentication string verified")
+
+    def certificate_accepted(self, mode: AuthMode, kind: str) -> None:
+        self.debug(f"Authentication Mode={mode.log}: the phone's {kind} is valid")
+
+    def keygen_request(self, key: tuple[str, int], attempt: int, max_attempts: int) -> None:
+        self.debug(f"Sending KEY_GEN_REQ msg ({key[0].upper()} {key[1]}, attempt {attempt} of {max_attempts})")
+
+    def keygen_refused(self, key: tuple[str, int], reason: Any, info: str | None) -> None:
+        self.error(f"the phone could not make the {key[0].upper()} {key[1]} key: reason {reason}"
+                   + (f" ({info})" if info else ""))
+
+    def public_key_received(self, length: int) -> None:
+        self.debug(f"pubKey length: {length}")
+
+    def sign_request(self) -> None:
+        self.debug("Sending SIGN_CERT_REQ msg (the phone signs the certificate request with its new key)")
+
+    def ca_certificate_received(self) -> None:
+        self.debug("CAPF CORE: Rcvd Event: CAPF_EV_CA_CERT_REP in State: CAPF_STATE_AWAIT_CA_CERT_RESP")
+        self.debug("CAPF got device certificate")
+
+    def lsc_kept_for_next_session(self) -> None:
+        self.debug("LSC stored in the database; it is delivered at the device's next session")
+
+    def redelivering(self, serial: str) -> None:
+        self.debug(f"LSC serial {serial} was issued earlier and never confirmed: delivering it "
+                   "without a new CA request")
+
+    def sending(self, label: str) -> None:
+        self.debug(f"Sending {label} msg")
+
+    def csr_removed(self, csr_file: Path) -> None:
+        self.plain(f"debug LSC is verified. removing CSR at {csr_file}")
+
+    def fetched_certificate(self, kind: str, cert: x509.Certificate) -> None:
+        self.debug(f"{kind}: subject {pki.name_to_slash(cert.subject)} issuer {pki.name_to_slash(cert.issuer)} "
+                   f"serial {cert.serial_number:x} valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
+
+    def fetched_unparseable(self, kind: str, why: str) -> None:
+        self.error(f"{kind}: does not parse: {why}")
+
+    def operation_succeeded(self, device: str, op: Operation) -> None:
+        """The document's two lines for an operation's success, with its SQL as the product logs it."""
+        st = success_status(op)
+        self.plain(f"CAPFDevice::MapCapf_OpStatusToDBLTypeCertificateStatus({op.ident}, Suc =>DbStatus={st.ident}")
+        self.plain(f"SetOperationStatus(Success:CAPF_OP_SUCCESS):0 sql query - (UPDATE Device SET "
+                   f"tkCertificateOperation={Operation.NONE.code}, tkcertificatestatus='{st.code}' "
+                   f"WHERE my_lower(name)=my_lower('{device}'))")
+
+    def operation_failed(self, op: Operation, outcome: Outcome) -> None:
+        status = outcome.status.display if outcome.status is not None else "-"
+        self.error(f"{op.ident} failed: {status}: {outcome.detail}")
+
+    def retry_later(self, seconds: int) -> None:
+        self.debug(f"Sending RETRY_LATER msg (retry in {seconds} s)")
+
+    def end_session(self) -> None:
+        self.debug("MsgType : CAPF_MSG_END_SESSION")
+
+    def session_timed_out(self, seconds: float) -> None:
+        self.error(f"session timed out after {seconds:g} s")
+
+    def protocol_error(self, message: str, code: str) -> None:
+        self.error(f"protocol error from the phone: {message} ({code})")
+
+    def phone_gone(self, detail: str) -> None:
+        self.error(f"Phone Communication Failure: {detail}")
+
+    def cancelled(self) -> None:
+        self.error("session cancelled: CAPF is stopping")
+
+    def internal_error(self, exc: BaseException) -> None:
+        """A bug of ours: the traceback for the developers, one line in the trace."""
+        _server_log.error("unexpected error in a CAPF session with %s", self.who, exc_info=exc)
+        self.error(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def request_id_line(request_id: str) -> str:

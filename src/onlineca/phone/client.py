@@ -5,9 +5,12 @@ credential it is configured for (auth string, null string, or a signature by its
 key), sends REQUEST_IN_PROGRESS at once and then every keepalive interval while it makes a key,
 signs the request info for its new key, stores the LSC, deletes it or shows its certificates when
 asked, and stops at END_SESSION or RETRY_LATER.  ``check_in`` adds what a phone does between
-sessions: it honours RETRY_LATER's delay and retries a failed connection a few times.  This
-module is the thin I/O around ``devproto.PhoneSession`` and ``device.Phone``: it never decides
-policy, never logs a secret, and every read, connect and close has a timeout.
+sessions: it honours RETRY_LATER's delay and retries a failed connection a few times.  ``Faults``
+makes a phone misbehave on purpose (tests, demos): no key or the wrong one, no signature, a
+refused or dropped store, a certificate signature by the wrong key, an abort or a stall at a
+chosen step; ``on_message`` lets a caller watch every message CAPF sends.  This module is the thin
+I/O around ``devproto.PhoneSession`` and ``device.Phone``: it never decides policy, never logs a
+secret, and every read, connect and close has a timeout.
 """
 
 from __future__ import annotations
@@ -18,22 +21,27 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from onlineca import pki
 from onlineca.errors import OnlineCAError, PhoneError, ProtocolError
 from onlineca.infra import files, tls
 from onlineca.phone.device import Phone
+from onlineca.pki import tbs
 from onlineca.proto.devproto import (
     AuthRequest,
     AuthType,
     CertificateType,
+    Command,
     DeleteCertRequest,
     EndSession,
     FetchCertRequest,
     KeyGenRequest,
     Message,
     Reason,
+    RequestInProgress,
     RetryLater,
     SignCertRequest,
     StoreCertRequest,
@@ -43,7 +51,28 @@ from onlineca.proto.devproto.session import PhoneSession
 log = logging.getLogger("onlineca.phone")
 
 AuthModeName = Literal["auto", "string", "null", "lsc", "mic"]
-Fault = Literal["drop_at_store"]
+
+
+@dataclass(frozen=True)
+class Faults:
+    """How a phone misbehaves on purpose; the default is a phone that does everything right.
+
+    ``keygen``: ``fail`` (every key), ``fail_ec`` (a phone that cannot make EC keys), ``wrong_key``
+    (another type or size than asked).  ``sign``: ``refuse`` the request info.  ``store``:
+    ``refuse`` the LSC (flash full), or ``drop`` the connection instead of answering.
+    ``auth_signature``: present the certificate ``missing`` its signature over the challenge, or
+    signed by a ``wrong_key``.  ``abort_at``: answer this command from CAPF with ABORT_REQUEST;
+    ``stall_at``: never answer it (the phone just waits)."""
+
+    keygen: Literal["ok", "fail", "fail_ec", "wrong_key"] = "ok"
+    sign: Literal["ok", "refuse"] = "ok"
+    store: Literal["ok", "refuse", "drop"] = "ok"
+    auth_signature: Literal["ok", "missing", "wrong_key"] = "ok"
+    abort_at: Command | None = None
+    stall_at: Command | None = None
+
+
+NO_FAULTS = Faults()
 
 
 @dataclass(frozen=True)
@@ -97,6 +126,8 @@ class SessionResult:
     lsc_serial: str | None = None
     fetched: int = 0
     error: str | None = None
+    received: list[str] = field(default_factory=list)  # the commands CAPF sent, in order
+    keepalives: int = 0  # CAPF's REQUEST_IN_PROGRESS while the RA worked
 
     @property
     def ok(self) -> bool:
@@ -117,9 +148,12 @@ class _Conversation:
     """One session's moves: the phone's answer to each message CAPF sends."""
 
     def __init__(self, phone: Phone, auth: PhoneAuth, target: Target, writer: asyncio.StreamWriter,
-                 session: PhoneSession, fault: Fault | None) -> None:
+                 session: PhoneSession, faults: Faults, result: SessionResult,
+                 on_message: Callable[[Message], object] | None) -> None:
         self.phone, self.auth, self.target, self.writer, self.s = phone, auth, target, writer, session
-        self.fault = fault
+        self.faults = faults
+        self.result = result
+        self.on_message = on_message
         self.outcome: str | None = None
         self.key: str | None = None
         self.fetched = 0
@@ -133,14 +167,23 @@ class _Conversation:
             await asyncio.wait_for(self.writer.drain(), self.target.read_timeout)
 
     async def handle(self, msg: Message) -> None:
-        if isinstance(msg, AuthRequest):
+        self.result.received.append(msg.COMMAND.name)
+        if isinstance(msg, RequestInProgress):
+            self.result.keepalives += 1
+        if self.on_message is not None:
+            self.on_message(msg)
+        if msg.COMMAND is self.faults.stall_at:
+            return  # the phone hangs: it neither answers nor says it is busy
+        if msg.COMMAND is self.faults.abort_at and not self.s.closed:
+            self.s.abort(Reason.ABORTED, "fault injected: the phone gives up")
+        elif isinstance(msg, AuthRequest):
             self._authenticate(msg)
         elif isinstance(msg, KeyGenRequest):
             await self._make_key(msg)
         elif isinstance(msg, SignCertRequest):
             self._sign(msg)
         elif isinstance(msg, StoreCertRequest):
-            if self.fault == "drop_at_store":
+            if self.faults.store == "drop":
                 self.dropped = True  # a broken session: the LSC is never confirmed
                 return
             self._store(msg)
@@ -186,7 +229,13 @@ class _Conversation:
                 has = self.phone.has_lsc if cert_type is CertificateType.LSC else self.phone.has_mic
                 if has and msg.nonce is not None:
                     digest = "sha256"
-                    cert, signature = self.phone.auth_credential(cert_type, self.s.auth_payload(), digest)
+                    payload = self.s.auth_payload()
+                    cert, signature = self.phone.auth_credential(cert_type, payload, digest)
+                    if self.faults.auth_signature == "missing":
+                        self.s.auth_response(certificate=cert)
+                        return
+                    if self.faults.auth_signature == "wrong_key":  # not the certificate's key
+                        signature = tbs.sign_data(pki.generate_key("ec", 256), payload, digest)
                     self.s.auth_response(certificate=cert, signature=signature, digest=digest)
                     return
         # Null string, or no certificate to show: CAPF decides what an empty answer is worth.
@@ -194,6 +243,12 @@ class _Conversation:
 
     async def _make_key(self, msg: KeyGenRequest) -> None:
         key_type, bits = msg.key_spec
+        fault = self.faults.keygen
+        if fault == "fail" or (fault == "fail_ec" and key_type == "ec"):
+            self.s.key_gen_failed(Reason.KEY_GEN_FAILED, f"fault injected: no {key_type.upper()} {bits} key")
+            return
+        if fault == "wrong_key":  # a policy violation: another type or size than asked
+            key_type, bits = ("ec", 384) if key_type == "rsa" or bits != 384 else ("ec", 256)
         self.s.in_progress()
         await self.flush()
         job = asyncio.ensure_future(asyncio.to_thread(self.phone.new_key, key_type, bits))
@@ -216,6 +271,9 @@ class _Conversation:
         self.s.key_gen_response(public_key)
 
     def _sign(self, msg: SignCertRequest) -> None:
+        if self.faults.sign == "refuse":
+            self.s.sign_failed(Reason.SIGN_FAILED, "fault injected: no signature")
+            return
         try:
             signature = self.phone.sign_request_info(msg.tbs_data, msg.effective_digest.hash_name)
         except PhoneError as exc:
@@ -227,8 +285,11 @@ class _Conversation:
         if msg.certificate_type is not CertificateType.LSC:
             self.s.store_response(Reason.STORE_FAILED, "this phone stores only an LSC")
             return
+        if self.faults.store == "refuse":
+            self.s.store_response(Reason.STORE_FAILED, "fault injected: flash full")
+            return
         try:
-            self.phone.store_lsc(msg.certificate.der)
+            self.phone.store_lsc(msg.certificate.certificate())  # parsed once, by the decoder
         except (PhoneError, OnlineCAError) as exc:
             self.s.store_response(Reason.STORE_FAILED, exc.message[:200])
             return
@@ -237,8 +298,11 @@ class _Conversation:
 
 
 async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), *, max_version: int = 3,
-                      fault: Fault | None = None) -> SessionResult:
-    """One TLS connection, one session, until CAPF ends it (or the connection fails)."""
+                      faults: Faults = NO_FAULTS,
+                      on_message: Callable[[Message], object] | None = None) -> SessionResult:
+    """One TLS connection, one session, until CAPF ends it (or the connection fails).
+    ``max_version`` 2 makes a version 2 phone (no EC keys); ``on_message`` sees every message
+    CAPF sends, as it arrives."""
     started = time.monotonic()
     result = SessionResult(phone.name, "comm_failure")
     session = PhoneSession(device_name=phone.name, max_version=max_version)
@@ -252,7 +316,7 @@ async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(
         result.error = f"cannot connect to CAPF {target.host}:{target.port}: {exc or type(exc).__name__}"
         result.seconds = time.monotonic() - started
         return result
-    talk = _Conversation(phone, auth, target, writer, session, fault)
+    talk = _Conversation(phone, auth, target, writer, session, faults, result, on_message)
     try:
         while not session.closed and not talk.dropped:
             data = await asyncio.wait_for(reader.read(65536), target.read_timeout)
@@ -298,7 +362,7 @@ async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(
 
 async def check_in(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), *, max_version: int = 3,
                    retries: int = 3, comm_retry_delay: float = 30.0, max_retry_delay: float | None = None,
-                   fault: Fault | None = None) -> SessionResult:
+                   faults: Faults = NO_FAULTS, on_message: Callable[[Message], object] | None = None) -> SessionResult:
     """Sessions until one ends for good: after RETRY_LATER the phone waits the delay CAPF named
     (at most ``max_retry_delay``), after a connection failure ``comm_retry_delay`` (the phones'
     3 x 30 s), at most ``retries`` more times."""
@@ -306,7 +370,7 @@ async def check_in(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), 
     attempt = 0
     while True:
         attempt += 1
-        result = await run_session(phone, target, auth, max_version=max_version, fault=fault)
+        result = await run_session(phone, target, auth, max_version=max_version, faults=faults, on_message=on_message)
         if result.outcome == "retry_later":
             delay = float(result.retry_delay or 0)
         elif result.outcome == "comm_failure":
@@ -324,4 +388,5 @@ async def check_in(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), 
     return result
 
 
-__all__ = ["PhoneAuth", "SessionResult", "Target", "check_in", "phone_ssl_context", "run_session"]
+__all__ = ["NO_FAULTS", "Faults", "PhoneAuth", "SessionResult", "Target", "check_in", "phone_ssl_context",
+           "run_session"]

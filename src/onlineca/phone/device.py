@@ -219,10 +219,10 @@ class Phone:
             raise PhoneError(f"this phone has no {kind.name}", code="NO_CERTIFICATE")
         return CertificateValue(kind, pki.cert_der(cert)), tbs.sign_data(key, payload, digest)
 
-    def store_lsc(self, der: bytes) -> None:
-        """Install the LSC CAPF sent: it must certify the pending key (or be the LSC already
-        installed, delivered again); the old LSC is replaced only now."""
-        cert = pki.load_certificate(der)
+    def store_lsc(self, lsc: x509.Certificate | bytes) -> None:
+        """Install the LSC CAPF sent (parsed already, or its DER): it must certify the pending
+        key (or be the LSC already installed, delivered again); the old LSC is replaced only now."""
+        cert = lsc if isinstance(lsc, x509.Certificate) else pki.load_certificate(lsc)
         cert_key = pki.public_key_der(cert.public_key())
         with self._lock:
             if self._new_key is not None and cert_key == pki.public_key_der(self._new_key):
@@ -236,6 +236,16 @@ class Phone:
                 self._save_certs("lsc.pem", [cert])
                 return
         raise PhoneError("the certificate is not for a key of this phone", code="STORE_FAILED")
+
+    def provision_lsc(self, cert: x509.Certificate, key: pki.PrivateKey) -> None:
+        """Give the phone an LSC and its key made elsewhere (another CAPF, a lab CA, a test): what
+        it presents when CAPF asks for its existing certificate.  The key must be the certificate's."""
+        if not pki.same_public_key(cert.public_key(), key):  # type: ignore[arg-type]
+            raise PhoneError("the LSC does not certify the key given with it", code="LSC")
+        with self._lock:
+            self.lsc, self._lsc_key = cert, key
+            self._save_key("lsc.key", key)
+            self._save_certs("lsc.pem", [cert])
 
     def delete_lsc(self) -> bool:
         """Remove the LSC and its key; False when there was none."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onlineca.phone.client import Fault, PhoneAuth, SessionResult, Target, check_in
+from onlineca.phone.client import NO_FAULTS, Faults, PhoneAuth, SessionResult, Target, check_in
 from onlineca.phone.device import KeyPool, Phone
 
 
@@ -95,7 +95,7 @@ class FleetReport:
 async def run_fleet(members: Sequence[Member], target: Target, *, concurrency: int = 16, retries: int = 3,
                     comm_retry_delay: float = 30.0, max_retry_delay: float | None = None,
                     on_result: Callable[[Member, SessionResult], None] | None = None,
-                    fault: Fault | None = None) -> FleetReport:
+                    faults: Faults = NO_FAULTS) -> FleetReport:
     """Check in every phone, at most ``concurrency`` at a time; ``on_result`` sees each as it ends."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -104,7 +104,7 @@ async def run_fleet(members: Sequence[Member], target: Target, *, concurrency: i
     async def one(member: Member) -> SessionResult:
         async with gate:
             result = await check_in(member.phone, target, member.auth, retries=retries,
-                                    comm_retry_delay=comm_retry_delay, max_retry_delay=max_retry_delay, fault=fault)
+                                    comm_retry_delay=comm_retry_delay, max_retry_delay=max_retry_delay, faults=faults)
         if on_result is not None:
             on_result(member, result)
         return result

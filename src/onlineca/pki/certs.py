@@ -326,6 +326,7 @@ __all__ = [
     "load_certificates",
     "name_to_slash",
     "parse_name",
+    "pem_armor",
     "pem_to_der",
     "same_public_key",
     "san_names",

@@ -1,12 +1,13 @@
 """The CAPF device inventory: devices, profiles, LSC history, the audit trail, bulk CSV, row leases.
 
 Repository functions over a SQLAlchemy ``Session`` (the caller owns the transaction; use
-``Database.session()``).  Every change is validated by ``onlineca.capf.policy`` before anything is
+``Database.session()``).  Every change is validated by ``onlineca.policy.capf`` before anything is
 written, and leaves a ``device_event`` row saying who did what.  The CSV files follow the spirit
 of bulk-administration files: one device a line, upper-case column titles, the administrators'
 words for every value; a file with one bad line imports nothing and names every bad line.
-The session server uses ``record_lsc_issued`` (store a certificate before it is delivered),
-``undelivered_lsc``, ``mark_lsc_installed``, ``set_status`` and ``claim_device``/``release_device``.
+The session server's transactions (``store.capf_sessions``) use ``record_lsc_issued`` (store a
+certificate before it is delivered), ``undelivered_lsc``, ``mark_lsc_installed``, ``set_status``
+and ``claim_device``/``release_device``.
 This module never logs or exports anything but the auth string's own column, and never commits.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
+from cryptography import x509
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -423,17 +425,22 @@ def serial_hex(serial: int) -> str:
 
 
 def record_lsc_issued(s: Session, name: str, der: bytes, *, actor: str = "capf",
-                      now: dt.datetime | None = None) -> LSC:
-    """Store a certificate the CA issued for ``name`` before it is delivered (state ``issued``)."""
+                      now: dt.datetime | None = None, cert: x509.Certificate | None = None) -> LSC:
+    """Store a certificate the CA issued for ``name`` before it is delivered (state ``issued``).
+    ``der`` is kept as handed over; a caller that holds the parsed ``cert`` already passes it
+    (it is not parsed a second time)."""
     now = as_utc(now or utcnow())
     device = get_device(s, name)
-    try:
-        cert = pki.load_certificate(der)
-    except ParseError as exc:
-        raise CAPFError(f"{device.name}: the issued certificate does not parse: {exc.message}") from None
+    if cert is None:
+        try:
+            cert = pki.load_certificate(der)
+        except ParseError as exc:
+            raise CAPFError(f"{device.name}: the issued certificate does not parse: {exc.message}") from None
+        if der[:1] != b"\x30":  # PEM or base64 was handed over: the database keeps DER
+            der = pki.cert_der(cert)
     row = LSC(device_id=device.id, serial=serial_hex(cert.serial_number), issuer=cert.issuer.rfc4514_string(),
               subject=cert.subject.rfc4514_string(), not_before=cert.not_valid_before_utc,
-              not_after=cert.not_valid_after_utc, der=pki.cert_der(cert), state="issued", issued_at=now)
+              not_after=cert.not_valid_after_utc, der=bytes(der), state="issued", issued_at=now)
     s.add(row)
     record_event(s, device.name, "LSC_ISSUED", f"serial={row.serial} issuer={row.issuer}", actor=actor, now=now)
     s.flush()

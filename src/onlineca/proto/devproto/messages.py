@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from onlineca import pki
@@ -176,14 +176,25 @@ class DigestType(enum.IntEnum):
 
 @dataclass(frozen=True)
 class CertificateValue:
-    """A CERTIFICATE element: 0x00, the certificate type, then the DER certificate."""
+    """A CERTIFICATE element: 0x00, the certificate type, then the DER certificate.  A decoded
+    value keeps the certificate the decoder parsed to check it, so nobody parses it again."""
 
     cert_type: CertificateType
     der: bytes
+    parsed: Any = field(default=None, compare=False, repr=False)
 
     def certificate(self) -> Any:
-        """The ``x509.Certificate`` (already known to parse)."""
-        return pki.load_certificate(self.der)
+        """The ``x509.Certificate`` (parsed once, by the decoder or at the first call)."""
+        if self.parsed is None:
+            object.__setattr__(self, "parsed", pki.load_certificate(self.der))
+        return self.parsed
+
+
+class PublicKeyDER(bytes):
+    """A decoded PUBLIC_KEY element: the SubjectPublicKeyInfo DER (equal to the plain bytes),
+    with ``key``, the public key the decoder parsed to check it."""
+
+    key: Any
 
 
 DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -270,10 +281,12 @@ def _public_key():
 
     def dec(tag: int, b: bytes) -> bytes:
         try:
-            pki.load_public_key(dec_raw(tag, b))
+            key = pki.load_public_key(dec_raw(tag, b))
         except OnlineCAError as exc:
             raise _bad(tag, f"not an RSA or EC SubjectPublicKeyInfo ({exc.message})") from None
-        return bytes(b)
+        value = PublicKeyDER(b)
+        value.key = key
+        return value
     return enc_raw, dec
 
 
@@ -290,11 +303,12 @@ def _certificate():
             cert_type = CertificateType(b[1])
         except ValueError:
             raise _bad(tag, f"unknown certificate type {b[1]}") from None
+        der = bytes(b[2:])
         try:
-            pki.load_certificate(b[2:])
+            cert = pki.load_certificate(der)
         except OnlineCAError as exc:
             raise _bad(tag, f"not a DER certificate ({exc.message})") from None
-        return CertificateValue(cert_type, bytes(b[2:]))
+        return CertificateValue(cert_type, der, cert)
     return enc, dec
 
 
@@ -739,6 +753,7 @@ __all__ = [
     "KeyGenResponse",
     "KeyType",
     "Message",
+    "PublicKeyDER",
     "Reason",
     "RequestInProgress",
     "RetryLater",
