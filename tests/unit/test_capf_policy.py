@@ -181,3 +181,18 @@ def test_auto_enrollment() -> None:
     by_mic = AutoEnrollment(by_mic=True, mic_trust_store="/etc/mic.pem")
     assert by_mic.grants("ANY", mic_valid=True) and not by_mic.grants("ANY", mic_valid=False)
     assert not AutoEnrollment().enabled and by_mic.enabled
+
+
+def test_cert_status_table_is_the_notes_eight_then_one_failure_per_reason():
+    from onlineca.policy.capf import _CA_REASONS, _REASONS, CertStatus
+    expected = [m.name for m in list(CertStatus)[:8]]
+    assert expected == ["NONE", "OPERATION_PENDING", "UPGRADE_SUCCESS", "DELETE_SUCCESS", "TROUBLESHOOT_SUCCESS",
+                        "UPGRADE_FAILED", "DELETE_FAILED", "TROUBLESHOOT_FAILED"]
+    code = 9
+    for op in ("UPGRADE", "DELETE", "TROUBLESHOOT"):
+        for reason, words in _REASONS + (_CA_REASONS if op != "TROUBLESHOOT" else ()):
+            member = CertStatus[f"{op}_FAILED_{reason}"]
+            assert (member.ident, member.code, member.display) == (
+                f"CERT_STATUS_{op}_FAILED_{reason}", code, f"{op.title()} Failed: {words}")
+            code += 1
+    assert len(CertStatus) == code - 1 and [m.code for m in CertStatus] == list(range(1, code))

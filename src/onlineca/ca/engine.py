@@ -96,7 +96,7 @@ class CAEngine:
         self.issuing_key = files.read_private_key(self.ca_paths.issuing_key)
         self.issuing = pki.load_certificate(self.ca_paths.issuing_cert.read_bytes())
         self.root = pki.load_certificate(self.ca_paths.root_cert.read_bytes())
-        if not pki.same_public_key(self.issuing_key, self.issuing.public_key()):  # type: ignore[arg-type]
+        if not pki.same_public_key(self.issuing_key, self.issuing.public_key()):
             raise CAError(f"{self.ca_paths.issuing_key} does not belong to {self.ca_paths.issuing_cert}",
                           hint="Run 'onlineca ca init --force' to make a new CA.")
         self.templates: list[TemplateConfig] = list(config.ca.templates)

@@ -211,7 +211,7 @@ class OnlineCAEnroller:
     async def check_lsc(self, cert: x509.Certificate, extra: list[x509.Certificate],
                         csr: x509.CertificateSigningRequest) -> None:
         """The checks the document's CAPF makes before it hands an LSC to a phone."""
-        if not pki.same_public_key(cert.public_key(), csr.public_key()):  # type: ignore[arg-type]
+        if not pki.same_public_key(cert.public_key(), csr.public_key()):
             raise CARejected("the issued certificate carries another key than the phone's")
         trust = await self.lsc_trust()
         try:

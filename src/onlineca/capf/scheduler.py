@@ -65,7 +65,7 @@ def backoff_delay(attempts: int, base: dt.timedelta, cap: dt.timedelta) -> dt.ti
     """``base`` after the first failure, doubling after each one, never more than ``cap``."""
     if attempts <= 0:
         return dt.timedelta(0)
-    return min(cap, base * (2 ** min(attempts - 1, 30)))
+    return min(cap, base * (1 << min(attempts - 1, 30)))
 
 
 def _lease_free(now: dt.datetime) -> Any:
@@ -162,7 +162,7 @@ def _schedule_batch(s: Session, settings: SchedulerSettings, ids: list[int], now
         .returning(Device.id, Device.name, Device.lsc_serial, Device.lsc_not_after, Device.operation_deadline,
                    Device.renewal_attempts)
         .execution_options(synchronize_session=False)).all()
-    rows.sort(key=lambda r: r.id)
+    rows = sorted(rows, key=lambda r: r.id)
     events = []
     for r in rows:
         deadline_at = as_utc(r.operation_deadline)
@@ -230,7 +230,7 @@ def _fail_where(s: Session, where: Any, reason: str, detail: str, settings: Sche
                 operation_auth_mode=None, **(extra or {}))
         .returning(Device.id, Device.name, Device.renewal_attempts, Device.renewal_next_at)
         .execution_options(synchronize_session=False)).all()
-    rows.sort(key=lambda r: r.id)
+    rows = sorted(rows, key=lambda r: r.id)
     events = []
     for r in rows:
         next_at = as_utc(r.renewal_next_at)

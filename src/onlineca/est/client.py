@@ -121,7 +121,7 @@ def _status_error(status: int, body: bytes, url: str, retry_after: int | None = 
 def _pick_issued(certs: list[x509.Certificate], csr: x509.CertificateSigningRequest | None) -> x509.Certificate:
     if csr is not None:
         for c in certs:
-            if pki.same_public_key(c.public_key(), csr.public_key()):  # type: ignore[arg-type]
+            if pki.same_public_key(c.public_key(), csr.public_key()):
                 return c
     return pki.order_chain(certs)[0]
 

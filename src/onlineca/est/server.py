@@ -242,7 +242,7 @@ class _ESTHandler:
                                    f"being renewed ({pki.name_to_slash(renewing.subject)})", "EST_ERR_X509_CN")
         key = None
         if keygen:
-            kind, size = pki.key_spec(csr.public_key())  # type: ignore[arg-type]
+            kind, size = pki.key_spec(csr.public_key())
             key = await asyncio.to_thread(pki.generate_key, kind, size)
             sans = pki.csr_sans(csr)
             csr = pki.build_csr(key, csr.subject, list(sans) if sans else ())

@@ -240,8 +240,8 @@ class Phone:
     def provision_lsc(self, cert: x509.Certificate, key: pki.PrivateKey) -> None:
         """Give the phone an LSC and its key made elsewhere (another CAPF, a lab CA, a test): what
         it presents when CAPF asks for its existing certificate.  The key must be the certificate's."""
-        if not pki.same_public_key(cert.public_key(), key):  # type: ignore[arg-type]
-            raise PhoneError("the LSC does not certify the key given with it", code="LSC")
+        if not pki.same_public_key(cert.public_key(), key):
+            raise PhoneError("the LSC does not certify the key given with it", code="KEY_MISMATCH")
         with self._lock:
             self.lsc, self._lsc_key = cert, key
             self._save_key("lsc.key", key)

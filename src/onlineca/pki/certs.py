@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from onlineca.errors import ParseError, PKIError
-from onlineca.pki.keys import PrivateKey, PublicKey
+from onlineca.pki.keys import AnyKey, PrivateKey, PublicKey
 
 _NAME_ATTRS = {
     "CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
@@ -301,7 +301,7 @@ def key_usage_names(cert: x509.Certificate) -> set[str]:
     return out
 
 
-def same_public_key(a: PublicKey | PrivateKey, b: PublicKey | PrivateKey) -> bool:
+def same_public_key(a: AnyKey, b: AnyKey) -> bool:
     from onlineca.pki.keys import public_key_der
     return public_key_der(a) == public_key_der(b)
 

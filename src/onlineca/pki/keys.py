@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from onlineca.errors import ParseError, PKIError
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+# What a certificate or CSR may carry: the functions that only compare or measure keys accept it,
+# and refuse (KEY_TYPE) an algorithm onlineca does not use.
+AnyKey = PrivateKey | CertificatePublicKeyTypes
 
 RSA_SIZES = (512, 1024, 2048, 3072, 4096)
 EC_CURVES: dict[int, ec.EllipticCurve] = {256: ec.SECP256R1(), 384: ec.SECP384R1(), 521: ec.SECP521R1()}
@@ -33,7 +37,7 @@ def generate_key(key_type: str = "rsa", size: int | str = 2048) -> PrivateKey:
     raise PKIError(f"key type {key_type!r} is not supported", code="KEY_TYPE", hint="Use 'rsa' or 'ec'.")
 
 
-def key_spec(key: PrivateKey | PublicKey) -> tuple[str, int]:
+def key_spec(key: AnyKey) -> tuple[str, int]:
     """("rsa", bits) or ("ec", bits) of a private or public key."""
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return "rsa", key.key_size
@@ -52,18 +56,20 @@ def private_key_der(key: PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _public(key: PrivateKey | PublicKey) -> PublicKey:
+def _public(key: AnyKey) -> PublicKey:
     if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         return key.public_key()
-    return key
+    if isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        return key
+    raise PKIError(f"unsupported key algorithm {type(key).__name__}", code="KEY_TYPE")
 
 
-def public_key_der(key: PrivateKey | PublicKey) -> bytes:
+def public_key_der(key: AnyKey) -> bytes:
     """SubjectPublicKeyInfo DER."""
     return _public(key).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def public_key_pem(key: PrivateKey | PublicKey) -> bytes:
+def public_key_pem(key: AnyKey) -> bytes:
     return _public(key).public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

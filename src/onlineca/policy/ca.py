@@ -100,7 +100,7 @@ def decide(templates: Sequence[T], user: str, attributes: Mapping[str, str],
             CERTSRV_E_TEMPLATE_DENIED, "The permissions on the certificate template do not allow the "
             "current user to enroll for this type of certificate."))
     try:
-        key_type, bits = pki.key_spec(csr.public_key())  # type: ignore[arg-type]
+        key_type, bits = pki.key_spec(csr.public_key())
     except Exception:
         key_type, bits = "", 0
     if key_type not in template.allowed_key_types:

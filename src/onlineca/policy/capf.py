@@ -56,6 +56,14 @@ class _Named(Enum):
         return self.display
 
     @classmethod
+    def from_ident(cls, ident: str) -> Self:
+        """The member whose identifier is ``ident`` (``ValueError`` if none)."""
+        for member in cls:
+            if member.value == ident:
+                return member
+        raise ValueError(f"{ident!r} is not a valid {cls.__name__}")
+
+    @classmethod
     def parse(cls, text: str | int | Self, field_name: str) -> Self:
         """Accept the identifier, the display words (any case), the member name or the numeric code."""
         if isinstance(text, cls):
@@ -122,11 +130,11 @@ EC_KEY_SIZES: tuple[int, ...] = tuple(k.bits for k in ECKeySize if k is not ECKe
 
 
 def key_size(bits: int) -> KeySize:
-    return KeySize(f"KEY_SIZE_{bits}")
+    return KeySize.from_ident(f"KEY_SIZE_{bits}")
 
 
 def ec_key_size(bits: int) -> ECKeySize:
-    return ECKeySize(f"EC_KEY_SIZE_{bits}") if bits else ECKeySize.INVALID
+    return ECKeySize.from_ident(f"EC_KEY_SIZE_{bits}") if bits else ECKeySize.INVALID
 
 
 # Failure reasons of the notes, per operation; upgrade and delete also fail on the CA side.
@@ -146,39 +154,55 @@ _CA_REASONS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _status_members() -> dict[str, tuple[str, int, str]]:
-    members: dict[str, tuple[str, int, str]] = {
-        "NONE": ("CERT_STATUS_NONE", 1, "None"),
-        "OPERATION_PENDING": ("CERT_STATUS_OPERATION_PENDING", 2, "Operation Pending"),
-        "UPGRADE_SUCCESS": ("CERT_STATUS_UPGRADE_SUCCESS", 3, "Upgrade Success"),
-        "DELETE_SUCCESS": ("CERT_STATUS_DELETE_SUCCESS", 4, "Delete Success"),
-        "TROUBLESHOOT_SUCCESS": ("CERT_STATUS_TROUBLESHOOT_SUCCESS", 5, "Troubleshoot Success"),
-        "UPGRADE_FAILED": ("CERT_STATUS_UPGRADE_FAILED", 6, "Upgrade Failed"),
-        "DELETE_FAILED": ("CERT_STATUS_DELETE_FAILED", 7, "Delete Failed"),
-        "TROUBLESHOOT_FAILED": ("CERT_STATUS_TROUBLESHOOT_FAILED", 8, "Troubleshoot Failed"),
-    }
-    code = 9
-    for op in ("UPGRADE", "DELETE", "TROUBLESHOOT"):
-        reasons = _REASONS + (_CA_REASONS if op != "TROUBLESHOOT" else ())
-        for name, words in reasons:
-            member = f"{op}_FAILED_{name}"
-            members[member] = (f"CERT_STATUS_{member}", code, f"{op.title()} Failed: {words}")
-            code += 1
-    return members
+class CertStatus(_Named):
+    """Certificate status as administrators know it (``CERT_STATUS_UPGRADE_SUCCESS:3``): the eight
+    of the notes, then for each operation's failure one status per reason (``_REASONS``, plus
+    ``_CA_REASONS`` for upgrade and delete), numbered in that order from 9."""
+
+    NONE = ("CERT_STATUS_NONE", 1, "None")
+    OPERATION_PENDING = ("CERT_STATUS_OPERATION_PENDING", 2, "Operation Pending")
+    UPGRADE_SUCCESS = ("CERT_STATUS_UPGRADE_SUCCESS", 3, "Upgrade Success")
+    DELETE_SUCCESS = ("CERT_STATUS_DELETE_SUCCESS", 4, "Delete Success")
+    TROUBLESHOOT_SUCCESS = ("CERT_STATUS_TROUBLESHOOT_SUCCESS", 5, "Troubleshoot Success")
+    UPGRADE_FAILED = ("CERT_STATUS_UPGRADE_FAILED", 6, "Upgrade Failed")
+    DELETE_FAILED = ("CERT_STATUS_DELETE_FAILED", 7, "Delete Failed")
+    TROUBLESHOOT_FAILED = ("CERT_STATUS_TROUBLESHOOT_FAILED", 8, "Troubleshoot Failed")
+    UPGRADE_FAILED_INVALID_LSC = ("CERT_STATUS_UPGRADE_FAILED_INVALID_LSC", 9, "Upgrade Failed: Invalid LSC")
+    UPGRADE_FAILED_INVALID_AUTH_STR = ("CERT_STATUS_UPGRADE_FAILED_INVALID_AUTH_STR", 10, "Upgrade Failed: Invalid Authentication String")
+    UPGRADE_FAILED_INVALID_MIC = ("CERT_STATUS_UPGRADE_FAILED_INVALID_MIC", 11, "Upgrade Failed: Invalid MIC")
+    UPGRADE_FAILED_INVALID_CREDENTIALS = ("CERT_STATUS_UPGRADE_FAILED_INVALID_CREDENTIALS", 12, "Upgrade Failed: Invalid Credentials")
+    UPGRADE_FAILED_PHONE_COMM_FAILURE = ("CERT_STATUS_UPGRADE_FAILED_PHONE_COMM_FAILURE", 13, "Upgrade Failed: Phone Communication Failure")
+    UPGRADE_FAILED_KEYGEN_FAILED = ("CERT_STATUS_UPGRADE_FAILED_KEYGEN_FAILED", 14, "Upgrade Failed: Key Generation Failed/Timeout")
+    UPGRADE_FAILED_REQUEST_LATE = ("CERT_STATUS_UPGRADE_FAILED_REQUEST_LATE", 15, "Upgrade Failed: User Initiated Request Late/Timedout")
+    UPGRADE_FAILED_CA_COMM_FAILURE = ("CERT_STATUS_UPGRADE_FAILED_CA_COMM_FAILURE", 16, "Upgrade Failed: CA Communication Failure")
+    UPGRADE_FAILED_CA_REJECTED = ("CERT_STATUS_UPGRADE_FAILED_CA_REJECTED", 17, "Upgrade Failed: CA Rejected Connection")
+    UPGRADE_FAILED_NO_EC_SUPPORT = ("CERT_STATUS_UPGRADE_FAILED_NO_EC_SUPPORT", 18, "Upgrade Failed: No Support for EC only in CAPF version 3")
+    DELETE_FAILED_INVALID_LSC = ("CERT_STATUS_DELETE_FAILED_INVALID_LSC", 19, "Delete Failed: Invalid LSC")
+    DELETE_FAILED_INVALID_AUTH_STR = ("CERT_STATUS_DELETE_FAILED_INVALID_AUTH_STR", 20, "Delete Failed: Invalid Authentication String")
+    DELETE_FAILED_INVALID_MIC = ("CERT_STATUS_DELETE_FAILED_INVALID_MIC", 21, "Delete Failed: Invalid MIC")
+    DELETE_FAILED_INVALID_CREDENTIALS = ("CERT_STATUS_DELETE_FAILED_INVALID_CREDENTIALS", 22, "Delete Failed: Invalid Credentials")
+    DELETE_FAILED_PHONE_COMM_FAILURE = ("CERT_STATUS_DELETE_FAILED_PHONE_COMM_FAILURE", 23, "Delete Failed: Phone Communication Failure")
+    DELETE_FAILED_KEYGEN_FAILED = ("CERT_STATUS_DELETE_FAILED_KEYGEN_FAILED", 24, "Delete Failed: Key Generation Failed/Timeout")
+    DELETE_FAILED_REQUEST_LATE = ("CERT_STATUS_DELETE_FAILED_REQUEST_LATE", 25, "Delete Failed: User Initiated Request Late/Timedout")
+    DELETE_FAILED_CA_COMM_FAILURE = ("CERT_STATUS_DELETE_FAILED_CA_COMM_FAILURE", 26, "Delete Failed: CA Communication Failure")
+    DELETE_FAILED_CA_REJECTED = ("CERT_STATUS_DELETE_FAILED_CA_REJECTED", 27, "Delete Failed: CA Rejected Connection")
+    DELETE_FAILED_NO_EC_SUPPORT = ("CERT_STATUS_DELETE_FAILED_NO_EC_SUPPORT", 28, "Delete Failed: No Support for EC only in CAPF version 3")
+    TROUBLESHOOT_FAILED_INVALID_LSC = ("CERT_STATUS_TROUBLESHOOT_FAILED_INVALID_LSC", 29, "Troubleshoot Failed: Invalid LSC")
+    TROUBLESHOOT_FAILED_INVALID_AUTH_STR = ("CERT_STATUS_TROUBLESHOOT_FAILED_INVALID_AUTH_STR", 30, "Troubleshoot Failed: Invalid Authentication String")
+    TROUBLESHOOT_FAILED_INVALID_MIC = ("CERT_STATUS_TROUBLESHOOT_FAILED_INVALID_MIC", 31, "Troubleshoot Failed: Invalid MIC")
+    TROUBLESHOOT_FAILED_INVALID_CREDENTIALS = ("CERT_STATUS_TROUBLESHOOT_FAILED_INVALID_CREDENTIALS", 32, "Troubleshoot Failed: Invalid Credentials")
+    TROUBLESHOOT_FAILED_PHONE_COMM_FAILURE = ("CERT_STATUS_TROUBLESHOOT_FAILED_PHONE_COMM_FAILURE", 33, "Troubleshoot Failed: Phone Communication Failure")
+    TROUBLESHOOT_FAILED_KEYGEN_FAILED = ("CERT_STATUS_TROUBLESHOOT_FAILED_KEYGEN_FAILED", 34, "Troubleshoot Failed: Key Generation Failed/Timeout")
+    TROUBLESHOOT_FAILED_REQUEST_LATE = ("CERT_STATUS_TROUBLESHOOT_FAILED_REQUEST_LATE", 35, "Troubleshoot Failed: User Initiated Request Late/Timedout")
 
 
-# The functional API keeps the 35 statuses in one generated table instead of 35 hand-typed lines.
-CertStatus = _Named("CertStatus", _status_members(), module=__name__)  # type: ignore[misc]
-CertStatus.__doc__ = "Certificate status as administrators know it (``CERT_STATUS_UPGRADE_SUCCESS:3``)."
-
-
-def failure_status(operation: Operation, reason: str | None = None) -> _Named:
+def failure_status(operation: Operation, reason: str | None = None) -> CertStatus:
     """The status for ``operation`` failing for ``reason`` (e.g. ``"CA_COMM_FAILURE"``)."""
     op = operation.name if operation is not Operation.NONE else "UPGRADE"
     return CertStatus[f"{op}_FAILED" + (f"_{reason}" if reason else "")]
 
 
-def success_status(operation: Operation) -> _Named:
+def success_status(operation: Operation) -> CertStatus:
     op = operation.name if operation is not Operation.NONE else "UPGRADE"
     return CertStatus[f"{op}_SUCCESS"]
 

@@ -38,7 +38,7 @@ def expiring(s: Session, within: dt.timedelta, now: dt.datetime | None = None) -
     return [{"name": d.name, "lsc_serial": d.lsc_serial, "lsc_not_after": _iso(d.lsc_not_after),
              "expired": as_utc(d.lsc_not_after) <= now,  # type: ignore[arg-type]
              "renewal": d.renewal_for_serial == d.lsc_serial and d.operation == Operation.UPGRADE.ident,
-             "status": CertStatus(d.status).display} for d in devices]
+             "status": CertStatus.from_ident(d.status).display} for d in devices]
 
 
 def overdue(s: Session, now: dt.datetime | None = None, grace: dt.timedelta = dt.timedelta(days=10)
@@ -53,13 +53,13 @@ def overdue(s: Session, now: dt.datetime | None = None, grace: dt.timedelta = dt
     for d in s.scalars(stmt):
         reasons = []
         if d.operation != Operation.NONE.ident and d.operation_deadline and as_utc(d.operation_deadline) < now:
-            reasons.append(f"{Operation(d.operation).display} not done by {format_deadline(d.operation_deadline)}")
+            reasons.append(f"{Operation.from_ident(d.operation).display} not done by {format_deadline(d.operation_deadline)}")
         if d.lsc_not_after and as_utc(d.lsc_not_after) <= now:
             reasons.append("LSC expired without a successor")
         elif d.renewal_due_at and as_utc(d.renewal_due_at) < now - grace:
             reasons.append(f"renewal overdue: window opened {as_utc(d.renewal_due_at):%Y-%m-%d}, "
                            f"LSC expires {as_utc(d.lsc_not_after):%Y-%m-%d}")  # type: ignore[arg-type]
-        out.append({"name": d.name, "reasons": reasons, "operation": d.operation, "status": CertStatus(d.status).display,
+        out.append({"name": d.name, "reasons": reasons, "operation": d.operation, "status": CertStatus.from_ident(d.status).display,
                     "operation_completes_by": format_deadline(d.operation_deadline) if d.operation_deadline else None,
                     "lsc_not_after": _iso(d.lsc_not_after), "renewal_attempts": d.renewal_attempts,
                     "renewal_last_error": d.renewal_last_error})

@@ -91,8 +91,8 @@ def profile_policy(profile: Profile | None) -> ProfilePolicy:
         return DEFAULT_PROFILE
     return ProfilePolicy(
         name=profile.name,
-        auth_mode=AuthMode(profile.auth_mode),
-        key_order=KeyOrder(profile.key_order),
+        auth_mode=AuthMode.from_ident(profile.auth_mode),
+        key_order=KeyOrder.from_ident(profile.key_order),
         rsa_key_size=profile.rsa_key_size,
         ec_key_size=profile.ec_key_size,
         deadline_days=profile.deadline_days,
@@ -214,8 +214,8 @@ def device_policy(device: Device) -> EffectivePolicy:
         device.name,
         profile_policy(device.profile),
         _overrides(device),
-        operation=Operation(device.operation),
-        operation_auth_mode=AuthMode(device.operation_auth_mode) if device.operation_auth_mode else None,
+        operation=Operation.from_ident(device.operation),
+        operation_auth_mode=AuthMode.from_ident(device.operation_auth_mode) if device.operation_auth_mode else None,
         deadline=_opt(device.operation_deadline),
         auth_string=device.auth_string,
     )
@@ -223,8 +223,8 @@ def device_policy(device: Device) -> EffectivePolicy:
 
 def _overrides(device: Device) -> DeviceOverrides:
     return DeviceOverrides(
-        auth_mode=AuthMode(device.auth_mode) if device.auth_mode else None,
-        key_order=KeyOrder(device.key_order) if device.key_order else None,
+        auth_mode=AuthMode.from_ident(device.auth_mode) if device.auth_mode else None,
+        key_order=KeyOrder.from_ident(device.key_order) if device.key_order else None,
         rsa_key_size=device.rsa_key_size, ec_key_size=device.ec_key_size)
 
 
@@ -273,7 +273,7 @@ def _apply(s: Session, device: Device, values: dict[str, Any], *, actor: str, no
         for key, value in before.items():  # a refused change leaves the device as it was
             setattr(device, key, value)
         raise
-    operation = Operation(device.operation)
+    operation = Operation.from_ident(device.operation)
     changed = [k for k in values if before.get(k) != getattr(device, k)]
     if is_new or changed:
         shown = {k: ("***" if k == "auth_string" and getattr(device, k) else getattr(device, k)) for k in changed}
@@ -293,7 +293,7 @@ def _change(s: Session, device: Device, values: dict[str, Any], *, now: dt.datet
         device.profile = s.get(Profile, device.profile_id)
     elif device.profile_id is None:
         device.profile = None
-    operation = Operation(device.operation)
+    operation = Operation.from_ident(device.operation)
     if operation is Operation.NONE:
         device.operation_deadline = None
         device.operation_auth_mode = None
@@ -567,14 +567,14 @@ def device_csv_row(device: Device) -> dict[str, str]:
         "DESCRIPTION": device.description,
         "MODEL": device.model,
         "PROFILE": device.profile.name if device.profile else "",
-        "CERTIFICATE OPERATION": Operation(device.operation).display,
+        "CERTIFICATE OPERATION": Operation.from_ident(device.operation).display,
         "AUTHENTICATION MODE": shown(AuthMode, device.auth_mode),
         "AUTHENTICATION STRING": device.auth_string or "",
         "KEY ORDER": shown(KeyOrder, device.key_order),
         "RSA KEY SIZE (BITS)": str(device.rsa_key_size or ""),
         "EC KEY SIZE (BITS)": str(device.ec_key_size or ""),
         "OPERATION COMPLETES BY": format_deadline(device.operation_deadline) if device.operation_deadline else "",
-        "CERTIFICATE STATUS": CertStatus(device.status).display,
+        "CERTIFICATE STATUS": CertStatus.from_ident(device.status).display,
         "LSC SERIAL": device.lsc_serial or "",
         "LSC ISSUER": device.lsc_issuer or "",
         "LSC EXPIRES": as_utc(device.lsc_not_after).strftime("%Y-%m-%d %H:%M:%S") if device.lsc_not_after else "",
@@ -672,9 +672,9 @@ def device_dict(device: Device, *, with_secret: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": device.name, "model": device.model, "description": device.description,
         "profile": device.profile.name if device.profile else None,
-        "operation": device.operation, "operation_display": Operation(device.operation).display,
+        "operation": device.operation, "operation_display": Operation.from_ident(device.operation).display,
         "operation_completes_by": format_deadline(device.operation_deadline) if device.operation_deadline else None,
-        "status": device.status, "status_display": CertStatus(device.status).display,
+        "status": device.status, "status_display": CertStatus.from_ident(device.status).display,
         "auth_mode": policy.auth_mode.ident, "key_order": policy.key_order.ident,
         "rsa_key_size": policy.rsa_key_size, "ec_key_size": policy.ec_key_size,
         "overrides": {k: getattr(device, k) for k in ("auth_mode", "key_order", "rsa_key_size", "ec_key_size")

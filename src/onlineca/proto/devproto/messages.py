@@ -208,7 +208,11 @@ def _bad(tag: int, why: str) -> ProtocolError:
     return protocol_error(f"element {name}: {why}", E_BAD_ELEMENT)
 
 
-def _uint(size: int) -> tuple[Callable[[int, Any], bytes], Callable[[int, bytes], int]]:
+# One element's codec: encode(tag, value) -> bytes, decode(tag, bytes) -> value.
+ElementCodec = tuple[Callable[[int, Any], bytes], Callable[[int, bytes], Any]]
+
+
+def _uint(size: int) -> ElementCodec:
     def enc(tag: int, v: Any) -> bytes:
         if not isinstance(v, int) or not 0 <= v < 1 << (8 * size):
             raise _bad(tag, f"{v!r} does not fit {size} byte(s)")
@@ -221,7 +225,7 @@ def _uint(size: int) -> tuple[Callable[[int, Any], bytes], Callable[[int, bytes]
     return enc, dec
 
 
-def _enum(cls: type[enum.IntEnum], strict: bool = True) -> tuple[Callable[[int, Any], bytes], Callable[[int, bytes], Any]]:
+def _enum(cls: type[enum.IntEnum], strict: bool = True) -> ElementCodec:
     enc8, dec8 = _uint(1)
 
     def dec(tag: int, b: bytes) -> Any:
@@ -235,7 +239,7 @@ def _enum(cls: type[enum.IntEnum], strict: bool = True) -> tuple[Callable[[int, 
     return enc8, dec
 
 
-def _text(pattern: re.Pattern[str] | None, encoding: str, max_len: int = MAX_TEXT):
+def _text(pattern: re.Pattern[str] | None, encoding: str, max_len: int = MAX_TEXT) -> ElementCodec:
     def check(tag: int, s: str) -> str:
         if len(s) > max_len:
             raise _bad(tag, f"longer than {max_len} characters")
@@ -261,7 +265,7 @@ def _text(pattern: re.Pattern[str] | None, encoding: str, max_len: int = MAX_TEX
     return enc, dec
 
 
-def _opaque(min_len: int = 0, max_len: int = 0xFFFF, first: int | None = None):
+def _opaque(min_len: int = 0, max_len: int = 0xFFFF, first: int | None = None) -> ElementCodec:
     def check(tag: int, b: bytes) -> bytes:
         if not min_len <= len(b) <= max_len:
             raise _bad(tag, f"{len(b)} bytes, expected {min_len}..{max_len}")
@@ -276,7 +280,7 @@ def _opaque(min_len: int = 0, max_len: int = 0xFFFF, first: int | None = None):
     return enc, check
 
 
-def _public_key():
+def _public_key() -> ElementCodec:
     enc_raw, dec_raw = _opaque(1, first=0x30)
 
     def dec(tag: int, b: bytes) -> bytes:
@@ -290,7 +294,7 @@ def _public_key():
     return enc_raw, dec
 
 
-def _certificate():
+def _certificate() -> ElementCodec:
     def enc(tag: int, v: Any) -> bytes:
         if not isinstance(v, CertificateValue):
             raise _bad(tag, "must be a CertificateValue")
@@ -312,7 +316,7 @@ def _certificate():
     return enc, dec
 
 
-ELEMENT_CODECS: dict[Tag, tuple[Callable[[int, Any], bytes], Callable[[int, bytes], Any]]] = {
+ELEMENT_CODECS: dict[Tag, ElementCodec] = {
     Tag.REASON: _enum(Reason, strict=False),
     Tag.REASON_INFO: _text(None, "utf-8"),
     Tag.CERTIFICATE_TYPE: _enum(CertificateType),
@@ -648,7 +652,7 @@ def decode_message(frame: Frame) -> Message:
     if cls is None:
         raise protocol_error(f"command {command.name} is not used by this CAPF", E_UNSUPPORTED_COMMAND,
                              "Configure the phone for an online CA; encrypt/decrypt exchanges are not supported.")
-    by_tag = {tag: (name, how) for name, tag, how in cls.ELEMENTS}
+    by_tag: dict[int, tuple[str, str]] = {tag: (name, how) for name, tag, how in cls.ELEMENTS}
     values: dict[str, Any] = {}
     for element in frame.elements:
         if element.tag not in by_tag:

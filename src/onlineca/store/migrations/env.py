@@ -13,6 +13,7 @@ import os
 
 from alembic import context
 from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
 
 from onlineca.store.models import Base
 
@@ -52,9 +53,11 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = config.attributes.get("connection_engine")
-    owned = engine is None
-    if owned:
+    given: Engine | None = config.attributes.get("connection_engine")
+    owned = given is None
+    if given is not None:
+        engine = given
+    else:
         if config.config_file_name:  # only the developer's alembic.ini asks for logging
             from logging.config import fileConfig
             fileConfig(config.config_file_name, disable_existing_loggers=False)
