@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from onlineca.cli import main_group
-from onlineca.errors import PolicyError
-from onlineca.store import Database, Device, DeviceEvent, device_report as report, devices as inv
+from onlineca.errors import CSVImportError, PolicyError
+from onlineca.store import Database, Device, DeviceEvent, device_report as report, devices as inv, devices_csv
 
 DAY = dt.timedelta(days=1)
 
@@ -126,7 +126,7 @@ def test_csv_round_trip(db: Database, db_url: str, tmp_path: Path) -> None:
                        key_order="EC Only", ec_key_size=384, deadline="2026:02:01:09", now=T0)
         inv.add_device(s, "SEP2", rsa_key_size=4096, now=T0)
         out = io.StringIO()
-        assert inv.export_csv(s, out) == 2
+        assert devices_csv.export_csv(s, out) == 2
     exported = out.getvalue()
     assert exported.splitlines()[0].startswith("DEVICE NAME,DESCRIPTION,MODEL,PROFILE,CERTIFICATE OPERATION")
     other = Database(f"sqlite:///{tmp_path / 'other.db'}")
@@ -134,15 +134,15 @@ def test_csv_round_trip(db: Database, db_url: str, tmp_path: Path) -> None:
     try:
         with other.session() as s:
             inv.add_profile(s, "phones")
-            result = inv.import_csv(s, exported, now=T0)
+            result = devices_csv.import_csv(s, exported, now=T0)
             assert sorted(result.added) == ["SEP1", "SEP2"] and result.updated == []
         with other.session() as s:
             again = io.StringIO()
-            inv.export_csv(s, again)
+            devices_csv.export_csv(s, again)
         assert again.getvalue() == exported
         # Importing into the same database updates in place (upsert) and changes nothing.
         with db.session() as s:
-            assert inv.import_csv(s, exported, now=T0).updated == ["SEP1", "SEP2"]
+            assert devices_csv.import_csv(s, exported, now=T0).updated == ["SEP1", "SEP2"]
             assert sum(1 for e in inv.device_events(s, "SEP2") if e.event == "DEVICE_CHANGED") == 0
     finally:
         other.dispose()
@@ -161,8 +161,8 @@ def test_bad_csv_lines_are_named_and_nothing_is_imported(db: Database) -> None:
         "SEP000000000008,CP-8845,Delete,,,,2026:13:01:00\n"                      # 9 bad deadline
         "SEP000000000009,CP-8845,,,,,\n"                                         # 10 good
     )
-    with db.session() as s, pytest.raises(inv.CSVImportError) as err:
-        inv.import_csv(s, header + body, now=T0)
+    with db.session() as s, pytest.raises(CSVImportError) as err:
+        devices_csv.import_csv(s, header + body, now=T0)
     lines = dict(err.value.errors)
     assert sorted(lines) == [3, 4, 5, 6, 7, 8, 9]
     assert "auth_string" in lines[3] and "operation" in lines[4] and "rsa_key_size" in lines[5]
@@ -172,13 +172,13 @@ def test_bad_csv_lines_are_named_and_nothing_is_imported(db: Database) -> None:
         assert s.scalar(select(func.count()).select_from(DeviceEvent)) == 0
     with db.session() as s:
         for bad, where in (("", 1), ("NAME,MODEL\nSEP1,x\n", 1), ("DEVICE NAME\nSEP\x001\n", 2)):
-            with pytest.raises(inv.CSVImportError) as err:
-                inv.import_csv(s, bad)
+            with pytest.raises(CSVImportError) as err:
+                devices_csv.import_csv(s, bad)
             assert err.value.errors[0][0] == where
         inv.add_device(s, "SEP000000000001", now=T0)
     with db.session() as s:
-        with pytest.raises(inv.CSVImportError) as err:
-            inv.import_csv(s, header + "SEP000000000001,,,,,,\n", mode="add")
+        with pytest.raises(CSVImportError) as err:
+            devices_csv.import_csv(s, header + "SEP000000000001,,,,,,\n", mode="add")
         assert "already exists" in err.value.errors[0][1]
 
 

@@ -1,4 +1,4 @@
-"""What a CAPF device session decides (``policy.capf``), as values in and decisions out: which key
+"""What a CAPF device session decides (``policy.capf_session``), as values in and decisions out: which key
 to ask for, the auth string and its lockout, certificate verdicts, automatic enrollment, and the
 status, ending and finality of every way a session can end."""
 
@@ -13,14 +13,18 @@ from onlineca.policy.capf import (
     UTC,
     AuthMode,
     AutoEnrollment,
-    Credential,
     DeviceOverrides,
-    Ending,
     KeyOrder,
     Operation,
+    ProfilePolicy,
+    effective_policy,
+    failure_status,
+)
+from onlineca.policy.capf_session import (
+    Credential,
+    Ending,
     Outcome,
     PresentedCertificate,
-    ProfilePolicy,
     after_wrong_auth_string,
     auth_string_matches,
     auto_enrollment_grant,
@@ -29,8 +33,6 @@ from onlineca.policy.capf import (
     ca_unavailable,
     certificate_auth,
     check_returned_key,
-    effective_policy,
-    failure_status,
     is_locked_out,
     judge_certificate,
     key_candidates,

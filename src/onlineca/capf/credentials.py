@@ -20,7 +20,7 @@ from onlineca import pki
 from onlineca.errors import CAUnavailable, ChainError, ParseError, PKIError
 from onlineca.infra import files
 from onlineca.pki import tbs
-from onlineca.policy.capf import Credential, PresentedCertificate, judge_certificate
+from onlineca.policy.capf_session import Credential, PresentedCertificate, judge_certificate
 from onlineca.proto.devproto.messages import AuthResponse, CertificateType
 
 log = logging.getLogger("onlineca.capf.server")

@@ -42,16 +42,9 @@ from onlineca.errors import (
 )
 from onlineca.logs.capf_trace import SessionTrace
 from onlineca.pki import tbs
-from onlineca.policy import capf as decide
-from onlineca.policy.capf import (
-    AuthMode,
-    Credential,
-    EffectivePolicy,
-    Ending,
-    Operation,
-    Outcome,
-    validate_device_name,
-)
+from onlineca.policy import capf_session as decide
+from onlineca.policy.capf import AuthMode, EffectivePolicy, Operation, success_status, validate_device_name
+from onlineca.policy.capf_session import Credential, Ending, Outcome
 from onlineca.proto.devproto.messages import (
     AbortRequest,
     AuthResponse,
@@ -522,7 +515,7 @@ class CAPFServer:
         return None
 
     def _succeeded(self, trace: SessionTrace, name: str, op: Operation) -> None:
-        st = decide.success_status(op)
+        st = success_status(op)
         self.stats.by_status[st.ident] = self.stats.by_status.get(st.ident, 0) + 1
         trace.operation_succeeded(name, op)
 

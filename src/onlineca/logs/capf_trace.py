@@ -31,7 +31,8 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.logs import attach_log
 from onlineca.logs.record import NO_DATE, LogRecord
-from onlineca.policy.capf import AuthMode, EffectivePolicy, Ending, Operation, Outcome, as_utc, success_status
+from onlineca.policy.capf import AuthMode, EffectivePolicy, Operation, as_utc, success_status
+from onlineca.policy.capf_session import Ending, Outcome
 from onlineca.proto.request_id import REQUEST_ID_HEADER, clean_request_id
 
 TRACE_LOGGER = "onlineca.capf"

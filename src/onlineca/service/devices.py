@@ -19,7 +19,7 @@ from onlineca.errors import CSVImportError, DeviceNotFound, PolicyError
 from onlineca.policy.capf import AuthMode, Operation, as_utc
 from onlineca.service import audit
 from onlineca.service.core import Actor, Services
-from onlineca.store import devices as inv
+from onlineca.store import devices as inv, devices_csv
 from onlineca.store.capf_models import Device
 
 MAX_BULK = 1000
@@ -182,11 +182,11 @@ def device_events(svc: Services, actor: Actor, name: str, limit: int = 50) -> li
 # ---- bulk CSV ------------------------------------------------------------------------------
 
 def import_csv(svc: Services, actor: Actor, data: str | TextIO, *, mode: str = "upsert",
-               trail: str | None = None) -> inv.ImportResult:
+               trail: str | None = None) -> devices_csv.ImportResult:
     """Import a bulk CSV file, all lines or none (``CSVImportError`` names every bad line)."""
     actor.require("devices.write", "import devices")
     with svc.session() as s:
-        result = inv.import_csv(s, data, mode=mode, actor=trail or (actor.trail + "-import" if actor.source == "cli"
+        result = devices_csv.import_csv(s, data, mode=mode, actor=trail or (actor.trail + "-import" if actor.source == "cli"
                                                                     else actor.trail))
         audit.record(s, actor, "device.import", f"devices:{len(result.added) + len(result.updated)}", None,
                      {"mode": mode, "added": result.added[:200], "updated": result.updated[:200],
@@ -202,14 +202,14 @@ def export_csv(svc: Services, actor: Actor, out: TextIO, query: DeviceQuery | No
     if with_secrets:
         actor.require("devices.write", "export auth strings")
         with svc.session() as s:
-            return inv.export_csv(s, out, (query or DeviceQuery()).filter())
-    columns = [c for c in inv.CSV_COLUMNS if c != "AUTHENTICATION STRING"]
+            return devices_csv.export_csv(s, out, (query or DeviceQuery()).filter())
+    columns = [c for c in devices_csv.CSV_COLUMNS if c != "AUTHENTICATION STRING"]
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     n = 0
     with svc.session() as s:
         for device in inv.list_devices(s, (query or DeviceQuery()).filter()):
-            writer.writerow(inv.device_csv_row(device))
+            writer.writerow(devices_csv.device_csv_row(device))
             n += 1
     return n
 

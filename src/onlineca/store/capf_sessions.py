@@ -20,14 +20,12 @@ from cryptography import x509
 from sqlalchemy.orm import Session
 
 from onlineca.errors import OnlineCAError
-from onlineca.policy.capf import (
-    EffectivePolicy,
-    Operation,
+from onlineca.policy.capf import EffectivePolicy, Operation, success_status
+from onlineca.policy.capf_session import (
     Outcome,
     after_wrong_auth_string,
     auto_enrollment_grant,
     may_auto_enroll,
-    success_status,
 )
 from onlineca.store import devices as inv
 from onlineca.store.capf_models import Device

@@ -1,0 +1,158 @@
+"""Bulk CSV of the CAPF inventory: export and import, in the spirit of bulk-administration files.
+
+One device a line, upper-case column titles, the administrators' words for every value; a file
+with one bad line imports nothing and names every bad line (with its line number).  Repository
+functions over a SQLAlchemy ``Session``: the caller owns the transaction; this module never commits.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from sqlalchemy.orm import Session
+
+from onlineca.errors import CAPFError, CSVImportError, InventoryConflict, PolicyError
+from onlineca.policy.capf import (
+    AuthMode,
+    CertStatus,
+    KeyOrder,
+    Operation,
+    as_utc,
+    format_deadline,
+    validate_device_name,
+)
+from onlineca.store.capf_models import Device
+from onlineca.store.devices import DeviceFilter, add_device, find_device, list_devices, set_device, utcnow
+
+# ---- bulk CSV ------------------------------------------------------------------------------
+
+# Column title -> device setting; the read-only columns describe the device and are never imported.
+CSV_COLUMNS: dict[str, str | None] = {
+    "DEVICE NAME": "name",
+    "DESCRIPTION": "description",
+    "MODEL": "model",
+    "PROFILE": "profile",
+    "CERTIFICATE OPERATION": "operation",
+    "AUTHENTICATION MODE": "auth_mode",
+    "AUTHENTICATION STRING": "auth_string",
+    "KEY ORDER": "key_order",
+    "RSA KEY SIZE (BITS)": "rsa_key_size",
+    "EC KEY SIZE (BITS)": "ec_key_size",
+    "OPERATION COMPLETES BY": "deadline",
+    "CERTIFICATE STATUS": None,
+    "LSC SERIAL": None,
+    "LSC ISSUER": None,
+    "LSC EXPIRES": None,
+}
+
+
+def device_csv_row(device: Device) -> dict[str, str]:
+    def shown(enum: Any, value: str | None) -> str:
+        return enum(value).display if value else ""
+
+    return {
+        "DEVICE NAME": device.name,
+        "DESCRIPTION": device.description,
+        "MODEL": device.model,
+        "PROFILE": device.profile.name if device.profile else "",
+        "CERTIFICATE OPERATION": Operation.from_ident(device.operation).display,
+        "AUTHENTICATION MODE": shown(AuthMode, device.auth_mode),
+        "AUTHENTICATION STRING": device.auth_string or "",
+        "KEY ORDER": shown(KeyOrder, device.key_order),
+        "RSA KEY SIZE (BITS)": str(device.rsa_key_size or ""),
+        "EC KEY SIZE (BITS)": str(device.ec_key_size or ""),
+        "OPERATION COMPLETES BY": format_deadline(device.operation_deadline) if device.operation_deadline else "",
+        "CERTIFICATE STATUS": CertStatus.from_ident(device.status).display,
+        "LSC SERIAL": device.lsc_serial or "",
+        "LSC ISSUER": device.lsc_issuer or "",
+        "LSC EXPIRES": as_utc(device.lsc_not_after).strftime("%Y-%m-%d %H:%M:%S") if device.lsc_not_after else "",
+    }
+
+
+def export_csv(s: Session, out: TextIO, filt: DeviceFilter | None = None) -> int:
+    writer = csv.DictWriter(out, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    for device in list_devices(s, filt):
+        writer.writerow(device_csv_row(device))
+        n += 1
+    return n
+
+
+@dataclass
+class ImportResult:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+
+def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: str = "import",
+               now: dt.datetime | None = None) -> ImportResult:
+    """Add (``mode="add"``) or add-or-update (``"upsert"``) the devices of a bulk CSV file.
+
+    Empty cells mean "as the profile says" (or "no change" for an existing device's operation).
+    If any line is bad, the session is rolled back and ``CSVImportError`` names every bad line.
+    """
+    if mode not in ("add", "upsert"):
+        raise PolicyError("mode", f"{mode!r} is not 'add' or 'upsert'")
+    now = as_utc(now or utcnow())
+    stream = io.StringIO(data) if isinstance(data, str) else data
+    errors: list[tuple[int, str]] = []
+    result = ImportResult()
+    seen: dict[str, int] = {}
+    reader = csv.reader(stream)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise CSVImportError([(1, "the file is empty (no column titles)")])
+        titles = [h.strip().upper() for h in header]
+        unknown = [t for t in titles if t not in CSV_COLUMNS]
+        if unknown or "DEVICE NAME" not in titles:
+            problem = f"unknown column {unknown[0]!r}" if unknown else "no 'DEVICE NAME' column"
+            raise CSVImportError([(1, f"{problem}; columns are: {', '.join(CSV_COLUMNS)}")])
+        for cells in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) != len(titles):
+                errors.append((line, f"{len(cells)} cells where the header has {len(titles)}"))
+                continue
+            row = {CSV_COLUMNS[t]: c for t, c in zip(titles, cells, strict=True) if CSV_COLUMNS[t]}
+            try:
+                _import_row(s, row, mode, seen, line, result, actor=actor, now=now)
+            except CAPFError as exc:
+                errors.append((line, exc.message))
+    except csv.Error as exc:
+        errors.append((reader.line_num, f"not CSV: {exc}"))
+    except CSVImportError:
+        s.rollback()
+        raise
+    if errors:
+        s.rollback()
+        raise CSVImportError(errors)
+    return result
+
+
+def _import_row(s: Session, row: dict[str | None, str], mode: str, seen: dict[str, int], line: int,
+                result: ImportResult, *, actor: str, now: dt.datetime) -> None:
+    name = validate_device_name(row.pop("name", ""))
+    if name in seen:
+        raise InventoryConflict(f"{name} is also on line {seen[name]}")
+    seen[name] = line
+    settings: dict[str, Any] = {k: v.strip() for k, v in row.items() if k}
+    existing = find_device(s, name)
+    if existing is None:
+        add_device(s, name, actor=actor, now=now, **settings)
+        result.added.append(name)
+        return
+    if mode == "add":
+        raise InventoryConflict(f"{name} already exists (import with mode 'upsert' to update it)")
+    if not settings.get("operation"):
+        settings.pop("operation", None)
+        if not settings.get("deadline"):
+            settings.pop("deadline", None)
+    set_device(s, name, actor=actor, now=now, **settings)
+    result.updated.append(name)
