@@ -122,6 +122,8 @@ class RAConfig(_Section):
     unavailable_retry_after: int = Field(default=30, ge=1)
     # Passthrough: how long a CA login with an EST client's credentials is trusted.
     auth_cache_seconds: float = Field(default=60.0, ge=0)
+    # Pending requests (kept in [database]) nobody asked about for this many days are forgotten.
+    pending_keep_days: float = Field(default=30.0, gt=0)
 
 
 class ESTConfig(_Section):

@@ -144,7 +144,7 @@ async def test_pending_then_approved(ca_lab, ca, tmp_path):
         key, csr = est_csr("CN=SEP-PENDING-1")
         status, headers, _ = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
         assert status == 202 and headers["Retry-After"] == "1"
-        (req_id,) = r.state.pending.values()
+        (req_id,) = r.state.pending.req_ids()
         # Asked again before approval: still pending, same request at the CA (no new submission).
         status, headers, _ = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
         assert status == 202
@@ -153,7 +153,7 @@ async def test_pending_then_approved(ca_lab, ca, tmp_path):
         status, _h, body = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
         assert status == 200
         (cert,) = m.parse_certs_only(body, "application/pkcs7-mime")
-        assert pki.same_public_key(cert.public_key(), key) and not r.state.pending
+        assert pki.same_public_key(cert.public_key(), key) and not r.state.pending.req_ids()
 
 
 async def test_pending_then_denied_carries_the_disposition_message(ca_lab, ca, tmp_path):
@@ -164,7 +164,7 @@ async def test_pending_then_denied_carries_the_disposition_message(ca_lab, ca, t
             with pytest.raises(ESTCodedError) as exc:
                 await est.simpleenroll(csr)
             assert exc.value.http_status == 202 and exc.value.retry_after == 1
-            (req_id,) = r.state.pending.values()
+            (req_id,) = r.state.pending.req_ids()
             ca.engine.deny(req_id)
             with pytest.raises(ESTCodedError) as exc:
                 await est.simpleenroll(csr)

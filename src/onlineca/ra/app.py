@@ -31,10 +31,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from onlineca import __version__, pki
 from onlineca.config import Config
 from onlineca.errors import CertsrvFailure, ConfigError, OnlineCAError, ParseError, fix_for
-from onlineca.est.backend import CABackend, PendingRequests
+from onlineca.est.backend import CABackend, PendingStore
 from onlineca.est.server import (
+    EST_USER,
     ESTAccessLogger,
     RunningESTServer,
+    access_line,
     make_est_app,
     settings_from_config,
 )
@@ -44,6 +46,8 @@ from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
 from onlineca.proto import est as m
 from onlineca.proto.libest import est_number
 from onlineca.ra.connector import CertsrvConnector, local_signer
+from onlineca.ra.pending import DatabasePendingStore
+from onlineca.store.db import Database
 
 log = logging.getLogger("onlineca.ra")
 est_log = logging.getLogger("onlineca.est")
@@ -51,7 +55,6 @@ est_log = logging.getLogger("onlineca.est")
 T = TypeVar("T")
 ENROLL_OPERATIONS = ("simpleenroll", "simplereenroll", "serverkeygen")
 _OPERATIONS = ("cacerts", "csrattrs", "fullcmc", *ENROLL_OPERATIONS)
-MAX_PENDING = 10000
 
 
 class RAMetrics:
@@ -88,13 +91,13 @@ class RAState:
     config: Config
     connector: CABackend
     metrics: RAMetrics
+    # the requests the RA must find again (pending at the CA, or issued after the client had gone)
+    pending: PendingStore
     ready: bool = False
     reason: str = "start-up checks have not run yet"
     attempts: int = 0
     failures: int = 0  # start-up attempts that ended in a failure
     chain: list[x509.Certificate] = field(default_factory=list)
-    # the requests pending at the CA, by their CSR (the EST server asks about them again)
-    pending: PendingRequests = field(default_factory=lambda: PendingRequests(MAX_PENDING))
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
 
@@ -205,7 +208,22 @@ def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-typ
                 status=503, text=f"the RA is not ready: {state.reason}\n",
                 headers={"Retry-After": str(ra.unavailable_retry_after)})
         else:
-            resp = await handler(request)
+            started = time.perf_counter()
+            try:
+                resp = await handler(request)
+            except asyncio.CancelledError:
+                # The client went away before the answer (NGINX's 499); a certificate the CA issues
+                # meanwhile is kept for the client's retry (est.backend.ask).
+                logging.getLogger(ACCESS_LOGGER).info(access_line(request, 499, 0, time.perf_counter() - started))
+                state.metrics.requests.labels(operation=operation, result="abandoned").inc()
+                log.error("%s: the client closed the connection before the RA answered (%s, user %s, %.3f s); "
+                          "status 499", operation, request.remote or "-", request.get(EST_USER) or "-",
+                          time.perf_counter() - started,
+                          extra={"func": "est_server_handle_simple_enroll",
+                                 "fix": "The client gave up before the CA answered: raise the client's timeout "
+                                        "or find why the CA is slow; its retry collects a certificate issued "
+                                        "meanwhile."})
+                raise
         if resp.status == 503 and "Retry-After" not in resp.headers:
             resp.headers["Retry-After"] = str(ra.unavailable_retry_after)
         state.metrics.requests.labels(operation=operation, result=_result_label(operation, resp.status)).inc()
@@ -248,15 +266,19 @@ RA_STATE = web.AppKey("ra_state", RAState)
 
 
 def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None = None,
-                connector: CABackend | None = None) -> web.Application:
-    """The RA application; start-up checks begin when it starts serving."""
+                connector: CABackend | None = None, db: Database | None = None) -> web.Application:
+    """The RA application; start-up checks begin when it starts serving.  ``db`` holds the
+    pending requests (default: ``[database] url``), migrated at start."""
     ra, est = config.ra, config.est
     detach = attach_ra_logs(log_dir, log_format or config.logging.format, config.logging.level)
+    own_db = db is None
     try:
         trust = load_trust(config)
         metrics = RAMetrics()
         connector = connector or make_connector(config, metrics, trust)
-        state = RAState(config, connector, metrics)
+        db = db or Database(config.database_url)
+        pending = DatabasePendingStore(db, ra.ca_url if ra.connector == "certsrv" else "local")
+        state = RAState(config, connector, metrics, pending)
         if isinstance(connector, CertsrvConnector):
             connector.unreachable = state.recheck
         settings = settings_from_config(est.model_copy(update={"users_file": ""}))
@@ -307,6 +329,11 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
     app.router.add_get("/metrics", metrics_view)
 
     async def _start(_app: web.Application) -> None:
+        await asyncio.to_thread(pending.db.migrate)
+        pruned = await pending.prune(ra.pending_keep_days)
+        if pruned:
+            log.info("forgot %d pending request(s) nobody asked about for %g days", pruned, ra.pending_keep_days,
+                     extra={"func": "ra_startup"})
         log_trust_store(trust)
         log.warning("pop_enabled %s in [est]. %s EST Proof of Possession",
                     "on" if est.pop_tls_unique else "off", "Enabling" if est.pop_tls_unique else "Disabling",
@@ -322,6 +349,8 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
                 pass
         if isinstance(connector, CertsrvConnector):
             await connector.close()
+        if own_db:
+            pending.db.dispose()
         detach()
 
     app.on_startup.append(_start)
@@ -343,7 +372,8 @@ class RunningRA(RunningESTServer):
 
 async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = None, port: int | None = None,
                    tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None,
-                   log_format: str | None = None, connector: CABackend | None = None) -> RunningRA:
+                   log_format: str | None = None, connector: CABackend | None = None,
+                   db: Database | None = None) -> RunningRA:
     """Start the RA over HTTPS (port 0: any free port); returns once it accepts connections (the
     start-up checks then run in the background: see ``wait_ready`` and /readyz)."""
     ra = config.ra
@@ -362,7 +392,7 @@ async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = No
                                  tls12_only=config.est.pop_tls_unique)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the RA's TLS certificate {cert_file} / {key_file}: {exc}") from None
-    app = make_ra_app(config, log_dir, log_format=log_format, connector=connector)
+    app = make_ra_app(config, log_dir, log_format=log_format, connector=connector, db=db)
     host = host or ra.host
     runner, bound = await start_https(app, host, ra.port if port is None else port, ctx,
                                       access_log_class=ESTAccessLogger, access_log=logging.getLogger(ACCESS_LOGGER))
