@@ -228,3 +228,22 @@ async def test_health_and_metrics(ca_lab, ca, tmp_path):
         assert 'onlineca_ra_ca_latency_seconds_count{operation="enroll"} 1.0' in text
         assert 'onlineca_ra_ca_errors_total{kind="CA_AUTH"} 1.0' in text
         assert "onlineca_ra_ready 1.0" in text
+
+
+async def test_a_challenge_answered_by_a_successful_retry_is_info_not_an_error(ca_lab, ca, tmp_path):
+    """Issue 12 item 3: libEST asks first without credentials and answers the 401 challenge."""
+    import aiohttp
+    import ssl as _ssl
+    logs = tmp_path / "ra-logs"
+    async with ra_running(ca_lab, logs, ca.url) as r:
+        headers, body = m.encode_pkcs10(est_csr("CN=SEP-LIBEST-STYLE")[1])
+        ctx = _ssl.create_default_context(cafile=str(ca_lab.root_pem))
+        async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
+                    s.post(r.url + "/simpleenroll", data=body, headers=headers) as resp):
+            assert resp.status == 401 and "Basic" in resp.headers["WWW-Authenticate"]
+        status, _h, _b = await raw_enroll(r, est_csr("CN=SEP-LIBEST-STYLE")[1], cafile=ca_lab.root_pem)
+        assert status == 200
+        text = error_log(logs)
+        assert "[error]" not in text
+        assert re.search(r"\[info\] \d+#0: est_server_handle_simple_enroll: Enrollment asked for HTTP "
+                         r"authentication: the client sent no credentials yet", text)

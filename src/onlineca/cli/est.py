@@ -292,6 +292,9 @@ def hash_password_cmd(user: str, password: str) -> None:
 @click.option("--tls-key", type=_existing, required=True)
 @click.option("--issuer-cert", type=_existing, required=True, help="Issuing CA certificate (PEM, chain allowed).")
 @click.option("--issuer-key", type=_existing, required=True)
+@click.option("--ca-chain", type=_existing, default=None,
+              help="The issuing CA's chain up to the root, if --issuer-cert holds the issuing CA alone "
+                   "(/cacerts must include the root, RFC 7030 4.1.3).")
 @click.option("--validity-days", default=365.0, show_default=True)
 @click.option("--users-file", type=_existing, help="HTTP Basic users (default [est] users_file).")
 @click.option("--client-ca", type=_existing, help="Trust store for TLS client certificates.")
@@ -300,7 +303,7 @@ def hash_password_cmd(user: str, password: str) -> None:
               help="Require tls-unique proof of possession (caps TLS at 1.2); default [est] pop_tls_unique.")
 @click.pass_obj
 def serve_cmd(app: AppContext, host: str, port: int | None, tls_cert: Path, tls_key: Path, issuer_cert: Path,
-              issuer_key: Path, validity_days: float, users_file: Path | None, client_ca: Path | None,
+              issuer_key: Path, ca_chain: Path | None, validity_days: float, users_file: Path | None, client_ca: Path | None,
               labels: tuple[str, ...], pop: bool | None) -> None:
     """Run a standalone EST server that signs with a local issuing key (for tests and labs)."""
     from dataclasses import replace
@@ -313,7 +316,8 @@ def serve_cmd(app: AppContext, host: str, port: int | None, tls_cert: Path, tls_
 
     cfg: ESTConfig = app.config.est
     try:
-        signer = LocalSigner.from_files(str(issuer_cert), str(issuer_key), validity_days=validity_days)
+        signer = LocalSigner.from_files(str(issuer_cert), str(issuer_key), str(ca_chain) if ca_chain else None,
+                                        validity_days=validity_days)
         settings = settings_from_config(cfg)
         if users_file:
             settings = replace(settings, password_check=UsersFile.from_path(users_file))
@@ -325,6 +329,11 @@ def serve_cmd(app: AppContext, host: str, port: int | None, tls_cert: Path, tls_
         trust = files.load_trust_store(trust_path) if trust_path else None
     except ValueError as exc:
         raise ConfigError(str(exc), hint="") from None
+    if not any(pki.is_self_signed(c) for c in (signer.issuer_cert, *signer.ca_chain)):
+        raise ConfigError(f"/cacerts would lack the root CA: {issuer_cert} holds no chain up to a self-signed root "
+                          "(RFC 7030 4.1.3 requires the root there; libEST clients refuse the answer)",
+                          hint="Give --issuer-cert a PEM file with the issuing CA and its chain up to the root, "
+                               "or add --ca-chain FILE.")
     setup_component_log("est", app.log_dir, fmt=app.log_format)
 
     def start() -> Awaitable[RunningESTServer]:

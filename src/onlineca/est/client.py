@@ -15,10 +15,12 @@ import base64
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
+import aiohttp.abc
+import aiohttp.payload
 from cryptography import x509
 
 from onlineca import __version__, pki
@@ -72,6 +74,35 @@ def client_ssl_context(*, cafile: str | os.PathLike[str] | None = None,
             raise ESTCodedError("EST_ERR_CLIENT_INVALID_KEY", f"cannot load the client certificate/key: {exc}",
                                 hint="Give a PEM certificate and its matching unencrypted private key.") from None
     return ctx
+
+
+_POP_SLACK = 16
+
+
+class _LateBody(aiohttp.payload.Payload):
+    """A request body made when it is written (on the open connection), with a size declared
+    before: aiohttp sends ``Content-Length: size``, and the bytes made are padded with line
+    breaks up to it."""
+
+    def __init__(self, size: int, build: Callable[[], bytes], content_type: str) -> None:
+        super().__init__(b"", content_type=content_type)
+        self._size = size
+        self._build = build
+
+    def _bytes(self) -> bytes:
+        data = self._build()
+        if len(data) > self._size:  # pragma: no cover - the slack covers any signature length
+            raise ESTCodedError("EST_ERR_HTTP_CANNOT_BUILD_HEADER", "the request body outgrew its Content-Length")
+        return data + b"\n" * (self._size - len(data))
+
+    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
+        await writer.write(self._bytes())
+
+    async def write_with_length(self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None) -> None:
+        await writer.write(self._bytes())
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return ""
 
 
 class _ChannelBindingConnector(aiohttp.TCPConnector):
@@ -184,13 +215,13 @@ class ESTClient:
         return self.base + m.ESTPath(self.label, operation).url_path()[len(m.WELL_KNOWN):]
 
     async def request(self, operation: str, method: str = "GET",
-                      body: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
+                      body: bytes | Callable[[], aiohttp.payload.Payload] | None = None,
                       headers: dict[str, str] | None = None,
                       session: aiohttp.ClientSession | None = None) -> tuple[int, dict[str, str], bytes]:
         """One HTTP exchange, retried on 202/503 + Retry-After; (status, headers, body) on 2xx.
 
-        ``body`` may be a factory of an async byte stream, called once per attempt (PoP builds
-        each attempt's CSR from that attempt's TLS session)."""
+        ``body`` may be a factory of a payload, called once per attempt (PoP builds each
+        attempt's CSR from that attempt's TLS session); every body goes with a Content-Length."""
         url = self.url_for(operation)
         session = session or self._get_session()
         for attempt in range(self.max_retries + 1):
@@ -281,7 +312,7 @@ class ESTClient:
         connector = _ChannelBindingConnector(ssl=ctx, force_close=True, limit=1)
         built: list[x509.CertificateSigningRequest] = []
 
-        async def body() -> AsyncIterator[bytes]:
+        def csr_body() -> bytes:
             transport = connector.last_transport
             sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
             binding = sslobj.get_channel_binding("tls-unique") if sslobj is not None else None
@@ -289,7 +320,17 @@ class ESTClient:
                 raise ESTCodedError("EST_ERR_AUTH_FAIL_TLSUID", "this TLS session has no tls-unique value")
             csr = pki.build_csr(key, subject, sans, challenge_password=m.tls_unique_challenge(binding))
             built.append(csr)
-            yield m.encode_pkcs10(csr)[1]
+            return m.encode_pkcs10(csr)[1]
+
+        # The body is made on the connection, after the handshake, yet sent with a Content-Length
+        # (never chunked: libEST's server refuses a body without one).  Its length is known
+        # beforehand up to the few bytes an ECDSA signature varies by, so it is declared with room
+        # to spare and the base64 padded with line breaks (RFC 8951: decoders skip whitespace).
+        dummy = pki.build_csr(key, subject, sans, challenge_password=m.tls_unique_challenge(bytes(12)))
+        size = len(m.encode_pkcs10(dummy)[1]) + _POP_SLACK
+
+        def body() -> _LateBody:
+            return _LateBody(size, csr_body, m.CT_PKCS10)
 
         async with aiohttp.ClientSession(connector=connector, timeout=self.timeout) as session:
             _, rheaders, data = await self.request(operation, "POST", body,

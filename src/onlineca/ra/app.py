@@ -193,6 +193,14 @@ def _operation(path: str) -> str:
     return last if last in _OPERATIONS else "other"
 
 
+def _sent_credentials(request: web.Request) -> bool:
+    """Whether the client authenticated at all: an Authorization header or a TLS client certificate."""
+    if request.headers.get("Authorization"):
+        return True
+    sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
+    return bool(sslobj is not None and sslobj.getpeercert(binary_form=True))
+
+
 def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-type]
     ra = state.config.ra
 
@@ -227,7 +235,13 @@ def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-typ
         if resp.status == 503 and "Retry-After" not in resp.headers:
             resp.headers["Retry-After"] = str(ra.unavailable_retry_after)
         state.metrics.requests.labels(operation=operation, result=_result_label(operation, resp.status)).inc()
-        if operation in ENROLL_OPERATIONS and resp.status >= 400:
+        if operation in ENROLL_OPERATIONS and resp.status == 401 and not _sent_credentials(request):
+            # libEST clients always ask first without credentials and answer the challenge: that
+            # is the HTTP authentication handshake, not a failure (libEST logs it as info too).
+            log.info("Enrollment asked for HTTP authentication: the client sent no credentials yet, "
+                     "401 challenge sent (rc=22 EST_ERR_AUTH_FAIL until it answers)",
+                     extra={"func": "est_server_handle_simple_enroll"})
+        elif operation in ENROLL_OPERATIONS and resp.status >= 400:
             code = _EST_CODE_BY_STATUS.get(resp.status, "EST_ERR_CA_ENROLL_FAIL")
             log.error("Enrollment failed with rc=%d (%s)", est_number(code), code,
                       extra={"func": "est_server_handle_simple_enroll", "fix": fix_for(code)})
