@@ -232,8 +232,9 @@ async def test_health_and_metrics(ca_lab, ca, tmp_path):
 
 async def test_a_challenge_answered_by_a_successful_retry_is_info_not_an_error(ca_lab, ca, tmp_path):
     """Issue 12 item 3: libEST asks first without credentials and answers the 401 challenge."""
-    import aiohttp
     import ssl as _ssl
+
+    import aiohttp
     logs = tmp_path / "ra-logs"
     async with ra_running(ca_lab, logs, ca.url) as r:
         headers, body = m.encode_pkcs10(est_csr("CN=SEP-LIBEST-STYLE")[1])
