@@ -122,6 +122,11 @@ class RAConfig(_Section):
     unavailable_retry_after: int = Field(default=30, ge=1)
     # Passthrough: how long a CA login with an EST client's credentials is trusted.
     auth_cache_seconds: float = Field(default=60.0, ge=0)
+    # Consecutive logins the CA refuses (HTTP 401) before the RA stops logging in until a reload:
+    # a real AD account locks after a few failures.
+    max_login_failures: int = Field(default=3, ge=1)
+    # Seconds between the background checks that the CA still answers while the RA is ready.
+    ready_check_interval: float = Field(default=10.0, gt=0)
     # Pending requests (kept in [database]) nobody asked about for this many days are forgotten.
     pending_keep_days: float = Field(default=30.0, gt=0)
 
@@ -137,6 +142,25 @@ class ESTConfig(_Section):
     users_file: str = ""
     client_trust_store: str = ""
     labels: list[str] = []
+    # RA agents: clients authenticated by certificate that may enroll names other than their own
+    # (CAPF, for its phones): their subjects ("CN=...,O=..."), and the EKU that makes a certificate
+    # an agent's (id-kp-cmcRA; "" turns the EKU rule off).  Everyone else gets only its own names.
+    ra_agents: list[str] = []
+    ra_agent_eku: str = "1.3.6.1.5.5.7.3.28"
+
+
+class ConnectionsConfig(_Section):
+    """Bounds on the connections of every HTTPS server (CA, RA, EST); see docs/security.md."""
+
+    # Open connections in all, and from one client address (an RA, or a load balancer, counts as one).
+    max_connections: int = Field(default=1024, ge=1)
+    max_per_address: int = Field(default=256, ge=1)
+    # Seconds for the TLS handshake; for complete request headers after it (or after an answer).
+    handshake_timeout: float = Field(default=10.0, gt=0)
+    header_timeout: float = Field(default=15.0, gt=0)
+    # Seconds a kept-alive connection may stay idle; seconds to read a request body.
+    idle_timeout: float = Field(default=60.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
 
 
 class CAPFConfig(_Section):
@@ -176,6 +200,7 @@ class Config(_Section):
     ra: RAConfig = RAConfig()
     est: ESTConfig = ESTConfig()
     capf: CAPFConfig = CAPFConfig()
+    connections: ConnectionsConfig = ConnectionsConfig()
 
     @field_validator("data_dir", "log_dir")
     @classmethod
@@ -450,4 +475,12 @@ serverkeygen = true
 [capf]
 port = 3804
 ra_url = "https://127.0.0.1:8084/.well-known/est"
+
+[connections]          # every HTTPS server (CA, RA, EST)
+max_connections = 1024
+max_per_address = 256
+handshake_timeout = 10.0
+header_timeout = 15.0
+idle_timeout = 60.0
+body_timeout = 30.0
 """

@@ -86,9 +86,10 @@ def test_cli_enroll_makes_key_and_csr(served, lab_pki, tmp_path):
     assert pki.san_names(cert) == ["cli.lab"]
 
 
-def test_cli_enroll_csr_file_with_client_cert(served, lab_pki, tmp_path):
+def test_cli_enroll_csr_file_with_client_cert_for_its_own_names(served, lab_pki, tmp_path):
     url, d = served
-    csr = pki.build_csr(pki.generate_key("ec", 256), "CN=from-file")
+    # A client authenticated by its certificate alone may ask only for its own names (issue 12 item 7).
+    csr = pki.build_csr(pki.generate_key("ec", 256), "CN=SEP74A02FC0A675,O=onlineca tests", ["SEP74A02FC0A675.lab"])
     (tmp_path / "r.csr").write_bytes(pki.csr_pem(csr))
     r = onlineca("est", "enroll", "--server", url, "--cafile", lab_pki.root_pem, "--cert", d / "device.pem",
                  "--key", d / "device.key", "--csr", tmp_path / "r.csr", env_password=None)

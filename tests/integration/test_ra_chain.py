@@ -194,11 +194,12 @@ async def test_local_connector(ca_lab, tmp_path):
 
 
 async def test_client_certificate_auth(ca_lab, ca, tmp_path):
-    """client_auth = certificate: a TLS client certificate from a trusted CA, no password."""
+    """client_auth = certificate: a TLS client certificate from a trusted CA, no password; CAPF's
+    certificate holds the RA-agent EKU (id-kp-cmcRA), so it may enroll its phones' names."""
     issuing = ca.engine.issuing
     key = pki.generate_key("ec", 256)
     cert = pki.build_certificate(subject="CN=capf.lab", public_key=key.public_key(), issuer_key=ca.engine.issuing_key,
-                                 issuer_cert=issuing, extended_key_usage=["client_auth"])
+                                 issuer_cert=issuing, extended_key_usage=["client_auth", "1.3.6.1.5.5.7.3.28"])
     (tmp_path / "capf.pem").write_bytes(pki.certs_pem([cert, issuing]))
     fs.write_private_key(tmp_path / "capf.key", key)
     logs = tmp_path / "ra-logs"

@@ -34,7 +34,7 @@ from onlineca.ca.users import ntlm_path
 from onlineca.config import Config, DataDir
 from onlineca.errors import ConfigError
 from onlineca.infra import tls
-from onlineca.infra.serving import RunningServer, start_https
+from onlineca.infra.serving import ConnectionLimits, RunningServer, start_https
 from onlineca.logs import attach_log
 from onlineca.logs.iis import IISEntry, IISLog
 from onlineca.policy import ca as policy
@@ -62,6 +62,7 @@ class CAState:
     db: Database
     worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(WORKERS, thread_name_prefix="ca-worker"))
+    data_dir: Path = Path(".")
 
     async def blocking(self, func: Callable[..., R], *args: Any) -> R:
         """``func(*args)`` (signing, the database) in a worker thread, never on the event loop."""
@@ -215,7 +216,10 @@ async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > limit:
         return _too_large(state)
     try:
-        form = await request.post()
+        async with asyncio.timeout(state.config.connections.body_timeout):
+            form = await request.post()
+    except TimeoutError:
+        return _iis_page(408, "Request Timeout", "The server timed out waiting for the request body.")
     except web.HTTPRequestEntityTooLarge:
         return _too_large(state)
     except (ValueError, UnicodeDecodeError, AssertionError):
@@ -336,9 +340,8 @@ PAGES: dict[str, tuple[tuple[str, ...], PageFunc]] = {
 
 # --------------------------------------------------------------------------- the application
 
-def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log_format: str | None = None,
-               db: Database | None = None) -> web.Application:
-    """The CA web application; the database is migrated and the CA keys are read here, once."""
+def make_login(config: Config, data_dir: str | Path) -> CALogin:
+    """The CA's logins for this configuration (checked: at least one method, its packages present)."""
     upath = eng.users_path(config, data_dir)
     if not (config.ca.basic_auth or config.ca.ntlm_auth):
         raise ConfigError("ca.basic_auth and ca.ntlm_auth are both false: nobody could log in",
@@ -351,14 +354,21 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
                               hint="Install it (pip install 'onlineca[ntlm]') or set ntlm_auth = false.") from None
         # pyspnego's acceptor reads its credential store from this variable (process-wide).
         os.environ["NTLM_USER_FILE"] = str(ntlm_path(upath))
+    return CALogin(upath, ntlm=config.ca.ntlm_auth, basic=config.ca.basic_auth)
+
+
+def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log_format: str | None = None,
+               db: Database | None = None) -> web.Application:
+    """The CA web application; the database is migrated and the CA keys are read here, once."""
+    login = make_login(config, data_dir)
     detach_log = attach_log("onlineca.ca", Path(log_dir) / "ca.log", log_format or config.logging.format,
                             config.logging.level)
     db = db or Database(config.database_url)
     db.migrate()
     engine = eng.CAEngine(config, data_dir, db)
     iis = IISLog(Path(log_dir) / IIS_LOG_NAME)
-    login = CALogin(upath, ntlm=config.ca.ntlm_auth, basic=config.ca.basic_auth)
-    state = CAState(config, engine, login, iis, pki.common_name(engine.issuing.subject) or "onlineca CA", db)
+    state = CAState(config, engine, login, iis, pki.common_name(engine.issuing.subject) or "onlineca CA", db,
+                    data_dir=Path(data_dir))
     app = web.Application(middlewares=[iis_middleware], client_max_size=config.ca.max_request_bytes)
     app[CA_STATE] = state
     app.router.add_route("*", "/{tail:.*}", dispatch)
@@ -388,6 +398,33 @@ class RunningCA(RunningServer):
     def engine(self) -> eng.CAEngine:
         return self.app[CA_STATE].engine
 
+    # The --tls-cert/--tls-key the CA was started with (they win over the file on reload too).
+    tls_args: tuple[str | os.PathLike[str] | None, str | os.PathLike[str] | None] = (None, None)
+
+    async def reload(self, config: Config) -> list[str]:
+        """SIGHUP: templates, users file, login methods, web certificate and connection limits
+        from the new configuration, all checked before anything changes (a ``ConfigError``
+        leaves the CA as it was).  The database and the CA keys need a restart."""
+        state = self.app[CA_STATE]
+        old = state.config
+        if config.database_url != old.database_url:
+            raise ConfigError("[database] url changed: restart the CA to change its database")
+        cert_file, key_file = tls_files(config, state.data_dir, *self.tls_args)
+        try:
+            ctx = tls.server_context(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the web certificate {cert_file} / {key_file}: {exc}") from None
+        login = make_login(config, state.data_dir)
+        changes = [f"[ca] {k}" for k in type(config.ca).model_fields if getattr(config.ca, k) != getattr(old.ca, k)]
+        changes += [f"[connections] {k}" for k in type(config.connections).model_fields
+                    if getattr(config.connections, k) != getattr(old.connections, k)]
+        state.config, state.login = config, login
+        state.engine.config, state.engine.templates = config, list(config.ca.templates)
+        self.set_ssl_context(ctx)
+        self.set_limits(ConnectionLimits(**config.connections.model_dump()))
+        log.warning("configuration reloaded (SIGHUP): %s", ", ".join(changes) or "nothing changed")
+        return changes
+
 
 def tls_files(config: Config, data_dir: str | Path, tls_cert: str | os.PathLike[str] | None = None,
               tls_key: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
@@ -416,9 +453,12 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
     app = create_app(config, data_dir, log_dir, log_format=log_format, db=db)
     host = host or config.ca.host
     runner, bound = await start_https(app, host, config.ca.port if port is None else port, ctx,
-                                      reuse_address=True, access_log=None)
+                                      reuse_address=True, access_log=None, logger=log,
+                                      limits=ConnectionLimits(**config.connections.model_dump()))
     log.info("CA %s serving /certsrv on https://%s:%s", app[CA_STATE].ca_name, host, bound)
-    return RunningCA(host, bound, runner, app, ctx)
+    running = RunningCA(host, bound, runner, app, ctx)
+    running.tls_args = (tls_cert, tls_key)
+    return running
 
 
 __all__ = ["CA_STATE", "IIS_LOG_NAME", "RunningCA", "create_app", "start_ca", "tls_files"]

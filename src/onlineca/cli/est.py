@@ -311,6 +311,7 @@ def serve_cmd(app: AppContext, host: str, port: int | None, tls_cert: Path, tls_
     from onlineca.config import ESTConfig
     from onlineca.est.backend import LocalSigner
     from onlineca.est.server import RunningESTServer, settings_from_config, start_est_server
+    from onlineca.infra.serving import ConnectionLimits
     from onlineca.infra.users import UsersFile
     from onlineca.logs import setup_component_log
 
@@ -338,6 +339,7 @@ def serve_cmd(app: AppContext, host: str, port: int | None, tls_cert: Path, tls_
 
     def start() -> Awaitable[RunningESTServer]:
         return start_est_server(signer, cert_file=tls_cert, key_file=tls_key, host=host,
-                                port=8084 if port is None else port, settings=settings, client_trust=trust)
+                                port=8084 if port is None else port, settings=settings, client_trust=trust,
+                                limits=ConnectionLimits(**app.config.connections.model_dump()))
 
-    serve_until_signal(start, lambda srv: f"EST server listening on {srv.url}")
+    serve_until_signal(start, lambda srv: f"EST server listening on {srv.url}", app.reload_config)

@@ -92,7 +92,7 @@ class _LateBody(aiohttp.payload.Payload):
     def _bytes(self) -> bytes:
         data = self._build()
         if len(data) > self._size:  # pragma: no cover - the slack covers any signature length
-            raise ESTCodedError("EST_ERR_HTTP_CANNOT_BUILD_HEADER", "the request body outgrew its Content-Length")
+            raise ESTCodedError("EST_ERR_UNKNOWN", "the request body outgrew its Content-Length")
         return data + b"\n" * (self._size - len(data))
 
     async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:

@@ -28,7 +28,7 @@ from onlineca import pki
 from onlineca.errors import ConfigError, ESTCodedError, ParseError
 from onlineca.est.backend import CABackend, PendingRequests, PendingStore, ask
 from onlineca.infra import tls
-from onlineca.infra.serving import RunningServer, start_https
+from onlineca.infra.serving import ConnectionLimits, RunningServer, start_https
 from onlineca.infra.users import UsersFile, basic_credentials
 from onlineca.proto import est as m
 from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, Issued, Pending
@@ -40,10 +40,15 @@ log = logging.getLogger("onlineca.est")
 access_log = logging.getLogger("onlineca.est.access")
 
 EST_SETTINGS = web.AppKey("est_settings", object)
+# The handler (its ``backend`` and settings ``s`` may be swapped by a reload).
+EST_HANDLER = web.AppKey("est_handler", object)
 # The user name the access log shows (as NGINX's $remote_user: the name sent, even if refused).
 EST_USER = web.RequestKey("est_user", str)
 
 PasswordCheck = Callable[[str, str], Awaitable[bool]]
+
+# id-kp-cmcRA (RFC 6402): "this certificate is a registration authority's"; CAPF's holds it.
+ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"
 
 # Status codes for the parse errors clients can cause.
 _PARSE_STATUS = {"EST_ERR_BAD_CONTENT_TYPE": 415, "EST_ERR_HTTP_NOT_FOUND": 404,
@@ -61,6 +66,8 @@ class ESTServerSettings:
     pop_tls_unique: bool = False
     max_body_bytes: int = 65536
     request_timeout: float = 30.0
+    # Seconds to read a request body (a client that sends it slower gets 408).
+    body_timeout: float = 30.0
     # Retry-After sent with 503 when the backend does not answer within request_timeout.
     retry_after: int = 60
     # Retry-After sent with 202 when the backend's Pending names none.
@@ -71,6 +78,11 @@ class ESTServerSettings:
     realm: str = "estrealm"
     # HTTP Basic: a users file or any async (user, password) -> bool; None disables Basic.
     password_check: PasswordCheck | None = None
+    # RFC 7030 3.3.2 / 4.2.2: a client authenticated by its certificate alone may ask only for its
+    # own subject and subjectAltName, unless it is an RA agent: its certificate names one of
+    # ``ra_agents`` (subject DNs) or carries the EKU ``ra_agent_eku`` (id-kp-cmcRA by default).
+    ra_agents: Sequence[str] = ()
+    ra_agent_eku: str = ID_KP_CMC_RA
 
 
 def settings_from_config(cfg: ESTConfig) -> ESTServerSettings:
@@ -78,6 +90,7 @@ def settings_from_config(cfg: ESTConfig) -> ESTServerSettings:
     return ESTServerSettings(
         serverkeygen=cfg.serverkeygen, pop_tls_unique=cfg.pop_tls_unique, max_body_bytes=cfg.max_body_bytes,
         request_timeout=cfg.request_timeout, retry_after=cfg.retry_after, labels=tuple(cfg.labels),
+        ra_agents=tuple(cfg.ra_agents), ra_agent_eku=cfg.ra_agent_eku,
         password_check=UsersFile.from_path(cfg.users_file) if cfg.users_file else None)
 
 
@@ -166,6 +179,22 @@ class _ESTHandler:
             request[EST_USER] = pki.common_name(ident.client_cert.subject)[:64] or "cert"
         return ident
 
+    def _is_agent(self, cert: x509.Certificate) -> bool:
+        """The client is an RA agent (RFC 7030 3.7): named in ``ra_agents`` or holding ``ra_agent_eku``."""
+        for name in self.s.ra_agents:
+            try:
+                if pki.parse_name(name) == cert.subject:
+                    return True
+            except Exception:
+                continue
+        if self.s.ra_agent_eku:
+            try:
+                ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            except x509.ExtensionNotFound:
+                return False
+            return any(oid.dotted_string == self.s.ra_agent_eku for oid in ekus)
+        return False
+
     def _challenge(self, why: str) -> web.Response:
         return _error(401, f"[Error 401: Unauthorized] {why}", "EST_ERR_AUTH_FAIL",
                       **{"WWW-Authenticate": f'Basic realm="{self.s.realm}"'})
@@ -220,7 +249,12 @@ class _ESTHandler:
         """The CSR, its signature checked (the only check in the process), and its DER."""
         if request.content_length is not None and request.content_length > self.s.max_body_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=self.s.max_body_bytes, actual_size=request.content_length)
-        body = await request.read()
+        try:
+            async with asyncio.timeout(self.s.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            raise ESTCodedError("EST_ERR_HTTP_BAD_REQ", f"the request body did not arrive within "
+                                f"{self.s.body_timeout:g} s", http_status=408) from None
         csr, der = m.read_pkcs10(body, request.headers.get("Content-Type"))
         if self.s.pop_tls_unique:
             m.check_tls_unique(csr, _tls_unique(request))
@@ -242,6 +276,16 @@ class _ESTHandler:
             if csr.subject != renewing.subject or not _same_sans(pki.csr_sans(csr), _cert_sans(renewing)):
                 return _error(400, "the request's subject or subjectAltName differs from the certificate "
                                    f"being renewed ({pki.name_to_slash(renewing.subject)})", "EST_ERR_X509_CN")
+        elif ident.user is None and ident.client_cert is not None and not self._is_agent(ident.client_cert):
+            cert = ident.client_cert
+            if csr.subject != cert.subject or not _same_sans(pki.csr_sans(csr), _cert_sans(cert)):
+                log.warning("client certificate %s may enroll only its own identity; the request names %s",
+                            pki.name_to_slash(cert.subject)[:200], pki.name_to_slash(csr.subject)[:200],
+                            extra={"func": "est_enroll",
+                                   "fix": "Give the client its own name in the request, or make it an RA agent "
+                                          "([est] ra_agents, or the id-kp-cmcRA EKU in its certificate)."})
+                return _error(403, "a client authenticated by its certificate may ask only for its own subject and "
+                                   f"subjectAltName ({pki.name_to_slash(cert.subject)})", "EST_ERR_AUTH_FAIL")
         key = None
         if keygen:
             kind, size = pki.key_spec(csr.public_key())  # type: ignore[arg-type]
@@ -304,6 +348,7 @@ def make_est_app(backend: CABackend, settings: ESTServerSettings | None = None, 
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_route("*", m.WELL_KNOWN + "/{tail:.*}", handler.handle)
     app[EST_SETTINGS] = settings
+    app[EST_HANDLER] = handler
     return app
 
 
@@ -318,14 +363,18 @@ async def start_est_server(backend: CABackend, *, cert_file: str | os.PathLike[s
                            key_file: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0,
                            settings: ESTServerSettings | None = None,
                            client_trust: pki.TrustStore | None = None,
-                           url_host: str | None = None) -> RunningESTServer:
+                           url_host: str | None = None,
+                           limits: ConnectionLimits | None = None) -> RunningESTServer:
     """Start an EST server (port 0: any free port) and return once it accepts connections (a port
     that cannot be had raises ``ConfigError``)."""
     settings = settings or ESTServerSettings()
     ctx = tls.server_context(cert_file, key_file, client_trust=client_trust.certs if client_trust else (),
                              tls12_only=settings.pop_tls_unique)
     app = make_est_app(backend, settings)
-    runner, bound = await start_https(app, host, port, ctx, access_log_class=ESTAccessLogger, access_log=access_log)
+    runner, bound = await start_https(app, host, port, ctx, limits=limits, logger=log,
+                                      tls_hint="The client's certificate must chain to the server's client trust "
+                                               "store (--client-ca).",
+                                      access_log_class=ESTAccessLogger, access_log=access_log)
     log.info("EST server listening on %s:%s (serverkeygen %s, PoP %s)", host, bound,
              "on" if settings.serverkeygen else "off", "on" if settings.pop_tls_unique else "off",
              extra={"func": "est_server_start"})
@@ -333,6 +382,7 @@ async def start_est_server(backend: CABackend, *, cert_file: str | os.PathLike[s
 
 
 __all__ = [
+    "EST_HANDLER",
     "EST_USER",
     "ESTAccessLogger",
     "ESTServerSettings",

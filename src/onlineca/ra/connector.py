@@ -172,6 +172,10 @@ class CertsrvConnector:
         self.chain, self._chain_der = chain, tuple(pki.cert_der(c) for c in chain)
         return chain
 
+    async def probe(self) -> None:
+        """Is the CA still there?  One login page request with the RA's account (background check)."""
+        await self.observe("login", self.client.login())
+
     def _validate(self, chain: list[x509.Certificate]) -> list[x509.Certificate]:
         """The chain from certnew.p7b, ordered issuing CA first, must lead to the trust store."""
         if not chain:
@@ -274,6 +278,15 @@ class CertsrvConnector:
 
     async def _ask(self, operation: str, request: EnrollRequest, req_id: int | None) -> EnrollResult:
         subject = pki.name_to_slash(request.csr.subject)[:200]
+        if self.ra.client_auth == "passthrough" and request.credentials is None:
+            # Passthrough enrolls with the client's own CA account: a client certificate is not
+            # one, and must never become the RA's own (ca_user).
+            log.warning("passthrough needs the EST client's CA credentials (HTTP Basic); %s sent a client "
+                        "certificate only", request.peer or "a client",
+                        extra={"func": "ra_certsrv_ca_plugin_enroll",
+                               "fix": "The client must send its CA user name and password; a certificate alone "
+                                      "is not a CA account."})
+            return Denied("passthrough needs your CA user name and password (HTTP Basic)", 401)
         try:
             client = await self._client_for(request.credentials)
             if req_id is None:
