@@ -130,6 +130,9 @@ class OnlineCAEnroller:
                 trace.error(f"Online Cert Signing Failed: {exc.message}")
                 if exc.code in _REJECTIONS:
                     raise CARejected(f"the RA refused the request: {exc.message}", est_code=exc.code) from None
+                if exc.http_status == 503:  # not ready is not pending: the RA's own reason, as it said it
+                    raise CAUnavailable(exc.message.partition(": ")[2] or exc.message, est_code=exc.code,
+                                        retry_after=exc.retry_after) from None
                 raise CAUnavailable(f"the RA did not issue: {exc.message}", est_code=exc.code,
                                     retry_after=exc.retry_after) from None
         trace.debug(enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))

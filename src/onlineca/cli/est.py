@@ -95,7 +95,8 @@ async def _client(kw: dict[str, Any]) -> ESTClient:
         raise click.UsageError("--cert and --key go together")
     return ESTClient(kw["server"], label=kw["label"], cafile=kw["cafile"], trust_certs=trust, user=kw["user"],
                      password=password, cert_file=kw["cert_file"], key_file=kw["key_file"],
-                     timeout=kw["timeout"], max_retries=kw["retries"])
+                     timeout=kw["timeout"], max_retries=kw["retries"],
+                     on_retry=lambda line: click.echo(line, err=True))
 
 
 def _write_certs(certs: list[x509.Certificate], out: Path | None, fmt: str) -> None:

@@ -24,7 +24,7 @@ import aiohttp.payload
 from cryptography import x509
 
 from onlineca import __version__, pki
-from onlineca.errors import ESTCodedError, ParseError
+from onlineca.errors import ESTCodedError, ParseError, fix_for
 from onlineca.infra import files, tls, transport
 from onlineca.proto import est as m
 
@@ -174,7 +174,8 @@ class ESTClient:
                  cert_file: str | os.PathLike[str] | None = None, key_file: str | os.PathLike[str] | None = None,
                  timeout: float = 30.0, connect_timeout: float = 10.0, max_retries: int = 3,
                  max_retry_wait: float = 300.0, keepalive: bool = True, insecure: bool = False,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 on_retry: Callable[[str], object] | None = None, connect_retry_wait: float = 1.0) -> None:
         base = url.rstrip("/")
         if not base.endswith(m.WELL_KNOWN):
             base += m.WELL_KNOWN
@@ -189,7 +190,16 @@ class ESTClient:
         self.max_retry_wait = max_retry_wait
         self.keepalive = keepalive
         self._sleep = sleep
+        # Each retry wait is said as it starts ("... retrying in 30 s (1/3)"): logged, and given
+        # to ``on_retry`` (the command line prints it).
+        self.on_retry = on_retry
+        self.connect_retry_wait = connect_retry_wait
         self._session: aiohttp.ClientSession | None = None
+
+    def _announce(self, line: str) -> None:
+        log.info("%s", line, extra={"func": "est_client_retry"})
+        if self.on_retry is not None:
+            self.on_retry(line)
 
     async def __aenter__(self) -> ESTClient:
         return self
@@ -241,19 +251,37 @@ class ESTClient:
                     raise cause from None
                 err = map_transport_error(exc, url)
                 log.info("%s %s failed: %s", method, url, err, extra={"func": "est_client_send_request"})
+                # Nothing listens: with no retries asked for, say so at once; with retries, the
+                # server may be starting (a restart, a reload): wait and try again, out loud.
+                if err.code == "EST_ERR_IP_CONNECT" and attempt < self.max_retries:
+                    wait = min(self.connect_retry_wait * 2 ** attempt, self.max_retry_wait)
+                    self._announce(f"{err.message}; retrying in {wait:g} s ({attempt + 1}/{self.max_retries})")
+                    await self._sleep(float(wait))
+                    continue
                 raise err from None
             if status in (202, 503) and "Retry-After" in rheaders:
                 try:
                     wait = m.parse_retry_after(rheaders["Retry-After"])
                 except ParseError as exc:
                     raise ESTCodedError(exc.code, f"{url}: {exc.message}", http_status=status) from None
+                # 202: the CA holds the request (a manager may approve it).  503: the server
+                # cannot answer now, and says why (the RA is not ready: CA_TLS_UNTRUSTED ...):
+                # not the same thing, not the same fix.
+                why = m.error_text(data) if status == 503 else ""
+                why = why or ("the server is unavailable" if status == 503 else "")
                 # RFC 7030 4.2.3: never retry sooner than asked; a longer wait is the caller's.
                 if attempt >= self.max_retries or wait > self.max_retry_wait:
+                    if status == 503:
+                        raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"{url}: {why} (Retry-After {wait} s; "
+                                            f"{attempt} retries)", http_status=503, retry_after=wait,
+                                            hint=fix_for("RA_NOT_READY") if "not ready" in why else
+                                            fix_for("EST_ERR_UNKNOWN"))
                     raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY",
                                         f"{url}: still pending after {self.max_retries} retries "
                                         f"(server asks to retry after {wait} s)", http_status=status,
                                         retry_after=wait)
-                log.info("%s answered %s, Retry-After %s s", url, status, wait, extra={"func": "est_client_retry"})
+                what = why if status == 503 else "pending at the CA"
+                self._announce(f"{url}: {what}; retrying in {wait} s ({attempt + 1}/{self.max_retries})")
                 await self._sleep(float(wait))
                 continue
             if status == 202:
