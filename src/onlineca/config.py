@@ -89,6 +89,14 @@ class CAConfig(_Section):
     domain: str = "ONLINECA"
     basic_auth: bool = True
     ntlm_auth: bool = False
+    # Negotiate with Kerberos: the keytab of HTTP/<host> (default $KRB5_KTNAME), and the realm
+    # whose users may log in (empty: the keytab's default realm); a principal user@REALM is "user".
+    kerberos_auth: bool = False
+    keytab: str = ""
+    kerberos_realm: str = ""
+    # Extended Protection (EPA): NTLM logins must carry the channel binding of this server's TLS
+    # certificate (RFC 5929 tls-server-end-point), or get 401 as IIS answers it (SEC_E_BAD_BINDINGS).
+    require_epa: bool = False
     max_request_bytes: int = Field(default=65536, ge=1024)
     templates: list[TemplateConfig] = Field(default_factory=_default_templates)
 
@@ -100,7 +108,13 @@ class RAConfig(_Section):
     tls_key: str = ""
     connector: Literal["certsrv", "local"] = "certsrv"
     ca_url: str = "https://127.0.0.1:8443/certsrv"
-    ca_auth: Literal["basic", "ntlm", "cert"] = "basic"
+    # basic, ntlm, kerberos (HTTP Negotiate: ca_user@REALM with ca_password, or the ticket cache
+    # $KRB5CCNAME / client keytab when the password is empty), or cert (ca_client_cert).
+    ca_auth: Literal["basic", "ntlm", "cert", "kerberos"] = "basic"
+    # NTLM and Kerberos tokens carry the TLS channel binding of the CA's certificate (Extended
+    # Protection); the host of the CA's service principal HTTP/<host> if not ca_url's.
+    ca_channel_binding: bool = True
+    ca_service_host: str = ""
     ca_user: str = "ciscora"
     ca_password: SecretStr = SecretStr("")
     ca_client_cert: str = ""

@@ -29,11 +29,11 @@ from aiohttp import web
 
 from onlineca import pki
 from onlineca.ca import engine as eng
-from onlineca.ca.auth import CA_USER, IIS_STATUS, CALogin
+from onlineca.ca.auth import CA_USER, IIS_STATUS, NEGOTIATE_REPLY, CALogin
 from onlineca.ca.users import ntlm_path
 from onlineca.config import Config, DataDir
 from onlineca.errors import ConfigError
-from onlineca.infra import tls
+from onlineca.infra import files, tls
 from onlineca.infra.serving import ConnectionLimits, RunningServer, start_https
 from onlineca.logs import attach_log
 from onlineca.logs.iis import IISEntry, IISLog
@@ -123,6 +123,8 @@ async def iis_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     started = time.perf_counter()
     response = await _guarded(request, handler, state)
     response.headers["Server"] = SERVER_HEADER
+    if request.get(NEGOTIATE_REPLY) and response.status < 400:
+        response.headers["WWW-Authenticate"] = request[NEGOTIATE_REPLY]
     if state.iis is not None:
         try:
             state.iis.write(_iis_entry(request, response, started, state))
@@ -340,12 +342,28 @@ PAGES: dict[str, tuple[tuple[str, ...], PageFunc]] = {
 
 # --------------------------------------------------------------------------- the application
 
-def make_login(config: Config, data_dir: str | Path) -> CALogin:
+def make_login(config: Config, data_dir: str | Path, server_cert_der: bytes | None = None) -> CALogin:
     """The CA's logins for this configuration (checked: at least one method, its packages present)."""
     upath = eng.users_path(config, data_dir)
-    if not (config.ca.basic_auth or config.ca.ntlm_auth):
-        raise ConfigError("ca.basic_auth and ca.ntlm_auth are both false: nobody could log in",
+    ca = config.ca
+    if not (ca.basic_auth or ca.ntlm_auth or ca.kerberos_auth):
+        raise ConfigError("ca.basic_auth, ca.ntlm_auth and ca.kerberos_auth are all false: nobody could log in",
                           hint="Enable at least one of them.")
+    if ca.kerberos_auth:
+        try:
+            import gssapi  # noqa: F401  (optional dependency: onlineca[kerberos])
+            import spnego
+        except ImportError:
+            raise ConfigError("ca.kerberos_auth needs pyspnego with GSSAPI",
+                              hint="Install it (pip install 'onlineca[kerberos]') or set kerberos_auth = false.") from None
+        if ca.keytab:
+            if not Path(ca.keytab).is_file():
+                raise ConfigError(f"[ca] keytab {ca.keytab}: no such file",
+                                  hint="Export the keytab of HTTP/<the CA's host name> (ktadd / ktpass) there.")
+            # GSSAPI's acceptor reads its keys from this variable (process-wide).
+            os.environ["KRB5_KTNAME"] = f"FILE:{Path(ca.keytab).resolve()}"
+    if ca.require_epa and server_cert_der is None:
+        raise ConfigError("[ca] require_epa needs the CA's TLS certificate to bind logins to")
     if config.ca.ntlm_auth:
         try:
             import spnego  # noqa: F401  (optional dependency: onlineca[ntlm])
@@ -354,13 +372,15 @@ def make_login(config: Config, data_dir: str | Path) -> CALogin:
                               hint="Install it (pip install 'onlineca[ntlm]') or set ntlm_auth = false.") from None
         # pyspnego's acceptor reads its credential store from this variable (process-wide).
         os.environ["NTLM_USER_FILE"] = str(ntlm_path(upath))
-    return CALogin(upath, ntlm=config.ca.ntlm_auth, basic=config.ca.basic_auth)
+    return CALogin(upath, ntlm=ca.ntlm_auth, basic=ca.basic_auth, kerberos=ca.kerberos_auth, domain=ca.domain,
+                   realm=ca.kerberos_realm, require_epa=ca.require_epa, server_cert_der=server_cert_der)
 
 
 def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log_format: str | None = None,
-               db: Database | None = None) -> web.Application:
-    """The CA web application; the database is migrated and the CA keys are read here, once."""
-    login = make_login(config, data_dir)
+               db: Database | None = None, server_cert_der: bytes | None = None) -> web.Application:
+    """The CA web application; the database is migrated and the CA keys are read here, once.
+    ``server_cert_der`` is the TLS certificate served (Extended Protection binds logins to it)."""
+    login = make_login(config, data_dir, server_cert_der)
     detach_log = attach_log("onlineca.ca", Path(log_dir) / "ca.log", log_format or config.logging.format,
                             config.logging.level)
     db = db or Database(config.database_url)
@@ -414,7 +434,7 @@ class RunningCA(RunningServer):
             ctx = tls.server_context(cert_file, key_file)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load the web certificate {cert_file} / {key_file}: {exc}") from None
-        login = make_login(config, state.data_dir)
+        login = make_login(config, state.data_dir, _served_cert_der(cert_file))
         changes = [f"[ca] {k}" for k in type(config.ca).model_fields if getattr(config.ca, k) != getattr(old.ca, k)]
         changes += [f"[connections] {k}" for k in type(config.connections).model_fields
                     if getattr(config.connections, k) != getattr(old.connections, k)]
@@ -439,6 +459,13 @@ def tls_files(config: Config, data_dir: str | Path, tls_cert: str | os.PathLike[
     return ca_paths.web_cert, ca_paths.web_key
 
 
+def _served_cert_der(cert_file: str | os.PathLike[str]) -> bytes | None:
+    try:
+        return pki.cert_der(files.load_cert_file(cert_file)[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *, host: str | None = None,
                    port: int | None = None, tls_cert: str | os.PathLike[str] | None = None,
                    tls_key: str | os.PathLike[str] | None = None, log_format: str | None = None,
@@ -450,7 +477,8 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the web certificate {cert_file} / {key_file}: {exc}",
                           hint="Run 'onlineca ca init' or pass --tls-cert and --tls-key.") from None
-    app = create_app(config, data_dir, log_dir, log_format=log_format, db=db)
+    app = create_app(config, data_dir, log_dir, log_format=log_format, db=db,
+                     server_cert_der=_served_cert_der(cert_file))
     host = host or config.ca.host
     runner, bound = await start_https(app, host, config.ca.port if port is None else port, ctx,
                                       reuse_address=True, access_log=None, logger=log,
