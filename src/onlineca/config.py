@@ -136,6 +136,15 @@ class RAConfig(_Section):
     unavailable_retry_after: int = Field(default=30, ge=1)
     # Passthrough: how long a CA login with an EST client's credentials is trusted.
     auth_cache_seconds: float = Field(default=60.0, ge=0)
+    # Passthrough: accounts whose kept-alive CA client is kept (one per account, least recently
+    # used out); a refused login is not forwarded again with the same credentials for
+    # login_failure_cache_seconds; refused logins per account and per client address within
+    # login_throttle_seconds beyond which the RA stops asking the CA (so nobody locks an account).
+    passthrough_cache_size: int = Field(default=256, ge=1)
+    login_failure_cache_seconds: float = Field(default=60.0, ge=0)
+    max_failed_logins_per_user: int = Field(default=5, ge=1)
+    max_failed_logins_per_address: int = Field(default=20, ge=1)
+    login_throttle_seconds: float = Field(default=300.0, gt=0)
     # Consecutive logins the CA refuses (HTTP 401) before the RA stops logging in until a reload:
     # a real AD account locks after a few failures.
     max_login_failures: int = Field(default=3, ge=1)

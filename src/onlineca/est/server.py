@@ -13,6 +13,7 @@ plain reason, never a traceback; passwords and keys are never logged.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -46,6 +47,8 @@ EST_HANDLER = web.AppKey("est_handler", object)
 EST_USER = web.RequestKey("est_user", str)
 
 PasswordCheck = Callable[[str, str], Awaitable[bool]]
+# The address of the client whose password is being checked (a password check may throttle by it).
+CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar("est_client_address", default="")
 
 # id-kp-cmcRA (RFC 6402): "this certificate is a registration authority's"; CAPF's holds it.
 ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"
@@ -168,6 +171,7 @@ class _ESTHandler:
             return self._challenge(exc.message)
         if creds is not None:
             request[EST_USER] = creds.user[:64]
+            CLIENT_ADDRESS.set(request.remote or "")
             if self.s.password_check is None or not await self.s.password_check(creds.user, creds.password):
                 log.warning("HTTP authentication failed. Auth type=1 user=%s", creds.user[:64],
                             extra={"func": "est_http_authenticate"})
@@ -382,6 +386,7 @@ async def start_est_server(backend: CABackend, *, cert_file: str | os.PathLike[s
 
 
 __all__ = [
+    "CLIENT_ADDRESS",
     "EST_HANDLER",
     "EST_USER",
     "ESTAccessLogger",
