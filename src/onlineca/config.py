@@ -10,6 +10,7 @@ This module reads files and the environment; it never writes anything.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,17 +57,36 @@ class TemplateConfig(_Section):
     allowed_key_types: list[KeyType] = ["rsa", "ec"]
     min_rsa_bits: int = Field(default=2048, ge=512, le=16384)
     min_ec_bits: int = Field(default=256, ge=256, le=521)
+    # AD CS's "supply in the request" (true) or "build from this Active Directory information"
+    # (false: the subject is CN=<requester>); the same for the subjectAltName (false: none).
     subject_from_request: bool = True
+    sans_from_request: bool = True
+    # Regular expressions (whole match, case-insensitive) the subject ("CN=...,O=...") and each
+    # subjectAltName value must match; empty: anything.
+    allowed_subjects: list[str] = []
+    allowed_sans: list[str] = []
     manager_approval: bool = False
     # Users (as in the users file) allowed to enroll; "*" means every authenticated user.
     enroll: list[str] = ["*"]
+
+    @field_validator("allowed_subjects", "allowed_sans")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return v
 
 
 def _default_templates() -> list[TemplateConfig]:
     return [
         TemplateConfig(name="CiscoRA", display_name="Cisco RA", validity_days=365),
+        # Server certificates only to requesters named here (none by default): anyone else could
+        # otherwise get a web certificate from the root every tier trusts.
         TemplateConfig(name="WebServer", display_name="Web Server", validity_days=730,
-                       extended_key_usage=["server_auth"]),
+                       extended_key_usage=["server_auth"], enroll=[]),
     ]
 
 
@@ -115,6 +135,10 @@ class RAConfig(_Section):
     # Protection); the host of the CA's service principal HTTP/<host> if not ca_url's.
     ca_channel_binding: bool = True
     ca_service_host: str = ""
+    # The CA's identity beyond the trust store (its certificate must carry serverAuth, always):
+    # a name it must hold (subjectAltName or CN), and optionally its SHA-256 fingerprint.
+    ca_expected_name: str = ""
+    ca_fingerprint: str = ""
     ca_user: str = "ciscora"
     ca_password: SecretStr = SecretStr("")
     ca_client_cert: str = ""
@@ -193,6 +217,10 @@ class CAPFConfig(_Section):
     ra_user: str = "ciscora"
     ra_password: SecretStr = SecretStr("")
     ra_trust_store: str = ""
+    # The RA's identity beyond ra_trust_store (its certificate must carry serverAuth, always): a
+    # name it must hold (subjectAltName or CN), and optionally its SHA-256 fingerprint.
+    ra_expected_name: str = ""
+    ra_fingerprint: str = ""
     max_concurrent_enrollments: int = Field(default=16, ge=1)
     operation_deadline_days: int = Field(default=10, ge=1)
     lsc_validity_days: int = Field(default=365, ge=1, le=1825)

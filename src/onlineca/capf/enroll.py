@@ -75,7 +75,8 @@ class OnlineCAEnroller:
         self.est = ESTClient(cfg.ra_url, cafile=cfg.ra_trust_store, user=cfg.ra_user or None,
                              password=password, timeout=cfg.enroll_timeout,
                              connect_timeout=min(10.0, cfg.enroll_timeout),
-                             max_retries=0)  # a busy RA means RETRY_LATER to the phone, not a wait here
+                             max_retries=0,  # a busy RA means RETRY_LATER to the phone, not a wait here
+                             expected_name=cfg.ra_expected_name, fingerprint=cfg.ra_fingerprint)
         self.semaphore = asyncio.BoundedSemaphore(cfg.max_concurrent_enrollments)
         self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
         self._lsc_trust: pki.TrustStore | None = None

@@ -31,6 +31,7 @@ from onlineca.errors import (
     CAConnectError,
     CAPageError,
     CATemplateError,
+    CATLSError,
     CertsrvFailure,
     ConfigError,
     ParseError,
@@ -85,7 +86,16 @@ class _CertRecordingConnector(aiohttp.TCPConnector):
         transport = conn.transport
         sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
         if sslobj is not None:
-            self._owner.server_cert_der = sslobj.getpeercert(binary_form=True)
+            der = sslobj.getpeercert(binary_form=True)
+            self._owner.server_cert_der = der
+            owner = self._owner
+            why = tls.pin_mismatch(der, expected_name=owner.expected_name, fingerprint=owner.fingerprint,
+                                   require_server_auth=owner.require_server_auth) if der else None
+            if why is not None:
+                conn.close()
+                raise CATLSError(f"the CA at {owner.host}:{owner.port} is not the one configured: {why}",
+                                 code="CA_TLS_PIN", curl_code=60,
+                                 curl_message=f"SSL certificate problem: {why}")
         return conn
 
 
@@ -110,6 +120,9 @@ class CertsrvClient:
         max_connections: int = 8,
         channel_binding: bool = True,
         service_host: str = "",
+        expected_name: str = "",
+        fingerprint: str = "",
+        require_server_auth: bool = True,
     ) -> None:
         try:
             self.base = p.certsrv_base(url)
@@ -150,6 +163,10 @@ class CertsrvClient:
         self.server_cert_der: bytes | None = None
         # The Kerberos service principal is HTTP/<host> unless given (an alias, another realm).
         self.service_host = service_host or None
+        # Pinning the CA's identity beyond its trust store (a certificate from the same root for
+        # another purpose is refused): serverAuth, a name, a fingerprint.
+        self.expected_name, self.fingerprint = expected_name, fingerprint
+        self.require_server_auth = require_server_auth
         if parts.scheme == "https":
             self._ssl: ssl.SSLContext | bool = ssl_context or make_ssl_context(
                 trust, client_cert if auth == "cert" else None, client_key if auth == "cert" else None)
@@ -174,7 +191,8 @@ class CertsrvClient:
                    trust=trust if trust is not None else (ra.trust_store or None),
                    connect_timeout=ra.connect_timeout, login_timeout=ra.login_timeout,
                    enroll_timeout=ra.enroll_timeout, channel_binding=ra.ca_channel_binding,
-                   service_host=ra.ca_service_host)
+                   service_host=ra.ca_service_host, expected_name=ra.ca_expected_name,
+                   fingerprint=ra.ca_fingerprint)
 
     def __repr__(self) -> str:  # never shows the password
         return f"CertsrvClient({self.base!r}, auth={self.auth!r}, user={self.username!r})"

@@ -105,17 +105,36 @@ class _LateBody(aiohttp.payload.Payload):
         return ""
 
 
-class _ChannelBindingConnector(aiohttp.TCPConnector):
-    """Remembers the transport of the connection it hands out, so that a request body built
-    after the handshake can read that connection's tls-unique (RFC 7030 3.5).  Used with one
-    connection per request only, so "the last one" is the request's own."""
+class _PinningConnector(aiohttp.TCPConnector):
+    """Checks the server's identity beyond the trust store on each connection it hands out
+    (``tls.pin_mismatch``: serverAuth, an expected name, a fingerprint), and remembers the
+    transport, so that a request body built after the handshake can read that connection's
+    tls-unique (RFC 7030 3.5; PoP uses one connection per request, so "the last one" is the
+    request's own)."""
 
     last_transport: asyncio.Transport | None = None
+
+    def __init__(self, pin: dict[str, object] | None = None, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.pin = pin
 
     async def connect(self, req, traces, timeout):  # type: ignore[no-untyped-def]
         conn = await super().connect(req, traces, timeout)
         self.last_transport = conn.transport
+        if self.pin is not None and conn.transport is not None:
+            sslobj = conn.transport.get_extra_info("ssl_object")
+            der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+            why = tls.pin_mismatch(der, **self.pin) if der else None  # type: ignore[arg-type]
+            if why is not None:
+                conn.close()
+                raise ESTCodedError("EST_ERR_CACERT_VERIFICATION", f"{req.url.origin()}: the EST server is not the one "
+                                    f"configured: {why}",
+                                    hint="Check the server's certificate against the expected name and fingerprint "
+                                         "(ra_expected_name / ra_fingerprint); it must carry serverAuth.")
         return conn
+
+
+_ChannelBindingConnector = _PinningConnector
 
 
 def map_transport_error(exc: BaseException, url: str) -> ESTCodedError:
@@ -175,7 +194,8 @@ class ESTClient:
                  timeout: float = 30.0, connect_timeout: float = 10.0, max_retries: int = 3,
                  max_retry_wait: float = 300.0, keepalive: bool = True, insecure: bool = False,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 on_retry: Callable[[str], object] | None = None, connect_retry_wait: float = 1.0) -> None:
+                 on_retry: Callable[[str], object] | None = None, connect_retry_wait: float = 1.0,
+                 expected_name: str = "", fingerprint: str = "", require_server_auth: bool = True) -> None:
         base = url.rstrip("/")
         if not base.endswith(m.WELL_KNOWN):
             base += m.WELL_KNOWN
@@ -194,6 +214,9 @@ class ESTClient:
         # to ``on_retry`` (the command line prints it).
         self.on_retry = on_retry
         self.connect_retry_wait = connect_retry_wait
+        # The server's identity beyond the trust anchors (never checked on an insecure bootstrap).
+        self._pin: dict[str, object] | None = None if insecure else dict(
+            expected_name=expected_name, fingerprint=fingerprint, require_server_auth=require_server_auth)
         self._session: aiohttp.ClientSession | None = None
 
     def _announce(self, line: str) -> None:
@@ -215,7 +238,7 @@ class ESTClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             ctx = client_ssl_context(**self._tls)  # type: ignore[arg-type]
-            connector = aiohttp.TCPConnector(ssl=ctx, force_close=not self.keepalive, limit=100)
+            connector = _PinningConnector(self._pin, ssl=ctx, force_close=not self.keepalive, limit=100)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout,
                 headers={"User-Agent": f"onlineca-est/{__version__}"})
@@ -337,7 +360,7 @@ class ESTClient:
         operation = "simplereenroll" if reenroll else "simpleenroll"
         ctx = client_ssl_context(**self._tls)  # type: ignore[arg-type]
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        connector = _ChannelBindingConnector(ssl=ctx, force_close=True, limit=1)
+        connector = _ChannelBindingConnector(self._pin, ssl=ctx, force_close=True, limit=1)
         built: list[x509.CertificateSigningRequest] = []
 
         def csr_body() -> bytes:

@@ -257,7 +257,8 @@ class CertsrvConnector:
                                username=creds.user, password=creds.password, trust=self.trust,
                                connect_timeout=self.ra.connect_timeout, login_timeout=self.ra.login_timeout,
                                enroll_timeout=self.ra.enroll_timeout, channel_binding=self.ra.ca_channel_binding,
-                               service_host=self.ra.ca_service_host)
+                               service_host=self.ra.ca_service_host, expected_name=self.ra.ca_expected_name,
+                               fingerprint=self.ra.ca_fingerprint)
         try:
             await self.observe("login", client.login())
         except BaseException:
