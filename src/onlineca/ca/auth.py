@@ -134,7 +134,7 @@ class CALogin:
             try:
                 from spnego._spnego import unpack_token
                 inner = unpack_token(raw)
-                token = getattr(inner, "mech_token", None) or getattr(inner, "response_token", None) or b""
+                token = bytes(getattr(inner, "mech_token", None) or getattr(inner, "response_token", None) or b"")
             except Exception:
                 return None  # not SPNEGO: Kerberos, checked by the acceptor with the bindings
         if not token.startswith(_NTLM_SIGNATURE) or token[8:12] != b"\x03\x00\x00\x00":
@@ -143,7 +143,7 @@ class CALogin:
             from spnego._ntlm_raw.crypto import md5
             from spnego._ntlm_raw.messages import Authenticate, AvId, NTClientChallengeV2
             auth = Authenticate.unpack(token)
-            pairs = NTClientChallengeV2.unpack(auth.nt_challenge_response[16:]).av_pairs
+            pairs = NTClientChallengeV2.unpack((auth.nt_challenge_response or b"")[16:]).av_pairs
         except Exception:
             return "an NTLM response without channel binding (NTLMv1, or a malformed one)"
         sent = pairs.get(AvId.channel_bindings)

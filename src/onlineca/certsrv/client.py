@@ -281,7 +281,8 @@ class CertsrvClient:
             raise CAAuthError(f"{scheme} authentication to the CA failed before any request: {why[:300]}",
                               curl_message="The requested URL returned error: 401") from None
         try:
-            reply = await self._exchange("GET", url, phase, headers={"Authorization": p.ntlm_header(negotiate, scheme)})
+            reply = await self._exchange("GET", url, phase,
+                                         headers={"Authorization": p.ntlm_header(negotiate or b"", scheme)})
             if 200 <= reply.status < 300:
                 return  # one leg was enough (Kerberos), or the connection was authenticated already
             challenge = p.ntlm_challenge(reply.www_authenticate, scheme) if reply.status == 401 else None

@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
@@ -90,7 +90,7 @@ def exit_on_finding(found: bool) -> None:
 # --------------------------------------------------------------------------- serving
 
 
-async def until_signal(on_reload: Callable[[], Awaitable[None]] | None = None) -> None:
+async def until_signal(on_reload: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
     """Return when SIGINT or SIGTERM arrives; SIGHUP (``systemctl reload``) runs ``on_reload``
     (one at a time) and keeps serving."""
     stop = asyncio.Event()

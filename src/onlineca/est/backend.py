@@ -112,7 +112,7 @@ class PendingStore(Protocol):
     async def forget(self, key: bytes) -> None: ...
 
 
-_orphans: set[asyncio.Task[object]] = set()
+_orphans: set[asyncio.Future[None]] = set()
 
 
 async def ask(store: PendingStore, backend: CABackend, request: EnrollRequest) -> EnrollResult:
@@ -145,8 +145,8 @@ async def ask(store: PendingStore, backend: CABackend, request: EnrollRequest) -
             if done.cancelled() or done.exception() is not None:
                 return
             orphan = asyncio.ensure_future(keep_abandoned(store, key, done.result(), request))
-            _orphans.add(orphan)  # type: ignore[arg-type]
-            orphan.add_done_callback(_orphans.discard)  # type: ignore[arg-type]
+            _orphans.add(orphan)
+            orphan.add_done_callback(_orphans.discard)
         task.add_done_callback(_keep)
         raise
     await _settle(store, key, result, request)

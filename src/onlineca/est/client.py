@@ -87,13 +87,14 @@ class _LateBody(aiohttp.payload.Payload):
     def __init__(self, size: int, build: Callable[[], bytes], content_type: str) -> None:
         super().__init__(b"", content_type=content_type)
         self._size = size
+        self._declared = size
         self._build = build
 
     def _bytes(self) -> bytes:
-        data = self._build()
-        if len(data) > self._size:  # pragma: no cover - the slack covers any signature length
+        data: bytes = self._build()
+        if len(data) > self._declared:  # pragma: no cover - the slack covers any signature length
             raise ESTCodedError("EST_ERR_UNKNOWN", "the request body outgrew its Content-Length")
-        return data + b"\n" * (self._size - len(data))
+        return data + b"\n" * (self._declared - len(data))
 
     async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
         await writer.write(self._bytes())

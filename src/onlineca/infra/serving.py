@@ -24,7 +24,7 @@ import time
 from asyncio import sslproto
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from aiohttp import web
 
@@ -147,8 +147,8 @@ class GuardedTLSProtocol(sslproto.SSLProtocol):
 
     def __init__(self, guard: ConnectionGuard, app_protocol: asyncio.BaseProtocol, ctx: ssl.SSLContext) -> None:
         loop = asyncio.get_running_loop()
-        super().__init__(loop, app_protocol, ctx, None, server_side=True,
-                         ssl_handshake_timeout=guard.limits.handshake_timeout)
+        super().__init__(loop, app_protocol, ctx, None, server_side=True,  # type: ignore[arg-type]
+                         ssl_handshake_timeout=guard.limits.handshake_timeout)  # type: ignore[arg-type]
         self.guard = guard
         self.address = ""
         self.admitted = False
@@ -158,10 +158,10 @@ class GuardedTLSProtocol(sslproto.SSLProtocol):
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else "-"
         if not self.guard.admit(self.address):
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()
             return
         self.admitted = True
-        super().connection_made(transport)  # type: ignore[arg-type]
+        super().connection_made(transport)
 
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         if handshake_exc is not None:
@@ -171,10 +171,13 @@ class GuardedTLSProtocol(sslproto.SSLProtocol):
         super()._on_handshake_complete(handshake_exc)
 
     def _check_handshake_timeout(self) -> None:
-        if self._state == sslproto.SSLProtocolState.DO_HANDSHAKE:
+        if self._handshaking():
             self.guard.handshake_failed(self.address, f"SSL handshake is taking longer than "
                                                       f"{self.guard.limits.handshake_timeout:g} seconds")
         super()._check_handshake_timeout()
+
+    def _handshaking(self) -> bool:
+        return getattr(self, "_state", None) == sslproto.SSLProtocolState.DO_HANDSHAKE
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
@@ -192,7 +195,7 @@ class GuardedTLSProtocol(sslproto.SSLProtocol):
                            "(idle_timeout = %g s)", self.address, self.guard.limits.header_timeout,
                            self.guard.limits.idle_timeout, func="ngx_http_read_request_header")
         if self._transport is not None:
-            self._transport.abort()
+            cast(asyncio.Transport, self._transport).abort()
 
     def request_started(self) -> None:
         self._disarm()
@@ -205,7 +208,7 @@ class GuardedTLSProtocol(sslproto.SSLProtocol):
         self._disarm()
         if self.admitted:
             self.admitted = False
-            if self._state == sslproto.SSLProtocolState.DO_HANDSHAKE and exc is None:
+            if self._handshaking() and exc is None:
                 self.guard.handshake_failed(self.address, _reason(None))
             self.guard.release(self.address)
         super().connection_lost(exc)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from cryptography import x509
@@ -487,7 +487,7 @@ class RunningRA(RunningESTServer):
         state.config, state.trust, state.connector = config, trust, connector
         if isinstance(connector, CertsrvConnector):
             connector.unreachable = state.recheck
-        handler = self.app[EST_HANDLER]
+        handler: Any = self.app[EST_HANDLER]
         handler.backend, handler.s = connector, settings
         self.set_ssl_context(ctx)
         self.set_limits(ConnectionLimits(**config.connections.model_dump()))
