@@ -39,6 +39,8 @@ class DatabaseConfig(_Section):
     # Empty means SQLite in the data dir: sqlite:///<data_dir>/onlineca.db
     url: SecretStr = SecretStr("")
     echo: bool = False
+    # Seconds a write waits for another writer's lock (SQLite) before the CA answers "busy".
+    busy_timeout: float = Field(default=10.0, gt=0)
 
 
 class TemplateConfig(_Section):

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
+from sqlalchemy.exc import OperationalError
 
 from onlineca import pki
 from onlineca.ca import engine as eng
 from onlineca.ca.auth import CA_USER, IIS_STATUS, NEGOTIATE_REPLY, CALogin
 from onlineca.ca.users import ntlm_path
 from onlineca.config import Config, DataDir
-from onlineca.errors import ConfigError
+from onlineca.errors import ConfigError, StoreError
 from onlineca.infra import files, tls
 from onlineca.infra.serving import ConnectionLimits, RunningServer, start_https
 from onlineca.logs import attach_log
@@ -50,6 +51,8 @@ SERVER_HEADER = "Microsoft-IIS/10.0"
 # of piling up connections (SQLite has one writer anyway).
 WORKERS = 4
 R = TypeVar("R")
+# Seconds a client is asked to wait when the database is busy.
+BUSY_RETRY_AFTER = 5
 
 
 @dataclass
@@ -145,6 +148,15 @@ async def _guarded(request: web.Request, handler: Handler, state: CAState) -> we
         return _too_large(state)
     except web.HTTPException as exc:
         return _iis_page(exc.status, exc.reason, exc.text or exc.reason)
+    except (OperationalError, StoreError) as exc:
+        # The database is busy (another writer holds its lock past busy_timeout) or away: answer as
+        # a busy IIS does, 503 with Retry-After, so clients come back instead of giving up.
+        log.error("database busy or unavailable on %s %s: %s", request.method, request.path,
+                  str(getattr(exc, "orig", exc))[:200])
+        busy = _iis_page(503, "Service Unavailable", "The server is too busy to complete this operation "
+                         "(0x800706bb RPC_S_SERVER_TOO_BUSY); try again later.")
+        busy.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+        return busy
     except Exception:  # a defect of ours: log it, answer as IIS does, keep serving
         log.exception("internal error on %s %s", request.method, request.path)
         return _iis_page(500, "Internal server error.",
@@ -383,7 +395,7 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
     login = make_login(config, data_dir, server_cert_der)
     detach_log = attach_log("onlineca.ca", Path(log_dir) / "ca.log", log_format or config.logging.format,
                             config.logging.level)
-    db = db or Database(config.database_url)
+    db = db or Database(config.database_url, busy_timeout=config.database.busy_timeout)
     db.migrate()
     engine = eng.CAEngine(config, data_dir, db)
     iis = IISLog(Path(log_dir) / IIS_LOG_NAME)

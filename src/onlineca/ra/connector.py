@@ -406,6 +406,9 @@ class CertsrvConnector:
             return Denied("the CA refused these credentials", 401)
         if isinstance(exc, (UNREACHABLE, CAAuthError)):
             self.unreachable(f"{exc.code}: {exc.message}")
+        if isinstance(exc, CAHTTPError) and exc.details.get("status") == 503:  # the CA is busy: come back
+            raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"the CA is busy: {exc.message}",
+                                http_status=503, retry_after=self.ra.unavailable_retry_after)
         if isinstance(exc, (CAPageError, CAHTTPError)):
             return Denied(f"the CA answered what the RA cannot use: {exc.message}", 502)
         raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"the CA is unavailable: {exc.message}",

@@ -18,17 +18,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from onlineca.errors import StoreError
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _sqlite_pragmas(busy_ms: int):  # type: ignore[no-untyped-def]
+    def apply(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms:d}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+    return apply
 
 
 class Database:
-    def __init__(self, url: str, echo: bool = False) -> None:
+    def __init__(self, url: str, echo: bool = False, busy_timeout: float = 10.0) -> None:
+        """``busy_timeout``: seconds a statement waits for another writer's lock (SQLite) before
+        it fails; a server answers that as "busy, come back later"."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict = {"echo": echo, "future": True}
@@ -39,7 +43,7 @@ class Database:
                 path = None
             if path and path != ":memory:" and not path.startswith("file:"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout}
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
         try:
@@ -48,7 +52,7 @@ class Database:
             raise StoreError(f"cannot open database {self.safe_url}: {exc}",
                              hint="Check [database] url and that its driver is installed.") from None
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas(int(busy_timeout * 1000)))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
