@@ -236,7 +236,7 @@ async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
         return _iis_page(408, "Request Timeout", "The server timed out waiting for the request body.")
     except web.HTTPRequestEntityTooLarge:
         return _too_large(state)
-    except (ValueError, UnicodeDecodeError, AssertionError):
+    except Exception:  # a body aiohttp cannot read as a form (broken multipart, bad encoding): bad parameter
         return _bad_parameter(state)
     user = request[CA_USER]
     mode = (_form_text(form, "Mode") or "").strip().lower()

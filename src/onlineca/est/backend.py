@@ -149,14 +149,17 @@ async def ask(store: PendingStore, backend: CABackend, request: EnrollRequest) -
             orphan.add_done_callback(_orphans.discard)
         task.add_done_callback(_keep)
         raise
-    await _settle(store, key, result, request)
+    await _settle(store, key, result, request, known=known is not None)
     return result
 
 
-async def _settle(store: PendingStore, key: bytes, result: EnrollResult, request: EnrollRequest) -> None:
+async def _settle(store: PendingStore, key: bytes, result: EnrollResult, request: EnrollRequest,
+                  known: bool = True) -> None:
+    """Remember a pending request; forget one that is no longer pending (a write only when
+    there was something to forget: most requests are issued at once and never stored)."""
     if isinstance(result, Pending) and result.req_id is not None:
         await store.remember(key, result.req_id, request)
-    else:
+    elif known:
         await store.forget(key)
 
 

@@ -50,6 +50,9 @@ PasswordCheck = Callable[[str, str], Awaitable[bool]]
 # The address of the client whose password is being checked (a password check may throttle by it).
 CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar("est_client_address", default="")
 
+# The keys serverkeygen makes (the CSR's key type and size say which).
+SERVERKEYGEN_KEYS = frozenset({("rsa", 2048), ("rsa", 3072), ("rsa", 4096), ("ec", 256), ("ec", 384), ("ec", 521)})
+
 # id-kp-cmcRA (RFC 6402): "this certificate is a registration authority's"; CAPF's holds it.
 ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"
 
@@ -292,7 +295,15 @@ class _ESTHandler:
                                    f"subjectAltName ({pki.name_to_slash(cert.subject)})", "EST_ERR_AUTH_FAIL")
         key = None
         if keygen:
-            kind, size = pki.key_spec(csr.public_key())  # type: ignore[arg-type]
+            try:
+                kind, size = pki.key_spec(csr.public_key())  # type: ignore[arg-type]
+            except Exception:
+                kind, size = "", 0
+            if (kind, size) not in SERVERKEYGEN_KEYS:
+                # The server makes the key like the CSR's: only sizes it can make safely and quickly
+                # (16384-bit RSA takes minutes; 512 and 1536 are not allowed).
+                return _error(400, f"serverkeygen makes RSA 2048/3072/4096 or EC P-256/P-384/P-521 keys, not "
+                                   f"{kind.upper() or 'this'} {size or ''}".rstrip(), "EST_ERR_BAD_KEY")
             key = await asyncio.to_thread(pki.generate_key, kind, size)
             sans = pki.csr_sans(csr)
             csr = pki.build_csr(key, csr.subject, list(sans) if sans else ())
