@@ -249,3 +249,5 @@ async def test_a_challenge_answered_by_a_successful_retry_is_info_not_an_error(c
         assert "[error]" not in text
         assert re.search(r"\[info\] \d+#0: est_server_handle_simple_enroll: Enrollment asked for HTTP "
                          r"authentication: the client sent no credentials yet", text)
+        from onlineca.diagnose.analyze import analyze_paths
+        assert analyze_paths([logs / "error.log"]).causes() == []  # logs analyze sees a clean enrollment

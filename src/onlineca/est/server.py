@@ -181,7 +181,11 @@ class _ESTHandler:
                 return self._challenge("authentication failed")
             ident.user, ident.credentials = creds.user, creds
         if ident.client_cert is None and ident.user is None:
-            return self._challenge("authentication required")
+            # The first ask of every libEST client: the HTTP authentication handshake, not a failure.
+            log.info("asking the client for HTTP authentication (it sent no credentials yet)",
+                     extra={"func": "est_http_authenticate"})
+            return _reply(m.error_reply(401, "[Error 401: Unauthorized] authentication required",
+                                        (("WWW-Authenticate", f'Basic realm="{self.s.realm}"'),)))
         if ident.user is None and ident.client_cert is not None:
             request[EST_USER] = pki.common_name(ident.client_cert.subject)[:64] or "cert"
         return ident
