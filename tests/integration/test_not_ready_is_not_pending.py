@@ -75,7 +75,7 @@ async def test_capf_reports_the_ras_reason(ca_lab, lab_pki, tmp_path):
 async def test_connection_refused_fails_at_once_without_retries_and_is_retried_with_them(lab_pki):
     url = f"https://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    async with ESTClient(url, cafile=lab_pki.root_pem, max_retries=0, connect_timeout=30) as est:
+    async with ESTClient(url, cafile=lab_pki.root_pem, max_retries=3, connect_timeout=30) as est:
         with pytest.raises(ESTCodedError) as exc:
             await est.cacerts()
     assert exc.value.code == "EST_ERR_IP_CONNECT" and time.monotonic() - started < 10
@@ -84,7 +84,22 @@ async def test_connection_refused_fails_at_once_without_retries_and_is_retried_w
     async def no_wait(seconds: float) -> None:
         await asyncio.sleep(0)
 
-    async with ESTClient(url, cafile=lab_pki.root_pem, max_retries=2, sleep=no_wait, on_retry=said.append) as est:
+    async with ESTClient(url, cafile=lab_pki.root_pem, max_retries=0, connect_retries=2, sleep=no_wait,
+                         on_retry=said.append) as est:
         with pytest.raises(ESTCodedError):
             await est.cacerts()
     assert [s.split("; ")[-1] for s in said] == ["retrying in 1 s (1/2)", "retrying in 2 s (2/2)"]
+
+
+def test_the_cli_prints_each_retry_when_retries_are_asked_for(tmp_path, lab_pki):
+    import os
+    import subprocess
+    import sys
+    url = f"https://127.0.0.1:{free_port()}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    run = [sys.executable, "-m", "onlineca", "est", "cacerts", "--server", url, "--cafile", str(lab_pki.root_pem)]
+    quick = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
+    assert quick.returncode == 1 and "retrying" not in quick.stderr  # nothing asked: at once
+    asked = subprocess.run([*run, "--retries", "1"], capture_output=True, text=True, env=env, timeout=60)
+    assert asked.returncode == 1
+    assert "cannot connect" in asked.stderr and "retrying in 1 s (1/1)" in asked.stderr

@@ -96,7 +96,16 @@ async def _client(kw: dict[str, Any]) -> ESTClient:
     return ESTClient(kw["server"], label=kw["label"], cafile=kw["cafile"], trust_certs=trust, user=kw["user"],
                      password=password, cert_file=kw["cert_file"], key_file=kw["key_file"],
                      timeout=kw["timeout"], max_retries=kw["retries"],
+                     # Connection refused is retried only when --retries is given: fail fast otherwise.
+                     connect_retries=kw["retries"] if _given("retries") else 0,
                      on_retry=lambda line: click.echo(line, err=True))
+
+
+def _given(name: str) -> bool:
+    """Whether the user gave option ``name`` on the command line (not its default)."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is click.core.ParameterSource.COMMANDLINE
 
 
 def _write_certs(certs: list[x509.Certificate], out: Path | None, fmt: str) -> None:

@@ -195,7 +195,8 @@ class ESTClient:
                  timeout: float = 30.0, connect_timeout: float = 10.0, max_retries: int = 3,
                  max_retry_wait: float = 300.0, keepalive: bool = True, insecure: bool = False,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 on_retry: Callable[[str], object] | None = None, connect_retry_wait: float = 1.0,
+                 on_retry: Callable[[str], object] | None = None, connect_retries: int = 0,
+                 connect_retry_wait: float = 1.0,
                  expected_name: str = "", fingerprint: str = "", require_server_auth: bool = True) -> None:
         base = url.rstrip("/")
         if not base.endswith(m.WELL_KNOWN):
@@ -214,6 +215,9 @@ class ESTClient:
         # Each retry wait is said as it starts ("... retrying in 30 s (1/3)"): logged, and given
         # to ``on_retry`` (the command line prints it).
         self.on_retry = on_retry
+        # Connection refused: at once when no retries are asked for (the default), else retried
+        # ``connect_retries`` times (1 s, 2 s, ...): the server may be restarting.
+        self.connect_retries = connect_retries
         self.connect_retry_wait = connect_retry_wait
         # The server's identity beyond the trust anchors (never checked on an insecure bootstrap).
         self._pin: dict[str, object] | None = None if insecure else dict(
@@ -258,7 +262,10 @@ class ESTClient:
         attempt's CSR from that attempt's TLS session); every body goes with a Content-Length."""
         url = self.url_for(operation)
         session = session or self._get_session()
-        for attempt in range(self.max_retries + 1):
+        refused = 0
+        attempt = -1
+        while attempt < self.max_retries:
+            attempt += 1
             data = body() if callable(body) else body
             try:
                 async with session.request(method, url, data=data, headers={**self._auth_header, **(headers or {})},
@@ -277,10 +284,12 @@ class ESTClient:
                 log.info("%s %s failed: %s", method, url, err, extra={"func": "est_client_send_request"})
                 # Nothing listens: with no retries asked for, say so at once; with retries, the
                 # server may be starting (a restart, a reload): wait and try again, out loud.
-                if err.code == "EST_ERR_IP_CONNECT" and attempt < self.max_retries:
-                    wait = min(self.connect_retry_wait * 2 ** attempt, self.max_retry_wait)
-                    self._announce(f"{err.message}; retrying in {wait:g} s ({attempt + 1}/{self.max_retries})")
+                if err.code == "EST_ERR_IP_CONNECT" and refused < self.connect_retries:
+                    wait = min(self.connect_retry_wait * 2 ** refused, self.max_retry_wait)
+                    refused += 1
+                    self._announce(f"{err.message}; retrying in {wait:g} s ({refused}/{self.connect_retries})")
                     await self._sleep(float(wait))
+                    attempt -= 1  # a refused connection is not one of the 202/503 retries
                     continue
                 raise err from None
             if status in (202, 503) and "Retry-After" in rheaders:
