@@ -6,9 +6,13 @@
 checks passed: trust store loaded, CA login, CA chain fetched and validated, template offered)
 and ``/metrics`` (Prometheus, one registry per app).  The checks run in a background task that
 retries with exponential backoff and logs why at each attempt; until they pass, EST requests get
-503 with Retry-After, and they run again when the CA becomes unreachable.  How CA results become
-EST answers is the backend's and the EST server's business; this module only wires, and never
-crashes on a CA failure nor logs a credential.
+503 with Retry-After and the reason, and they run again when the CA becomes unreachable (found by
+a client's request, or by the background check every ``ready_check_interval``).  After
+``max_login_failures`` refused logins the RA stops logging in until ``RunningRA.reload`` (SIGHUP),
+which also takes a new configuration, trust stores, users file and certificates.  Pending
+requests live in the database (``ra.pending``).  How CA results become EST answers is the
+backend's and the EST server's business; this module only wires, and never crashes on a CA
+failure nor logs a credential.
 """
 
 from __future__ import annotations
