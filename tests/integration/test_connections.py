@@ -194,3 +194,29 @@ async def test_out_of_file_descriptors_gives_one_line_not_a_flood(lab_pki):
     assert "Traceback" not in text
     lines = [ln for ln in err if "out of file descriptors" in ln]
     assert len(lines) == 1, text[-2000:]
+
+
+async def test_the_ra_logs_a_refused_client_certificate_in_its_error_log(ca_lab, tmp_path):
+    from tests.integration.ra_lab import error_log, local_ra, run_ra
+    kw = local_ra(ca_lab, tmp_path)
+    kw["est"]["client_trust_store"] = str(ca_lab.root_pem)
+    logs = tmp_path / "ra-logs"
+    ra = await run_ra(ca_lab, logs, "https://127.0.0.1:1/certsrv", **kw)
+    try:
+        key = pki.generate_key("ec", 256)
+        cert = pki.build_certificate(subject="CN=stranger", public_key=key.public_key(), issuer_key=key)
+        (tmp_path / "c.pem").write_bytes(pki.cert_pem(cert))
+        fs.write_private_key(tmp_path / "c.key", key)
+        ctx = ssl.create_default_context(cafile=str(ca_lab.root_pem))
+        ctx.load_cert_chain(str(tmp_path / "c.pem"), str(tmp_path / "c.key"))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            r, _w = await asyncio.open_connection("127.0.0.1", ra.port, ssl=ctx, server_hostname="localhost")
+            await r.read()
+        await _until(lambda: "ngx_ssl_handshake" in error_log(logs))
+        line = next(ln for ln in error_log(logs).splitlines() if "ngx_ssl_handshake" in ln)
+        assert "[warn]" in line and "SSL_do_handshake() failed (client SSL certificate verify error: (18:" in line
+        assert f"while SSL handshaking, client: 127.0.0.1, server: 127.0.0.1:{ra.port}" in line
+        assert "-- fix: The client's certificate must chain to [est] client_trust_store" in line
+    finally:
+        await ra.close()
