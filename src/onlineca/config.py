@@ -10,6 +10,7 @@ This module reads files and the environment; it never writes anything.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ class DatabaseConfig(_Section):
     # Empty means SQLite in the data dir: sqlite:///<data_dir>/onlineca.db
     url: SecretStr = SecretStr("")
     echo: bool = False
+    # Seconds a write waits for another writer's lock (SQLite) before the CA answers "busy".
+    busy_timeout: float = Field(default=10.0, gt=0)
 
 
 class TemplateConfig(_Section):
@@ -56,17 +59,36 @@ class TemplateConfig(_Section):
     allowed_key_types: list[KeyType] = ["rsa", "ec"]
     min_rsa_bits: int = Field(default=2048, ge=512, le=16384)
     min_ec_bits: int = Field(default=256, ge=256, le=521)
+    # AD CS's "supply in the request" (true) or "build from this Active Directory information"
+    # (false: the subject is CN=<requester>); the same for the subjectAltName (false: none).
     subject_from_request: bool = True
+    sans_from_request: bool = True
+    # Regular expressions (whole match, case-insensitive) the subject ("CN=...,O=...") and each
+    # subjectAltName value must match; empty: anything.
+    allowed_subjects: list[str] = []
+    allowed_sans: list[str] = []
     manager_approval: bool = False
     # Users (as in the users file) allowed to enroll; "*" means every authenticated user.
     enroll: list[str] = ["*"]
+
+    @field_validator("allowed_subjects", "allowed_sans")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return v
 
 
 def _default_templates() -> list[TemplateConfig]:
     return [
         TemplateConfig(name="CiscoRA", display_name="Cisco RA", validity_days=365),
+        # Server certificates only to requesters named here (none by default): anyone else could
+        # otherwise get a web certificate from the root every tier trusts.
         TemplateConfig(name="WebServer", display_name="Web Server", validity_days=730,
-                       extended_key_usage=["server_auth"]),
+                       extended_key_usage=["server_auth"], enroll=[]),
     ]
 
 
@@ -89,6 +111,14 @@ class CAConfig(_Section):
     domain: str = "ONLINECA"
     basic_auth: bool = True
     ntlm_auth: bool = False
+    # Negotiate with Kerberos: the keytab of HTTP/<host> (default $KRB5_KTNAME), and the realm
+    # whose users may log in (empty: the keytab's default realm); a principal user@REALM is "user".
+    kerberos_auth: bool = False
+    keytab: str = ""
+    kerberos_realm: str = ""
+    # Extended Protection (EPA): NTLM logins must carry the channel binding of this server's TLS
+    # certificate (RFC 5929 tls-server-end-point), or get 401 as IIS answers it (SEC_E_BAD_BINDINGS).
+    require_epa: bool = False
     max_request_bytes: int = Field(default=65536, ge=1024)
     templates: list[TemplateConfig] = Field(default_factory=_default_templates)
 
@@ -100,7 +130,17 @@ class RAConfig(_Section):
     tls_key: str = ""
     connector: Literal["certsrv", "local"] = "certsrv"
     ca_url: str = "https://127.0.0.1:8443/certsrv"
-    ca_auth: Literal["basic", "ntlm", "cert"] = "basic"
+    # basic, ntlm, kerberos (HTTP Negotiate: ca_user@REALM with ca_password, or the ticket cache
+    # $KRB5CCNAME / client keytab when the password is empty), or cert (ca_client_cert).
+    ca_auth: Literal["basic", "ntlm", "cert", "kerberos"] = "basic"
+    # NTLM and Kerberos tokens carry the TLS channel binding of the CA's certificate (Extended
+    # Protection); the host of the CA's service principal HTTP/<host> if not ca_url's.
+    ca_channel_binding: bool = True
+    ca_service_host: str = ""
+    # The CA's identity beyond the trust store (its certificate must carry serverAuth, always):
+    # a name it must hold (subjectAltName or CN), and optionally its SHA-256 fingerprint.
+    ca_expected_name: str = ""
+    ca_fingerprint: str = ""
     ca_user: str = "ciscora"
     ca_password: SecretStr = SecretStr("")
     ca_client_cert: str = ""
@@ -122,6 +162,22 @@ class RAConfig(_Section):
     unavailable_retry_after: int = Field(default=30, ge=1)
     # Passthrough: how long a CA login with an EST client's credentials is trusted.
     auth_cache_seconds: float = Field(default=60.0, ge=0)
+    # Passthrough: accounts whose kept-alive CA client is kept (one per account, least recently
+    # used out); a refused login is not forwarded again with the same credentials for
+    # login_failure_cache_seconds; refused logins per account and per client address within
+    # login_throttle_seconds beyond which the RA stops asking the CA (so nobody locks an account).
+    passthrough_cache_size: int = Field(default=256, ge=1)
+    login_failure_cache_seconds: float = Field(default=60.0, ge=0)
+    max_failed_logins_per_user: int = Field(default=5, ge=1)
+    max_failed_logins_per_address: int = Field(default=20, ge=1)
+    login_throttle_seconds: float = Field(default=300.0, gt=0)
+    # Consecutive logins the CA refuses (HTTP 401) before the RA stops logging in until a reload:
+    # a real AD account locks after a few failures.
+    max_login_failures: int = Field(default=3, ge=1)
+    # Seconds between the background checks that the CA still answers while the RA is ready.
+    ready_check_interval: float = Field(default=10.0, gt=0)
+    # Pending requests (kept in [database]) nobody asked about for this many days are forgotten.
+    pending_keep_days: float = Field(default=30.0, gt=0)
 
 
 class ESTConfig(_Section):
@@ -135,6 +191,25 @@ class ESTConfig(_Section):
     users_file: str = ""
     client_trust_store: str = ""
     labels: list[str] = []
+    # RA agents: clients authenticated by certificate that may enroll names other than their own
+    # (CAPF, for its phones): their subjects ("CN=...,O=..."), and the EKU that makes a certificate
+    # an agent's (id-kp-cmcRA; "" turns the EKU rule off).  Everyone else gets only its own names.
+    ra_agents: list[str] = []
+    ra_agent_eku: str = "1.3.6.1.5.5.7.3.28"
+
+
+class ConnectionsConfig(_Section):
+    """Bounds on the connections of every HTTPS server (CA, RA, EST); see docs/security.md."""
+
+    # Open connections in all, and from one client address (an RA, or a load balancer, counts as one).
+    max_connections: int = Field(default=1024, ge=1)
+    max_per_address: int = Field(default=256, ge=1)
+    # Seconds for the TLS handshake; for complete request headers after it (or after an answer).
+    handshake_timeout: float = Field(default=10.0, gt=0)
+    header_timeout: float = Field(default=15.0, gt=0)
+    # Seconds a kept-alive connection may stay idle; seconds to read a request body.
+    idle_timeout: float = Field(default=60.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
 
 
 class CAPFConfig(_Section):
@@ -144,6 +219,10 @@ class CAPFConfig(_Section):
     ra_user: str = "ciscora"
     ra_password: SecretStr = SecretStr("")
     ra_trust_store: str = ""
+    # The RA's identity beyond ra_trust_store (its certificate must carry serverAuth, always): a
+    # name it must hold (subjectAltName or CN), and optionally its SHA-256 fingerprint.
+    ra_expected_name: str = ""
+    ra_fingerprint: str = ""
     max_concurrent_enrollments: int = Field(default=16, ge=1)
     operation_deadline_days: int = Field(default=10, ge=1)
     lsc_validity_days: int = Field(default=365, ge=1, le=1825)
@@ -198,6 +277,7 @@ class Config(_Section):
     est: ESTConfig = ESTConfig()
     capf: CAPFConfig = CAPFConfig()
     admin: AdminConfig = AdminConfig()
+    connections: ConnectionsConfig = ConnectionsConfig()
 
     @field_validator("data_dir", "log_dir")
     @classmethod
@@ -478,4 +558,12 @@ serverkeygen = true
 [capf]
 port = 3804
 ra_url = "https://127.0.0.1:8084/.well-known/est"
+
+[connections]          # every HTTPS server (CA, RA, EST)
+max_connections = 1024
+max_per_address = 256
+handshake_timeout = 10.0
+header_timeout = 15.0
+idle_timeout = 60.0
+body_timeout = 30.0
 """

@@ -464,6 +464,8 @@ CODES: dict[str, Code] = _table(
     ("CA_PENDING", CAPendingError, "ca", "The request waits for a CA manager's approval; ask again later with its request ID."),
     ("CA_HTTP", CAHTTPError, "ca", "Read the CA's IIS log for that request: the web server answered with an HTTP error."),
     ("CA_PROTOCOL", CAPageError, "ca", "Point ca_url at an AD CS /certsrv web enrollment service."),
+    # -- branch ra: the CA's identity pinned beyond the trust store
+    ("CA_TLS_PIN", CATLSError, "ca", "Check [ra] ca_expected_name / ca_fingerprint against the CA web server's certificate, which must also carry serverAuth: a certificate from the same root for another purpose is refused."),
 )
 
 

@@ -58,8 +58,9 @@ class CALab:
         return self.dir / "ra.key"
 
     def config(self, ra: dict | None = None, est: dict | None = None, templates: list | None = None,
-               log_dir: Path | None = None) -> Config:
+               log_dir: Path | None = None, database: str | None = None) -> Config:
         return Config.model_validate({
+            **({"database": {"url": database}} if database else {}),
             "data_dir": str(self.data_dir), "log_dir": str(log_dir or self.dir / "logs"),
             "ca": {"key_type": "ec", "users_file": str(self.dir / "ca-users"),
                    "templates": templates or self.ca_templates},
@@ -111,8 +112,8 @@ async def run_ca(lab: CALab, log_dir: Path, *, port: int = 0, tls: tuple[Path, P
 
 
 async def run_ra(lab: CALab, log_dir: Path, ca_url: str, *, ra: dict | None = None,
-                 est: dict | None = None) -> RunningRA:
-    cfg = lab.config(ra={"ca_url": ca_url, **(ra or {})}, est=est, log_dir=log_dir)
+                 est: dict | None = None, database: str | None = None) -> RunningRA:
+    cfg = lab.config(ra={"ca_url": ca_url, **(ra or {})}, est=est, log_dir=log_dir, database=database)
     return await start_ra(cfg, log_dir, host="127.0.0.1", port=0, tls_cert=lab.ra_cert, tls_key=lab.ra_key)
 
 

@@ -110,3 +110,38 @@ async def test_certnew_cer_is_the_stored_der_byte_for_byte(ca: CA) -> None:
     assert status == 200 and body == pki.pem_armor(stored, eol=b"\r\n")
     status, body = await ca.get("certnew.p7b", ReqID=m.group(1), Enc="bin")
     assert status == 200 and stored in body  # the PKCS#7 embeds the same bytes
+
+
+async def test_a_lock_held_past_busy_timeout_is_answered_as_a_busy_server(tmp_path: Path) -> None:
+    """Issue 11 item 7: the wait for the lock is bounded ([database] busy_timeout) and answered as
+    a busy IIS does (503 + Retry-After), not a 500; the CA serves normally once the lock is gone."""
+    config = Config(data_dir=str(tmp_path / "data"), log_dir=str(tmp_path / "logs"), ca={"key_type": "ec"},
+                    database={"busy_timeout": 0.3})
+    files = eng.init_ca(config, config.data_path)
+    ca_users.add_user(eng.users_path(config, config.data_path), USER, PASSWORD)
+    running = await start_ca(config, config.data_path, config.log_path, host="127.0.0.1", port=0)
+    basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki_context(files.root_cert)),
+                                    headers={"Authorization": f"Basic {basic}", "User-Agent": "tests"})
+    ca = CA(running, Database(config.database_url), config.paths.database, session)
+    try:
+        assert "Certificate Issued" in await ca.submit("before-the-lock")
+        locker = sqlite3.connect(ca.db_file, isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")
+            csr = pki.csr_pem(pki.build_csr(pki.generate_key("ec", 256), "CN=during-the-lock")).decode()
+            form = {"Mode": "newreq", "CertRequest": csr, "CertAttrib": "CertificateTemplate:CiscoRA\r\n"}
+            async with session.post(f"{running.url}/certfnsh.asp", data=form) as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+                assert "RPC_S_SERVER_TOO_BUSY" in await resp.text()
+            status, _ = await ca.get("certcarc.asp")
+            assert status == 200
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert "Certificate Issued" in await ca.submit("after-the-lock")
+        assert " 503 " in (tmp_path / "logs" / "ca-iis.log").read_text()
+    finally:
+        await session.close()
+        await running.close()
+        ca.db.dispose()

@@ -86,9 +86,10 @@ def test_cli_enroll_makes_key_and_csr(served, lab_pki, tmp_path):
     assert pki.san_names(cert) == ["cli.lab"]
 
 
-def test_cli_enroll_csr_file_with_client_cert(served, lab_pki, tmp_path):
+def test_cli_enroll_csr_file_with_client_cert_for_its_own_names(served, lab_pki, tmp_path):
     url, d = served
-    csr = pki.build_csr(pki.generate_key("ec", 256), "CN=from-file")
+    # A client authenticated by its certificate alone may ask only for its own names (issue 12 item 7).
+    csr = pki.build_csr(pki.generate_key("ec", 256), "CN=SEP74A02FC0A675,O=onlineca tests", ["SEP74A02FC0A675.lab"])
     (tmp_path / "r.csr").write_bytes(pki.csr_pem(csr))
     r = onlineca("est", "enroll", "--server", url, "--cafile", lab_pki.root_pem, "--cert", d / "device.pem",
                  "--key", d / "device.key", "--csr", tmp_path / "r.csr", env_password=None)
@@ -153,3 +154,30 @@ def test_cli_pop_against_a_pop_server(served, lab_pki, tmp_path):
         r = onlineca(*args, "--pop", "--out", tmp_path / "pop.pem")
         assert r.returncode == 0, r.stderr
         assert pki.name_to_slash(pki.load_certificate((tmp_path / "pop.pem").read_bytes()).subject) == "/CN=pop"
+
+
+def test_cli_serve_publishes_the_root_in_cacerts_or_refuses_to_start(lab_pki, tmp_path):
+    """Issue 12 item 4: RFC 7030 4.1.3 wants the root in /cacerts (libEST's client checks it)."""
+    (tmp_path / "issuing.pem").write_bytes(pki.cert_pem(lab_pki.issuing))
+    r = onlineca("est", "serve", "--port", "0", "--tls-cert", lab_pki.server_cert_pem, "--tls-key",
+                 lab_pki.server_key_pem, "--issuer-cert", tmp_path / "issuing.pem", "--issuer-key",
+                 lab_pki.dir / "issuing.key", tmp=tmp_path)
+    assert r.returncode == 1 and "/cacerts would lack the root CA" in r.stderr and "--ca-chain" in r.stderr
+    (tmp_path / "users").write_text(f"{USER}:{hash_password(PASSWORD, n=2 ** 10)}\n")
+    (tmp_path / "issuing-chain.pem").write_bytes(pki.cert_pem(lab_pki.root))
+    env = dict(os.environ, ONLINECA_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onlineca", "est", "serve", "--port", "0", "--tls-cert", lab_pki.server_cert_pem,
+         "--tls-key", lab_pki.server_key_pem, "--issuer-cert", tmp_path / "issuing.pem", "--ca-chain",
+         tmp_path / "issuing-chain.pem", "--issuer-key", lab_pki.dir / "issuing.key",
+         "--users-file", tmp_path / "users"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        assert "EST server listening on " in line, line
+        url = line.split("listening on ")[1].strip()
+        got = onlineca("est", "cacerts", "--server", url, "--cafile", lab_pki.root_pem, "--out", tmp_path / "ca.pem")
+        assert got.returncode == 0, got.stderr
+        assert lab_pki.root in pki.load_certificates((tmp_path / "ca.pem").read_bytes())
+    finally:
+        proc.terminate()
+        proc.wait(10)

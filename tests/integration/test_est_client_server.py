@@ -106,11 +106,15 @@ async def test_simpleenroll_basic_auth(env, server):
         f"Enrollment rv = 0 (EST_ERR_NONE) with pkcs7 length = {len(res.pkcs7)}"
 
 
-async def test_simpleenroll_client_certificate(env, server):
-    _, csr = _csr()
+async def test_simpleenroll_client_certificate_for_its_own_names(env, server):
+    # Authenticated by its certificate alone, a client asks only for its own names (RFC 7030 3.3.2).
+    csr = pki.build_csr(pki.generate_key("ec", 256), env.device_cert.subject, ["SEP74A02FC0A675.lab"])
     async with _client(env, server.url, cert_file=env.device_cert_pem, key_file=env.device_key_pem) as est:
         res = await est.simpleenroll(csr)
+        with pytest.raises(ESTCodedError) as ei:
+            await est.simpleenroll(_csr()[1])
     assert res.certificate.subject == csr.subject
+    assert ei.value.http_status == 403
 
 
 async def test_simplereenroll_renews_the_authenticating_certificate(env, server):

@@ -145,7 +145,7 @@ async def test_pending_then_approved(ca_lab, ca, tmp_path):
         key, csr = est_csr("CN=SEP-PENDING-1")
         status, headers, _ = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
         assert status == 202 and headers["Retry-After"] == "1"
-        (req_id,) = r.state.pending.values()
+        (req_id,) = r.state.pending.req_ids()
         # Asked again before approval: still pending, same request at the CA (no new submission).
         status, headers, _ = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
         assert status == 202
@@ -154,7 +154,7 @@ async def test_pending_then_approved(ca_lab, ca, tmp_path):
         status, _h, body = await raw_enroll(r, csr, cafile=ca_lab.root_pem)
         assert status == 200
         (cert,) = m.parse_certs_only(body, "application/pkcs7-mime")
-        assert pki.same_public_key(cert.public_key(), key) and not r.state.pending
+        assert pki.same_public_key(cert.public_key(), key) and not r.state.pending.req_ids()
 
 
 async def test_pending_then_denied_carries_the_disposition_message(ca_lab, ca, tmp_path):
@@ -165,7 +165,7 @@ async def test_pending_then_denied_carries_the_disposition_message(ca_lab, ca, t
             with pytest.raises(ESTCodedError) as exc:
                 await est.simpleenroll(csr)
             assert exc.value.http_status == 202 and exc.value.retry_after == 1
-            (req_id,) = r.state.pending.values()
+            (req_id,) = r.state.pending.req_ids()
             ca.engine.deny(req_id)
             with pytest.raises(ESTCodedError) as exc:
                 await est.simpleenroll(csr)
@@ -195,11 +195,12 @@ async def test_local_connector(ca_lab, tmp_path):
 
 
 async def test_client_certificate_auth(ca_lab, ca, tmp_path):
-    """client_auth = certificate: a TLS client certificate from a trusted CA, no password."""
+    """client_auth = certificate: a TLS client certificate from a trusted CA, no password; CAPF's
+    certificate holds the RA-agent EKU (id-kp-cmcRA), so it may enroll its phones' names."""
     issuing = ca.engine.issuing
     key = pki.generate_key("ec", 256)
     cert = pki.build_certificate(subject="CN=capf.lab", public_key=key.public_key(), issuer_key=ca.engine.issuing_key,
-                                 issuer_cert=issuing, extended_key_usage=["client_auth"])
+                                 issuer_cert=issuing, extended_key_usage=["client_auth", "1.3.6.1.5.5.7.3.28"])
     (tmp_path / "capf.pem").write_bytes(pki.certs_pem([cert, issuing]))
     fs.write_private_key(tmp_path / "capf.key", key)
     logs = tmp_path / "ra-logs"
@@ -229,3 +230,25 @@ async def test_health_and_metrics(ca_lab, ca, tmp_path):
         assert 'onlineca_ra_ca_latency_seconds_count{operation="enroll"} 1.0' in text
         assert 'onlineca_ra_ca_errors_total{kind="CA_AUTH"} 1.0' in text
         assert "onlineca_ra_ready 1.0" in text
+
+
+async def test_a_challenge_answered_by_a_successful_retry_is_info_not_an_error(ca_lab, ca, tmp_path):
+    """Issue 12 item 3: libEST asks first without credentials and answers the 401 challenge."""
+    import ssl as _ssl
+
+    import aiohttp
+    logs = tmp_path / "ra-logs"
+    async with ra_running(ca_lab, logs, ca.url) as r:
+        headers, body = m.encode_pkcs10(est_csr("CN=SEP-LIBEST-STYLE")[1])
+        ctx = _ssl.create_default_context(cafile=str(ca_lab.root_pem))
+        async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
+                    s.post(r.url + "/simpleenroll", data=body, headers=headers) as resp):
+            assert resp.status == 401 and "Basic" in resp.headers["WWW-Authenticate"]
+        status, _h, _b = await raw_enroll(r, est_csr("CN=SEP-LIBEST-STYLE")[1], cafile=ca_lab.root_pem)
+        assert status == 200
+        text = error_log(logs)
+        assert "[error]" not in text
+        assert re.search(r"\[info\] \d+#0: (?:\*\d+ )?est_server_handle_simple_enroll: Enrollment asked for HTTP "
+                         r"authentication: the client sent no credentials yet", text)
+        from onlineca.diagnose.analyze import analyze_paths
+        assert analyze_paths([logs / "error.log"]).causes() == []  # logs analyze sees a clean enrollment

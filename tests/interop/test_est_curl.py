@@ -113,12 +113,17 @@ async def test_curl_simpleenroll_pem_body_is_tolerated(server, lab_pki, tmp_path
 
 
 async def test_curl_simpleenroll_client_certificate(server, lab_pki, files, tmp_path):
-    req = await openssl_req(tmp_path, "/CN=curl-device-2", "r2")
-    status = await curl(f"{server.url}/simpleenroll", lab_pki.root_pem, tmp_path / "cert.b64",
-                        "--cert", files / "device.pem", "--key", files / "device.key",
+    # A certificate alone may ask only for its own names (RFC 7030 3.3.2): another is 403.
+    auth = ("--cert", files / "device.pem", "--key", files / "device.key")
+    req = await openssl_req(tmp_path, DEVICE, "r2", san="DNS:SEP74A02FC0A675.lab")
+    status = await curl(f"{server.url}/simpleenroll", lab_pki.root_pem, tmp_path / "cert.b64", *auth,
                         "--data-binary", f"@{req}", "-H", "Content-Type: application/pkcs10")
     assert status == 200, (tmp_path / "cert.b64").read_text()
-    assert "subject=CN = curl-device-2" in await print_certs(tmp_path / "cert.b64")
+    assert "subject=CN = SEP74A02FC0A675, O = onlineca tests" in await print_certs(tmp_path / "cert.b64")
+    other = await openssl_req(tmp_path, "/CN=curl-device-2", "r2b")
+    status = await curl(f"{server.url}/simpleenroll", lab_pki.root_pem, tmp_path / "other.txt", *auth,
+                        "--data-binary", f"@{other}", "-H", "Content-Type: application/pkcs10")
+    assert status == 403
 
 
 async def test_curl_simplereenroll(server, lab_pki, files, tmp_path):

@@ -127,3 +127,58 @@ def test_any_bytes_are_a_request_or_a_refusal(data):
         server.load_request(data)
     except RequestRefused:
         pass
+
+
+# --- issue 11 item 2: templates restrict names, EKUs and requesters -------------------------------
+
+def _lsc_and_web():
+    from onlineca.config import TemplateConfig
+    lsc = TemplateConfig(name="LSC", extended_key_usage=["client_auth"],
+                         allowed_subjects=[r"CN=SEP[0-9A-F]{12}(,O=.*)?"], allowed_sans=[r"SEP[0-9A-F]{12}\.lab"])
+    web = TemplateConfig(name="Web", extended_key_usage=["server_auth"], enroll=["webadmin"],
+                         allowed_sans=[r"[a-z0-9-]+\.example\.com"])
+    ad = TemplateConfig(name="FromAD", subject_from_request=False, sans_from_request=False)
+    return [lsc, web, ad]
+
+
+def test_template_name_patterns_the_requester_list_and_ad_built_names():
+    from onlineca.errors import RequestRefused
+    from onlineca.policy import ca as policy
+    templates = _lsc_and_web()
+    key = pki.generate_key("ec", 256)
+    ok = policy.decide(templates, "capf", {"certificatetemplate": "LSC"},
+                       pki.build_csr(key, "CN=SEP74A02FC0A675,O=Example", ["SEP74A02FC0A675.lab"]))
+    assert ok.action == "issue" and list(ok.template.extended_key_usage) == ["client_auth"]
+    for subject, sans in (("CN=victim-server,O=Example", []), ("CN=SEP74A02FC0A675", ["127.0.0.1"]),
+                          ("CN=SEP74A02FC0A675", ["evil.example.com"])):
+        with pytest.raises(RequestRefused) as exc:
+            policy.decide(templates, "capf", {"certificatetemplate": "LSC"}, pki.build_csr(key, subject, sans))
+        assert exc.value.hresult == 0x80094001 and "template LSC allows" in exc.value.disposition
+    # The web template: server-auth only, and only to its named requesters.
+    with pytest.raises(RequestRefused) as exc:
+        policy.decide(templates, "alice", {"certificatetemplate": "Web"}, pki.build_csr(key, "CN=x", ["a.example.com"]))
+    assert exc.value.hresult == 0x80094012
+    web = policy.decide(templates, "webadmin", {"certificatetemplate": "Web"},
+                        pki.build_csr(key, "CN=www", ["www.example.com"]))
+    assert list(web.template.extended_key_usage) == ["server_auth"]
+    assert [t.name for t in policy.offered_templates(templates, "alice")] == ["LSC", "FromAD"]
+    # "Build from this Active Directory information": the request's names are not used.
+    ad = policy.decide(templates, "alice", {"certificatetemplate": "FromAD"},
+                       pki.build_csr(key, "CN=administrator", ["dc01.example.com"]))
+    assert pki.name_to_slash(ad.subject) == "/CN=alice" and list(ad.sans) == []
+
+
+def test_the_default_web_template_is_offered_to_nobody_until_requesters_are_named():
+    from onlineca.config import Config
+    from onlineca.policy import ca as policy
+    templates = Config().ca.templates
+    assert [t.name for t in policy.offered_templates(templates, "alice")] == ["CiscoRA"]
+
+
+def test_a_template_pattern_that_is_not_a_regular_expression_is_a_config_error(tmp_path):
+    from onlineca.config import load_config
+    from onlineca.errors import ConfigError
+    (tmp_path / "c.toml").write_text('[[ca.templates]]\nname = "T"\nallowed_subjects = ["CN=("]\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path / "c.toml", {})
+    assert "not a regular expression" in str(exc.value)

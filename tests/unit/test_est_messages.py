@@ -216,3 +216,13 @@ def test_csrattrs_oid_round_trip(oids):
     oids = [o for o in oids if not (o.startswith(("0.", "1.")) and int(o.split(".")[1]) >= 40)]
     attrs = m.CsrAttrs(tuple(oids))
     assert m.decode_csrattrs(m.encode_csrattrs(attrs)) == attrs
+
+
+def test_csrattrs_with_a_trailing_nul_as_libests_example_server_sends_it():
+    """Issue 12 item 5: libEST's example /csrattrs answer is its C string, terminator included."""
+    body = b"MCYGBysGAQEBARYGCSqGSIb3DQEJAQYFK4EEACIGCWCGSAFlAwQCAg==\x00"
+    attrs = m.parse_csrattrs(body, "application/csrattrs")
+    assert "1.2.840.113549.1.9.1" in attrs.oids and "1.3.132.0.34" in attrs.oids
+    assert m.parse_csrattrs(body[:-1] + b" \r\n\x00\x00", "application/csrattrs") == attrs
+    with pytest.raises(ParseError):  # a NUL inside the base64 is still an error
+        m.parse_csrattrs(body[:10] + b"\x00" + body[10:], "application/csrattrs")

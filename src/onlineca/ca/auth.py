@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from onlineca.ca.users import bare_user, load_users
+from onlineca.ca.users import load_users
 from onlineca.errors import ConfigError, ParseError
 from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
 from onlineca.logs.iis import WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS
@@ -31,6 +31,8 @@ log = logging.getLogger("onlineca.ca")
 CA_USER = web.RequestKey("ca_user", str)
 # (substatus, win32 status) for the IIS log line of this request.
 IIS_STATUS = web.RequestKey("iis_status", tuple)
+# The Negotiate token a completed Kerberos login sends back (mutual authentication).
+NEGOTIATE_REPLY = web.RequestKey("negotiate_reply", str)
 
 
 def _basic_credentials(request: web.Request) -> BasicCredentials | None:
@@ -40,13 +42,32 @@ def _basic_credentials(request: web.Request) -> BasicCredentials | None:
         return None
 
 
-class CALogin:
-    """The CA's logins: Basic (``basic``) against ``users_path``, NTLM (``ntlm``) through pyspnego."""
+# SEC_E_BAD_BINDINGS (0x80090342): the Win32 status IIS logs when Extended Protection refuses a
+# login whose channel binding is missing or wrong.
+WIN32_BAD_BINDINGS = 2148074306
+_NTLM_SIGNATURE = b"NTLMSSP\x00"
 
-    def __init__(self, users_path: Path, *, ntlm: bool = False, basic: bool = True) -> None:
+
+class CALogin:
+    """The CA's logins: Basic (``basic``) against ``users_path``, NTLM (``ntlm``) through pyspnego,
+    Negotiate with Kerberos (``kerberos``, the keytab of HTTP/<host>).
+
+    Only the CA's own domain (``domain``, for ``DOMAIN\\user``) and Kerberos realm (``realm``,
+    for ``user@REALM``) log in, as AD accepts only its own: every spelling of a user maps to one
+    account name or is refused.  With ``require_epa`` an NTLM login must carry the channel
+    binding of ``server_cert_der`` (Extended Protection), else 401 as IIS logs it."""
+
+    def __init__(self, users_path: Path, *, ntlm: bool = False, basic: bool = True, kerberos: bool = False,
+                 domain: str = "", realm: str = "", require_epa: bool = False,
+                 server_cert_der: bytes | None = None) -> None:
         self.users_path = users_path
         self.ntlm = ntlm
         self.basic = basic
+        self.kerberos = kerberos
+        self.domain = domain
+        self.realm = realm
+        self.require_epa = require_epa
+        self.server_cert_der = server_cert_der
         self.users_mtime = self._mtime()
         self.users: UsersFile = load_users(users_path)
         # NTLM state per TLS connection: a context mid-handshake, then the user it authenticated.
@@ -70,40 +91,109 @@ class CALogin:
                 log.error("users file not reloaded: %s", exc.message)
         return self.users
 
+    def account(self, name: str) -> str | None:
+        """The account a login name means: ``user``, ``DOMAIN\\user`` of our domain, or
+        ``user@REALM`` of our realm (case-insensitive); None for another domain or realm."""
+        if "\\" in name:
+            domain, _, user = name.rpartition("\\")
+            if self.domain and domain.lower() != self.domain.lower():
+                return None
+            return user or None
+        if "@" in name:
+            user, _, realm = name.rpartition("@")
+            wanted = {d.lower() for d in (self.realm, self.domain) if d}
+            if wanted and realm.lower() not in wanted:
+                return None
+            return user or None
+        return name or None
+
+    def bindings(self) -> Any:
+        if self.server_cert_der is None:
+            return None
+        from spnego.channel_bindings import GssChannelBindings
+
+        from onlineca.proto.certsrv.client import tls_server_end_point
+        return GssChannelBindings(application_data=tls_server_end_point(self.server_cert_der))
+
     def challenge(self, request: web.Request, win32: int) -> web.Response:
         request[IIS_STATUS] = (1, win32)
         headers: CIMultiDict[str] = CIMultiDict()
         realm = request.host.rsplit(":", 1)[0] if request.host else "certsrv"
-        if self.ntlm:  # IIS's order: Negotiate, NTLM, then Basic
+        if self.ntlm or self.kerberos:  # IIS's order: Negotiate, NTLM, then Basic
             headers.add("WWW-Authenticate", "Negotiate")
+        if self.ntlm:
             headers.add("WWW-Authenticate", "NTLM")
         if self.basic:
             headers.add("WWW-Authenticate", f'Basic realm="{realm}"')
         return web.Response(status=401, text=pages.unauthorized(), content_type="text/html", headers=headers)
 
+    def _epa_refusal(self, raw: bytes) -> str | None:
+        """Why an NTLM AUTHENTICATE message (bare, or inside SPNEGO) fails Extended Protection."""
+        token = raw
+        if not token.startswith(_NTLM_SIGNATURE):
+            try:
+                from spnego._spnego import unpack_token
+                inner = unpack_token(raw)
+                token = bytes(getattr(inner, "mech_token", None) or getattr(inner, "response_token", None) or b"")
+            except Exception:
+                return None  # not SPNEGO: Kerberos, checked by the acceptor with the bindings
+        if not token.startswith(_NTLM_SIGNATURE) or token[8:12] != b"\x03\x00\x00\x00":
+            return None  # not an AUTHENTICATE message
+        try:
+            from spnego._ntlm_raw.crypto import md5
+            from spnego._ntlm_raw.messages import Authenticate, AvId, NTClientChallengeV2
+            auth = Authenticate.unpack(token)
+            pairs = NTClientChallengeV2.unpack((auth.nt_challenge_response or b"")[16:]).av_pairs
+        except Exception:
+            return "an NTLM response without channel binding (NTLMv1, or a malformed one)"
+        sent = pairs.get(AvId.channel_bindings)
+        if not sent or sent == b"\x00" * 16:
+            return "the NTLM login carries no channel binding"
+        if sent != md5(self.bindings().pack()):
+            return "the NTLM login's channel binding is for another TLS certificate (a relay, or a TLS-intercepting proxy)"
+        return None
+
     def _ntlm_step(self, request: web.Request, scheme: str, token: str) -> str | web.Response:
-        """One leg of NTLM (or Negotiate carrying NTLM) on this connection."""
+        """One leg of NTLM, or of Negotiate (Kerberos, or NTLM inside SPNEGO), on this connection."""
         import spnego
+        import spnego.exceptions
 
         transport = request.transport
         try:
             raw = base64.b64decode(token.strip(), validate=True)
         except (binascii.Error, ValueError):
             return self.challenge(request, WIN32_LOGON_FAILURE)
+        if self.require_epa and self.server_cert_der is not None:
+            why = self._epa_refusal(raw)
+            if why is not None:
+                self.ntlm_contexts.pop(transport, None)
+                log.warning("Extended Protection refused a login from %s: %s", request.remote or "-", why)
+                return self.challenge(request, WIN32_BAD_BINDINGS)
         ctx = self.ntlm_contexts.pop(transport, None)
         if ctx is None or raw[8:12] == b"\x01\x00\x00\x00":  # a NEGOTIATE message starts over
-            ctx = spnego.server(protocol="ntlm" if scheme == "ntlm" else "negotiate")
+            ctx = spnego.server(hostname=request.host.rsplit(":", 1)[0] if request.host else "unspecified",
+                                service="HTTP", protocol="ntlm" if scheme == "ntlm" else "negotiate",
+                                # With EPA off the binding is not checked at all (IIS's "Off").
+                                channel_bindings=self.bindings() if self.require_epa else None)
         try:
             out = ctx.step(raw)
         except Exception as exc:  # hostile bytes in a third-party parser: any failure is a failed logon
-            log.debug("NTLM leg refused: %s", type(exc).__name__)
-            return self.challenge(request, WIN32_LOGON_FAILURE)
+            log.debug("NTLM/Negotiate leg refused: %s", type(exc).__name__)
+            bad = isinstance(exc, spnego.exceptions.BadBindingsError)
+            return self.challenge(request, WIN32_BAD_BINDINGS if bad else WIN32_LOGON_FAILURE)
         if ctx.complete:
-            user = bare_user(ctx.client_principal or "")
+            protocol = getattr(ctx, "negotiated_protocol", "") or scheme
+            if (protocol == "ntlm" and not self.ntlm) or (protocol == "kerberos" and not self.kerberos):
+                return self.challenge(request, WIN32_LOGON_FAILURE)
+            user = self.account(ctx.client_principal or "")
             if not user:
+                log.warning("login refused: %r is not of this CA's domain or realm",
+                            (ctx.client_principal or "")[:100])
                 return self.challenge(request, WIN32_LOGON_FAILURE)
             self.ntlm_users[transport] = user
             request[CA_USER] = user
+            if out:  # Kerberos mutual authentication: the server's token goes back with the answer
+                request[NEGOTIATE_REPLY] = f"Negotiate {base64.b64encode(out).decode()}"
             return user
         self.ntlm_contexts[transport] = ctx
         request[IIS_STATUS] = (1, WIN32_CONTINUE_NEEDED)
@@ -113,23 +203,25 @@ class CALogin:
 
     async def authenticate(self, request: web.Request) -> str | web.Response:
         """The user this request is from, or the 401 to answer with."""
-        if self.ntlm and request.transport is not None:
+        if (self.ntlm or self.kerberos) and request.transport is not None:
             known: str | None = self.ntlm_users.get(request.transport)
             if known:
                 request[CA_USER] = known
                 return known
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() in ("ntlm", "negotiate") and token.strip():
+            allowed = ({"ntlm"} if self.ntlm else set()) | {"negotiate"}
+            if scheme.lower() in allowed and token.strip():
                 return self._ntlm_step(request, scheme.lower(), token)
         creds = _basic_credentials(request) if self.basic else None
         if creds is None:
             win32 = WIN32_NO_CREDENTIALS if "Authorization" not in request.headers else WIN32_LOGON_FAILURE
             return self.challenge(request, win32)
-        user = bare_user(creds.user)
-        if not user or not await self.current_users()(user, creds.password):
+        user = self.account(creds.user)
+        # An unknown user costs the same scrypt as a known one (UsersFile checks a dummy hash).
+        if not await self.current_users()(user or creds.user, creds.password) or not user:
             return self.challenge(request, WIN32_LOGON_FAILURE)
         request[CA_USER] = user
         return user
 
 
-__all__ = ["CA_USER", "IIS_STATUS", "CALogin"]
+__all__ = ["CA_USER", "IIS_STATUS", "NEGOTIATE_REPLY", "WIN32_BAD_BINDINGS", "CALogin"]

@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
+from sqlalchemy.exc import OperationalError
 
 from onlineca import pki
 from onlineca.ca import engine as eng
-from onlineca.ca.auth import CA_USER, IIS_STATUS, CALogin
+from onlineca.ca.auth import CA_USER, IIS_STATUS, NEGOTIATE_REPLY, CALogin
 from onlineca.ca.users import ntlm_path
 from onlineca.config import Config, DataDir
-from onlineca.errors import ConfigError
-from onlineca.infra import tls
-from onlineca.infra.serving import RunningServer, start_https
+from onlineca.errors import ConfigError, StoreError
+from onlineca.infra import files, tls
+from onlineca.infra.serving import ConnectionLimits, RunningServer, start_https
 from onlineca.logs import attach_log
 from onlineca.logs.iis import IISEntry, IISLog
 from onlineca.policy import ca as policy
@@ -51,6 +52,8 @@ SERVER_HEADER = "Microsoft-IIS/10.0"
 # of piling up connections (SQLite has one writer anyway).
 WORKERS = 4
 R = TypeVar("R")
+# Seconds a client is asked to wait when the database is busy.
+BUSY_RETRY_AFTER = 5
 
 
 @dataclass
@@ -63,6 +66,7 @@ class CAState:
     db: Database
     worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(WORKERS, thread_name_prefix="ca-worker"))
+    data_dir: Path = Path(".")
 
     async def blocking(self, func: Callable[..., R], *args: Any) -> R:
         """``func(*args)`` (signing, the database) in a worker thread, never on the event loop."""
@@ -124,6 +128,8 @@ async def iis_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     started = time.perf_counter()
     response = await _guarded(request, handler, state)
     response.headers["Server"] = SERVER_HEADER
+    if request.get(NEGOTIATE_REPLY) and response.status < 400:
+        response.headers["WWW-Authenticate"] = request[NEGOTIATE_REPLY]
     if state.iis is not None:
         try:
             state.iis.write(_iis_entry(request, response, started, state))
@@ -144,6 +150,15 @@ async def _guarded(request: web.Request, handler: Handler, state: CAState) -> we
         return _too_large(state)
     except web.HTTPException as exc:
         return _iis_page(exc.status, exc.reason, exc.text or exc.reason)
+    except (OperationalError, StoreError) as exc:
+        # The database is busy (another writer holds its lock past busy_timeout) or away: answer as
+        # a busy IIS does, 503 with Retry-After, so clients come back instead of giving up.
+        log.error("database busy or unavailable on %s %s: %s", request.method, request.path,
+                  str(getattr(exc, "orig", exc))[:200])
+        busy = _iis_page(503, "Service Unavailable", "The server is too busy to complete this operation "
+                         "(0x800706bb RPC_S_SERVER_TOO_BUSY); try again later.")
+        busy.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+        return busy
     except Exception:  # a defect of ours: log it, answer as IIS does, keep serving
         log.exception("internal error on %s %s", request.method, request.path)
         return _iis_page(500, "Internal server error.",
@@ -217,10 +232,13 @@ async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > limit:
         return _too_large(state)
     try:
-        form = await request.post()
+        async with asyncio.timeout(state.config.connections.body_timeout):
+            form = await request.post()
+    except TimeoutError:
+        return _iis_page(408, "Request Timeout", "The server timed out waiting for the request body.")
     except web.HTTPRequestEntityTooLarge:
         return _too_large(state)
-    except (ValueError, UnicodeDecodeError, AssertionError):
+    except Exception:  # a body aiohttp cannot read as a form (broken multipart, bad encoding): bad parameter
         return _bad_parameter(state)
     user = request[CA_USER]
     mode = (_form_text(form, "Mode") or "").strip().lower()
@@ -338,13 +356,28 @@ PAGES: dict[str, tuple[tuple[str, ...], PageFunc]] = {
 
 # --------------------------------------------------------------------------- the application
 
-def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log_format: str | None = None,
-               db: Database | None = None) -> web.Application:
-    """The CA web application; the database is migrated and the CA keys are read here, once."""
+def make_login(config: Config, data_dir: str | Path, server_cert_der: bytes | None = None) -> CALogin:
+    """The CA's logins for this configuration (checked: at least one method, its packages present)."""
     upath = eng.users_path(config, data_dir)
-    if not (config.ca.basic_auth or config.ca.ntlm_auth):
-        raise ConfigError("ca.basic_auth and ca.ntlm_auth are both false: nobody could log in",
+    ca = config.ca
+    if not (ca.basic_auth or ca.ntlm_auth or ca.kerberos_auth):
+        raise ConfigError("ca.basic_auth, ca.ntlm_auth and ca.kerberos_auth are all false: nobody could log in",
                           hint="Enable at least one of them.")
+    if ca.kerberos_auth:
+        try:
+            import gssapi  # noqa: F401  (optional dependency: onlineca[kerberos])
+            import spnego
+        except ImportError:
+            raise ConfigError("ca.kerberos_auth needs pyspnego with GSSAPI",
+                              hint="Install it (pip install 'onlineca[kerberos]') or set kerberos_auth = false.") from None
+        if ca.keytab:
+            if not Path(ca.keytab).is_file():
+                raise ConfigError(f"[ca] keytab {ca.keytab}: no such file",
+                                  hint="Export the keytab of HTTP/<the CA's host name> (ktadd / ktpass) there.")
+            # GSSAPI's acceptor reads its keys from this variable (process-wide).
+            os.environ["KRB5_KTNAME"] = f"FILE:{Path(ca.keytab).resolve()}"
+    if ca.require_epa and server_cert_der is None:
+        raise ConfigError("[ca] require_epa needs the CA's TLS certificate to bind logins to")
     if config.ca.ntlm_auth:
         try:
             import spnego  # noqa: F401  (optional dependency: onlineca[ntlm])
@@ -353,14 +386,23 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
                               hint="Install it (pip install 'onlineca[ntlm]') or set ntlm_auth = false.") from None
         # pyspnego's acceptor reads its credential store from this variable (process-wide).
         os.environ["NTLM_USER_FILE"] = str(ntlm_path(upath))
+    return CALogin(upath, ntlm=ca.ntlm_auth, basic=ca.basic_auth, kerberos=ca.kerberos_auth, domain=ca.domain,
+                   realm=ca.kerberos_realm, require_epa=ca.require_epa, server_cert_der=server_cert_der)
+
+
+def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log_format: str | None = None,
+               db: Database | None = None, server_cert_der: bytes | None = None) -> web.Application:
+    """The CA web application; the database is migrated and the CA keys are read here, once.
+    ``server_cert_der`` is the TLS certificate served (Extended Protection binds logins to it)."""
+    login = make_login(config, data_dir, server_cert_der)
     detach_log = attach_log("onlineca.ca", Path(log_dir) / "ca.log", log_format or config.logging.format,
                             config.logging.level)
-    db = db or Database(config.database_url)
+    db = db or Database(config.database_url, busy_timeout=config.database.busy_timeout)
     db.migrate()
     engine = eng.CAEngine(config, data_dir, db)
     iis = IISLog(Path(log_dir) / IIS_LOG_NAME)
-    login = CALogin(upath, ntlm=config.ca.ntlm_auth, basic=config.ca.basic_auth)
-    state = CAState(config, engine, login, iis, pki.common_name(engine.issuing.subject) or "onlineca CA", db)
+    state = CAState(config, engine, login, iis, pki.common_name(engine.issuing.subject) or "onlineca CA", db,
+                    data_dir=Path(data_dir))
     app = web.Application(middlewares=[iis_middleware], client_max_size=config.ca.max_request_bytes)
     app[CA_STATE] = state
     app.router.add_route("*", "/{tail:.*}", dispatch)
@@ -390,6 +432,33 @@ class RunningCA(RunningServer):
     def engine(self) -> eng.CAEngine:
         return self.app[CA_STATE].engine
 
+    # The --tls-cert/--tls-key the CA was started with (they win over the file on reload too).
+    tls_args: tuple[str | os.PathLike[str] | None, str | os.PathLike[str] | None] = (None, None)
+
+    async def reload(self, config: Config) -> list[str]:
+        """SIGHUP: templates, users file, login methods, web certificate and connection limits
+        from the new configuration, all checked before anything changes (a ``ConfigError``
+        leaves the CA as it was).  The database and the CA keys need a restart."""
+        state = self.app[CA_STATE]
+        old = state.config
+        if config.database_url != old.database_url:
+            raise ConfigError("[database] url changed: restart the CA to change its database")
+        cert_file, key_file = tls_files(config, state.data_dir, *self.tls_args)
+        try:
+            ctx = tls.server_context(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the web certificate {cert_file} / {key_file}: {exc}") from None
+        login = make_login(config, state.data_dir, _served_cert_der(cert_file))
+        changes = [f"[ca] {k}" for k in type(config.ca).model_fields if getattr(config.ca, k) != getattr(old.ca, k)]
+        changes += [f"[connections] {k}" for k in type(config.connections).model_fields
+                    if getattr(config.connections, k) != getattr(old.connections, k)]
+        state.config, state.login = config, login
+        state.engine.config, state.engine.templates = config, list(config.ca.templates)
+        self.set_ssl_context(ctx)
+        self.set_limits(ConnectionLimits(**config.connections.model_dump()))
+        log.warning("configuration reloaded (SIGHUP): %s", ", ".join(changes) or "nothing changed")
+        return changes
+
 
 def tls_files(config: Config, data_dir: str | Path, tls_cert: str | os.PathLike[str] | None = None,
               tls_key: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
@@ -404,6 +473,13 @@ def tls_files(config: Config, data_dir: str | Path, tls_cert: str | os.PathLike[
     return ca_paths.web_cert, ca_paths.web_key
 
 
+def _served_cert_der(cert_file: str | os.PathLike[str]) -> bytes | None:
+    try:
+        return pki.cert_der(files.load_cert_file(cert_file)[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *, host: str | None = None,
                    port: int | None = None, tls_cert: str | os.PathLike[str] | None = None,
                    tls_key: str | os.PathLike[str] | None = None, log_format: str | None = None,
@@ -415,12 +491,16 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the web certificate {cert_file} / {key_file}: {exc}",
                           hint="Run 'onlineca ca init' or pass --tls-cert and --tls-key.") from None
-    app = create_app(config, data_dir, log_dir, log_format=log_format, db=db)
+    app = create_app(config, data_dir, log_dir, log_format=log_format, db=db,
+                     server_cert_der=_served_cert_der(cert_file))
     host = host or config.ca.host
     runner, bound = await start_https(app, host, config.ca.port if port is None else port, ctx,
-                                      reuse_address=True, access_log=None)
+                                      reuse_address=True, access_log=None, logger=log,
+                                      limits=ConnectionLimits(**config.connections.model_dump()))
     log.info("CA %s serving /certsrv on https://%s:%s", app[CA_STATE].ca_name, host, bound)
-    return RunningCA(host, bound, runner, app, ctx)
+    running = RunningCA(host, bound, runner, app, ctx)
+    running.tls_args = (tls_cert, tls_key)
+    return running
 
 
 __all__ = ["CA_STATE", "IIS_LOG_NAME", "RunningCA", "create_app", "start_ca", "tls_files"]

@@ -95,7 +95,8 @@ class OnlineCAEnroller:
         self.est = ESTClient(cfg.ra_url, cafile=cfg.ra_trust_store, user=cfg.ra_user or None,
                              password=password, timeout=cfg.enroll_timeout,
                              connect_timeout=min(10.0, cfg.enroll_timeout),
-                             max_retries=0)  # a busy RA means RETRY_LATER to the phone, not a wait here
+                             max_retries=0,  # a busy RA means RETRY_LATER to the phone, not a wait here
+                             expected_name=cfg.ra_expected_name, fingerprint=cfg.ra_fingerprint)
         self.semaphore = asyncio.BoundedSemaphore(cfg.max_concurrent_enrollments)
         self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
         self._lsc_trust: pki.TrustStore | None = None
@@ -178,6 +179,9 @@ class OnlineCAEnroller:
                 trace.error(f"Online Cert Signing Failed: {exc.message}")
                 if exc.code in _REJECTIONS:
                     raise CARejected(f"the RA refused the request: {exc.message}", est_code=exc.code) from None
+                if exc.http_status == 503:  # not ready is not pending: the RA's own reason, as it said it
+                    raise CAUnavailable(exc.message.partition(": ")[2] or exc.message, est_code=exc.code,
+                                        retry_after=exc.retry_after) from None
                 raise CAUnavailable(f"the RA did not issue: {exc.message}", est_code=exc.code,
                                     retry_after=exc.retry_after) from None
         trace.debug(enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))

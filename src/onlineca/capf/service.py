@@ -56,6 +56,26 @@ class RunningCAPF:
         """One maintenance pass (the loop's body; tests call it directly instead of waiting)."""
         await _maintenance_once(self)
 
+    async def reload(self, config: Config) -> list[str]:
+        """SIGHUP (the serve loop's hook): a new EST client towards the RA from the new ``[capf]``
+        RA settings (URL, credentials, trust store) and CAPF's TLS certificate read again; both
+        checked before anything changes (a ``ConfigError`` leaves CAPF as it was).  Other keys
+        need a restart.  Returns what changed, and logs it."""
+        new, old = config.capf, self.capf.cfg
+        enroller = OnlineCAEnroller(new, self.enroller.paths.root.parent)
+        cert_file = new.tls_cert or str(self.enroller.paths.capf_cert)
+        key_file = new.tls_key or str(self.enroller.paths.capf_key)
+        try:
+            self.ssl_context.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            await enroller.close()
+            raise ConfigError(f"cannot load CAPF's TLS certificate {cert_file} / {key_file}: {exc}") from None
+        changes = [f"[capf] {k}" for k in type(new).model_fields if getattr(new, k) != getattr(old, k)]
+        previous, self.enroller, self.capf.enroller = self.enroller, enroller, enroller
+        await previous.close()
+        trace_log.warning("debug configuration reloaded (SIGHUP): %s", ", ".join(changes) or "nothing changed")
+        return changes
+
     async def close(self, grace: float = 2.0) -> None:
         """Stop listening, give open sessions ``grace`` seconds to finish, cancel the rest and the
         loop, close the EST client and the logs."""

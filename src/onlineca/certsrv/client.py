@@ -31,6 +31,7 @@ from onlineca.errors import (
     CAConnectError,
     CAPageError,
     CATemplateError,
+    CATLSError,
     CertsrvFailure,
     ConfigError,
     ParseError,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from onlineca.config import RAConfig
 
 Phase = Literal["login", "enroll"]
-AuthKind = Literal["basic", "ntlm", "cert"]
+AuthKind = Literal["basic", "ntlm", "cert", "kerberos"]
 TrustSource = str | os.PathLike[str] | pki.TrustStore | Sequence[x509.Certificate] | None
 
 
@@ -92,6 +93,11 @@ class CertsrvClient:
         enroll_timeout: float = 10.0,
         user_agent: str = p.BROWSER_USER_AGENT,
         max_connections: int = 8,
+        channel_binding: bool = True,
+        service_host: str = "",
+        expected_name: str = "",
+        fingerprint: str = "",
+        require_server_auth: bool = True,
     ) -> None:
         try:
             self.base = p.certsrv_base(url)
@@ -102,12 +108,16 @@ class CertsrvClient:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         if auth in ("basic", "ntlm") and not username:
             raise ConfigError("ca_user is empty", hint=f"Set ca_user (and ca_password) for {auth} authentication.")
-        if auth == "ntlm":
+        if auth in ("ntlm", "kerberos"):
             try:
                 import spnego  # noqa: F401  (optional dependency: onlineca[ntlm])
+                if auth == "kerberos":
+                    import gssapi  # noqa: F401  (optional dependency: onlineca[kerberos])
             except ImportError:
-                raise ConfigError("ca_auth = 'ntlm' needs the pyspnego package",
-                                  hint="Install it (pip install 'onlineca[ntlm]') or set ca_auth = 'basic'.") from None
+                extra = "kerberos" if auth == "kerberos" else "ntlm"
+                raise ConfigError(f"ca_auth = '{auth}' needs the pyspnego package"
+                                  + (" with GSSAPI (gssapi, krb5)" if auth == "kerberos" else ""),
+                                  hint=f"Install it (pip install 'onlineca[{extra}]') or set ca_auth = 'basic'.") from None
         if auth == "cert" and not client_cert:
             raise ConfigError("ca_auth = 'cert' needs ca_client_cert (and ca_client_key)")
         for name, value in (("connect_timeout", connect_timeout), ("login_timeout", login_timeout),
@@ -118,9 +128,20 @@ class CertsrvClient:
         self.username = username
         self._authorization = ("Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
                                if auth == "basic" else None)
-        self._ntlm_password = password if auth == "ntlm" else ""
-        # NTLM authenticates a connection, not a request: one connection, one request at a time.
+        self._ntlm_password = password if auth in ("ntlm", "kerberos") else ""
+        # NTLM and Negotiate authenticate a connection, not a request: one connection, one request
+        # at a time.
         self._ntlm_lock = asyncio.Lock()
+        # Extended Protection (EPA): NTLM and Kerberos tokens carry the TLS channel binding of the
+        # CA's certificate (RFC 5929 tls-server-end-point), read from the connection itself.
+        self.channel_binding = channel_binding
+        self.server_cert_der: bytes | None = None
+        # The Kerberos service principal is HTTP/<host> unless given (an alias, another realm).
+        self.service_host = service_host or None
+        # Pinning the CA's identity beyond its trust store (a certificate from the same root for
+        # another purpose is refused): serverAuth, a name, a fingerprint.
+        self.expected_name, self.fingerprint = expected_name, fingerprint
+        self.require_server_auth = require_server_auth
         if parts.scheme == "https":
             self._ssl: ssl.SSLContext | bool = ssl_context or make_ssl_context(
                 trust, client_cert if auth == "cert" else None, client_key if auth == "cert" else None)
@@ -130,7 +151,7 @@ class CertsrvClient:
         self.timeouts: dict[Phase, float] = {"login": login_timeout, "enroll": enroll_timeout}
         self.user_agent = user_agent
         # Concurrent enrollments share a few kept-alive connections instead of a handshake each.
-        self.max_connections = 1 if auth == "ntlm" else max(1, max_connections)
+        self.max_connections = 1 if auth in ("ntlm", "kerberos") else max(1, max_connections)
         self._session: aiohttp.ClientSession | None = None
         self.logged_in = False
         self.requests_sent = 0
@@ -144,7 +165,9 @@ class CertsrvClient:
                    client_cert=ra.ca_client_cert or None, client_key=ra.ca_client_key or None,
                    trust=trust if trust is not None else (ra.trust_store or None),
                    connect_timeout=ra.connect_timeout, login_timeout=ra.login_timeout,
-                   enroll_timeout=ra.enroll_timeout)
+                   enroll_timeout=ra.enroll_timeout, channel_binding=ra.ca_channel_binding,
+                   service_host=ra.ca_service_host, expected_name=ra.ca_expected_name,
+                   fingerprint=ra.ca_fingerprint)
 
     def __repr__(self) -> str:  # never shows the password
         return f"CertsrvClient({self.base!r}, auth={self.auth!r}, user={self.username!r})"
@@ -163,8 +186,8 @@ class CertsrvClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            # diag branch: a self-signed CA web certificate is refused even in the trust store (as the original RA)
-            connector = tls.PeerCheckingConnector(_refuse_self_signed, ssl=self._ssl, keepalive_timeout=60,
+            # Every connection's CA certificate is checked before a request goes out on it (_check_peer).
+            connector = tls.PeerCheckingConnector(self._check_peer, ssl=self._ssl, keepalive_timeout=60,
                                                   ttl_dns_cache=300, limit=self.max_connections)
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False,  # no proxy or CA-bundle override from the env
@@ -173,12 +196,24 @@ class CertsrvClient:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout))
         return self._session
 
+    def _check_peer(self, der: bytes, host: str) -> None:
+        """Each connection's CA certificate, before any request on it: kept for the channel binding
+        of an NTLM or Kerberos token sent on it; refused when self-signed (the original RA refuses
+        one even in its trust store) or when it is not the CA configured ([ra] pins)."""
+        self.server_cert_der = der
+        _refuse_self_signed(der, host)
+        why = tls.pin_mismatch(der, expected_name=self.expected_name, fingerprint=self.fingerprint,
+                               require_server_auth=self.require_server_auth)
+        if why is not None:
+            raise CATLSError(f"the CA at {self.host}:{self.port} is not the one configured: {why}",
+                             code="CA_TLS_PIN", curl_code=60, curl_message=f"SSL certificate problem: {why}")
+
     # -- transport ---------------------------------------------------------------------------
 
     async def _request(self, method: str, url: str, phase: Phase, *, data: Mapping[str, str] | None = None,
                        allow_redirects: bool = False) -> p.Reply:
         """One authenticated request; every failure as a CertsrvFailure."""
-        if self.auth != "ntlm":
+        if self.auth not in ("ntlm", "kerberos"):
             # A kept-alive connection the CA closed just as we reused it: aiohttp asks a GET again
             # on a new one, never a POST (it could file the request twice).
             headers = {"Authorization": self._authorization} if self._authorization else {}
@@ -186,40 +221,80 @@ class CertsrvClient:
                                         allow_redirects=allow_redirects)
         async with self._ntlm_lock:
             reply = await self._exchange(method, url, phase, data=data, allow_redirects=allow_redirects)
-            if reply.status == 401 and p.offers_ntlm(reply.www_authenticate):
+            if reply.status == 401 and p.offers(reply.www_authenticate, self._scheme):
                 # A new connection (the last one closed): authenticate it, then ask again once.
                 await self._ntlm_handshake(phase)
                 reply = await self._exchange(method, url, phase, data=data, allow_redirects=allow_redirects)
             return reply
 
+    @property
+    def _scheme(self) -> str:
+        return "Negotiate" if self.auth == "kerberos" else "NTLM"
+
     async def _ntlm_handshake(self, phase: Phase) -> None:
-        """NTLM's negotiate and authenticate legs on the one pooled connection."""
+        """NTLM's negotiate and authenticate legs (or Kerberos in Negotiate, one leg) on the one
+        pooled connection, each token bound to the CA's TLS certificate (EPA)."""
         import spnego
         import spnego.exceptions
+        from spnego.channel_bindings import GssChannelBindings
 
         url = p.login_url(self.base)
-        ctx = spnego.client(self.username, self._ntlm_password, hostname=self.host, service="HTTP",
-                            protocol="ntlm")
+        scheme = self._scheme
+
+        def bindings() -> GssChannelBindings | None:
+            if not (self.channel_binding and self.server_cert_der is not None):
+                return None
+            return GssChannelBindings(application_data=p.tls_server_end_point(self.server_cert_der))
+
+        def ntlm_context() -> spnego.ContextProxy:
+            return spnego.client(self.username, self._ntlm_password, hostname=self.host, service="HTTP",
+                                 protocol="ntlm", channel_bindings=bindings())
+
         try:
+            if self.auth == "kerberos":
+                if self.channel_binding and self.server_cert_der is None:
+                    # Kerberos binds its one token: learn this connection's certificate first, by
+                    # the unauthenticated ask every client gets a 401 for.
+                    await self._exchange("GET", url, phase)
+                ctx = spnego.client(self.username or None, self._ntlm_password or None,
+                                    hostname=self.service_host or self.host, service="HTTP", protocol="kerberos",
+                                    channel_bindings=bindings())
+            else:
+                # NTLM binds only its last message: the certificate is known once the negotiate leg
+                # went out on the connection (the negotiate message is the same either way).
+                ctx = ntlm_context()
             negotiate = ctx.step()
-            reply = await self._exchange("GET", url, phase, headers={"Authorization": p.ntlm_header(negotiate)})
+        except Exception as exc:  # no ticket: the KDC refused the password, or cannot be reached
+            why = exc.message if isinstance(exc, spnego.exceptions.SpnegoError) else str(exc)
+            raise CAAuthError(f"{scheme} authentication to the CA failed before any request: {why[:300]}",
+                              curl_message="The requested URL returned error: 401") from None
+        try:
+            reply = await self._exchange("GET", url, phase,
+                                         headers={"Authorization": p.ntlm_header(negotiate or b"", scheme)})
             if 200 <= reply.status < 300:
-                return  # the connection was authenticated already
-            challenge = p.ntlm_challenge(reply.www_authenticate) if reply.status == 401 else None
+                return  # one leg was enough (Kerberos), or the connection was authenticated already
+            challenge = p.ntlm_challenge(reply.www_authenticate, scheme) if reply.status == 401 else None
             if challenge is None:
                 if reply.status == 401:
-                    raise CAAuthError("the CA did not answer the NTLM negotiation with a challenge "
-                                        "(is NTLM enabled on /certsrv?)",
-                                        curl_message="The requested URL returned error: 401")
+                    raise CAAuthError(f"the CA did not accept the {scheme} token (is {scheme} enabled on /certsrv, "
+                                      "and Extended Protection satisfied?)",
+                                      curl_message="The requested URL returned error: 401")
                 raise p.http_status_error(reply.status, url)
+            if self.auth == "ntlm" and self.channel_binding:
+                bound = ntlm_context()
+                if bound.step() == negotiate:  # the MIC covers the negotiate message: same bytes
+                    ctx = bound
             authenticate = ctx.step(challenge)
         except CertsrvFailure:
             raise
         except Exception as exc:
-            why = exc.message if isinstance(exc, spnego.exceptions.SpnegoError) else f"bad NTLM challenge ({exc})"
-            raise CAAuthError(f"NTLM authentication to the CA failed: {why}",
+            why = exc.message if isinstance(exc, spnego.exceptions.SpnegoError) else f"bad {scheme} challenge ({exc})"
+            raise CAAuthError(f"{scheme} authentication to the CA failed: {why}",
                                 curl_message="The requested URL returned error: 401") from None
-        reply = await self._exchange("GET", url, phase, headers={"Authorization": p.ntlm_header(authenticate)})
+        if not authenticate:
+            raise CAAuthError(f"the CA did not accept the {scheme} token",
+                              curl_message="The requested URL returned error: 401")
+        reply = await self._exchange("GET", url, phase, headers={"Authorization": p.ntlm_header(authenticate, scheme)})
         if not 200 <= reply.status < 300:
             raise p.http_status_error(reply.status, url)
 
@@ -313,7 +388,7 @@ class CertsrvClient:
 
     async def login(self) -> None:
         """Authenticate on /certsrv/ (CA_AUTH on 401) within the login timeout."""
-        if self.auth == "ntlm":
+        if self.auth in ("ntlm", "kerberos"):
             async with self._ntlm_lock:
                 await self._ntlm_handshake("login")
         else:

@@ -114,7 +114,10 @@ def main_group(ctx: click.Context, config_path: Path | None, data_dir: Path | No
         updates["logging"] = cfg.logging.model_copy(update={"format": log_format})
     if updates:
         cfg = cfg.model_copy(update=updates)
-    ctx.obj = AppContext(config=cfg, config_path=config_path, log_format=cfg.logging.format)
+    overrides: dict[str, Any] = {k: v for k, v in updates.items() if k != "logging"}
+    if log_format is not None:
+        overrides["log_format"] = log_format
+    ctx.obj = AppContext(config=cfg, config_path=config_path, log_format=cfg.logging.format, overrides=overrides)
 
 
 def main() -> None:

@@ -83,7 +83,8 @@ def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Pat
         return start_ca(app.config, app.data_dir, app.log_dir, host=host, port=port,
                         tls_cert=tls_cert, tls_key=tls_key, log_format=app.log_format)
 
-    serve_until_signal(start, lambda running: f"CA serving {running.url} (IIS log {app.log_dir / IIS_LOG_NAME})")
+    serve_until_signal(start, lambda running: f"CA serving {running.url} (IIS log {app.log_dir / IIS_LOG_NAME})",
+                       app.reload_config)
 
 
 # --------------------------------------------------------------------------- users

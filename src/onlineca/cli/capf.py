@@ -102,7 +102,8 @@ def serve(app: AppContext, host: str | None, port: int | None, no_scheduler: boo
                 f"{app.log_dir / 'capf.log'}; RA {app.config.capf.ra_url})")
 
     serve_until_signal(lambda: start_capf(app.config, app.data_dir, app.log_dir, host=host, port=port,
-                                          log_format=app.log_format, maintenance=not no_scheduler), describe)
+                                          log_format=app.log_format, maintenance=not no_scheduler), describe,
+                       app.reload_config)
 
 
 # ---- devices -------------------------------------------------------------------------------

@@ -96,7 +96,17 @@ async def _client(kw: dict[str, Any]) -> ESTClient:
         raise click.UsageError("--cert and --key go together")
     return ESTClient(kw["server"], label=kw["label"], cafile=kw["cafile"], trust_certs=trust, user=kw["user"],
                      password=password, cert_file=kw["cert_file"], key_file=kw["key_file"],
-                     timeout=kw["timeout"], max_retries=kw["retries"])
+                     timeout=kw["timeout"], max_retries=kw["retries"],
+                     # Connection refused is retried only when --retries is given: fail fast otherwise.
+                     connect_retries=kw["retries"] if _given("retries") else 0,
+                     on_retry=lambda line: click.echo(line, err=True))
+
+
+def _given(name: str) -> bool:
+    """Whether the user gave option ``name`` on the command line (not its default)."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is click.core.ParameterSource.COMMANDLINE
 
 
 def _write_certs(certs: list[x509.Certificate], out: Path | None, fmt: str) -> None:
@@ -300,6 +310,9 @@ def hash_password_cmd(user: str, password: str) -> None:
 @click.option("--tls-key", type=_existing, required=True)
 @click.option("--issuer-cert", type=_existing, required=True, help="Issuing CA certificate (PEM, chain allowed).")
 @click.option("--issuer-key", type=_existing, required=True)
+@click.option("--ca-chain", type=_existing, default=None,
+              help="The issuing CA's chain up to the root, if --issuer-cert holds the issuing CA alone "
+                   "(/cacerts must include the root, RFC 7030 4.1.3).")
 @click.option("--validity-days", default=365.0, show_default=True)
 @click.option("--users-file", type=_existing, help="HTTP Basic users (default [est] users_file).")
 @click.option("--client-ca", type=_existing, help="Trust store for TLS client certificates.")
@@ -308,7 +321,7 @@ def hash_password_cmd(user: str, password: str) -> None:
               help="Require tls-unique proof of possession (caps TLS at 1.2); default [est] pop_tls_unique.")
 @click.pass_obj
 def serve_cmd(app: AppContext, host: str, port: int | None, tls_cert: Path, tls_key: Path, issuer_cert: Path,
-              issuer_key: Path, validity_days: float, users_file: Path | None, client_ca: Path | None,
+              issuer_key: Path, ca_chain: Path | None, validity_days: float, users_file: Path | None, client_ca: Path | None,
               labels: tuple[str, ...], pop: bool | None) -> None:
     """Run a standalone EST server that signs with a local issuing key (for tests and labs)."""
     from dataclasses import replace
@@ -316,12 +329,14 @@ def serve_cmd(app: AppContext, host: str, port: int | None, tls_cert: Path, tls_
     from onlineca.config import ESTConfig
     from onlineca.est.backend import LocalSigner
     from onlineca.est.server import RunningESTServer, settings_from_config, start_est_server
+    from onlineca.infra.serving import ConnectionLimits
     from onlineca.infra.users import UsersFile
     from onlineca.logs import setup_component_log
 
     cfg: ESTConfig = app.config.est
     try:
-        signer = LocalSigner.from_files(str(issuer_cert), str(issuer_key), validity_days=validity_days)
+        signer = LocalSigner.from_files(str(issuer_cert), str(issuer_key), str(ca_chain) if ca_chain else None,
+                                        validity_days=validity_days)
         settings = settings_from_config(cfg)
         if users_file:
             settings = replace(settings, password_check=UsersFile.from_path(users_file))
@@ -333,10 +348,16 @@ def serve_cmd(app: AppContext, host: str, port: int | None, tls_cert: Path, tls_
         trust = files.load_trust_store(trust_path) if trust_path else None
     except ValueError as exc:
         raise ConfigError(str(exc), hint="") from None
+    if not any(pki.is_self_signed(c) for c in (signer.issuer_cert, *signer.ca_chain)):
+        raise ConfigError(f"/cacerts would lack the root CA: {issuer_cert} holds no chain up to a self-signed root "
+                          "(RFC 7030 4.1.3 requires the root there; libEST clients refuse the answer)",
+                          hint="Give --issuer-cert a PEM file with the issuing CA and its chain up to the root, "
+                               "or add --ca-chain FILE.")
     setup_component_log("est", app.log_dir, fmt=app.log_format)
 
     def start() -> Awaitable[RunningESTServer]:
         return start_est_server(signer, cert_file=tls_cert, key_file=tls_key, host=host,
-                                port=8084 if port is None else port, settings=settings, client_trust=trust)
+                                port=8084 if port is None else port, settings=settings, client_trust=trust,
+                                limits=ConnectionLimits(**app.config.connections.model_dump()))
 
-    serve_until_signal(start, lambda srv: f"EST server listening on {srv.url}")
+    serve_until_signal(start, lambda srv: f"EST server listening on {srv.url}", app.reload_config)

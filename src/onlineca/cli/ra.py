@@ -41,4 +41,4 @@ def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Pat
         return (f"RA serving {running.url} (connector {app.config.ra.connector}; "
                 f"logs in {app.log_dir}; readiness at {running.base}/readyz)")
 
-    serve_until_signal(start, describe)
+    serve_until_signal(start, describe, app.reload_config)

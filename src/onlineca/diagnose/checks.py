@@ -554,6 +554,13 @@ async def run_diagnose(cfg: Config, *, capf_cert: Path | None = None, hops: set[
                                                 hop="ca", code_expiring="CA_CHAIN", code_expired="CA_CHAIN",
                                                 code_unreadable="CA_CHAIN", days=CERT_EXPIRING_DAYS):
                     run.add(f)
+        elif _ra_reports_ca_auth(run):
+            # Another login with a password the CA refuses would bring the account closer to its
+            # lockout: the RA already says why (its reason is in the RA_NOT_READY finding).
+            run.skip("ca.login", "ca", "the RA already reports CA_AUTH: no login attempt added (the CA account "
+                     "would lock)")
+            run.add(finding("CA_AUTH", "the RA reports that the CA refuses its login (no login attempt added by "
+                            "diagnose)", hop="ca"))
         else:
             await _check_ca(run, cfg)
     _reconcile(run, cfg, hops)
@@ -616,6 +623,11 @@ def _drift(run: _Run, cfg: Config, code: str, reason: str) -> Finding:
             if differs else "nothing in its /readyz differs")
     return finding("RA_CONFIG_DRIFT", f"the RA reports {code}, but diagnose, with this configuration, reaches the CA "
                    f"without it ({what}): the RA runs with another configuration, trust store or clock", **ev)
+
+
+def _ra_reports_ca_auth(run: _Run) -> bool:
+    """The RA's /readyz said it is not ready because of CA_AUTH (its lockout, or a refused login)."""
+    return any(f.code == "RA_NOT_READY" and "CA_AUTH" in f.message for f in run.report.findings)
 
 
 __all__ = [

@@ -15,14 +15,16 @@ import base64
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
+import aiohttp.abc
+import aiohttp.payload
 from cryptography import x509
 
 from onlineca import __version__, pki
-from onlineca.errors import ESTCodedError, ParseError
+from onlineca.errors import ESTCodedError, ParseError, fix_for
 from onlineca.infra import files, tls, transport
 from onlineca.proto import est as m
 
@@ -74,17 +76,66 @@ def client_ssl_context(*, cafile: str | os.PathLike[str] | None = None,
     return ctx
 
 
-class _ChannelBindingConnector(aiohttp.TCPConnector):
-    """Remembers the transport of the connection it hands out, so that a request body built
-    after the handshake can read that connection's tls-unique (RFC 7030 3.5).  Used with one
-    connection per request only, so "the last one" is the request's own."""
+_POP_SLACK = 16
+
+
+class _LateBody(aiohttp.payload.Payload):
+    """A request body made when it is written (on the open connection), with a size declared
+    before: aiohttp sends ``Content-Length: size``, and the bytes made are padded with line
+    breaks up to it."""
+
+    def __init__(self, size: int, build: Callable[[], bytes], content_type: str) -> None:
+        super().__init__(b"", content_type=content_type)
+        self._size = size
+        self._declared = size
+        self._build = build
+
+    def _bytes(self) -> bytes:
+        data: bytes = self._build()
+        if len(data) > self._declared:  # pragma: no cover - the slack covers any signature length
+            raise ESTCodedError("EST_ERR_UNKNOWN", "the request body outgrew its Content-Length")
+        return data + b"\n" * (self._declared - len(data))
+
+    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
+        await writer.write(self._bytes())
+
+    async def write_with_length(self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None) -> None:
+        await writer.write(self._bytes())
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return ""
+
+
+class _PinningConnector(aiohttp.TCPConnector):
+    """Checks the server's identity beyond the trust store on each connection it hands out
+    (``tls.pin_mismatch``: serverAuth, an expected name, a fingerprint), and remembers the
+    transport, so that a request body built after the handshake can read that connection's
+    tls-unique (RFC 7030 3.5; PoP uses one connection per request, so "the last one" is the
+    request's own)."""
 
     last_transport: asyncio.Transport | None = None
+
+    def __init__(self, pin: dict[str, object] | None = None, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.pin = pin
 
     async def connect(self, req, traces, timeout):  # type: ignore[no-untyped-def]
         conn = await super().connect(req, traces, timeout)
         self.last_transport = conn.transport
+        if self.pin is not None and conn.transport is not None:
+            sslobj = conn.transport.get_extra_info("ssl_object")
+            der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+            why = tls.pin_mismatch(der, **self.pin) if der else None  # type: ignore[arg-type]
+            if why is not None:
+                conn.close()
+                raise ESTCodedError("EST_ERR_CACERT_VERIFICATION", f"{req.url.origin()}: the EST server is not the one "
+                                    f"configured: {why}",
+                                    hint="Check the server's certificate against the expected name and fingerprint "
+                                         "(ra_expected_name / ra_fingerprint); it must carry serverAuth.")
         return conn
+
+
+_ChannelBindingConnector = _PinningConnector
 
 
 def map_transport_error(exc: BaseException, url: str) -> ESTCodedError:
@@ -143,7 +194,10 @@ class ESTClient:
                  cert_file: str | os.PathLike[str] | None = None, key_file: str | os.PathLike[str] | None = None,
                  timeout: float = 30.0, connect_timeout: float = 10.0, max_retries: int = 3,
                  max_retry_wait: float = 300.0, keepalive: bool = True, insecure: bool = False,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 on_retry: Callable[[str], object] | None = None, connect_retries: int = 0,
+                 connect_retry_wait: float = 1.0,
+                 expected_name: str = "", fingerprint: str = "", require_server_auth: bool = True) -> None:
         base = url.rstrip("/")
         if not base.endswith(m.WELL_KNOWN):
             base += m.WELL_KNOWN
@@ -158,7 +212,22 @@ class ESTClient:
         self.max_retry_wait = max_retry_wait
         self.keepalive = keepalive
         self._sleep = sleep
+        # Each retry wait is said as it starts ("... retrying in 30 s (1/3)"): logged, and given
+        # to ``on_retry`` (the command line prints it).
+        self.on_retry = on_retry
+        # Connection refused: at once when no retries are asked for (the default), else retried
+        # ``connect_retries`` times (1 s, 2 s, ...): the server may be restarting.
+        self.connect_retries = connect_retries
+        self.connect_retry_wait = connect_retry_wait
+        # The server's identity beyond the trust anchors (never checked on an insecure bootstrap).
+        self._pin: dict[str, object] | None = None if insecure else dict(
+            expected_name=expected_name, fingerprint=fingerprint, require_server_auth=require_server_auth)
         self._session: aiohttp.ClientSession | None = None
+
+    def _announce(self, line: str) -> None:
+        log.info("%s", line, extra={"func": "est_client_retry"})
+        if self.on_retry is not None:
+            self.on_retry(line)
 
     async def __aenter__(self) -> ESTClient:
         return self
@@ -174,7 +243,7 @@ class ESTClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             ctx = client_ssl_context(**self._tls)  # type: ignore[arg-type]
-            connector = aiohttp.TCPConnector(ssl=ctx, force_close=not self.keepalive, limit=100)
+            connector = _PinningConnector(self._pin, ssl=ctx, force_close=not self.keepalive, limit=100)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout,
                 headers={"User-Agent": f"onlineca-est/{__version__}"})
@@ -184,16 +253,19 @@ class ESTClient:
         return self.base + m.ESTPath(self.label, operation).url_path()[len(m.WELL_KNOWN):]
 
     async def request(self, operation: str, method: str = "GET",
-                      body: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
+                      body: bytes | Callable[[], aiohttp.payload.Payload] | None = None,
                       headers: dict[str, str] | None = None,
                       session: aiohttp.ClientSession | None = None) -> tuple[int, dict[str, str], bytes]:
         """One HTTP exchange, retried on 202/503 + Retry-After; (status, headers, body) on 2xx.
 
-        ``body`` may be a factory of an async byte stream, called once per attempt (PoP builds
-        each attempt's CSR from that attempt's TLS session)."""
+        ``body`` may be a factory of a payload, called once per attempt (PoP builds each
+        attempt's CSR from that attempt's TLS session); every body goes with a Content-Length."""
         url = self.url_for(operation)
         session = session or self._get_session()
-        for attempt in range(self.max_retries + 1):
+        refused = 0
+        attempt = -1
+        while attempt < self.max_retries:
+            attempt += 1
             data = body() if callable(body) else body
             try:
                 async with session.request(method, url, data=data, headers={**self._auth_header, **(headers or {})},
@@ -210,19 +282,39 @@ class ESTClient:
                     raise cause from None
                 err = map_transport_error(exc, url)
                 log.info("%s %s failed: %s", method, url, err, extra={"func": "est_client_send_request"})
+                # Nothing listens: with no retries asked for, say so at once; with retries, the
+                # server may be starting (a restart, a reload): wait and try again, out loud.
+                if err.code == "EST_ERR_IP_CONNECT" and refused < self.connect_retries:
+                    wait = min(self.connect_retry_wait * 2 ** refused, self.max_retry_wait)
+                    refused += 1
+                    self._announce(f"{err.message}; retrying in {wait:g} s ({refused}/{self.connect_retries})")
+                    await self._sleep(float(wait))
+                    attempt -= 1  # a refused connection is not one of the 202/503 retries
+                    continue
                 raise err from None
             if status in (202, 503) and "Retry-After" in rheaders:
                 try:
                     wait = m.parse_retry_after(rheaders["Retry-After"])
                 except ParseError as exc:
                     raise ESTCodedError(exc.code, f"{url}: {exc.message}", http_status=status) from None
+                # 202: the CA holds the request (a manager may approve it).  503: the server
+                # cannot answer now, and says why (the RA is not ready: CA_TLS_UNTRUSTED ...):
+                # not the same thing, not the same fix.
+                why = m.error_text(data) if status == 503 else ""
+                why = why or ("the server is unavailable" if status == 503 else "")
                 # RFC 7030 4.2.3: never retry sooner than asked; a longer wait is the caller's.
                 if attempt >= self.max_retries or wait > self.max_retry_wait:
+                    if status == 503:
+                        raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"{url}: {why} (Retry-After {wait} s; "
+                                            f"{attempt} retries)", http_status=503, retry_after=wait,
+                                            hint=fix_for("RA_NOT_READY") if "not ready" in why else
+                                            fix_for("EST_ERR_UNKNOWN"))
                     raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY",
                                         f"{url}: still pending after {self.max_retries} retries "
                                         f"(server asks to retry after {wait} s)", http_status=status,
                                         retry_after=wait)
-                log.info("%s answered %s, Retry-After %s s", url, status, wait, extra={"func": "est_client_retry"})
+                what = why if status == 503 else "pending at the CA"
+                self._announce(f"{url}: {what}; retrying in {wait} s ({attempt + 1}/{self.max_retries})")
                 await self._sleep(float(wait))
                 continue
             if status == 202:
@@ -281,10 +373,10 @@ class ESTClient:
         operation = "simplereenroll" if reenroll else "simpleenroll"
         ctx = client_ssl_context(**self._tls)  # type: ignore[arg-type]
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        connector = _ChannelBindingConnector(ssl=ctx, force_close=True, limit=1)
+        connector = _ChannelBindingConnector(self._pin, ssl=ctx, force_close=True, limit=1)
         built: list[x509.CertificateSigningRequest] = []
 
-        async def body() -> AsyncIterator[bytes]:
+        def csr_body() -> bytes:
             transport = connector.last_transport
             sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
             binding = sslobj.get_channel_binding("tls-unique") if sslobj is not None else None
@@ -292,7 +384,17 @@ class ESTClient:
                 raise ESTCodedError("EST_ERR_AUTH_FAIL_TLSUID", "this TLS session has no tls-unique value")
             csr = pki.build_csr(key, subject, sans, challenge_password=m.tls_unique_challenge(binding))
             built.append(csr)
-            yield m.encode_pkcs10(csr)[1]
+            return m.encode_pkcs10(csr)[1]
+
+        # The body is made on the connection, after the handshake, yet sent with a Content-Length
+        # (never chunked: libEST's server refuses a body without one).  Its length is known
+        # beforehand up to the few bytes an ECDSA signature varies by, so it is declared with room
+        # to spare and the base64 padded with line breaks (RFC 8951: decoders skip whitespace).
+        dummy = pki.build_csr(key, subject, sans, challenge_password=m.tls_unique_challenge(bytes(12)))
+        size = len(m.encode_pkcs10(dummy)[1]) + _POP_SLACK
+
+        def body() -> _LateBody:
+            return _LateBody(size, csr_body, m.CT_PKCS10)
 
         async with aiohttp.ClientSession(connector=connector, timeout=self.timeout) as session:
             _, rheaders, data = await self.request(operation, "POST", body,

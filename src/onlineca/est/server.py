@@ -13,6 +13,7 @@ plain reason, never a traceback; passwords and keys are never logged.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -26,14 +27,14 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.errors import ConfigError, ESTCodedError, ParseError
-from onlineca.est.backend import CABackend, PendingRequests
+from onlineca.est.backend import CABackend, PendingRequests, PendingStore, ask
 from onlineca.infra import tls
-from onlineca.infra.serving import RunningServer, start_https
+from onlineca.infra.serving import ConnectionLimits, RunningServer, start_https
 from onlineca.infra.users import UsersFile, basic_credentials
-from onlineca.logs.access import format_line as access_line
+from onlineca.logs.access import format_line as format_access_line
 from onlineca.proto import est as m
 from onlineca.proto.request_id import REQUEST_ID_HEADER
-from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, Issued, Pending
+from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, Pending
 
 if TYPE_CHECKING:
     from onlineca.config import ESTConfig
@@ -42,10 +43,20 @@ log = logging.getLogger("onlineca.est")
 access_log = logging.getLogger("onlineca.est.access")
 
 EST_SETTINGS = web.AppKey("est_settings", object)
+# The handler (its ``backend`` and settings ``s`` may be swapped by a reload).
+EST_HANDLER = web.AppKey("est_handler", object)
 # The user name the access log shows (as NGINX's $remote_user: the name sent, even if refused).
 EST_USER = web.RequestKey("est_user", str)
 
 PasswordCheck = Callable[[str, str], Awaitable[bool]]
+# The address of the client whose password is being checked (a password check may throttle by it).
+CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar("est_client_address", default="")
+
+# The keys serverkeygen makes (the CSR's key type and size say which).
+SERVERKEYGEN_KEYS = frozenset({("rsa", 2048), ("rsa", 3072), ("rsa", 4096), ("ec", 256), ("ec", 384), ("ec", 521)})
+
+# id-kp-cmcRA (RFC 6402): "this certificate is a registration authority's"; CAPF's holds it.
+ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"
 
 # Status codes for the parse errors clients can cause.
 _PARSE_STATUS = {"EST_ERR_BAD_CONTENT_TYPE": 415, "EST_ERR_HTTP_NOT_FOUND": 404,
@@ -63,6 +74,8 @@ class ESTServerSettings:
     pop_tls_unique: bool = False
     max_body_bytes: int = 65536
     request_timeout: float = 30.0
+    # Seconds to read a request body (a client that sends it slower gets 408).
+    body_timeout: float = 30.0
     # Retry-After sent with 503 when the backend does not answer within request_timeout.
     retry_after: int = 60
     # Retry-After sent with 202 when the backend's Pending names none.
@@ -73,6 +86,11 @@ class ESTServerSettings:
     realm: str = "estrealm"
     # HTTP Basic: a users file or any async (user, password) -> bool; None disables Basic.
     password_check: PasswordCheck | None = None
+    # RFC 7030 3.3.2 / 4.2.2: a client authenticated by its certificate alone may ask only for its
+    # own subject and subjectAltName, unless it is an RA agent: its certificate names one of
+    # ``ra_agents`` (subject DNs) or carries the EKU ``ra_agent_eku`` (id-kp-cmcRA by default).
+    ra_agents: Sequence[str] = ()
+    ra_agent_eku: str = ID_KP_CMC_RA
 
 
 def settings_from_config(cfg: ESTConfig) -> ESTServerSettings:
@@ -80,6 +98,7 @@ def settings_from_config(cfg: ESTConfig) -> ESTServerSettings:
     return ESTServerSettings(
         serverkeygen=cfg.serverkeygen, pop_tls_unique=cfg.pop_tls_unique, max_body_bytes=cfg.max_body_bytes,
         request_timeout=cfg.request_timeout, retry_after=cfg.retry_after, labels=tuple(cfg.labels),
+        ra_agents=tuple(cfg.ra_agents), ra_agent_eku=cfg.ra_agent_eku,
         password_check=UsersFile.from_path(cfg.users_file) if cfg.users_file else None)
 
 
@@ -90,12 +109,19 @@ class ESTAccessLogger(AbstractAccessLogger):
     ``127.0.0.1 - ciscora [05/Mar/2019:12:31:21 +0000] "POST /.well-known/est/simpleenroll HTTP/1.1" 401 0 "-" "ua" 0.004``."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
-        # diag branch: the line's format lives beside its parser (logs.access), with the request id
-        self.logger.info(access_line(
-            client=request.remote or "-", user=request.get(EST_USER) or "-", when=dt.datetime.now(dt.UTC),
-            method=request.method, path=request.path, version=f"{request.version.major}.{request.version.minor}",
-            status=response.status, length=response.body_length, agent=request.headers.get("User-Agent", "-"),
-            seconds=time_, request_id=response.headers.get(REQUEST_ID_HEADER)))
+        self.logger.info(access_line(request, response.status, response.body_length, time_,
+                                     response.headers.get(REQUEST_ID_HEADER)))
+
+
+def access_line(request: web.BaseRequest, status: int, length: int, elapsed: float,
+                request_id: str | None = None) -> str:
+    """One NGINX access line (also written by hand for a request the client abandoned: 499); its
+    format lives beside its parser, in ``logs.access``, with the request id."""
+    return format_access_line(
+        client=request.remote or "-", user=request.get(EST_USER) or "-", when=dt.datetime.now(dt.UTC),
+        method=request.method, path=request.path, version=f"{request.version.major}.{request.version.minor}",
+        status=status, length=length, agent=request.headers.get("User-Agent", "-"), seconds=elapsed,
+        request_id=request_id or request.headers.get(REQUEST_ID_HEADER))
 
 
 # --------------------------------------------------------------------------- the application
@@ -135,7 +161,7 @@ def _same_sans(a: x509.SubjectAlternativeName | None, b: x509.SubjectAlternative
 
 
 class _ESTHandler:
-    def __init__(self, backend: CABackend, settings: ESTServerSettings, pending: PendingRequests) -> None:
+    def __init__(self, backend: CABackend, settings: ESTServerSettings, pending: PendingStore) -> None:
         self.backend = backend
         self.s = settings
         self.pending = pending
@@ -153,16 +179,37 @@ class _ESTHandler:
             return self._challenge(exc.message)
         if creds is not None:
             request[EST_USER] = creds.user[:64]
+            CLIENT_ADDRESS.set(request.remote or "")
             if self.s.password_check is None or not await self.s.password_check(creds.user, creds.password):
                 log.warning("HTTP authentication failed. Auth type=1 user=%s", creds.user[:64],
                             extra={"func": "est_http_authenticate"})
                 return self._challenge("authentication failed")
             ident.user, ident.credentials = creds.user, creds
         if ident.client_cert is None and ident.user is None:
-            return self._challenge("authentication required")
+            # The first ask of every libEST client: the HTTP authentication handshake, not a failure.
+            log.info("asking the client for HTTP authentication (it sent no credentials yet)",
+                     extra={"func": "est_http_authenticate"})
+            return _reply(m.error_reply(401, "[Error 401: Unauthorized] authentication required",
+                                        (("WWW-Authenticate", f'Basic realm="{self.s.realm}"'),)))
         if ident.user is None and ident.client_cert is not None:
             request[EST_USER] = pki.common_name(ident.client_cert.subject)[:64] or "cert"
         return ident
+
+    def _is_agent(self, cert: x509.Certificate) -> bool:
+        """The client is an RA agent (RFC 7030 3.7): named in ``ra_agents`` or holding ``ra_agent_eku``."""
+        for name in self.s.ra_agents:
+            try:
+                if pki.parse_name(name) == cert.subject:
+                    return True
+            except Exception:
+                continue
+        if self.s.ra_agent_eku:
+            try:
+                ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            except x509.ExtensionNotFound:
+                return False
+            return any(oid.dotted_string == self.s.ra_agent_eku for oid in ekus)
+        return False
 
     def _challenge(self, why: str) -> web.Response:
         return _error(401, f"[Error 401: Unauthorized] {why}", "EST_ERR_AUTH_FAIL",
@@ -218,7 +265,12 @@ class _ESTHandler:
         """The CSR, its signature checked (the only check in the process), and its DER."""
         if request.content_length is not None and request.content_length > self.s.max_body_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=self.s.max_body_bytes, actual_size=request.content_length)
-        body = await request.read()
+        try:
+            async with asyncio.timeout(self.s.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            raise ESTCodedError("EST_ERR_HTTP_BAD_REQ", f"the request body did not arrive within "
+                                f"{self.s.body_timeout:g} s", http_status=408) from None
         csr, der = m.read_pkcs10(body, request.headers.get("Content-Type"))
         if self.s.pop_tls_unique:
             m.check_tls_unique(csr, _tls_unique(request))
@@ -240,9 +292,27 @@ class _ESTHandler:
             if csr.subject != renewing.subject or not _same_sans(pki.csr_sans(csr), _cert_sans(renewing)):
                 return _error(400, "the request's subject or subjectAltName differs from the certificate "
                                    f"being renewed ({pki.name_to_slash(renewing.subject)})", "EST_ERR_X509_CN")
+        elif ident.user is None and ident.client_cert is not None and not self._is_agent(ident.client_cert):
+            cert = ident.client_cert
+            if csr.subject != cert.subject or not _same_sans(pki.csr_sans(csr), _cert_sans(cert)):
+                log.warning("client certificate %s may enroll only its own identity; the request names %s",
+                            pki.name_to_slash(cert.subject)[:200], pki.name_to_slash(csr.subject)[:200],
+                            extra={"func": "est_enroll",
+                                   "fix": "Give the client its own name in the request, or make it an RA agent "
+                                          "([est] ra_agents, or the id-kp-cmcRA EKU in its certificate)."})
+                return _error(403, "a client authenticated by its certificate may ask only for its own subject and "
+                                   f"subjectAltName ({pki.name_to_slash(cert.subject)})", "EST_ERR_AUTH_FAIL")
         key = None
         if keygen:
-            kind, size = pki.key_spec(csr.public_key())
+            try:
+                kind, size = pki.key_spec(csr.public_key())
+            except Exception:
+                kind, size = "", 0
+            if (kind, size) not in SERVERKEYGEN_KEYS:
+                # The server makes the key like the CSR's: only sizes it can make safely and quickly
+                # (16384-bit RSA takes minutes; 512 and 1536 are not allowed).
+                return _error(400, f"serverkeygen makes RSA 2048/3072/4096 or EC P-256/P-384/P-521 keys, not "
+                                   f"{kind.upper() or 'this'} {size or ''}".rstrip(), "EST_ERR_BAD_KEY")
             key = await asyncio.to_thread(pki.generate_key, kind, size)
             sans = pki.csr_sans(csr)
             csr = pki.build_csr(key, csr.subject, list(sans) if sans else ())
@@ -250,7 +320,7 @@ class _ESTHandler:
         req = EnrollRequest(csr=csr, label=path.label, user=ident.user, client_cert=ident.client_cert,
                             reenroll=reenroll, renewing=renewing, credentials=ident.credentials,
                             serverkeygen=keygen, peer=request.remote or "", csr_der=csr_der)
-        result = await self.pending.ask(self.backend, req)
+        result = await ask(self.pending, self.backend, req)
         if isinstance(result, Pending):
             retry_after = result.retry_after or self.s.pending_retry_after
             log.info("enrollment pending for %s, Retry-After %s", pki.name_to_slash(csr.subject)[:200],
@@ -260,8 +330,6 @@ class _ESTHandler:
             if result.http_status == 401:  # e.g. passthrough credentials the CA refused
                 return self._challenge(result.message)
             return _error(result.http_status, result.message, "EST_ERR_CA_ENROLL_FAIL")
-        if not isinstance(result, Issued):
-            return _error(500, "the signing backend gave no answer", "EST_ERR_CA_ENROLL_FAIL")
         log.info("certificate issued for %s serial %x", pki.name_to_slash(result.certificate.subject)[:200],
                  result.certificate.serial_number, extra={"func": "est_enroll"})
         # The CA's DER goes out as it came: no re-encoding between the CA and the client.
@@ -287,7 +355,7 @@ def _cert_sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
 
 
 def make_est_app(backend: CABackend, settings: ESTServerSettings | None = None, *,
-                 pending: PendingRequests | None = None) -> web.Application:
+                 pending: PendingStore | None = None) -> web.Application:
     """The aiohttp application serving EST under ``/.well-known/est/``; ``pending`` remembers the
     requests the CA holds pending (the RA keeps it in its state)."""
     settings = settings or ESTServerSettings()
@@ -302,6 +370,7 @@ def make_est_app(backend: CABackend, settings: ESTServerSettings | None = None, 
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_route("*", m.WELL_KNOWN + "/{tail:.*}", handler.handle)
     app[EST_SETTINGS] = settings
+    app[EST_HANDLER] = handler
     return app
 
 
@@ -316,14 +385,18 @@ async def start_est_server(backend: CABackend, *, cert_file: str | os.PathLike[s
                            key_file: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0,
                            settings: ESTServerSettings | None = None,
                            client_trust: pki.TrustStore | None = None,
-                           url_host: str | None = None) -> RunningESTServer:
+                           url_host: str | None = None,
+                           limits: ConnectionLimits | None = None) -> RunningESTServer:
     """Start an EST server (port 0: any free port) and return once it accepts connections (a port
     that cannot be had raises ``ConfigError``)."""
     settings = settings or ESTServerSettings()
     ctx = tls.server_context(cert_file, key_file, client_trust=client_trust.certs if client_trust else (),
                              tls12_only=settings.pop_tls_unique)
     app = make_est_app(backend, settings)
-    runner, bound = await start_https(app, host, port, ctx, access_log_class=ESTAccessLogger, access_log=access_log)
+    runner, bound = await start_https(app, host, port, ctx, limits=limits, logger=log,
+                                      tls_hint="The client's certificate must chain to the server's client trust "
+                                               "store (--client-ca).",
+                                      access_log_class=ESTAccessLogger, access_log=access_log)
     log.info("EST server listening on %s:%s (serverkeygen %s, PoP %s)", host, bound,
              "on" if settings.serverkeygen else "off", "on" if settings.pop_tls_unique else "off",
              extra={"func": "est_server_start"})
@@ -331,9 +404,13 @@ async def start_est_server(backend: CABackend, *, cert_file: str | os.PathLike[s
 
 
 __all__ = [
+    "CLIENT_ADDRESS",
+    "EST_HANDLER",
+    "EST_USER",
     "ESTAccessLogger",
     "ESTServerSettings",
     "RunningESTServer",
+    "access_line",
     "make_est_app",
     "settings_from_config",
     "start_est_server",

@@ -60,6 +60,32 @@ def client_context(anchors: Sequence[x509.Certificate] | None, *, partial_chain:
     return ctx
 
 
+def pin_mismatch(cert_der: bytes, *, expected_name: str = "", fingerprint: str = "",
+                 require_server_auth: bool = True) -> str | None:
+    """Why a server's certificate (already verified against the trust store) is not the one a
+    client expects, or None: it must carry the serverAuth EKU (a certificate from the same root
+    for another purpose, e.g. a device's, is refused), name ``expected_name`` in its
+    subjectAltName or CN, and have the SHA-256 ``fingerprint`` (hex, colons optional)."""
+    cert = pki.load_certificate(cert_der)
+    if require_server_auth:
+        try:
+            ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            return "its certificate has no extendedKeyUsage (serverAuth required)"
+        if x509.oid.ExtendedKeyUsageOID.SERVER_AUTH not in ekus:
+            return "its certificate is not a server certificate (no serverAuth extendedKeyUsage)"
+    if expected_name:
+        names = {n.lower() for n in pki.san_names(cert)} | {pki.common_name(cert.subject).lower()}
+        if expected_name.lower() not in names:
+            return f"its certificate does not name {expected_name!r} (it names {', '.join(sorted(names))[:200]})"
+    if fingerprint:
+        want = fingerprint.replace(":", "").strip().upper()
+        got = pki.fingerprint(cert).replace(":", "").upper()
+        if got != want:
+            return f"its certificate's SHA-256 fingerprint is {pki.fingerprint(cert)}, not the pinned one"
+    return None
+
+
 def unverified_client_context() -> ssl.SSLContext:
     """A client context that verifies nothing: only to read a peer's certificate or clock for a
     diagnosis, never to send a credential or a request that matters."""
@@ -91,4 +117,5 @@ class PeerCheckingConnector(aiohttp.TCPConnector):
         return conn
 
 
-__all__ = ["MIN_TLS", "PeerCheckingConnector", "client_context", "server_context", "unverified_client_context"]
+__all__ = ["MIN_TLS", "PeerCheckingConnector", "client_context", "pin_mismatch", "server_context",
+           "unverified_client_context"]

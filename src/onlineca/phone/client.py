@@ -160,6 +160,10 @@ class _Conversation:
         self.reason_info: str | None = None
         self.dropped = False
 
+    def has_dropped(self) -> bool:
+        """Whether a fault dropped the session (a method: the flag changes while a message is handled)."""
+        return self.dropped
+
     async def flush(self) -> None:
         data = self.s.data_to_send()
         if data:
@@ -325,7 +329,7 @@ async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(
                 break
             for msg in session.receive_data(data):
                 await talk.handle(msg)
-                if talk.dropped:
+                if talk.has_dropped():
                     result.error = "session dropped before STORE_CERT_RESPONSE (fault injected)"
                     break
     except ProtocolError as exc:

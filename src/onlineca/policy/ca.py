@@ -11,6 +11,7 @@ never touches the database and never does I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
@@ -20,6 +21,7 @@ from cryptography import x509
 from onlineca import pki
 from onlineca.errors import RequestRefused
 from onlineca.proto.certsrv.hresults import (
+    CERTSRV_E_BAD_REQUESTSUBJECT,
     CERTSRV_E_KEY_LENGTH,
     CERTSRV_E_NO_CERT_TYPE,
     CERTSRV_E_TEMPLATE_DENIED,
@@ -29,7 +31,8 @@ from onlineca.proto.certsrv.hresults import (
     policy_denial,
 )
 
-__all__ = ["Decision", "Template", "decide", "find_template", "may_enroll", "offered_templates"]
+__all__ = ["Decision", "Template", "decide", "find_template", "may_enroll", "offered_templates", "san_values",
+           "subject_text"]
 
 
 class Template(Protocol):
@@ -46,7 +49,13 @@ class Template(Protocol):
     @property
     def min_ec_bits(self) -> int: ...
     @property
-    def subject_from_request(self) -> bool: ...  # else CN=<requester>
+    def subject_from_request(self) -> bool: ...  # else CN=<requester> (AD CS: "build from AD information")
+    @property
+    def sans_from_request(self) -> bool: ...  # else the request's subjectAltName is ignored
+    @property
+    def allowed_subjects(self) -> Sequence[str]: ...  # regular expressions on "CN=...,O=..."; empty: any
+    @property
+    def allowed_sans(self) -> Sequence[str]: ...  # regular expressions on each subjectAltName value; empty: any
     @property
     def manager_approval(self) -> bool: ...
 
@@ -62,6 +71,29 @@ class Decision(Generic[T]):
     action: Literal["issue", "pending"]
     subject: x509.Name
     sans: Sequence[x509.GeneralName] = field(default_factory=tuple)
+
+
+def subject_text(name: x509.Name) -> str:
+    """A subject as the template patterns see it: ``CN=SEP74A02FC0A675,O=Example`` (the RDNs in
+    the request's order, comma-separated)."""
+    return ",".join(pki.name_to_slash(name).lstrip("/").split("/")) if name.rdns else ""
+
+
+def san_values(sans: Sequence[x509.GeneralName]) -> list[str]:
+    """Each subjectAltName as text: the DNS name, IP address, e-mail or URI; other kinds by type."""
+    out = []
+    for san in sans:
+        value = getattr(san, "value", None)
+        out.append(str(value) if isinstance(value, (str, int)) or hasattr(value, "compressed") else
+                   f"{type(san).__name__}:{value!r}")
+    return out
+
+
+def _fullmatch(pattern: str, text: str) -> bool:
+    try:
+        return re.fullmatch(pattern, text, flags=re.IGNORECASE) is not None
+    except re.error:
+        return False  # a broken pattern allows nothing (config validation names it)
 
 
 def may_enroll(template: Template, user: str) -> bool:
@@ -113,8 +145,20 @@ def decide(templates: Sequence[T], user: str, attributes: Mapping[str, str],
             CERTSRV_E_KEY_LENGTH, "The public key does not meet the minimum size required by the "
             f"specified certificate template ({key_type.upper()} {bits} < {minimum} bits)."))
     subject = csr.subject if template.subject_from_request else pki.parse_name(f"CN={user}")
-    sans_ext = pki.csr_sans(csr)
+    sans_ext = pki.csr_sans(csr) if template.sans_from_request else None
     sans = tuple(sans_ext) if sans_ext is not None else ()
+    if template.subject_from_request and template.allowed_subjects:
+        text = subject_text(subject)
+        if not any(_fullmatch(pattern, text) for pattern in template.allowed_subjects):
+            raise RequestRefused(CERTSRV_E_BAD_REQUESTSUBJECT, policy_denial(
+                CERTSRV_E_BAD_REQUESTSUBJECT, f"The subject {text[:200]} is not one the template "
+                f"{template.name} allows."))
+    if template.allowed_sans:
+        for value in san_values(sans):
+            if not any(_fullmatch(pattern, value) for pattern in template.allowed_sans):
+                raise RequestRefused(CERTSRV_E_BAD_REQUESTSUBJECT, policy_denial(
+                    CERTSRV_E_BAD_REQUESTSUBJECT, f"The subject alternative name {value[:200]} is not one the "
+                    f"template {template.name} allows."))
     if not subject.rdns and not sans:
         raise RequestRefused(E_INVALIDARG, policy_denial(
             E_INVALIDARG, "The request has neither a subject name nor a subject alternative name."))

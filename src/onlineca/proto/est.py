@@ -167,10 +167,12 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> int:
 
 def decode_base64_body(body: bytes, code: str = "EST_ERR_BAD_BASE64") -> bytes:
     """Base64 as RFC 8951 asks: always base64 whatever Content-Transfer-Encoding says; any
-    whitespace or line breaks (LF or CRLF) tolerated."""
+    whitespace or line breaks (LF or CRLF) tolerated, and NUL bytes or whitespace after it."""
     if len(body) > MAX_MESSAGE_BYTES:
         raise ParseError(f"message too large ({len(body)} bytes)", code="EST_ERR_BUF_EXCEEDS_MAX_LEN")
-    compact = b"".join(bytes(body).split())
+    # Trailing NUL bytes are tolerated as other clients do: libEST's example server ends its
+    # /csrattrs answer with the C string's terminator.
+    compact = b"".join(bytes(body).rstrip(b"\x00 \t\r\n").split())
     if not compact:
         raise ParseError("empty message body", code="EST_ERR_ZERO_LENGTH_BUF")
     try:

@@ -6,9 +6,13 @@
 checks passed: trust store loaded, CA login, CA chain fetched and validated, template offered)
 and ``/metrics`` (Prometheus, one registry per app).  The checks run in a background task that
 retries with exponential backoff and logs why at each attempt; until they pass, EST requests get
-503 with Retry-After, and they run again when the CA becomes unreachable.  How CA results become
-EST answers is the backend's and the EST server's business; this module only wires, and never
-crashes on a CA failure nor logs a credential.
+503 with Retry-After and the reason, and they run again when the CA becomes unreachable (found by
+a client's request, or by the background check every ``ready_check_interval``).  After
+``max_login_failures`` refused logins the RA stops logging in until ``RunningRA.reload`` (SIGHUP),
+which also takes a new configuration, trust stores, users file and certificates.  Pending
+requests live in the database (``ra.pending``).  How CA results become EST answers is the
+backend's and the EST server's business; this module only wires, and never crashes on a CA
+failure nor logs a credential.
 """
 
 from __future__ import annotations
@@ -23,24 +27,29 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import SecretStr
 
 from onlineca import __version__, pki
 from onlineca.config import Config
-from onlineca.errors import CertsrvFailure, ConfigError, OnlineCAError, ParseError, fix_for
-from onlineca.est.backend import CABackend, PendingRequests
+from onlineca.errors import CAAuthError, CertsrvFailure, ConfigError, OnlineCAError, ParseError, fix_for
+from onlineca.est.backend import CABackend, PendingStore
 from onlineca.est.server import (
+    EST_HANDLER,
+    EST_USER,
     ESTAccessLogger,
+    ESTServerSettings,
     RunningESTServer,
+    access_line,
     make_est_app,
     settings_from_config,
 )
 from onlineca.infra import files, tls
-from onlineca.infra.serving import start_https
+from onlineca.infra.serving import ConnectionLimits, start_https
 from onlineca.logs.nginx import ConnectionNumbers
 from onlineca.logs.ralog import ACCESS_LOGGER, attach_ra_logs
 from onlineca.proto import est as m
@@ -53,7 +62,9 @@ from onlineca.proto.request_id import (
     clean_request_id,
     new_request_id,
 )
-from onlineca.ra.connector import CertsrvConnector, local_signer
+from onlineca.ra.connector import UNREACHABLE, CertsrvConnector, local_signer
+from onlineca.ra.pending import DatabasePendingStore
+from onlineca.store.db import Database
 
 log = logging.getLogger("onlineca.ra")
 est_log = logging.getLogger("onlineca.est")
@@ -61,7 +72,6 @@ est_log = logging.getLogger("onlineca.est")
 T = TypeVar("T")
 ENROLL_OPERATIONS = ("simpleenroll", "simplereenroll", "serverkeygen")
 _OPERATIONS = ("cacerts", "csrattrs", "fullcmc", *ENROLL_OPERATIONS)
-MAX_PENDING = 10000
 
 
 class RAMetrics:
@@ -105,15 +115,22 @@ class RAState:
     config: Config
     connector: CABackend
     metrics: RAMetrics
+    # the requests the RA must find again (pending at the CA, or issued after the client had gone)
+    pending: PendingStore
     ready: bool = False
     reason: str = "start-up checks have not run yet"
     attempts: int = 0
     failures: int = 0  # start-up attempts that ended in a failure
     chain: list[x509.Certificate] = field(default_factory=list)
-    # the requests pending at the CA, by their CSR (the EST server asks about them again)
-    pending: PendingRequests = field(default_factory=lambda: PendingRequests(MAX_PENDING))
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
+    monitor: asyncio.Task[None] | None = None
+    trust: pki.TrustStore = field(default_factory=lambda: pki.TrustStore([]))
+    # Consecutive logins the CA refused (401) with the RA's own account; at max_login_failures
+    # the RA stops logging in (``locked``) until a reload or ``retry_login``, so a wrong password
+    # does not lock the CA account.
+    auth_failures: int = 0
+    locked: bool = False
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -127,7 +144,7 @@ class RAState:
 
     def recheck(self, why: str) -> None:
         """The CA became unreachable: not ready until the start-up checks pass again."""
-        if self.task is not None and not self.task.done():
+        if self.locked or (self.task is not None and not self.task.done()):
             return
         self.ready = False
         self.reason = why
@@ -136,6 +153,17 @@ class RAState:
                     extra={"func": "ra_startup"})
         # diag branch: a fresh context, so that the checks' lines are not written as the request's
         self.task = asyncio.get_running_loop().create_task(startup_loop(self), context=contextvars.Context())
+
+
+    def retry_login(self, why: str = "retry asked") -> None:
+        """Start the start-up checks again, also after a lockout (reload, or an administrator)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.locked, self.auth_failures = False, 0
+        self.ready = False
+        self.reason = f"start-up checks running again ({why})"
+        self.metrics.ready.set(0)
+        self.task = asyncio.get_running_loop().create_task(startup_loop(self))
 
 
 # --------------------------------------------------------------------------- start-up
@@ -168,6 +196,23 @@ async def startup_loop(state: RAState) -> None:
                 chain = await connector.prepare()
             else:  # the local signer: nothing to reach, its chain is its own
                 chain = await connector.cacerts(None)
+        except CAAuthError as exc:
+            state.auth_failures += 1
+            state.reason = f"{exc.code}: {exc.message}"
+            if state.auth_failures >= ra.max_login_failures:
+                state.locked = True
+                state.reason = (f"CA_AUTH: the CA refused the RA's login {state.auth_failures} times in a row; the "
+                                f"RA stopped logging in so that the CA account does not lock")
+                state.failures += 1
+                log.error("RA not ready: the CA refused the login of %s %d times in a row (max_login_failures = %d); "
+                          "no further login until the configuration is reloaded", ra.ca_user or "the RA",
+                          state.auth_failures, ra.max_login_failures,
+                          extra={"func": "ra_startup", "fix": LOCKOUT_FIX})
+                await state._notify()
+                return
+            log.warning("RA not ready after attempt %d (%s; refused login %d of at most %d); next attempt in %.1f s",
+                        state.attempts, state.reason, state.auth_failures, ra.max_login_failures, delay,
+                        extra={"func": "ra_startup", "fix": LOCKOUT_FIX})
         except OnlineCAError as exc:
             state.reason = f"{exc.code}: {exc.message}"
             log.warning("RA not ready after attempt %d (%s); next attempt in %.1f s", state.attempts,
@@ -178,6 +223,7 @@ async def startup_loop(state: RAState) -> None:
                           state.attempts, delay, extra={"func": "ra_startup"})
         else:
             state.chain, state.ready, state.reason = chain, True, "ready"
+            state.auth_failures = 0
             state.metrics.ready.set(1)
             log.info("RA ready after %d attempt(s): %s connector, CA %s, accepting EST requests",
                      state.attempts, ra.connector, pki.name_to_slash(chain[0].subject),
@@ -188,6 +234,29 @@ async def startup_loop(state: RAState) -> None:
         await state._notify()
         await asyncio.sleep(delay)  # the backoff itself
         delay = min(delay * 2, ra.backoff_max)
+
+
+async def monitor_loop(state: RAState) -> None:
+    """While ready, ask the CA every ``ready_check_interval`` seconds whether it still answers
+    (one login page request): a CA that died sends the RA back to its start-up checks, and
+    /readyz to 503, without waiting for a client to find out.  A slow CA stays "ready"."""
+    interval = state.config.ra.ready_check_interval
+    while True:
+        await asyncio.sleep(interval)  # a period, not a synchronisation
+        connector = state.connector
+        if not state.ready or not isinstance(connector, CertsrvConnector):
+            continue
+        try:
+            await connector.probe()
+        except (*UNREACHABLE, CAAuthError) as exc:
+            state.recheck(f"{exc.code}: {exc.message}")
+            await state._notify()
+        except OnlineCAError as exc:  # slow, or an odd answer: reachable; the next request will tell
+            log.info("background check of the CA: %s", exc.message, extra={"func": "ra_ready_check"})
+
+
+LOCKOUT_FIX = ("Correct [ra] ca_password ($ONLINECA_RA_CA_PASSWORD) or ca_user to what the CA knows, then reload "
+               "the RA (SIGHUP, systemctl reload): after max_login_failures refused logins it stops logging in.")
 
 
 # --------------------------------------------------------------------------- HTTP glue
@@ -208,8 +277,15 @@ def _operation(path: str) -> str:
     return last if last in _OPERATIONS else "other"
 
 
+def _sent_credentials(request: web.Request) -> bool:
+    """Whether the client authenticated at all: an Authorization header or a TLS client certificate."""
+    if request.headers.get("Authorization"):
+        return True
+    sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
+    return bool(sslobj is not None and sslobj.getpeercert(binary_form=True))
+
+
 def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-type]
-    ra = state.config.ra
     connections = ConnectionNumbers()
 
     @web.middleware
@@ -231,6 +307,7 @@ def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-typ
         return resp
 
     async def _gate(request: web.Request, handler, ctx: RequestContext):  # type: ignore[no-untyped-def]
+        ra = state.config.ra  # read per request: a reload may have changed it
         operation = _operation(request.path)
         if not state.ready:
             if operation == "cacerts":
@@ -239,7 +316,22 @@ def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-typ
                 status=503, text=f"the RA is not ready: {state.reason}\n",
                 headers={"Retry-After": str(ra.unavailable_retry_after)})
         else:
-            resp = await handler(request)
+            started = time.perf_counter()
+            try:
+                resp = await handler(request)
+            except asyncio.CancelledError:
+                # The client went away before the answer (NGINX's 499); a certificate the CA issues
+                # meanwhile is kept for the client's retry (est.backend.ask).
+                logging.getLogger(ACCESS_LOGGER).info(access_line(request, 499, 0, time.perf_counter() - started))
+                state.metrics.requests.labels(operation=operation, result="abandoned").inc()
+                log.error("%s: the client closed the connection before the RA answered (%s, user %s, %.3f s); "
+                          "status 499", operation, request.remote or "-", request.get(EST_USER) or "-",
+                          time.perf_counter() - started,
+                          extra={"func": "est_server_handle_simple_enroll",
+                                 "fix": "The client gave up before the CA answered: raise the client's timeout "
+                                        "or find why the CA is slow; its retry collects a certificate issued "
+                                        "meanwhile."})
+                raise
         if resp.status == 503 and "Retry-After" not in resp.headers:
             resp.headers["Retry-After"] = str(ra.unavailable_retry_after)
         result = "probe" if ctx.probe else _result_label(operation, resp.status)
@@ -247,6 +339,12 @@ def make_middleware(state: RAState) -> web.middleware:  # type: ignore[valid-typ
         state.metrics.last_result.labels(operation=operation, result=result).set_to_current_time()
         if ctx.probe and resp.status == 400:  # diag branch: the probe sends no CSR on purpose
             log.info("diagnose probe of %s: credentials accepted, no CSR sent, nothing enrolled", operation,
+                     extra={"func": "est_server_handle_simple_enroll"})
+        elif operation in ENROLL_OPERATIONS and resp.status == 401 and not _sent_credentials(request):
+            # libEST clients always ask first without credentials and answer the challenge: that
+            # is the HTTP authentication handshake, not a failure (libEST logs it as info too).
+            log.info("Enrollment asked for HTTP authentication: the client sent no credentials yet, "
+                     "401 challenge sent (rc=22 EST_ERR_AUTH_FAIL until it answers)",
                      extra={"func": "est_server_handle_simple_enroll"})
         elif operation in ENROLL_OPERATIONS and resp.status >= 400:
             code = _EST_CODE_BY_STATUS.get(resp.status, "EST_ERR_CA_ENROLL_FAIL")
@@ -268,6 +366,10 @@ def make_connector(config: Config, metrics: RAMetrics, trust: pki.TrustStore) ->
             raise ConfigError("client_auth = 'passthrough' needs connector = 'certsrv'",
                               hint="Use client_auth = 'users' or 'certificate' with the local connector.")
         return local_signer(ra)
+    if ra.ca_auth in ("basic", "ntlm") and not ra.ca_password.get_secret_value():
+        raise ConfigError(f"[ra] ca_password is empty: the RA would log in to the CA as {ra.ca_user!r} with an "
+                          "empty password, and a real AD account locks after a few such logins",
+                          hint="Set $ONLINECA_RA_CA_PASSWORD (or [ra] ca_password) to the CA account's password.")
     if not len(trust):
         raise ConfigError("[ra] trust_store is empty: the RA cannot verify the CA's web certificate nor its chain",
                           hint="Set trust_store to a PEM file with the CA's root (and intermediates).")
@@ -286,39 +388,52 @@ def load_trust(config: Config) -> pki.TrustStore:
 RA_STATE = web.AppKey("ra_state", RAState)
 
 
+def est_settings(config: Config, connector: CABackend) -> ESTServerSettings:
+    """The EST server's settings for this RA configuration (users file read here)."""
+    ra, est = config.ra, config.est
+    settings = settings_from_config(est.model_copy(update={"users_file": ""}))
+    settings.retry_after = ra.unavailable_retry_after
+    settings.body_timeout = config.connections.body_timeout
+    settings.pending_retry_after = ra.pending_retry_after
+    # The EST server's own deadline must leave room for every CA timeout of one enrollment.
+    settings.request_timeout = max(est.request_timeout,
+                                   ra.connect_timeout + ra.login_timeout + 2 * ra.enroll_timeout + 1)
+    if ra.client_auth == "users":
+        if not est.users_file:
+            raise ConfigError("client_auth = 'users' needs [est] users_file",
+                              hint="Make one with 'onlineca est hash-password'.")
+        settings.password_check = settings_from_config(est).password_check
+    elif ra.client_auth == "passthrough":
+        if not isinstance(connector, CertsrvConnector):
+            raise ConfigError("client_auth = 'passthrough' needs connector = 'certsrv'",
+                              hint="Use client_auth = 'users' or 'certificate' with the local connector.")
+        settings.password_check = connector.check_password
+    else:
+        settings.password_check = None
+        if not est.client_trust_store:
+            raise ConfigError("client_auth = 'certificate' needs [est] client_trust_store",
+                              hint="Point it at the CA that issues the EST clients' certificates.")
+    return settings
+
+
 def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None = None,
-                connector: CABackend | None = None) -> web.Application:
-    """The RA application; start-up checks begin when it starts serving."""
+                connector: CABackend | None = None, db: Database | None = None) -> web.Application:
+    """The RA application; start-up checks begin when it starts serving.  ``db`` holds the
+    pending requests (default: ``[database] url``), migrated at start."""
     ra, est = config.ra, config.est
     detach = attach_ra_logs(log_dir, log_format or config.logging.format, config.logging.level)
+    own_db = db is None
     try:
         trust = load_trust(config)
         metrics = RAMetrics()
         connector = connector or make_connector(config, metrics, trust)
-        state = RAState(config, connector, metrics)
+        db = db or Database(config.database_url)
+        pending = DatabasePendingStore(db, ra.ca_url if ra.connector == "certsrv" else "local")
+        state = RAState(config, connector, metrics, pending)
+        state.trust = trust
         if isinstance(connector, CertsrvConnector):
             connector.unreachable = state.recheck
-        settings = settings_from_config(est.model_copy(update={"users_file": ""}))
-        settings.retry_after = ra.unavailable_retry_after
-        settings.pending_retry_after = ra.pending_retry_after
-        # The EST server's own deadline must leave room for every CA timeout of one enrollment.
-        settings.request_timeout = max(est.request_timeout,
-                                       ra.connect_timeout + ra.login_timeout + 2 * ra.enroll_timeout + 1)
-        if ra.client_auth == "users":
-            if not est.users_file:
-                raise ConfigError("client_auth = 'users' needs [est] users_file",
-                                  hint="Make one with 'onlineca est hash-password'.")
-            settings.password_check = settings_from_config(est).password_check
-        elif ra.client_auth == "passthrough":
-            if not isinstance(connector, CertsrvConnector):
-                raise ConfigError("client_auth = 'passthrough' needs connector = 'certsrv'",
-                                  hint="Use client_auth = 'users' or 'certificate' with the local connector.")
-            settings.password_check = connector.check_password
-        else:
-            settings.password_check = None
-            if not est.client_trust_store:
-                raise ConfigError("client_auth = 'certificate' needs [est] client_trust_store",
-                                  hint="Point it at the CA that issues the EST clients' certificates.")
+        settings = est_settings(config, connector)
     except BaseException:
         detach()
         raise
@@ -331,13 +446,13 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
 
     async def readyz(_request: web.Request) -> web.Response:
         body = {"ready": state.ready, "reason": state.reason, "attempts": state.attempts,
-                "connector": ra.connector,
-                # diag branch: what this RA runs with, for diagnose to compare with its configuration
-                "ca_url": ra.ca_url, "template": ra.template,
-                "trust_store": [pki.fingerprint(c) for c in trust.certs]}
+                "connector": state.config.ra.connector,
+                # what this RA runs with, for diagnose to compare with its own configuration
+                "ca_url": state.config.ra.ca_url, "template": state.config.ra.template,
+                "trust_store": [pki.fingerprint(c) for c in state.trust.certs]}
         if state.ready:
             return _json(body)
-        return _json(body, 503, **{"Retry-After": str(ra.unavailable_retry_after)})
+        return _json(body, 503, **{"Retry-After": str(state.config.ra.unavailable_retry_after)})
 
     async def metrics_view(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(metrics.registry))
@@ -349,21 +464,30 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
     app.router.add_get("/metrics", metrics_view)
 
     async def _start(_app: web.Application) -> None:
+        await asyncio.to_thread(pending.db.migrate)
+        pruned = await pending.prune(ra.pending_keep_days)
+        if pruned:
+            log.info("forgot %d pending request(s) nobody asked about for %g days", pruned, ra.pending_keep_days,
+                     extra={"func": "ra_startup"})
         log_trust_store(trust)
         log.warning("pop_enabled %s in [est]. %s EST Proof of Possession",
                     "on" if est.pop_tls_unique else "off", "Enabling" if est.pop_tls_unique else "Disabling",
                     extra={"func": "ra_postconf"})
         state.task = asyncio.get_running_loop().create_task(startup_loop(state))
+        state.monitor = asyncio.get_running_loop().create_task(monitor_loop(state))
 
     async def _stop(_app: web.Application) -> None:
-        if state.task is not None:
-            state.task.cancel()
-            try:
-                await state.task
-            except asyncio.CancelledError:
-                pass
-        if isinstance(connector, CertsrvConnector):
-            await connector.close()
+        for task in (state.task, state.monitor):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        if isinstance(state.connector, CertsrvConnector):
+            await state.connector.close()
+        if own_db:
+            pending.db.dispose()
         detach()
 
     app.on_startup.append(_start)
@@ -375,6 +499,9 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
 class RunningRA(RunningESTServer):
     """A started RA: ``url`` is its EST base, ``base`` its origin (``/readyz``, ``/metrics``)."""
 
+    # The --tls-cert/--tls-key the RA was started with (they win over the file on reload too).
+    tls_args: tuple[str | os.PathLike[str] | None, str | os.PathLike[str] | None] = (None, None)
+
     @property
     def state(self) -> RAState:
         return self.app[RA_STATE]
@@ -382,12 +509,46 @@ class RunningRA(RunningESTServer):
     async def wait_ready(self, timeout: float = 30.0) -> None:
         await self.state.wait_until(lambda s: s.ready, timeout)
 
+    async def reload(self, config: Config) -> list[str]:
+        """SIGHUP: the new configuration, trust stores, users file and certificates, checked whole
+        before anything changes (a ``ConfigError`` leaves the running RA as it was); then the
+        start-up checks run again (also after a login lockout).  Returns what changed (logged)."""
+        state = self.state
+        old = state.config
+        if config.database_url != old.database_url:
+            raise ConfigError("[database] url changed: the RA keeps its pending requests there; restart it to change it")
+        trust = load_trust(config)
+        connector = make_connector(config, state.metrics, trust)
+        try:
+            settings = est_settings(config, connector)
+            ctx = _server_context(config, *self.tls_args)
+        except BaseException:
+            if isinstance(connector, CertsrvConnector):
+                await connector.close()
+            raise
+        changes = config_changes(old, config)
+        if [c.fingerprint for c in trust.certs] != [c.fingerprint for c in state.trust.certs]:
+            changes.append("[ra] trust_store contents")
+        previous = state.connector
+        state.config, state.trust, state.connector = config, trust, connector
+        if isinstance(connector, CertsrvConnector):
+            connector.unreachable = state.recheck
+        handler: Any = self.app[EST_HANDLER]
+        handler.backend, handler.s = connector, settings
+        self.set_ssl_context(ctx)
+        self.set_limits(ConnectionLimits(**config.connections.model_dump()))
+        log.warning("configuration reloaded (SIGHUP): %s; running the start-up checks again",
+                    ", ".join(changes) or "nothing changed", extra={"func": "ra_reload"})
+        log_trust_store(trust)
+        state.retry_login("configuration reloaded")
+        if isinstance(previous, CertsrvConnector) and previous is not connector:
+            await previous.close()
+        return changes
 
-async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = None, port: int | None = None,
-                   tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None,
-                   log_format: str | None = None, connector: CABackend | None = None) -> RunningRA:
-    """Start the RA over HTTPS (port 0: any free port); returns once it accepts connections (the
-    start-up checks then run in the background: see ``wait_ready`` and /readyz)."""
+
+def _server_context(config: Config, tls_cert: str | os.PathLike[str] | None,
+                    tls_key: str | os.PathLike[str] | None) -> ssl.SSLContext:
+    """The RA's TLS server context: its certificate, and the EST clients' trust store."""
     ra = config.ra
     cert_file, key_file = tls_cert or ra.tls_cert, tls_key or ra.tls_key
     if not (cert_file and key_file):
@@ -400,17 +561,48 @@ async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = No
         except (OSError, ParseError) as exc:
             raise ConfigError(f"[est] client_trust_store: {exc}") from None
     try:
-        ctx = tls.server_context(cert_file, key_file, client_trust=client_trust.certs if client_trust else (),
-                                 tls12_only=config.est.pop_tls_unique)
+        return tls.server_context(cert_file, key_file, client_trust=client_trust.certs if client_trust else (),
+                                  tls12_only=config.est.pop_tls_unique)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the RA's TLS certificate {cert_file} / {key_file}: {exc}") from None
-    app = make_ra_app(config, log_dir, log_format=log_format, connector=connector)
+
+
+def config_changes(old: Config, new: Config) -> list[str]:
+    """The keys that differ between two configurations, secrets named but never shown."""
+    out: list[str] = []
+    a, b = old.model_dump(), new.model_dump()
+    for section in sorted(set(a) | set(b)):
+        va, vb = a.get(section), b.get(section)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            for key in sorted(set(va) | set(vb)):
+                if va.get(key) != vb.get(key):
+                    secret = "password" in key or isinstance(vb.get(key), SecretStr)
+                    out.append(f"[{section}] {key}" + ("" if secret else f" = {vb.get(key)!r}"))
+        elif va != vb:
+            out.append(f"{section} = {vb!r}")
+    return out
+
+
+async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = None, port: int | None = None,
+                   tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None,
+                   log_format: str | None = None, connector: CABackend | None = None,
+                   db: Database | None = None) -> RunningRA:
+    """Start the RA over HTTPS (port 0: any free port); returns once it accepts connections (the
+    start-up checks then run in the background: see ``wait_ready`` and /readyz)."""
+    ra = config.ra
+    ctx = _server_context(config, tls_cert, tls_key)
+    app = make_ra_app(config, log_dir, log_format=log_format, connector=connector, db=db)
     host = host or ra.host
     runner, bound = await start_https(app, host, ra.port if port is None else port, ctx,
+                                      limits=ConnectionLimits(**config.connections.model_dump()), logger=log,
+                                      tls_hint="The client's certificate must chain to [est] client_trust_store: "
+                                               "give it one from that CA, or add its issuer and root there.",
                                       access_log_class=ESTAccessLogger, access_log=logging.getLogger(ACCESS_LOGGER))
     log.info("RA listening on https://%s:%s (EST %s, connector %s, client auth %s)", host, bound, m.WELL_KNOWN,
              ra.connector, ra.client_auth, extra={"func": "ra_server_start"})
-    return RunningRA(host, bound, runner, app, ctx)
+    running = RunningRA(host, bound, runner, app, ctx)
+    running.tls_args = (tls_cert, tls_key)
+    return running
 
 
 __all__ = ["RA_STATE", "RAMetrics", "RAState", "RunningRA", "make_ra_app", "start_ra"]

@@ -21,7 +21,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
@@ -48,6 +48,7 @@ from onlineca.errors import (
     fix_for,
 )
 from onlineca.est.backend import LocalSigner
+from onlineca.est.server import CLIENT_ADDRESS
 from onlineca.proto import est as m
 from onlineca.proto.certsrv import client as p
 from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, EnrollResult, Pending
@@ -98,7 +99,6 @@ class CertsrvConnector:
     """
 
     name = "certsrv"
-    MAX_PASSTHROUGH_CLIENTS = 16
 
     def __init__(self, ra: RAConfig, *, trust: pki.TrustStore, observe: Observe = _unobserved,
                  unreachable: Callable[[str], None] = _ignore) -> None:
@@ -111,8 +111,13 @@ class CertsrvConnector:
         self.chain: list[x509.Certificate] = []
         self._chain_der: tuple[bytes, ...] = ()
         self._hash_key = secrets.token_bytes(32)
-        # digest(user, password) -> (client, verified until (monotonic))
-        self._clients: OrderedDict[bytes, tuple[CertsrvClient, float]] = OrderedDict()
+        # account -> (client, verified until (monotonic), digest of the verified password)
+        self._clients: OrderedDict[str, tuple[CertsrvClient, float, bytes]] = OrderedDict()
+        # digest(user, password) of recently refused logins -> refused until (monotonic)
+        self._failed: OrderedDict[bytes, float] = OrderedDict()
+        # refused logins per account and per client address (monotonic times), for the throttle
+        self._fail_by_principal: OrderedDict[str, deque[float]] = OrderedDict()
+        self._fail_by_address: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = asyncio.Lock()
 
     # -- the RA's start-up checks ------------------------------------------------------------
@@ -173,6 +178,10 @@ class CertsrvConnector:
         self.chain, self._chain_der = chain, tuple(pki.cert_der(c) for c in chain)
         return chain
 
+    async def probe(self) -> None:
+        """Is the CA still there?  One login page request with the RA's account (background check)."""
+        await self.observe("login", self.client.login())
+
     def _validate(self, chain: list[x509.Certificate]) -> list[x509.Certificate]:
         """The chain from certnew.p7b, ordered issuing CA first, must lead to the trust store."""
         if not chain:
@@ -192,20 +201,65 @@ class CertsrvConnector:
     def _digest(self, creds: BasicCredentials) -> bytes:
         return hmac.new(self._hash_key, f"{creds.user}\x00{creds.password}".encode(), hashlib.sha256).digest()
 
+    @staticmethod
+    def principal(user: str) -> str:
+        """One name per account, whatever the spelling: ``DOMAIN\\alice``, ``alice@domain`` and
+        ``ALICE`` are all ``alice`` here (the CA decides which domains it accepts; the cache and
+        the throttle must not count them as different people)."""
+        name = user.rsplit("\\", 1)[-1]
+        return name.split("@", 1)[0].strip().lower()[:256]
+
+    def _throttled(self, principal: str, peer: str) -> str | None:
+        """Why a login from ``peer`` for ``principal`` is not forwarded to the CA now, if it is not."""
+        now = time.monotonic()
+        window = self.ra.login_throttle_seconds
+        for bucket, key, limit, what in ((self._fail_by_principal, principal, self.ra.max_failed_logins_per_user,
+                                          f"user {principal}"),
+                                         (self._fail_by_address, peer, self.ra.max_failed_logins_per_address,
+                                          f"address {peer}")):
+            times = bucket.get(key)
+            if times is None:
+                continue
+            while times and times[0] < now - window:
+                times.popleft()
+            if len(times) >= limit:
+                return (f"{len(times)} refused logins for {what} in {window:g} s (at most "
+                        f"{limit}); not asking the CA again before they age out")
+        return None
+
+    def _count_failure(self, digest: bytes, principal: str, peer: str) -> None:
+        now = time.monotonic()
+        self._failed[digest] = now + self.ra.login_failure_cache_seconds
+        self._failed.move_to_end(digest)
+        while len(self._failed) > 4 * self.ra.passthrough_cache_size:
+            self._failed.popitem(last=False)
+        for bucket, key in ((self._fail_by_principal, principal), (self._fail_by_address, peer)):
+            times = bucket.setdefault(key, deque(maxlen=1000))
+            times.append(now)
+            bucket.move_to_end(key)
+            while len(bucket) > 4 * self.ra.passthrough_cache_size:
+                bucket.popitem(last=False)
+
     async def _client_for(self, creds: BasicCredentials | None, *, verify: bool = False) -> CertsrvClient:
+        """The kept-alive client of these passthrough credentials: one per account (``principal``),
+        so that one account's logins never push another's client out; at most
+        ``passthrough_cache_size`` accounts, the least recently used leaving first."""
         if creds is None or self.ra.client_auth != "passthrough":
             return self.client
-        key = self._digest(creds)
+        key = self.principal(creds.user)
+        digest = self._digest(creds)
         now = time.monotonic()
         async with self._lock:
             entry = self._clients.get(key)
-            if entry is not None and (not verify or entry[1] > now):
+            if entry is not None and hmac.compare_digest(entry[2], digest) and (not verify or entry[1] > now):
                 self._clients.move_to_end(key)
                 return entry[0]
         client = CertsrvClient(self.ra.ca_url, auth="basic" if self.ra.ca_auth == "cert" else self.ra.ca_auth,
                                username=creds.user, password=creds.password, trust=self.trust,
                                connect_timeout=self.ra.connect_timeout, login_timeout=self.ra.login_timeout,
-                               enroll_timeout=self.ra.enroll_timeout)
+                               enroll_timeout=self.ra.enroll_timeout, channel_binding=self.ra.ca_channel_binding,
+                               service_host=self.ra.ca_service_host, expected_name=self.ra.ca_expected_name,
+                               fingerprint=self.ra.ca_fingerprint)
         try:
             await self.observe("login", client.login())
         except BaseException:
@@ -213,36 +267,65 @@ class CertsrvConnector:
             raise
         async with self._lock:
             entry = self._clients.get(key)
-            if entry is not None:
+            spare: list[CertsrvClient] = []
+            if entry is not None and hmac.compare_digest(entry[2], digest):
                 # Another request verified the same credentials meanwhile (or the entry expired):
                 # keep the client others may be using, drop ours.
-                self._clients[key] = (entry[0], now + self.ra.auth_cache_seconds)
-                self._clients.move_to_end(key)
-                spare: list[CertsrvClient] = [client]
+                self._clients[key] = (entry[0], now + self.ra.auth_cache_seconds, digest)
+                spare.append(client)
                 client = entry[0]
             else:
-                self._clients[key] = (client, now + self.ra.auth_cache_seconds)
-                spare = []
-                while len(self._clients) > self.MAX_PASSTHROUGH_CLIENTS:
+                if entry is not None:  # the account's new password: its old client goes
+                    spare.append(entry[0])
+                self._clients[key] = (client, now + self.ra.auth_cache_seconds, digest)
+                while len(self._clients) > self.ra.passthrough_cache_size:
                     spare.append(self._clients.popitem(last=False)[1][0])
+            self._clients.move_to_end(key)
         for unused in spare:
             await unused.close()
         return client
 
-    async def check_credentials(self, user: str, password: str) -> bool:
-        """True when the CA accepts these credentials (one login, then cached); CA_AUTH is False;
-        other failures (CA unreachable, slow) are raised: they say nothing about the password."""
-        try:
-            await self._client_for(BasicCredentials(user, password), verify=True)
-        except CAAuthError:
+    async def check_credentials(self, user: str, password: str, peer: str = "") -> bool:
+        """True when the CA accepts these credentials (one login, then cached); CA_AUTH is False.
+        A login that failed recently with the same credentials is not forwarded again, and failed
+        logins are throttled per account and per client address, so that nobody can lock an
+        account or flood the CA through the RA.  Other failures (CA unreachable, slow) are raised:
+        they say nothing about the password."""
+        creds = BasicCredentials(user, password)
+        digest, principal = self._digest(creds), self.principal(user)
+        now = time.monotonic()
+        entry = self._clients.get(principal)
+        if entry is not None and entry[1] > now and hmac.compare_digest(entry[2], digest):
+            self._clients.move_to_end(principal)
+            return True
+        failed_until = self._failed.get(digest)
+        if failed_until is not None and failed_until > now:
+            log.warning("login for user %s not forwarded to the CA: the same credentials failed less than %g s ago",
+                        user[:64], self.ra.login_failure_cache_seconds, extra={"func": "ra_certsrv_auth_throttle"})
             return False
+        known_good = entry is not None and hmac.compare_digest(entry[2], digest)
+        # The password last verified for this account is always asked again when its time is up:
+        # someone else's wrong guesses must not lock CAPF out.
+        why = None if known_good else self._throttled(principal, peer)
+        if why is not None:
+            log.warning("login for user %s from %s not forwarded to the CA: %s", user[:64], peer or "-", why,
+                        extra={"func": "ra_certsrv_auth_throttle",
+                               "fix": "If this is CAPF, correct its RA password; otherwise someone is guessing: "
+                                      "find the address in access.log."})
+            return False
+        try:
+            await self._client_for(creds, verify=True)
+        except CAAuthError:
+            self._count_failure(digest, principal, peer)
+            return False
+        self._failed.pop(digest, None)
         return True
 
     async def check_password(self, user: str, password: str) -> bool:
         """The EST server's password check in passthrough: the CA decides, and each refusal or
         failure is logged; a CA that cannot answer is a 503 (ESTCodedError), not a refusal."""
         try:
-            ok = await self.check_credentials(user, password)
+            ok = await self.check_credentials(user, password, CLIENT_ADDRESS.get())
         except CertsrvFailure as exc:
             log.error("cannot check the EST client's credentials at the CA: Curl request failed with %s (%s)",
                       exc.reason, self._hop(exc),
@@ -275,6 +358,15 @@ class CertsrvConnector:
 
     async def _ask(self, operation: str, request: EnrollRequest, req_id: int | None) -> EnrollResult:
         subject = pki.name_to_slash(request.csr.subject)[:200]
+        if self.ra.client_auth == "passthrough" and request.credentials is None:
+            # Passthrough enrolls with the client's own CA account: a client certificate is not
+            # one, and must never become the RA's own (ca_user).
+            log.warning("passthrough needs the EST client's CA credentials (HTTP Basic); %s sent a client "
+                        "certificate only", request.peer or "a client",
+                        extra={"func": "ra_certsrv_ca_plugin_enroll",
+                               "fix": "The client must send its CA user name and password; a certificate alone "
+                                      "is not a CA account."})
+            return Denied("passthrough needs your CA user name and password (HTTP Basic)", 401)
         try:
             client = await self._client_for(request.credentials)
             if req_id is None:
@@ -315,6 +407,9 @@ class CertsrvConnector:
             return Denied("the CA refused these credentials", 401)
         if isinstance(exc, (UNREACHABLE, CAAuthError)):
             self.unreachable(f"{exc.code}: {exc.message}")
+        if isinstance(exc, CAHTTPError) and exc.details.get("status") == 503:  # the CA is busy: come back
+            raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"the CA is busy: {exc.message}",
+                                http_status=503, retry_after=self.ra.unavailable_retry_after)
         if isinstance(exc, (CAPageError, CAHTTPError)):
             return Denied(f"the CA answered what the RA cannot use: {exc.message}", 502)
         raise ESTCodedError("EST_ERR_CA_ENROLL_RETRY", f"the CA is unavailable: {exc.message}",
@@ -322,11 +417,11 @@ class CertsrvConnector:
 
     @property
     def requests_sent(self) -> int:
-        return self.client.requests_sent + sum(c.requests_sent for c, _t in self._clients.values())
+        return self.client.requests_sent + sum(c.requests_sent for c, _t, _d in self._clients.values())
 
     async def close(self) -> None:
         await self.client.close()
-        for client, _t in self._clients.values():
+        for client, _t, _d in self._clients.values():
             await client.close()
         self._clients.clear()
 

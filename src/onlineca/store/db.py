@@ -19,17 +19,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from onlineca.errors import StoreError
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _sqlite_pragmas(busy_ms: int):  # type: ignore[no-untyped-def]
+    def apply(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms:d}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+    return apply
 
 
 class Database:
-    def __init__(self, url: str, echo: bool = False) -> None:
+    def __init__(self, url: str, echo: bool = False, busy_timeout: float | None = None) -> None:
+        """``busy_timeout``: seconds a statement waits for another transaction's lock before it
+        fails (SQLite: 10 s unless given; PostgreSQL: no bound unless given), which a server
+        answers as "busy, come back later"."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -40,16 +45,20 @@ class Database:
                 path = None
             if path and path != ":memory:" and not path.startswith("file:"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout or 10.0}
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            if busy_timeout is not None and url.startswith("postgresql+psycopg"):
+                # The same bound on lock waits as SQLite's busy timeout (a row or table lock held
+                # by another transaction): the statement fails instead of waiting without end.
+                kwargs["connect_args"] = {"options": f"-c lock_timeout={int(busy_timeout * 1000)}"}
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except Exception as exc:  # bad URL, missing driver
             raise StoreError(f"cannot open database {self.safe_url}: {exc}",
                              hint="Check [database] url and that its driver is installed.") from None
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas(int((busy_timeout or 10.0) * 1000)))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

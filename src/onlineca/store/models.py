@@ -47,3 +47,24 @@ class CARequest(Base):
 
     # AD CS never reuses a ReqID: SQLite's AUTOINCREMENT keeps it from reusing a deleted row's id.
     __table_args__ = (Index("ix_ca_request_requester", "requester"), {"sqlite_autoincrement": True})
+
+
+class RAPendingRequest(Base):
+    """A request the RA asked the CA for and must find again when the client retries.
+
+    ``key`` is ``est.backend.pending_key`` (SHA-256 of the public key, subject, subjectAltName,
+    CA label and requester, hex): the same request whatever CSR bytes a client re-signs.  While
+    the CA holds it pending, ``req_id`` is the CA's ReqID; when the CA issued after the client had
+    gone, ``cert_der`` holds the certificate until the retry collects it.  Several RA processes on
+    one database share these rows, and they survive an RA restart.
+    """
+
+    __tablename__ = "ra_pending_request"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    req_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cert_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    requester: Mapped[str] = mapped_column(String(256), default="")
+    subject: Mapped[str] = mapped_column(String(1024), default="")
+    ca_url: Mapped[str] = mapped_column(String(1024), default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

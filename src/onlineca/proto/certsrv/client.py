@@ -378,20 +378,40 @@ def offers_ntlm(www_authenticate: Iterable[str]) -> bool:
     return any(v.strip().split(" ", 1)[0].lower() == "ntlm" for v in www_authenticate)
 
 
-def ntlm_header(token: bytes) -> str:
-    return "NTLM " + base64.b64encode(token).decode("ascii")
+def ntlm_header(token: bytes, scheme: str = "NTLM") -> str:
+    return f"{scheme} " + base64.b64encode(token).decode("ascii")
 
 
-def ntlm_challenge(www_authenticate: Iterable[str]) -> bytes | None:
-    """The server's NTLM CHALLENGE message from ``WWW-Authenticate: NTLM <base64>``, if any."""
+def ntlm_challenge(www_authenticate: Iterable[str], scheme: str = "NTLM") -> bytes | None:
+    """The server's token from ``WWW-Authenticate: NTLM <base64>`` (or ``Negotiate <base64>``), if any."""
     for value in www_authenticate:
-        scheme, _, token = value.strip().partition(" ")
-        if scheme.lower() == "ntlm" and token.strip():
+        got, _, token = value.strip().partition(" ")
+        if got.lower() == scheme.lower() and token.strip():
             try:
                 return base64.b64decode(token.strip(), validate=True)
             except (binascii.Error, ValueError):
                 return None
     return None
+
+
+def offers(www_authenticate: Iterable[str], scheme: str) -> bool:
+    return any(v.strip().split(" ", 1)[0].lower() == scheme.lower() for v in www_authenticate)
+
+
+def tls_server_end_point(cert_der: bytes) -> bytes:
+    """RFC 5929 ``tls-server-end-point`` channel binding data of a server certificate: its hash
+    with the certificate's signature hash (SHA-256 for MD5 and SHA-1), prefixed as GSS-API wants
+    it (``tls-server-end-point:``), what Windows sends for Extended Protection (EPA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    cert = x509.load_der_x509_certificate(cert_der)
+    algorithm = cert.signature_hash_algorithm
+    if algorithm is None or isinstance(algorithm, (hashes.MD5, hashes.SHA1)):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(cert_der)
+    return b"tls-server-end-point:" + digest.finalize()
 
 
 def http_status_error(status: int, url: str, reason: str = "", *, offered: Iterable[str] = (),

@@ -25,6 +25,7 @@ CERTSRV_E_ADMIN_DENIED_REQUEST = 0x80094014   # a certificate manager denied the
 CERTSRV_E_UNSUPPORTED_CERT_TYPE = 0x80094800  # template unknown to, or not enabled on, the CA
 CERTSRV_E_NO_CERT_TYPE = 0x80094801           # the request names no template
 CERTSRV_E_KEY_LENGTH = 0x80094811             # the key is shorter than the template allows
+CERTSRV_E_BAD_REQUESTSUBJECT = 0x80094001     # the subject (or a subjectAltName) the template does not allow
 
 # Denials that mean "this template, for this user": the RA's configuration, not the request.
 TEMPLATE_HRESULTS = frozenset({CERTSRV_E_UNSUPPORTED_CERT_TYPE, CERTSRV_E_NO_CERT_TYPE,
