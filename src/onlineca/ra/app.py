@@ -301,6 +301,7 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
         settings = settings_from_config(est.model_copy(update={"users_file": ""}))
         settings.retry_after = ra.unavailable_retry_after
         settings.pending_retry_after = ra.pending_retry_after
+        settings.vouch_agents = tuple(ra.vouch_agents)  # capf10 branch: who may vouch for a key
         # The EST server's own deadline must leave room for every CA timeout of one enrollment.
         settings.request_timeout = max(est.request_timeout,
                                        ra.connect_timeout + ra.login_timeout + 2 * ra.enroll_timeout + 1)
