@@ -9,9 +9,10 @@ so the numbers measure our side: CAPF's sessions, CSR assembly, EST, the CA's si
 the database writes.  Prints one JSON object: devices enrolled per second, p50/p99/max session
 latency, outcomes.  ``--capf-process`` runs CAPF as its own ``onlineca capf serve`` process (as it
 is deployed: CAPF, the RA and the CA are separate servers), so CAPF and the RA + CA each have an
-interpreter of their own.
+interpreter of their own.  ``--flow`` picks the phones: ``extended`` (the default: they sign their
+own request), ``public`` (exactly the public flow: CAPF vouches for each key at the RA) or ``mix``.
 
-    python bench/capf_bench.py --devices 256 --concurrency 64 --key rsa:2048 [--capf-process]
+    python bench/capf_bench.py --devices 256 --concurrency 64 --key rsa:2048 [--capf-process] [--flow public]
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ async def bench(args: argparse.Namespace) -> dict:
             cmd = [sys.executable, "-m", "onlineca", "--data-dir", str(root), "phone", "fleet",
                    "--count", str(args.devices), "--concurrency", str(args.concurrency),
                    "--capf", capf_at, "--cafile", str(root / "ca" / "root.pem"),
-                   "--auth", "null", "--retries", "3", "--max-retry-delay", "1",
+                   "--auth", "null", "--retries", "3", "--max-retry-delay", "1", "--flow", args.flow,
                    "--pregenerate", f"{key_type}:{bits}={args.devices}", "--json"]
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -103,7 +104,7 @@ async def bench(args: argparse.Namespace) -> dict:
         raise SystemExit(f"fleet failed (exit {proc.returncode}): {err.decode()[-2000:]}") from None
     fleet.pop("failures", None)
     return {"bench": "capf end-to-end (phone -> CAPF -> RA -> CA)", "key": args.key, "cpus": os.cpu_count(),
-            "ra_concurrency": args.ra_concurrency, "capf_process": args.capf_process,
+            "ra_concurrency": args.ra_concurrency, "capf_process": args.capf_process, "flow": args.flow,
             "fleet_process_wall_seconds": round(wall, 2), **fleet}
 
 
@@ -115,8 +116,12 @@ def main() -> None:
     parser.add_argument("--ra-concurrency", type=int, default=16, help="CAPF's max_concurrent_enrollments.")
     parser.add_argument("--capf-process", action="store_true",
                         help="Run CAPF as its own 'onlineca capf serve' process (the RA and CA stay here).")
+    parser.add_argument("--flow", choices=["extended", "public", "mix"], default="extended",
+                        help="The phones: extended (sign their request), public (the public flow exactly), or mix.")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
+    if args.flow != "extended" and not args.key.startswith("rsa"):
+        parser.error("public-flow phones make RSA keys only (they announce no EC)")
     print(json.dumps(asyncio.run(bench(args)), indent=2))
 
 

@@ -70,6 +70,9 @@ class TemplateConfig(_Section):
     manager_approval: bool = False
     # Users (as in the users file) allowed to enroll; "*" means every authenticated user.
     enroll: list[str] = ["*"]
+    # capf10 branch: issue for a key an RA agent vouched for (pki.vouch; docs/ca.md), not only
+    # for a self-signed PKCS#10.  AD CS has no such setting: it always wants the self-signature.
+    vouched_keys: bool = False
 
     @field_validator("allowed_subjects", "allowed_sans")
     @classmethod
@@ -178,6 +181,11 @@ class RAConfig(_Section):
     ready_check_interval: float = Field(default=10.0, gt=0)
     # Pending requests (kept in [database]) nobody asked about for this many days are forgotten.
     pending_keep_days: float = Field(default=30.0, gt=0)
+    # capf10 branch: RA agents that may vouch for a key (pki.vouch; docs/ra.md): subject patterns of
+    # their TLS client certificate (RFC 4514, fnmatch) or "sha256:<hex>"; empty: nobody.  Their
+    # requests go to the CA under vouched_template.
+    vouch_agents: list[str] = []
+    vouched_template: str = "CAPFVouchedLSC"
 
 
 class ESTConfig(_Section):
@@ -242,6 +250,9 @@ class CAPFConfig(_Section):
     lockout_minutes: float = Field(default=30.0, gt=0)
     node_id: str = ""                                      # empty: the host name
     scheduler_interval: float = Field(default=60.0, gt=0)  # renewal runs; CAPF's own certificate check
+    # capf10 branch: a phone that announced no keepalive gets its LSC within this, or a decline
+    # (public clients give up after 8-10 s of silence).
+    public_enroll_timeout: float = Field(default=6.0, gt=0)
 
 
 class AdminConfig(_Section):
@@ -367,6 +378,19 @@ class CAPFPaths:
     @property
     def capf_key(self) -> Path:
         return self.root / "capf.key"
+
+    @property
+    def ca_dir(self) -> Path:
+        """CAPF's own CA (the ``capf`` issuer): capf-ca.key (0600) and capf-ca.pem."""
+        return self.root / "ca"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.ca_dir / "capf-ca.key"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.ca_dir / "capf-ca.pem"
 
     def csr_file(self, device: str) -> Path:
         return self.csr_dir / f"{device}.csr"

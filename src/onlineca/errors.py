@@ -545,6 +545,16 @@ CODES.update(_table(
 ))
 
 
+# -- capf10 branch: the public device flow, its negotiated extensions, and LSCs for phones that
+#    cannot sign (a key CAPF vouches for at the RA, or CAPF's own CA): docs/device-protocol.md, docs/capf.md.
+CODES.update(_table(
+    ("DEVPROTO_NOT_ANNOUNCED", ProtocolError, "capf", "CAPF tried an extension the phone did not announce: report this as a defect of onlineca."),
+    ("DEVPROTO_NOT_PUBLIC", ProtocolError, "capf", "CAPF sent a public-flow client something outside the public flow: report this as a defect of onlineca."),
+    ("VOUCHED_REQUEST", ParseError, "ra", "Send a vouched request only as an authorised RA agent: the TLS client certificate that signed it, listed in [ra] vouch_agents."),
+    ("CAPF_CA", CAPFError, "capf", "Create CAPF's own CA with 'onlineca capf ca init' (or restart CAPF), or check <data dir>/capf/ca."),
+))
+
+
 __all__ = [
     "CODES", "Code", "Hop", "fix_for",
     *sorted(name for name, value in list(globals().items())

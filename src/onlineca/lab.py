@@ -5,10 +5,14 @@ issuing CA, the RA's TLS certificate, a manufacturer CA for MICs) and its config
 ``start_servers`` starts the CA, the RA (EST, certsrv connector to the CA) and CAPF on 127.0.0.1
 (the default ports, or free ones when those are taken) and writes ``<lab>/onlineca.toml`` with the
 ports they got; ``plan_fleet`` and ``register_devices`` make simulated phones and put them in
-CAPF's inventory with several authentication modes (auth string, null string, MIC) and key types
-(RSA 2048, EC P-256); ``advance_to_renewal`` runs the renewal scheduler with its clock past the
-LSCs' renewal window.  ``run_lab`` does all of it: enroll the fleet through CAPF -> RA -> CA, then
-renew it, and returns a report (the JSON ``onlineca demo --json`` prints).
+CAPF's inventory with several authentication modes (auth string, null string, MIC), key types
+(RSA 1024/2048, EC P-256) and both flows: phones that speak the public flow exactly (CAPF vouches
+for their keys at the RA, which lets CAPF's certificate do so, and the CA issues them under its
+``CAPFVouchedLSC`` template) and phones that announce onlineca's extensions; ``advance_to_renewal``
+runs the renewal scheduler with its clock past the LSCs' renewal window (and CAPF's clock with it,
+for the public-flow phones that renew by asking again).  ``run_lab`` does all of it: enroll the
+fleet through CAPF -> RA -> CA, then renew it, and returns a report (the JSON ``onlineca demo
+--json`` prints).
 
 It never touches a folder it did not make (``prepare_folder`` refuses a non-empty folder without
 its marker) and never prints: progress goes to a ``Progress`` the caller gives (the command line's
@@ -35,12 +39,13 @@ from onlineca import pki
 from onlineca.ca.engine import init_ca
 from onlineca.ca.users import add_user
 from onlineca.ca.web import RunningCA, start_ca
+from onlineca.capf.local_ca import LSC_EXTENDED_KEY_USAGE
 from onlineca.capf.scheduler import SchedulerSettings, run_once
 from onlineca.capf.service import RunningCAPF, start_capf as _start_capf
-from onlineca.config import Config, DataDir
+from onlineca.config import CAConfig, Config, DataDir
 from onlineca.errors import ConfigError
 from onlineca.infra import files
-from onlineca.phone.client import PhoneAuth, SessionResult, Target, phone_ssl_context
+from onlineca.phone.client import Flow, PhoneAuth, SessionResult, Target, phone_ssl_context
 from onlineca.phone.device import KeyPool, Phone
 from onlineca.phone.fleet import Member, device_names, run_fleet
 from onlineca.phone.mic import MICAuthority
@@ -52,16 +57,20 @@ MARKER = ".onlineca-demo"
 CA_USER = "ciscora"
 DEFAULT_PORTS = {"ca": 8443, "ra": 8084, "capf": 3804}
 LAB_CONFIG = "onlineca.toml"
+VOUCHED_TEMPLATE = "CAPFVouchedLSC"
+# CAPF's certificate is CN=CAPF-<host>: in the lab it is the RA agent that may vouch for keys.
+LAB_VOUCH_AGENTS = ["CN=CAPF-*"]
 
 
 @dataclass(frozen=True)
 class Group:
-    """Devices that share an authentication mode and a key type (one row of the summary)."""
+    """Devices that share a flow, an authentication mode and a key type (one row of the summary)."""
 
     auth_mode: str      # policy.capf AuthMode identifier
     phone_auth: str     # how the simulated phone answers
     key_order: str      # policy.capf KeyOrder identifier
     key: tuple[str, int]
+    flow: Flow = "extended"  # the public flow exactly, or onlineca's extensions announced
 
     @property
     def label(self) -> str:
@@ -69,13 +78,16 @@ class Group:
         return f"{words[self.auth_mode]} / {self.key[0].upper()} {self.key[1]}"
 
 
+# The first four already hold every auth mode, both key types and both flows (a short demo).
 GROUPS = (
     Group("AUTH_BY_STR", "string", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
-    Group("AUTH_BY_NULL_STR", "null", "KEYORDER_EC_ONLY", ("ec", 256)),
-    Group("AUTH_BY_MIC", "mic", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
-    Group("AUTH_BY_STR", "string", "KEYORDER_EC_ONLY", ("ec", 256)),
-    Group("AUTH_BY_NULL_STR", "null", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
+    Group("AUTH_BY_NULL_STR", "null", "KEYORDER_RSA_ONLY", ("rsa", 2048), "public"),
     Group("AUTH_BY_MIC", "mic", "KEYORDER_EC_ONLY", ("ec", 256)),
+    Group("AUTH_BY_STR", "string", "KEYORDER_RSA_ONLY", ("rsa", 1024), "public"),
+    Group("AUTH_BY_NULL_STR", "null", "KEYORDER_EC_ONLY", ("ec", 256)),
+    Group("AUTH_BY_STR", "string", "KEYORDER_EC_ONLY", ("ec", 256)),
+    Group("AUTH_BY_MIC", "mic", "KEYORDER_RSA_ONLY", ("rsa", 2048)),
+    Group("AUTH_BY_NULL_STR", "null", "KEYORDER_RSA_ONLY", ("rsa", 1024), "public"),
 )
 
 
@@ -138,17 +150,25 @@ def prepare_folder(root: Path) -> None:
 def lab_config(root: Path, ca_password: str, mic_trust: Path) -> Config:
     """Every component's settings for the lab (ports are chosen when each server starts)."""
     ca_dir = root / "ca"
+    # The CA's templates: the defaults, and one for keys CAPF vouches for (public-flow phones,
+    # RSA 1024 among them), restricted to the RA's account.
+    templates = [t.model_dump() for t in CAConfig().templates] + [{
+        "name": VOUCHED_TEMPLATE, "display_name": "CAPF vouched LSC", "validity_days": 365, "vouched_keys": True,
+        "min_rsa_bits": 1024, "extended_key_usage": list(LSC_EXTENDED_KEY_USAGE), "enroll": [CA_USER]}]
     return Config.model_validate({
         "data_dir": str(root), "log_dir": str(root / "logs"),
         "database": {"url": f"sqlite:///{root / 'capf.db'}"},
         "ca": {"key_type": "rsa", "key_size": 2048, "users_file": str(ca_dir / "users"),
                "root_name": "CN=onlineca Demo Root CA,O=onlineca demo",
-               "issuing_name": "CN=onlineca Demo Issuing CA,O=onlineca demo"},
+               "issuing_name": "CN=onlineca Demo Issuing CA,O=onlineca demo", "templates": templates},
         "ra": {"connector": "certsrv", "ca_user": CA_USER, "ca_password": ca_password,
                "trust_store": str(ca_dir / "root.pem"), "template": "CiscoRA",
                "tls_cert": str(root / "ra" / "ra.pem"), "tls_key": str(root / "ra" / "ra.key"),
                "connect_timeout": 5.0, "login_timeout": 5.0, "enroll_timeout": 10.0,
-               "backoff_initial": 0.2, "backoff_max": 2.0, "unavailable_retry_after": 5},
+               "backoff_initial": 0.2, "backoff_max": 2.0, "unavailable_retry_after": 5,
+               "vouch_agents": LAB_VOUCH_AGENTS, "vouched_template": VOUCHED_TEMPLATE},
+        # CAPF's certificate, as the RA's TLS client certificate, makes it an RA agent.
+        "est": {"client_trust_store": str(ca_dir / "root.pem")},
         "capf": {"ra_user": CA_USER, "ra_password": ca_password, "ra_trust_store": str(ca_dir / "root.pem"),
                  "mic_trust_store": str(mic_trust), "retry_delay": 5, "keepalive_seconds": 5.0,
                  "max_concurrent_enrollments": 8, "scheduler_interval": 3600.0},
@@ -235,7 +255,9 @@ def write_lab_config(config: Config, servers: Servers) -> Path:
         "ca": {"port": servers.ca.port, "users_file": config.ca.users_file},
         "ra": {"port": servers.ra.port, "connector": ra.connector, "ca_url": servers.ca.url, "ca_user": ra.ca_user,
                "ca_password": ra.ca_password.get_secret_value(), "trust_store": ra.trust_store,
-               "template": ra.template, "tls_cert": ra.tls_cert, "tls_key": ra.tls_key},
+               "template": ra.template, "tls_cert": ra.tls_cert, "tls_key": ra.tls_key,
+               "vouch_agents": ra.vouch_agents, "vouched_template": ra.vouched_template},
+        "est": {"client_trust_store": config.est.client_trust_store},
         "capf": {"port": servers.capf.port, "ra_url": servers.ra.url, "ra_user": capf.ra_user,
                  "ra_password": capf.ra_password.get_secret_value(), "ra_trust_store": capf.ra_trust_store,
                  "mic_trust_store": capf.mic_trust_store},
@@ -272,7 +294,7 @@ def plan_fleet(root: Path, count: int, mic: MICAuthority, pool: KeyPool) -> list
         if group.phone_auth == "mic":
             mic.issue(phone)
         devices.append(LabDevice(Member(phone, PhoneAuth(group.phone_auth, auth_string),  # type: ignore[arg-type]
-                                        {"group": group.label}), group, auth_string))
+                                        {"group": group.label}, flow=group.flow), group, auth_string))
     return devices
 
 
@@ -378,19 +400,25 @@ async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
 
         clock, scheduled = await asyncio.to_thread(advance_to_renewal, config)
         renewing = [d for d in devices if d.enroll is not None and d.enroll.outcome == "installed"]
+        public = sum(1 for d in renewing if d.group.flow == "public")
         progress.log(f"renewal: scheduler ran with its clock at {clock:%Y-%m-%d %H:%M} UTC "
                      f"({(clock - dt.datetime.now(dt.UTC)).days} days ahead: the LSCs' renewal window); "
-                     f"{scheduled} devices got Install/Upgrade by LSC")
-        progress.stage("renewing LSCs (auth by LSC)", len(renewing))
+                     f"{scheduled} devices got Install/Upgrade by LSC, {public} public-flow phones renew by "
+                     "asking again (CAPF's clock is there too)")
+        # A public-flow phone renews by asking again once its LSC is due: CAPF must see that time.
+        servers.capf.capf.clock = lambda: clock
+        progress.stage("renewing LSCs (extended: by LSC; public: asking again)", len(renewing))
 
         def renewed(member: Member, result: SessionResult) -> None:
             by_phone[member.phone.name].renew = result
             progress.advance(f"{member.phone.name} {result.outcome}")
 
         for d in renewing:
-            d.member.auth = PhoneAuth("lsc")
+            if d.group.flow == "extended":
+                d.member.auth = PhoneAuth("lsc")
         await run_fleet([d.member for d in renewing], target, concurrency=opts.concurrency, retries=2,
                         max_retry_delay=2.0, on_result=renewed)
+        servers.capf.capf.clock = inventory.utcnow
         report = summarize(devices, servers, config, clock, scheduled)
     except BaseException:
         await servers.close()
@@ -406,11 +434,11 @@ def summarize(devices: list[LabDevice], servers: Servers, config: Config, clock:
     """The report: per group, how many enrolled and renewed (a new serial), the failures, where
     the servers, data and logs are."""
     assert servers.ca is not None and servers.ra is not None and servers.capf is not None
-    rows: dict[str, dict[str, int]] = {}
+    rows: dict[tuple[str, str], dict[str, int]] = {}
     failures = []
     enrolled = renewed = failed = 0
     for d in devices:
-        row = rows.setdefault(d.group.label, {"devices": 0, "enrolled": 0, "renewed": 0, "failed": 0})
+        row = rows.setdefault((d.group.flow, d.group.label), {"devices": 0, "enrolled": 0, "renewed": 0, "failed": 0})
         row["devices"] += 1
         ok_enroll = d.enroll is not None and d.enroll.outcome == "installed"
         ok_renew = (d.renew is not None and d.renew.outcome == "installed"
@@ -423,26 +451,30 @@ def summarize(devices: list[LabDevice], servers: Servers, config: Config, clock:
             failed += 1
             row["failed"] += 1
             bad = d.enroll if not ok_enroll else d.renew
-            failures.append({"device": d.name, "phase": "enroll" if not ok_enroll else "renew",
+            failures.append({"device": d.name, "flow": d.group.flow, "phase": "enroll" if not ok_enroll else "renew",
                              "outcome": bad.outcome if bad else "not run", "reason": bad.reason if bad else None,
                              "error": (bad.error or bad.reason_info) if bad else None})
     logs = {p.name: str(p) for p in sorted(config.log_path.glob("*")) if p.is_file()}
     now = dt.datetime.now(dt.UTC)
     return {
         "enrolled": enrolled, "renewed": renewed, "failed": failed, "devices": len(devices),
-        "groups": [{"group": k, **v} for k, v in rows.items()],
+        "groups": [{"group": label, "flow": flow, **v} for (flow, label), v in rows.items()],
+        "flows": {flow: {k: sum(v[k] for (f, _), v in rows.items() if f == flow)
+                         for k in ("devices", "enrolled", "renewed", "failed")}
+                  for flow in sorted({f for f, _ in rows})},
         "failures": failures,
         "renewal": {"clock": "simulated", "scheduler_now": clock.isoformat(), "days_ahead": (clock - now).days,
                     "scheduled": scheduled,
                     "why": "LSCs are valid for the CA template's days; the scheduler ran once with its clock "
-                           "past their renewal window, and the phones then renewed for real."},
+                           "past their renewal window, and the phones then renewed for real (public-flow phones "
+                           "by asking again, with CAPF's clock at the same time)."},
         "servers": {"ca": servers.ca.url, "ra": servers.ra.url, "capf": f"{servers.capf.host}:{servers.capf.port}"},
         "data_dir": str(config.data_path), "logs": logs,
         "config": str(config.data_path / LAB_CONFIG),
     }
 
 
-__all__ = ["CA_USER", "DEFAULT_PORTS", "GROUPS", "LAB_CONFIG", "MARKER", "Group", "LabDevice", "LabOptions",
+__all__ = ["CA_USER", "DEFAULT_PORTS", "GROUPS", "LAB_CONFIG", "LAB_VOUCH_AGENTS", "MARKER", "VOUCHED_TEMPLATE", "Group", "LabDevice", "LabOptions",
            "LabRun", "NoProgress", "Progress", "Servers", "advance_to_renewal", "lab_config", "make_lab",
            "plan_fleet", "prepare_folder", "register_devices", "run_lab", "start_capf", "start_servers",
            "summarize", "write_lab_config"]

@@ -18,12 +18,22 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy import update
 
+from onlineca import pki
 from onlineca.capf.service import RunningCAPF, start_capf
 from onlineca.config import Config
 from onlineca.est.backend import LocalSigner
 from onlineca.est.server import ESTServerSettings, RunningESTServer, start_est_server
 from onlineca.infra.users import UsersFile
-from onlineca.phone.client import NO_FAULTS, Faults, PhoneAuth, SessionResult, Target, phone_ssl_context, run_session
+from onlineca.phone.client import (
+    NO_FAULTS,
+    Faults,
+    Flow,
+    PhoneAuth,
+    SessionResult,
+    Target,
+    phone_ssl_context,
+    run_session,
+)
 from onlineca.phone.device import Phone
 from onlineca.phone.mic import MICAuthority
 from onlineca.proto.devproto.messages import Message
@@ -100,10 +110,13 @@ class CAPFLab:
         return (self.log_dir / "capf.log").read_text()
 
     async def start_ra(self) -> None:
-        settings = ESTServerSettings(password_check=UsersFile.from_plain({RA_USER: RA_PASSWORD}))
+        # CAPF's own certificate (issued by this RA) makes it an RA agent: it may vouch for the
+        # keys of phones that cannot sign (the public flow).
+        settings = ESTServerSettings(password_check=UsersFile.from_plain({RA_USER: RA_PASSWORD}),
+                                     vouch_agents=("CN=CAPF-*",))
         self.est = await start_est_server(self.backend, cert_file=self.lab_pki.server_cert_pem,
                                           key_file=self.lab_pki.server_key_pem, port=self.est_port,
-                                          settings=settings)
+                                          settings=settings, client_trust=pki.TrustStore([self.lab_pki.root]))
         self.est_port = self.est.port
 
     async def stop_ra(self) -> None:
@@ -141,10 +154,12 @@ class CAPFLab:
                       server_hostname="127.0.0.1", read_timeout=30)
 
     async def session(self, phone: Phone, auth: PhoneAuth = NULL, *, faults: Faults = NO_FAULTS,
-                      max_version: int = 3, on_message: Callable[[Message], object] | None = None) -> SessionResult:
-        """One session of ``phone`` with CAPF (null string unless said otherwise)."""
+                      max_version: int | None = None, on_message: Callable[[Message], object] | None = None,
+                      flow: Flow = "extended") -> SessionResult:
+        """One session of ``phone`` with CAPF (null string unless said otherwise; ``flow``
+        "public" for a public client)."""
         return await run_session(phone, self.target(), auth, max_version=max_version, faults=faults,
-                                 on_message=on_message)
+                                 on_message=on_message, flow=flow)
 
     async def sessions_done(self) -> None:
         """Wait until CAPF has finished every open session (its last writes included): a phone that

@@ -30,9 +30,13 @@ def test_demo_json_enrolls_renews_and_stops(tmp_path):
     assert report["enrolled"] == 4 and report["failed"] == 0 and report["renewed"] >= 1, report
     assert isinstance(report["seconds"], (int, float)) and report["seconds"] > 0
     assert report["renewal"]["clock"] == "simulated"
-    # Every auth mode and both key types took part.
-    groups = {g["group"] for g in report["groups"]}
-    assert {"auth string / RSA 2048", "null string / EC 256", "MIC / RSA 2048", "auth string / EC 256"} == groups
+    # Every auth mode, both key types and both kinds of phone took part (public-flow phones renew
+    # by asking again).
+    groups = {(g["flow"], g["group"]) for g in report["groups"]}
+    assert {("extended", "auth string / RSA 2048"), ("public", "null string / RSA 2048"),
+            ("extended", "MIC / EC 256"), ("public", "auth string / RSA 1024")} == groups
+    assert report["flows"]["public"] == {"devices": 2, "enrolled": 2, "renewed": 2, "failed": 0}
+    assert report["flows"]["extended"]["renewed"] == 2
     # The demo's data and logs are where it says, and the CAPF trace has the document's lines.
     assert report["data_dir"] == str(tmp_path / "demo")
     capf_log = (tmp_path / "demo" / "logs" / "capf.log").read_text()

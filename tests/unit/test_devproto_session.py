@@ -37,7 +37,7 @@ def read_hex(name: str) -> bytes:
 
 # One v3 message per command, from the vectors (all carry session id SID).
 V3_VECTORS = {
-    Command.AUTH_REQUEST: "01_auth_request_v3", Command.AUTH_RESPONSE: "02_auth_response_password_v3",
+    Command.AUTH_REQUEST: "01_auth_request_no_nonce", Command.AUTH_RESPONSE: "02_auth_response_password_v3",
     Command.KEY_GEN_REQUEST: "03_key_gen_request_ec_p384", Command.KEY_GEN_RESPONSE: "04_key_gen_response",
     Command.STORE_CERT_REQUEST: "09_store_cert_request", Command.STORE_CERT_RESPONSE: "10_store_cert_response",
     Command.FETCH_CERT_REQUEST: "11_fetch_cert_request_all", Command.FETCH_CERT_RESPONSE: "12_fetch_cert_response",
@@ -129,6 +129,10 @@ def test_the_table_names_every_state_and_turn():
 
 def allowed(state: State, sender: Role, cmd: Command, judge: Role) -> bool:
     """The documented rules (docs/device-protocol.md, session.ANY_STATE_RULES), written out again."""
+    return in_order(state, sender, cmd, judge) and announced(state, sender, cmd, judge)
+
+
+def in_order(state: State, sender: Role, cmd: Command, judge: Role) -> bool:
     if cmd is Command.END_SESSION:
         return sender is Role.CAPF
     if cmd is Command.ABORT_REQUEST:
@@ -138,6 +142,13 @@ def allowed(state: State, sender: Role, cmd: Command, judge: Role) -> bool:
     if cmd is Command.STATUS_ENQUIRY and sender is Role.CAPF:
         return state in PHONE_TURN_STATES or judge is Role.PHONE
     return (state, sender, cmd) in TRANSITIONS
+
+
+def announced(state: State, sender: Role, cmd: Command, judge: Role) -> bool:
+    """CAPF's own machine sends no extension before the phone's AUTH_RESPONSE announced it (the
+    phones of these snapshots announce every extension); the phone checks no announcement."""
+    before_auth = state in (State.START, State.AUTH_REQUESTED)
+    return not (sender is judge is Role.CAPF and before_auth and m.capabilities_needed(MSG[cmd]))
 
 
 @pytest.mark.parametrize("state", OPEN_STATES, ids=lambda s: s.value)
@@ -153,7 +164,9 @@ def test_every_command_in_every_state(state):
             else:
                 with pytest.raises(ProtocolError) as err:
                     me.send(MSG[cmd])
-                assert err.value.code in ("DEVPROTO_INVALID_TRANSITION",), err.value
+                expected = ("DEVPROTO_NOT_ANNOUNCED" if in_order(state, sender, cmd, sender)
+                            else "DEVPROTO_INVALID_TRANSITION")
+                assert err.value.code == expected, err.value
                 assert me.state is state and me.data_to_send() == b""
             # ...and the receiver refuses it on the wire, leaving its state unchanged.
             if allowed(state, sender, cmd, peer.role):
@@ -165,7 +178,7 @@ def test_every_command_in_every_state(state):
                 assert peer.state is state
                 peer_end = c if peer is c else None
                 if peer_end is not None:  # CAPF can always end after a peer's error
-                    peer_end.end(Reason.PROTOCOL_ERROR)
+                    peer_end.decline(Reason.PROTOCOL_ERROR)
                     assert peer_end.closed
             checked += 1
     assert checked == 2 * len(m.MESSAGE_TYPES)
@@ -192,10 +205,13 @@ def test_install_v3_ec_with_online_ca_signing():
     assert c.our_turn and not p.our_turn
     c.start()
     [req] = pump(c, p)
-    assert isinstance(req, m.AuthRequest) and req.version == 3 and len(req.nonce) == 32 and p.session_id == SID
+    # The hello is VERSION alone; the phone announces what it understands.
+    assert isinstance(req, m.AuthRequest) and req.version == 3 and req.nonce is None and req.auth_type is None
+    assert p.session_id == SID
     p.auth_response(password="123456")
     [resp] = pump(p, c)
     assert resp.auth_password == "123456" and c.device_name == NAME and c.version == 3
+    assert c.announced == m.ALL_CAPABILITIES and not c.public
     c.request_key_gen("ec", 384)
     [kg] = pump(c, p)
     device_key = pki.generate_key(*kg.key_spec)  # on the phone; never leaves it
@@ -245,7 +261,7 @@ def test_install_with_a_version_2_phone(rsa_key):
         assert c.state is State.AUTH_RECEIVED and c.data_to_send() == b""
     c.request_key_gen("rsa", 2048)
     [kg] = pump(c, p)
-    assert kg.key_type is None and kg.key_spec == ("rsa", 2048)  # version 2: no KEY_TYPE element
+    assert kg.key_type is m.KeyType.RSA and kg.key_spec == ("rsa", 2048)  # KEY_TYPE always (public clients need it)
     p.key_gen_response(pki.public_key_der(rsa_key))
     pump(p, c)
     info = tbs.csr_info_der(f"CN={NAME}", pki.load_public_key(c.public_key))
@@ -279,8 +295,8 @@ def test_capf_refuses_a_phone_version_it_did_not_offer(version):
     with pytest.raises(ProtocolError) as err:
         c.receive_data(m.to_bytes(m.AuthResponse(session_id=SID, version=version, device_name=NAME)))
     assert err.value.code == "DEVPROTO_VERSION" and c.state is State.AUTH_REQUESTED
-    c.end(Reason.UNSUPPORTED)
-    assert c.closed and m.from_bytes(c.data_to_send()).reason is Reason.UNSUPPORTED
+    c.decline(Reason.UNSUPPORTED)  # nothing announced: the phone hears the public decline
+    assert c.closed and m.from_bytes(c.data_to_send()).reason is Reason.OPERATION_REFUSED
 
 
 def test_version_2_capf_and_old_capf_offers():
@@ -305,9 +321,13 @@ def test_auth_by_existing_certificate_and_no_replay():
 
     def session(session_id):
         c, p = CAPFSession(session_id=session_id), PhoneSession(device_name=NAME)
-        c.start(auth_type=m.AuthType.EXISTING_CERT_LSC_FIRST)
+        c.start()
+        pump(c, p)
+        p.auth_response(certificate=cert_value)  # no nonce yet: the certificate, unsigned
+        pump(p, c)
+        c.challenge(m.AuthType.EXISTING_CERT_LSC_FIRST)
         [req] = pump(c, p)
-        assert req.auth_type is m.AuthType.EXISTING_CERT_LSC_FIRST
+        assert req.auth_type is m.AuthType.EXISTING_CERT_LSC_FIRST and len(req.nonce) == 32
         return c, p
 
     c, p = session(1)
@@ -338,17 +358,17 @@ def test_rechallenge_for_another_auth_type_once():
     c, p = pair()
     c.start()
     pump(c, p)
-    first_nonce = c.nonce
+    assert c.nonce is None
     p.auth_response()  # the phone tried the null string; this device needs its auth string
     pump(p, c)
-    c.start(auth_type=m.AuthType.PASSWORD)
+    c.challenge(m.AuthType.PASSWORD)
     [again] = pump(c, p)
-    assert again.auth_type is m.AuthType.PASSWORD and again.nonce != first_nonce and p.nonce == again.nonce
+    assert again.auth_type is m.AuthType.PASSWORD and again.nonce is not None and p.nonce == again.nonce
     p.auth_response(password="654321")
     [resp] = pump(p, c)
     assert resp.auth_password == "654321"
     with pytest.raises(ProtocolError) as err:
-        c.start(auth_type=m.AuthType.PASSWORD)
+        c.challenge(m.AuthType.PASSWORD)
     assert err.value.code == "DEVPROTO_TOO_MANY_REQUESTS"
     c.end(Reason.OPERATION_REFUSED, "Invalid Authentication String")
     [end] = pump(c, p)
@@ -403,7 +423,7 @@ def test_delete_flow():
     c, p = at(State.AUTH_RECEIVED)
     c.request_delete()
     [req] = pump(c, p)
-    assert req.certificate_type is m.CertificateType.LSC
+    assert req.certificate_type is None  # no element: the public form (absent means the LSC)
     p.delete_response(Reason.NO_CERTIFICATE)
     [resp] = pump(p, c)
     assert resp.reason is Reason.NO_CERTIFICATE and c.state is State.OPERATION_DONE
@@ -550,8 +570,9 @@ def test_session_id_is_enforced():
 def test_random_session_ids_and_nonces():
     a, b = CAPFSession(), CAPFSession()
     assert a.session_id != b.session_id and 0 < a.session_id <= 0xFFFFFFFF
-    a.start()
-    b.start()
+    (a, _), (b, _) = at(State.AUTH_RECEIVED), at(State.AUTH_RECEIVED)
+    a.challenge()
+    b.challenge()
     assert a.nonce != b.nonce and len(a.nonce) == 32
 
 
@@ -609,7 +630,7 @@ def test_any_sequence_only_raises_protocol_error(moves):
                 receiver.receive_data(wire[i:i + split])
         except ProtocolError:
             if receiver is c and not c.closed:
-                c.end(Reason.PROTOCOL_ERROR)
+                c.decline(Reason.PROTOCOL_ERROR)
                 assert c.closed
             break
         receiver.data_to_send()

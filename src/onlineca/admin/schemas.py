@@ -128,6 +128,7 @@ class DeviceOut(_Out):
     lsc: LSCSummary | None = None
     renewal_due_at: str | None = None
     renewal_attempts: int
+    client_flow: str | None = Field(default=None, description="public or extended: how it spoke at its last session")
 
 
 class LSCHistoryItem(_Out):
@@ -249,6 +250,7 @@ class ProfileOut(_Out):
     deadline_days: int
     renewal: Renewal
     auto_enrollment: AutoEnrollment
+    issuer: str = "online-ca"  # who signs the LSCs: "online-ca" (through the RA) or "capf" (CAPF's own CA)
 
 
 class ProfileSettings(_In):
@@ -265,6 +267,7 @@ class ProfileSettings(_In):
     auto_enroll_mic: bool | None = None
     mic_trust_store: str | None = Field(default=None, max_length=1024)
     auto_enroll_name_pattern: str | None = Field(default=None, max_length=128)
+    issuer: str | None = Field(default=None, max_length=16)
 
 
 class ProfileCreate(ProfileSettings):

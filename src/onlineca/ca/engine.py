@@ -11,6 +11,7 @@ talks HTTP.
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from cryptography import x509
 
 from onlineca import pki
 from onlineca.config import CAPaths, Config, DataDir, TemplateConfig
-from onlineca.errors import CAError, RequestRefused
+from onlineca.errors import CAError, OnlineCAError, RequestRefused
 from onlineca.infra import files
+from onlineca.pki import vouch
 from onlineca.policy import ca as policy
 from onlineca.proto.certsrv import hresults as hr, server
 from onlineca.proto.results import DENIED, FAILED, ISSUED, PENDING, Denied, EnrollResult, Issued, Pending
@@ -120,7 +122,7 @@ class CAEngine:
             return Denied(exc.disposition, hresult=exc.hresult, failed=True)
         template, subject = attributes.get("certificatetemplate", ""), ""
         try:
-            csr = server.load_request(der)
+            csr = self._load(der, attributes)
             subject = pki.name_to_slash(csr.subject)
             decision = policy.decide(self.templates, requester, attributes, csr)
         except RequestRefused as exc:
@@ -137,6 +139,30 @@ class CAEngine:
         log.info("ReqID %s from %s template %r: %s%s", row.req_id, requester, row.template, row.disposition,
                  f" ({hr.hresult_hex(resolution.hresult)})" if resolution.hresult else "")
         return _result(row)
+
+    def _load(self, der: bytes, attributes: dict[str, str]) -> x509.CertificateSigningRequest:
+        """The request with its self-signature checked, as AD CS does; or (capf10 branch), for a
+        template with ``vouched_keys``, a request an RA agent vouched for (``pki.vouch``): the
+        agent's certificate comes as ``onlinecaVoucher`` and must be one this CA issued."""
+        try:
+            return server.load_request(der)
+        except RequestRefused as refused:
+            if refused.hresult != hr.NTE_BAD_SIGNATURE or "onlinecavoucher" not in attributes:
+                raise
+            template = policy.find_template(self.templates, attributes.get("certificatetemplate", ""))
+            if template is None or not template.vouched_keys:
+                raise  # the template wants the key holder's own signature, as every AD CS template does
+            try:
+                voucher = pki.load_certificate(base64.b64decode(attributes["onlinecavoucher"], validate=True))
+                pki.validate_chain(voucher, [], pki.TrustStore([self.issuing, self.root]))
+                csr = pki.parse_csr(der, verify=False)
+                vouch.verify_vouched_request(csr, voucher)
+            except (OnlineCAError, ValueError) as exc:
+                log.warning("vouched request refused (template %s): %s", template.name, exc)
+                raise refused from None
+            log.info("request for %s vouched for by RA agent %s (template %s)", pki.name_to_slash(csr.subject),
+                     pki.name_to_slash(voucher.subject), template.name)
+            return csr
 
     def _sign(self, csr: x509.CertificateSigningRequest, decision: policy.Decision[TemplateConfig],
               by: str) -> Resolution:
@@ -167,8 +193,9 @@ class CAEngine:
     def approve(self, req_id: int, by: str = "administrator") -> EnrollResult:
         """Issue a pending request (a certificate manager's "Issue"), re-checking it against its template."""
         def issue(row: CARequest) -> Resolution:
-            csr = server.load_request(row.csr_der)
-            decision = policy.decide(self.templates, row.requester, server.parse_cert_attrib(row.attributes), csr)
+            attributes = server.parse_cert_attrib(row.attributes)
+            csr = self._load(row.csr_der, attributes)
+            decision = policy.decide(self.templates, row.requester, attributes, csr)
             return self._sign(csr, decision, by)
 
         row = self.requests.resolve_pending(req_id, issue)

@@ -37,6 +37,7 @@ from onlineca.errors import CARejected, CAUnavailable, ChainError, ConfigError, 
 from onlineca.est.client import ESTClient
 from onlineca.infra import files
 from onlineca.logs.capf_trace import SessionTrace, log as trace_log, request_id_line
+from onlineca.pki import vouch
 from onlineca.proto.libest import enrollment_rv_line
 from onlineca.proto.request_id import REQUEST_ID_HEADER, new_request_id
 
@@ -101,11 +102,21 @@ class OnlineCAEnroller:
         self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
         self._lsc_trust: pki.TrustStore | None = None
         self._files: dict[str, asyncio.Task[None]] = {}  # per device: its file work, latest last
+        # capf10 branch: CAPF's certificate as an RA agent (file stamp, key, certificate, EST client).
+        self._agent_est: tuple[int, pki.PrivateKey, x509.Certificate, ESTClient] | None = None
+        self._retired: list[ESTClient] = []
 
     async def close(self) -> None:
         if self._files:
             await asyncio.gather(*self._files.values())
         await self.est.close()
+        for est in [*self._retired, *([self._agent_est[3]] if self._agent_est else [])]:
+            await est.close()
+
+    def keep_copies(self, device: str, der: bytes) -> None:
+        """The document's copies of an LSC issued without the RA (CAPF's own CA), off the session's path."""
+        cert_dir = self.paths.cert_dir
+        self._queue_files(device, (cert_dir / f"{device}.pem", pki.pem_armor(der)), (cert_dir / f"{device}.der", der))
 
     def _queue_files(self, device: str, *files_and_data: tuple[Path, bytes]) -> None:
         """Write the files in a worker thread after the device's earlier file work, without
@@ -162,6 +173,45 @@ class OnlineCAEnroller:
     async def enroll_device(self, device: str, csr: x509.CertificateSigningRequest,
                             trace: SessionTrace) -> IssuedLSC:
         """The LSC for ``csr`` (already assembled and verified), checked; CAUnavailable/CARejected."""
+        return await self._enroll(device, csr, trace, self.est)
+
+    async def enroll_vouched(self, device: str, public_key: pki.PublicKey, trace: SessionTrace) -> IssuedLSC:
+        """The LSC for a phone that cannot sign its request (a public-flow phone): CAPF builds the
+        request for the phone's key and signs it with its own key as an RA agent vouching for it
+        (``pki.vouch``), and sends it with its own certificate as TLS client certificate, which the
+        RA checks against ``[ra] vouch_agents``; the RA's CA must accept such requests (a template
+        with ``vouched_keys``).  Checked as every LSC; CAUnavailable/CARejected."""
+        agent_key, agent_cert, est = self._agent()
+        csr = vouch.build_vouched_request(f"CN={device}", public_key, agent_key, agent_cert,
+                                              sans=[x509.UniformResourceIdentifier(device)])
+        trace.debug(f"the phone signs no request: CAPF vouches for its key as RA agent "
+                    f"{pki.name_to_slash(agent_cert.subject)}")
+        return await self._enroll(device, csr, trace, est)
+
+    def _agent(self) -> tuple[pki.PrivateKey, x509.Certificate, ESTClient]:
+        """CAPF's own certificate and key (``[capf] tls_cert``/``tls_key``, else capf.pem/capf.key)
+        and an EST client that presents them; made again when the certificate file changes."""
+        cert_path = Path(self.cfg.tls_cert) if self.cfg.tls_cert else self.paths.capf_cert
+        key_path = Path(self.cfg.tls_key) if self.cfg.tls_cert else self.paths.capf_key
+        try:
+            stamp = cert_path.stat().st_mtime_ns
+            if self._agent_est is None or self._agent_est[0] != stamp:
+                cert = files.load_cert_file(cert_path)[0]
+                key = files.read_private_key(key_path)
+                est = ESTClient(self.cfg.ra_url, cafile=self.cfg.ra_trust_store, user=self.cfg.ra_user or None,
+                                password=self.cfg.ra_password.get_secret_value(), cert_file=cert_path,
+                                key_file=key_path, timeout=self.cfg.enroll_timeout,
+                                connect_timeout=min(10.0, self.cfg.enroll_timeout), max_retries=0)
+                if self._agent_est is not None:
+                    self._retired.append(self._agent_est[3])
+                self._agent_est = (stamp, key, cert, est)
+        except (OSError, PKIError, ESTCodedError) as exc:
+            raise CARejected(f"CAPF cannot vouch for the phone's key: its own certificate {cert_path} is unusable "
+                             f"({exc})") from None
+        return self._agent_est[1], self._agent_est[2], self._agent_est[3]
+
+    async def _enroll(self, device: str, csr: x509.CertificateSigningRequest, trace: SessionTrace,
+                      est: ESTClient) -> IssuedLSC:
         csr_file = self.paths.csr_file(device)
         self._queue_files(device, (csr_file, pki.csr_pem(csr)))
         trace.debug("CA Mode is OnlineCA, Initiating Automatic Certificate Enrollment")
@@ -172,7 +222,7 @@ class OnlineCAEnroller:
             trace.debug(request_id_line(request_id))
             self.requests_sent += 1
             try:
-                resp = await self.est.simpleenroll(csr, headers={REQUEST_ID_HEADER: request_id})
+                resp = await est.simpleenroll(csr, headers={REQUEST_ID_HEADER: request_id})
             except ESTCodedError as exc:
                 trace.error(enrollment_rv_line(exc.code, 0))
                 trace.error("est_client_enroll_csr() Failed! Could not obtain new certificate. Aborting.")

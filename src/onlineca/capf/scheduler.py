@@ -73,8 +73,11 @@ def _lease_free(now: dt.datetime) -> Any:
 
 
 def _due(now: dt.datetime) -> Any:
-    """The LSC's window is open, it still authenticates, nothing else is pending, no backoff."""
+    """The LSC's window is open, it still authenticates, nothing else is pending, no backoff, and
+    the device spoke the extended flow (a public-flow phone cannot answer a renewal's LSC
+    challenge: it renews by asking again, ``capf_sessions.start_session``)."""
     return and_(
+        or_(Device.client_flow.is_(None), Device.client_flow != "public"),
         Device.renewal_due_at <= now,
         Device.lsc_serial.is_not(None),
         Device.lsc_not_after > now,

@@ -3,8 +3,13 @@
 The asyncio glue around ``devproto.session.CAPFSession``: it reads bytes (each read bounded by
 ``read_timeout``, the whole session by ``session_timeout``, key generation by
 ``max_keygen_seconds`` over at most ``max_keygen_attempts`` requests), writes what the state machine
-queues, sends REQUEST_IN_PROGRESS every ``keepalive_seconds`` while the RA works, and
-assembles the request from the phone's signature.  What to decide (which key to ask for, whether
+queues, and gets the LSC one of three ways: the phone signs its request (SIGN_CERT_REQUEST) and
+CAPF enrolls it at the RA; CAPF vouches for the key of a phone that cannot sign; or CAPF's own CA
+signs (a profile's ``issuer = capf``).  A phone that announced nothing (a public client) gets the
+public flow exactly: no challenge, no signing step, no keepalive, no RETRY_LATER, reasons 1/7/9
+only, and its LSC within ``public_enroll_timeout``; the extensions a phone announced are used
+(challenge for certificate auth, REQUEST_IN_PROGRESS every ``keepalive_seconds`` while the RA
+works, RETRY_LATER, reasons above 9).  What to decide (which key to ask for, whether
 a credential authenticates the phone, the lockout, automatic enrollment, which status each ending
 records) is ``policy.capf``'s; the checks of a presented certificate are ``capf.credentials``'; the
 session's transactions are ``store.capf_sessions``', run off the loop through
@@ -19,7 +24,7 @@ import datetime as dt
 import functools
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +34,7 @@ from sqlalchemy.orm import Session
 from onlineca import pki
 from onlineca.capf.credentials import CertificateChecks
 from onlineca.capf.enroll import IssuedLSC, OnlineCAEnroller
+from onlineca.capf.local_ca import CAPFAuthority
 from onlineca.config import CAPFConfig
 from onlineca.errors import (
     CARejected,
@@ -43,12 +49,13 @@ from onlineca.errors import (
 from onlineca.logs.capf_trace import SessionTrace
 from onlineca.pki import tbs
 from onlineca.policy import capf_session as decide
-from onlineca.policy.capf import AuthMode, EffectivePolicy, Operation, success_status, validate_device_name
+from onlineca.policy.capf import AuthMode, EffectivePolicy, Issuer, Operation, success_status, validate_device_name
 from onlineca.policy.capf_session import Credential, Ending, Outcome
 from onlineca.proto.devproto.messages import (
     AbortRequest,
     AuthResponse,
     AuthType,
+    Capability,
     CertificateType,
     DeleteCertResponse,
     FetchCertResponse,
@@ -89,6 +96,9 @@ REASONS: dict[Ending, Reason] = {
 # The AUTH_TYPE that asks a phone again for the credential of an auth mode.
 _ASK_AGAIN = {AuthMode.BY_STR: AuthType.PASSWORD, AuthMode.BY_LSC: AuthType.EXISTING_CERT_LSC_FIRST,
               AuthMode.BY_MIC: AuthType.EXISTING_CERT_MIC_FIRST}
+# The challenge for a certificate a phone presented unsigned (the hello carries no nonce).
+_CHALLENGE = {CertificateType.LSC: AuthType.EXISTING_CERT_LSC_FIRST,
+              CertificateType.MIC: AuthType.EXISTING_CERT_MIC_FIRST}
 
 
 @dataclass
@@ -167,20 +177,34 @@ def _answer(reason: Any, info: str | None) -> str:
 
 
 class CAPFServer:
-    """The per-connection handler; ``handle`` is what ``asyncio.start_server`` calls."""
+    """The per-connection handler; ``handle`` is what ``asyncio.start_server`` calls.  ``local_ca``
+    is CAPF's own CA (the ``capf`` issuer); without one, a profile that names it cannot issue."""
 
     def __init__(self, cfg: CAPFConfig, db: Database, enroller: OnlineCAEnroller, *, node_id: str,
-                 mic_trust: pki.TrustStore | None = None,
+                 mic_trust: pki.TrustStore | None = None, local_ca: CAPFAuthority | None = None,
                  clock: Callable[[], dt.datetime] = inv.utcnow) -> None:
         self.cfg, self.db, self.enroller = cfg, db, enroller
         self.node_id = node_id
         self.actor = f"capf:{node_id}"
         self.clock = clock
-        self.certs = CertificateChecks(mic_trust or pki.TrustStore(), enroller.lsc_trust, clock)
+        self.local_ca = local_ca
+        self.certs = CertificateChecks(mic_trust or pki.TrustStore(), self._lsc_trust, clock)
         self.stats = ServerStats()
         self.tasks: set[asyncio.Task[Any]] = set()
         # SQLite's writes queue on one thread and share commits; PostgreSQL's run in parallel.
         self._tx = Transactions(db)
+
+    async def _lsc_trust(self) -> pki.TrustStore:
+        """What an LSC must chain to: the RA's CA certificates, and CAPF's own CA when it has one."""
+        try:
+            trust = await self.enroller.lsc_trust()
+        except CAUnavailable:
+            if self.local_ca is None:
+                raise
+            return self.local_ca.trust
+        if self.local_ca is None:
+            return trust
+        return pki.TrustStore([*trust.certs, self.local_ca.cert])
 
     def close(self) -> None:
         """Release the database thread (after the sessions have ended)."""
@@ -229,42 +253,60 @@ class CAPFServer:
     async def _end_quietly(self, conn: _Connection, reason: Reason, info: str) -> None:
         try:
             if not conn.session.closed:
-                conn.session.end(reason, info)
+                conn.session.decline(reason, info)
                 await asyncio.wait_for(conn.flush(), 2.0)
         except (Exception, asyncio.CancelledError):
             pass
 
     async def _session(self, conn: _Connection, trace: SessionTrace) -> None:
         session = conn.session
-        session.start()
+        session.start()  # exactly {07}[00 01] 03: nothing else, some public clients refuse more
         await conn.flush()
         auth = await conn.expect(AuthResponse)
         try:
             name = validate_device_name(auth.device_name)
         except PolicyError:
-            session.end(Reason.DEVICE_UNKNOWN, "not a device name")
+            session.decline(Reason.DEVICE_UNKNOWN, "not a device name")
             await conn.flush()
             return
-        trace.identified(name, session.version)
-        payload = session.auth_payload()
-        credential = await self.certs.check(auth, payload, name)
-        mic_valid = functools.partial(self.certs.mic_valid, auth, payload, name, credential)
+        trace.identified(name, session.version, int(session.announced))
+        credential = None
+        presented = auth.certificate
+        if presented is not None:
+            if session.may(Capability.CHALLENGE):
+                # Possession first: the certificate may decide the device's automatic enrollment.
+                auth = await self._challenge(conn, trace, name, _CHALLENGE[presented.cert_type])
+                credential = await self.certs.check(auth, session.auth_payload(), name)
+            else:
+                trace.certificate_unproven(presented.cert_type.name)
+        if credential is not None:
+            mic_valid: Callable[[str], bool] = functools.partial(
+                self.certs.mic_valid, auth, session.auth_payload(), name, credential)
+        else:
+            def mic_valid(_store: str) -> bool:
+                return False
         start = await self._tx.run(tx.start_session, name, node_id=self.node_id,
                                    lease=dt.timedelta(seconds=self.cfg.session_timeout + 60), now=self.clock(),
-                                   mic_valid=mic_valid)
+                                   mic_valid=mic_valid, flow="public" if session.public else "extended",
+                                   capabilities=int(session.announced) if not session.public else None)
         if not start.found:
             trace.device_unknown()
-            session.end(Reason.DEVICE_UNKNOWN, "device unknown")
+            session.decline(Reason.DEVICE_UNKNOWN, "device unknown")
             await conn.flush()
             return
         if start.policy is None:
             trace.device_busy()
-            session.retry_later(30, Reason.OPERATION_REFUSED, "busy")
+            if session.may(Capability.RETRY_LATER):
+                session.retry_later(30, Reason.OPERATION_REFUSED, "busy")
+            else:
+                session.decline(Reason.OPERATION_REFUSED, "busy")
             await conn.flush()
             return
         operation = start.policy.operation
         try:
             trace.policy(start.policy)
+            if start.renewing:
+                trace.renewal_on_connect(start.installed)
             outcome = await self._operation(conn, trace, name, start, auth, credential)
             if outcome is not None:
                 await self._finish(conn, trace, name, operation, outcome)
@@ -283,12 +325,12 @@ class CAPFServer:
             trace.operation_failed(operation, out)
             self.stats.failed += 1
         session = conn.session
-        if out.retry_after is not None:
+        if out.retry_after is not None and session.may(Capability.RETRY_LATER):
             self.stats.retry_later += 1
             trace.retry_later(out.retry_after)
             session.retry_later(out.retry_after, Reason.CA_UNAVAILABLE, out.detail[:200])
         elif not session.closed:
-            session.end(REASONS[out.ending], out.detail[:200])
+            session.decline(REASONS[out.ending], out.detail[:200])
             trace.end_session()
         await conn.flush()
 
@@ -304,6 +346,16 @@ class CAPFServer:
 
     # ------------------------------------------------------------------ who is the phone
 
+    async def _challenge(self, conn: _Connection, trace: SessionTrace, name: str, auth_type: AuthType) -> AuthResponse:
+        """AUTH_REQUEST again, with a nonce and the credential wanted (the CHALLENGE extension)."""
+        conn.session.challenge(auth_type)
+        trace.challenging(auth_type.name)
+        await conn.flush()
+        auth = await conn.expect(AuthResponse)
+        if validate_device_name(auth.device_name) != name:
+            raise ProtocolError("the phone changed its name between two AUTH_RESPONSEs", code="DEVPROTO_BAD_ELEMENT")
+        return auth
+
     async def _authenticate(self, conn: _Connection, trace: SessionTrace, name: str, start: tx.SessionStart,
                             auth: AuthResponse, credential: Credential | None) -> Outcome | None:
         assert start.policy is not None
@@ -312,20 +364,17 @@ class CAPFServer:
         if mode is AuthMode.BY_NULL_STR:
             trace.auth_not_needed(mode)
             return None
-        lacking = decide.lacks_credential(mode, password_given=auth.auth_password is not None,
-                                          certificate_given=auth.certificate is not None)
-        if lacking and session.auth_requests < session.max_auth_requests:
+        if mode is not AuthMode.BY_STR and not session.may(Capability.CHALLENGE):
+            return decide.certificate_needs_challenge(policy.operation, mode)
+        lacking = decide.lacks_credential(mode, password_given=auth.password is not None,
+                                          certificate_given=credential is not None)
+        if lacking and session.may(Capability.CHALLENGE) and session.auth_requests < session.max_auth_requests:
             trace.auth_asking_again(mode, _ASK_AGAIN[mode].name)
-            session.start(_ASK_AGAIN[mode])
-            await conn.flush()
-            auth = await conn.expect(AuthResponse)
-            if validate_device_name(auth.device_name) != name:
-                raise ProtocolError("the phone changed its name between two AUTH_RESPONSEs",
-                                    code="DEVPROTO_BAD_ELEMENT")
+            auth = await self._challenge(conn, trace, name, _ASK_AGAIN[mode])
             if mode is not AuthMode.BY_STR:
                 credential = await self.certs.check(auth, session.auth_payload(), name)
         if mode is AuthMode.BY_STR:
-            return await self._check_auth_string(trace, name, start, auth.auth_password)
+            return await self._check_auth_string(trace, name, start, auth.password)
         if credential is not None and credential.kind == "MIC" and start.mic_store:
             # A profile may name its own manufacturer trust store: the MIC must chain to that one.
             credential = self.certs.judge(auth, session.auth_payload(), name, "MIC", self.certs.mic_store(start.mic_store))
@@ -357,7 +406,7 @@ class CAPFServer:
         """The pending operation, start to end; the outcome when it cannot go on."""
         assert start.policy is not None
         policy = start.policy
-        refused = decide.before_operation(policy, start.locked_until, self.clock())
+        refused = decide.before_operation(policy, start.locked_until, self.clock(), start.installed)
         if refused is not None:
             trace.not_started(refused, start.locked_until)
             return refused
@@ -379,18 +428,19 @@ class CAPFServer:
 
     async def _upgrade(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
                        stored: tuple[str, bytes] | None) -> Outcome | None:
-        if stored is not None:
+        session = conn.session
+        if stored is not None and session.may(Capability.RESUME):
             serial, der = stored
             trace.redelivering(serial)
             self.stats.delivered_without_ca += 1
-            return await self._deliver(conn, trace, name, serial, der)
+            return await self._deliver(conn, trace, name, serial, der, redelivered=True)
         public_key = await self._key_gen(conn, trace, policy)
         if isinstance(public_key, Outcome):
             return public_key
-        csr = await self._sign_request(conn, trace, name, public_key)
-        if isinstance(csr, Outcome):
-            return csr
-        issued = await self._enroll(conn, trace, name, csr)
+        if stored is not None:  # issued for a key the phone no longer has: never delivered now
+            await self._tx.run(tx.lsc_discarded, name, stored[0], "a new key arrived", actor=self.actor)
+            trace.lsc_discarded(stored[0], "a new key arrived")
+        issued = await self._issue(conn, trace, name, policy, public_key)
         if isinstance(issued, Outcome):
             return issued
         trace.ca_certificate_received()
@@ -398,13 +448,41 @@ class CAPFServer:
         self.stats.enrolled += 1
         return await self._deliver(conn, trace, name, serial, issued.der)
 
+    async def _issue(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
+                     public_key: pki.PublicKey) -> IssuedLSC | Outcome:
+        """The LSC for ``public_key``: from CAPF's own CA, or the online CA with the phone's own
+        signature when it can sign, or with CAPF vouching for its key when it cannot."""
+        if policy.issuer is Issuer.CAPF:
+            return self._issue_locally(trace, name, public_key)
+        if conn.session.may(Capability.SIGN):
+            csr = await self._sign_request(conn, trace, name, public_key)
+            if isinstance(csr, Outcome):
+                return csr
+            return await self._enroll(conn, trace, name, self.enroller.enroll_device(name, csr, trace))
+        return await self._enroll(conn, trace, name, self.enroller.enroll_vouched(name, public_key, trace),
+                                  vouched=True)
+
+    def _issue_locally(self, trace: SessionTrace, name: str, public_key: pki.PublicKey) -> IssuedLSC | Outcome:
+        if self.local_ca is None:
+            return decide.ca_rejected("CAPF_CA", "the profile's issuer is 'capf' but CAPF has no CA of its own "
+                                      "(onlineca capf ca init)")
+        trace.signing_locally(pki.name_to_slash(self.local_ca.cert.subject))
+        cert = self.local_ca.issue_lsc(name, public_key, validity_days=self.cfg.lsc_validity_days)
+        der = pki.cert_der(cert)
+        self.enroller.keep_copies(name, der)
+        return IssuedLSC(der, cert)
+
     async def _key_gen(self, conn: _Connection, trace: SessionTrace,
                        policy: EffectivePolicy) -> pki.PublicKey | Outcome:
         session, op = conn.session, policy.operation
         assert session.version is not None
-        candidates = decide.key_candidates(policy.key_order, policy.rsa_key_size, policy.ec_key_size, session.version)
+        ec_ok = session.may(Capability.EC)
+        candidates = decide.key_candidates(policy.key_order, policy.rsa_key_size, policy.ec_key_size,
+                                           session.version, ec_announced=ec_ok)
         if not candidates:
-            return decide.no_key_for_version(policy, session.version)
+            return decide.no_key_for_version(policy, session.version, ec_announced=ec_ok)
+        # Asking again (EC then RSA, or the same again) is an extension; a public client gets one try.
+        max_attempts = self.cfg.max_keygen_attempts if session.may(Capability.RESUME) else 1
         index, attempts = 0, 0
         try:
             async with asyncio.timeout(self.cfg.max_keygen_seconds):
@@ -412,13 +490,13 @@ class CAPFServer:
                     asked = candidates[index]
                     session.request_key_gen(*asked)
                     attempts += 1
-                    trace.keygen_request(asked, attempts, self.cfg.max_keygen_attempts)
+                    trace.keygen_request(asked, attempts, max_attempts)
                     await conn.flush()
                     resp = await conn.expect(KeyGenResponse)
-                    if resp.reason == Reason.OK and resp.public_key is not None:
+                    if resp.ok and resp.public_key is not None:
                         break
                     trace.keygen_refused(asked, resp.reason, resp.reason_info)
-                    following = decide.next_key_request(index, attempts, candidates, self.cfg.max_keygen_attempts)
+                    following = decide.next_key_request(index, attempts, candidates, max_attempts)
                     if following is None:
                         return decide.keygen_failed(op, attempts)
                     index = following
@@ -448,12 +526,22 @@ class CAPFServer:
             return decide.signature_invalid(exc.message)
 
     async def _enroll(self, conn: _Connection, trace: SessionTrace, name: str,
-                      csr: x509.CertificateSigningRequest) -> IssuedLSC | Outcome:
-        """Enroll at the RA, sending REQUEST_IN_PROGRESS while it works; the enrollment finishes
-        (and its certificate is stored) even if the phone goes away meanwhile."""
+                      enrollment: Coroutine[Any, Any, IssuedLSC], *, vouched: bool = False) -> IssuedLSC | Outcome:
+        """Enroll at the RA.  A phone that takes keepalives hears REQUEST_IN_PROGRESS while the RA
+        works, and the enrollment finishes (its certificate stored) even if the phone goes away
+        meanwhile; one that does not (a public client) gets its certificate within
+        ``public_enroll_timeout`` or a decline, and a late certificate is not kept."""
         session = conn.session
-        task = asyncio.create_task(self.enroller.enroll_device(name, csr, trace))
+        task = asyncio.create_task(enrollment)
         phone_gone: str | None = None
+        if not session.may(Capability.KEEPALIVE):
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.cfg.public_enroll_timeout)
+            except TimeoutError:
+                task.cancel()
+                return decide.enrollment_too_slow(self.cfg.public_enroll_timeout, retry_delay=self.cfg.retry_delay)
+            except (CAUnavailable, CARejected):
+                pass  # task.result() below says which
         while not task.done():
             done, _ = await asyncio.wait({task}, timeout=self.cfg.keepalive_seconds)
             if done or phone_gone:
@@ -469,7 +557,7 @@ class CAPFServer:
             return decide.ca_unavailable(exc.est_code, exc.message, retry_delay=self.cfg.retry_delay,
                                          retry_after=exc.retry_after)
         except CARejected as exc:
-            return decide.ca_rejected(exc.est_code, exc.message)
+            return decide.ca_rejected(exc.est_code, exc.message, vouched=vouched)
         if phone_gone:
             await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor)
             self.stats.enrolled += 1
@@ -478,10 +566,15 @@ class CAPFServer:
         return issued
 
     async def _deliver(self, conn: _Connection, trace: SessionTrace, name: str, serial: str,
-                       der: bytes) -> Outcome | None:
+                       der: bytes, *, redelivered: bool = False) -> Outcome | None:
         resp = await conn.ask(lambda: conn.session.store_certificate(der), "STORE_CERT_REQ", StoreCertResponse)
         if resp.reason != Reason.OK:
-            return decide.phone_refused(Operation.UPGRADE, _answer(resp.reason, resp.reason_info))
+            answer = _answer(resp.reason, resp.reason_info)
+            if redelivered:  # the phone no longer holds that key: a new one next session, not this LSC again
+                await self._tx.run(tx.lsc_discarded, name, serial, f"the phone refused it ({answer})",
+                                   actor=self.actor)
+                trace.lsc_discarded(serial, "the phone refused it")
+            return decide.phone_refused(Operation.UPGRADE, answer)
         trace.csr_removed(await self.enroller.remove_csr(name))
         await self._tx.run(tx.lsc_installed, name, serial, node_id=self.node_id)
         conn.released = True

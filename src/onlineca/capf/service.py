@@ -3,7 +3,8 @@ and the maintenance loop (renewal scheduler runs, CAPF's own certificate renewal
 
 ``start_capf(config, data_dir, log_dir)`` migrates the database, writes the start-up lines of the
 CAPF trace, sets up the EST client towards the RA, enrolls CAPF's TLS certificate through the RA
-if it has none (``<data>/capf/capf.pem``, key 0600) and starts listening; it returns a
+if it has none (``<data>/capf/capf.pem``, key 0600), makes CAPF's own CA if it has none (the
+``capf`` issuer, ``<data>/capf/ca/``) and starts listening; it returns a
 ``RunningCAPF`` with ``host``, ``port`` and ``close()`` for the CLI, the demo and the tests.  Every
 ``scheduler_interval`` seconds the maintenance loop runs ``capf.scheduler.run_once`` and renews
 CAPF's certificate once two thirds of its life have passed (new connections get the new one).
@@ -25,6 +26,7 @@ from typing import Any
 
 from onlineca import pki
 from onlineca.capf.enroll import OnlineCAEnroller
+from onlineca.capf.local_ca import CAPFAuthority
 from onlineca.capf.server import CAPFServer
 from onlineca.config import Config
 from onlineca.errors import CAUnavailable, ConfigError, PKIError
@@ -177,7 +179,11 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
             raise ConfigError(f"cannot load CAPF's TLS certificate {cert_file} / {key_file}: {exc}",
                               hint="Set [capf] tls_cert and tls_key, or leave them empty to enroll one.") from None
         node_id = _node_id(config)
-        capf = CAPFServer(cfg, db, enroller, node_id=node_id, mic_trust=mic_trust)
+        local_ca, made = await asyncio.to_thread(CAPFAuthority.ensure, enroller.paths.ca_dir)
+        if made:
+            trace_log.info("debug CAPF's own CA created at %s (%s): the issuer of profiles with issuer = capf",
+                           enroller.paths.ca_cert, pki.name_to_slash(local_ca.cert.subject))
+        capf = CAPFServer(cfg, db, enroller, node_id=node_id, mic_trust=mic_trust, local_ca=local_ca)
         listen_port = cfg.port if port is None else port
         server = await listen(lambda: asyncio.start_server(capf.handle, bind_host, listen_port, ssl=ctx,
                                                            ssl_handshake_timeout=cfg.read_timeout, backlog=512),

@@ -225,7 +225,7 @@ def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) ->
         return
     for key in ("name", "model", "description", "profile", "operation_display", "operation_completes_by",
                 "status_display", "auth_mode", "key_order", "rsa_key_size", "ec_key_size", "renewal_due_at",
-                "renewal_attempts") + (("auth_string",) if secrets else ()):
+                "renewal_attempts", "client_flow") + (("auth_string",) if secrets else ()):
         click.echo(f"{key:24} {data.get(key)}")
     for line in data["policy_log"]:
         click.echo(line)
@@ -302,6 +302,8 @@ def _profile_options(f: Any) -> Any:
                      help="Grant Install/Upgrade to devices with a valid MIC."),
         click.option("--mic-trust-store", help="PEM file of manufacturer CAs for MICs."),
         click.option("--auto-enroll-name-pattern", help="Grant Install/Upgrade to names matching, e.g. 'SEP*'."),
+        click.option("--issuer", type=click.Choice(["online-ca", "capf"]),
+                     help="Who signs the LSCs: the online CA through the RA (default) or CAPF's own CA."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -414,3 +416,28 @@ def renew_cmd(ctx: click.Context, node_id: str, now_text: str | None, as_json: b
     else:
         click.echo(f"renewal scheduled for {len(result.scheduled)} device(s), "
                    f"{len(result.timed_out)} late renewal(s) timed out")
+
+
+# ---- CAPF's own CA (capf10 branch) ---------------------------------------------------------
+
+@capf.group("ca")
+def capf_ca() -> None:
+    """CAPF's own CA: the issuer of profiles with issuer = capf (the vendor's classic mode)."""
+
+
+@capf_ca.command("init")
+@click.option("--name", help="Subject of the CA certificate (default CN=CAPF-<host> CA,OU=CAPF,O=onlineca).")
+@click.option("--key-type", type=click.Choice(["rsa", "ec"]), default="rsa", show_default=True)
+@click.option("--force", is_flag=True, help="Replace the CA there (LSCs it issued stop authenticating).")
+@click.pass_obj
+def capf_ca_init(app: AppContext, name: str | None, key_type: str, force: bool) -> None:
+    """Create CAPF's CA in <data dir>/capf/ca (key 0600); CAPF also makes one at first start."""
+    from onlineca import pki
+    from onlineca.capf.local_ca import CAPFAuthority
+    from onlineca.config import DataDir
+
+    folder = DataDir(app.data_dir).capf.ca_dir
+    ca = CAPFAuthority.init(folder, name=name, key_type=key_type, bits=2048 if key_type == "rsa" else 256,
+                            force=force)
+    click.echo(f"CAPF CA {pki.name_to_slash(ca.cert.subject)} in {folder} (phones and call control must trust "
+               f"{folder / 'capf-ca.pem'})")

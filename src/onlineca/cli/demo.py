@@ -104,12 +104,15 @@ async def _start_console(config_path: Path) -> DemoConsole:
 def print_summary(report: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"onlineca demo: {report['devices']} phones in {report['seconds']:.1f} s")
-    for col in ("auth mode / key", "devices", "enrolled", "renewed", "failed"):
-        table.add_column(col, justify="left" if col.startswith("auth") else "right")
-    for g in report["groups"]:
-        table.add_row(g["group"], str(g["devices"]), str(g["enrolled"]), str(g["renewed"]),
+    for col in ("flow", "auth mode / key", "devices", "enrolled", "renewed", "failed"):
+        table.add_column(col, justify="left" if col in ("flow", "auth mode / key") else "right")
+    for g in sorted(report["groups"], key=lambda g: (g["flow"], g["group"])):
+        table.add_row(g["flow"], g["group"], str(g["devices"]), str(g["enrolled"]), str(g["renewed"]),
                       f"[red]{g['failed']}[/red]" if g["failed"] else "0")
-    table.add_row("[b]total[/b]", str(report["devices"]), str(report["enrolled"]), str(report["renewed"]),
+    for flow, t in report["flows"].items():
+        table.add_row(f"[b]{flow}[/b]", "[b]all[/b]", str(t["devices"]), str(t["enrolled"]), str(t["renewed"]),
+                      str(t["failed"]))
+    table.add_row("[b]total[/b]", "", str(report["devices"]), str(report["enrolled"]), str(report["renewed"]),
                   str(report["failed"]))
     console.print(table)
     r = report["renewal"]

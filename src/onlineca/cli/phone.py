@@ -1,5 +1,6 @@
 """``onlineca phone``: act as one phone (enroll, check-in, show), as a fleet, or as a phone factory
-(mic-ca).
+(mic-ca).  ``--flow public`` makes a phone that speaks exactly the public flow (no extension
+announced); ``phone fleet`` mixes both kinds by default.
 
 A phone lives in a folder (default ``<data dir>/phones/<NAME>``); ``enroll`` creates it when
 needed.  CAPF is ``--capf HOST:PORT`` (default from ``[capf]``), trusted through ``--cafile``
@@ -12,6 +13,7 @@ is taken from the option or ``$ONLINECA_PHONE_AUTH_STRING`` and is never printed
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,14 @@ def _session_options(f: Any) -> Any:
     return f
 
 
+def _flow_option(f: Any, *, mix: bool = False) -> Any:
+    choices = ["extended", "public", "mix"] if mix else ["extended", "public"]
+    help_text = ("public: exactly the public flow (no extension announced, byte for byte as a public client); "
+                 "extended: every onlineca extension announced" + ("; mix: every other phone public." if mix else "."))
+    return click.option("--flow", type=click.Choice(choices), default="mix" if mix else "extended",
+                        show_default=True, help=help_text)(f)
+
+
 def _phone_dir(app: AppContext, folder: Path | None, name: str | None) -> Path:
     if folder:
         return folder
@@ -90,10 +100,11 @@ def _report(result: SessionResult, phone: Phone, as_json: bool) -> None:
 
 def _run_one(app: AppContext, phone_obj: Phone, capf: str | None, cafile: Path | None, auth_mode: str,
              auth_string: str | None, retries: int, max_retry_delay: float | None,
-             read_timeout: float) -> SessionResult:
+             read_timeout: float, flow: str = "extended") -> SessionResult:
     target = _target(app, capf, cafile, read_timeout)
     return asyncio.run(check_in(phone_obj, target, PhoneAuth(auth_mode, auth_string),  # type: ignore[arg-type]
-                                retries=retries, max_retry_delay=max_retry_delay))
+                                retries=retries, max_retry_delay=max_retry_delay,
+                                flow="public" if flow == "public" else "extended"))
 
 
 @phone.command("enroll")
@@ -101,6 +112,7 @@ def _run_one(app: AppContext, phone_obj: Phone, capf: str | None, cafile: Path |
 @click.option("--name", help="Device name, e.g. SEP74A02FC0A675 (needed to create a phone).")
 @click.option("--model", default="Cisco 8865", show_default=True)
 @_session_options
+@_flow_option
 @click.pass_obj
 def enroll_cmd(app: AppContext, /, folder: Path | None, name: str | None, model: str, **kw: Any) -> None:
     """Create the phone if needed and check in until it has a new LSC (exit 1 otherwise)."""
@@ -116,6 +128,7 @@ def enroll_cmd(app: AppContext, /, folder: Path | None, name: str | None, model:
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), help="The phone's folder.")
 @click.option("--name", help="Device name (its folder is <data dir>/phones/NAME).")
 @_session_options
+@_flow_option
 @click.pass_obj
 def check_in_cmd(app: AppContext, /, folder: Path | None, name: str | None, **kw: Any) -> None:
     """One check-in: do whatever CAPF has pending for this phone (install, delete, troubleshoot, nothing)."""
@@ -171,24 +184,28 @@ def _parse_pregenerate(text: str) -> dict[tuple[str, int], int]:
               help="Keep each phone in DIR/NAME (default: in memory only).")
 @click.option("--pregenerate", default="", help="Keys to make before the first session, e.g. rsa:2048=64,ec:256=64.")
 @_session_options
+@functools.partial(_flow_option, mix=True)
 @click.pass_obj
 def fleet_cmd(app: AppContext, count: int, concurrency: int, prefix: str, folder: Path | None, pregenerate: str,
               capf: str | None, cafile: Path | None, auth_mode: str, auth_string: str | None, retries: int,
-              max_retry_delay: float | None, read_timeout: float, as_json: bool) -> None:
-    """COUNT phones check in, CONCURRENCY at a time; prints outcomes, devices/s and latency percentiles."""
+              max_retry_delay: float | None, read_timeout: float, as_json: bool, flow: str) -> None:
+    """COUNT phones check in, CONCURRENCY at a time (public-flow and extended phones, by --flow);
+    prints outcomes per flow, devices/s and latency percentiles."""
     wanted = _parse_pregenerate(pregenerate)
     target = _target(app, capf, cafile, read_timeout)
     pool = KeyPool()
     pool.fill(wanted)
     members = make_fleet(count, folder=folder, prefix=prefix, key_pool=pool,
-                         auth=PhoneAuth(auth_mode, auth_string))  # type: ignore[arg-type]
+                         auth=PhoneAuth(auth_mode, auth_string), flow=flow)  # type: ignore[arg-type]
     report = asyncio.run(run_fleet(members, target, concurrency=concurrency, retries=retries,
                                    max_retry_delay=max_retry_delay))
     summary = report.summary()
     if as_json:
         click.echo(json.dumps({**summary, "failures": [r.as_dict() for r in report.failed]}, default=str))
     else:
-        click.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
+        click.echo(" ".join(f"{k}={v}" for k, v in summary.items() if k != "by_flow"))
+        for name, row in report.by_flow.items():
+            click.echo(f"  {name:<8} devices={row['devices']} ok={row['ok']} failed={row['failed']}")
         for r in report.failed[:20]:
             click.echo(f"  {r.device}: {r.outcome} {r.reason or ''} {r.error or ''}".rstrip())
     exit_on_finding(bool(report.failed))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
+import fnmatch
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +33,7 @@ from onlineca.infra import tls
 from onlineca.infra.serving import ConnectionLimits, RunningServer, start_https
 from onlineca.infra.users import UsersFile, basic_credentials
 from onlineca.logs.access import format_line as format_access_line
+from onlineca.pki import vouch
 from onlineca.proto import est as m
 from onlineca.proto.request_id import REQUEST_ID_HEADER
 from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, Pending
@@ -91,6 +93,9 @@ class ESTServerSettings:
     # ``ra_agents`` (subject DNs) or carries the EKU ``ra_agent_eku`` (id-kp-cmcRA by default).
     ra_agents: Sequence[str] = ()
     ra_agent_eku: str = ID_KP_CMC_RA
+    # capf10 branch: the RA agents that may send vouched requests (pki.vouch): patterns of their
+    # TLS client certificate's subject (RFC 4514, fnmatch) or "sha256:<hex>" fingerprints.
+    vouch_agents: Sequence[str] = ()
 
 
 def settings_from_config(cfg: ESTConfig) -> ESTServerSettings:
@@ -261,8 +266,10 @@ class _ESTHandler:
                 return ident
         return _reply(m.csrattrs_reply(await self.backend.csrattrs(path.label)))
 
-    async def _csr(self, request: web.Request) -> tuple[x509.CertificateSigningRequest, bytes]:
-        """The CSR, its signature checked (the only check in the process), and its DER."""
+    async def _csr(self, request: web.Request,
+                   ident: _Identity) -> tuple[x509.CertificateSigningRequest, bytes, x509.Certificate | None]:
+        """The CSR, its signature checked (the only check in the process), its DER, and the RA
+        agent's certificate when it is a vouched request (signed by that agent, not the key holder)."""
         if request.content_length is not None and request.content_length > self.s.max_body_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=self.s.max_body_bytes, actual_size=request.content_length)
         try:
@@ -271,17 +278,43 @@ class _ESTHandler:
         except TimeoutError:
             raise ESTCodedError("EST_ERR_HTTP_BAD_REQ", f"the request body did not arrive within "
                                 f"{self.s.body_timeout:g} s", http_status=408) from None
-        csr, der = m.read_pkcs10(body, request.headers.get("Content-Type"))
+        content_type = request.headers.get("Content-Type")
+        try:
+            csr, der = m.read_pkcs10(body, content_type)
+        except ParseError as exc:
+            if exc.code != "EST_ERR_BAD_PKCS10":
+                raise
+            csr, der = m.read_pkcs10(body, content_type, verify=False)  # a vouched request, or the refusal
+            if vouch.vouched_by(csr) is None:
+                raise exc from None
+            return csr, der, self._voucher(csr, ident)
         if self.s.pop_tls_unique:
             m.check_tls_unique(csr, _tls_unique(request))
-        return csr, der
+        return csr, der, None
+
+    def _voucher(self, csr: x509.CertificateSigningRequest, ident: _Identity) -> x509.Certificate:
+        """capf10 branch: the agent of a vouched request, authorised and its signature checked."""
+        agent = ident.client_cert
+        if agent is None or not agent_allowed(agent, self.s.vouch_agents):
+            who = pki.name_to_slash(agent.subject) if agent is not None else "a client without a TLS certificate"
+            raise ESTCodedError("EST_ERR_AUTH_FAIL", f"a vouched request from {who[:200]}: only an RA agent "
+                                "listed in [ra] vouch_agents may vouch for a key", http_status=403)
+        try:
+            vouch.verify_vouched_request(csr, agent)
+        except ParseError as exc:
+            raise ParseError(f"bad vouched request: {exc.message}", code="EST_ERR_BAD_PKCS10") from None
+        log.info("request for %s vouched for by RA agent %s", pki.name_to_slash(csr.subject)[:200],
+                 pki.name_to_slash(agent.subject)[:200], extra={"func": "est_enroll"})
+        return agent
 
     async def _enroll(self, request: web.Request, path: m.ESTPath, *, reenroll: bool,
                       keygen: bool) -> web.Response:
         ident = await self._authenticate(request)
         if isinstance(ident, web.Response):
             return ident
-        csr, csr_der = await self._csr(request)
+        csr, csr_der, voucher = await self._csr(request, ident)
+        if voucher is not None and (reenroll or keygen):
+            return _error(400, "a vouched request is an enrollment (simpleenroll), nothing else", "EST_ERR_BAD_PKCS10")
         renewing = None
         if reenroll:
             # RFC 7030 4.2.2: renew the certificate the client authenticated with, same names.
@@ -319,7 +352,7 @@ class _ESTHandler:
             csr_der = pki.csr_der(csr)
         req = EnrollRequest(csr=csr, label=path.label, user=ident.user, client_cert=ident.client_cert,
                             reenroll=reenroll, renewing=renewing, credentials=ident.credentials,
-                            serverkeygen=keygen, peer=request.remote or "", csr_der=csr_der)
+                            serverkeygen=keygen, peer=request.remote or "", csr_der=csr_der, voucher=voucher)
         result = await ask(self.pending, self.backend, req)
         if isinstance(result, Pending):
             retry_after = result.retry_after or self.s.pending_retry_after
@@ -345,6 +378,22 @@ class _ESTHandler:
 
     async def op_serverkeygen(self, request: web.Request, path: m.ESTPath) -> web.Response:
         return await self._enroll(request, path, reenroll=False, keygen=True)
+
+
+def agent_allowed(cert: x509.Certificate, patterns: Sequence[str]) -> bool:
+    """capf10 branch: whether ``cert`` is an RA agent that may vouch for keys (``vouch_agents``:
+    patterns of its subject, written in the certificate's order, ``CN=CAPF-*,O=Example``, or as
+    RFC 4514 (last RDN first); or ``sha256:<hex>`` fingerprints of the agent certificate)."""
+    forward = ",".join(rdn.rfc4514_string() for rdn in cert.subject.rdns)
+    subjects = (forward, cert.subject.rfc4514_string())
+    fingerprint = pki.fingerprint(cert).replace(":", "").lower()
+    for pattern in patterns:
+        if pattern.lower().startswith("sha256:"):
+            if pattern[7:].replace(":", "").lower() == fingerprint:
+                return True
+        elif any(fnmatch.fnmatchcase(subject, pattern) for subject in subjects):
+            return True
+    return False
 
 
 def _cert_sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:

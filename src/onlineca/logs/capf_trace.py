@@ -101,10 +101,30 @@ class SessionTrace:
     def received(self, command: str, state: str) -> None:
         self.debug(f"CAPF CORE: Rcvd Event: CAPF_EV_{command} in State: CAPF_STATE_{state}")
 
-    def identified(self, device: str, version: int | None) -> None:
-        """The phone named itself: every later line carries its name."""
+    def identified(self, device: str, version: int | None, announced: int = 0) -> None:
+        """The phone named itself (and said which extensions it understands): every later line
+        carries its name."""
         self.device = device
-        self.debug(f"AUTH_RESPONSE from {device}, protocol version {version}")
+        flow = f"extensions 0x{announced:02x} announced" if announced else "public flow (no extension announced)"
+        self.debug(f"AUTH_RESPONSE from {device}, protocol version {version}, {flow}")
+
+    def certificate_unproven(self, kind: str) -> None:
+        self.debug(f"the phone presented its {kind} but announced no challenge: its signature cannot be "
+                   "checked, the certificate proves nothing")
+
+    def challenging(self, auth_type: str) -> None:
+        self.debug(f"Sending AUTH_REQ msg again with a nonce (AUTH_TYPE {auth_type})")
+
+    def renewal_on_connect(self, installed: Any) -> None:
+        serial = getattr(installed, "serial", "?")
+        self.debug(f"the LSC (serial {serial}) is past its renewal point and the phone asked again: "
+                   "issuing a new one in this session")
+
+    def lsc_discarded(self, serial: str, why: str) -> None:
+        self.debug(f"LSC serial {serial}, issued earlier and never installed, is discarded: {why}")
+
+    def signing_locally(self, ca: str) -> None:
+        self.debug(f"CA Mode is CAPF: signing the LSC with CAPF's own CA {ca}")
 
     def device_unknown(self) -> None:
         self.error("device is not in the CAPF database and no profile enrolls it automatically")
@@ -120,7 +140,8 @@ class SessionTrace:
     def not_started(self, outcome: Outcome, locked_until: dt.datetime | None) -> None:
         """Why the operation did not even start (a deadline passed is logged as a failure)."""
         if outcome.ending is Ending.NOTHING_PENDING:
-            self.debug("no certificate operation is pending for this device")
+            self.debug("no certificate operation is pending for this device"
+                       + (f" ({outcome.detail})" if outcome.detail.startswith("already issued") else ""))
         elif outcome.ending is Ending.LOCKED_OUT and locked_until is not None:
             self.error(f"device is locked out after repeated wrong authentication strings until "
                        f"{as_utc(locked_until):%Y-%m-%d %H:%M:%S} UTC")

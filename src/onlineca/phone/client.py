@@ -1,10 +1,14 @@
 """One phone's session with CAPF over TLS (port 3804), driven by the devproto phone-side state machine.
 
-The phone opens the connection (it always starts the session), answers AUTH_REQUEST with the
-credential it is configured for (auth string, null string, or a signature by its LSC's or MIC's
-key), sends REQUEST_IN_PROGRESS at once and then every keepalive interval while it makes a key,
-signs the request info for its new key, stores the LSC, deletes it or shows its certificates when
-asked, and stops at END_SESSION or RETRY_LATER.  ``check_in`` adds what a phone does between
+Two kinds of phone.  The ``public`` flow is a public client exactly, byte for byte as
+docs/device-protocol.md shows it: it announces no extension, answers AUTH_REQUEST with VERSION 2,
+its NUL-terminated name (and auth string, when it has one) and a status, sends
+REQUEST_IN_PROGRESS once before its public key, expects the LSC as the very next frame, reads with
+an 8-second socket timeout, and aborts on anything outside the public flow (as the strictest
+public clients do).  The ``extended`` flow (the default) announces every onlineca extension: it
+presents its LSC or MIC and signs CAPF's challenge, sends REQUEST_IN_PROGRESS every keepalive
+interval while it makes a key, and signs the request info for its new key.  Either stores the
+LSC, deletes it or shows its certificates when asked, and stops at END_SESSION (or RETRY_LATER).  ``check_in`` adds what a phone does between
 sessions: it honours RETRY_LATER's delay and retries a failed connection a few times.  ``Faults``
 makes a phone misbehave on purpose (tests, demos): no key or the wrong one, no signature, a
 refused or dropped store, a certificate signature by the wrong key, an abort or a stall at a
@@ -17,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -31,6 +37,8 @@ from onlineca.infra import files, tls
 from onlineca.phone.device import Phone
 from onlineca.pki import tbs
 from onlineca.proto.devproto import (
+    ALL_CAPABILITIES,
+    NO_CAPABILITIES,
     AuthRequest,
     AuthType,
     CertificateType,
@@ -51,6 +59,13 @@ from onlineca.proto.devproto.session import PhoneSession
 log = logging.getLogger("onlineca.phone")
 
 AuthModeName = Literal["auto", "string", "null", "lsc", "mic"]
+Flow = Literal["extended", "public"]
+FLOWS: tuple[Flow, ...] = ("extended", "public")
+# A public client's socket timeout (8-10 s): CAPF must answer every step within it.
+PUBLIC_READ_TIMEOUT = 8.0
+# What the strictest public client accepts as its own name and auth string.
+PUBLIC_NAME = re.compile(r"SEP[0-9A-F]{12}")
+PUBLIC_AUTH_STRING = re.compile(r"[0-9]{4,16}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,7 @@ class SessionResult:
     error: str | None = None
     received: list[str] = field(default_factory=list)  # the commands CAPF sent, in order
     keepalives: int = 0  # CAPF's REQUEST_IN_PROGRESS while the RA worked
+    flow: Flow = "extended"
 
     @property
     def ok(self) -> bool:
@@ -149,7 +165,8 @@ class _Conversation:
 
     def __init__(self, phone: Phone, auth: PhoneAuth, target: Target, writer: asyncio.StreamWriter,
                  session: PhoneSession, faults: Faults, result: SessionResult,
-                 on_message: Callable[[Message], object] | None) -> None:
+                 on_message: Callable[[Message], object] | None, *, public: bool = False) -> None:
+        self.public = public
         self.phone, self.auth, self.target, self.writer, self.s = phone, auth, target, writer, session
         self.faults = faults
         self.result = result
@@ -222,6 +239,10 @@ class _Conversation:
         return "lsc" if self.phone.has_lsc else "mic" if self.phone.has_mic else "null"
 
     def _authenticate(self, msg: AuthRequest) -> None:
+        if self.public:
+            # A public client answers with what it is configured for; it cannot sign a challenge.
+            self.s.auth_response(password=self.auth.auth_string if self.auth.mode in ("auto", "string") else None)
+            return
         kind = self._credential_kind(msg)
         if kind == "string":
             self.s.auth_response(password=self.auth.auth_string or "")
@@ -231,6 +252,10 @@ class _Conversation:
             order = [first, CertificateType.MIC if first is CertificateType.LSC else CertificateType.LSC]
             for cert_type in order:
                 has = self.phone.has_lsc if cert_type is CertificateType.LSC else self.phone.has_mic
+                if has and msg.nonce is None:
+                    # The hello carries no nonce: show the certificate; CAPF challenges for the signature.
+                    self.s.auth_response(certificate=self.phone.certificates(cert_type)[0])
+                    return
                 if has and msg.nonce is not None:
                     digest = "sha256"
                     payload = self.s.auth_payload()
@@ -253,12 +278,12 @@ class _Conversation:
             return
         if fault == "wrong_key":  # a policy violation: another type or size than asked
             key_type, bits = ("ec", 384) if key_type == "rsa" or bits != 384 else ("ec", 256)
-        self.s.in_progress()
+        self.s.in_progress()  # a public client sends it once, before its key
         await self.flush()
         job = asyncio.ensure_future(asyncio.to_thread(self.phone.new_key, key_type, bits))
         try:
             while True:
-                done, _ = await asyncio.wait({job}, timeout=self.target.keepalive)
+                done, _ = await asyncio.wait({job}, timeout=None if self.public else self.target.keepalive)
                 if done:
                     break
                 self.s.in_progress()  # keeps firewalls and CAPF's read timeout happy
@@ -301,15 +326,25 @@ class _Conversation:
         self.outcome = "installed"
 
 
-async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), *, max_version: int = 3,
-                      faults: Faults = NO_FAULTS,
-                      on_message: Callable[[Message], object] | None = None) -> SessionResult:
+async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), *, max_version: int | None = None,
+                      faults: Faults = NO_FAULTS, on_message: Callable[[Message], object] | None = None,
+                      flow: Flow = "extended") -> SessionResult:
     """One TLS connection, one session, until CAPF ends it (or the connection fails).
-    ``max_version`` 2 makes a version 2 phone (no EC keys); ``on_message`` sees every message
-    CAPF sends, as it arrives."""
+    ``flow`` "public" makes a public client (see the module's docstring); ``max_version`` is the
+    highest protocol version the phone speaks (default 3, a public client 2: no EC keys);
+    ``on_message`` sees every message CAPF sends, as it arrives."""
     started = time.monotonic()
-    result = SessionResult(phone.name, "comm_failure")
-    session = PhoneSession(device_name=phone.name, max_version=max_version)
+    public = flow == "public"
+    result = SessionResult(phone.name, "comm_failure", flow=flow)
+    if public:
+        if not PUBLIC_NAME.fullmatch(phone.name):
+            raise PhoneError(f"{phone.name}: a public-flow phone is named SEP and 12 upper-case hex digits",
+                             hint="Name it like SEP74A02FC0A675, or use the extended flow.")
+        if auth.auth_string is not None and not PUBLIC_AUTH_STRING.fullmatch(auth.auth_string):
+            raise PhoneError("a public-flow phone's auth string is 4 to 16 digits")
+        target = dataclasses.replace(target, read_timeout=min(target.read_timeout, PUBLIC_READ_TIMEOUT))
+    session = PhoneSession(device_name=phone.name, max_version=max_version or (2 if public else 3),
+                           capabilities=NO_CAPABILITIES if public else ALL_CAPABILITIES)
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(target.host, target.port, ssl=target.ssl_context,
@@ -320,7 +355,7 @@ async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(
         result.error = f"cannot connect to CAPF {target.host}:{target.port}: {exc or type(exc).__name__}"
         result.seconds = time.monotonic() - started
         return result
-    talk = _Conversation(phone, auth, target, writer, session, faults, result, on_message)
+    talk = _Conversation(phone, auth, target, writer, session, faults, result, on_message, public=public)
     try:
         while not session.closed and not talk.dropped:
             data = await asyncio.wait_for(reader.read(65536), target.read_timeout)
@@ -364,9 +399,10 @@ async def run_session(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(
     return result
 
 
-async def check_in(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), *, max_version: int = 3,
+async def check_in(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), *, max_version: int | None = None,
                    retries: int = 3, comm_retry_delay: float = 30.0, max_retry_delay: float | None = None,
-                   faults: Faults = NO_FAULTS, on_message: Callable[[Message], object] | None = None) -> SessionResult:
+                   faults: Faults = NO_FAULTS, on_message: Callable[[Message], object] | None = None,
+                   flow: Flow = "extended") -> SessionResult:
     """Sessions until one ends for good: after RETRY_LATER the phone waits the delay CAPF named
     (at most ``max_retry_delay``), after a connection failure ``comm_retry_delay`` (the phones'
     3 x 30 s), at most ``retries`` more times."""
@@ -374,7 +410,8 @@ async def check_in(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), 
     attempt = 0
     while True:
         attempt += 1
-        result = await run_session(phone, target, auth, max_version=max_version, faults=faults, on_message=on_message)
+        result = await run_session(phone, target, auth, max_version=max_version, faults=faults, on_message=on_message,
+                                   flow=flow)
         if result.outcome == "retry_later":
             delay = float(result.retry_delay or 0)
         elif result.outcome == "comm_failure":
@@ -392,5 +429,5 @@ async def check_in(phone: Phone, target: Target, auth: PhoneAuth = PhoneAuth(), 
     return result
 
 
-__all__ = ["NO_FAULTS", "Faults", "PhoneAuth", "SessionResult", "Target", "check_in", "phone_ssl_context",
-           "run_session"]
+__all__ = ["FLOWS", "NO_FAULTS", "PUBLIC_READ_TIMEOUT", "Faults", "Flow", "PhoneAuth", "SessionResult", "Target",
+           "check_in", "phone_ssl_context", "run_session"]

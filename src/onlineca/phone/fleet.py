@@ -2,7 +2,8 @@
 
 ``make_fleet`` builds phones named like real ones (``SEP`` + 12 hex digits), in memory or each in
 its own folder, optionally with a ``KeyPool`` of keys made ahead (so a benchmark measures CAPF,
-the RA and the CA rather than key generation here).  ``run_fleet`` checks every phone in with a
+the RA and the CA rather than key generation here), speaking the extended flow, the public flow,
+or a mix (every other phone public).  ``run_fleet`` checks every phone in with a
 concurrency bound and returns a ``FleetReport``: each phone's ``SessionResult``, the counts by
 outcome, devices per second and latency percentiles.  It reports what happened; it never
 retries beyond what a phone itself does (``client.check_in``) and never hides a failure.
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onlineca.phone.client import NO_FAULTS, Faults, PhoneAuth, SessionResult, Target, check_in
+from onlineca.phone.client import NO_FAULTS, Faults, Flow, PhoneAuth, SessionResult, Target, check_in
 from onlineca.phone.device import KeyPool, Phone
 
 
@@ -29,6 +30,19 @@ class Member:
     phone: Phone
     auth: PhoneAuth = field(default_factory=PhoneAuth)
     tags: dict[str, str] = field(default_factory=dict)  # e.g. {"auth": "mic", "key": "EC 256"} for reports
+    flow: Flow = "extended"
+
+
+FleetFlow = Flow | str  # "extended", "public" or "mix"
+
+
+def flow_of(index: int, flow: FleetFlow) -> Flow:
+    """The flow of the ``index``-th phone of a fleet: as given, or every other one public ("mix")."""
+    if flow == "mix":
+        return "public" if index % 2 else "extended"
+    if flow not in ("extended", "public"):
+        raise ValueError(f"flow must be extended, public or mix, not {flow!r}")
+    return "public" if flow == "public" else "extended"
 
 
 def device_names(count: int, prefix: str = "SEP", first: int = 0x74A02FC00000) -> list[str]:
@@ -37,16 +51,17 @@ def device_names(count: int, prefix: str = "SEP", first: int = 0x74A02FC00000) -
 
 
 def make_fleet(count: int, *, folder: str | Path | None = None, prefix: str = "SEP", first: int = 0x74A02FC00000,
-               key_pool: KeyPool | None = None, auth: PhoneAuth | None = None) -> list[Member]:
+               key_pool: KeyPool | None = None, auth: PhoneAuth | None = None,
+               flow: FleetFlow = "extended") -> list[Member]:
     """``count`` phones (reopened from ``folder/<name>`` when they exist there)."""
     members = []
-    for name in device_names(count, prefix, first):
+    for index, name in enumerate(device_names(count, prefix, first)):
         if folder is None:
             phone = Phone(name, key_pool=key_pool)
         else:
             phone = Phone.create(Path(folder) / name, name)
             phone.key_pool = key_pool
-        members.append(Member(phone, auth or PhoneAuth()))
+        members.append(Member(phone, auth or PhoneAuth(), flow=flow_of(index, flow)))
     return members
 
 
@@ -81,10 +96,21 @@ class FleetReport:
     def latencies(self) -> list[float]:
         return [r.seconds for r in self.results]
 
+    @property
+    def by_flow(self) -> dict[str, dict[str, int]]:
+        """Devices, successes and failures of each flow present."""
+        rows: dict[str, dict[str, int]] = {}
+        for r in self.results:
+            row = rows.setdefault(r.flow, {"devices": 0, "ok": 0, "failed": 0})
+            row["devices"] += 1
+            row["ok" if r.ok else "failed"] += 1
+        return rows
+
     def summary(self) -> dict[str, object]:
         lat = self.latencies
         return {
             "devices": len(self.results), "ok": self.ok, "failed": len(self.failed), "outcomes": self.outcomes,
+            "by_flow": self.by_flow,
             "concurrency": self.concurrency, "seconds": round(self.seconds, 3),
             "devices_per_second": round(self.ok / self.seconds, 2) if self.seconds > 0 else 0.0,
             "latency_p50": round(percentile(lat, 50), 4), "latency_p99": round(percentile(lat, 99), 4),
@@ -104,7 +130,8 @@ async def run_fleet(members: Sequence[Member], target: Target, *, concurrency: i
     async def one(member: Member) -> SessionResult:
         async with gate:
             result = await check_in(member.phone, target, member.auth, retries=retries,
-                                    comm_retry_delay=comm_retry_delay, max_retry_delay=max_retry_delay, faults=faults)
+                                    comm_retry_delay=comm_retry_delay, max_retry_delay=max_retry_delay, faults=faults,
+                                    flow=member.flow)
         if on_result is not None:
             on_result(member, result)
         return result
@@ -114,4 +141,4 @@ async def run_fleet(members: Sequence[Member], target: Target, *, concurrency: i
     return FleetReport(list(results), time.monotonic() - started, concurrency)
 
 
-__all__ = ["FleetReport", "Member", "device_names", "make_fleet", "percentile", "run_fleet"]
+__all__ = ["FleetReport", "Member", "device_names", "flow_of", "make_fleet", "percentile", "run_fleet"]

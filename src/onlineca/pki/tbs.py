@@ -67,9 +67,11 @@ def csr_info_der(
     public_key: PublicKey | PrivateKey,
     sans: Iterable[str | x509.GeneralName] = (),
     extensions: Iterable[x509.Extension[x509.ExtensionType]] = (),
+    attributes: Iterable[tuple[str, bytes]] = (),
 ) -> bytes:
     """The DER ``CertificationRequestInfo``: version 0, subject, the device's public key, and an
-    extensionRequest attribute holding the SAN (when ``sans``) and ``extensions`` in that order."""
+    extensionRequest attribute holding the SAN (when ``sans``) and ``extensions`` in that order,
+    then ``attributes`` (OID, the DER of its one value) as given."""
     exts: list[x509.Extension[x509.ExtensionType]] = []
     names = _general_names(sans)
     if names:
@@ -80,12 +82,14 @@ def csr_info_der(
     if len(set(oids)) != len(oids):
         raise PKIError("the same extension is requested twice", code="CSR_EXTENSION",
                        hint="Give each extension once (the SAN comes from 'sans').")
-    attributes = b""
+    encoded = b""
     if exts:
         ext_seq = _tlv(_SEQUENCE, b"".join(_extension(e) for e in exts))
-        attributes = _tlv(_SEQUENCE, _oid(_EXTENSION_REQUEST_OID) + _tlv(_SET, ext_seq))
+        encoded = _tlv(_SEQUENCE, _oid(_EXTENSION_REQUEST_OID) + _tlv(_SET, ext_seq))
+    for oid, value in attributes:
+        encoded += _tlv(_SEQUENCE, _oid(oid) + _tlv(_SET, value))
     version = _tlv(0x02, b"\x00")
-    body = version + parse_name(subject).public_bytes() + public_key_der(public_key) + _tlv(_CONTEXT_0, attributes)
+    body = version + parse_name(subject).public_bytes() + public_key_der(public_key) + _tlv(_CONTEXT_0, encoded)
     return _tlv(_SEQUENCE, body)
 
 

@@ -93,6 +93,14 @@ class KeyOrder(_Named):
     EC_PREFERRED_RSA_BACKUP = ("KEYORDER_EC_PREFERRED_RSA_BACKUP", 3, "EC Preferred RSA Backup")
 
 
+class Issuer(_Named):
+    """Who signs a profile's LSCs: the online CA through the RA (default), or CAPF's own CA (the
+    vendor's classic mode: works with any CA, and with phones that cannot sign a request)."""
+
+    ONLINE_CA = ("online-ca", 1, "Online CA")
+    CAPF = ("capf", 2, "CAPF")
+
+
 class KeySize(_Named):
     """RSA key sizes; ``bits`` is the size itself."""
 
@@ -358,6 +366,7 @@ class ProfilePolicy:
     deadline_days: int = 10
     renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
     auto_enrollment: AutoEnrollment = field(default_factory=AutoEnrollment)
+    issuer: Issuer = Issuer.ONLINE_CA
 
     def __post_init__(self) -> None:
         validate_rsa_key_size(self.rsa_key_size)
@@ -390,6 +399,7 @@ class EffectivePolicy:
     ec_key_size: int
     deadline: dt.datetime | None
     auth_string: str | None = field(default=None, repr=False)
+    issuer: Issuer = Issuer.ONLINE_CA
 
     def log_lines(self) -> list[str]:
         """The ``Select(DEVICE) ...`` lines of the CAPF log (never the auth string)."""
@@ -421,6 +431,7 @@ def effective_policy(device_name: str, profile: ProfilePolicy, overrides: Device
         ec_key_size=overrides.ec_key_size or profile.ec_key_size,
         deadline=as_utc(deadline) if deadline else None,
         auth_string=auth_string,
+        issuer=profile.issuer,
     )
     validate_effective(policy)
     return policy

@@ -84,15 +84,57 @@ class Outcome:
         return self.status.ident.partition("_FAILED_")[2] or None
 
 
+@dataclass(frozen=True)
+class InstalledLSC:
+    """The LSC a device has confirmed, as far as a session decides on it."""
+
+    serial: str
+    not_after: dt.datetime
+    renewal_due: dt.datetime | None  # when its renewal window opens (None: renewal is off)
+
+
+def renewal_on_connect(operation: Operation, installed: InstalledLSC | None, now: dt.datetime) -> bool:
+    """A public-flow phone renews by asking again (it cannot answer a scheduled renewal's LSC
+    challenge): with nothing pending, a new LSC is issued in the same session once the installed
+    one's renewal window has opened (two thirds of its life by default, the profile's rule), and
+    while it still is valid; before that the phone is declined, as the vendor does."""
+    if operation is not Operation.NONE or installed is None or installed.renewal_due is None:
+        return False
+    return as_utc(installed.renewal_due) <= as_utc(now) < as_utc(installed.not_after)
+
+
+def public_auth_mode(policy_mode: AuthMode, own_mode: AuthMode, scheduled_renewal: bool) -> AuthMode:
+    """The auth mode a public-flow phone is held to: a scheduled renewal asks for the LSC, which
+    such a phone cannot prove (it answers no challenge), so the device's own mode applies; any
+    other operation's mode stands."""
+    return own_mode if scheduled_renewal else policy_mode
+
+
+def certificate_needs_challenge(operation: Operation, mode: AuthMode) -> Outcome:
+    """By Existing Certificate for a phone that announced no challenge: its signature cannot be
+    checked (the public flow carries no nonce), so its certificate proves nothing."""
+    return Outcome(Ending.INVALID_CERTIFICATE,
+                   f"{mode.display} needs a signature over CAPF's challenge, which this public-flow phone "
+                   "cannot give: set the device's auth mode to By Authentication String or By Null String, "
+                   "or use a phone that announces the onlineca challenge",
+                   failure_status(operation, "INVALID_CREDENTIALS"))
+
+
 def is_locked_out(locked_until: dt.datetime | None, now: dt.datetime) -> bool:
     return locked_until is not None and as_utc(locked_until) > as_utc(now)
 
 
 def before_operation(policy: EffectivePolicy, locked_until: dt.datetime | None,
-                     now: dt.datetime) -> Outcome | None:
+                     now: dt.datetime, installed: InstalledLSC | None = None) -> Outcome | None:
     """Why the session must end before the phone is even authenticated, if it must: nothing
-    pending, a lockout, or an operation whose "Operation Completes By" has passed (which ends it)."""
+    pending (or, for a device with its LSC, "already issued"), a lockout, or an operation whose
+    "Operation Completes By" has passed (which ends it)."""
     if policy.operation is Operation.NONE:
+        if installed is not None:
+            opens = f"; its renewal window opens {as_utc(installed.renewal_due):%Y-%m-%d %H:%M} UTC" \
+                if installed.renewal_due is not None else "; renewal is off for its profile"
+            return Outcome(Ending.NOTHING_PENDING, f"already issued: LSC serial {installed.serial} is installed"
+                           + opens)
         return Outcome(Ending.NOTHING_PENDING, "no operation pending")
     if is_locked_out(locked_until, now):
         return Outcome(Ending.LOCKED_OUT, "locked out")
@@ -237,17 +279,22 @@ def auto_enrollment_grant(device_name: str, profile: str, auto: AutoEnrollment, 
 
 # ---- which key
 
-def key_candidates(order: KeyOrder, rsa_bits: int, ec_bits: int, version: int) -> list[KeySpec]:
-    """The keys to ask for, in order; a version 2 phone knows no EC key."""
+def key_candidates(order: KeyOrder, rsa_bits: int, ec_bits: int, version: int,
+                   ec_announced: bool = True) -> list[KeySpec]:
+    """The keys to ask for, in order; a version 2 phone, or one that did not announce EC keys
+    (every public client), is asked for RSA only."""
+    ec_ok = version >= 3 and ec_announced
     if order is KeyOrder.RSA_ONLY:
         return [("rsa", rsa_bits)]
     if order is KeyOrder.EC_ONLY:
-        return [("ec", ec_bits)] if version >= 3 else []
-    return [("ec", ec_bits), ("rsa", rsa_bits)] if version >= 3 else [("rsa", rsa_bits)]
+        return [("ec", ec_bits)] if ec_ok else []
+    return [("ec", ec_bits), ("rsa", rsa_bits)] if ec_ok else [("rsa", rsa_bits)]
 
 
-def no_key_for_version(policy: EffectivePolicy, version: int) -> Outcome:
-    return Outcome(Ending.UNSUPPORTED, f"{policy.key_order.display} but the phone speaks protocol version {version}",
+def no_key_for_version(policy: EffectivePolicy, version: int, ec_announced: bool = True) -> Outcome:
+    why = f"the phone speaks protocol version {version}" if ec_announced or version < 3 else \
+        "the phone did not announce EC keys (a public-flow phone)"
+    return Outcome(Ending.UNSUPPORTED, f"{policy.key_order.display} but {why}",
                    failure_status(policy.operation, "NO_EC_SUPPORT"))
 
 
@@ -305,8 +352,26 @@ def ca_unavailable(est_code: str, message: str, *, retry_delay: int, retry_after
                    retry_after=max(retry_delay, retry_after or 0))
 
 
-def ca_rejected(est_code: str, message: str) -> Outcome:
-    return Outcome(Ending.CA_REJECTED, f"{message} ({est_code})", failure_status(Operation.UPGRADE, "CA_REJECTED"))
+def ca_rejected(est_code: str, message: str, *, vouched: bool = False) -> Outcome:
+    """The RA or CA refused.  A vouched request (a phone that cannot sign, ``pki.vouch``) refused
+    for its signature means a CA that insists on a self-signed PKCS#10 (AD CS always does): the
+    detail says how to get such phones their LSC."""
+    detail = f"{message} ({est_code})"
+    if vouched and _SELF_SIGNATURE_REQUIRED in message:
+        detail = ("the CA insists on a PKCS#10 signed by the phone's own key, which a public-flow phone cannot "
+                  "make: set the profile's issuer to 'capf', or issue from a template with vouched_keys on an "
+                  f"onlineca CA; {detail}")
+    return Outcome(Ending.CA_REJECTED, detail, failure_status(Operation.UPGRADE, "CA_REJECTED"))
+
+
+# What AD CS (and our CA, as it does) says of a request whose self-signature does not verify.
+_SELF_SIGNATURE_REQUIRED = "Error Verifying Request Signature"
+
+
+def enrollment_too_slow(seconds: float, *, retry_delay: int) -> Outcome:
+    """The RA/CA did not issue within a public-flow phone's patience: the operation stays pending."""
+    return ca_unavailable("EST_ERR_SSL_READ", f"no certificate within {seconds:g} s, the longest a phone without "
+                          "keepalives waits ([capf] public_enroll_timeout)", retry_delay=retry_delay, retry_after=None)
 
 
 _PHONE_TASK = {Operation.UPGRADE: ("store the LSC", Ending.STORE_FAILED),

@@ -193,13 +193,15 @@ def encode_pkcs10(csr: x509.CertificateSigningRequest) -> tuple[dict[str, str], 
     return {"Content-Type": CT_PKCS10, "Content-Transfer-Encoding": "base64"}, encode_base64_body(pki.csr_der(csr))
 
 
-def read_pkcs10(body: bytes, content_type: str | None) -> tuple[x509.CertificateSigningRequest, bytes]:
+def read_pkcs10(body: bytes, content_type: str | None, *,
+                verify: bool = True) -> tuple[x509.CertificateSigningRequest, bytes]:
     """The verified PKCS#10 of an enrollment request body, and its DER as sent.
 
     Content-Type must be ``application/pkcs10``.  The body is base64 (with or without the
     Content-Transfer-Encoding header, line breaks and whitespace tolerated, RFC 8951); a PEM
     wrapper is tolerated too, since ``openssl req`` output is often sent as is.  The request's
-    self-signature must verify.
+    self-signature must verify (``verify=False``: the caller checks another signature, e.g. a
+    vouched request's, ``pki.vouch``).
     """
     mime, _ = parse_content_type(content_type)
     if mime != CT_PKCS10:
@@ -209,7 +211,7 @@ def read_pkcs10(body: bytes, content_type: str | None) -> tuple[x509.Certificate
         raise ParseError("empty certificate request", code="EST_ERR_NO_CSR")
     try:
         der = csr_der_from_text(bytes(body))
-        return pki.parse_csr(der, verify=True), der
+        return pki.parse_csr(der, verify=verify), der
     except ParseError as exc:
         raise ParseError(f"bad PKCS#10 request: {exc.message}", code="EST_ERR_BAD_PKCS10") from None
 

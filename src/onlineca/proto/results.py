@@ -51,6 +51,8 @@ class EnrollRequest:
     ``client_cert`` the validated TLS client certificate.  ``reenroll`` marks simplereenroll, and
     ``renewing`` is then the certificate being renewed.  ``serverkeygen`` marks a request whose key
     the server generated.  ``credentials`` travel only for passthrough to a CA, and never print.
+    ``voucher`` (capf10 branch) is the RA agent's certificate of a vouched request (``pki.vouch``):
+    its signature is the agent's, checked by the EST server, not the key holder's.
     """
 
     csr: x509.CertificateSigningRequest
@@ -63,6 +65,7 @@ class EnrollRequest:
     serverkeygen: bool = False
     peer: str = ""
     csr_der: bytes = b""
+    voucher: x509.Certificate | None = None
 
     def __post_init__(self) -> None:
         if not self.csr_der:

@@ -15,6 +15,7 @@ dictionary key (credentials are keyed by a keyed hash).
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -370,7 +371,8 @@ class CertsrvConnector:
         try:
             client = await self._client_for(request.credentials)
             if req_id is None:
-                result = await self.observe(operation, client.enroll(request.csr, self.ra.template))
+                template, attributes = self._template_for(request)
+                result = await self.observe(operation, client.enroll(request.csr, template, attributes))
             else:
                 result = await self.observe(operation, client.fetch(req_id))
         except CertsrvFailure as exc:
@@ -389,6 +391,14 @@ class CertsrvConnector:
         log.info("request %d for %s issued, serial %x", result.req_id, subject, result.certificate.serial_number,
                  extra={"func": "ra_certsrv_ca_plugin_enroll"})
         return result.with_chain(self._chain_der)
+
+    def _template_for(self, request: EnrollRequest) -> tuple[str, dict[str, str]]:
+        """capf10 branch: a vouched request goes under ``vouched_template`` with the agent's
+        certificate (base64 DER) as ``onlinecaVoucher``, for the CA to check (docs/ra.md)."""
+        if request.voucher is None:
+            return self.ra.template, {}
+        voucher = base64.b64encode(pki.cert_der(request.voucher)).decode()
+        return self.ra.vouched_template, {"onlinecaVoucher": voucher}
 
     def _hop(self, exc: CertsrvFailure) -> str:
         """Which hop failed and, for a timeout, which configured timeout fired."""

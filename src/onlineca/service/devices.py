@@ -225,7 +225,8 @@ def profile_dict(p: Any) -> dict[str, Any]:
                         "days_before": pol.renewal.days_before, "jitter": pol.renewal.jitter},
             "auto_enrollment": {"by_mic": pol.auto_enrollment.by_mic,
                                 "mic_trust_store": pol.auto_enrollment.mic_trust_store,
-                                "name_pattern": pol.auto_enrollment.name_pattern}}
+                                "name_pattern": pol.auto_enrollment.name_pattern},
+            "issuer": pol.issuer.ident}
 
 
 def list_profiles(svc: Services, actor: Actor) -> list[dict[str, Any]]:

@@ -53,6 +53,8 @@ class Profile(Base):
     auto_enroll_mic: Mapped[bool] = mapped_column(Boolean, default=False)
     mic_trust_store: Mapped[str] = mapped_column(String(1024), default="")
     auto_enroll_name_pattern: Mapped[str] = mapped_column(String(128), default="")
+    # Who signs the LSCs: "online-ca" (through the RA) or "capf" (CAPF's own CA).
+    issuer: Mapped[str] = mapped_column(String(16), default="online-ca", server_default="online-ca")
     created_at: Mapped[dt.datetime] = mapped_column(_TS, default=utcnow)
 
 
@@ -94,6 +96,10 @@ class Device(Base):
     # Wrong auth strings in a row, and until when the device is locked out.
     failed_auth_count: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(_TS, nullable=True)
+    # How the device spoke at its last session: "public" (no extension announced) or "extended",
+    # and the CAPABILITIES it announced; the scheduler leaves public-flow devices to renew by asking.
+    client_flow: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    client_capabilities: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Row lease: the CAPF node working on this device, and until when.
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(_TS, nullable=True)
@@ -117,7 +123,9 @@ class Device(Base):
 
 class LSC(Base):
     """A certificate issued for a device: ``issued`` (stored, maybe not delivered yet), ``installed``
-    (the device confirmed it), ``superseded`` (a newer one was installed) or ``revoked``."""
+    (the device confirmed it), ``superseded`` (a newer one was installed), ``discarded`` (issued,
+    never installed, and no longer deliverable: the phone refused it, an administrator reset the
+    operation, or a new key arrived; ``superseded_at`` says when) or ``revoked``."""
 
     __tablename__ = "lsc"
 

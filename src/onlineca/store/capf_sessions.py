@@ -20,12 +20,14 @@ from cryptography import x509
 from sqlalchemy.orm import Session
 
 from onlineca.errors import OnlineCAError
-from onlineca.policy.capf import EffectivePolicy, Operation, success_status
+from onlineca.policy.capf import EffectivePolicy, Operation, as_utc, success_status
 from onlineca.policy.capf_session import (
+    InstalledLSC,
     Outcome,
     after_wrong_auth_string,
     auto_enrollment_grant,
     may_auto_enroll,
+    renewal_on_connect,
 )
 from onlineca.store import devices as inv
 from onlineca.store.capf_models import Device
@@ -47,19 +49,45 @@ class SessionStart:
     failed_auth_count: int = 0
     mic_store: str = ""  # the profile's own manufacturer trust store, if any
     stored_lsc: tuple[str, bytes] | None = None  # (serial, DER) issued earlier, never confirmed
+    installed: InstalledLSC | None = None  # the LSC the device has confirmed, if any
+    renewing: bool = False  # a public-flow phone asked again after its LSC's renewal window opened
 
 
 def start_session(s: Session, name: str, *, node_id: str, lease: dt.timedelta, now: dt.datetime,
-                  mic_valid: Callable[[str], bool]) -> SessionStart:
-    """Find (or automatically enroll) the device, take its lease, and read what the session
-    decides on.  ``mic_valid(trust_store)`` says whether the phone presented a valid MIC for a
-    profile's manufacturer trust store ("" for CAPF's own)."""
+                  mic_valid: Callable[[str], bool], flow: str = "extended",
+                  capabilities: int | None = None) -> SessionStart:
+    """Find (or automatically enroll) the device, take its lease, note how it speaks (``flow``
+    "public" or "extended", the ``capabilities`` it announced), and read what the session decides
+    on.  ``mic_valid(trust_store)`` says whether the phone presented a valid MIC for a profile's
+    manufacturer trust store ("" for CAPF's own).  A public-flow phone with nothing pending whose
+    LSC is due gets Install/Upgrade here (it renews by asking again: ``renewal_on_connect``)."""
     device = _find_or_auto_enroll(s, name, mic_valid)
     if device is None:
         return SessionStart(found=False)
     if not inv.claim_device(s, name, node_id, lease, now=now):
         return SessionStart(found=True)
-    policy = inv.device_policy(device)
+    public = flow == "public"
+    if (device.client_flow, device.client_capabilities) != (flow, capabilities):
+        device.client_flow, device.client_capabilities = flow, capabilities
+    installed = None
+    if device.lsc_serial is not None and device.lsc_not_after is not None:
+        installed = InstalledLSC(device.lsc_serial, as_utc(device.lsc_not_after),
+                                 as_utc(device.renewal_due_at) if device.renewal_due_at else None)
+    renewing = public and renewal_on_connect(Operation.from_ident(device.operation), installed, now)
+    if renewing:
+        assert installed is not None
+        try:
+            inv.set_device(s, name, actor="capf", now=now, operation=Operation.UPGRADE.ident)
+        except OnlineCAError as exc:  # e.g. By Authentication String without a string: declined instead
+            log.warning("%s: a public-flow renewal cannot be set up: %s", name, exc)
+            renewing = False
+    if renewing:
+        assert installed is not None
+        inv.record_event(s, name, "RENEWAL_REQUESTED", f"a public-flow phone asked again after its LSC's renewal "
+                         f"window opened (serial={installed.serial}, not_after={installed.not_after.isoformat()})",
+                         actor="capf", now=now)
+    scheduled = device.renewal_for_serial is not None and device.renewal_for_serial == device.lsc_serial
+    policy = inv.device_policy(device, own_auth_mode=public and scheduled)
     stored = None
     if policy.operation is Operation.UPGRADE:
         row = inv.undelivered_lsc(s, name, now, device=device)
@@ -67,7 +95,7 @@ def start_session(s: Session, name: str, *, node_id: str, lease: dt.timedelta, n
     return SessionStart(found=True, policy=policy, locked_until=device.locked_until,
                         failed_auth_count=device.failed_auth_count or 0,
                         mic_store=device.profile.mic_trust_store if device.profile is not None else "",
-                        stored_lsc=stored)
+                        stored_lsc=stored, installed=installed, renewing=renewing)
 
 
 def _find_or_auto_enroll(s: Session, name: str, mic_valid: Callable[[str], bool]) -> Device | None:
@@ -136,6 +164,11 @@ def record_outcome(s: Session, name: str, outcome: Outcome, *, actor: str,
                    device=device)
 
 
+def lsc_discarded(s: Session, name: str, serial: str, why: str, *, actor: str) -> None:
+    """An LSC issued earlier will never be delivered (the phone refused it, or a new key arrived)."""
+    inv.discard_undelivered(s, inv.get_device(s, name), why, actor=actor, serial=serial)
+
+
 def lsc_issued(s: Session, name: str, der: bytes, cert: x509.Certificate, *, actor: str) -> str:
     """Store the LSC the CA issued before it is delivered; its serial."""
     return inv.record_lsc_issued(s, name, der, actor=actor, cert=cert).serial
@@ -151,5 +184,5 @@ def troubleshoot_done(s: Session, name: str, detail: str, *, actor: str) -> None
     inv.set_status(s, name, success_status(Operation.TROUBLESHOOT), actor=actor, detail=detail, end_operation=True)
 
 
-__all__ = ["RenewalFailed", "SessionStart", "auth_string_accepted", "auth_string_refused", "lsc_installed",
-           "lsc_issued", "record_outcome", "start_session", "troubleshoot_done"]
+__all__ = ["RenewalFailed", "SessionStart", "auth_string_accepted", "auth_string_refused", "lsc_discarded",
+           "lsc_installed", "lsc_issued", "record_outcome", "start_session", "troubleshoot_done"]

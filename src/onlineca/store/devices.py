@@ -37,6 +37,7 @@ from onlineca.policy.capf import (
     CertStatus,
     DeviceOverrides,
     EffectivePolicy,
+    Issuer,
     KeyOrder,
     Operation,
     ProfilePolicy,
@@ -96,6 +97,7 @@ def profile_policy(profile: Profile | None) -> ProfilePolicy:
                               days_before=profile.renewal_days_before, jitter=profile.renewal_jitter),
         auto_enrollment=AutoEnrollment(by_mic=profile.auto_enroll_mic, mic_trust_store=profile.mic_trust_store,
                                        name_pattern=profile.auto_enroll_name_pattern),
+        issuer=Issuer.from_ident(profile.issuer or Issuer.ONLINE_CA.ident),
     )
 
 
@@ -106,9 +108,10 @@ def _store_profile(row: Profile, p: ProfilePolicy) -> None:
     row.renewal_days_before, row.renewal_jitter = p.renewal.days_before, p.renewal.jitter
     row.auto_enroll_mic, row.mic_trust_store = p.auto_enrollment.by_mic, p.auto_enrollment.mic_trust_store
     row.auto_enroll_name_pattern = p.auto_enrollment.name_pattern
+    row.issuer = p.issuer.ident
 
 
-_PROFILE_FIELDS = {"auth_mode", "key_order", "rsa_key_size", "ec_key_size", "deadline_days"}
+_PROFILE_FIELDS = {"auth_mode", "key_order", "rsa_key_size", "ec_key_size", "deadline_days", "issuer"}
 _RENEWAL_FIELDS = {"renewal_enabled": "enabled", "renewal_fraction": "fraction",
                    "renewal_days_before": "days_before", "renewal_jitter": "jitter"}
 _AUTO_FIELDS = {"auto_enroll_mic": "by_mic", "mic_trust_store": "mic_trust_store",
@@ -130,6 +133,8 @@ def _profile_with(base: ProfilePolicy, changes: dict[str, Any]) -> ProfilePolicy
             value = validate_rsa_key_size(value)
         elif key == "ec_key_size":
             value = validate_ec_key_size(value)
+        elif key == "issuer":
+            value = Issuer.parse(value, key)
         direct[key] = int(value) if key == "deadline_days" else value
     renewal = replace(base.renewal, **{_RENEWAL_FIELDS[k]: v for k, v in changes.items() if k in _RENEWAL_FIELDS})
     auto = replace(base.auto_enrollment, **{_AUTO_FIELDS[k]: v for k, v in changes.items() if k in _AUTO_FIELDS})
@@ -204,14 +209,17 @@ def get_device(s: Session, name: str) -> Device:
     return device
 
 
-def device_policy(device: Device) -> EffectivePolicy:
-    """What a session with ``device`` must do (profile defaults + overrides + pending operation)."""
+def device_policy(device: Device, *, own_auth_mode: bool = False) -> EffectivePolicy:
+    """What a session with ``device`` must do (profile defaults + overrides + pending operation);
+    ``own_auth_mode``: the device's own auth mode even when the operation names another (a
+    scheduled renewal's LSC, which a public-flow phone cannot prove)."""
+    operation_mode = device.operation_auth_mode if not own_auth_mode else None
     return effective_policy(
         device.name,
         profile_policy(device.profile),
         _overrides(device),
         operation=Operation.from_ident(device.operation),
-        operation_auth_mode=AuthMode.from_ident(device.operation_auth_mode) if device.operation_auth_mode else None,
+        operation_auth_mode=AuthMode.from_ident(operation_mode) if operation_mode else None,
         deadline=_opt(device.operation_deadline),
         auth_string=device.auth_string,
     )
@@ -271,6 +279,8 @@ def _apply(s: Session, device: Device, values: dict[str, Any], *, actor: str, no
         raise
     operation = Operation.from_ident(device.operation)
     changed = [k for k in values if before.get(k) != getattr(device, k)]
+    if before.get("operation_auth_mode") and not device.operation_auth_mode and "auth_mode" in values:
+        changed.append("operation_auth_mode")  # the pending renewal now authenticates as set
     if is_new or changed:
         shown = {k: ("***" if k == "auth_string" and getattr(device, k) else getattr(device, k)) for k in changed}
         record_event(s, device.name, "DEVICE_ADDED" if is_new else "DEVICE_CHANGED",
@@ -279,12 +289,20 @@ def _apply(s: Session, device: Device, values: dict[str, Any], *, actor: str, no
         record_event(s, device.name, "OPERATION_SET",
                      f"{operation.ident} by {device.operation_deadline and format_deadline(device.operation_deadline)}",
                      actor=actor, now=now)
+    if old_operation != device.operation and not is_new:
+        # An administrator reset the operation: an LSC issued for the old one is never delivered.
+        discard_undelivered(s, device, f"the operation was changed ({old_operation} -> {device.operation})",
+                            actor=actor, now=now)
 
 
 def _change(s: Session, device: Device, values: dict[str, Any], *, now: dt.datetime, is_new: bool,
             old_operation: str) -> None:
     for key, value in values.items():
         setattr(device, key, value)
+    if "auth_mode" in values:
+        # The administrator's auth mode applies to what is pending too (a scheduled renewal asks
+        # for the LSC until then).
+        device.operation_auth_mode = None
     if device.profile_id is not None and (device.profile is None or device.profile.id != device.profile_id):
         device.profile = s.get(Profile, device.profile_id)
     elif device.profile_id is None:
@@ -443,6 +461,24 @@ def record_lsc_issued(s: Session, name: str, der: bytes, *, actor: str = "capf",
     return row
 
 
+def discard_undelivered(s: Session, device: Device, why: str, *, actor: str = "capf",
+                        now: dt.datetime | None = None, serial: str | None = None) -> list[str]:
+    """Mark the device's issued-but-never-installed LSCs (or only ``serial``) ``discarded``: they
+    are never delivered.  One ``LSC_DISCARDED`` event each; the serials."""
+    now = as_utc(now or utcnow())
+    where = [LSC.device_id == device.id, LSC.state == "issued"]
+    if serial is not None:
+        where.append(LSC.serial == serial.lower())
+    discarded = []
+    for row in s.scalars(select(LSC).where(*where).order_by(LSC.id)):
+        row.state, row.superseded_at = "discarded", now
+        record_event(s, device.name, "LSC_DISCARDED", f"serial={row.serial}: {why}", actor=actor, now=now)
+        discarded.append(row.serial)
+    if discarded:
+        s.flush()
+    return discarded
+
+
 def undelivered_lsc(s: Session, name: str, now: dt.datetime | None = None, *,
                     device: Device | None = None) -> LSC | None:
     """The newest still-valid certificate issued for ``name`` and not yet installed, if any."""
@@ -550,6 +586,8 @@ def device_dict(device: Device, *, with_secret: bool = False) -> dict[str, Any]:
             "not_after": as_utc(device.lsc_not_after).isoformat() if device.lsc_not_after else None},
         "renewal_due_at": as_utc(device.renewal_due_at).isoformat() if device.renewal_due_at else None,
         "renewal_attempts": device.renewal_attempts,
+        # How it spoke at its last session: "public" (no extension announced) or "extended".
+        "client_flow": device.client_flow,
     }
     if with_secret:
         out["auth_string"] = device.auth_string

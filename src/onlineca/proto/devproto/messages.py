@@ -100,6 +100,7 @@ class Tag(enum.IntEnum):
     SIGNED_DATA_SHA2 = 20
     AUTH_NONCE = 64   # ours: CAPF's random challenge in AUTH_REQUEST
     TBS_DATA = 65     # ours: the DER CertificationRequestInfo the phone must sign
+    CAPABILITIES = 66  # ours: the extensions a phone understands, announced in AUTH_RESPONSE
 
 
 class Reason(enum.IntEnum):
@@ -122,6 +123,39 @@ class Reason(enum.IntEnum):
     INVALID_CERTIFICATE = 75  # the LSC/MIC (or its signature) did not authenticate the phone
     LOCKED_OUT = 76
     NOTHING_PENDING = 77      # the device has no certificate operation: nothing to do, not a failure
+
+
+# The reasons every client knows (the public flow); any other one needs Capability.REASONS.
+PUBLIC_REASONS = frozenset({Reason.OK, Reason.OPERATION_REFUSED, Reason.DEVICE_UNKNOWN})
+
+
+def public_reason(reason: Reason | int) -> Reason:
+    """How ``reason`` is said to a client that announced no extension: 1 stays 1 (success), 9
+    stays 9 (no such device), everything else is 7, the public decline."""
+    if reason == Reason.OK:
+        return Reason.OK
+    if reason == Reason.DEVICE_UNKNOWN:
+        return Reason.DEVICE_UNKNOWN
+    return Reason.OPERATION_REFUSED
+
+
+class Capability(enum.IntFlag):
+    """What a phone announces it understands, in the CAPABILITIES element of its AUTH_RESPONSE
+    (4 bytes, big-endian; bits this side does not know are kept and ignored).  A client that sends
+    no CAPABILITIES (every public client) gets the public flow exactly; CAPF uses an extension only
+    when its bit was announced (``capabilities_needed``, enforced by ``session.CAPFSession``)."""
+
+    REASONS = 0x01      # reasons above 9, and REASON_INFO in CAPF's messages
+    CHALLENGE = 0x02    # a second AUTH_REQUEST (AUTH_TYPE, AUTH_NONCE) and signed certificate auth
+    SIGN = 0x04         # SIGN_CERT_REQUEST/RESPONSE, TBS_DATA, DIGEST_TYPE: the online-CA signing step
+    KEEPALIVE = 0x08    # REQUEST_IN_PROGRESS and STATUS_ENQUIRY from CAPF
+    RETRY_LATER = 0x10  # RETRY_LATER, RETRY_DELAY
+    EC = 0x20           # KEY_GEN_REQUEST for an EC key (KEY_TYPE 1, EC_CURVE)
+    RESUME = 0x40       # an LSC issued earlier delivered right after AUTH_RESPONSE; KEY_GEN_REQUEST again
+
+
+NO_CAPABILITIES = Capability(0)
+ALL_CAPABILITIES = Capability(0x7F)
 
 
 class AuthType(enum.IntEnum):
@@ -176,18 +210,35 @@ class DigestType(enum.IntEnum):
 
 @dataclass(frozen=True)
 class CertificateValue:
-    """A CERTIFICATE element: 0x00, the certificate type, then the DER certificate.  A decoded
-    value keeps the certificate the decoder parsed to check it, so nobody parses it again."""
+    """A CERTIFICATE element: the certificate type and the DER certificate.  On the wire it is
+    nested, ``{01}[L] 00 <type> DER`` (what public clients and real phones send, and what we always
+    send), or flat, ``00 <type> DER`` (our earlier form, still accepted).  ``nested`` keeps the form
+    a decoded value came in, so it encodes back to the same bytes; it is not part of the value.
+    A decoded value keeps the certificate the decoder parsed to check it, so nobody parses it again."""
 
     cert_type: CertificateType
     der: bytes
     parsed: Any = field(default=None, compare=False, repr=False)
+    nested: bool = field(default=True, compare=False, repr=False)
 
     def certificate(self) -> Any:
         """The ``x509.Certificate`` (parsed once, by the decoder or at the first call)."""
         if self.parsed is None:
             object.__setattr__(self, "parsed", pki.load_certificate(self.der))
         return self.parsed
+
+
+class CString(str):
+    """Text that came NUL-terminated (DEVICE_NAME and AUTH_PASSWORD of public clients: the length
+    counts the NUL).  It equals the text without the NUL; ``nul`` only makes it encode back the
+    way it came.  Build one with ``CString(text)`` to send text NUL-terminated."""
+
+    nul: bool
+
+    def __new__(cls, value: str, nul: bool = True) -> CString:
+        obj = super().__new__(cls, value)
+        obj.nul = nul
+        return obj
 
 
 class PublicKeyDER(bytes):
@@ -239,7 +290,10 @@ def _enum(cls: type[enum.IntEnum], strict: bool = True) -> ElementCodec:
     return enc8, dec
 
 
-def _text(pattern: re.Pattern[str] | None, encoding: str, max_len: int = MAX_TEXT) -> ElementCodec:
+def _text(pattern: re.Pattern[str] | None, encoding: str, max_len: int = MAX_TEXT,
+          nul_terminated: bool = False) -> ElementCodec:
+    """Text; with ``nul_terminated``, one trailing NUL is accepted (the value is then a
+    ``CString`` that encodes back with it).  A NUL anywhere else is a control character."""
     def check(tag: int, s: str) -> str:
         if len(s) > max_len:
             raise _bad(tag, f"longer than {max_len} characters")
@@ -253,15 +307,18 @@ def _text(pattern: re.Pattern[str] | None, encoding: str, max_len: int = MAX_TEX
         if not isinstance(v, str):
             raise _bad(tag, "must be text")
         try:
-            return check(tag, v).encode(encoding)
+            wire = check(tag, str(v)).encode(encoding)
         except UnicodeEncodeError:
             raise _bad(tag, f"not {encoding}") from None
+        return wire + b"\x00" if nul_terminated and isinstance(v, CString) and v.nul else wire
 
     def dec(tag: int, b: bytes) -> str:
+        nul = nul_terminated and b.endswith(b"\x00")
         try:
-            return check(tag, b.decode(encoding))
+            text = check(tag, (b[:-1] if nul else b).decode(encoding))
         except UnicodeDecodeError:
             raise _bad(tag, f"not {encoding}") from None
+        return CString(text) if nul else text
     return enc, dec
 
 
@@ -294,15 +351,29 @@ def _public_key() -> ElementCodec:
     return enc_raw, dec
 
 
+_NESTED_CERTIFICATE = 0x01  # the sub-element tag inside a nested CERTIFICATE
+
+
 def _certificate() -> ElementCodec:
     def enc(tag: int, v: Any) -> bytes:
         if not isinstance(v, CertificateValue):
             raise _bad(tag, "must be a CertificateValue")
-        return b"\x00" + bytes([int(v.cert_type)]) + v.der
+        flat = b"\x00" + bytes([int(v.cert_type)]) + v.der
+        if not v.nested:
+            return flat
+        if len(flat) > 0xFFFF - 3:
+            raise _bad(tag, f"a certificate of {len(v.der)} bytes does not fit a nested element")
+        return bytes([_NESTED_CERTIFICATE]) + len(flat).to_bytes(2, "big") + flat
 
     def dec(tag: int, b: bytes) -> CertificateValue:
+        nested = b[:1] == bytes([_NESTED_CERTIFICATE])
+        if nested:
+            # {01}[L] 00 <type> DER: exactly one sub-element, filling the element.
+            if len(b) < 3 or int.from_bytes(b[1:3], "big") != len(b) - 3:
+                raise _bad(tag, "the nested sub-element's length does not fill the element")
+            b = b[3:]
         if len(b) < 3 or b[0] != 0:
-            raise _bad(tag, "must start with 0x00 and the certificate type")
+            raise _bad(tag, "must hold 0x00 and the certificate type (flat, or nested in sub-element 0x01)")
         try:
             cert_type = CertificateType(b[1])
         except ValueError:
@@ -312,7 +383,7 @@ def _certificate() -> ElementCodec:
             cert = pki.load_certificate(der)
         except OnlineCAError as exc:
             raise _bad(tag, f"not a DER certificate ({exc.message})") from None
-        return CertificateValue(cert_type, der, cert)
+        return CertificateValue(cert_type, der, cert, nested=nested)
     return enc, dec
 
 
@@ -327,9 +398,9 @@ ELEMENT_CODECS: dict[Tag, ElementCodec] = {
     Tag.AUTH_TYPE: _enum(AuthType),
     Tag.PUBLIC_KEY: _public_key(),
     Tag.KEY_SIZE: _uint(2),
-    Tag.AUTH_PASSWORD: _text(None, "ascii", 64),
+    Tag.AUTH_PASSWORD: _text(None, "ascii", 64, nul_terminated=True),
     Tag.RETRY_DELAY: _uint(4),
-    Tag.DEVICE_NAME: _text(DEVICE_NAME_RE, "ascii", 64),
+    Tag.DEVICE_NAME: _text(DEVICE_NAME_RE, "ascii", 64, nul_terminated=True),
     Tag.SUDI_DATA: _opaque(0, 0xFFFF),
     Tag.KEY_TYPE: _enum(KeyType),
     Tag.EC_CURVE: _enum(ECCurve),
@@ -337,6 +408,7 @@ ELEMENT_CODECS: dict[Tag, ElementCodec] = {
     Tag.SIGNED_DATA_SHA2: _opaque(1, MAX_SIGNATURE),
     Tag.AUTH_NONCE: _opaque(NONCE_SIZES.start, NONCE_SIZES.stop - 1),
     Tag.TBS_DATA: _opaque(2, 0xFFFF, first=0x30),
+    Tag.CAPABILITIES: _uint(4),
 }
 
 # How often an element appears in a message.
@@ -385,19 +457,38 @@ class AuthRequest(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class AuthResponse(Message):
+    """Phone -> CAPF: who the phone is and the credential its configuration names.  Public clients
+    add a status (REASON 1) and NUL-terminate the strings; ``capabilities`` (ours) announces the
+    extensions the phone understands: absent, it gets the public flow exactly."""
+
     COMMAND = Command.AUTH_RESPONSE
     ELEMENTS = (("version", Tag.VERSION, ONE), ("device_name", Tag.DEVICE_NAME, ONE),
-                ("auth_password", Tag.AUTH_PASSWORD, OPTIONAL), ("certificate", Tag.CERTIFICATE, OPTIONAL),
+                ("auth_password", Tag.AUTH_PASSWORD, OPTIONAL), ("status", Tag.REASON, OPTIONAL),
+                ("certificate", Tag.CERTIFICATE, OPTIONAL),
                 ("signed_data", Tag.SIGNED_DATA, OPTIONAL), ("signed_data_sha2", Tag.SIGNED_DATA_SHA2, OPTIONAL),
-                ("digest_type", Tag.DIGEST_TYPE, OPTIONAL), ("sudi_data", Tag.SUDI_DATA, OPTIONAL))
+                ("digest_type", Tag.DIGEST_TYPE, OPTIONAL), ("sudi_data", Tag.SUDI_DATA, OPTIONAL),
+                ("capabilities", Tag.CAPABILITIES, OPTIONAL))
     version: int
     device_name: str
     auth_password: str | None = None
+    status: Reason | int | None = None
     certificate: CertificateValue | None = None
     signed_data: bytes | None = None
     signed_data_sha2: bytes | None = None
     digest_type: DigestType | None = None
     sudi_data: bytes | None = None
+    capabilities: int | None = None
+
+    @property
+    def password(self) -> str | None:
+        """The auth string, or None when none was given (an empty one, e.g. a lone NUL sent in
+        null-string mode, is none)."""
+        return self.auth_password or None
+
+    @property
+    def announced(self) -> Capability:
+        """The extensions the phone announced (none: a public client)."""
+        return Capability(self.capabilities or 0)
 
     def validate(self) -> None:
         signed = self.signed_data is not None or self.signed_data_sha2 is not None
@@ -420,10 +511,11 @@ class AuthResponse(Message):
 @dataclass(frozen=True, kw_only=True)
 class KeyGenRequest(Message):
     """CAPF -> phone: make a new key pair.  RSA needs KEY_SIZE, EC needs EC_CURVE; no KEY_TYPE
-    means RSA (version 2 phones know nothing else)."""
+    means RSA.  CAPF always sends KEY_TYPE (one public client requires it)."""
 
     COMMAND = Command.KEY_GEN_REQUEST
-    ELEMENTS = (("key_type", Tag.KEY_TYPE, OPTIONAL), ("key_size", Tag.KEY_SIZE, OPTIONAL),
+    # KEY_SIZE first, then KEY_TYPE: the public flow's order (a public server adds KEY_TYPE).
+    ELEMENTS = (("key_size", Tag.KEY_SIZE, OPTIONAL), ("key_type", Tag.KEY_TYPE, OPTIONAL),
                 ("ec_curve", Tag.EC_CURVE, OPTIONAL))
     key_type: KeyType | None = None
     key_size: int | None = None
@@ -454,17 +546,22 @@ class KeyGenRequest(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class KeyGenResponse(Message):
-    """Phone -> CAPF: the new public key (SubjectPublicKeyInfo DER), or a REASON why not."""
+    """Phone -> CAPF: the new public key (SubjectPublicKeyInfo DER), or a REASON why not.  A
+    public client sends PUBLIC_KEY alone: no REASON means OK."""
 
     COMMAND = Command.KEY_GEN_RESPONSE
     ELEMENTS = (("reason", Tag.REASON, OPTIONAL), ("public_key", Tag.PUBLIC_KEY, OPTIONAL),
                 ("reason_info", Tag.REASON_INFO, OPTIONAL))
-    reason: Reason | int = Reason.OK
+    reason: Reason | int | None = None
     public_key: bytes | None = None
     reason_info: str | None = None
 
+    @property
+    def ok(self) -> bool:
+        return self.reason in (None, Reason.OK)
+
     def validate(self) -> None:
-        if self.reason == Reason.OK and self.public_key is None:
+        if self.ok and self.public_key is None:
             raise protocol_error("KEY_GEN_RESPONSE without PUBLIC_KEY or a failure REASON", E_MISSING_ELEMENT)
 
 
@@ -547,9 +644,12 @@ class FetchCertResponse(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class DeleteCertRequest(Message):
+    """CAPF -> phone: delete your LSC.  Sent with no elements (the public form); a
+    CERTIFICATE_TYPE, if present, must say LSC."""
+
     COMMAND = Command.DELETE_CERT_REQUEST
-    ELEMENTS = (("certificate_type", Tag.CERTIFICATE_TYPE, ONE),)
-    certificate_type: CertificateType = CertificateType.LSC
+    ELEMENTS = (("certificate_type", Tag.CERTIFICATE_TYPE, OPTIONAL),)
+    certificate_type: CertificateType | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -701,6 +801,88 @@ def message_fields(msg: Message) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- public or extension
+
+C_, T_, X_ = Command, Tag, Capability
+# What a phone must have announced before CAPF sends each command or element (None: the public
+# flow, any client).  Position matters too: a second AUTH_REQUEST needs CHALLENGE, an LSC
+# delivered right after AUTH_RESPONSE or a second KEY_GEN_REQUEST needs RESUME
+# (``session.CAPFSession`` adds those).  docs/device-protocol.md shows this table.
+COMMAND_NEEDS: dict[Command, Capability | None] = {
+    C_.AUTH_REQUEST: None, C_.KEY_GEN_REQUEST: None, C_.STORE_CERT_REQUEST: None,
+    C_.FETCH_CERT_REQUEST: None, C_.DELETE_CERT_REQUEST: None, C_.END_SESSION: None,
+    C_.ABORT_RESPONSE: None,  # the answer to a phone's own abort
+    C_.RETRY_LATER: X_.RETRY_LATER, C_.REQUEST_IN_PROGRESS: X_.KEEPALIVE, C_.STATUS_ENQUIRY: X_.KEEPALIVE,
+    C_.SIGN_CERT_REQUEST: X_.SIGN, C_.ABORT_REQUEST: X_.REASONS,  # CAPF never starts an abort with a public client
+}
+TAG_NEEDS: dict[Tag, Capability | None] = {
+    T_.VERSION: None, T_.REASON: None, T_.CERTIFICATE_TYPE: None, T_.CERTIFICATE: None, T_.KEY_SIZE: None,
+    T_.KEY_TYPE: None,  # KEY_TYPE 1 (EC) needs EC
+    T_.REASON_INFO: X_.REASONS, T_.AUTH_TYPE: X_.CHALLENGE, T_.AUTH_NONCE: X_.CHALLENGE, T_.EC_CURVE: X_.EC,
+    T_.TBS_DATA: X_.SIGN, T_.DIGEST_TYPE: X_.SIGN, T_.RETRY_DELAY: X_.RETRY_LATER,
+}
+
+
+# What the strictest public client accepts from CAPF (the notes' frame-level facts): these
+# commands with these elements only, REASON 0, 1, 7 or 9, KEY_TYPE 0, CERTIFICATE nested; one
+# AUTH_REQUEST (VERSION alone), STORE_CERT_REQUEST only right after its KEY_GEN_RESPONSE.  The
+# phone simulator's public flow refuses the rest, as such a client aborts on it.
+PUBLIC_CLIENT_KNOWS: dict[Command, frozenset[Tag]] = {
+    C_.AUTH_REQUEST: frozenset({T_.VERSION}),
+    C_.KEY_GEN_REQUEST: frozenset({T_.KEY_SIZE, T_.KEY_TYPE}),
+    C_.STORE_CERT_REQUEST: frozenset({T_.CERTIFICATE_TYPE, T_.CERTIFICATE}),
+    C_.FETCH_CERT_REQUEST: frozenset(),
+    C_.DELETE_CERT_REQUEST: frozenset(),
+    C_.END_SESSION: frozenset({T_.REASON}),
+}
+PUBLIC_CLIENT_REASONS = frozenset({0, 1, 7, 9})  # a public server says 0 for "nothing pending"
+
+
+def public_client_refuses(frame: Frame, *, first: bool, after_key: bool) -> str | None:
+    """What in ``frame`` (from CAPF) the strictest public client does not know, in words, or None.
+    ``first``: nothing was received yet; ``after_key``: the client has just sent its public key."""
+    try:
+        command = Command(frame.command)
+    except ValueError:
+        return f"command {frame.command}"
+    known = PUBLIC_CLIENT_KNOWS.get(command)
+    if known is None:
+        return command.name
+    if command is Command.AUTH_REQUEST and not first:
+        return "a second AUTH_REQUEST"
+    if command is Command.STORE_CERT_REQUEST and not after_key:
+        return "STORE_CERT_REQUEST before its KEY_GEN_RESPONSE"
+    if command is Command.KEY_GEN_REQUEST and after_key:
+        return "a second KEY_GEN_REQUEST"
+    for el in frame.elements:
+        name = Tag(el.tag).name if el.tag in Tag._value2member_map_ else str(el.tag)
+        if el.tag not in known:
+            return f"element {name} in {command.name}"
+        if el.tag == Tag.REASON and (len(el.value) != 1 or el.value[0] not in PUBLIC_CLIENT_REASONS):
+            return f"REASON {el.value.hex()}"
+        if el.tag == Tag.KEY_TYPE and el.value != b"\x00":
+            return f"KEY_TYPE {el.value.hex()} (only RSA, 0)"
+        if el.tag == Tag.CERTIFICATE and el.value[:1] != bytes([_NESTED_CERTIFICATE]):
+            return "a CERTIFICATE not in the nested form"
+    return None
+
+
+def capabilities_needed(msg: Message) -> Capability:
+    """The extensions a phone must have announced before CAPF may send ``msg`` (by its command,
+    its elements and their values; none for the public flow)."""
+    need = COMMAND_NEEDS.get(msg.COMMAND) or NO_CAPABILITIES
+    for name, tag, how in msg.ELEMENTS:
+        value = getattr(msg, name)
+        if value is None or (how == MANY and not value):
+            continue
+        need |= TAG_NEEDS.get(tag) or NO_CAPABILITIES
+        if tag is Tag.REASON and value not in PUBLIC_REASONS:
+            need |= Capability.REASONS
+        elif tag is Tag.KEY_TYPE and value == KeyType.EC:
+            need |= Capability.EC
+    return need
+
+
 # --------------------------------------------------------------------------- version rules
 
 
@@ -735,14 +917,23 @@ def auth_signed_payload(session_id: int, nonce: bytes, device_name: str) -> byte
 
 
 __all__ = [
+    "ALL_CAPABILITIES",
+    "COMMAND_NEEDS",
     "MESSAGE_TYPES",
+    "NO_CAPABILITIES",
+    "PUBLIC_CLIENT_KNOWS",
+    "PUBLIC_CLIENT_REASONS",
+    "PUBLIC_REASONS",
     "SERVER_VERSION",
     "SUPPORTED_VERSIONS",
+    "TAG_NEEDS",
     "AbortRequest",
     "AbortResponse",
     "AuthRequest",
     "AuthResponse",
     "AuthType",
+    "CString",
+    "Capability",
     "CertificateType",
     "CertificateValue",
     "Command",
@@ -769,10 +960,13 @@ __all__ = [
     "StoreCertResponse",
     "Tag",
     "auth_signed_payload",
+    "capabilities_needed",
     "check_version",
     "decode_message",
     "encode_message",
     "from_bytes",
     "message_fields",
+    "public_client_refuses",
+    "public_reason",
     "to_bytes",
 ]

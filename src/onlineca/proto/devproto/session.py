@@ -36,12 +36,15 @@ from onlineca.errors import ProtocolError
 from onlineca.proto.devproto.codec import (
     DEFAULT_LIMITS,
     PEER_HINT,
+    Frame,
     FrameDecoder,
     Limits,
     encode_frame,
     protocol_error,
 )
 from onlineca.proto.devproto.messages import (
+    ALL_CAPABILITIES,
+    NO_CAPABILITIES,
     SERVER_VERSION,
     SUPPORTED_VERSIONS,
     AbortRequest,
@@ -49,9 +52,11 @@ from onlineca.proto.devproto.messages import (
     AuthRequest,
     AuthResponse,
     AuthType,
+    Capability,
     CertificateType,
     CertificateValue,
     Command,
+    CString,
     DeleteCertRequest,
     DeleteCertResponse,
     DigestType,
@@ -73,9 +78,12 @@ from onlineca.proto.devproto.messages import (
     StoreCertRequest,
     StoreCertResponse,
     auth_signed_payload,
+    capabilities_needed,
     check_version,
     decode_message,
     encode_message,
+    public_client_refuses,
+    public_reason,
 )
 
 E_STATE = "DEVPROTO_INVALID_TRANSITION"
@@ -83,6 +91,8 @@ E_SESSION_ID = "DEVPROTO_SESSION_ID"
 E_CLOSED = "DEVPROTO_SESSION_CLOSED"
 E_TOO_MANY = "DEVPROTO_TOO_MANY_REQUESTS"
 E_VERSION = "DEVPROTO_VERSION"
+E_NOT_ANNOUNCED = "DEVPROTO_NOT_ANNOUNCED"
+E_NOT_PUBLIC = "DEVPROTO_NOT_PUBLIC"
 
 
 class Role(enum.Enum):
@@ -128,6 +138,7 @@ TRANSITIONS: dict[tuple[State, Role, Command], State] = {
     (S.KEY_GEN_REQUESTED, P.PHONE, C.KEY_GEN_RESPONSE): S.KEY_RECEIVED,
     (S.KEY_RECEIVED, P.CAPF, C.KEY_GEN_REQUEST): S.KEY_GEN_REQUESTED,  # e.g. EC failed: RSA backup
     (S.KEY_RECEIVED, P.CAPF, C.SIGN_CERT_REQUEST): S.SIGN_REQUESTED,
+    (S.KEY_RECEIVED, P.CAPF, C.STORE_CERT_REQUEST): S.STORE_REQUESTED,  # the public flow: no signing step
     (S.KEY_RECEIVED, P.CAPF, C.REQUEST_IN_PROGRESS): S.KEY_RECEIVED,
     (S.KEY_RECEIVED, P.CAPF, C.RETRY_LATER): S.CLOSED,
     (S.SIGN_REQUESTED, P.PHONE, C.REQUEST_IN_PROGRESS): S.SIGN_REQUESTED,
@@ -213,6 +224,7 @@ class _Session:
             return []  # whatever the peer sent before it saw END_SESSION/RETRY_LATER is moot
         events: list[Message] = []
         for frame in self._decoder.feed(data):
+            self._check_frame(frame)
             msg = decode_message(frame)
             self._receive(msg)
             events.append(msg)
@@ -224,6 +236,7 @@ class _Session:
             msg = dataclasses.replace(msg, session_id=self.session_id)
         try:
             self._check_version(msg)
+            self._check_send(msg)
             self._apply(self.role, msg)
         except ProtocolError as exc:
             if exc.hint == PEER_HINT:  # our own move: the peer is not to blame
@@ -248,6 +261,12 @@ class _Session:
     def _check_version(self, msg: Message) -> None:
         if self.version is not None:
             check_version(msg, self.version)
+
+    def _check_frame(self, frame: Frame) -> None:
+        """Side-specific checks of a frame before it is decoded (overridden)."""
+
+    def _check_send(self, msg: Message) -> None:
+        """Side-specific checks of a message this side sends, before the state moves (overridden)."""
 
     def _before_receive(self, msg: Message) -> None:
         """Side-specific checks before the state moves (overridden)."""
@@ -311,7 +330,10 @@ class _Session:
 
     def _reply_abort(self) -> None:
         if self.state is State.ABORTING:  # not when our own abort crossed theirs (already closed)
-            self.send(AbortResponse(reason=Reason.ABORTED))
+            self.send(AbortResponse(reason=self._abort_reason()))
+
+    def _abort_reason(self) -> Reason | None:
+        return Reason.ABORTED
 
     # ------------------------------------------------------------------ both sides may abort
 
@@ -322,8 +344,13 @@ class _Session:
 class CAPFSession(_Session):
     """The CAPF (server) side of one session on one TLS connection.
 
-    ``max_auth_requests`` bounds AUTH_REQUESTs per session (the first plus one re-challenge for a
-    given AUTH_TYPE); ``max_key_gen_requests`` bounds KEY_GEN_REQUESTs (e.g. EC, then RSA backup).
+    CAPF's first message is exactly AUTH_REQUEST{VERSION} (public clients reject anything more);
+    the phone's AUTH_RESPONSE says which extensions it understands (``announced``, from its
+    CAPABILITIES element; none for a public client).  ``send`` refuses any message the phone has
+    not announced it understands (``DEVPROTO_NOT_ANNOUNCED``: a bug of ours, never sent), so a
+    public client gets exactly the public flow; ``decline`` says a reason in words the phone knows.
+    ``max_auth_requests`` bounds AUTH_REQUESTs per session (the first plus one challenge);
+    ``max_key_gen_requests`` bounds KEY_GEN_REQUESTs (e.g. EC, then RSA backup).
     ``session_id`` and ``nonce`` are random unless given (tests and vectors give them).
     """
 
@@ -341,26 +368,55 @@ class CAPFSession(_Session):
         self.max_key_gen_requests = max_key_gen_requests
         self.auth_requests = 0
         self.key_gen_requests = 0
+        self.announced = NO_CAPABILITIES          # from the phone's first AUTH_RESPONSE
         self.auth_response: AuthResponse | None = None
         self.public_key: bytes | None = None        # SubjectPublicKeyInfo DER from KEY_GEN_RESPONSE
         self.sign_request: SignCertRequest | None = None
         self.signature: bytes | None = None
 
+    # ------------------------------------------------------------------ what the phone understands
+
+    @property
+    def public(self) -> bool:
+        """True for a phone that announced no extension: it gets exactly the public flow."""
+        return not self.announced
+
+    def may(self, capability: Capability) -> bool:
+        """Whether the phone announced ``capability`` (all of its bits)."""
+        return capability & self.announced == capability
+
+    def needs(self, msg: Message) -> Capability:
+        """What the phone must have announced for ``msg`` here: its command and elements
+        (``messages.capabilities_needed``), and where it is sent from."""
+        need = capabilities_needed(msg)
+        if isinstance(msg, AuthRequest) and self.auth_requests >= 1:
+            need |= Capability.CHALLENGE
+        elif (isinstance(msg, StoreCertRequest) and self.state is State.AUTH_RECEIVED) or (isinstance(msg, KeyGenRequest) and self.key_gen_requests >= 1):
+            need |= Capability.RESUME
+        return need
+
     # ------------------------------------------------------------------ CAPF moves
 
-    def start(self, auth_type: AuthType | None = None, nonce: bytes | None = None) -> None:
-        """AUTH_REQUEST (also the re-challenge after an AUTH_RESPONSE with the wrong credential)."""
+    def start(self) -> None:
+        """The hello: AUTH_REQUEST with VERSION only, exactly what every client accepts."""
+        self.send(AuthRequest(version=self.server_version))
+
+    def challenge(self, auth_type: AuthType | None = None, nonce: bytes | None = None) -> None:
+        """AUTH_REQUEST again (an extension: CHALLENGE) with a fresh AUTH_NONCE and, when given,
+        the AUTH_TYPE CAPF wants; a phone answers with that credential, signed over
+        ``auth_payload`` when it is a certificate."""
         self.nonce = nonce if nonce is not None else secrets.token_bytes(32)
         self.send(AuthRequest(version=self.server_version, auth_type=auth_type, nonce=self.nonce))
 
     def auth_payload(self) -> bytes:
         """The bytes the phone must have signed in its AUTH_RESPONSE (this session, nonce, device)."""
         if self.nonce is None or self.device_name is None or self.session_id is None:
-            raise protocol_error("no AUTH_RESPONSE to check yet", E_STATE)
+            raise protocol_error("no challenge answered yet", E_STATE)
         return auth_signed_payload(self.session_id, self.nonce, self.device_name)
 
     def request_key_gen(self, key_type: str, size: int) -> None:
-        """KEY_GEN_REQUEST for ("rsa", bits) or ("ec", 256|384|521)."""
+        """KEY_GEN_REQUEST for ("rsa", bits) or ("ec", 256|384|521); RSA always with KEY_TYPE 0
+        (one public client requires it, every client accepts it)."""
         if key_type == "ec":
             try:
                 curve = ECCurve.from_bits(int(size))
@@ -368,8 +424,7 @@ class CAPFSession(_Session):
                 raise protocol_error(f"EC curve of {size} bits does not exist in the protocol", E_VERSION) from None
             msg = KeyGenRequest(key_type=KeyType.EC, ec_curve=curve)
         elif key_type == "rsa":
-            # Version 2 phones know only RSA and no KEY_TYPE element; leave it out for them.
-            msg = KeyGenRequest(key_type=None if self.version == 2 else KeyType.RSA, key_size=int(size))
+            msg = KeyGenRequest(key_type=KeyType.RSA, key_size=int(size))
         else:
             raise ValueError(f"key type must be 'rsa' or 'ec', not {key_type!r}")
         self.send(msg)
@@ -382,30 +437,59 @@ class CAPFSession(_Session):
         self.send(SignCertRequest(tbs_data=tbs_data, digest_type=None if self.version == 2 else digest_type))
 
     def store_certificate(self, der: bytes, cert_type: CertificateType = CertificateType.LSC) -> None:
+        """STORE_CERT_REQUEST, the certificate in the nested form every client reads."""
         self.send(StoreCertRequest(certificate_type=cert_type, certificate=CertificateValue(cert_type, der)))
 
-    def request_delete(self, cert_type: CertificateType = CertificateType.LSC) -> None:
+    def request_delete(self, cert_type: CertificateType | None = None) -> None:
+        """DELETE_CERT_REQUEST, with no element (the public form) unless a type is given."""
         self.send(DeleteCertRequest(certificate_type=cert_type))
 
     def request_fetch(self, cert_type: CertificateType | None = None) -> None:
         self.send(FetchCertRequest(certificate_type=cert_type))
 
     def keepalive(self) -> None:
-        """REQUEST_IN_PROGRESS while CAPF works (credentials, enrollment at the RA)."""
+        """REQUEST_IN_PROGRESS while CAPF works (an extension: KEEPALIVE)."""
         self.send(RequestInProgress())
 
     def status_enquiry(self) -> None:
         self.send(StatusEnquiry())
 
     def retry_later(self, seconds: int, reason: Reason | int = Reason.CA_UNAVAILABLE, info: str | None = None) -> None:
-        """RETRY_LATER: the CA is unavailable; the phone comes back after ``seconds``.  Ends the session."""
-        self.send(RetryLater(retry_delay=int(seconds), reason=reason, reason_info=info))
+        """RETRY_LATER (an extension): the phone comes back after ``seconds``.  Ends the session."""
+        said = reason if self.may(Capability.REASONS) else public_reason(reason)
+        self.send(RetryLater(retry_delay=int(seconds), reason=said,
+                             reason_info=info if self.may(Capability.REASONS) else None))
 
     def end(self, reason: Reason | int = Reason.OK, info: str | None = None) -> None:
         """END_SESSION, allowed from every open state (also after a ProtocolError)."""
         self.send(EndSession(reason=reason, reason_info=info))
 
+    def decline(self, reason: Reason | int, info: str | None = None) -> None:
+        """END_SESSION with ``reason`` as this phone can hear it: a phone that announced REASONS
+        gets ``reason`` and ``info``; any other gets the public reason (1, 7 or 9) alone."""
+        if self.may(Capability.REASONS):
+            self.end(reason, info)
+        else:
+            self.end(public_reason(reason))
+
     # ------------------------------------------------------------------ bookkeeping
+
+    def _check_send(self, msg: Message) -> None:
+        if self.state is State.CLOSED:
+            return  # the state machine says so, with its own code
+        self.next_state(self.role, msg.COMMAND)  # out of order is a transition error first
+        missing = self.needs(msg) & ~self.announced
+        if missing:
+            raise protocol_error(f"{msg.COMMAND.name} needs {missing!r}, which the phone did not announce",
+                                 E_NOT_ANNOUNCED, _OWN_BUG_HINT)
+
+    def send(self, msg: Message) -> None:
+        super().send(msg)
+        if isinstance(msg, SignCertRequest):
+            self.sign_request = msg
+
+    def _abort_reason(self) -> Reason | None:
+        return Reason.ABORTED if self.may(Capability.REASONS) else None
 
     def _count(self, sender: Role, msg: Message) -> None:
         if sender is not Role.CAPF:
@@ -431,6 +515,8 @@ class CAPFSession(_Session):
 
     def _after_receive(self, msg: Message) -> None:
         if isinstance(msg, AuthResponse):
+            if self.auth_response is None:  # what the phone understands is said once, first
+                self.announced = msg.announced
             self.version = msg.version
             self.device_name = msg.device_name
             self.auth_response = msg
@@ -441,24 +527,25 @@ class CAPFSession(_Session):
         elif isinstance(msg, AbortRequest):
             self._reply_abort()
 
-    def send(self, msg: Message) -> None:
-        super().send(msg)
-        if isinstance(msg, SignCertRequest):
-            self.sign_request = msg
-
 
 class PhoneSession(_Session):
-    """The phone side of one session: it opened the TLS connection and waits for AUTH_REQUEST."""
+    """The phone side of one session: it opened the TLS connection and waits for AUTH_REQUEST.
+
+    ``capabilities`` is what the phone announces in its AUTH_RESPONSE; an empty set makes a public
+    client: it announces nothing, and, as the strictest public clients do, it refuses (ProtocolError
+    ``DEVPROTO_NOT_PUBLIC``) any command, element, value or order outside the public flow
+    (``messages.PUBLIC_CLIENT_KNOWS``).  Strings go out NUL-terminated, as real phones send them."""
 
     role = Role.PHONE
 
     def __init__(self, *, device_name: str, max_version: int = SERVER_VERSION,
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, capabilities: Capability = ALL_CAPABILITIES) -> None:
         super().__init__(limits=limits)
         if max_version not in SUPPORTED_VERSIONS:
             raise ValueError(f"max_version must be one of {SUPPORTED_VERSIONS}")
         self.device_name = device_name
         self.max_version = max_version
+        self.capabilities = Capability(capabilities)
         self.auth_request: AuthRequest | None = None
         self.key_gen_request: KeyGenRequest | None = None
         self.sign_request: SignCertRequest | None = None
@@ -481,11 +568,18 @@ class PhoneSession(_Session):
         assert self.device_name is not None and self.version is not None
         v3 = self.version >= 3
         self.send(AuthResponse(
-            version=self.version, device_name=self.device_name, auth_password=password, certificate=certificate,
+            version=self.version, device_name=CString(self.device_name),
+            auth_password=CString(password) if password is not None else None,
+            status=Reason.OK if self.public else None, certificate=certificate,
             signed_data=signature if signature is not None and not v3 else None,
             signed_data_sha2=signature if v3 else None,
             digest_type=DigestType.from_hash_name(digest) if v3 and signature is not None else None,
-            sudi_data=sudi_data))
+            sudi_data=sudi_data, capabilities=int(self.capabilities) if self.capabilities else None))
+
+    @property
+    def public(self) -> bool:
+        """A public client: it announces no extension."""
+        return not self.capabilities
 
     def in_progress(self) -> None:
         """REQUEST_IN_PROGRESS: still generating or signing; send at least every keepalive interval."""
@@ -517,6 +611,15 @@ class PhoneSession(_Session):
         self.send(FetchCertResponse(reason=reason, certificates=tuple(certificates)))
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def _check_frame(self, frame: Frame) -> None:
+        if self.public:
+            why = public_client_refuses(frame, first=self.state is State.START,
+                                        after_key=self.state is State.KEY_RECEIVED)
+            if why is not None:
+                raise protocol_error(f"a public client does not know {why}", E_NOT_PUBLIC,
+                                     "CAPF sent this public client something outside the public flow: "
+                                     "a CAPF bug (docs/device-protocol.md, 'Public flow and extensions').")
 
     def _check_session_id(self, msg: Message) -> None:
         if self.session_id is None and isinstance(msg, AuthRequest):
