@@ -30,7 +30,8 @@ def test_defaults_load_without_a_file(tmp_path: Path) -> None:
     assert (cfg.ca.port, cfg.ra.port, cfg.capf.port) == (8443, 8084, 3804)
     assert cfg.ra.ca_password.get_secret_value() == ""
     assert [t.name for t in cfg.ca.templates] == ["CiscoRA", "WebServer"]
-    assert cfg.database_url == f"sqlite:///{Path('onlineca-data') / 'onlineca.db'}"
+    # the data dir is always absolute (messages name files whatever the working directory)
+    assert cfg.database_url == f"sqlite:///{Path('onlineca-data').absolute() / 'onlineca.db'}"
     cfg = load_config(None, environ={"ONLINECA_DATA_DIR": str(tmp_path)})
     assert cfg.log_path == tmp_path / "logs"
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
@@ -27,7 +28,7 @@ from onlineca.errors import ESTCodedError, OnlineCAError
 from onlineca.proto.libest import rv_text
 
 if TYPE_CHECKING:  # the config module loads pydantic: not needed for ``onlineca --help``
-    from onlineca.config import Config
+    from onlineca.config import Config, ConfigSource
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a failure, or a finding of a reporting command
@@ -36,11 +37,35 @@ EXIT_USAGE = 2    # click's own status for a usage error
 
 @dataclass
 class AppContext:
-    """The root command's options, resolved into one configuration (``ctx.obj`` of every command)."""
+    """The root command's options, resolved into one configuration (``ctx.obj`` of every command).
 
-    config: Config
-    config_path: Path | None
-    log_format: str
+    The file is read when a command first asks for ``config`` (so ``--help``, ``manpage`` and
+    ``config example`` work beside a broken file); ``source`` says which file is in force and why.
+    """
+
+    source: ConfigSource
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from onlineca.config import load_config
+
+            cfg = load_config(self.source.path)  # a ConfigError is the command's error (exit 1)
+            updates = dict(self.overrides)
+            if "logging" in updates:  # --log-format / --log-target: only the keys given
+                updates["logging"] = cfg.logging.model_copy(update=updates["logging"])
+            self._config = cfg.model_copy(update=updates) if updates else cfg
+        return self._config
+
+    @property
+    def config_path(self) -> Path | None:
+        return self.source.path
+
+    @property
+    def log_format(self) -> str:
+        return self.config.logging.format
 
     @property
     def data_dir(self) -> Path:
@@ -101,21 +126,93 @@ class Closable(Protocol):
 R = TypeVar("R", bound=Closable)
 
 
+def reopen_logs() -> int:
+    """SIGHUP's log part: every log file of this process closed and opened again (logrotate's
+    ``postrotate`` sends SIGHUP; a rename alone is noticed by the files themselves)."""
+    from onlineca.logs import reopen_log_files
+
+    return reopen_log_files()
+
+
+def on_sighup(running: object) -> None:
+    """What SIGHUP does to a running server: reopen the log files, then call its ``reload()``
+    when it has one (configuration, trust stores, certificates: branch ra).  Any failure is
+    logged and the server keeps serving as it was."""
+    import logging
+
+    log = logging.getLogger("onlineca")
+    try:
+        reopen_logs()
+    except Exception as exc:  # a full disk must not stop the server
+        log.warning("SIGHUP: reopening the log files failed: %s", exc)
+    reload = getattr(running, "reload", None)
+    if callable(reload):
+        result = reload()
+        if asyncio.iscoroutine(result):
+            task = asyncio.ensure_future(result)
+            _reloads.add(task)  # a task nobody references may be collected before it ends
+            task.add_done_callback(_reloads.discard)
+
+
+_reloads: set[asyncio.Future[object]] = set()
+
+
+def _role(ctx: click.Context) -> str:
+    """``ca`` for ``onlineca ca serve``: the group the serve command belongs to."""
+    return (ctx.parent.info_name if ctx.parent is not None else None) or ctx.info_name or "server"
+
+
 def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R], str]) -> None:
     """Start a server in a new event loop, print ``describe(running)`` to stderr (the readiness
     line scripts wait for), serve until SIGINT or SIGTERM, then close it.  An error raised by
-    ``start`` propagates (an ``OnlineCAError`` becomes the command's ``error:`` line)."""
+    ``start`` propagates (an ``OnlineCAError`` becomes the command's ``error:`` line).
+
+    Around it, as a service needs: the log target of the configuration is set before the server
+    opens its logs; ``<data>/<role>.lock`` is held for the life of the server (a second one on the
+    same data dir exits 1 naming the first); the configuration file in force is logged once;
+    systemd hears READY=1 once the server listens and STOPPING=1 when it stops; SIGHUP reopens
+    the log files (``on_sighup``)."""
+    from onlineca import logs
+    from onlineca.infra.daemon import ServerLock, notify
+
+    ctx = click.get_current_context()
+    app = ctx.find_object(AppContext)
+    role = _role(ctx)
+    if app is not None:
+        logs.set_target(app.config.logging.target)
+    lock = ServerLock(app.data_dir, role).acquire() if app is not None else None
 
     async def main() -> None:
         running = await start()
+        loop = asyncio.get_running_loop()
+        # ---- SIGHUP (branch ops: log files; branch ra adds the configuration reload through
+        #      running.reload(), which on_sighup calls): the one place it is registered.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, on_sighup, running)
+        # ----
         try:
-            click.echo(describe(running), err=True)
+            line = describe(running)
+            click.echo(line, err=True)  # first: the readiness line scripts wait for
+            if app is not None:
+                import logging
+
+                source = app.source.describe()
+                logging.getLogger(f"onlineca.{role}").info("%s; %s", line, source)
+                click.echo(source, err=True)
+            notify(f"READY=1\nSTATUS={line}\nMAINPID={os.getpid()}")
             await until_signal()
         finally:
+            notify("STOPPING=1")
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signal.SIGHUP)
             await running.close()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "AppContext", "Closable", "error_line", "exit_on_finding",
-           "report_error", "serve_until_signal", "until_signal"]
+           "on_sighup", "reopen_logs", "report_error", "serve_until_signal", "until_signal"]
