@@ -47,9 +47,11 @@ def read_secret(file: str, env_var: str, what: str, environ: dict[str, str] | No
 
 
 class _Section(BaseModel):
-    # Each field's docstring is its description: ``onlineca config example`` prints it as the
-    # key's comment, so the example cannot drift from the model (a test requires one per field).
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # Each field's docstring (the string under it) is its description: ``onlineca config example``
+    # prints it as the key's comment (``field_docs``), so the example cannot drift from the model
+    # (a test requires one per field).  Read from the source only when needed: pydantic's
+    # use_attribute_docstrings would parse it at every start of every command.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LoggingConfig(_Section):
@@ -701,17 +703,33 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
+def field_docs() -> dict[str, dict[str, str]]:
+    """``{model class name: {field: its docstring}}``, read from this module's source."""
+    import ast
+
+    docs: dict[str, dict[str, str]] = {}
+    for node in ast.parse(Path(__file__).read_text(encoding="utf-8")).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        fields = docs.setdefault(node.name, {})
+        for stmt, after in zip(node.body, node.body[1:], strict=False):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                fields[stmt.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
 def _comment(text: str) -> list[str]:
     return textwrap.wrap(text, 98, initial_indent="# ", subsequent_indent="#   ") or ["#"]
 
 
-def _key_lines(model: BaseModel, section: str) -> list[str]:
+def _key_lines(model: BaseModel, section: str, docs: dict[str, dict[str, str]]) -> list[str]:
     lines: list[str] = []
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel) or (isinstance(value, list) and value and isinstance(value[0], BaseModel)):
             continue
-        description = field.description or ""
+        description = docs.get(type(model).__name__, {}).get(name, "")
         if field.annotation is SecretStr:
             var = f"{ENV_PREFIX}{section.upper()}_{name.upper()}".replace(".", "_")
             lines += _comment(description)
@@ -732,18 +750,19 @@ def example_toml() -> str:
            "# ONLINECA_RA_CA_PASSWORD, ONLINECA_CAPF_RA_PASSWORD, ONLINECA_DATABASE_URL.",
            "# Looked for at: --config, $ONLINECA_CONFIG, " + ", ".join(e for e, _ in search_path()) + ".",
            ""]
-    out += _key_lines(defaults, "")
+    docs = field_docs()
+    out += _key_lines(defaults, "", docs)
     for name in Config.model_fields:
         section = getattr(defaults, name)
         if not isinstance(section, BaseModel):
             continue
         doc = (type(section).__doc__ or name).strip().splitlines()[0]
         out += ["", f"[{name}]", *_comment(doc.replace("``", "'"))]
-        out += _key_lines(section, name)
+        out += _key_lines(section, name, docs)
         for sub_name in type(section).model_fields:
             items = getattr(section, sub_name)
             if isinstance(items, list) and items and isinstance(items[0], BaseModel):
                 for item in items:
                     out += ["", f"[[{name}.{sub_name}]]"]
-                    out += _key_lines(item, f"{name}.{sub_name}")
+                    out += _key_lines(item, f"{name}.{sub_name}", docs)
     return "\n".join(out) + "\n"

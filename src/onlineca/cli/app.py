@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -76,6 +76,31 @@ class AppContext:
         return self.config.log_path
 
 
+# --------------------------------------------------------------------------- read-only commands
+
+
+def read_only_config(config: Config) -> Config:
+    """The configuration a read-only command opens its databases with: a SQLite database that
+    does not exist yet is an empty one, so it is opened in memory instead of being created (a
+    listing on a new data dir makes no folder and no file)."""
+    from pydantic import SecretStr
+    from sqlalchemy.engine import make_url
+
+    def absent(url: str) -> bool:
+        if not url.startswith("sqlite"):
+            return False
+        path = make_url(url).database
+        return path is not None and path not in ("", ":memory:") and not Path(path).exists()
+
+    updates: dict[str, Any] = {}
+    if absent(config.database_url):
+        updates["database"] = config.database.model_copy(update={"url": SecretStr("sqlite://")})
+    ca_url = config.admin.ca_database_url.get_secret_value()
+    if ca_url and absent(ca_url):
+        updates["admin"] = config.admin.model_copy(update={"ca_database_url": SecretStr("")})
+    return config.model_copy(update=updates) if updates else config
+
+
 # --------------------------------------------------------------------------- the error path
 
 
@@ -102,19 +127,27 @@ def exit_on_finding(found: bool) -> None:
 # --------------------------------------------------------------------------- serving
 
 
-async def until_signal() -> None:
-    """Return when SIGINT or SIGTERM arrives."""
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set when SIGINT or SIGTERM arrives, its handlers in place from the start of the
+    ``with`` (so a server announces readiness only once a stop request can no longer kill it)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
             loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(sig)
+
+
+async def until_signal() -> None:
+    """Return when SIGINT or SIGTERM arrives."""
+    with stop_on_signals() as stop:
+        await stop.wait()
 
 
 class Closable(Protocol):
@@ -134,7 +167,7 @@ def reopen_logs() -> int:
     return reopen_log_files()
 
 
-def on_sighup(running: object) -> None:
+def on_sighup(running: object, role: str = "server") -> None:
     """What SIGHUP does to a running server: reopen the log files, then call its ``reload()``
     when it has one (configuration, trust stores, certificates: branch ra).  Any failure is
     logged and the server keeps serving as it was."""
@@ -142,7 +175,8 @@ def on_sighup(running: object) -> None:
 
     log = logging.getLogger("onlineca")
     try:
-        reopen_logs()
+        count = reopen_logs()
+        logging.getLogger(f"onlineca.{role}").info("SIGHUP: %d log file(s) reopened", count)
     except Exception as exc:  # a full disk must not stop the server
         log.warning("SIGHUP: reopening the log files failed: %s", exc)
     reload = getattr(running, "reload", None)
@@ -155,6 +189,9 @@ def on_sighup(running: object) -> None:
 
 
 _reloads: set[asyncio.Future[object]] = set()
+
+
+LOCKED_ROLES = frozenset({"ca", "ra", "capf", "admin"})
 
 
 def _role(ctx: click.Context) -> str:
@@ -180,17 +217,20 @@ def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R]
     role = _role(ctx)
     if app is not None:
         logs.set_target(app.config.logging.target)
-    lock = ServerLock(app.data_dir, role).acquire() if app is not None else None
+    # one server per data dir for the tiers' servers; 'est serve' (a test tool) may run many
+    lock = ServerLock(app.data_dir, role).acquire() if app is not None and role in LOCKED_ROLES else None
 
     async def main() -> None:
+        stack = contextlib.ExitStack()
         running = await start()
         loop = asyncio.get_running_loop()
         # ---- SIGHUP (branch ops: log files; branch ra adds the configuration reload through
         #      running.reload(), which on_sighup calls): the one place it is registered.
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signal.SIGHUP, on_sighup, running)
+            loop.add_signal_handler(signal.SIGHUP, on_sighup, running, role)
         # ----
         try:
+            stopping = stack.enter_context(stop_on_signals())
             line = describe(running)
             click.echo(line, err=True)  # first: the readiness line scripts wait for
             if app is not None:
@@ -200,8 +240,9 @@ def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R]
                 logging.getLogger(f"onlineca.{role}").info("%s; %s", line, source)
                 click.echo(source, err=True)
             notify(f"READY=1\nSTATUS={line}\nMAINPID={os.getpid()}")
-            await until_signal()
+            await stopping.wait()
         finally:
+            stack.close()
             notify("STOPPING=1")
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(signal.SIGHUP)
@@ -215,4 +256,4 @@ def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R]
 
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "AppContext", "Closable", "error_line", "exit_on_finding",
-           "on_sighup", "reopen_logs", "report_error", "serve_until_signal", "until_signal"]
+           "on_sighup", "read_only_config", "reopen_logs", "report_error", "serve_until_signal", "until_signal"]

@@ -18,7 +18,7 @@ import click
 
 from onlineca import pki
 from onlineca.ca import engine as eng, users as ca_users
-from onlineca.cli.app import AppContext, serve_until_signal
+from onlineca.cli.app import AppContext, read_only_config, serve_until_signal
 from onlineca.config import DataDir
 from onlineca.errors import CAError
 from onlineca.store import Database
@@ -139,7 +139,7 @@ def users_list(app: AppContext, as_json: bool) -> None:
 
 # --------------------------------------------------------------------------- requests
 
-def _services(app: AppContext) -> Any:
+def _services(app: AppContext, read_only: bool = False) -> Any:
     """The service layer (the CA's request database migrated), shared with the console; the
     requests commands are the CA's, so they need the CA (as 'ca serve' does)."""
     from onlineca.service.core import Services
@@ -147,7 +147,8 @@ def _services(app: AppContext) -> Any:
     ca_paths = DataDir(app.data_dir).ca
     if not ca_paths.issuing_cert.exists():
         raise CAError(f"no CA in {ca_paths.dir}", hint="Run 'onlineca ca init' first.")
-    return Services(app.config, app.config_path).migrate()
+    # read_only: a CA whose database was never made is read as empty rather than made
+    return Services(read_only_config(app.config) if read_only else app.config, app.config_path).migrate()
 
 
 @ca.group("requests")
@@ -163,7 +164,7 @@ def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> No
     """List requests (ReqID, requester, template, disposition)."""
     from onlineca.service import ca as service
     from onlineca.service.core import cli_actor
-    svc = _services(app)
+    svc = _services(app, read_only=True)
     try:
         _, rows = service.list_requests(svc, cli_actor(), disposition, limit=1000)
     finally:
@@ -183,7 +184,7 @@ def requests_show(app: AppContext, req_id: int, pem: bool) -> None:
     """Show one request."""
     from onlineca.service import ca as service
     from onlineca.service.core import cli_actor
-    svc = _services(app)
+    svc = _services(app, read_only=True)
     try:
         row = service.get_request(svc, cli_actor(), req_id)
     finally:

@@ -147,7 +147,7 @@ class Reopenable(Protocol):
 
 
 # Every log file open in this process, so SIGHUP can reopen them all (weak: a detached handler goes).
-_open_files: weakref.WeakSet[Reopenable] = weakref.WeakSet()  # type: ignore[type-var]
+_open_files: weakref.WeakSet[Reopenable] = weakref.WeakSet()
 _open_lock = threading.Lock()
 
 
