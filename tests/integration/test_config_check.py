@@ -50,7 +50,7 @@ def test_config_check_finds_each_problem_and_names_absolute_paths(tmp_path: Path
     t = tmp_path
     expected = [
         f"error    [ca] tls_key: {t / 'expired.key'} does not belong to {t / 'good.pem'}",
-        f"error    [ra] ca_url: 'http://ca.example/certsrv': must be an https:// URL",
+        "error    [ra] ca_url: 'http://ca.example/certsrv': must be an https:// URL",
         f"error    [ra] trust_store: {t / 'missing.pem'}: no such file",
         f"error    [capf] tls_cert: {t / 'expired.pem'}: CN=expired expired on",
         f"ok       [capf] tls_key: {t / 'expired.key'} belongs to {t / 'expired.pem'}",
