@@ -98,6 +98,9 @@ def init_ca(config: Config, data_dir: str | Path, *, key_type: str | None = None
     ca_paths.issuing_cert.write_bytes(pki.cert_pem(issuing))
     ca_paths.chain.write_bytes(pki.certs_pem([issuing, root]))
     issue_web_certificate(ca_paths, cfg.web_names, issuing_key, issuing)
+    close = getattr(issuing_key, "close", None)
+    if callable(close):  # the token's session
+        close()
     return ca_paths
 
 

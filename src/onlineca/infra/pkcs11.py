@@ -11,6 +11,7 @@ concurrent use of one session.  The PIN comes from the caller (a file or the env
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,12 @@ def _open_session(module: str, token_label: str, pin: bytes | None) -> Any:
     try:
         lib = pkcs11.lib(str(path))
         token = lib.get_token(token_label=token_label or None)
-        return token.open(user_pin=pin.decode("utf-8"), rw=True)
+        try:
+            return token.open(user_pin=pin.decode("utf-8"), rw=True)
+        except pkcs11.exceptions.UserAlreadyLoggedIn:
+            # PKCS#11 logs in the application, not the session: another session of this process
+            # (the CA's signer, while 'ca init' or a test runs beside it) already did
+            return token.open(rw=True)
     except pkcs11.exceptions.PKCS11Error as exc:
         raise PKIError(f"PKCS#11 token {token_label!r} in {path}: {type(exc).__name__} {exc}",
                        hint="Check [ca] pkcs11_token_label and the PIN ('pkcs11-tool --module MODULE "
@@ -90,10 +96,11 @@ class Pkcs11Signer:
             with self._lock:
                 return bytes(self._private.sign(data, mechanism=mechanism))
         from pkcs11.util.ec import encode_ecdsa_signature
-        mechanism = {"sha256": p.Mechanism.ECDSA_SHA256, "sha384": p.Mechanism.ECDSA_SHA384,
-                     "sha512": p.Mechanism.ECDSA_SHA512}[digest]
+        # Plain CKM_ECDSA over a digest made here: every token has it (SoftHSM2 2.6 lacks the
+        # CKM_ECDSA_SHA* mechanisms), and the token still never sees more than a hash.
+        hashed = hashlib.new(digest, data).digest()
         with self._lock:
-            raw = self._private.sign(data, mechanism=mechanism)
+            raw = self._private.sign(hashed, mechanism=p.Mechanism.ECDSA)
         return bytes(encode_ecdsa_signature(raw))  # the token gives r||s; X.509 carries DER
 
     def close(self) -> None:
