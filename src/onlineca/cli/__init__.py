@@ -127,8 +127,9 @@ def main_group(ctx: click.Context, config_path: Path | None, data_dir: Path | No
 
 
 def main() -> None:
-    """The ``onlineca`` console script and ``python -m onlineca``."""
-    main_group()
+    """The ``onlineca`` console script and ``python -m onlineca`` (named onlineca either way, so
+    usage lines read the same and shell completion is ``_ONLINECA_COMPLETE``)."""
+    main_group(prog_name="onlineca")
 
 
 __all__ = ["COMMANDS", "main", "main_group"]

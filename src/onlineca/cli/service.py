@@ -40,8 +40,10 @@ def service() -> None:
 
 @service.command("install")
 @click.option("--dir", "unit_dir", type=click.Path(file_okay=False, path_type=Path), default=SYSTEMD_DIR,
-              show_default=True, help="Where the unit files go.")
+              show_default=True, envvar="ONLINECA_SYSTEMD_DIR",
+              help="Where the unit files go (or $ONLINECA_SYSTEMD_DIR: a package's staging root).")
 @click.option("--logrotate-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="ONLINECA_LOGROTATE_DIR",
               help=f"Where the logrotate snippet goes (default {LOGROTATE_DIR}, or --dir when --dir is given).")
 @click.option("--user", default="onlineca", show_default=True, help="The system user the servers run as.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),

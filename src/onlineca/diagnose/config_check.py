@@ -88,7 +88,12 @@ class _Run:
     # -- files
     def readable(self, what: str, path: Path, *, folder_ok: bool = False) -> bool:
         if not path.exists():
-            self.add("error", what, f"{path}: no such file")
+            if path.is_relative_to(self.cfg.data_path) and not self.cfg.paths.ca.issuing_cert.exists():
+                # a fresh install names what 'ca init' (and CAPF's first start) will make
+                self.add("warning", what, f"{path}: not there yet ('onlineca ca init' and the servers make the "
+                         "data dir's files)")
+            else:
+                self.add("error", what, f"{path}: no such file")
             return False
         if path.is_dir() and not folder_ok:
             self.add("error", what, f"{path}: is a folder, a file was expected")
