@@ -104,6 +104,12 @@ def unit_text(role: str, s: UnitSettings) -> str:
         "LockPersonality=yes",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
         "SystemCallArchitectures=native",
+        # the set systemd keeps for ordinary services; a call outside it fails (EPERM) rather
+        # than killing the server, so a library's probe degrades instead of crashing
+        "SystemCallFilter=@system-service",
+        "SystemCallErrorNumber=EPERM",
+        "ProtectProc=invisible",
+        "RemoveIPC=yes",
         *(["CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "AmbientCapabilities=CAP_NET_BIND_SERVICE"]
           if s.bind_privileged else ["CapabilityBoundingSet=", "AmbientCapabilities="]),
         *([f"ReadWritePaths={' '.join(read_write)}"] if read_write else []),
