@@ -560,3 +560,27 @@ __all__ = [
     *sorted(name for name, value in list(globals().items())
             if isinstance(value, type) and issubclass(value, OnlineCAError)),
 ]
+
+
+# --------------------------------------------------------------------------------- ops
+# Branch ops (issue 15): running as a service, keys at rest, backups.
+
+
+class AlreadyRunning(OnlineCAError):
+    """Another server of the same role runs on this data dir (it holds ``<data>/<role>.lock``)."""
+
+    code = "ALREADY_RUNNING"
+
+
+class BackupError(OnlineCAError):
+    """A backup cannot be made, verified or restored."""
+
+    code = "BACKUP"
+
+
+CODES.update(_table(
+    ("ALREADY_RUNNING", AlreadyRunning, "local", "Stop the server named in the message, or give this one another --data-dir."),
+    ("KEY_PASSPHRASE", PKIError, "local", "Set the key's passphrase: [ca] or [capf] key_passphrase_file, or $ONLINECA_CA_KEY_PASSPHRASE / $ONLINECA_CAPF_KEY_PASSPHRASE."),
+    ("BACKUP", BackupError, "local", "Read the message: it names the file or member that is missing or does not match the manifest."),
+    ("BACKUP_DIGEST", BackupError, "local", "The backup is damaged or was changed: restore from another copy."),
+))

@@ -299,7 +299,7 @@ class OnlineCAEnroller:
         if not force and cert_path.exists() and key_path.exists():
             try:
                 current = files.load_cert_file(cert_path)[0]
-                files.read_private_key(key_path)
+                files.read_private_key(key_path, self.cfg.key_passphrase())
                 if not renewal_due(current):
                     return False
                 trace_log.info("debug CAPF certificate serial %x is past %d%% of its life: renewing",
@@ -320,7 +320,7 @@ class OnlineCAEnroller:
         trace_log.info("debug CAPF certificate %s", enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))
         chain = await self._served_chain(resp.certificate, resp.certificates)
         # Key first, then the certificate: a reader never finds a certificate without its key.
-        files.write_private_key(key_path, key)
+        files.write_private_key(key_path, key, self.cfg.key_passphrase())  # encrypted when a passphrase is set
         files.write_file(cert_path, pki.certs_pem(chain))
         trace_log.info("debug CAPF certificate written to %s (serial %x, valid until %s)", cert_path,
                        resp.certificate.serial_number, resp.certificate.not_valid_after_utc.isoformat())

@@ -117,7 +117,8 @@ async def _maintenance_once(running: RunningCAPF) -> None:
         try:
             if await running.enroller.ensure_capf_certificate(_tls_names(running)):
                 paths = running.enroller.paths
-                running.ssl_context.load_cert_chain(str(paths.capf_cert), str(paths.capf_key))
+                running.ssl_context.load_cert_chain(str(paths.capf_cert), str(paths.capf_key),
+                                                    password=cfg.key_passphrase())
                 trace_log.info("debug CAPF now serves its renewed certificate")
         except CAUnavailable as exc:
             trace_log.warning("debug CAPF certificate renewal postponed: %s", exc.message)
@@ -174,7 +175,7 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
             await enroller.ensure_capf_certificate(names)
             cert_file, key_file = str(enroller.paths.capf_cert), str(enroller.paths.capf_key)
         try:
-            ctx = tls.server_context(cert_file, key_file)
+            ctx = tls.server_context(cert_file, key_file, password=cfg.key_passphrase())
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load CAPF's TLS certificate {cert_file} / {key_file}: {exc}",
                               hint="Set [capf] tls_cert and tls_key, or leave them empty to enroll one.") from None

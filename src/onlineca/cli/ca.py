@@ -18,7 +18,7 @@ import click
 
 from onlineca import pki
 from onlineca.ca import engine as eng, users as ca_users
-from onlineca.cli.app import AppContext, serve_until_signal
+from onlineca.cli.app import AppContext, read_only_config, serve_until_signal
 from onlineca.config import DataDir
 from onlineca.errors import CAError
 from onlineca.store import Database
@@ -45,12 +45,18 @@ def ca() -> None:
 @click.option("--password", default=None, envvar=PASSWORD_ENV, help=f"Its password (or ${PASSWORD_ENV}); "
               "generated and printed once when omitted.")
 @click.option("--force", is_flag=True, help="Replace an existing CA.")
+@click.option("--encrypt-keys", is_flag=True, help="Write the root and issuing keys as encrypted PKCS#8 (passphrase "
+              "from [ca] key_passphrase_file or $ONLINECA_CA_KEY_PASSPHRASE).")
+@click.option("--pkcs11", is_flag=True, help="Make the issuing key in the PKCS#11 token of [ca] pkcs11_module, "
+              "pkcs11_token_label, pkcs11_key_label (PIN from pkcs11_pin_file or $ONLINECA_CA_PKCS11_PIN).")
 @click.pass_obj
 def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_name: str | None,
-             issuing_name: str | None, user: str, password: str | None, force: bool) -> None:
+             issuing_name: str | None, user: str, password: str | None, force: bool, encrypt_keys: bool,
+             pkcs11: bool) -> None:
     """Create the root CA, the issuing CA and the web server certificate in <data dir>/ca."""
     files = eng.init_ca(app.config, app.data_dir, key_type=key_type, key_size=key_size,
-                        root_name=root_name, issuing_name=issuing_name, force=force)
+                        root_name=root_name, issuing_name=issuing_name, force=force, encrypt_keys=encrypt_keys,
+                        pkcs11=pkcs11)
     upath = eng.users_path(app.config, app.data_dir)
     generated = None
     if not ca_users.list_users(upath):
@@ -61,6 +67,12 @@ def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_n
     click.echo(f"  root:    {files.root_cert}")
     click.echo(f"  issuing: {files.issuing_cert} ({pki.name_to_slash(issuing.subject)})")
     click.echo(f"  chain:   {files.chain}")
+    if pkcs11:
+        click.echo(f"  issuing key: in the PKCS#11 token {app.config.ca.pkcs11_token_label!r}, "
+                   f"label {app.config.ca.pkcs11_key_label!r}")
+    if encrypt_keys:
+        click.echo(f"  keys:    {files.root_key}{'' if pkcs11 else ' and ' + str(files.issuing_key)} "
+                   "encrypted (PKCS#8)")
     click.echo(f"  web:     {files.web_cert} for {', '.join(app.config.ca.web_names)}")
     if generated is not None:
         click.echo(f"  users:   {upath} with user {user!r}")
@@ -128,15 +140,16 @@ def users_list(app: AppContext, as_json: bool) -> None:
 
 # --------------------------------------------------------------------------- requests
 
-def _services(app: AppContext) -> Any:
+def _services(app: AppContext, read_only: bool = False) -> Any:
     """The service layer (the CA's request database migrated), shared with the console; the
     requests commands are the CA's, so they need the CA (as 'ca serve' does)."""
     from onlineca.service.core import Services
 
     ca_paths = DataDir(app.data_dir).ca
-    if not ca_paths.issuing_key.exists():
+    if not ca_paths.issuing_cert.exists():
         raise CAError(f"no CA in {ca_paths.dir}", hint="Run 'onlineca ca init' first.")
-    return Services(app.config, app.config_path).migrate()
+    # read_only: a CA whose database was never made is read as empty rather than made
+    return Services(read_only_config(app.config) if read_only else app.config, app.config_path).migrate()
 
 
 @ca.group("requests")
@@ -152,7 +165,7 @@ def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> No
     """List requests (ReqID, requester, template, disposition)."""
     from onlineca.service import ca as service
     from onlineca.service.core import cli_actor
-    svc = _services(app)
+    svc = _services(app, read_only=True)
     try:
         _, rows = service.list_requests(svc, cli_actor(), disposition, limit=1000)
     finally:
@@ -172,7 +185,7 @@ def requests_show(app: AppContext, req_id: int, pem: bool) -> None:
     """Show one request."""
     from onlineca.service import ca as service
     from onlineca.service.core import cli_actor
-    svc = _services(app)
+    svc = _services(app, read_only=True)
     try:
         row = service.get_request(svc, cli_actor(), req_id)
     finally:

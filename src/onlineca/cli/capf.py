@@ -29,16 +29,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onlineca.cli.app import AppContext, exit_on_finding, serve_until_signal
+from onlineca.cli.app import AppContext, exit_on_finding, read_only_config, serve_until_signal
 from onlineca.errors import CAPFError, CSVImportError
 
 
 @contextmanager
-def _services(ctx: click.Context) -> Iterator[tuple[Any, Any]]:
-    """The service layer on the configured database (migrated first) and the command line's actor."""
+def _services(ctx: click.Context, read_only: bool = False) -> Iterator[tuple[Any, Any]]:
+    """The service layer on the configured database (migrated first) and the command line's actor;
+    ``read_only``: a database that does not exist yet is read as an empty one, not created."""
     from onlineca.service.core import Services, cli_actor
 
-    svc = Services(ctx.obj.config, ctx.obj.config_path).migrate()
+    config = read_only_config(ctx.obj.config) if read_only else ctx.obj.config
+    svc = Services(config, ctx.obj.config_path).migrate()
     try:
         yield svc, cli_actor()
     finally:
@@ -198,7 +200,7 @@ def _make_filter(status: str | None, operation: str | None, profile: str | None,
 def devices_list(ctx: click.Context, /, limit: int | None, as_json: bool, **filters: Any) -> None:
     """List devices matching every filter given."""
     from onlineca.service import devices as service
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         _, rows = service.list_devices(svc, actor, _make_filter(**filters), limit=limit)
     if as_json:
         _print_json(rows)
@@ -218,7 +220,7 @@ def devices_list(ctx: click.Context, /, limit: int | None, as_json: bool, **filt
 def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) -> None:
     """One device: its effective policy, LSC history and recent events."""
     from onlineca.service import devices as service
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         data = service.get_device(svc, actor, name, with_secret=secrets)
     if as_json:
         _print_json(data)
@@ -276,7 +278,7 @@ def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
 def devices_export(ctx: click.Context, /, file: Path, **filters: Any) -> None:
     """Write the devices matching the filters as a bulk CSV file (FILE or stdout)."""
     from onlineca.service import devices as service
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         filt = _make_filter(**filters)
         if str(file) == "-":
             service.export_csv(svc, actor, sys.stdout, filt, with_secrets=True)
@@ -352,7 +354,7 @@ def profiles_delete(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def profiles_list(ctx: click.Context, as_json: bool) -> None:
     from onlineca.service import devices as service
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         rows = service.list_profiles(svc, actor)
     if as_json:
         _print_json(rows)
@@ -377,7 +379,7 @@ def profiles_list(ctx: click.Context, as_json: bool) -> None:
 def report_cmd(ctx: click.Context, expiring_within: str, grace: str, stale_after: str, as_json: bool) -> None:
     """Devices by status, expiring LSCs, overdue devices, stale LSCs.  Exit 1 if anything is overdue."""
     from onlineca.service import reports
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         data = reports.capf_report(svc, actor, expiring_within=_duration(expiring_within), grace=_duration(grace),
                                    stale_after=_duration(stale_after))
     if as_json:
