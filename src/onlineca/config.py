@@ -9,6 +9,7 @@ This module reads files and the environment; it never writes anything.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -124,6 +125,46 @@ class CAConfig(_Section):
     require_epa: bool = False
     max_request_bytes: int = Field(default=65536, ge=1024)
     templates: list[TemplateConfig] = Field(default_factory=_default_templates)
+    # -- ops2 branch: revocation (docs/ca.md, "Revocation") and /metrics.
+    # Where clients fetch the CRL, the CA certificate and OCSP (the CDP and AIA of every certificate
+    # issued): empty = http://<first web name>:<http_port> when http_port is set, else
+    # https://<first web name>:<port>.  http_port serves /CertEnroll/ and /ocsp over plain HTTP
+    # (as AD CS publishes them: a revocation check must not need TLS); 0 = off.
+    public_url: str = ""
+    http_port: int = Field(default=0, ge=0, le=65535)
+    # A base CRL is valid crl_validity_hours and made again every crl_refresh_hours (and on every
+    # revocation unless delta CRLs are on); delta_crl_hours > 0 publishes delta CRLs (made on every
+    # revocation, valid that long) and a base CRL only every crl_refresh_hours.
+    crl_validity_hours: float = Field(default=168.0, gt=0)
+    crl_refresh_hours: float = Field(default=24.0, gt=0)
+    delta_crl_hours: float = Field(default=0.0, ge=0)
+    # OCSP (RFC 6960) at /ocsp, answers signed by the issuing CA ("ca") or by a responder
+    # certificate the CA issues itself (ocsp.pem, id-kp-OCSPSigning + ocsp-nocheck, "delegated").
+    ocsp: bool = True
+    ocsp_signer: Literal["ca", "delegated"] = "ca"
+    ocsp_validity_hours: float = Field(default=1.0, gt=0)
+    # Accounts that may revoke, over the network (POST /certsrv/onlineca/revoke), the certificates
+    # they requested themselves (CAPF's service account); nobody by default.
+    revokers: list[str] = []
+    # Client addresses (CIDR) allowed to read /metrics; empty = no /metrics.
+    metrics_allow: list[str] = ["127.0.0.1/32", "::1/128"]
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not an address or network: {exc}") from None
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", v):
+            raise ValueError(f"{v!r} is not an http:// or https:// URL")
+        return v.rstrip("/")
 
 
 class RAConfig(_Section):
@@ -253,6 +294,16 @@ class CAPFConfig(_Section):
     # capf10 branch: a phone that announced no keepalive gets its LSC within this, or a decline
     # (public clients give up after 8-10 s of silence).
     public_enroll_timeout: float = Field(default=6.0, gt=0)
+    # -- ops2 branch: /metrics and /healthz over plain HTTP (metrics_port 0 = off), and revocation of
+    # the LSCs CAPF replaces or whose device is deleted (docs/capf.md, "Revocation"): our CA's
+    # revoke endpoint (empty: CAPF records them for an administrator, as with AD CS), the account
+    # (empty: ra_user / ra_password) and the trust store (empty: ra_trust_store) for it.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    ca_revoke_url: str = ""
+    ca_revoke_user: str = ""
+    ca_revoke_password: SecretStr = SecretStr("")
+    ca_revoke_trust_store: str = ""
 
 
 class AdminConfig(_Section):
@@ -278,6 +329,36 @@ class AdminConfig(_Section):
     ca_database_url: SecretStr = SecretStr("")
 
 
+class AlertsConfig(_Section):
+    """ops2 branch: notifications CAPF's maintenance pass sends on the alert rules' conditions
+    (``capf.alerts``; docs/operations.md, "Monitoring"), without Prometheus."""
+
+    # JSON POST to each URL (https: verified against webhook_trust_store, else the system's CAs).
+    webhook_urls: list[str] = []
+    webhook_trust_store: str = ""
+    # Mail through an SMTP relay (STARTTLS when asked; a login only with a user).
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    mail_from: str = "onlineca@localhost"
+    mail_to: list[str] = []
+    # A command (argv, no shell) that gets the notification as JSON on its standard input.
+    command: list[str] = []
+    timeout: float = Field(default=10.0, gt=0)
+    # One notification per condition and subject until it clears, again after resend_hours.
+    resend_hours: float = Field(default=24.0, gt=0)
+    send_resolved: bool = True
+    # The conditions' thresholds (the alert rules of deploy/prometheus use the same numbers).
+    lsc_expiry_days: int = Field(default=14, ge=1)
+    ca_cert_days: int = Field(default=60, ge=1)
+    capf_cert_days: int = Field(default=21, ge=1)
+    renewal_failures: int = Field(default=2, ge=1)
+    error_rate: float = Field(default=0.2, gt=0, le=1)
+    error_rate_min_sessions: int = Field(default=20, ge=1)
+
+
 class Config(_Section):
     data_dir: str = ""
     log_dir: str = ""
@@ -289,6 +370,7 @@ class Config(_Section):
     capf: CAPFConfig = CAPFConfig()
     admin: AdminConfig = AdminConfig()
     connections: ConnectionsConfig = ConnectionsConfig()
+    alerts: AlertsConfig = AlertsConfig()  # ops2 branch
 
     @field_validator("data_dir", "log_dir")
     @classmethod
@@ -351,6 +433,20 @@ class CAPaths:
     @property
     def users(self) -> Path:
         return self.dir / "users"
+
+    # ops2 branch: the published CRLs and CA certificate (AD CS's CertEnroll folder), and the
+    # delegated OCSP responder's certificate and key.
+    @property
+    def cert_enroll(self) -> Path:
+        return self.dir / "CertEnroll"
+
+    @property
+    def ocsp_cert(self) -> Path:
+        return self.dir / "ocsp.pem"
+
+    @property
+    def ocsp_key(self) -> Path:
+        return self.dir / "ocsp.key"
 
     def exists(self) -> bool:
         return self.root_key.exists() or self.issuing_key.exists()
