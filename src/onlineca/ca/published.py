@@ -194,7 +194,7 @@ def _scrape(state: CAState, now: dt.datetime) -> Iterator[GaugeMetricFamily]:
     entries = GaugeMetricFamily("onlineca_ca_crl_entries", "Certificates the published CRL lists", labels=["kind"])
     number = GaugeMetricFamily("onlineca_ca_crl_number", "The published CRL's number", labels=["kind"])
     for kind in ("base", "delta"):
-        row = engine.revocation.store.latest(kind)  # type: ignore[arg-type]
+        row = engine.revocation.store.latest(kind)
         if row is None:
             continue
         nu = row.next_update if row.next_update.tzinfo else row.next_update.replace(tzinfo=dt.UTC)

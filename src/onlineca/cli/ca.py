@@ -267,7 +267,7 @@ def revocations_cmd(app: AppContext, as_json: bool) -> None:
     """List the certificates this CA revoked."""
     revocation, db = _revocation(app)
     try:
-        rows = revocation.store.list()
+        rows = revocation.store.revoked()
     finally:
         db.dispose()
     out = [{"serial": r.serial, "req_id": r.req_id, "reason": r.reason, "revoked_at": r.revoked_at.isoformat(),

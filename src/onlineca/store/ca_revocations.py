@@ -87,7 +87,7 @@ class CARevocations:
             row = s.get(CARevocation, serial.lower())
             return _record(row) if row is not None else None
 
-    def list(self, limit: int = 10000) -> list[RevocationRecord]:
+    def revoked(self, limit: int = 10000) -> list[RevocationRecord]:
         with self.db.session() as s:
             rows = s.scalars(select(CARevocation).order_by(CARevocation.revoked_at, CARevocation.serial).limit(limit))
             return [_record(r) for r in rows]
