@@ -268,3 +268,27 @@ def test_delta_crls_carry_new_revocations_and_a_delegated_responder_signs_ocsp(t
         assert lab.files.ocsp_cert.exists()
     finally:
         lab.server.stop()
+
+
+def test_the_console_service_revokes_where_the_ca_is_ours_and_audits_it(lab):
+    from onlineca.errors import PermissionDenied
+    from onlineca.service import ca as service
+    from onlineca.service.core import Actor, Services
+
+    _path, serial = lab.issue("SEP000000000008")
+    svc = Services(load_config(lab.config_path)).migrate()
+    try:
+        admin, operator = Actor("root", "admin", "api"), Actor("op", "operator", "api")
+        req_id = next(r["req_id"] for r in service.list_requests(svc, admin, limit=1000)[1] if r["serial"] == serial)
+        assert service.ca_is_ours(svc)
+        with pytest.raises(PermissionDenied):
+            service.revoke(svc, operator, req_id, "superseded")
+        got = service.revoke(svc, admin, req_id, "superseded")
+        assert got["outcome"] == "revoked" and got["revoked"] == "superseded" and got["revoked_at"]
+        assert service.revoke(svc, admin, req_id, "keyCompromise")["outcome"] == "already revoked"
+        listed = {r["serial"]: r["revoked"] for r in service.list_requests(svc, admin, limit=1000)[1]}
+        assert listed[serial] == "superseded"
+        status, _record = lab.ca.engine.revocation.store.status(serial)
+        assert status == "revoked"
+    finally:
+        svc.close()
