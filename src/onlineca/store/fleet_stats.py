@@ -93,7 +93,7 @@ def fleet_snapshot(s: Session, now: dt.datetime | None = None, *, lsc_expiry_day
     snap.revocations = revocation_counts(s)
     snap.unscheduled_devices = [(n, _utc(t)) for n, t in s.execute(
         select(Device.name, Device.lsc_not_after).where(_unscheduled(now, lsc_expiry_days))  # type: ignore[arg-type]
-        .order_by(Device.lsc_not_after, Device.name).limit(limit))]
+        .order_by(Device.lsc_not_after, Device.name).limit(limit)) if t is not None]
     snap.failing_devices = [(n, a, e) for n, a, e in s.execute(
         select(Device.name, Device.renewal_attempts, Device.renewal_last_error)
         .where(Device.renewal_attempts >= renewal_failures).order_by(Device.name).limit(limit))]
