@@ -9,6 +9,7 @@ This module reads files and the environment; it never writes anything.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -198,6 +199,27 @@ class CAConfig(_Section):
     """Label of the issuing key in the token."""
     pkcs11_pin_file: str = ""
     """File holding the token's user PIN; empty: $ONLINECA_CA_PKCS11_PIN."""
+    # Revocation (docs/ca.md, "Revocation") and /metrics.
+    public_url: str = ""
+    """Base URL of the CRL, CA certificate and OCSP in every certificate issued (CDP, AIA); empty: http://<first web name>:<http_port> when http_port is set, else https://<first web name>:<port>."""
+    http_port: int = Field(default=0, ge=0, le=65535)
+    """Plain-HTTP port serving /CertEnroll/ and /ocsp, as AD CS publishes them (a revocation check must not need TLS); 0: off."""
+    crl_validity_hours: float = Field(default=168.0, gt=0)
+    """Hours a base CRL is valid."""
+    crl_refresh_hours: float = Field(default=24.0, gt=0)
+    """Hours between base CRLs (also made on every revocation unless delta CRLs are on)."""
+    delta_crl_hours: float = Field(default=0.0, ge=0)
+    """Hours a delta CRL is valid; > 0 publishes delta CRLs on every revocation and a base CRL only every crl_refresh_hours; 0: no delta CRLs."""
+    ocsp: bool = True
+    """Answer OCSP (RFC 6960) at /ocsp."""
+    ocsp_signer: Literal["ca", "delegated"] = "ca"
+    """Who signs OCSP answers: the issuing CA, or a responder certificate it issues itself (ocsp.pem, id-kp-OCSPSigning + ocsp-nocheck); an issuing key in a PKCS#11 token always uses the responder."""
+    ocsp_validity_hours: float = Field(default=1.0, gt=0)
+    """Hours an OCSP answer is valid."""
+    revokers: list[str] = []
+    """Accounts that may revoke, over the network (POST /certsrv/onlineca/revoke), the certificates they requested themselves (CAPF's service account); nobody by default."""
+    metrics_allow: list[str] = ["127.0.0.1/32", "::1/128"]
+    """Client addresses (CIDR) allowed to read /metrics; empty: no /metrics."""
 
     def key_passphrase(self, environ: dict[str, str] | None = None) -> bytes | None:
         """The CA keys' passphrase (key_passphrase_file, else $ONLINECA_CA_KEY_PASSPHRASE), or None."""
@@ -206,6 +228,23 @@ class CAConfig(_Section):
     def pkcs11_pin(self, environ: dict[str, str] | None = None) -> bytes | None:
         """The token's user PIN (pkcs11_pin_file, else $ONLINECA_CA_PKCS11_PIN), or None."""
         return read_secret(self.pkcs11_pin_file, "ONLINECA_CA_PKCS11_PIN", "[ca] pkcs11_pin_file", environ)
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not an address or network: {exc}") from None
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not re.fullmatch(r"https?://[^/\s]+(/[^\s]*)?", v):
+            raise ValueError(f"{v!r} is not an http:// or https:// URL")
+        return v.rstrip("/")
 
 
 class RAConfig(_Section):
@@ -395,6 +434,18 @@ class CAPFConfig(_Section):
     """Seconds within which a phone that announced no keepalive gets its LSC, or a decline (public clients give up after 8-10 s)."""
     key_passphrase_file: str = ""
     """File holding the passphrase of CAPF's encrypted key; empty: $ONLINECA_CAPF_KEY_PASSPHRASE, or an unencrypted key."""
+    metrics_host: str = "127.0.0.1"
+    """Address of CAPF's /metrics and /healthz (plain HTTP)."""
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of CAPF's /metrics and /healthz; 0: off."""
+    ca_revoke_url: str = ""
+    """Our CA's revoke endpoint, for the LSCs CAPF replaces or whose device is deleted; empty: CAPF records them for an administrator (as with AD CS)."""
+    ca_revoke_user: str = ""
+    """Account for the revoke endpoint; empty: ra_user."""
+    ca_revoke_password: SecretStr = SecretStr("")
+    """Its password (secret); empty: ra_password."""
+    ca_revoke_trust_store: str = ""
+    """Trust store (PEM) of the CA's TLS certificate for revocations; empty: ra_trust_store."""
 
     def key_passphrase(self, environ: dict[str, str] | None = None) -> bytes | None:
         """CAPF's key passphrase (key_passphrase_file, else $ONLINECA_CAPF_KEY_PASSPHRASE), or None."""
@@ -440,6 +491,49 @@ class AdminConfig(_Section):
     """The CA's request database when it is not [database] url (secret: $ONLINECA_ADMIN_CA_DATABASE_URL)."""
 
 
+class AlertsConfig(_Section):
+    """Notifications CAPF's maintenance pass sends on the alert rules' conditions, without Prometheus (docs/operations.md, "Monitoring")."""
+
+    webhook_urls: list[str] = []
+    """URLs that get each notification as a JSON POST."""
+    webhook_trust_store: str = ""
+    """Trust store (PEM) for https webhooks; empty: the system's CAs."""
+    smtp_host: str = ""
+    """SMTP relay for mail notifications; empty: no mail."""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    """Its port."""
+    smtp_starttls: bool = False
+    """Use STARTTLS."""
+    smtp_user: str = ""
+    """Login user (a login only with a user)."""
+    smtp_password: SecretStr = SecretStr("")
+    """Its password (secret)."""
+    mail_from: str = "onlineca@localhost"
+    """Sender address."""
+    mail_to: list[str] = []
+    """Recipients."""
+    command: list[str] = []
+    """A command (argv, no shell) that gets each notification as JSON on its standard input."""
+    timeout: float = Field(default=10.0, gt=0)
+    """Seconds for one delivery."""
+    resend_hours: float = Field(default=24.0, gt=0)
+    """One notification per condition and subject until it clears, again after this many hours."""
+    send_resolved: bool = True
+    """Also notify when a condition clears."""
+    lsc_expiry_days: int = Field(default=14, ge=1)
+    """An LSC expiring within this many days without a renewal scheduled alerts (the Prometheus rules use the same numbers)."""
+    ca_cert_days: int = Field(default=60, ge=1)
+    """A CA certificate within this many days of expiry alerts."""
+    capf_cert_days: int = Field(default=21, ge=1)
+    """CAPF's own certificate within this many days of expiry alerts."""
+    renewal_failures: int = Field(default=2, ge=1)
+    """Failed renewal attempts of one device that alert."""
+    error_rate: float = Field(default=0.2, gt=0, le=1)
+    """Share of failed sessions that alerts."""
+    error_rate_min_sessions: int = Field(default=20, ge=1)
+    """Sessions needed before the error rate counts."""
+
+
 class Config(_Section):
     data_dir: str = ""
     """Where keys, certificates and the SQLite database live; empty: $ONLINECA_DATA_DIR, else ./onlineca-data in the working directory."""
@@ -453,6 +547,7 @@ class Config(_Section):
     capf: CAPFConfig = CAPFConfig()
     connections: ConnectionsConfig = ConnectionsConfig()
     admin: AdminConfig = AdminConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("data_dir", "log_dir")
     @classmethod
@@ -516,6 +611,20 @@ class CAPaths:
     @property
     def users(self) -> Path:
         return self.dir / "users"
+
+    # The published CRLs and CA certificate (AD CS's CertEnroll folder), and the
+    # delegated OCSP responder's certificate and key.
+    @property
+    def cert_enroll(self) -> Path:
+        return self.dir / "CertEnroll"
+
+    @property
+    def ocsp_cert(self) -> Path:
+        return self.dir / "ocsp.pem"
+
+    @property
+    def ocsp_key(self) -> Path:
+        return self.dir / "ocsp.key"
 
     def exists(self) -> bool:
         return self.root_key.exists() or self.issuing_key.exists()

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 
 from onlineca import pki
 from onlineca.ca.engine import CAEngine
@@ -147,6 +151,26 @@ def test_pkcs11_issuing_key_signs_what_the_ca_issues(token: tuple[str, str], tmp
         verified = subprocess.run(["openssl", "verify", "-CAfile", str(ca / "root.pem"), "-untrusted",
                                    str(ca / "issuing.pem"), str(leaf)], capture_output=True, text=True, timeout=30)
         assert verified.returncode == 0, verified.stdout + verified.stderr
+        # revocation with the key in the token: the CRL is signed there, openssl refuses the leaf
+        cert = x509.load_der_x509_certificate(issued.cert_der)
+        engine.revocation.revoke(serial=format(cert.serial_number, "x"), reason="keyCompromise")
+        crl = engine.revocation.current("base")
+        assert crl is not None
+        crl_pem = tmp_path / "issuing.crl.pem"
+        crl_pem.write_bytes(x509.load_der_x509_crl(crl.der).public_bytes(serialization.Encoding.PEM))
+        checked = subprocess.run(["openssl", "verify", "-crl_check", "-CAfile", str(ca / "root.pem"), "-untrusted",
+                                  str(ca / "issuing.pem"), "-CRLfile", str(crl_pem), str(leaf)],
+                                 capture_output=True, text=True, timeout=30)
+        assert checked.returncode != 0 and "certificate revoked" in checked.stdout + checked.stderr, checked
+        # OCSP: the token cannot sign through cryptography's OCSP builder, so the delegated responder answers
+        request = ocsp.OCSPRequestBuilder().add_certificate(cert, engine.issuing, hashes.SHA1()).build()
+        body, status = engine.revocation.ocsp(request.public_bytes(serialization.Encoding.DER))
+        answer = ocsp.load_der_ocsp_response(body)
+        assert status == "revoked" and answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
+        responder = answer.certificates[0]
+        assert responder.issuer == engine.issuing.subject
+        responder.public_key().verify(answer.signature, answer.tbs_response_bytes,  # raises unless it signed
+                                      ec.ECDSA(answer.signature_hash_algorithm))
         # a wrong PIN: one error that says what to check (once no session of ours is logged in)
         engine.issuing_key.close()  # type: ignore[union-attr]
         (tmp_path / "pin").write_text("0000\n")

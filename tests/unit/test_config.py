@@ -171,7 +171,8 @@ def test_path_keys_are_known_by_name() -> None:
         "RAConfig.tls_cert", "RAConfig.tls_key", "RAConfig.ca_client_cert", "RAConfig.ca_client_key",
         "RAConfig.trust_store", "RAConfig.local_key", "RAConfig.local_cert", "ESTConfig.users_file",
         "ESTConfig.client_trust_store", "CAPFConfig.ra_trust_store", "CAPFConfig.tls_cert", "CAPFConfig.tls_key",
-        "CAPFConfig.mic_trust_store", "CAPFConfig.key_passphrase_file", "AdminConfig.tls_cert", "AdminConfig.tls_key",
+        "CAPFConfig.mic_trust_store", "CAPFConfig.key_passphrase_file", "CAPFConfig.ca_revoke_trust_store",
+            "AlertsConfig.webhook_trust_store", "AdminConfig.tls_cert", "AdminConfig.tls_key",
         "AdminConfig.client_trust_store"])
 
 

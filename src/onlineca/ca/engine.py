@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from onlineca import pki
+from onlineca.ca.revocation import Revocation
 from onlineca.config import CAPaths, Config, DataDir, TemplateConfig
 from onlineca.errors import CAError, ConfigError, OnlineCAError, RequestRefused
 from onlineca.infra import files
@@ -149,6 +151,10 @@ class CAEngine:
         self.templates: list[TemplateConfig] = list(config.ca.templates)
         # Serialised once: certnew.cer and certnew.p7b send these bytes.
         self.chain_der: tuple[bytes, ...] = tuple(pki.cert_der(c) for c in self.chain)
+        # revocation (CRLs, OCSP; the CDP and AIA of what it issues), and who hears
+        # of each submission's outcome (the CA's metrics): (template, disposition, HRESULT).
+        self.revocation = Revocation(config, self.ca_paths, self.issuing, self.issuing_key, db, root=self.root)
+        self.on_result: Callable[[str, str, int], None] | None = None
 
     @property
     def chain(self) -> list[x509.Certificate]:
@@ -183,6 +189,8 @@ class CAEngine:
                                    subject=subject, resolution=resolution)
         log.info("ReqID %s from %s template %r: %s%s", row.req_id, requester, row.template, row.disposition,
                  f" ({hr.hresult_hex(resolution.hresult)})" if resolution.hresult else "")
+        if self.on_result is not None:
+            self.on_result(row.template, row.disposition, resolution.hresult)
         return _result(row)
 
     def _load(self, der: bytes, attributes: dict[str, str]) -> x509.CertificateSigningRequest:
@@ -215,7 +223,8 @@ class CAEngine:
         cert = pki.build_certificate(
             subject=decision.subject, public_key=csr.public_key(), issuer_key=self.issuing_key,  # type: ignore[arg-type]
             issuer_cert=self.issuing, validity_days=t.validity_days, key_usage=t.key_usage,
-            extended_key_usage=t.extended_key_usage, sans=decision.sans)
+            extended_key_usage=t.extended_key_usage, sans=decision.sans,
+            extra_extensions=self.revocation.extensions())
         # The one serialisation of this certificate: from here on it travels as these bytes.
         return Resolution(ISSUED, hr.S_OK, hr.ISSUED_MESSAGE, by, pki.cert_der(cert),
                           format(cert.serial_number, "x"), cert.not_valid_after_utc)

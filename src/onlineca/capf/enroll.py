@@ -25,6 +25,8 @@ import asyncio
 import datetime as dt
 import os
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -105,6 +107,8 @@ class OnlineCAEnroller:
         # capf10 branch: CAPF's certificate as an RA agent (file stamp, key, certificate, EST client).
         self._agent_est: tuple[int, pki.PrivateKey, x509.Certificate, ESTClient] | None = None
         self._retired: list[ESTClient] = []
+        # who hears of each EST enrollment (result, libEST code, seconds): CAPF's metrics.
+        self.observe: Callable[[str, str, float], None] | None = None
 
     async def close(self) -> None:
         if self._files:
@@ -221,9 +225,15 @@ class OnlineCAEnroller:
             request_id = new_request_id()
             trace.debug(request_id_line(request_id))
             self.requests_sent += 1
+            started = time.perf_counter()
             try:
                 resp = await est.simpleenroll(csr, headers={REQUEST_ID_HEADER: request_id})
+                if self.observe is not None:
+                    self.observe("issued", "EST_ERR_NONE", time.perf_counter() - started)
             except ESTCodedError as exc:
+                if self.observe is not None:
+                    self.observe("rejected" if exc.code in _REJECTIONS else "unavailable", exc.code,
+                                 time.perf_counter() - started)
                 trace.error(enrollment_rv_line(exc.code, 0))
                 trace.error("est_client_enroll_csr() Failed! Could not obtain new certificate. Aborting.")
                 trace.error(f"Online Cert Signing Failed: {exc.message}")

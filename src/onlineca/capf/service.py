@@ -27,6 +27,7 @@ from typing import Any
 from onlineca import pki
 from onlineca.capf.enroll import OnlineCAEnroller
 from onlineca.capf.local_ca import CAPFAuthority
+from onlineca.capf.ops import CAPFOps
 from onlineca.capf.server import CAPFServer
 from onlineca.config import Config
 from onlineca.errors import CAUnavailable, ConfigError, PKIError
@@ -49,6 +50,7 @@ class RunningCAPF:
     server: asyncio.base_events.Server = field(repr=False)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list, repr=False)
     _cleanup: list[Callable[[], Any]] = field(default_factory=list, repr=False)
+    ops: CAPFOps | None = field(default=None, repr=False)  # metrics, revocation, alerts
 
     @property
     def stats(self) -> Any:
@@ -74,6 +76,7 @@ class RunningCAPF:
             raise ConfigError(f"cannot load CAPF's TLS certificate {cert_file} / {key_file}: {exc}") from None
         changes = [f"[capf] {k}" for k in type(new).model_fields if getattr(new, k) != getattr(old, k)]
         previous, self.enroller, self.capf.enroller = self.enroller, enroller, enroller
+        enroller.observe = previous.observe
         await previous.close()
         trace_log.warning("debug configuration reloaded (SIGHUP): %s", ", ".join(changes) or "nothing changed")
         return changes
@@ -92,6 +95,8 @@ class RunningCAPF:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.server.wait_closed(), 5.0)
         await self.enroller.close()
+        if self.ops is not None:
+            await self.ops.close()
         self.capf.close()
         for fn in reversed(self._cleanup):
             fn()
@@ -111,8 +116,12 @@ async def _maintenance_once(running: RunningCAPF) -> None:
         if result.scheduled or result.timed_out:
             trace_log.info("debug renewal run: %d scheduled, %d timed out", len(result.scheduled),
                            len(result.timed_out))
+        if running.ops is not None:
+            running.ops.scheduler_ran(len(result.scheduled), len(result.timed_out))
     except Exception as exc:  # the database may be briefly unavailable: next pass
         log.warning("renewal run failed: %s", exc)
+    if running.ops is not None:
+        await running.ops.maintenance()  # revocations, snapshot, RA readiness, alerts
     if not cfg.tls_cert:
         try:
             if await running.enroller.ensure_capf_certificate(_tls_names(running)):
@@ -185,8 +194,9 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
             trace_log.info("debug CAPF's own CA created at %s (%s): the issuer of profiles with issuer = capf",
                            enroller.paths.ca_cert, pki.name_to_slash(local_ca.cert.subject))
         capf = CAPFServer(cfg, db, enroller, node_id=node_id, mic_trust=mic_trust, local_ca=local_ca)
+        ops = CAPFOps(config, data, db, node_id)
         listen_port = cfg.port if port is None else port
-        server = await listen(lambda: asyncio.start_server(capf.handle, bind_host, listen_port, ssl=ctx,
+        server = await listen(lambda: asyncio.start_server(ops.metrics.timed(capf.handle), bind_host, listen_port, ssl=ctx,
                                                            ssl_handshake_timeout=cfg.read_timeout, backlog=512),
                               bind_host, listen_port)
     except BaseException:
@@ -200,7 +210,14 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
     if own_db:
         cleanup.append(db.dispose)
     bound = server.sockets[0].getsockname()[1]
-    running = RunningCAPF(bind_host, bound, capf, enroller, db, ctx, server, _cleanup=cleanup)
+    running = RunningCAPF(bind_host, bound, capf, enroller, db, ctx, server, _cleanup=cleanup, ops=ops)
+    ops.attach(running)
+    if cfg.metrics_port:
+        try:
+            await ops.start_server(cfg.metrics_host, cfg.metrics_port)
+        except BaseException:
+            await running.close()
+            raise
     trace_log.info("debug CAPF listening on %s:%d (TLS 1.2+, node %s)", bind_host, bound, node_id)
     if maintenance:
         running._tasks.append(asyncio.get_running_loop().create_task(

@@ -224,3 +224,100 @@ def requests_approve(app: AppContext, req_id: int) -> None:
 def requests_deny(app: AppContext, req_id: int) -> None:
     """Deny a pending request."""
     _resolve(app, req_id, "deny")
+
+
+# --------------------------------------------------------------------------- revocation
+
+def _revocation(app: AppContext) -> Any:
+    """The CA's revocation service on its database (migrated), with the CA's key for CRLs."""
+    ca_paths = DataDir(app.data_dir).ca
+    if not ca_paths.issuing_key.exists():
+        raise CAError(f"no CA in {ca_paths.dir.resolve()}", hint="Run 'onlineca ca init' first.")
+    db = Database(app.config.database_url)
+    db.migrate()
+    return eng.CAEngine(app.config, app.data_dir, db).revocation, db
+
+
+@ca.command("revoke")
+@click.argument("serial", required=False)
+@click.option("--req-id", type=int, default=None, help="Revoke the certificate of this ReqID instead of a serial.")
+@click.option("--reason", default="unspecified", show_default=True,
+              help="keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation, "
+                   "privilegeWithdrawn, aACompromise or unspecified.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def revoke_cmd(app: AppContext, serial: str | None, req_id: int | None, reason: str, as_json: bool) -> None:
+    """Revoke a certificate this CA issued (by SERIAL in hex, or --req-id) and publish a CRL at once."""
+    if (serial is None) == (req_id is None):
+        raise click.UsageError("give a SERIAL or --req-id (one of them)")
+    from onlineca.pki.revocation import parse_reason
+    reason = parse_reason(reason)
+    revocation, db = _revocation(app)
+    try:
+        record = revocation.revoke(serial=serial, req_id=req_id, reason=reason,
+                                   by=os.environ.get("USER") or "administrator")
+        crl = revocation.store.latest("delta" if revocation.delta else "base")
+    finally:
+        db.dispose()
+    if as_json:
+        click.echo(json.dumps({"serial": record.serial, "req_id": record.req_id, "reason": record.reason,
+                               "revoked_at": record.revoked_at.isoformat(), "revoked_by": record.revoked_by,
+                               "already": record.already, "crl_number": crl.number if crl else None}, indent=2))
+        return
+    if record.already:
+        click.echo(f"serial {record.serial} (ReqID {record.req_id}) was already revoked on "
+                   f"{record.revoked_at:%Y-%m-%d %H:%M} UTC ({record.reason}, by {record.revoked_by})")
+        return
+    click.echo(f"serial {record.serial} (ReqID {record.req_id}) revoked: {record.reason}")
+    if crl is not None:
+        click.echo(f"  CRL number {crl.number} ({crl.kind}, {crl.entries} entries): {revocation.urls.crl}")
+
+
+@ca.command("revocations")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def revocations_cmd(app: AppContext, as_json: bool) -> None:
+    """List the certificates this CA revoked."""
+    revocation, db = _revocation(app)
+    try:
+        rows = revocation.store.revoked()
+    finally:
+        db.dispose()
+    out = [{"serial": r.serial, "req_id": r.req_id, "reason": r.reason, "revoked_at": r.revoked_at.isoformat(),
+            "revoked_by": r.revoked_by} for r in rows]
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for r in out:
+        click.echo(f"{r['serial']:<42} ReqID {r['req_id']!s:<6} {r['reason']:<22} {r['revoked_at']}  {r['revoked_by']}")
+    if not out:
+        click.echo("(nothing revoked)")
+
+
+@ca.command("crl")
+@click.option("--delta", is_flag=True, help="The delta CRL (with [ca] delta_crl_hours).")
+@click.option("--publish", is_flag=True, help="Sign a new CRL now instead of showing the current one.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the CRL (DER) to this file.")
+@click.pass_obj
+def crl_cmd(app: AppContext, delta: bool, publish: bool, out: Path | None) -> None:
+    """Show (or publish) the CRL and where clients fetch it."""
+    from onlineca.pki.revocation import load_crl
+    revocation, db = _revocation(app)
+    kind = "delta" if delta else "base"
+    try:
+        row = revocation.publish(kinds=(kind,))[0] if publish and (kind == "base" or revocation.delta) \
+            else revocation.current(kind)
+    finally:
+        db.dispose()
+    if row is None:
+        raise CAError("delta CRLs are off", hint="Set [ca] delta_crl_hours to publish delta CRLs.")
+    if out is not None:
+        out.write_bytes(row.der)
+    crl = load_crl(row.der)
+    click.echo(f"{kind} CRL number {row.number}: {row.entries} entries, this update "
+               f"{crl.last_update_utc:%Y-%m-%d %H:%M}, next update {crl.next_update_utc:%Y-%m-%d %H:%M} UTC"
+               if crl.next_update_utc else f"{kind} CRL number {row.number}")
+    click.echo(f"  published at {revocation.urls.delta_crl if delta else revocation.urls.crl}")
+    click.echo(f"  CA certificate at {revocation.urls.ca_cert}" +
+               (f"; OCSP at {revocation.urls.ocsp}" if app.config.ca.ocsp else ""))

@@ -443,3 +443,86 @@ def capf_ca_init(app: AppContext, name: str | None, key_type: str, force: bool) 
                             force=force)
     click.echo(f"CAPF CA {pki.name_to_slash(ca.cert.subject)} in {folder} (phones and call control must trust "
                f"{folder / 'capf-ca.pem'})")
+
+
+# ---- revocations and alerts ---------------------------------------------------
+
+@capf.group()
+def revocations() -> None:
+    """LSCs that must be revoked: replaced, deleted with their device, or discarded."""
+
+
+@revocations.command("list")
+@click.option("--state", type=click.Choice(["pending", "manual", "revoked"]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def revocations_list(ctx: click.Context, state: str | None, as_json: bool) -> None:
+    """What CAPF revoked, what it will ask its CA to revoke (pending) and what an administrator must
+    revoke at the CA (manual: AD CS has no revoke page), with the certutil command."""
+    from onlineca.service import revocations as service
+    with _services(ctx) as (svc, actor):
+        rows = service.list_revocations(svc, actor, state)
+    if as_json:
+        _print_json(rows)
+        return
+    _table("LSC revocations", ["device", "serial", "reason", "state", "why", "at the CA"],
+           [[r["device"], r["serial"], r["reason"], r["state"], r["why"] or r["last_error"],
+             r["certutil"] if r["state"] == "manual" else (r["done_at"] or "")] for r in rows])
+
+
+@revocations.command("export")
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--state", type=click.Choice(["pending", "manual", "revoked"]), default=None)
+@click.pass_context
+def revocations_export(ctx: click.Context, out: str, state: str | None) -> None:
+    """Write the list as CSV to OUT ('-' for stdout), for the CA's administrators."""
+    from onlineca.service import revocations as service
+    with _services(ctx) as (svc, actor):
+        text = service.export_csv(svc, actor, state)
+    if out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(out).write_text(text)
+        click.echo(f"{text.count(chr(10)) - 1} LSC(s) written to {out}")
+
+
+@revocations.command("done")
+@click.argument("serial")
+@click.option("--issuer", default=None, help="The issuer (RFC 4514) when two CAs issued this serial.")
+@click.pass_context
+def revocations_done(ctx: click.Context, serial: str, issuer: str | None) -> None:
+    """Record that an administrator revoked SERIAL at the CA (certutil -revoke)."""
+    from onlineca.service import revocations as service
+    with _services(ctx) as (svc, actor):
+        row = service.mark_done(svc, actor, serial, issuer)
+    click.echo(f"{row['device']}: LSC serial {row['serial']} recorded as revoked")
+
+
+@capf.group()
+def alerts() -> None:
+    """The [alerts] notifications CAPF sends (webhook, mail, command)."""
+
+
+@alerts.command("test")
+@click.pass_obj
+def alerts_test(app: AppContext) -> None:
+    """Send a test notification to every [alerts] target; exit 1 if one fails."""
+    import asyncio
+    import socket
+
+    from onlineca.capf.alerts import Alerter, enabled, probe_notification
+    from onlineca.store import Database
+    cfg = app.config.alerts
+    if not enabled(cfg):
+        raise CAPFError("no [alerts] target is configured", code="ALERT_DELIVERY",
+                        hint="Set [alerts] webhook_urls, smtp_host with mail_to, or command.")
+    db = Database(app.config.database_url)
+    try:
+        alerter = Alerter(cfg, db, socket.gethostname())
+        ok = asyncio.run(alerter.send(probe_notification(alerter.node)))
+    finally:
+        db.dispose()
+    click.echo(f"sent to: {', '.join(sorted(alerter.delivered)) or 'nothing'}"
+               + (f"; failed: {', '.join(sorted(alerter.failures))}" if alerter.failures else ""))
+    if not ok:
+        raise CAPFError("a notification target failed (see the log line above)", code="ALERT_DELIVERY")

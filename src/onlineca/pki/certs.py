@@ -122,7 +122,7 @@ class ExternalSigner(Protocol):
 _STAND_INS: dict[tuple[str, int], PrivateKey] = {}
 
 
-def _stand_in(public: PublicKey) -> PrivateKey:
+def stand_in_key(public: PublicKey) -> PrivateKey:
     """A throw-away key of the same algorithm and size, made once per process: ``cryptography``'s
     builder signs with it, so its to-be-signed bytes carry the right signature algorithm."""
     from onlineca.pki.keys import generate_key, key_spec
@@ -133,26 +133,37 @@ def _stand_in(public: PublicKey) -> PrivateKey:
     return _STAND_INS[spec]
 
 
-def _sign_externally(cert: x509.Certificate, signer: ExternalSigner) -> x509.Certificate:
-    """``cert`` (signed by a stand-in) signed again, over the same to-be-signed bytes, by ``signer``."""
+def resign_der(tbs: bytes, algorithm_oid: x509.ObjectIdentifier, hash_name: str, signer: ExternalSigner) -> bytes:
+    """``SEQUENCE { tbs, AlgorithmIdentifier, BIT STRING signature }`` signed by ``signer``: the
+    shape of a certificate and of a CRL, whose to-be-signed bytes a stand-in key's signature gave.
+    The signature is verified with the signer's public key first: a token that signed with
+    another key (or mangled the bytes) must not issue anything."""
     from onlineca.pki import der
 
-    digest = cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "sha256"
-    tbs = cert.tbs_certificate_bytes
-    signature = signer.sign(tbs, digest)
-    algorithm = der.tlv(0x30, der.oid(cert.signature_algorithm_oid.dotted_string)
-                        + (b"\x05\x00" if isinstance(signer.public_key(), rsa.RSAPublicKey) else b""))
-    signed = x509.load_der_x509_certificate(der.tlv(0x30, tbs + algorithm + der.tlv(0x03, b"\x00" + signature)))
-    try:  # a token that signed with another key (or mangled the bytes) must not issue anything
-        public = signer.public_key()
+    signature = signer.sign(tbs, hash_name)
+    public = signer.public_key()
+    algorithms: dict[str, hashes.HashAlgorithm] = {
+        "sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512(), "sha1": hashes.SHA1()}
+    try:
         if isinstance(public, rsa.RSAPublicKey):
-            public.verify(signed.signature, tbs, padding.PKCS1v15(), signed.signature_hash_algorithm)  # type: ignore[arg-type]
+            public.verify(signature, tbs, padding.PKCS1v15(), algorithms[hash_name])
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, tbs, ec.ECDSA(algorithms[hash_name]))
         else:
-            public.verify(signed.signature, tbs, ec.ECDSA(signed.signature_hash_algorithm))  # type: ignore[arg-type]
-    except InvalidSignature:
+            raise PKIError("the external signer's key is neither RSA nor EC", code="PKI")
+    except (InvalidSignature, KeyError):
         raise PKIError("the external signer's signature does not verify with its public key",
                        code="PKI") from None
-    return signed
+    algorithm = der.tlv(0x30, der.oid(algorithm_oid.dotted_string)
+                        + (b"\x05\x00" if isinstance(public, rsa.RSAPublicKey) else b""))
+    return der.tlv(0x30, tbs + algorithm + der.tlv(0x03, b"\x00" + signature))
+
+
+def _sign_externally(cert: x509.Certificate, signer: ExternalSigner) -> x509.Certificate:
+    """``cert`` (signed by a stand-in) signed again, over the same to-be-signed bytes, by ``signer``."""
+    digest = cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "sha256"
+    return x509.load_der_x509_certificate(
+        resign_der(cert.tbs_certificate_bytes, cert.signature_algorithm_oid, digest, signer))
 
 
 def build_certificate(
@@ -213,7 +224,7 @@ def build_certificate(
     for ext in extra_extensions:
         builder = builder.add_extension(ext.value, critical=ext.critical)
     if not isinstance(issuer_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-        stand_in = _stand_in(issuer_key.public_key())
+        stand_in = stand_in_key(issuer_key.public_key())
         return _sign_externally(builder.sign(stand_in, _signing_hash(stand_in)), issuer_key)
     return builder.sign(issuer_key, _signing_hash(issuer_key))
 
@@ -379,7 +390,9 @@ __all__ = [
     "parse_name",
     "pem_armor",
     "pem_to_der",
+    "resign_der",
     "same_public_key",
     "san_names",
     "signature_hash_for",
+    "stand_in_key",
 ]
