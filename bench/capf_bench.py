@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +66,46 @@ async def start_capf_process(config, root: Path, ra_url: str) -> tuple[asyncio.s
     return proc, line.split()[2]
 
 
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """Samples the servers' CPU (this process = the in-process tiers; an optional CAPF process) every
+    0.1 s in a thread, so the CPU of the fleet's session phase alone can be cut out afterwards."""
+
+    def __init__(self, capf_pid: int | None) -> None:
+        self.capf_pid = capf_pid
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        capf = _proc_cpu(self.capf_pid) if self.capf_pid else 0.0
+        self.samples.append((time.monotonic(), time.process_time(), capf))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def start(self) -> None:
+        self._sample()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def between(self, start: float, end: float) -> tuple[float, float]:
+        """(this process's, CAPF process's) CPU seconds between two monotonic times (nearest samples)."""
+        first = min(self.samples, key=lambda s: abs(s[0] - start))
+        last = min(self.samples, key=lambda s: abs(s[0] - end))
+        return last[1] - first[1], last[2] - first[2]
+
+
 async def bench(args: argparse.Namespace) -> dict:
     key_type, bits = args.key.split(":")
     key = (key_type, int(bits))
@@ -88,10 +129,14 @@ async def bench(args: argparse.Namespace) -> dict:
                    "--capf", capf_at, "--cafile", str(root / "ca" / "root.pem"),
                    "--auth", "null", "--retries", "3", "--max-retry-delay", "1", "--flow", args.flow,
                    "--pregenerate", f"{key_type}:{bits}={args.devices}", "--json"]
+            sampler = CpuSampler(capf_proc.pid if capf_proc is not None else None)
+            sampler.start()
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             out, err = await asyncio.wait_for(proc.communicate(), args.timeout)
-            wall = time.monotonic() - started
+            ended = time.monotonic()
+            wall = ended - started
+            sampler.stop()
         finally:
             if capf_proc is not None and capf_proc.returncode is None:
                 capf_proc.send_signal(signal.SIGTERM)
@@ -103,6 +148,18 @@ async def bench(args: argparse.Namespace) -> dict:
     except (ValueError, IndexError):
         raise SystemExit(f"fleet failed (exit {proc.returncode}): {err.decode()[-2000:]}") from None
     fleet.pop("failures", None)
+    # The fleet's session phase is its last ``seconds`` before it exited (keys are made before it).
+    here, capf = sampler.between(ended - fleet["seconds"], ended)
+    ok = max(1, fleet["ok"])
+    cpu = {"servers_ms_per_enrollment": round((here + capf) * 1000 / ok, 2)}
+    if args.capf_process:
+        cpu.update(capf_ms=round(capf * 1000 / ok, 2), ra_and_ca_ms=round(here * 1000 / ok, 2))
+    client_cpu = fleet.get("client_cpu_seconds", 0.0)
+    fleet["server_cpu"] = cpu
+    # The load client's ceiling: the devices/s it could drive with a whole core to itself.  Its
+    # busy share of one core below ~0.9 means it was not what limited the run.
+    fleet["client_ceiling_per_second"] = round(ok / client_cpu, 1) if client_cpu else None
+    fleet["client_core_share"] = round(client_cpu / fleet["seconds"], 3) if fleet["seconds"] else None
     return {"bench": "capf end-to-end (phone -> CAPF -> RA -> CA)", "key": args.key, "cpus": os.cpu_count(),
             "ra_concurrency": args.ra_concurrency, "capf_process": args.capf_process, "flow": args.flow,
             "fleet_process_wall_seconds": round(wall, 2), **fleet}
