@@ -54,7 +54,8 @@ async def start_capf_process(config, root: Path, ra_url: str) -> tuple[asyncio.s
     env = {**os.environ, "ONLINECA_DATABASE_URL": config.database_url, "ONLINECA_CAPF_RA_URL": ra_url,
            "ONLINECA_CAPF_RA_USER": cfg.ra_user, "ONLINECA_CAPF_RA_PASSWORD": cfg.ra_password.get_secret_value(),
            "ONLINECA_CAPF_RA_TRUST_STORE": cfg.ra_trust_store,
-           "ONLINECA_CAPF_MAX_CONCURRENT_ENROLLMENTS": str(cfg.max_concurrent_enrollments)}
+           "ONLINECA_CAPF_MAX_CONCURRENT_ENROLLMENTS": str(cfg.max_concurrent_enrollments),
+           "ONLINECA_LOGGING_BUFFERED": "true" if config.logging.buffered else "false"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "onlineca", "--data-dir", str(root), "capf", "serve", "--port", "0",
         "--no-scheduler", env=env, stderr=subprocess.PIPE)
@@ -114,7 +115,11 @@ async def bench(args: argparse.Namespace) -> dict:
         prepare_folder(root)
         config, _mic = make_lab(root)
         config = config.model_copy(update={"capf": config.capf.model_copy(
-            update={"max_concurrent_enrollments": args.ra_concurrency})})
+            update={"max_concurrent_enrollments": args.ra_concurrency}),
+            "logging": config.logging.model_copy(update={"buffered": not args.unbuffered_logs})})
+        from onlineca import logs
+
+        logs.set_buffered(not args.unbuffered_logs)  # as 'serve' does from [logging] buffered
         servers = Servers()
         capf_proc = None
         try:
@@ -161,7 +166,8 @@ async def bench(args: argparse.Namespace) -> dict:
     fleet["client_ceiling_per_second"] = round(ok / client_cpu, 1) if client_cpu else None
     fleet["client_core_share"] = round(client_cpu / fleet["seconds"], 3) if fleet["seconds"] else None
     return {"bench": "capf end-to-end (phone -> CAPF -> RA -> CA)", "key": args.key, "cpus": os.cpu_count(),
-            "ra_concurrency": args.ra_concurrency, "capf_process": args.capf_process, "flow": args.flow,
+            "ra_concurrency": args.ra_concurrency, "capf_process": args.capf_process,
+            "buffered_logs": not args.unbuffered_logs, "flow": args.flow,
             "fleet_process_wall_seconds": round(wall, 2), **fleet}
 
 
@@ -175,6 +181,8 @@ def main() -> None:
                         help="Run CAPF as its own 'onlineca capf serve' process (the RA and CA stay here).")
     parser.add_argument("--flow", choices=["extended", "public", "mix"], default="extended",
                         help="The phones: extended (sign their request), public (the public flow exactly), or mix.")
+    parser.add_argument("--unbuffered-logs", action="store_true",
+                        help="Write each log line on the event loop as it comes ([logging] buffered = false).")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     if args.flow != "extended" and not args.key.startswith("rsa"):

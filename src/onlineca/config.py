@@ -65,6 +65,8 @@ class LoggingConfig(_Section):
     """The lowest level written."""
     target: Literal["file", "journald", "stdout"] = "file"
     """file: <log dir>/<component>.log (reopened on SIGHUP and after rotation); journald: plain lines on stderr with a priority prefix (journald adds the time); stdout: lines on stdout (containers)."""
+    buffered: bool = False
+    """Servers' log files written by a background thread, flushed in batches (every 0.5 s at most) and completely on a clean stop: less work per request; a line reaches the file up to 0.5 s late."""
 
 
 class DatabaseConfig(_Section):

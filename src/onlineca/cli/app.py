@@ -255,6 +255,7 @@ def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R]
     role = _role(ctx)
     if app is not None:
         logs.set_target(app.config.logging.target)
+        logs.set_buffered(app.config.logging.buffered)
     # one server per data dir for the tiers' servers; 'est serve' (a test tool) may run many
     lock = ServerLock(app.data_dir, role).acquire() if app is not None and role in LOCKED_ROLES else None
 

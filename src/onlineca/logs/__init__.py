@@ -15,14 +15,22 @@ logrotate moved it away (the inode changed) or on ``reopen_log_files()`` (the se
 SIGHUP); ``journald`` writes plain lines on stderr with an sd-daemon priority prefix and no
 timestamp of ours (journald adds its own); ``stdout`` writes each component's own format on
 stdout (containers).
+With ``set_buffered(True)`` (``[logging] buffered``; perf branch) the servers' file logs
+(``attach_log``) are written by a background thread: the logging call only puts the record on a
+queue (no write, no flush on the event loop); the thread writes what has arrived and flushes when
+the queue is empty or every ``FLUSH_SECONDS``, and ``detach()`` (a clean stop) and process exit drain
+it completely, so no line is lost on a clean stop.
 """
 
 from __future__ import annotations
 
+import atexit
+import copy
 import json
 import logging
 import logging.handlers
 import os
+import queue
 import re
 import sys
 import threading
@@ -176,6 +184,20 @@ class RedactingFileHandler(logging.handlers.WatchedFileHandler):
         # JSON lines are redacted field by field (a regex over the JSON could break its quoting).
         return text if isinstance(self.formatter, JSONFormatter) else redact(text)
 
+    # Buffered mode: the queue's thread writes many lines, then flushes once (``flush_now``).
+    defer_flush = False
+
+    def flush(self) -> None:
+        if not self.defer_flush:
+            super().flush()
+
+    def flush_now(self) -> None:
+        super().flush()
+
+    def close(self) -> None:
+        self.flush_now()
+        super().close()
+
     def reopen(self) -> None:
         """Close the file and open the path again (SIGHUP)."""
         self.acquire()
@@ -254,6 +276,81 @@ def make_handler(path: Path, fmt: str = "text", formatter: logging.Formatter | N
     return handler
 
 
+_buffered = False
+FLUSH_SECONDS = 0.5
+
+
+def set_buffered(on: bool) -> None:
+    """Whether ``attach_log`` handlers made from now on write through a queue (module docstring)."""
+    global _buffered
+    _buffered = bool(on)
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Puts the record on the queue with its message merged (its arguments may change after the
+    call) but its exception kept, so the file's own formatter renders it as unbuffered lines are."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        message = record.getMessage()
+        record = copy.copy(record)
+        record.msg, record.args, record.message = message, None, message
+        return record
+
+
+_STOP = object()
+
+
+class _Writer:
+    """The thread that drains one queue into one file handler, flushing once per batch."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.handler = handler
+        self._thread = threading.Thread(target=self._run, name="onlineca-log-writer", daemon=True)
+        self._thread.start()
+        _writers.add(self)
+
+    def _flush(self) -> None:
+        if isinstance(self.handler, RedactingFileHandler):
+            self.handler.flush_now()
+        else:
+            self.handler.flush()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self.queue.get(timeout=FLUSH_SECONDS)
+            except queue.Empty:
+                continue
+            while True:
+                if item is _STOP:
+                    self._flush()
+                    return
+                assert isinstance(item, logging.LogRecord)
+                self.handler.handle(item)
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._flush()
+
+    def stop(self) -> None:
+        """Write every line queued so far, then end the thread (idempotent)."""
+        if self._thread.is_alive():
+            self.queue.put(_STOP)
+            self._thread.join()
+        _writers.discard(self)
+
+
+_writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for writer in list(_writers):
+        writer.stop()
+
+
 def attach_log(logger_name: str, path: Path | str, fmt: str = "text", level: str = "info",
                formatter: logging.Formatter | None = None) -> Callable[[], None]:
     """Attach a redacting file handler to ``logger_name`` for the life of a server.
@@ -264,12 +361,21 @@ def attach_log(logger_name: str, path: Path | str, fmt: str = "text", level: str
     """
     logger = logging.getLogger(logger_name)
     handler = make_handler(Path(path), fmt, formatter)
-    logger.addHandler(handler)
+    writer: _Writer | None = None
+    if _buffered and isinstance(handler, RedactingFileHandler):
+        handler.defer_flush = True
+        writer = _Writer(handler)
+        logger.addHandler(_QueueHandler(writer.queue))  # type: ignore[arg-type]
+    else:
+        logger.addHandler(handler)
+    added = logger.handlers[-1]
     if logger.level == logging.NOTSET or logger.level > logging.getLevelName(level.upper()):
         logger.setLevel(level.upper())
 
     def detach() -> None:
-        logger.removeHandler(handler)
+        logger.removeHandler(added)
+        if writer is not None:
+            writer.stop()
         handler.close()
 
     return detach
