@@ -365,7 +365,7 @@ def attach_log(logger_name: str, path: Path | str, fmt: str = "text", level: str
     if _buffered and isinstance(handler, RedactingFileHandler):
         handler.defer_flush = True
         writer = _Writer(handler)
-        logger.addHandler(_QueueHandler(writer.queue))  # type: ignore[arg-type]
+        logger.addHandler(_QueueHandler(writer.queue))
     else:
         logger.addHandler(handler)
     added = logger.handlers[-1]
