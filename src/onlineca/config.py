@@ -397,6 +397,8 @@ class CAPFConfig(_Section):
     """The RA certificate's SHA-256 fingerprint, pinned; empty: not pinned."""
     max_concurrent_enrollments: int = Field(default=16, ge=1)
     """Enrollments in flight towards the RA at once."""
+    document_copies: bool = True
+    """Keep the document's file copies of each request and LSC (CSR, PKCS#7, PEM, DER) beside the database, written in a worker thread; false: the database only (less work per enrollment)."""
     operation_deadline_days: int = Field(default=10, ge=1)
     """Default 'Operation Completes By', in days."""
     lsc_validity_days: int = Field(default=365, ge=1, le=1825)

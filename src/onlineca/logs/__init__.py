@@ -16,21 +16,20 @@ SIGHUP); ``journald`` writes plain lines on stderr with an sd-daemon priority pr
 timestamp of ours (journald adds its own); ``stdout`` writes each component's own format on
 stdout (containers).
 With ``set_buffered(True)`` (``[logging] buffered``; perf branch) the servers' file logs
-(``attach_log``) are written by a background thread: the logging call only puts the record on a
-queue (no write, no flush on the event loop); the thread writes what has arrived and flushes when
-the queue is empty or every ``FLUSH_SECONDS``, and ``detach()`` (a clean stop) and process exit drain
+(``attach_log``) are written by a background thread: the logging call only appends the record to a
+deque (no write, no flush, no lock on the event loop); every ``FLUSH_SECONDS`` the thread writes
+what has arrived and flushes once, and ``detach()`` (a clean stop) and process exit drain
 it completely, so no line is lost on a clean stop.
 """
 
 from __future__ import annotations
 
 import atexit
-import copy
+import collections
 import json
 import logging
 import logging.handlers
 import os
-import queue
 import re
 import sys
 import threading
@@ -286,59 +285,65 @@ def set_buffered(on: bool) -> None:
     _buffered = bool(on)
 
 
-class _QueueHandler(logging.handlers.QueueHandler):
-    """Puts the record on the queue with its message merged (its arguments may change after the
-    call) but its exception kept, so the file's own formatter renders it as unbuffered lines are."""
+class _QueueHandler(logging.Handler):
+    """Appends the record, its message merged (its arguments may change after the call) but its
+    exception kept (so the file's own formatter renders it as unbuffered lines are), to a deque:
+    no lock and no thread woken per line, which is what costs on a busy event loop."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        message = record.getMessage()
-        record = copy.copy(record)
-        record.msg, record.args, record.message = message, None, message
-        return record
+    def __init__(self, pending: collections.deque[logging.LogRecord]) -> None:
+        super().__init__()
+        self.pending = pending
 
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: deque.append is atomic
+        self.emit(record)
+        return True
 
-_STOP = object()
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record.msg, record.args = record.getMessage(), None  # same getMessage() for every handler
+        except Exception:  # bad %-args: let the file handler report it as logging does
+            pass
+        self.pending.append(record)
 
 
 class _Writer:
-    """The thread that drains one queue into one file handler, flushing once per batch."""
+    """The thread that writes one file handler's queued records every ``FLUSH_SECONDS`` and flushes
+    once per batch; ``stop()`` writes what is left."""
 
     def __init__(self, handler: logging.Handler) -> None:
-        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.pending: collections.deque[logging.LogRecord] = collections.deque()
         self.handler = handler
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="onlineca-log-writer", daemon=True)
         self._thread.start()
         _writers.add(self)
 
-    def _flush(self) -> None:
-        if isinstance(self.handler, RedactingFileHandler):
-            self.handler.flush_now()
-        else:
-            self.handler.flush()
-
-    def _run(self) -> None:
+    def _drain(self) -> None:
+        wrote = False
         while True:
             try:
-                item = self.queue.get(timeout=FLUSH_SECONDS)
-            except queue.Empty:
-                continue
-            while True:
-                if item is _STOP:
-                    self._flush()
-                    return
-                assert isinstance(item, logging.LogRecord)
-                self.handler.handle(item)
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._flush()
+                record = self.pending.popleft()
+            except IndexError:
+                break
+            self.handler.handle(record)
+            wrote = True
+        if wrote:
+            if isinstance(self.handler, RedactingFileHandler):
+                self.handler.flush_now()
+            else:
+                self.handler.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_SECONDS):
+            self._drain()
+        self._drain()
 
     def stop(self) -> None:
         """Write every line queued so far, then end the thread (idempotent)."""
+        self._stop.set()
         if self._thread.is_alive():
-            self.queue.put(_STOP)
             self._thread.join()
+        self._drain()  # anything appended while the thread was ending
         _writers.discard(self)
 
 
@@ -365,7 +370,7 @@ def attach_log(logger_name: str, path: Path | str, fmt: str = "text", level: str
     if _buffered and isinstance(handler, RedactingFileHandler):
         handler.defer_flush = True
         writer = _Writer(handler)
-        logger.addHandler(_QueueHandler(writer.queue))
+        logger.addHandler(_QueueHandler(writer.pending))
     else:
         logger.addHandler(handler)
     added = logger.handlers[-1]
