@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFami
 from prometheus_client.registry import Collector
 
 from onlineca import pki
+from onlineca.infra import workers
 from onlineca.infra.serving import listen
 from onlineca.store.fleet_stats import EXPIRY_WINDOWS, FleetSnapshot
 
@@ -221,7 +222,8 @@ async def start_metrics_server(metrics: CAPFMetrics, host: str, port: int, *,
     app.router.add_get("/capf-ca.crl", crl)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True,
+                       reuse_port=workers.reuse_port() or None)
     try:
         await listen(site.start, host, port)
     except BaseException:

@@ -31,7 +31,7 @@ from onlineca.capf.ops import CAPFOps
 from onlineca.capf.server import CAPFServer
 from onlineca.config import Config
 from onlineca.errors import CAUnavailable, ConfigError, PKIError
-from onlineca.infra import files, tls
+from onlineca.infra import files, tls, workers
 from onlineca.infra.serving import listen
 from onlineca.logs.capf_trace import attach_capf_trace, log as trace_log
 from onlineca.store.db import Database
@@ -103,7 +103,7 @@ class RunningCAPF:
 
 
 def _node_id(config: Config) -> str:
-    return config.capf.node_id or f"{socket.gethostname()}:{os.getpid()}"
+    return (config.capf.node_id or f"{socket.gethostname()}:{os.getpid()}") + workers.worker_suffix()
 
 
 async def _maintenance_once(running: RunningCAPF) -> None:
@@ -197,7 +197,8 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
         ops = CAPFOps(config, data, db, node_id)
         listen_port = cfg.port if port is None else port
         server = await listen(lambda: asyncio.start_server(ops.metrics.timed(capf.handle), bind_host, listen_port, ssl=ctx,
-                                                           ssl_handshake_timeout=cfg.read_timeout, backlog=512),
+                                                           ssl_handshake_timeout=cfg.read_timeout, backlog=512,
+                                                           reuse_port=workers.reuse_port() or None),
                               bind_host, listen_port)
     except BaseException:
         if enroller is not None:

@@ -29,7 +29,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onlineca.cli.app import AppContext, exit_on_finding, read_only_config, serve_until_signal
+from onlineca.cli.app import AppContext, exit_on_finding, read_only_config, serve_until_signal, workers_option
 from onlineca.errors import CAPFError, CSVImportError
 
 
@@ -90,6 +90,7 @@ def capf() -> None:
 
 
 @capf.command("serve")
+@workers_option
 @click.option("--host", default=None, help="Default from [capf] host (127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Default from [capf] port (3804).")
 @click.option("--no-scheduler", is_flag=True, help="Do not run renewal passes (another node runs them).")

@@ -1,0 +1,227 @@
+"""``--workers N``: one server command as N processes on one port (SO_REUSEPORT) under a supervisor.
+
+The supervisor is the command the administrator started: it holds the server's data-dir lock (the
+caller takes it), reserves the port (a port of 0 becomes one free port every worker shares), starts
+N copies of its own command line with ``ONLINECA_WORKER_INDEX`` set, prints one readiness line
+once every worker has printed its own, forwards SIGHUP, SIGTERM and SIGINT to them, and starts a
+worker again when one dies (not while stopping).  A worker is an ordinary server that binds with
+SO_REUSEPORT, so the kernel spreads new connections over the workers; they share state only
+through the database, as several CAPF nodes already do.  This module never decides anything about
+requests, and never runs a server itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+WORKER_ENV = "ONLINECA_WORKER_INDEX"
+# Seconds a worker that died waits before it is started again (a crash loop costs little).
+RESTART_DELAY = 1.0
+# Seconds the workers have to stop after SIGTERM before they are killed.
+STOP_TIMEOUT = 30.0
+# Seconds every worker has to print its readiness line at start.
+START_TIMEOUT = 120.0
+
+
+def worker_index() -> int | None:
+    """This process's worker number under a supervisor, or None (a server on its own)."""
+    value = os.environ.get(WORKER_ENV, "")
+    return int(value) if value.isdigit() else None
+
+
+def reuse_port() -> bool:
+    """Whether this server's listeners must bind with SO_REUSEPORT (it is one of N workers)."""
+    return worker_index() is not None
+
+
+def worker_suffix() -> str:
+    """``-w1`` for worker 1, empty on its own: what keeps node ids of workers distinct."""
+    index = worker_index()
+    return "" if index is None else f"-w{index}"
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def reserve_port(host: str, port: int) -> tuple[socket.socket | None, int]:
+    """For port 0, a socket bound (not listening) with SO_REUSEPORT to a free port, kept open so
+    nothing else takes it while the workers bind it too; for a fixed port, no socket."""
+    if port != 0:
+        return None, port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, 0))
+    return sock, int(sock.getsockname()[1])
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: subprocess.Popen[bytes]
+    ready: threading.Event = field(default_factory=threading.Event)
+    first_line: str = ""
+    pump: threading.Thread | None = None
+
+
+class Supervisor:
+    """N workers of ``argv`` (the command line, run as it is with the worker's environment)."""
+
+    def __init__(self, argv: Sequence[str], count: int, *, err: IO[str] | None = None,
+                 on_ready: Callable[[str], None] | None = None) -> None:
+        if count < 1:
+            raise ValueError("at least one worker")
+        self.argv, self.count = list(argv), count
+        self.err = err or sys.stderr
+        self.on_ready = on_ready
+        self.workers: dict[int, _Worker] = {}
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        # Workers' lines before the supervisor's readiness line wait here: that line comes first.
+        self._held: list[str] | None = []
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def _spawn(self, index: int) -> _Worker:
+        env = {**os.environ, WORKER_ENV: str(index)}
+        proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        worker = _Worker(index, proc)
+        worker.pump = threading.Thread(target=self._pump, args=(worker,), daemon=True,
+                                       name=f"worker-{index}-stderr")
+        worker.pump.start()
+        return worker
+
+    def _pump(self, worker: _Worker) -> None:
+        """The worker's stderr, line by line, onto ours; its first line (its readiness line) is
+        kept for the supervisor's own and not repeated."""
+        assert worker.proc.stderr is not None
+        for raw in worker.proc.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if not worker.ready.is_set():
+                worker.first_line = line
+                worker.ready.set()
+                continue
+            self._say(f"[worker {worker.index} pid {worker.proc.pid}] {line}")
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(line)
+            else:
+                print(line, file=self.err, flush=True)
+
+    def release_held(self) -> None:
+        """Print the workers' lines held back until the readiness line, and the rest as they come."""
+        with self._lock:
+            held, self._held = self._held or [], None
+            for line in held:
+                print(line, file=self.err, flush=True)
+
+    def signal_all(self, signum: int) -> None:
+        for worker in list(self.workers.values()):
+            if worker.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.send_signal(signum)
+
+    # -- life --------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Start every worker and wait for their readiness lines; the first one's line.  A worker
+        that exits first fails the start (``RuntimeError`` with its last words), after stopping
+        the others."""
+        for index in range(self.count):
+            self.workers[index] = self._spawn(index)
+        deadline = time.monotonic() + START_TIMEOUT
+        for worker in self.workers.values():
+            while not worker.ready.wait(0.1):
+                if worker.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    assert worker.pump is not None
+                    worker.pump.join(5)
+                    raise RuntimeError(worker.first_line or f"worker {worker.index} exited "
+                                       f"({worker.proc.returncode}) before it was ready")
+            if worker.first_line.startswith("error:"):  # the command's error line, not its readiness line
+                self.stop()
+                raise RuntimeError(worker.first_line.removeprefix("error:").strip())
+        return self.workers[0].first_line
+
+    def watch(self) -> None:
+        """Until ``stop()``: start again any worker that died (after ``RESTART_DELAY``)."""
+        while not self._stopping.wait(0.2):
+            for index, worker in list(self.workers.items()):
+                code = worker.proc.poll()
+                if code is None or self._stopping.is_set():
+                    continue
+                self._say(f"worker {index} (pid {worker.proc.pid}) exited ({code}); starting it again")
+                del self.workers[index]  # a death before the stop is not the stop's exit status
+                if self._stopping.wait(RESTART_DELAY):
+                    return
+                self.workers[index] = self._spawn(index)
+
+    def stop(self) -> int:
+        """SIGTERM to every worker, SIGKILL to those still there after ``STOP_TIMEOUT``; the first
+        non-zero exit status (0 when all stopped cleanly)."""
+        self._stopping.set()
+        self.signal_all(signal.SIGTERM)
+        status = 0
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for worker in self.workers.values():
+            try:
+                code = worker.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                code = worker.proc.wait()
+            if worker.pump is not None:
+                worker.pump.join(5)
+            if code not in (0, -signal.SIGTERM) and status == 0:
+                status = code
+        return status
+
+
+def run_supervisor(argv: Sequence[str], count: int, *, on_ready: Callable[[str], None],
+                   on_stop: Callable[[], object] | None = None) -> int:
+    """Start ``count`` workers of ``argv``, call ``on_ready(first worker's line)``, then supervise
+    until SIGTERM or SIGINT (SIGHUP is forwarded); the exit status.  Runs on the main thread."""
+    sup = Supervisor(argv, count)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            sup.signal_all(signal.SIGHUP)
+        else:
+            stop.set()
+            sup._stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        try:
+            on_ready(sup.start())
+        finally:
+            sup.release_held()
+        watcher = threading.Thread(target=sup.watch, daemon=True, name="worker-watch")
+        watcher.start()
+        while not stop.wait(0.5):
+            pass
+        watcher.join()
+        if on_stop is not None:
+            on_stop()
+        return sup.stop()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+__all__ = ["WORKER_ENV", "Supervisor", "default_workers", "reserve_port", "reuse_port", "run_supervisor",
+           "worker_index", "worker_suffix"]
