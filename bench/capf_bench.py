@@ -48,7 +48,7 @@ def register(config, count: int, key: tuple[str, int]) -> None:  # type: ignore[
     db.dispose()
 
 
-async def start_capf_process(config, root: Path, ra_url: str) -> tuple[asyncio.subprocess.Process, str]:  # type: ignore[no-untyped-def]
+async def start_capf_process(config, root: Path, ra_url: str, workers: int) -> tuple[asyncio.subprocess.Process, str]:  # type: ignore[no-untyped-def]
     """``onlineca capf serve`` on a free port (CAPF's certificate is already in ``root``); its address."""
     cfg = config.capf
     env = {**os.environ, "ONLINECA_DATABASE_URL": config.database_url, "ONLINECA_CAPF_RA_URL": ra_url,
@@ -58,7 +58,7 @@ async def start_capf_process(config, root: Path, ra_url: str) -> tuple[asyncio.s
            "ONLINECA_LOGGING_BUFFERED": "true" if config.logging.buffered else "false"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "onlineca", "--data-dir", str(root), "capf", "serve", "--port", "0",
-        "--no-scheduler", env=env, stderr=subprocess.PIPE)
+        "--no-scheduler", "--workers", str(workers), env=env, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
     if not line.startswith("CAPF serving "):
@@ -68,9 +68,17 @@ async def start_capf_process(config, root: Path, ra_url: str) -> tuple[asyncio.s
 
 
 def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) a process and its live children (``--workers``) have used so
+    far, from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            total += sum(_proc_cpu(int(child)) for child in task.read_text().split())
+    return total
 
 
 class CpuSampler:
@@ -107,6 +115,10 @@ class CpuSampler:
         return last[1] - first[1], last[2] - first[2]
 
 
+def _loop_name() -> str:
+    return type(asyncio.get_event_loop_policy()).__module__.split(".")[0]
+
+
 async def bench(args: argparse.Namespace) -> dict:
     key_type, bits = args.key.split(":")
     key = (key_type, int(bits))
@@ -127,7 +139,7 @@ async def bench(args: argparse.Namespace) -> dict:
             capf_at = f"{servers.capf.host}:{servers.capf.port}"
             if args.capf_process:
                 await servers.capf.close()  # it enrolled CAPF's certificate; the process serves it
-                capf_proc, capf_at = await start_capf_process(config, root, servers.ra.url)
+                capf_proc, capf_at = await start_capf_process(config, root, servers.ra.url, args.workers)
             await asyncio.to_thread(register, config, args.devices, key)
             cmd = [sys.executable, "-m", "onlineca", "--data-dir", str(root), "phone", "fleet",
                    "--count", str(args.devices), "--concurrency", str(args.concurrency),
@@ -167,7 +179,8 @@ async def bench(args: argparse.Namespace) -> dict:
     fleet["client_core_share"] = round(client_cpu / fleet["seconds"], 3) if fleet["seconds"] else None
     return {"bench": "capf end-to-end (phone -> CAPF -> RA -> CA)", "key": args.key, "cpus": os.cpu_count(),
             "ra_concurrency": args.ra_concurrency, "capf_process": args.capf_process,
-            "buffered_logs": not args.unbuffered_logs, "flow": args.flow,
+            "buffered_logs": not args.unbuffered_logs, "workers": args.workers if args.capf_process else None,
+            "loop": _loop_name(), "flow": args.flow,
             "fleet_process_wall_seconds": round(wall, 2), **fleet}
 
 
@@ -181,12 +194,17 @@ def main() -> None:
                         help="Run CAPF as its own 'onlineca capf serve' process (the RA and CA stay here).")
     parser.add_argument("--flow", choices=["extended", "public", "mix"], default="extended",
                         help="The phones: extended (sign their request), public (the public flow exactly), or mix.")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="With --capf-process: 'capf serve --workers N' (default: the number of cores).")
     parser.add_argument("--unbuffered-logs", action="store_true",
                         help="Write each log line on the event loop as it comes ([logging] buffered = false).")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     if args.flow != "extended" and not args.key.startswith("rsa"):
         parser.error("public-flow phones make RSA keys only (they announce no EC)")
+    from onlineca.infra.workers import install_event_loop
+
+    install_event_loop()  # as the servers' commands do (uvloop when importable; ONLINECA_EVENT_LOOP=asyncio: not)
     print(json.dumps(asyncio.run(bench(args)), indent=2))
 
 

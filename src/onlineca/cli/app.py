@@ -355,6 +355,7 @@ def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R]
                 loop.remove_signal_handler(signal.SIGHUP)
             await running.close()
 
+    workers.install_event_loop()  # uvloop when importable (onlineca[speed]); ONLINECA_EVENT_LOOP=asyncio: not
     try:
         asyncio.run(main())
     finally:

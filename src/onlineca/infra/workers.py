@@ -223,5 +223,31 @@ def run_supervisor(argv: Sequence[str], count: int, *, on_ready: Callable[[str],
             signal.signal(s, handler)
 
 
-__all__ = ["WORKER_ENV", "Supervisor", "default_workers", "reserve_port", "reuse_port", "run_supervisor",
-           "worker_index", "worker_suffix"]
+
+
+# --------------------------------------------------------------------------- the event loop
+
+LOOP_ENV = "ONLINECA_EVENT_LOOP"
+
+
+def install_event_loop() -> str:
+    """Use uvloop for the servers' event loops when it is importable (``pip install
+    onlineca[speed]``) unless ``ONLINECA_EVENT_LOOP=asyncio``; ``=uvloop`` insists on it (ImportError
+    otherwise).  The name of the loop in use.  A server command calls it once, before its loop."""
+    wanted = os.environ.get(LOOP_ENV, "auto").strip().lower() or "auto"
+    if wanted == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        if wanted == "uvloop":
+            raise
+        return "asyncio"
+    import asyncio
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+__all__ = ["LOOP_ENV", "WORKER_ENV", "Supervisor", "default_workers", "install_event_loop", "reserve_port",
+           "reuse_port", "run_supervisor", "worker_index", "worker_suffix"]
