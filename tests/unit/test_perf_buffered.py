@@ -77,3 +77,28 @@ def test_issued_cache_is_bounded() -> None:
     for i in range(10):
         cache.put(i, "a", bytes([i]))
     assert [cache.take(i, "a") for i in range(10)] == [None] * 7 + [b"\x07", b"\x08", b"\x09"]
+
+
+def test_a_csr_signature_is_verified_once_per_process_and_a_bad_one_never_passes() -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from onlineca import pki
+    from onlineca.errors import ParseError
+    from onlineca.pki import csr as csr_module
+
+    key = pki.generate_key("ec", 256)
+    good = pki.build_csr(key, "CN=SEP000000000777")
+    pki.verify_csr(good)
+    assert len([k for k in csr_module._VERIFIED]) >= 1
+    pki.verify_csr(pki.parse_csr(pki.csr_der(good)))  # the same request again: from the cache
+    # The same to-be-signed bytes with another signature are checked, and refused.
+    der = bytearray(good.public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0x01
+    bad = x509.load_der_x509_csr(bytes(der))
+    try:
+        pki.verify_csr(bad)
+    except ParseError:
+        pass
+    else:
+        raise AssertionError("a broken signature passed")
