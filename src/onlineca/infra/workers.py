@@ -96,6 +96,7 @@ class Supervisor:
 
     def _spawn(self, index: int) -> _Worker:
         env = {**os.environ, WORKER_ENV: str(index)}
+        env.pop("NOTIFY_SOCKET", None)  # systemd hears the supervisor (MAINPID), never a worker
         proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         worker = _Worker(index, proc)
         worker.pump = threading.Thread(target=self._pump, args=(worker,), daemon=True,
