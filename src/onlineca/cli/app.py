@@ -273,8 +273,14 @@ def _supervise(ctx: click.Context, app: AppContext, role: str, count: int) -> No
     host = ctx.params.get("host") or section.host
     port = ctx.params.get("port")
     port = section.port if port is None else port
+    from onlineca.infra.serving import cannot_listen
+
     lock = ServerLock(app.data_dir, role).acquire()
-    reserved, port = workers.reserve_port(host, port)
+    try:
+        reserved, port = workers.reserve_port(host, port)
+    except OSError as exc:
+        lock.release()
+        raise cannot_listen(host, port, exc) from None
     try:
         def ready(line: str) -> None:
             line = f"{line} [{count} workers, supervisor pid {os.getpid()}]"
@@ -284,12 +290,10 @@ def _supervise(ctx: click.Context, app: AppContext, role: str, count: int) -> No
         try:
             status = workers.run_supervisor([*argv, "--port", str(port)], count, on_ready=ready,
                                             on_stop=lambda: notify("STOPPING=1"))
-        except RuntimeError as exc:
-            raise ConfigError(f"a {role} worker did not start: {exc}",
-                              hint="Run the command without --workers to see its error in full.") from None
+        except RuntimeError as exc:  # the worker's own error line (its hint included), as without workers
+            raise ConfigError(str(exc), hint="") from None
     finally:
-        if reserved is not None:
-            reserved.close()
+        reserved.close()
         lock.release()
     if status:
         ctx.exit(status)
@@ -339,11 +343,13 @@ def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R]
         try:
             stopping = stack.enter_context(stop_on_signals())
             line = describe(running)
-            click.echo(line, err=True)  # first: the readiness line scripts wait for
+            # first: the readiness line scripts wait for (a worker marks it for its supervisor)
+            click.echo(f"{workers.READY_MARK}{line}" if workers.worker_index() is not None else line, err=True)
             if app is not None:
                 source = app.source.describe()
                 logging.getLogger(f"onlineca.{role}").info("%s; %s", line, source)
-                click.echo(source, err=True)
+                if not workers.worker_index():  # on its own, or worker 0: said once, not per worker
+                    click.echo(source, err=True)
             notify(f"READY=1\nSTATUS={line}\nMAINPID={os.getpid()}")
             await stopping.wait()
         finally:

@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 WORKER_ENV = "ONLINECA_WORKER_INDEX"
+# A worker prints its readiness line after this mark, so the supervisor can tell it from log
+# lines (the journald and stdout targets write those on the same stream) and repeat it once.
+READY_MARK = "onlineca-worker-ready: "
+# What a server prints in answer to SIGHUP (cli.app._reloader): the supervisor repeats each
+# distinct answer once per SIGHUP, not once per worker.
+RELOAD_LINES = ("reloaded:", "reload refused", "reload failed", "reload (SIGHUP) is not supported")
 # Seconds a worker that died waits before it is started again (a crash loop costs little).
 RESTART_DELAY = 1.0
 # Seconds the workers have to stop after SIGTERM before they are killed.
@@ -54,17 +60,25 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def reserve_port(host: str, port: int) -> tuple[socket.socket | None, int]:
-    """For port 0, a socket bound (not listening) with SO_REUSEPORT to a free port, kept open so
-    nothing else takes it while the workers bind it too; for a fixed port, no socket."""
-    if port != 0:
-        return None, port
+def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
+    """The port the workers will share, held for them: first bound alone (no SO_REUSEPORT), so a
+    port another server holds is refused here as without workers (OSError), and port 0 becomes a
+    free port; then a socket bound to it with SO_REUSEPORT (not listening) is kept open until the
+    workers stop, so that no other server can take it meanwhile.  The caller closes the socket."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's servers bind
+        probe.bind((host, port))
+        port = int(probe.getsockname()[1])
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, 0))
-    return sock, int(sock.getsockname()[1])
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock, port
 
 
 @dataclass
@@ -91,6 +105,7 @@ class Supervisor:
         self._lock = threading.Lock()
         # Workers' lines before the supervisor's readiness line wait here: that line comes first.
         self._held: list[str] | None = []
+        self._reload_said: set[str] = set()
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -105,16 +120,31 @@ class Supervisor:
         return worker
 
     def _pump(self, worker: _Worker) -> None:
-        """The worker's stderr, line by line, onto ours; its first line (its readiness line) is
-        kept for the supervisor's own and not repeated."""
+        """The worker's stderr, line by line, onto ours, as it wrote them.  Its readiness line
+        (after ``READY_MARK``) or its error line (``error: ...`` before it) is kept for the
+        supervisor instead; what the workers print while starting is shown once (worker 0's:
+        they all print the same)."""
         assert worker.proc.stderr is not None
+        starting = True
         for raw in worker.proc.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
-            if not worker.ready.is_set():
+            if starting and line.startswith(READY_MARK):
+                worker.first_line = line[len(READY_MARK):]
+                worker.ready.set()
+                starting = False
+                continue
+            if starting and line.startswith("error:"):
                 worker.first_line = line
                 worker.ready.set()
+            if self._held is not None and worker.index != 0:
                 continue
-            self._say(f"[worker {worker.index} pid {worker.proc.pid}] {line}")
+            if line.startswith(RELOAD_LINES):  # every worker answers a SIGHUP: each answer once
+                with self._lock:
+                    if line in self._reload_said:
+                        continue
+                    self._reload_said.add(line)
+            self._say(line)
+        worker.ready.set()  # it ended without a readiness line: start() sees it exited
 
     def _say(self, line: str) -> None:
         with self._lock:
@@ -131,6 +161,9 @@ class Supervisor:
                 print(line, file=self.err, flush=True)
 
     def signal_all(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            with self._lock:
+                self._reload_said.clear()
         for worker in list(self.workers.values()):
             if worker.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -147,15 +180,13 @@ class Supervisor:
         deadline = time.monotonic() + START_TIMEOUT
         for worker in self.workers.values():
             while not worker.ready.wait(0.1):
-                if worker.proc.poll() is not None or time.monotonic() > deadline:
+                if time.monotonic() > deadline:
                     self.stop()
-                    assert worker.pump is not None
-                    worker.pump.join(5)
-                    raise RuntimeError(worker.first_line or f"worker {worker.index} exited "
-                                       f"({worker.proc.returncode}) before it was ready")
-            if worker.first_line.startswith("error:"):  # the command's error line, not its readiness line
+                    raise RuntimeError(f"worker {worker.index} was not ready after {START_TIMEOUT:.0f} s")
+            if worker.first_line.startswith("error:") or not worker.first_line:
                 self.stop()
-                raise RuntimeError(worker.first_line.removeprefix("error:").strip())
+                raise RuntimeError(worker.first_line.removeprefix("error:").strip() or
+                                   f"worker {worker.index} exited ({worker.proc.returncode}) before it was ready")
         return self.workers[0].first_line
 
     def watch(self) -> None:
@@ -250,5 +281,5 @@ def install_event_loop() -> str:
     return "uvloop"
 
 
-__all__ = ["LOOP_ENV", "WORKER_ENV", "Supervisor", "default_workers", "install_event_loop", "reserve_port",
+__all__ = ["LOOP_ENV", "READY_MARK", "WORKER_ENV", "Supervisor", "default_workers", "install_event_loop", "reserve_port",
            "reuse_port", "run_supervisor", "worker_index", "worker_suffix"]
