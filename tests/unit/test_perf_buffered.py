@@ -102,3 +102,12 @@ def test_a_csr_signature_is_verified_once_per_process_and_a_bad_one_never_passes
         pass
     else:
         raise AssertionError("a broken signature passed")
+
+
+def test_a_worker_allows_its_share_of_an_in_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onlineca.infra import workers
+
+    assert workers.share(5) == 5  # on its own: the whole limit
+    monkeypatch.setenv(workers.WORKER_ENV, "1")
+    monkeypatch.setenv(workers.COUNT_ENV, "2")
+    assert (workers.share(5), workers.share(20), workers.share(1)) == (2, 10, 1)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 WORKER_ENV = "ONLINECA_WORKER_INDEX"
+COUNT_ENV = "ONLINECA_WORKER_COUNT"
 # A worker prints its readiness line after this mark, so the supervisor can tell it from log
 # lines (the journald and stdout targets write those on the same stream) and repeat it once.
 READY_MARK = "onlineca-worker-ready: "
@@ -48,6 +49,15 @@ def worker_index() -> int | None:
 def reuse_port() -> bool:
     """Whether this server's listeners must bind with SO_REUSEPORT (it is one of N workers)."""
     return worker_index() is not None
+
+
+def share(limit: int) -> int:
+    """A worker's share of a limit the server counts in memory (the RA's refused-login throttle):
+    ``limit // N`` (at least 1), so N workers together allow no more than one server would (for a
+    limit of at least N); a client may meet one worker's share sooner.  The whole limit on its own."""
+    count = os.environ.get(COUNT_ENV, "")
+    n = int(count) if worker_index() is not None and count.isdigit() and int(count) > 0 else 1
+    return max(1, limit // n)
 
 
 def worker_suffix() -> str:
@@ -110,7 +120,7 @@ class Supervisor:
     # -- processes ---------------------------------------------------------------------------
 
     def _spawn(self, index: int) -> _Worker:
-        env = {**os.environ, WORKER_ENV: str(index)}
+        env = {**os.environ, WORKER_ENV: str(index), COUNT_ENV: str(self.count)}
         env.pop("NOTIFY_SOCKET", None)  # systemd hears the supervisor (MAINPID), never a worker
         proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         worker = _Worker(index, proc)
@@ -281,5 +291,18 @@ def install_event_loop() -> str:
     return "uvloop"
 
 
-__all__ = ["LOOP_ENV", "READY_MARK", "WORKER_ENV", "Supervisor", "default_workers", "install_event_loop", "reserve_port",
-           "reuse_port", "run_supervisor", "worker_index", "worker_suffix"]
+__all__ = [
+    "COUNT_ENV",
+    "LOOP_ENV",
+    "READY_MARK",
+    "WORKER_ENV",
+    "Supervisor",
+    "default_workers",
+    "install_event_loop",
+    "reserve_port",
+    "reuse_port",
+    "run_supervisor",
+    "share",
+    "worker_index",
+    "worker_suffix",
+]
