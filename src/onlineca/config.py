@@ -576,6 +576,13 @@ class Config(_Section):
         return url or f"sqlite:///{self.paths.database}"
 
     @property
+    def ca_database_url(self) -> str:
+        """The CA's request database: ``[admin] ca_database_url`` when set (the lab keeps the CA's
+        requests in a file of their own), else ``[database] url``: every command, the console and
+        'ca serve' read the same one."""
+        return self.admin.ca_database_url.get_secret_value() or self.database_url
+
+    @property
     def ca_users_path(self) -> Path:
         """The CA's users file: ``[ca] users_file``, else ``<data>/ca/users``."""
         return Path(self.ca.users_file) if self.ca.users_file else self.paths.ca.users
