@@ -422,7 +422,14 @@ async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
         await run_fleet([d.member for d in renewing], target, concurrency=opts.concurrency, retries=2,
                         max_retry_delay=2.0, on_result=renewed)
         servers.capf.capf.clock = inventory.utcnow
+        # CAPF's maintenance pass revokes the LSCs the renewals replaced (through our CA's revoke
+        # endpoint); the demo runs it once now instead of waiting for the scheduler's interval.
+        revocations = await servers.capf.ops.revoker.run_once() if servers.capf.ops is not None else None
         report = summarize(devices, servers, config, clock, scheduled)
+        if revocations is not None:
+            report["revocations"] = {"revoked": len(revocations.revoked), "manual": len(revocations.manual),
+                                     "failed": len(revocations.failed), "crl": servers.ca.url.rsplit("/certsrv", 1)[0]
+                                     + "/CertEnroll/"}
     except BaseException:
         await servers.close()
         raise
