@@ -248,7 +248,24 @@ class CAPFConfig(_Section):
     retry_delay: int = Field(default=300, ge=1)            # RETRY_LATER when the RA/CA is unavailable
     max_auth_failures: int = Field(default=5, ge=1)        # wrong auth strings before a lockout
     lockout_minutes: float = Field(default=30.0, gt=0)
-    node_id: str = ""                                      # empty: the host name
+    # sec branch: a wrong auth string is answered after auth_failure_delay seconds, doubled for each
+    # wrong one in a row, never more than auth_failure_max_delay (the device's lease is held meanwhile).
+    auth_failure_delay: float = Field(default=1.0, ge=0)
+    auth_failure_max_delay: float = Field(default=5.0, ge=0)
+    # sec branch: empty: made once and kept in <data>/capf/node-id (stable across restarts).
+    node_id: str = ""
+    # sec branch: a session's device lease lasts this long and is renewed every third of it while
+    # the session lives, so the devices of a node that died are free again within this time.
+    lease_seconds: float = Field(default=30.0, ge=3, le=600)
+    # sec branch: EST CA label under which CAPF enrolls its own (RA agent) certificate; the RA maps
+    # it to a template ([ra] label_templates).  Empty: the RA's default template.
+    agent_label: str = ""
+    # sec branch: reconciliation (capf reconcile, and every reconcile_interval seconds): our CA's
+    # request database to read (empty: none, report only), and how long an enrollment may be in
+    # flight before it counts as abandoned.
+    ca_database_url: SecretStr = SecretStr("")
+    reconcile_interval: float = Field(default=300.0, gt=0)
+    reconcile_grace: float = Field(default=120.0, gt=0)
     scheduler_interval: float = Field(default=60.0, gt=0)  # renewal runs; CAPF's own certificate check
     # capf10 branch: a phone that announced no keepalive gets its LSC within this, or a decline
     # (public clients give up after 8-10 s of silence).
@@ -391,6 +408,11 @@ class CAPFPaths:
     @property
     def ca_cert(self) -> Path:
         return self.ca_dir / "capf-ca.pem"
+
+    @property
+    def node_id_file(self) -> Path:
+        """sec branch: this CAPF node's id, made at first start, kept across restarts."""
+        return self.root / "node-id"
 
     def csr_file(self, device: str) -> Path:
         return self.csr_dir / f"{device}.csr"

@@ -184,6 +184,20 @@ class CAPFLab:
         with self.db.session() as s:
             inv.set_device(s, name, **settings)
 
+    def record_installed(self, name: str, cert: x509.Certificate) -> str:
+        """Record ``cert`` as the LSC installed on ``name`` (as if CAPF had issued and delivered
+        it), leaving the pending operation as it was; its serial."""
+        assert self.db is not None
+        with self.db.session() as s:
+            device = inv.get_device(s, name)
+            pending = {k: getattr(device, k) for k in ("operation", "operation_deadline", "operation_auth_mode",
+                                                        "status")}
+            row = inv.record_lsc_issued(s, name, pki.cert_der(cert))
+            inv.mark_lsc_installed(s, name, row.serial)
+            serial = row.serial
+        self.force(name, **pending)
+        return serial
+
     def force(self, name: str, **columns: Any) -> None:
         """Write columns directly (e.g. a deadline already past, which the inventory refuses)."""
         assert self.db is not None

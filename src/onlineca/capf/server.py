@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import itertools
+import secrets
 import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -49,7 +51,15 @@ from onlineca.errors import (
 from onlineca.logs.capf_trace import SessionTrace
 from onlineca.pki import tbs
 from onlineca.policy import capf_session as decide
-from onlineca.policy.capf import AuthMode, EffectivePolicy, Issuer, Operation, success_status, validate_device_name
+from onlineca.policy.capf import (
+    AuthMode,
+    EffectivePolicy,
+    Issuer,
+    Operation,
+    auth_string_matches,
+    success_status,
+    validate_device_name,
+)
 from onlineca.policy.capf_session import Credential, Ending, Outcome
 from onlineca.proto.devproto.messages import (
     AbortRequest,
@@ -74,6 +84,7 @@ from onlineca.store.db import Database
 from onlineca.store.group_commit import Transactions
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 _MAX_READ = 65536
 
@@ -114,6 +125,17 @@ class ServerStats:
     by_status: dict[str, int] = field(default_factory=dict)
 
 
+def _lsc_of(auth: AuthResponse, credential: Credential | None) -> tuple[str, bytes] | None:
+    """(serial hex, DER) of the LSC a phone authenticated with, when its checks passed."""
+    if credential is None or credential.kind != "LSC" or not credential.valid or auth.certificate is None:
+        return None
+    try:
+        cert = auth.certificate.certificate()
+    except ParseError:
+        return None
+    return inv.serial_hex(cert.serial_number), auth.certificate.der
+
+
 class _Connection:
     """Bytes in and out of one session; every read bounded by ``read_timeout``."""
 
@@ -124,6 +146,8 @@ class _Connection:
         self.trace = trace
         self.pending: deque[Message] = deque()
         self.released = False  # the device's lease was given back with the session's last write
+        self.owner = ""  # the session's lease owner (sec branch)
+        self.presented_lsc: tuple[str, bytes] | None = None
 
     async def flush(self) -> None:
         data = self.session.data_to_send()
@@ -186,6 +210,11 @@ class CAPFServer:
         self.cfg, self.db, self.enroller = cfg, db, enroller
         self.node_id = node_id
         self.actor = f"capf:{node_id}"
+        # sec branch: each session leases its device under an owner of its own, ``<node>#<boot>#<n>``:
+        # no other session, of this node or another, enters the device meanwhile; the heartbeat
+        # renews this life's leases (``<node>#<boot>#``), and the next life frees them at once.
+        self.lease_prefix = f"{node_id}#{secrets.token_hex(4)}#"
+        self._session_numbers = itertools.count(1)
         self.clock = clock
         self.local_ca = local_ca
         self.certs = CertificateChecks(mic_trust or pki.TrustStore(), self._lsc_trust, clock)
@@ -205,6 +234,10 @@ class CAPFServer:
         if self.local_ca is None:
             return trust
         return pki.TrustStore([*trust.certs, self.local_ca.cert])
+
+    async def run_tx(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """One transaction off the event loop, as the sessions' own (the heartbeat's)."""
+        return await self._tx.run(fn, *args, **kw)
 
     def close(self) -> None:
         """Release the database thread (after the sessions have ended)."""
@@ -285,10 +318,13 @@ class CAPFServer:
         else:
             def mic_valid(_store: str) -> bool:
                 return False
-        start = await self._tx.run(tx.start_session, name, node_id=self.node_id,
-                                   lease=dt.timedelta(seconds=self.cfg.session_timeout + 60), now=self.clock(),
+        owner = f"{self.lease_prefix}{next(self._session_numbers)}"[:128]
+        presented_lsc = _lsc_of(auth, credential)
+        start = await self._tx.run(tx.start_session, name, owner=owner,
+                                   lease=dt.timedelta(seconds=self.cfg.lease_seconds), now=self.clock(),
                                    mic_valid=mic_valid, flow="public" if session.public else "extended",
-                                   capabilities=int(session.announced) if not session.public else None)
+                                   capabilities=int(session.announced) if not session.public else None,
+                                   presented_lsc=presented_lsc)
         if not start.found:
             trace.device_unknown()
             session.decline(Reason.DEVICE_UNKNOWN, "device unknown")
@@ -303,6 +339,8 @@ class CAPFServer:
             await conn.flush()
             return
         operation = start.policy.operation
+        conn.owner = owner
+        conn.presented_lsc = presented_lsc
         try:
             trace.policy(start.policy)
             if start.renewing:
@@ -316,7 +354,7 @@ class CAPFServer:
             raise
         finally:
             if not conn.released:
-                await self._tx.run(inv.release_device, name, self.node_id)
+                await self._tx.run(inv.release_device, name, owner)
 
     async def _finish(self, conn: _Connection, trace: SessionTrace, name: str, operation: Operation,
                       out: Outcome) -> None:
@@ -382,22 +420,45 @@ class CAPFServer:
         if refused is not None:
             return refused
         assert credential is not None
+        if credential.kind == "LSC":
+            # sec branch: the LSC CAPF recorded as installed on this device, not merely one that
+            # chains to the root and names it (revoked, deleted, replaced, discarded: refused).
+            presented = _lsc_of(auth, credential)
+            if presented is not None:
+                problem = start.lsc_problem if presented == conn.presented_lsc else \
+                    await self._tx.run(tx.lsc_problem, name, *presented)
+                if problem is not None:
+                    trace.lsc_not_recorded(presented[0], problem)
+                    return decide.lsc_not_recorded(policy.operation, presented[0], problem)
         trace.certificate_accepted(mode, credential.kind)
         return None
 
     async def _check_auth_string(self, trace: SessionTrace, name: str, start: tx.SessionStart,
                                  given: str | None) -> Outcome | None:
+        """sec branch: the attempt is counted in the database before the comparison (one
+        conditional UPDATE), so no number of parallel sessions gets more than
+        ``max_auth_failures`` strings compared; a wrong one is answered after a growing delay,
+        the device's lease held meanwhile."""
         assert start.policy is not None
-        if decide.auth_string_matches(start.policy.auth_string, given):
-            if start.failed_auth_count:
-                await self._tx.run(tx.auth_string_accepted, name)
+        cfg = self.cfg
+        attempt = await self._tx.run(tx.reserve_auth_attempt, name, max_failures=cfg.max_auth_failures,
+                                     lockout_minutes=cfg.lockout_minutes, now=self.clock())
+        if attempt is None:
+            trace.auth_attempts_used()
+            return decide.locked_out()
+        # scrypt, off the event loop (hashlib releases the GIL while it works).
+        if await asyncio.to_thread(auth_string_matches, attempt.stored, given):
+            await self._tx.run(tx.auth_string_accepted, name)
             trace.auth_string_verified()
             return None
-        locked = await self._tx.run(tx.auth_string_refused, name, max_failures=self.cfg.max_auth_failures,
-                                    lockout_minutes=self.cfg.lockout_minutes, now=self.clock())
-        return decide.wrong_auth_string(start.policy.operation, given=given is not None, locked=locked,
-                                        max_failures=self.cfg.max_auth_failures,
-                                        lockout_minutes=self.cfg.lockout_minutes)
+        delay = decide.wrong_guess_delay(attempt.failures, base=cfg.auth_failure_delay, cap=cfg.auth_failure_max_delay)
+        trace.auth_string_wrong(attempt.failures, delay)
+        if delay:
+            await asyncio.sleep(delay)  # a deliberate delay: guessing costs time, the lease held
+        if attempt.locks:
+            await self._tx.run(tx.auth_string_locked, name, lockout_minutes=cfg.lockout_minutes, now=self.clock())
+        return decide.wrong_auth_string(start.policy.operation, given=given is not None, locked=attempt.locks,
+                                        max_failures=cfg.max_auth_failures, lockout_minutes=cfg.lockout_minutes)
 
     # ------------------------------------------------------------------ what the phone must do
 
@@ -576,7 +637,7 @@ class CAPFServer:
                 trace.lsc_discarded(serial, "the phone refused it")
             return decide.phone_refused(Operation.UPGRADE, answer)
         trace.csr_removed(await self.enroller.remove_csr(name))
-        await self._tx.run(tx.lsc_installed, name, serial, node_id=self.node_id)
+        await self._tx.run(tx.lsc_installed, name, serial, node_id=self.node_id, owner=conn.owner)
         conn.released = True
         self._succeeded(trace, name, Operation.UPGRADE)
         return None

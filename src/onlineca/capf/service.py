@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
+import secrets
 import socket
 import ssl
 from collections.abc import Callable
@@ -28,11 +30,12 @@ from onlineca import pki
 from onlineca.capf.enroll import OnlineCAEnroller
 from onlineca.capf.local_ca import CAPFAuthority
 from onlineca.capf.server import CAPFServer
-from onlineca.config import Config
+from onlineca.config import Config, DataDir
 from onlineca.errors import CAUnavailable, ConfigError, PKIError
 from onlineca.infra import files, tls
 from onlineca.infra.serving import listen
 from onlineca.logs.capf_trace import attach_capf_trace, log as trace_log
+from onlineca.store import devices as inv
 from onlineca.store.db import Database
 
 log = logging.getLogger("onlineca.capf.service")
@@ -97,8 +100,40 @@ class RunningCAPF:
             fn()
 
 
-def _node_id(config: Config) -> str:
-    return config.capf.node_id or f"{socket.gethostname()}:{os.getpid()}"
+def node_id(config: Config, data_dir: Path) -> str:
+    """This node's id: ``[capf] node_id``, else the one kept in ``<data>/capf/node-id`` (made at
+    first start: host name and a random suffix).  Stable across restarts, unlike a PID, so that a
+    node that starts again knows the leases its earlier life held (sec branch)."""
+    if config.capf.node_id:
+        return config.capf.node_id
+    path = DataDir(data_dir).capf.node_id_file
+    try:
+        kept = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        kept = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read CAPF's node id {path}: {exc}",
+                          hint="Remove the file (a new id is made) or set [capf] node_id.") from None
+    if kept:
+        return kept[:80]
+    made = f"{socket.gethostname().split('.')[0][:60] or 'capf'}-{secrets.token_hex(3)}"
+    files.write_file(path, (made + "\n").encode())
+    return made
+
+
+async def _heartbeat_loop(running: RunningCAPF) -> None:
+    """sec branch: renew the leases of this process's live sessions every third of their life."""
+    capf = running.capf
+    ttl = dt.timedelta(seconds=capf.cfg.lease_seconds)
+    while True:
+        await asyncio.sleep(capf.cfg.lease_seconds / 3)  # a period, not a synchronisation
+        if not capf.stats.active:
+            continue
+        try:
+            await capf.run_tx(inv.renew_leases, capf.lease_prefix, ttl)
+        except Exception as exc:  # the database may be briefly unavailable: the next beat
+            log.warning("lease heartbeat failed (sessions keep their devices for %g s more at most): %s",
+                        capf.cfg.lease_seconds, exc)
 
 
 async def _maintenance_once(running: RunningCAPF) -> None:
@@ -121,6 +156,11 @@ async def _maintenance_once(running: RunningCAPF) -> None:
                 trace_log.info("debug CAPF now serves its renewed certificate")
         except CAUnavailable as exc:
             trace_log.warning("debug CAPF certificate renewal postponed: %s", exc.message)
+
+
+def _free_dead_leases(db: Database, node: str, live_prefix: str) -> int:
+    with db.session() as s:
+        return inv.free_dead_leases(s, node, live_prefix)
 
 
 def _tls_names(running: RunningCAPF) -> list[str]:
@@ -178,12 +218,15 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load CAPF's TLS certificate {cert_file} / {key_file}: {exc}",
                               hint="Set [capf] tls_cert and tls_key, or leave them empty to enroll one.") from None
-        node_id = _node_id(config)
+        node = node_id(config, data)
         local_ca, made = await asyncio.to_thread(CAPFAuthority.ensure, enroller.paths.ca_dir)
         if made:
             trace_log.info("debug CAPF's own CA created at %s (%s): the issuer of profiles with issuer = capf",
                            enroller.paths.ca_cert, pki.name_to_slash(local_ca.cert.subject))
-        capf = CAPFServer(cfg, db, enroller, node_id=node_id, mic_trust=mic_trust, local_ca=local_ca)
+        capf = CAPFServer(cfg, db, enroller, node_id=node, mic_trust=mic_trust, local_ca=local_ca)
+        freed = await asyncio.to_thread(_free_dead_leases, db, node, capf.lease_prefix)
+        if freed:
+            trace_log.info("debug node %s started again: %d device lease(s) of its earlier life freed", node, freed)
         listen_port = cfg.port if port is None else port
         server = await listen(lambda: asyncio.start_server(capf.handle, bind_host, listen_port, ssl=ctx,
                                                            ssl_handshake_timeout=cfg.read_timeout, backlog=512),
@@ -200,11 +243,12 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
         cleanup.append(db.dispose)
     bound = server.sockets[0].getsockname()[1]
     running = RunningCAPF(bind_host, bound, capf, enroller, db, ctx, server, _cleanup=cleanup)
-    trace_log.info("debug CAPF listening on %s:%d (TLS 1.2+, node %s)", bind_host, bound, node_id)
+    trace_log.info("debug CAPF listening on %s:%d (TLS 1.2+, node %s)", bind_host, bound, node)
+    running._tasks.append(asyncio.get_running_loop().create_task(_heartbeat_loop(running)))
     if maintenance:
         running._tasks.append(asyncio.get_running_loop().create_task(
             _maintenance_loop(running, cfg.scheduler_interval)))
     return running
 
 
-__all__ = ["RunningCAPF", "start_capf"]
+__all__ = ["RunningCAPF", "node_id", "start_capf"]

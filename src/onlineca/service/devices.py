@@ -28,7 +28,7 @@ MAX_BULK = 1000
 def _audit_view(device: Device) -> dict[str, Any]:
     """What the audit log keeps of a device: its description, and whether an auth string is set."""
     out = inv.device_dict(device)
-    out["auth_string_set"] = bool(device.auth_string)
+    out["auth_string_set"] = device.auth_string_hash is not None
     return out
 
 
