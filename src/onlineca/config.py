@@ -181,11 +181,25 @@ class RAConfig(_Section):
     ready_check_interval: float = Field(default=10.0, gt=0)
     # Pending requests (kept in [database]) nobody asked about for this many days are forgotten.
     pending_keep_days: float = Field(default=30.0, gt=0)
-    # capf10 branch: RA agents that may vouch for a key (pki.vouch; docs/ra.md): subject patterns of
-    # their TLS client certificate (RFC 4514, fnmatch) or "sha256:<hex>"; empty: nobody.  Their
-    # requests go to the CA under vouched_template.
+    # capf10 branch: vouched requests (pki.vouch; docs/ra.md) come from RA agents only ([est]
+    # ra_agents / ra_agent_eku, sec branch); vouch_agents optionally pins which agent certificates
+    # ("sha256:<hex>" fingerprints).  Their requests go to the CA under vouched_template.
     vouch_agents: list[str] = []
     vouched_template: str = "CAPFVouchedLSC"
+    # sec branch: EST CA labels (/.well-known/est/<label>/...) enrolled under another template than
+    # ``template``, e.g. {"capf-agent": "CAPFAgent"} for CAPF's own RA-agent certificate.
+    label_templates: dict[str, str] = {}
+
+    @field_validator("vouch_agents")
+    @classmethod
+    def _pins(cls, v: list[str]) -> list[str]:
+        for pin in v:
+            digest = pin[7:].replace(":", "") if pin.lower().startswith("sha256:") else ""
+            if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+                raise ValueError(f"{pin!r} is not a sha256:<hex> fingerprint (a subject pattern is no longer "
+                                 "accepted: anyone allowed a template that takes the request's subject can get any "
+                                 "name; agents are known by the RA-agent EKU, [est] ra_agent_eku)")
+        return v
 
 
 class ESTConfig(_Section):

@@ -22,17 +22,23 @@ from typing import Any
 def config_file(path: Path, sections: dict[str, dict[str, Any]], top: dict[str, Any] | None = None) -> Path:
     """A TOML file with ``top`` keys, then one table per section (``[[ca.templates]]`` as lists
     of tables under the key ``"ca.templates"``)."""
-    lines = [f"{k} = {json.dumps(v)}" for k, v in (top or {}).items()]
+    lines = [f"{k} = {_toml(v)}" for k, v in (top or {}).items()]
     for name, values in sections.items():
         if isinstance(values, list):
             for table in values:
                 lines.append(f"\n[[{name}]]")
-                lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+                lines += [f"{k} = {_toml(v)}" for k, v in table.items()]
             continue
         lines.append(f"\n[{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        lines += [f"{k} = {_toml(v)}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
 
 
 @dataclass

@@ -98,6 +98,12 @@ class OnlineCAEnroller:
                              connect_timeout=min(10.0, cfg.enroll_timeout),
                              max_retries=0,  # a busy RA means RETRY_LATER to the phone, not a wait here
                              expected_name=cfg.ra_expected_name, fingerprint=cfg.ra_fingerprint)
+        # sec branch: CAPF's own certificate (TLS server, and RA agent for vouched requests) under
+        # the EST label the RA maps to the agent template, when one is configured.
+        self.agent_enroll_est = self.est if not cfg.agent_label else ESTClient(
+            cfg.ra_url, label=cfg.agent_label, cafile=cfg.ra_trust_store, user=cfg.ra_user or None, password=password,
+            timeout=cfg.enroll_timeout, connect_timeout=min(10.0, cfg.enroll_timeout), max_retries=0,
+            expected_name=cfg.ra_expected_name, fingerprint=cfg.ra_fingerprint)
         self.semaphore = asyncio.BoundedSemaphore(cfg.max_concurrent_enrollments)
         self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
         self._lsc_trust: pki.TrustStore | None = None
@@ -110,6 +116,8 @@ class OnlineCAEnroller:
         if self._files:
             await asyncio.gather(*self._files.values())
         await self.est.close()
+        if self.agent_enroll_est is not self.est:
+            await self.agent_enroll_est.close()
         for est in [*self._retired, *([self._agent_est[3]] if self._agent_est else [])]:
             await est.close()
 
@@ -179,8 +187,9 @@ class OnlineCAEnroller:
         """The LSC for a phone that cannot sign its request (a public-flow phone): CAPF builds the
         request for the phone's key and signs it with its own key as an RA agent vouching for it
         (``pki.vouch``), and sends it with its own certificate as TLS client certificate, which the
-        RA checks against ``[ra] vouch_agents``; the RA's CA must accept such requests (a template
-        with ``vouched_keys``).  Checked as every LSC; CAUnavailable/CARejected."""
+        RA accepts only from an RA agent (sec branch: a certificate holding id-kp-cmcRA; CAPF's
+        comes from the agent template, ``[capf] agent_label``); the RA's CA must accept such
+        requests (a template with ``vouched_keys``).  Checked as every LSC; CAUnavailable/CARejected."""
         agent_key, agent_cert, est = self._agent()
         csr = vouch.build_vouched_request(f"CN={device}", public_key, agent_key, agent_cert,
                                               sans=[x509.UniformResourceIdentifier(device)])
@@ -201,7 +210,8 @@ class OnlineCAEnroller:
                 est = ESTClient(self.cfg.ra_url, cafile=self.cfg.ra_trust_store, user=self.cfg.ra_user or None,
                                 password=self.cfg.ra_password.get_secret_value(), cert_file=cert_path,
                                 key_file=key_path, timeout=self.cfg.enroll_timeout,
-                                connect_timeout=min(10.0, self.cfg.enroll_timeout), max_retries=0)
+                                connect_timeout=min(10.0, self.cfg.enroll_timeout), max_retries=0,
+                                expected_name=self.cfg.ra_expected_name, fingerprint=self.cfg.ra_fingerprint)
                 if self._agent_est is not None:
                     self._retired.append(self._agent_est[3])
                 self._agent_est = (stamp, key, cert, est)
@@ -312,7 +322,7 @@ class OnlineCAEnroller:
         async with self.semaphore:
             self.requests_sent += 1
             try:
-                resp = await self.est.simpleenroll(csr)
+                resp = await self.agent_enroll_est.simpleenroll(csr)
             except ESTCodedError as exc:
                 trace_log.warning("debug %s", enrollment_rv_line(exc.code, 0))
                 raise CAUnavailable(f"CAPF could not enroll its own TLS certificate: {exc.message}",
