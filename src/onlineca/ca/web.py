@@ -485,6 +485,7 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
                    tls_key: str | os.PathLike[str] | None = None, log_format: str | None = None,
                    db: Database | None = None) -> RunningCA:
     """Start the CA over HTTPS (port 0: any free port); returns once it accepts connections."""
+    files.private_umask()  # sec branch: its database, logs and keys are its owner's only
     cert_file, key_file = tls_files(config, data_dir, tls_cert, tls_key)
     try:
         ctx = tls.server_context(cert_file, key_file)

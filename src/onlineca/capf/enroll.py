@@ -84,7 +84,7 @@ class OnlineCAEnroller:
         self.cfg = cfg
         self.paths = DataDir(Path(data_dir)).capf
         for folder in self.paths.folders():
-            files.ensure_dir(folder, 0o750)
+            files.ensure_dir(folder)
         if not cfg.ra_trust_store:
             raise ConfigError("[capf] ra_trust_store is not set: CAPF cannot tell the RA from an impostor",
                               hint="Point it at the root CA certificate (PEM) of the RA's TLS certificate.")

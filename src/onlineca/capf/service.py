@@ -181,6 +181,7 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
                      port: int | None = None, db: Database | None = None, log_format: str | None = None,
                      maintenance: bool = True) -> RunningCAPF:
     """Start CAPF (port 0: any free port) and return once it accepts connections."""
+    files.private_umask()  # sec branch: the database (auth-string hashes), keys and logs: 0600
     cfg = config.capf
     data = Path(data_dir) if data_dir is not None else config.data_path
     logs = Path(log_dir) if log_dir is not None else config.log_path

@@ -103,6 +103,9 @@ def main_group(ctx: click.Context, config_path: Path | None, data_dir: Path | No
                log_dir: Path | None, log_format: str | None) -> None:
     """onlineca: device certificates enrolled and renewed through CAPF, an EST RA and a /certsrv CA."""
     from onlineca.config import load_config
+    from onlineca.infra.files import private_umask
+
+    private_umask()  # sec branch: every file any command makes is 0600, every folder 0700
 
     cfg = load_config(config_path)  # a ConfigError is the command's error (exit 1)
     updates: dict[str, Any] = {}

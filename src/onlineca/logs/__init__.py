@@ -125,11 +125,11 @@ TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
 
 def make_handler(path: Path, fmt: str = "text", formatter: logging.Formatter | None = None) -> logging.Handler:
-    """A file handler at ``path`` (created 0640 with its folder) with redaction."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # create it 0640 rather than with the umask's mode, then tighten an older file
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))
-        os.chmod(path, 0o640)
+    """A file handler at ``path`` (created 0600 with its folder, 0700) with redaction."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:  # create it 0600 whatever the umask, then tighten an older file (issue 11: every file 0600)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        os.chmod(path, 0o600)
     except OSError:
         pass
     handler = RedactingFileHandler(path, encoding="utf-8", delay=False)

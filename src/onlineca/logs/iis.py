@@ -79,14 +79,14 @@ def format_line(e: IISEntry) -> str:
 
 
 class IISLog:
-    """Appends W3C lines to ``path`` (0640); headers once per opening, as IIS does at each start."""
+    """Appends W3C lines to ``path`` (0600); headers once per opening, as IIS does at each start."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._file: TextIO = open(self.path, "a", encoding="utf-8", newline="\r\n")  # noqa: SIM115
         try:
-            os.chmod(self.path, 0o640)
+            os.chmod(self.path, 0o600)
         except OSError:
             pass
         self._file.write("\n".join(header_lines(dt.datetime.now(dt.UTC))) + "\n")

@@ -592,6 +592,7 @@ async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = No
                    db: Database | None = None) -> RunningRA:
     """Start the RA over HTTPS (port 0: any free port); returns once it accepts connections (the
     start-up checks then run in the background: see ``wait_ready`` and /readyz)."""
+    files.private_umask()  # sec branch: its database (pending requests) and logs are its owner's only
     ra = config.ra
     ctx = _server_context(config, tls_cert, tls_key)
     app = make_ra_app(config, log_dir, log_format=log_format, connector=connector, db=db)
