@@ -280,6 +280,7 @@ class CAPFConfig(_Section):
     ca_database_url: SecretStr = SecretStr("")
     reconcile_interval: float = Field(default=300.0, gt=0)
     reconcile_grace: float = Field(default=120.0, gt=0)
+    reconcile_window_days: float = Field(default=30.0, gt=0)  # how far back CA certificates are checked
     scheduler_interval: float = Field(default=60.0, gt=0)  # renewal runs; CAPF's own certificate check
     # capf10 branch: a phone that announced no keepalive gets its LSC within this, or a decline
     # (public clients give up after 8-10 s of silence).

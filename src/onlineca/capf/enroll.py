@@ -25,6 +25,7 @@ import asyncio
 import datetime as dt
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -45,8 +46,15 @@ from onlineca.proto.request_id import REQUEST_ID_HEADER, new_request_id
 # the same request would get the same answer.  Everything else is "CA Communication Failure".
 _REJECTIONS = {"EST_ERR_AUTH_FAIL", "EST_ERR_HTTP_BAD_REQ", "EST_ERR_BAD_PKCS10", "EST_ERR_HTTP_NOT_FOUND",
                "EST_ERR_WRONG_METHOD", "EST_ERR_BAD_CONTENT_TYPE", "EST_ERR_BAD_CONTENT_LEN"}
+# sec branch: failures before the request reached the RA (no connection, no TLS, not the RA we
+# pin): nothing can have been issued, so the request's intent is closed, not left open.
+NOT_SENT_CODES = frozenset({"EST_ERR_IP_CONNECT", "EST_ERR_IP_GETADDR", "EST_ERR_SSL_CONNECT",
+                            "EST_ERR_FQDN_MISMATCH", "EST_ERR_CACERT_VERIFICATION"})
 REQUIRED_KEY_USAGE = ("digital_signature", "key_encipherment")
 CAPF_RENEW_FRACTION = 2 / 3
+# sec branch: called with the request (DER) and its X-Request-ID before the request leaves: the
+# session server commits its intent there (store.lsc_intents), so a crash leaves a trace.
+BeforeSend = Callable[[bytes, str], Awaitable[None]]
 
 
 def _write_copies(*files_and_data: tuple[Path, bytes]) -> None:
@@ -179,11 +187,25 @@ class OnlineCAEnroller:
     # ------------------------------------------------------------------ one device
 
     async def enroll_device(self, device: str, csr: x509.CertificateSigningRequest,
-                            trace: SessionTrace) -> IssuedLSC:
+                            trace: SessionTrace, before_send: BeforeSend | None = None) -> IssuedLSC:
         """The LSC for ``csr`` (already assembled and verified), checked; CAUnavailable/CARejected."""
-        return await self._enroll(device, csr, trace, self.est)
+        return await self._enroll(device, csr, trace, self.est, before_send)
 
-    async def enroll_vouched(self, device: str, public_key: pki.PublicKey, trace: SessionTrace) -> IssuedLSC:
+    async def resend(self, device: str, request_der: bytes, vouched: bool, trace: SessionTrace,
+                     before_send: BeforeSend | None = None) -> IssuedLSC:
+        """sec branch: an earlier session's request sent again as it was (a vouched one with
+        CAPF's agent certificate): the RA hands back the certificate it kept for that request
+        if the CA issued it after its client had gone, instead of asking the CA again."""
+        try:
+            csr = pki.parse_csr(request_der, verify=not vouched)
+        except (PKIError, ValueError) as exc:
+            raise CARejected(f"the earlier request cannot be sent again: {exc}") from None
+        trace.debug("sending the earlier session's request again: the RA keeps what the CA issued for it")
+        est = self._agent()[2] if vouched else self.est
+        return await self._enroll(device, csr, trace, est, before_send)
+
+    async def enroll_vouched(self, device: str, public_key: pki.PublicKey, trace: SessionTrace,
+                             before_send: BeforeSend | None = None) -> IssuedLSC:
         """The LSC for a phone that cannot sign its request (a public-flow phone): CAPF builds the
         request for the phone's key and signs it with its own key as an RA agent vouching for it
         (``pki.vouch``), and sends it with its own certificate as TLS client certificate, which the
@@ -195,7 +217,7 @@ class OnlineCAEnroller:
                                               sans=[x509.UniformResourceIdentifier(device)])
         trace.debug(f"the phone signs no request: CAPF vouches for its key as RA agent "
                     f"{pki.name_to_slash(agent_cert.subject)}")
-        return await self._enroll(device, csr, trace, est)
+        return await self._enroll(device, csr, trace, est, before_send)
 
     def _agent(self) -> tuple[pki.PrivateKey, x509.Certificate, ESTClient]:
         """CAPF's own certificate and key (``[capf] tls_cert``/``tls_key``, else capf.pem/capf.key)
@@ -221,14 +243,16 @@ class OnlineCAEnroller:
         return self._agent_est[1], self._agent_est[2], self._agent_est[3]
 
     async def _enroll(self, device: str, csr: x509.CertificateSigningRequest, trace: SessionTrace,
-                      est: ESTClient) -> IssuedLSC:
+                      est: ESTClient, before_send: BeforeSend | None = None) -> IssuedLSC:
         csr_file = self.paths.csr_file(device)
         self._queue_files(device, (csr_file, pki.csr_pem(csr)))
         trace.debug("CA Mode is OnlineCA, Initiating Automatic Certificate Enrollment")
+        # diag branch: one X-Request-ID per enrollment, in CAPF's trace, the RA's logs and the CA's IIS log
+        request_id = new_request_id()
+        if before_send is not None:  # sec branch: the intent is committed before anything leaves
+            await before_send(pki.csr_der(csr), request_id)
         async with self.semaphore:
             trace.debug(f"Calling enrollCertUsingEST() csr_file={csr_file}")
-            # diag branch: one X-Request-ID per enrollment, in CAPF's trace, the RA's logs and the CA's IIS log
-            request_id = new_request_id()
             trace.debug(request_id_line(request_id))
             self.requests_sent += 1
             try:
@@ -352,4 +376,4 @@ class OnlineCAEnroller:
         return chain
 
 
-__all__ = ["CARejected", "CAUnavailable", "IssuedLSC", "OnlineCAEnroller", "renewal_due"]
+__all__ = ["NOT_SENT_CODES", "BeforeSend", "CARejected", "CAUnavailable", "IssuedLSC", "OnlineCAEnroller", "renewal_due"]

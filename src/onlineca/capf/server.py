@@ -35,8 +35,9 @@ from sqlalchemy.orm import Session
 
 from onlineca import pki
 from onlineca.capf.credentials import CertificateChecks
-from onlineca.capf.enroll import IssuedLSC, OnlineCAEnroller
+from onlineca.capf.enroll import NOT_SENT_CODES, BeforeSend, IssuedLSC, OnlineCAEnroller
 from onlineca.capf.local_ca import CAPFAuthority
+from onlineca.capf.reconcile import IssuedLookup, find_issued
 from onlineca.config import CAPFConfig
 from onlineca.errors import (
     CARejected,
@@ -79,7 +80,7 @@ from onlineca.proto.devproto.messages import (
     StoreCertResponse,
 )
 from onlineca.proto.devproto.session import CAPFSession
-from onlineca.store import capf_sessions as tx, devices as inv
+from onlineca.store import capf_sessions as tx, devices as inv, lsc_intents as intents
 from onlineca.store.db import Database
 from onlineca.store.group_commit import Transactions
 
@@ -148,6 +149,7 @@ class _Connection:
         self.released = False  # the device's lease was given back with the session's last write
         self.owner = ""  # the session's lease owner (sec branch)
         self.presented_lsc: tuple[str, bytes] | None = None
+        self.intent_id: int | None = None  # the intent of the request sent last (sec branch)
 
     async def flush(self) -> None:
         data = self.session.data_to_send()
@@ -202,12 +204,15 @@ def _answer(reason: Any, info: str | None) -> str:
 
 class CAPFServer:
     """The per-connection handler; ``handle`` is what ``asyncio.start_server`` calls.  ``local_ca``
-    is CAPF's own CA (the ``capf`` issuer); without one, a profile that names it cannot issue."""
+    is CAPF's own CA (the ``capf`` issuer); without one, a profile that names it cannot issue.
+    ``ca_lookup`` (sec branch): our CA's request table, where a session finds the certificate the
+    CA issued for an earlier session's request that CAPF never recorded (``capf.reconcile``)."""
 
     def __init__(self, cfg: CAPFConfig, db: Database, enroller: OnlineCAEnroller, *, node_id: str,
                  mic_trust: pki.TrustStore | None = None, local_ca: CAPFAuthority | None = None,
-                 clock: Callable[[], dt.datetime] = inv.utcnow) -> None:
+                 clock: Callable[[], dt.datetime] = inv.utcnow, ca_lookup: IssuedLookup | None = None) -> None:
         self.cfg, self.db, self.enroller = cfg, db, enroller
+        self.ca_lookup = ca_lookup
         self.node_id = node_id
         self.actor = f"capf:{node_id}"
         # sec branch: each session leases its device under an owner of its own, ``<node>#<boot>#<n>``:
@@ -474,7 +479,7 @@ class CAPFServer:
         out = await self._authenticate(conn, trace, name, start, auth, credential)
         if out is None:
             if policy.operation is Operation.UPGRADE:
-                out = await self._upgrade(conn, trace, name, policy, start.stored_lsc)
+                out = await self._upgrade(conn, trace, name, policy, start.stored_lsc, start.intent)
             elif policy.operation is Operation.DELETE:
                 out = await self._delete(conn, trace, name)
             elif policy.operation is Operation.TROUBLESHOOT:
@@ -488,8 +493,13 @@ class CAPFServer:
         return None
 
     async def _upgrade(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
-                       stored: tuple[str, bytes] | None) -> Outcome | None:
+                       stored: tuple[str, bytes] | None, intent: tx.OpenIntent | None = None) -> Outcome | None:
         session = conn.session
+        if stored is None and intent is not None:
+            collected = await self._collect(conn, trace, name, intent)
+            if isinstance(collected, Outcome):
+                return collected
+            stored = collected
         if stored is not None and session.may(Capability.RESUME):
             serial, der = stored
             trace.redelivering(serial)
@@ -505,9 +515,71 @@ class CAPFServer:
         if isinstance(issued, Outcome):
             return issued
         trace.ca_certificate_received()
-        serial = await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor)
+        serial = await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor,
+                                    intent_id=conn.intent_id)
         self.stats.enrolled += 1
         return await self._deliver(conn, trace, name, serial, issued.der)
+
+    async def _collect(self, conn: _Connection, trace: SessionTrace, name: str,
+                       intent: tx.OpenIntent) -> tuple[str, bytes] | Outcome | None:
+        """sec branch: an earlier session sent a request and never recorded its answer (it
+        crashed, or the RA or CA did).  Its certificate, when the CA issued one, is collected
+        instead of a second one: read from our CA's request table when CAPF may read it (nothing
+        there: a new enrollment), else by sending the same request again to a phone that resumes
+        (the RA hands back what the CA issued for it after its client had gone; a phone that no
+        longer holds that key refuses it, and its next session makes a new one).  Returns (serial, DER) to deliver, an outcome, or None (a new key then);
+        a certificate a phone that does not resume can no longer take is recorded for revocation."""
+        resumes = conn.session.may(Capability.RESUME)
+        trace.debug(f"an earlier enrollment (request {intent.request_id}) was never recorded: collecting it")
+        der = None
+        if self.ca_lookup is not None:
+            der = await asyncio.to_thread(find_issued, self.ca_lookup, intent.request_der, intent.key,
+                                          intent.created_at)
+        if der is not None:
+            cert = pki.load_certificate(der)
+            if resumes:
+                try:
+                    await self.enroller.check_lsc(cert, [], pki.parse_csr(intent.request_der, verify=False))
+                except CAUnavailable as exc:
+                    return decide.ca_unavailable(exc.est_code, exc.message, retry_delay=self.cfg.retry_delay,
+                                                 retry_after=exc.retry_after)
+                except CARejected as exc:
+                    await self._tx.run(tx.intent_orphaned, name, intent.id, der, cert, exc.message, actor=self.actor)
+                    return None
+                serial = await self._tx.run(tx.lsc_issued, name, der, cert, actor=self.actor, intent_id=intent.id,
+                                            intent_state=intents.ADOPTED)
+                trace.debug(f"the CA had issued it: serial {serial}, delivered instead of a new enrollment")
+                return serial, der
+            await self._tx.run(tx.intent_orphaned, name, intent.id, der, cert,
+                               "issued for an earlier session's key, which a phone that does not resume no longer "
+                               "holds", actor=self.actor)
+            return None
+        if self.ca_lookup is not None:  # the CA issued nothing for it: a new enrollment
+            await self._tx.run(tx.intent_resolved, name, intent.id, intents.ABANDONED)
+            return None
+        if not resumes:  # a new key now; what the CA may have issued for the old one is left on record
+            await self._tx.run(tx.intent_resolved, name, intent.id, intents.ABANDONED, actor=self.actor,
+                               detail=f"request {intent.request_id} was never answered; if the CA issued it, "
+                                      "revoke that certificate")
+            return None
+        issued = await self._enroll(conn, trace, name, self.enroller.resend(
+            name, intent.request_der, intent.vouched, trace,
+            self._before_send(conn, name, intent.key, intent.vouched, reuse=intent.id)), vouched=intent.vouched)
+        if isinstance(issued, Outcome):
+            return issued
+        serial = await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor,
+                                    intent_id=conn.intent_id)
+        self.stats.enrolled += 1
+        return serial, issued.der
+
+    def _before_send(self, conn: _Connection, name: str, key: str, vouched: bool,
+                     reuse: int | None = None) -> BeforeSend:
+        """sec branch: what the enroller calls before a request leaves: its intent, committed."""
+        async def record(request_der: bytes, request_id: str) -> None:
+            conn.intent_id = await self._tx.run(tx.intent_sent, name, key=key, request_der=request_der,
+                                                request_id=request_id, vouched=vouched, node=self.node_id,
+                                                now=self.clock(), intent_id=reuse)
+        return record
 
     async def _issue(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
                      public_key: pki.PublicKey) -> IssuedLSC | Outcome:
@@ -515,13 +587,15 @@ class CAPFServer:
         signature when it can sign, or with CAPF vouching for its key when it cannot."""
         if policy.issuer is Issuer.CAPF:
             return self._issue_locally(trace, name, public_key)
+        key = intents.key_sha256(pki.public_key_der(public_key))
         if conn.session.may(Capability.SIGN):
             csr = await self._sign_request(conn, trace, name, public_key)
             if isinstance(csr, Outcome):
                 return csr
-            return await self._enroll(conn, trace, name, self.enroller.enroll_device(name, csr, trace))
-        return await self._enroll(conn, trace, name, self.enroller.enroll_vouched(name, public_key, trace),
-                                  vouched=True)
+            return await self._enroll(conn, trace, name, self.enroller.enroll_device(
+                name, csr, trace, self._before_send(conn, name, key, False)))
+        return await self._enroll(conn, trace, name, self.enroller.enroll_vouched(
+            name, public_key, trace, self._before_send(conn, name, key, True)), vouched=True)
 
     def _issue_locally(self, trace: SessionTrace, name: str, public_key: pki.PublicKey) -> IssuedLSC | Outcome:
         if self.local_ca is None:
@@ -600,6 +674,7 @@ class CAPFServer:
                 await asyncio.wait_for(asyncio.shield(task), self.cfg.public_enroll_timeout)
             except TimeoutError:
                 task.cancel()
+                await self._intent_ended(name, conn, intents.UNANSWERED)
                 return decide.enrollment_too_slow(self.cfg.public_enroll_timeout, retry_delay=self.cfg.retry_delay)
             except (CAUnavailable, CARejected):
                 pass  # task.result() below says which
@@ -615,16 +690,25 @@ class CAPFServer:
         try:
             issued = task.result()
         except CAUnavailable as exc:
+            # Unless it never left, the CA may have issued it: the next session collects it.
+            await self._intent_ended(name, conn, intents.FAILED if exc.est_code in NOT_SENT_CODES
+                                     else intents.UNANSWERED)
             return decide.ca_unavailable(exc.est_code, exc.message, retry_delay=self.cfg.retry_delay,
                                          retry_after=exc.retry_after)
         except CARejected as exc:
+            await self._intent_ended(name, conn, intents.FAILED)
             return decide.ca_rejected(exc.est_code, exc.message, vouched=vouched)
         if phone_gone:
-            await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor)
+            await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor,
+                               intent_id=conn.intent_id)
             self.stats.enrolled += 1
             trace.lsc_kept_for_next_session()
             raise PhoneGone(phone_gone)
         return issued
+
+    async def _intent_ended(self, name: str, conn: _Connection, state: str) -> None:
+        if conn.intent_id is not None:
+            await self._tx.run(tx.intent_resolved, name, conn.intent_id, state)
 
     async def _deliver(self, conn: _Connection, trace: SessionTrace, name: str, serial: str,
                        der: bytes, *, redelivered: bool = False) -> Outcome | None:

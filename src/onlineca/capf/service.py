@@ -57,6 +57,10 @@ class RunningCAPF:
     def stats(self) -> Any:
         return self.capf.stats
 
+    async def reconcile_once(self) -> Any:
+        """One reconciliation pass (``capf.reconcile``); its report (sec branch)."""
+        return await _reconcile_once(self)
+
     async def maintenance_once(self) -> None:
         """One maintenance pass (the loop's body; tests call it directly instead of waiting)."""
         await _maintenance_once(self)
@@ -158,6 +162,39 @@ async def _maintenance_once(running: RunningCAPF) -> None:
             trace_log.warning("debug CAPF certificate renewal postponed: %s", exc.message)
 
 
+def ca_lookup(config: Config) -> tuple[Any, Callable[[], None]]:
+    """sec branch: our CA's request table (``[capf] ca_database_url``) for reconciliation, and
+    how to let it go; (None, a no-op) when CAPF may not read one (a real AD CS)."""
+    from onlineca.store.ca_requests import CARequests
+
+    url = config.capf.ca_database_url.get_secret_value()
+    if not url:
+        return None, lambda: None
+    ca_db = Database(url, busy_timeout=config.database.busy_timeout)
+    return CARequests(ca_db), ca_db.dispose
+
+
+async def _reconcile_once(running: RunningCAPF) -> Any:
+    from onlineca.capf.reconcile import reconcile
+
+    cfg = running.capf.cfg
+    report = await asyncio.to_thread(reconcile, running.db, running.capf.ca_lookup, node=running.capf.node_id,
+                                     grace=cfg.reconcile_grace, window_days=cfg.reconcile_window_days)
+    if report.unresolved:
+        trace_log.warning("debug reconcile: %d enrollment(s) never answered and no CA database to ask "
+                          "([capf] ca_database_url): see 'onlineca capf reconcile'", len(report.unresolved))
+    return report
+
+
+async def _reconcile_loop(running: RunningCAPF, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)  # a period, not a synchronisation
+        try:
+            await _reconcile_once(running)
+        except Exception as exc:  # the database may be briefly unavailable: next pass
+            log.warning("reconcile pass failed: %s", exc)
+
+
 def _free_dead_leases(db: Database, node: str, live_prefix: str) -> int:
     with db.session() as s:
         return inv.free_dead_leases(s, node, live_prefix)
@@ -224,7 +261,9 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
         if made:
             trace_log.info("debug CAPF's own CA created at %s (%s): the issuer of profiles with issuer = capf",
                            enroller.paths.ca_cert, pki.name_to_slash(local_ca.cert.subject))
-        capf = CAPFServer(cfg, db, enroller, node_id=node, mic_trust=mic_trust, local_ca=local_ca)
+        lookup, release_lookup = ca_lookup(config)
+        cleanup.append(release_lookup)
+        capf = CAPFServer(cfg, db, enroller, node_id=node, mic_trust=mic_trust, local_ca=local_ca, ca_lookup=lookup)
         freed = await asyncio.to_thread(_free_dead_leases, db, node, capf.lease_prefix)
         if freed:
             trace_log.info("debug node %s started again: %d device lease(s) of its earlier life freed", node, freed)
@@ -249,7 +288,9 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
     if maintenance:
         running._tasks.append(asyncio.get_running_loop().create_task(
             _maintenance_loop(running, cfg.scheduler_interval)))
+        running._tasks.append(asyncio.get_running_loop().create_task(
+            _reconcile_loop(running, cfg.reconcile_interval)))
     return running
 
 
-__all__ = ["RunningCAPF", "node_id", "start_capf"]
+__all__ = ["RunningCAPF", "ca_lookup", "node_id", "start_capf"]

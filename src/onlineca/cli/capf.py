@@ -441,6 +441,51 @@ def renew_cmd(ctx: click.Context, node_id: str, now_text: str | None, as_json: b
                    f"{len(result.timed_out)} late renewal(s) timed out")
 
 
+@capf.command("reconcile")
+@click.option("--ca-database", "ca_database", help="Our CA's database URL (default: [capf] ca_database_url).")
+@click.option("--grace", type=float, default=None, help="Seconds an enrollment may be in flight (default: "
+              "[capf] reconcile_grace).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reconcile_cmd(ctx: click.Context, ca_database: str | None, grace: float | None, as_json: bool) -> None:
+    """Account for every certificate the CA issued (sec branch): enrollments never recorded are
+    adopted or recorded for revocation, CA certificates CAPF never recorded are recorded for
+    revocation.  Without a CA database (a real AD CS) the enrollments never answered are listed.
+    Exit 1 when something was found."""
+    from pydantic import SecretStr
+
+    from onlineca.capf.reconcile import reconcile
+    from onlineca.capf.service import ca_lookup
+    from onlineca.store import Database
+    config = ctx.obj.config
+    if ca_database is not None:
+        config = config.model_copy(update={"capf": config.capf.model_copy(
+            update={"ca_database_url": SecretStr(ca_database)})})
+    cfg = config.capf
+    db = Database(config.database_url, busy_timeout=config.database.busy_timeout)
+    lookup, release = ca_lookup(config)
+    try:
+        db.migrate()
+        report = reconcile(db, lookup, node="cli", grace=cfg.reconcile_grace if grace is None else grace,
+                           window_days=cfg.reconcile_window_days)
+    finally:
+        release()
+        db.dispose()
+    found = bool(report.adopted or report.orphaned or report.orphans or report.discarded or report.unresolved)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        click.echo(f"checked {report.intents_checked} enrollment(s) never recorded"
+                   f"{'' if report.ca_checked else ' (no CA database: nothing looked up)'}: "
+                   f"{len(report.adopted)} adopted, {len(report.orphaned)} to revoke, {report.abandoned} never issued, "
+                   f"{report.recorded} recorded already, {len(report.unresolved)} unresolved")
+        click.echo(f"{len(report.orphans)} CA certificate(s) CAPF never recorded, {len(report.discarded)} discarded "
+                   f"LSC(s): {report.to_revoke} certificate(s) recorded for revocation in all")
+        for item in report.unresolved:
+            click.echo(f"  unresolved {item['device']} request {item['request_id']} sent {item['sent_at']}")
+    exit_on_finding(found)
+
+
 # ---- CAPF's own CA (capf10 branch) ---------------------------------------------------------
 
 @capf.group("ca")

@@ -29,13 +29,26 @@ from onlineca.policy.capf_session import (
     may_auto_enroll,
     renewal_on_connect,
 )
-from onlineca.store import devices as inv
+from onlineca.store import devices as inv, lsc_intents as intents
 from onlineca.store.capf_models import Device
+from onlineca.store.lsc_revocations import mark_for_revocation
 
 log = logging.getLogger("onlineca.store.capf_sessions")
 
 # A scheduled renewal that failed for good: (session, device, reason, detail); the scheduler's.
 RenewalFailed = Callable[[Session, str, str, str], object]
+
+
+@dataclass(frozen=True)
+class OpenIntent:
+    """sec branch: an enrollment an earlier session sent and never recorded (``store.lsc_intents``)."""
+
+    id: int
+    key: str  # SHA-256 of the key's SubjectPublicKeyInfo, hex
+    request_der: bytes
+    request_id: str
+    vouched: bool
+    created_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ class SessionStart:
     # sec branch: why the LSC the phone presented is not the one CAPF recorded as installed (None:
     # it is, or the phone presented none); an LSC that merely chains to the root proves nothing.
     lsc_problem: str | None = None
-    open_intent: bool = False  # an enrollment of an earlier session was sent and never answered
+    intent: OpenIntent | None = None  # an enrollment of an earlier session, sent and never recorded
 
 
 def start_session(s: Session, name: str, *, owner: str, lease: dt.timedelta, now: dt.datetime,
@@ -96,14 +109,20 @@ def start_session(s: Session, name: str, *, owner: str, lease: dt.timedelta, now
     scheduled = device.renewal_for_serial is not None and device.renewal_for_serial == device.lsc_serial
     policy = inv.device_policy(device, own_auth_mode=public and scheduled)
     stored = None
+    intent = None
     if policy.operation is Operation.UPGRADE:
         row = inv.undelivered_lsc(s, name, now, device=device)
         stored = (row.serial, bytes(row.der)) if row is not None else None
+        found = intents.open_intent(s, device.name) if stored is None else None
+        if found is not None:  # we hold the device's lease: whoever sent it is gone
+            intent = OpenIntent(found.id, found.key_sha256, bytes(found.request_der), found.request_id,
+                                bool(found.vouched), as_utc(found.created_at))
     lsc_problem = inv.installed_lsc_is(s, device, *presented_lsc) if presented_lsc is not None else None
     return SessionStart(found=True, policy=policy, locked_until=device.locked_until,
                         failed_auth_count=device.failed_auth_count or 0,
                         mic_store=device.profile.mic_trust_store if device.profile is not None else "",
-                        stored_lsc=stored, installed=installed, renewing=renewing, lsc_problem=lsc_problem)
+                        stored_lsc=stored, installed=installed, renewing=renewing, lsc_problem=lsc_problem,
+                        intent=intent)
 
 
 def _find_or_auto_enroll(s: Session, name: str, mic_valid: Callable[[str], bool]) -> Device | None:
@@ -213,9 +232,42 @@ def lsc_discarded(s: Session, name: str, serial: str, why: str, *, actor: str) -
     inv.discard_undelivered(s, inv.get_device(s, name), why, actor=actor, serial=serial)
 
 
-def lsc_issued(s: Session, name: str, der: bytes, cert: x509.Certificate, *, actor: str) -> str:
-    """Store the LSC the CA issued before it is delivered; its serial."""
-    return inv.record_lsc_issued(s, name, der, actor=actor, cert=cert).serial
+def lsc_issued(s: Session, name: str, der: bytes, cert: x509.Certificate, *, actor: str,
+               intent_id: int | None = None, intent_state: str = intents.RECORDED) -> str:
+    """Store the LSC the CA issued before it is delivered, and resolve the intent that asked for
+    it in the same commit (sec branch); its serial."""
+    serial = inv.record_lsc_issued(s, name, der, actor=actor, cert=cert).serial
+    if intent_id is not None:
+        intents.resolve(s, intent_id, intent_state, serial=serial)
+        intents.close_older(s, validate_device_name(name), intent_id)
+    return serial
+
+
+def intent_sent(s: Session, name: str, *, key: str, request_der: bytes, request_id: str, vouched: bool,
+                node: str, now: dt.datetime, intent_id: int | None = None) -> int:
+    """sec branch: the enrollment's intent, committed before its request leaves; its id."""
+    return intents.intent_sent(s, validate_device_name(name), key=key, request_der=request_der,
+                               request_id=request_id, vouched=vouched, node=node, now=now, intent_id=intent_id)
+
+
+def intent_resolved(s: Session, name: str, intent_id: int, state: str, *, detail: str = "",
+                    actor: str = "capf") -> None:
+    """sec branch: what became of an intent that got no certificate (failed, unanswered,
+    abandoned), with a device event when ``detail`` says more."""
+    intents.resolve(s, intent_id, state)
+    if detail:
+        inv.record_event(s, validate_device_name(name), f"INTENT_{state.upper()}", detail, actor=actor)
+
+
+def intent_orphaned(s: Session, name: str, intent_id: int, der: bytes, cert: x509.Certificate, why: str, *,
+                    actor: str) -> None:
+    """sec branch: the CA issued an earlier session's request, and the phone can no longer take
+    that certificate: it must be revoked."""
+    serial = inv.serial_hex(cert.serial_number)
+    mark_for_revocation(s, device_name=validate_device_name(name), serial=serial, issuer=cert.issuer.rfc4514_string(),
+                        reason="superseded", why=why, subject=cert.subject.rfc4514_string(),
+                        not_after=cert.not_valid_after_utc, actor=actor, der=der)
+    intents.resolve(s, intent_id, intents.ORPHANED, serial=serial)
 
 
 def lsc_installed(s: Session, name: str, serial: str, *, node_id: str, owner: str) -> None:
@@ -230,10 +282,14 @@ def troubleshoot_done(s: Session, name: str, detail: str, *, actor: str) -> None
 
 __all__ = [
     "AuthAttempt",
+    "OpenIntent",
     "RenewalFailed",
     "SessionStart",
     "auth_string_accepted",
     "auth_string_locked",
+    "intent_orphaned",
+    "intent_resolved",
+    "intent_sent",
     "lsc_discarded",
     "lsc_installed",
     "lsc_issued",
