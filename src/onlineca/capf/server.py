@@ -49,6 +49,7 @@ from onlineca.errors import (
     PolicyError,
     ProtocolError,
 )
+from onlineca.infra.serving import own_timeouts
 from onlineca.logs.capf_trace import SessionTrace
 from onlineca.pki import tbs
 from onlineca.policy import capf_session as decide
@@ -254,6 +255,7 @@ class CAPFServer:
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
+        own_timeouts(writer.transport)  # read_timeout and session_timeout bound this connection from here
         peer = writer.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         session = CAPFSession(max_key_gen_requests=self.cfg.max_keygen_attempts)

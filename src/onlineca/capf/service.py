@@ -33,7 +33,7 @@ from onlineca.capf.server import CAPFServer
 from onlineca.config import Config, DataDir
 from onlineca.errors import CAUnavailable, ConfigError, PKIError
 from onlineca.infra import files, tls
-from onlineca.infra.serving import listen
+from onlineca.infra.serving import ConnectionGuard, ConnectionLimits, guarded_factory, listen, quiet_accept_errors
 from onlineca.logs.capf_trace import attach_capf_trace, log as trace_log
 from onlineca.store import devices as inv
 from onlineca.store.db import Database
@@ -51,6 +51,7 @@ class RunningCAPF:
     ssl_context: ssl.SSLContext = field(repr=False)
     server: asyncio.base_events.Server = field(repr=False)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list, repr=False)
+    guard: ConnectionGuard | None = field(default=None, repr=False)  # [connections] on the CAPF port (sec branch)
     _cleanup: list[Callable[[], Any]] = field(default_factory=list, repr=False)
 
     @property
@@ -268,9 +269,20 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
         if freed:
             trace_log.info("debug node %s started again: %d device lease(s) of its earlier life freed", node, freed)
         listen_port = cfg.port if port is None else port
-        server = await listen(lambda: asyncio.start_server(capf.handle, bind_host, listen_port, ssl=ctx,
-                                                           ssl_handshake_timeout=cfg.read_timeout, backlog=512),
-                              bind_host, listen_port)
+        # sec branch: the CA's and the RA's connection guard ([connections]): a total and a
+        # per-address limit, the handshake timeout, failed handshakes logged, one line at EMFILE.
+        loop = asyncio.get_running_loop()
+        guard = ConnectionGuard(ConnectionLimits(**config.connections.model_dump()), log,
+                                server_name=f"{bind_host}:{listen_port}",
+                                tls_hint="A phone's TLS client refused CAPF's certificate or offered nothing CAPF accepts.")
+        quiet_accept_errors(loop, log)
+
+        def session_protocol() -> asyncio.BaseProtocol:
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=2 ** 16, loop=loop), capf.handle,
+                                                loop=loop)
+
+        server = await listen(lambda: loop.create_server(guarded_factory(guard, ctx, session_protocol), bind_host,
+                                                         listen_port, backlog=512), bind_host, listen_port)
     except BaseException:
         if enroller is not None:
             await enroller.close()
@@ -282,7 +294,7 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
     if own_db:
         cleanup.append(db.dispose)
     bound = server.sockets[0].getsockname()[1]
-    running = RunningCAPF(bind_host, bound, capf, enroller, db, ctx, server, _cleanup=cleanup)
+    running = RunningCAPF(bind_host, bound, capf, enroller, db, ctx, server, _cleanup=cleanup, guard=guard)
     trace_log.info("debug CAPF listening on %s:%d (TLS 1.2+, node %s)", bind_host, bound, node)
     running._tasks.append(asyncio.get_running_loop().create_task(_heartbeat_loop(running)))
     if maintenance:
