@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -550,6 +551,9 @@ def _describe(err: ValidationError, environ: dict[str, str]) -> str:
     return message
 
 
+MAX_CONFIG_BYTES = 1 << 20  # sec branch: a configuration file is a few kilobytes
+
+
 def load_config(path: str | os.PathLike[str] | None = None,
                 environ: dict[str, str] | None = None) -> Config:
     """Read and validate a configuration file; ``None`` gives the embedded defaults."""
@@ -558,15 +562,22 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if path is not None:
         p = Path(path)
         try:
+            # sec branch: stat before opening: a FIFO or a device would block or never end.
+            if not stat.S_ISREG(p.stat().st_mode):
+                raise ConfigError(f"{p}: not a regular file", hint="Give --config a TOML file.")
+            if p.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES} bytes: not a configuration file")
             text = p.read_bytes().decode("utf-8")
         except FileNotFoundError:
             raise ConfigError(f"{p}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the name
             raise ConfigError(f"{p}: cannot read: {exc}") from None
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        except RecursionError:  # sec branch: arrays or tables nested thousands deep
+            raise ConfigError(f"{p}: not valid TOML: nested too deep") from None
     try:
         return Config.model_validate(_env_overrides(raw, environ))
     except ValidationError as exc:

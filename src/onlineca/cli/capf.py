@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import re
 import sys
@@ -70,6 +71,12 @@ def _duration(text: str) -> dt.timedelta:
     if not _RELATIVE.fullmatch(text.strip()):
         raise click.BadParameter(f"{text!r} is not a duration (30d, 12h, 2w)")
     return parse_when(text, now) - now
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
 
 
 def _print_json(data: Any) -> None:
@@ -443,8 +450,8 @@ def renew_cmd(ctx: click.Context, node_id: str, now_text: str | None, as_json: b
 
 @capf.command("reconcile")
 @click.option("--ca-database", "ca_database", help="Our CA's database URL (default: [capf] ca_database_url).")
-@click.option("--grace", type=float, default=None, help="Seconds an enrollment may be in flight (default: "
-              "[capf] reconcile_grace).")
+@click.option("--grace", type=click.FloatRange(0, 10**8), default=None, callback=lambda _c, _p, v: _finite(v),
+              help="Seconds an enrollment may be in flight (default: [capf] reconcile_grace).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def reconcile_cmd(ctx: click.Context, ca_database: str | None, grace: float | None, as_json: bool) -> None:
