@@ -555,8 +555,47 @@ CODES.update(_table(
 ))
 
 
+# -- Revocation (our CA's CRLs, OCSP and revoke endpoint; CAPF's revocation queue) and
+#    CAPF's alert notifications: docs/ca.md "Revocation", docs/operations.md "Monitoring".
+CODES.update(_table(
+    ("REVOCATION_REASON", PKIError, "local", "Give one of RFC 5280's reasons: unspecified, keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, aACompromise."),
+    ("REVOCATION_SERIAL", PKIError, "local", "Give the certificate's serial number in hexadecimal, as 'onlineca ca requests show' prints it."),
+    ("OCSP_MALFORMED", ParseError, "local", "Send one DER OCSPRequest (RFC 6960) by POST with Content-Type application/ocsp-request, or base64 in the path of a GET."),
+    ("CA_REVOKE_UNKNOWN", CAError, "ca", "Check the serial or ReqID with 'onlineca ca requests list': this CA revokes only certificates it issued."),
+    ("CA_REVOKE_FORBIDDEN", CAError, "ca", "Revoke with the account that requested the certificate and is listed in [ca] revokers, or run 'onlineca ca revoke' on the CA."),
+    ("CA_REVOKE_BAD_REQUEST", CAError, "ca", "POST serial (hex) or req_id, and optionally reason, to /certsrv/onlineca/revoke."),
+    ("CA_CRL", CAError, "ca", "Check the CA's database: another process keeps publishing CRLs; run 'onlineca ca crl --publish' once it is quiet."),
+    ("CAPF_REVOKE", CAPFError, "capf", "Check [capf] ca_revoke_url, its account (in the CA's [ca] revokers) and trust store; 'onlineca capf revocations list' shows what waits."),
+    ("ALERT_DELIVERY", ConfigError, "local", "Check the [alerts] target named in the message (webhook URL, SMTP relay, command); 'onlineca capf alerts test' sends a test notification."),
+))
+
+
 __all__ = [
     "CODES", "Code", "Hop", "fix_for",
     *sorted(name for name, value in list(globals().items())
             if isinstance(value, type) and issubclass(value, OnlineCAError)),
 ]
+
+
+# --------------------------------------------------------------------------------- ops
+# Branch ops (issue 15): running as a service, keys at rest, backups.
+
+
+class AlreadyRunning(OnlineCAError):
+    """Another server of the same role runs on this data dir (it holds ``<data>/<role>.lock``)."""
+
+    code = "ALREADY_RUNNING"
+
+
+class BackupError(OnlineCAError):
+    """A backup cannot be made, verified or restored."""
+
+    code = "BACKUP"
+
+
+CODES.update(_table(
+    ("ALREADY_RUNNING", AlreadyRunning, "local", "Stop the server named in the message, or give this one another --data-dir."),
+    ("KEY_PASSPHRASE", PKIError, "local", "Set the key's passphrase: [ca] or [capf] key_passphrase_file, or $ONLINECA_CA_KEY_PASSPHRASE / $ONLINECA_CAPF_KEY_PASSPHRASE."),
+    ("BACKUP", BackupError, "local", "Read the message: it names the file or member that is missing or does not match the manifest."),
+    ("BACKUP_DIGEST", BackupError, "local", "The backup is damaged or was changed: restore from another copy."),
+))

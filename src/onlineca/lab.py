@@ -167,7 +167,9 @@ def lab_config(root: Path, ca_password: str, mic_trust: Path) -> Config:
         "database": {"url": f"sqlite:///{root / 'capf.db'}"},
         "ca": {"key_type": "rsa", "key_size": 2048, "users_file": str(ca_dir / "users"),
                "root_name": "CN=onlineca Demo Root CA,O=onlineca demo",
-               "issuing_name": "CN=onlineca Demo Issuing CA,O=onlineca demo", "templates": templates},
+               "issuing_name": "CN=onlineca Demo Issuing CA,O=onlineca demo", "templates": templates,
+               # CAPF revokes the LSCs it replaces through the CA's revoke endpoint.
+               "revokers": [CA_USER]},
         "ra": {"connector": "certsrv", "ca_user": CA_USER, "ca_password": ca_password,
                "trust_store": str(ca_dir / "root.pem"), "template": "CiscoRA",
                "tls_cert": str(root / "ra" / "ra.pem"), "tls_key": str(root / "ra" / "ra.key"),
@@ -245,7 +247,8 @@ async def start_servers(config: Config, root: Path, servers: Servers, default_po
                                      DEFAULT_PORTS["ra"] if default_ports else None)
     servers.closers.append(ra.close)
     await ra.wait_ready(timeout=30)
-    capf_config = config.model_copy(update={"capf": config.capf.model_copy(update={"ra_url": ra.url})})
+    capf_config = config.model_copy(update={"capf": config.capf.model_copy(update={
+        "ra_url": ra.url, "ca_revoke_url": f"{ca.url}/onlineca/revoke"})})
     capf = servers.capf = await _on_port(lambda p: start_capf(capf_config, root, p),
                                          DEFAULT_PORTS["capf"] if default_ports else None)
     servers.closers.append(capf.close)
@@ -260,7 +263,7 @@ def write_lab_config(config: Config, servers: Servers) -> Path:
     sections: dict[str, dict[str, Any]] = {
         "": {"data_dir": str(config.data_path), "log_dir": str(config.log_path)},
         "database": {"url": config.database_url},
-        "ca": {"port": servers.ca.port, "users_file": config.ca.users_file},
+        "ca": {"port": servers.ca.port, "users_file": config.ca.users_file, "revokers": config.ca.revokers},
         "ra": {"port": servers.ra.port, "connector": ra.connector, "ca_url": servers.ca.url, "ca_user": ra.ca_user,
                "ca_password": ra.ca_password.get_secret_value(), "trust_store": ra.trust_store,
                "template": ra.template, "tls_cert": ra.tls_cert, "tls_key": ra.tls_key,
@@ -269,7 +272,8 @@ def write_lab_config(config: Config, servers: Servers) -> Path:
         "est": {"client_trust_store": config.est.client_trust_store},
         "capf": {"port": servers.capf.port, "ra_url": servers.ra.url, "ra_user": capf.ra_user,
                  "ra_password": capf.ra_password.get_secret_value(), "ra_trust_store": capf.ra_trust_store,
-                 "mic_trust_store": capf.mic_trust_store, "agent_label": capf.agent_label},
+                 "mic_trust_store": capf.mic_trust_store, "agent_label": capf.agent_label,
+                 "ca_revoke_url": f"{servers.ca.url}/onlineca/revoke"},
         # The console (onlineca admin serve) reads the CA's requests from the CA's own database.
         "admin": {"ca_database_url": f"sqlite:///{config.data_path / 'ca.db'}"},
     }

@@ -96,7 +96,8 @@ def test_help_lists_every_command_group() -> None:
     result = CliRunner().invoke(main_group, ["--help"])
     assert result.exit_code == 0
     listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()}
-    assert listed == set(COMMANDS) == {"ca", "ra", "capf", "est", "phone", "diagnose", "logs", "config", "demo", "admin"}
+    assert listed == set(COMMANDS) == {"ca", "ra", "capf", "est", "phone", "diagnose", "logs", "config", "demo", "admin",
+                                       "service", "keys", "backup", "manpage"}
     for name in COMMANDS:  # each entry of the table loads, and its own --help works
         sub = CliRunner().invoke(main_group, [name, "--help"])
         assert sub.exit_code == 0 and "Usage:" in sub.stdout, (name, sub.output)

@@ -50,13 +50,14 @@ def test_deep_toml_huge_req_id_fifo_read_only_dirs_and_a_locked_database(tmp_pat
     _one_line(_run("--config", str(fifo), "config", "check", timeout=30), 1, "not a regular file")
 
     # /sys refuses new folders even to root; an unwritable folder does the same to anyone else.
-    _one_line(_run("--data-dir", "/sys/onlineca-test", "capf", "devices", "list"), 1, "Operation not permitted")
+    _one_line(_run("--data-dir", "/sys/onlineca-test", "capf", "devices", "add", "SEPNOWHERE001"), 1,
+              "Operation not permitted")
     _one_line(_run("--data-dir", str(data), "--log-dir", "/sys/onlineca-logs", "ca", "serve", "--port", "0"), 1,
               "/sys/onlineca-logs")
     if os.geteuid() != 0:
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
-        _one_line(_run("--data-dir", str(ro / "d"), "capf", "devices", "list"), 1, "Permission denied")
+        _one_line(_run("--data-dir", str(ro / "d"), "capf", "devices", "add", "SEPNOWHERE001"), 1, "Permission denied")
 
     busy = tmp_path / "busy.toml"
     busy.write_text("[database]\nbusy_timeout = 0.2\n")

@@ -143,6 +143,7 @@ async def test_sighup_picks_up_a_fixed_trust_store_without_a_restart(ca_lab, lab
         line = await asyncio.to_thread(proc.stderr.readline)
         assert "RA serving" in line, line
         base = line.split("readiness at ")[1].split("/readyz")[0]
+        assert "configuration:" in await asyncio.to_thread(proc.stderr.readline)  # which file is in force
 
         async def readyz() -> tuple[int, dict]:
             status, _h, body = await get(base + "/readyz", ca_lab.root_pem)

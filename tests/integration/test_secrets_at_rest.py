@@ -28,12 +28,19 @@ from onlineca.store.migrate import upgrade
 ONLINECA = [sys.executable, "-m", "onlineca"]
 
 
+# Published on purpose, for other web servers too (branch ops2): the CA's CRLs and the issuing
+# certificate of its AIA (CertEnroll), CAPF's CRL.  Nothing secret.
+PUBLISHED = ("CertEnroll",)
+
+
 def _loose(root: Path) -> list[str]:
     """Everything under ``root`` that someone other than its owner may read, write or enter."""
     found = []
     for folder, dirs, names in os.walk(root):
         for name in [*dirs, *names]:
             path = Path(folder) / name
+            if any(part in PUBLISHED for part in path.relative_to(root).parts) or name.endswith(".crl"):
+                continue
             mode = stat.S_IMODE(path.lstat().st_mode)
             if not path.is_symlink() and mode & 0o077:
                 found.append(f"{path.relative_to(root)} {mode:o}")

@@ -30,7 +30,8 @@ def test_defaults_load_without_a_file(tmp_path: Path) -> None:
     assert (cfg.ca.port, cfg.ra.port, cfg.capf.port) == (8443, 8084, 3804)
     assert cfg.ra.ca_password.get_secret_value() == ""
     assert [t.name for t in cfg.ca.templates] == ["CiscoRA", "WebServer"]
-    assert cfg.database_url == f"sqlite:///{Path('onlineca-data') / 'onlineca.db'}"
+    # the data dir is always absolute (messages name files whatever the working directory)
+    assert cfg.database_url == f"sqlite:///{Path('onlineca-data').absolute() / 'onlineca.db'}"
     cfg = load_config(None, environ={"ONLINECA_DATA_DIR": str(tmp_path)})
     assert cfg.log_path == tmp_path / "logs"
 
@@ -125,3 +126,101 @@ def test_config_example_passes_config_check(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     cfg = load_config(path, environ={})
     assert cfg.ra.template == "CiscoRA" and cfg.ca.templates[0].name == "CiscoRA"
+
+
+# --------------------------------------------------------------------------- issue 15: as a service
+
+from onlineca.config import ConfigSource, _Section, example_toml, field_docs, find_config, is_path_key  # noqa: E402
+
+
+def _models(model: type = Config, seen: set[type] | None = None) -> list[type]:
+    seen = seen if seen is not None else set()
+    out = [model]
+    for field in model.model_fields.values():
+        inner = getattr(field.annotation, "__args__", None)
+        sub = inner[0] if inner else field.annotation
+        if isinstance(sub, type) and issubclass(sub, _Section) and sub not in seen:
+            seen.add(sub)
+            out += _models(sub, seen)
+    return out
+
+
+def test_every_key_has_a_description_and_the_example_prints_it_with_its_default(tmp_path: Path) -> None:
+    docs = field_docs()
+    for model in _models():
+        for name, field in model.model_fields.items():
+            sub = getattr(field.annotation, "__args__", [field.annotation])[0]
+            if isinstance(sub, type) and issubclass(sub, _Section):
+                continue
+            assert docs.get(model.__name__, {}).get(name), f"{model.__name__}.{name} has no docstring"
+    text = CliRunner().invoke(main_group, ["config", "example"]).stdout
+    assert text == example_toml()
+    for model in _models():
+        for name in model.model_fields:
+            assert f"\n{name} = " in text or f"\n# {name} = " in text or f"[{name}]" in text or \
+                f"[[ca.{name}]]" in text, name
+    assert "[[ca.templates]]" in text and 'name = "WebServer"' in text and 'name = "CiscoRA"' in text
+    assert load_config(_file(tmp_path, text), environ={}) == Config()  # the defaults, exactly
+
+
+def test_path_keys_are_known_by_name() -> None:
+    paths = sorted(f"{m.__name__}.{n}" for m in _models() for n in m.model_fields if is_path_key(n))
+    assert paths == sorted([
+        "Config.data_dir", "Config.log_dir", "CAConfig.tls_cert", "CAConfig.tls_key", "CAConfig.users_file",
+        "CAConfig.key_passphrase_file", "CAConfig.pkcs11_module", "CAConfig.pkcs11_pin_file",
+        "RAConfig.tls_cert", "RAConfig.tls_key", "RAConfig.ca_client_cert", "RAConfig.ca_client_key",
+        "RAConfig.trust_store", "RAConfig.local_key", "RAConfig.local_cert", "ESTConfig.users_file",
+        "ESTConfig.client_trust_store", "CAPFConfig.ra_trust_store", "CAPFConfig.tls_cert", "CAPFConfig.tls_key",
+        "CAPFConfig.mic_trust_store", "CAPFConfig.key_passphrase_file", "CAPFConfig.ca_revoke_trust_store",
+            "AlertsConfig.webhook_trust_store", "AdminConfig.tls_cert", "AdminConfig.tls_key",
+        "AdminConfig.client_trust_store"])
+
+
+def test_relative_paths_are_relative_to_the_config_file_not_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = _file(etc, 'data_dir = "data"\nlog_dir = "/var/log/x"\n[ra]\ntrust_store = "pki/root.pem"\n'
+                      'tls_cert = "~/ra.pem"\n[capf]\nmic_trust_store = "../mic"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(Path("etc/onlineca.toml"), environ={"HOME": "/home/op"})
+    assert cfg.data_path == etc / "data"
+    assert cfg.log_path == Path("/var/log/x")
+    assert cfg.ra.trust_store == str(etc / "pki/root.pem")
+    assert cfg.ra.tls_cert == str(Path("~/ra.pem").expanduser())
+    assert cfg.capf.mic_trust_store == str(etc / "../mic")
+    # the environment is the caller's shell: relative to the working directory
+    cfg = load_config(path, environ={"ONLINECA_RA_TRUST_STORE": "here.pem", "ONLINECA_DATA_DIR": "ignored-by-file"})
+    assert cfg.ra.trust_store == "here.pem"
+
+
+def test_search_path_order(tmp_path: Path) -> None:
+    cwd, home, xdg = tmp_path / "cwd", tmp_path / "home", tmp_path / "xdg"
+    for d in (cwd, home / ".config" / "onlineca", xdg / "onlineca"):
+        d.mkdir(parents=True)
+    env = {"HOME": str(home)}
+    assert find_config(None, env, cwd=cwd).path in (None, Path("/etc/onlineca/onlineca.toml"))
+    user = _file(home / ".config" / "onlineca", "")
+    assert find_config(None, env, cwd=cwd) == ConfigSource(user, "~/.config/onlineca/onlineca.toml")
+    assert find_config(None, {**env, "XDG_CONFIG_HOME": str(xdg)}, cwd=cwd).path != user  # XDG wins over ~/.config
+    local = _file(cwd, "")
+    assert find_config(None, env, cwd=cwd) == ConfigSource(local, "./onlineca.toml")
+    assert find_config(None, {**env, "ONLINECA_CONFIG": str(user)}, cwd=cwd) == ConfigSource(user, "$ONLINECA_CONFIG")
+    assert find_config(tmp_path / "x.toml", {**env, "ONLINECA_CONFIG": str(user)}, cwd=cwd) == \
+        ConfigSource(tmp_path / "x.toml", "--config")
+
+
+def test_the_command_line_finds_onlineca_toml_in_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    _file(tmp_path, 'data_dir = "from-the-file"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ONLINECA_CONFIG", raising=False)
+    monkeypatch.delenv("ONLINECA_DATA_DIR", raising=False)
+    result = CliRunner().invoke(main_group, ["config", "check"])
+    assert result.stdout.startswith(f"configuration: {tmp_path / 'onlineca.toml'} (from ./onlineca.toml)\n")
+    assert f"data_dir: {tmp_path / 'from-the-file'}" in result.stdout
+
+
+def test_a_missing_config_file_names_its_absolute_path(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main_group, ["--config", "nope.toml", "ca", "requests", "list"])
+    assert result.exit_code == 1 and "Usage:" not in result.output
+    assert result.stderr.startswith(f"error: {tmp_path / 'nope.toml'}: no such file")

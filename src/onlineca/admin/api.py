@@ -331,6 +331,29 @@ def deny_ca_request(caller: Caller, svc: Svc, req_id: int) -> dict[str, Any]:
     return ca.resolve(svc, caller.actor, req_id, "deny")
 
 
+@router.post("/ca/requests/{req_id}/revoke", response_model=m.CAResolved, tags=["ca"],
+             responses={**NOT_FOUND, **CONFLICT})
+def revoke_ca_request(caller: Caller, svc: Svc, req_id: int, body: m.CARevokeIn) -> dict[str, Any]:
+    """Revoke the certificate of an issued request (our CA only) and publish a CRL at once."""
+    return ca.revoke(svc, caller.actor, req_id, body.reason)
+
+
+@router.get("/lsc-revocations", response_model=list[m.LSCRevocationOut], tags=["capf"])
+def list_lsc_revocations(caller: Caller, svc: Svc,
+                         state: Annotated[str | None, Query(pattern="^(pending|manual|revoked)$")] = None
+                         ) -> list[dict[str, Any]]:
+    """LSCs CAPF replaced or whose device was deleted: revoked, pending, or manual (to revoke at an AD CS)."""
+    from onlineca.service import revocations
+    return revocations.list_revocations(svc, caller.actor, state, limit=1000)
+
+
+@router.get("/lsc-revocations.csv", response_class=PlainTextResponse, tags=["capf"],
+            responses={200: {"content": {"text/csv": {}}, "description": "CSV"}})
+def export_lsc_revocations(caller: Caller, svc: Svc) -> Response:
+    from onlineca.service import revocations
+    return Response(revocations.export_csv(svc, caller.actor), media_type="text/csv")
+
+
 # ---- diagnose and logs ---------------------------------------------------------------------
 
 @router.get("/diagnose", response_model=m.DiagnoseReport | None, tags=["diagnose"])

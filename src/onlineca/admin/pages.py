@@ -339,9 +339,22 @@ def ca_requests(request: Request, disposition: str = "", page: int = 1) -> HTMLR
     wanted = disposition if disposition in ca.DISPOSITIONS else None
     total, items = ca.list_requests(services(request), principal.actor, wanted, limit=PAGE_SIZE,
                                     offset=(page - 1) * PAGE_SIZE, newest_first=True)
+    from onlineca.pki.revocation import REASONS
+    from onlineca.service import revocations
+    svc = services(request)
+    waiting = [r for r in revocations.list_revocations(svc, principal.actor, limit=1000) if r["state"] != "revoked"]
     return render(request, "ca_requests.html", principal, items=items, total=total, page=page,
                   pages=max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE), disposition=wanted or "",
-                  dispositions=ca.DISPOSITIONS)
+                  dispositions=ca.DISPOSITIONS, ours=ca.ca_is_ours(svc), reasons=list(REASONS),
+                  lsc_revocations=waiting)
+
+
+@router.post("/ca/requests/{req_id}/revoke")
+async def ca_revoke(request: Request, req_id: int) -> Response:
+    principal, form = await _form(request)
+    got = await run_in_threadpool(ca.revoke, services(request), principal.actor, req_id,
+                                  _text(form, "reason", 32) or "unspecified")
+    return redirect(request, "/ca/requests", f"ReqID {req_id}: {got['outcome']} ({got['revoked']})")
 
 
 @router.post("/ca/requests/{req_id}/{action}")

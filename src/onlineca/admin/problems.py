@@ -55,7 +55,7 @@ _STATUS: tuple[tuple[type[OnlineCAError], int], ...] = (
     (CertsrvError, 502),
     (ESTError, 502),
 )
-_CODE_STATUS = {"ADMIN_UNSUPPORTED": 501, "ADMIN_VALIDATION": 422, "ADMIN_CSRF": 403}
+_CODE_STATUS = {"ADMIN_UNSUPPORTED": 409, "ADMIN_VALIDATION": 422, "ADMIN_CSRF": 403, "CA_REVOKE_UNKNOWN": 404}
 
 TITLES = {400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",
           405: "Method not allowed", 409: "Conflict", 413: "Request too large", 422: "Unprocessable request",

@@ -366,10 +366,12 @@ class CARequestOut(_Out):
     serial: str | None = None
     submitted_at: str | None = None
     resolved_by: str
+    revoked: str | None = None  # the revocation's reason, when the certificate was revoked
 
 
 class CARequestDetail(CARequestOut):
     not_after: str | None = None
+    revoked_at: str | None = None
     resolved_at: str | None = None
     certificate_pem: str | None = None
 
@@ -383,6 +385,26 @@ class CARequestPage(_Out):
 
 class CAResolved(CARequestDetail):
     outcome: str
+
+
+class CARevokeIn(_In):
+    reason: str = Field(default="unspecified", max_length=32,
+                        description="RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged, "
+                                    "superseded, cessationOfOperation, privilegeWithdrawn, aACompromise")
+
+
+class LSCRevocationOut(_Out):
+    device: str
+    serial: str
+    issuer: str
+    reason: str
+    why: str
+    state: str
+    requested_at: str
+    attempts: int
+    last_error: str
+    done_at: str | None = None
+    certutil: str
 
 
 # ---- diagnose, logs, config --------------------------------------------------------------------

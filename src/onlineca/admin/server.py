@@ -66,7 +66,7 @@ def ensure_tls(svc: Services, host: str) -> tuple[Path, Path]:
     chain = []
     if ca.issuing_key.exists() and ca.issuing_cert.exists():
         try:
-            issuer_key = files.read_private_key(ca.issuing_key)
+            issuer_key = files.read_private_key(ca.issuing_key, svc.config.ca.key_passphrase())
             issuer_cert = pki.load_certificate(ca.issuing_cert.read_bytes())
             chain = [issuer_cert]
         except (OSError, OnlineCAError):

@@ -24,6 +24,7 @@ from onlineca.ca.users import load_users
 from onlineca.errors import ConfigError, ParseError
 from onlineca.infra.users import BasicCredentials, UsersFile, basic_credentials
 from onlineca.logs.iis import WIN32_CONTINUE_NEEDED, WIN32_LOGON_FAILURE, WIN32_NO_CREDENTIALS
+from onlineca.proto import ntlm
 from onlineca.proto.certsrv import server as pages
 
 log = logging.getLogger("onlineca.ca")
@@ -45,9 +46,6 @@ def _basic_credentials(request: web.Request) -> BasicCredentials | None:
 # SEC_E_BAD_BINDINGS (0x80090342): the Win32 status IIS logs when Extended Protection refuses a
 # login whose channel binding is missing or wrong.
 WIN32_BAD_BINDINGS = 2148074306
-_NTLM_SIGNATURE = b"NTLMSSP\x00"
-
-
 class CALogin:
     """The CA's logins: Basic (``basic``) against ``users_path``, NTLM (``ntlm``) through pyspnego,
     Negotiate with Kerberos (``kerberos``, the keytab of HTTP/<host>).
@@ -129,27 +127,21 @@ class CALogin:
 
     def _epa_refusal(self, raw: bytes) -> str | None:
         """Why an NTLM AUTHENTICATE message (bare, or inside SPNEGO) fails Extended Protection."""
-        token = raw
-        if not token.startswith(_NTLM_SIGNATURE):
+        token: bytes | None = raw
+        if not raw.startswith(ntlm.NTLM_SIGNATURE):
             try:
-                from spnego._spnego import unpack_token
-                inner = unpack_token(raw)
-                token = bytes(getattr(inner, "mech_token", None) or getattr(inner, "response_token", None) or b"")
-            except Exception:
+                token = ntlm.spnego_inner_token(raw)
+            except ParseError:
                 return None  # not SPNEGO: Kerberos, checked by the acceptor with the bindings
-        if not token.startswith(_NTLM_SIGNATURE) or token[8:12] != b"\x03\x00\x00\x00":
+        if token is None or not ntlm.is_authenticate(token):
             return None  # not an AUTHENTICATE message
         try:
-            from spnego._ntlm_raw.crypto import md5
-            from spnego._ntlm_raw.messages import Authenticate, AvId, NTClientChallengeV2
-            auth = Authenticate.unpack(token)
-            pairs = NTClientChallengeV2.unpack((auth.nt_challenge_response or b"")[16:]).av_pairs
-        except Exception:
+            sent = ntlm.av_pairs(token).get(ntlm.AV_CHANNEL_BINDINGS)
+        except ParseError:
             return "an NTLM response without channel binding (NTLMv1, or a malformed one)"
-        sent = pairs.get(AvId.channel_bindings)
         if not sent or sent == b"\x00" * 16:
             return "the NTLM login carries no channel binding"
-        if sent != md5(self.bindings().pack()):
+        if sent != ntlm.channel_binding_hash(self.bindings().pack()):
             return "the NTLM login's channel binding is for another TLS certificate (a relay, or a TLS-intercepting proxy)"
         return None
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from onlineca import pki
+from onlineca.ca.revocation import Revocation
 from onlineca.config import CAPaths, Config, DataDir, TemplateConfig
-from onlineca.errors import CAError, OnlineCAError, PKIError, RequestRefused
+from onlineca.errors import CAError, ConfigError, OnlineCAError, PKIError, RequestRefused
 from onlineca.infra import files
 from onlineca.pki import vouch
 from onlineca.policy import ca as policy
@@ -46,10 +49,47 @@ def users_path(config: Config, data_dir: str | Path) -> Path:
     return Path(config.ca.users_file) if config.ca.users_file else DataDir(Path(data_dir)).ca.users
 
 
+# ---- the key-loading seam (branch ops): where the issuing key lives -- a file, an encrypted
+# file (PKCS#8, [ca] key_passphrase_file or $ONLINECA_CA_KEY_PASSPHRASE), or a PKCS#11 token.
+
+IssuingKey = pki.PrivateKey | pki.ExternalSigner
+
+
+def load_issuing_key(config: Config, ca_paths: CAPaths) -> IssuingKey:
+    """The key the CA signs with: in the token when ``[ca] pkcs11_module`` is set, else the file."""
+    cfg = config.ca
+    if cfg.pkcs11_module:
+        from onlineca.infra.pkcs11 import Pkcs11Signer
+        return Pkcs11Signer(cfg.pkcs11_module, cfg.pkcs11_token_label, cfg.pkcs11_key_label, cfg.pkcs11_pin())
+    return files.read_private_key(ca_paths.issuing_key, cfg.key_passphrase())
+
+
+def _new_issuing_key(config: Config, key_type: str, size: int | str, pkcs11: bool) -> IssuingKey:
+    cfg = config.ca
+    if not pkcs11:
+        return pki.generate_key(key_type, size)
+    if not cfg.pkcs11_module:
+        raise ConfigError("--pkcs11 needs [ca] pkcs11_module (and pkcs11_token_label, pkcs11_key_label)",
+                          hint="Set them in the configuration file, with the PIN in pkcs11_pin_file or $ONLINECA_CA_PKCS11_PIN.")
+    from onlineca.infra import pkcs11 as token
+    bits = size if isinstance(size, int) else {"P-256": 256, "P-384": 384, "P-521": 521}[size]
+    token.generate_key(cfg.pkcs11_module, cfg.pkcs11_token_label, cfg.pkcs11_key_label, cfg.pkcs11_pin(),
+                       key_type, bits)
+    return load_issuing_key(config, DataDir(config.data_path).ca)
+
+
 def init_ca(config: Config, data_dir: str | Path, *, key_type: str | None = None, key_size: int | None = None,
-            root_name: str | None = None, issuing_name: str | None = None, force: bool = False) -> CAPaths:
-    """Create the root, the issuing CA, the chain and the web server certificate."""
+            root_name: str | None = None, issuing_name: str | None = None, force: bool = False,
+            encrypt_keys: bool = False, pkcs11: bool = False) -> CAPaths:
+    """Create the root, the issuing CA, the chain and the web server certificate.  With
+    ``encrypt_keys`` the root and issuing keys are written as encrypted PKCS#8 (the passphrase of
+    ``[ca] key_passphrase_file`` or $ONLINECA_CA_KEY_PASSPHRASE); with ``pkcs11`` the issuing key
+    is made in the token of ``[ca] pkcs11_*`` and no issuing.key is written."""
     ca_paths = DataDir(Path(data_dir)).ca
+    passphrase = config.ca.key_passphrase() if encrypt_keys else None
+    if encrypt_keys and passphrase is None:
+        raise ConfigError("--encrypt-keys needs a passphrase",
+                          hint="Set [ca] key_passphrase_file, or $ONLINECA_CA_KEY_PASSPHRASE.")
     if ca_paths.exists() and not force:
         raise CAError(f"a CA already exists in {ca_paths.dir}",
                       hint="Use --force to replace it (every certificate it issued becomes untrusted).")
@@ -59,21 +99,27 @@ def init_ca(config: Config, data_dir: str | Path, *, key_type: str | None = None
     root_key = pki.generate_key(key_type, size)
     root = pki.build_certificate(subject=root_name or cfg.root_name, public_key=root_key.public_key(),
                                  issuer_key=root_key, is_ca=True, validity_days=cfg.root_validity_days)
-    issuing_key = pki.generate_key(key_type, size)
+    ca_paths.dir.mkdir(parents=True, exist_ok=True)
+    issuing_key = _new_issuing_key(config, key_type, size, pkcs11)
     issuing = pki.build_certificate(subject=issuing_name or cfg.issuing_name, public_key=issuing_key.public_key(),
                                     issuer_key=root_key, issuer_cert=root, is_ca=True, path_length=0,
                                     validity_days=cfg.issuing_validity_days)
-    ca_paths.dir.mkdir(parents=True, exist_ok=True)
-    files.write_private_key(ca_paths.root_key, root_key)
-    files.write_private_key(ca_paths.issuing_key, issuing_key)
+    files.write_private_key(ca_paths.root_key, root_key, passphrase)
+    if isinstance(issuing_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        files.write_private_key(ca_paths.issuing_key, issuing_key, passphrase)
+    else:
+        ca_paths.issuing_key.unlink(missing_ok=True)  # the token holds it: no stale file beside it
     ca_paths.root_cert.write_bytes(pki.cert_pem(root))
     ca_paths.issuing_cert.write_bytes(pki.cert_pem(issuing))
     ca_paths.chain.write_bytes(pki.certs_pem([issuing, root]))
     issue_web_certificate(ca_paths, cfg.web_names, issuing_key, issuing)
+    close = getattr(issuing_key, "close", None)
+    if callable(close):  # the token's session
+        close()
     return ca_paths
 
 
-def issue_web_certificate(ca_paths: CAPaths, names: list[str], issuing_key: pki.PrivateKey,
+def issue_web_certificate(ca_paths: CAPaths, names: list[str], issuing_key: IssuingKey,
                           issuing: x509.Certificate) -> None:
     """The HTTPS certificate ``ca serve`` uses by default: EC P-256, the configured web names."""
     web_key = pki.generate_key("ec", 256)
@@ -102,19 +148,24 @@ class CAEngine:
     def __init__(self, config: Config, data_dir: str | Path, db: Database) -> None:
         self.config = config
         self.ca_paths = DataDir(Path(data_dir)).ca
-        if not self.ca_paths.issuing_key.exists():
+        if not self.ca_paths.issuing_cert.exists():
             raise CAError(f"no CA in {self.ca_paths.dir}", hint="Run 'onlineca ca init' first.")
         self.db = db
         self.requests = CARequests(db)
-        self.issuing_key = files.read_private_key(self.ca_paths.issuing_key)
+        self.issuing_key: IssuingKey = load_issuing_key(config, self.ca_paths)
         self.issuing = pki.load_certificate(self.ca_paths.issuing_cert.read_bytes())
         self.root = pki.load_certificate(self.ca_paths.root_cert.read_bytes())
-        if not pki.same_public_key(self.issuing_key, self.issuing.public_key()):
-            raise CAError(f"{self.ca_paths.issuing_key} does not belong to {self.ca_paths.issuing_cert}",
+        if not pki.same_public_key(self.issuing_key.public_key(), self.issuing.public_key()):
+            where = f"the PKCS#11 key {config.ca.pkcs11_key_label!r}" if config.ca.pkcs11_module else self.ca_paths.issuing_key
+            raise CAError(f"{where} does not belong to {self.ca_paths.issuing_cert}",
                           hint="Run 'onlineca ca init --force' to make a new CA.")
         self.templates: list[TemplateConfig] = list(config.ca.templates)
         # Serialised once: certnew.cer and certnew.p7b send these bytes.
         self.chain_der: tuple[bytes, ...] = tuple(pki.cert_der(c) for c in self.chain)
+        # revocation (CRLs, OCSP; the CDP and AIA of what it issues), and who hears
+        # of each submission's outcome (the CA's metrics): (template, disposition, HRESULT).
+        self.revocation = Revocation(config, self.ca_paths, self.issuing, self.issuing_key, db, root=self.root)
+        self.on_result: Callable[[str, str, int], None] | None = None
 
     @property
     def chain(self) -> list[x509.Certificate]:
@@ -149,6 +200,8 @@ class CAEngine:
                                    subject=subject, resolution=resolution)
         log.info("ReqID %s from %s template %r: %s%s", row.req_id, requester, row.template, row.disposition,
                  f" ({hr.hresult_hex(resolution.hresult)})" if resolution.hresult else "")
+        if self.on_result is not None:
+            self.on_result(row.template, row.disposition, resolution.hresult)
         return _result(row)
 
     def _load(self, der: bytes, attributes: dict[str, str]) -> x509.CertificateSigningRequest:
@@ -184,7 +237,8 @@ class CAEngine:
         cert = pki.build_certificate(
             subject=decision.subject, public_key=csr.public_key(), issuer_key=self.issuing_key,  # type: ignore[arg-type]
             issuer_cert=self.issuing, validity_days=t.validity_days, key_usage=t.key_usage,
-            extended_key_usage=t.extended_key_usage, sans=decision.sans)
+            extended_key_usage=t.extended_key_usage, sans=decision.sans,
+            extra_extensions=self.revocation.extensions())
         # The one serialisation of this certificate: from here on it travels as these bytes.
         return Resolution(ISSUED, hr.S_OK, hr.ISSUED_MESSAGE, by, pki.cert_der(cert),
                           format(cert.serial_number, "x"), cert.not_valid_after_utc)

@@ -18,6 +18,7 @@ from pathlib import Path
 from onlineca.errors import ConfigError
 from onlineca.infra import files
 from onlineca.infra.users import UsersFile, hash_password, read_users
+from onlineca.proto.ntlm import nt_hash  # MD4 of our own: hashlib's needs OpenSSL's legacy provider
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9._@$-]{1,64}$")
 
@@ -73,8 +74,7 @@ def add_user(path: str | os.PathLike[str], user: str, password: str | None = Non
     store = ntlm_path(path)
     ntlm = _ntlm_entries(store)
     if ntlm_domain is not None:
-        from spnego._ntlm_raw.crypto import ntowfv1  # MD4, which hashlib may lack under OpenSSL 3
-        ntlm[user] = f"{ntlm_domain}\\{user}:0:{'0' * 32}:{ntowfv1(password).hex().upper()}::"
+        ntlm[user] = f"{ntlm_domain}\\{user}:0:{'0' * 32}:{nt_hash(password).hex().upper()}::"
         _write_ntlm(store, ntlm)
     elif ntlm.pop(user, None) is not None:  # a new password the NTLM store would not know
         _write_ntlm(store, ntlm)

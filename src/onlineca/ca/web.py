@@ -29,8 +29,9 @@ from aiohttp import web
 from sqlalchemy.exc import OperationalError
 
 from onlineca import pki
-from onlineca.ca import engine as eng
+from onlineca.ca import engine as eng, published
 from onlineca.ca.auth import CA_USER, IIS_STATUS, NEGOTIATE_REPLY, CALogin
+from onlineca.ca.metrics import CAMetrics, page_label
 from onlineca.ca.users import ntlm_path
 from onlineca.config import Config, DataDir
 from onlineca.errors import ConfigError, StoreError
@@ -67,6 +68,7 @@ class CAState:
     worker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(WORKERS, thread_name_prefix="ca-worker"))
     data_dir: Path = Path(".")
+    metrics: CAMetrics | None = None
 
     async def blocking(self, func: Callable[..., R], *args: Any) -> R:
         """``func(*args)`` (signing, the database) in a worker thread, never on the event loop."""
@@ -128,6 +130,8 @@ async def iis_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     started = time.perf_counter()
     response = await _guarded(request, handler, state)
     response.headers["Server"] = SERVER_HEADER
+    if state.metrics is not None:
+        state.metrics.latency.labels(page=page_label(request.path)).observe(time.perf_counter() - started)
     if request.get(NEGOTIATE_REPLY) and response.status < 400:
         response.headers["WWW-Authenticate"] = request[NEGOTIATE_REPLY]
     if state.iis is not None:
@@ -140,6 +144,10 @@ async def iis_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 
 async def _guarded(request: web.Request, handler: Handler, state: CAState) -> web.StreamResponse:
     path = request.path.lower()
+    if not request.secure and not published.plain_http_path(path):
+        # The plain HTTP port ([ca] http_port) publishes CRLs, the CA certificate and OCSP only.
+        return _iis_page(403, "Forbidden: SSL is required to view this resource.",
+                         "The page you are trying to access is secured with Secure Sockets Layer (SSL).")
     if path == "/certsrv" or path.startswith("/certsrv/"):
         who = await state.login.authenticate(request)
         if isinstance(who, web.Response):
@@ -174,6 +182,9 @@ def _too_large(state: CAState) -> web.Response:
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     path = request.path.lower().rstrip("/")
+    extra = published.route(path)  # /CertEnroll/, /ocsp, /metrics, the revoke endpoint
+    if extra is not None:
+        return await extra(request, request.app[CA_STATE])
     page = PAGES.get(path)
     if page is None:
         return _iis_page(404, "File or directory not found.",
@@ -406,6 +417,7 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
     app = web.Application(middlewares=[iis_middleware], client_max_size=config.ca.max_request_bytes)
     app[CA_STATE] = state
     app.router.add_route("*", "/{tail:.*}", dispatch)
+    published.attach(app, state)  # metrics and the CRL refresh task
 
     async def _close(_app: web.Application) -> None:
         # Requests still in a worker finish (their certificates are stored) before the pool closes.
@@ -483,8 +495,9 @@ def _served_cert_der(cert_file: str | os.PathLike[str]) -> bytes | None:
 async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *, host: str | None = None,
                    port: int | None = None, tls_cert: str | os.PathLike[str] | None = None,
                    tls_key: str | os.PathLike[str] | None = None, log_format: str | None = None,
-                   db: Database | None = None) -> RunningCA:
-    """Start the CA over HTTPS (port 0: any free port); returns once it accepts connections."""
+                   db: Database | None = None, http_port: int | None = None) -> RunningCA:
+    """Start the CA over HTTPS (port 0: any free port); returns once it accepts connections.
+    ``http_port`` (default ``[ca] http_port``; 0 off) also publishes CRLs and OCSP over plain HTTP."""
     files.private_umask()  # sec branch: its database, logs and keys are its owner's only
     cert_file, key_file = tls_files(config, data_dir, tls_cert, tls_key)
     try:
@@ -499,6 +512,11 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
                                       reuse_address=True, access_log=None, logger=log,
                                       limits=ConnectionLimits(**config.connections.model_dump()))
     log.info("CA %s serving /certsrv on https://%s:%s", app[CA_STATE].ca_name, host, bound)
+    try:
+        await published.start_http(app, runner, host, bound, http_port)
+    except BaseException:
+        await runner.cleanup()
+        raise
     running = RunningCA(host, bound, runner, app, ctx)
     running.tls_args = (tls_cert, tls_key)
     return running

@@ -25,6 +25,7 @@ import asyncio
 import datetime as dt
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,8 @@ class OnlineCAEnroller:
         # capf10 branch: CAPF's certificate as an RA agent (file stamp, key, certificate, EST client).
         self._agent_est: tuple[int, pki.PrivateKey, x509.Certificate, ESTClient] | None = None
         self._retired: list[ESTClient] = []
+        # who hears of each EST enrollment (result, libEST code, seconds): CAPF's metrics.
+        self.observe: Callable[[str, str, float], None] | None = None
 
     async def close(self) -> None:
         if self._files:
@@ -255,9 +258,15 @@ class OnlineCAEnroller:
             trace.debug(f"Calling enrollCertUsingEST() csr_file={csr_file}")
             trace.debug(request_id_line(request_id))
             self.requests_sent += 1
+            started = time.perf_counter()
             try:
                 resp = await est.simpleenroll(csr, headers={REQUEST_ID_HEADER: request_id})
+                if self.observe is not None:
+                    self.observe("issued", "EST_ERR_NONE", time.perf_counter() - started)
             except ESTCodedError as exc:
+                if self.observe is not None:
+                    self.observe("rejected" if exc.code in _REJECTIONS else "unavailable", exc.code,
+                                 time.perf_counter() - started)
                 trace.error(enrollment_rv_line(exc.code, 0))
                 trace.error("est_client_enroll_csr() Failed! Could not obtain new certificate. Aborting.")
                 trace.error(f"Online Cert Signing Failed: {exc.message}")
@@ -333,7 +342,7 @@ class OnlineCAEnroller:
         if not force and cert_path.exists() and key_path.exists():
             try:
                 current = files.load_cert_file(cert_path)[0]
-                files.read_private_key(key_path)
+                files.read_private_key(key_path, self.cfg.key_passphrase())
                 if not renewal_due(current):
                     return False
                 trace_log.info("debug CAPF certificate serial %x is past %d%% of its life: renewing",
@@ -354,7 +363,7 @@ class OnlineCAEnroller:
         trace_log.info("debug CAPF certificate %s", enrollment_rv_line("EST_ERR_NONE", resp.pkcs7_length))
         chain = await self._served_chain(resp.certificate, resp.certificates)
         # Key first, then the certificate: a reader never finds a certificate without its key.
-        files.write_private_key(key_path, key)
+        files.write_private_key(key_path, key, self.cfg.key_passphrase())  # encrypted when a passphrase is set
         files.write_file(cert_path, pki.certs_pem(chain))
         trace_log.info("debug CAPF certificate written to %s (serial %x, valid until %s)", cert_path,
                        resp.certificate.serial_number, resp.certificate.not_valid_after_utc.isoformat())

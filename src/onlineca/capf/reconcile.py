@@ -15,8 +15,9 @@ module closes what is left open:
   waits for one and can take it) or *orphaned* (recorded for revocation), or *abandoned* (the CA
   issued nothing); then every certificate the CA issued within ``window`` for a device CAPF
   knows, which CAPF never recorded and which no request in flight explains, is recorded for
-  revocation, as are LSCs CAPF discarded before delivery.  Who revokes is pluggable
-  (``Revoker``): without one the records wait in ``lsc_revocation`` for the CA-side revocation.
+  revocation, as are LSCs CAPF discarded before delivery.  They join CAPF's revocation queue
+  (``store.lsc_revocations``), which ``capf.revocation`` works through: our CA revokes them at
+  its revoke endpoint, an AD CS's wait for an administrator (``manual``).
 
 It runs as ``onlineca capf reconcile`` and as a step of CAPF's maintenance loop, takes a device's
 lease before it records anything on it (never while a session holds it), and logs no key or
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,9 +38,10 @@ from onlineca import pki
 from onlineca.errors import OnlineCAError
 from onlineca.policy.capf import Operation, as_utc
 from onlineca.store import devices as inv, lsc_intents as intents
-from onlineca.store.capf_models import LSC, Device, LSCIntent, LSCRevocation
+from onlineca.store.capf_models import LSC, Device, LSCIntent
 from onlineca.store.db import Database
-from onlineca.store.lsc_revocations import mark_for_revocation, revocation_keys
+from onlineca.store.lsc_revocations import MANUAL, PENDING, mark_for_revocation, revocation_keys
+from onlineca.store.revocation_models import LSCRevocation
 
 log = logging.getLogger("onlineca.capf.reconcile")
 
@@ -56,9 +57,6 @@ class IssuedLookup(Protocol):
                      subject: str | None = None) -> list[tuple[int, bytes, dt.datetime]]: ...
 
 
-# Revokes one recorded certificate at its CA; a short result ("revoked", "already revoked"), or
-# raises OnlineCAError (tried again at the next pass).
-Revoker = Callable[[LSCRevocation], str]
 
 
 def _key(cert: x509.Certificate) -> str:
@@ -95,9 +93,7 @@ class ReconcileReport:
     unresolved: list[dict[str, str]] = field(default_factory=list)  # no CA table to ask (AD CS): the record
     orphans: list[str] = field(default_factory=list)        # CA certificates CAPF never recorded
     discarded: list[str] = field(default_factory=list)      # LSCs discarded before delivery, to revoke
-    revoked: list[str] = field(default_factory=list)
-    revoke_errors: list[str] = field(default_factory=list)
-    to_revoke: int = 0
+    to_revoke: int = 0                                      # the queue's rows not revoked yet
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -152,7 +148,7 @@ def _settle_intent(db: Database, lookup: IssuedLookup | None, intent_id: int, *,
                                 why=f"issued for request {row.request_id}, which CAPF never recorded, and the device "
                                     "no longer waits for it (reconcile)",
                                 subject=cert.subject.rfc4514_string(), not_after=cert.not_valid_after_utc,
-                                actor=owner, now=now, der=der)
+                                actor=owner, now=now)
             intents.resolve(s, intent_id, intents.ORPHANED, serial=serial, now=now)
             report.orphaned.append(f"{name}:{serial}")
         if device is not None:
@@ -181,12 +177,12 @@ def _orphans(db: Database, lookup: IssuedLookup, *, owner: str, now: dt.datetime
                 continue
             if _key(cert) in in_flight:
                 continue
-            found.append((name, serial, issuer, cert, der))
-        for name, serial, issuer, cert, der in found:
+            found.append((name, serial, issuer, cert))
+        for name, serial, issuer, cert in found:
             mark_for_revocation(s, device_name=name, serial=serial, issuer=issuer, reason="superseded",
                                 why="issued by the CA for this device, never recorded by CAPF (reconcile)",
                                 subject=cert.subject.rfc4514_string(), not_after=cert.not_valid_after_utc,
-                                actor=owner, now=now, der=der)
+                                actor=owner, now=now)
             known.add((issuer, serial))
             report.orphans.append(f"{name}:{serial}")
 
@@ -202,26 +198,13 @@ def _discarded(db: Database, *, owner: str, now: dt.datetime, report: ReconcileR
                 continue
             mark_for_revocation(s, device_name=name, serial=lsc.serial, issuer=lsc.issuer, reason="superseded",
                                 why="discarded before delivery (reconcile)", subject=lsc.subject,
-                                not_after=lsc.not_after, actor=owner, now=now, der=bytes(lsc.der))
+                                not_after=lsc.not_after, actor=owner, now=now)
             report.discarded.append(f"{name}:{lsc.serial}")
 
 
-def _revoke(db: Database, revoker: Revoker, *, now: dt.datetime, report: ReconcileReport) -> None:
-    with db.session() as s:
-        for row in s.scalars(select(LSCRevocation).where(LSCRevocation.done_at.is_(None))):
-            try:
-                result = revoker(row)
-            except OnlineCAError as exc:
-                row.result = f"not yet: {exc.message}"[:256]
-                report.revoke_errors.append(f"{row.device_name}:{row.serial}: {exc.message}")
-                continue
-            row.done_at, row.result = now, result[:256]
-            report.revoked.append(f"{row.device_name}:{row.serial}")
-
 
 def reconcile(db: Database, lookup: IssuedLookup | None, *, node: str = "reconcile", grace: float = 120.0,
-              window_days: float = 30.0, revoker: Revoker | None = None,
-              now: dt.datetime | None = None) -> ReconcileReport:
+              window_days: float = 30.0, now: dt.datetime | None = None) -> ReconcileReport:
     """One pass (blocking: CAPF runs it off its event loop).  ``lookup``: our CA's request table,
     or None (a real AD CS: the open intents are reported, nothing is guessed)."""
     now = as_utc(now or dt.datetime.now(dt.UTC))
@@ -236,14 +219,13 @@ def reconcile(db: Database, lookup: IssuedLookup | None, *, node: str = "reconci
         _orphans(db, lookup, owner=owner, now=now, grace=dt.timedelta(seconds=grace),
                  window=dt.timedelta(days=window_days), report=report)
     _discarded(db, owner=owner, now=now, report=report)
-    if revoker is not None:
-        _revoke(db, revoker, now=now, report=report)
     with db.session() as s:
-        report.to_revoke = len(list(s.scalars(select(LSCRevocation.id).where(LSCRevocation.done_at.is_(None)))))
+        report.to_revoke = len(list(s.scalars(select(LSCRevocation.id)
+                                              .where(LSCRevocation.state.in_((PENDING, MANUAL))))))
     if report.adopted or report.orphaned or report.orphans or report.discarded:
         log.warning("reconcile: %d adopted, %d orphaned, %d orphan(s) at the CA, %d discarded LSC(s) to revoke",
                     len(report.adopted), len(report.orphaned), len(report.orphans), len(report.discarded))
     return report
 
 
-__all__ = ["IssuedLookup", "ReconcileReport", "Revoker", "find_issued", "reconcile"]
+__all__ = ["IssuedLookup", "ReconcileReport", "find_issued", "reconcile"]

@@ -29,6 +29,7 @@ from typing import Any
 from onlineca import pki
 from onlineca.capf.enroll import OnlineCAEnroller
 from onlineca.capf.local_ca import CAPFAuthority
+from onlineca.capf.ops import CAPFOps
 from onlineca.capf.server import CAPFServer
 from onlineca.config import Config, DataDir
 from onlineca.errors import CAUnavailable, ConfigError, PKIError
@@ -53,6 +54,7 @@ class RunningCAPF:
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list, repr=False)
     guard: ConnectionGuard | None = field(default=None, repr=False)  # [connections] on the CAPF port (sec branch)
     _cleanup: list[Callable[[], Any]] = field(default_factory=list, repr=False)
+    ops: CAPFOps | None = field(default=None, repr=False)  # metrics, revocation, alerts
 
     @property
     def stats(self) -> Any:
@@ -82,6 +84,7 @@ class RunningCAPF:
             raise ConfigError(f"cannot load CAPF's TLS certificate {cert_file} / {key_file}: {exc}") from None
         changes = [f"[capf] {k}" for k in type(new).model_fields if getattr(new, k) != getattr(old, k)]
         previous, self.enroller, self.capf.enroller = self.enroller, enroller, enroller
+        enroller.observe = previous.observe
         await previous.close()
         trace_log.warning("debug configuration reloaded (SIGHUP): %s", ", ".join(changes) or "nothing changed")
         return changes
@@ -100,6 +103,8 @@ class RunningCAPF:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.server.wait_closed(), 5.0)
         await self.enroller.close()
+        if self.ops is not None:
+            await self.ops.close()
         self.capf.close()
         for fn in reversed(self._cleanup):
             fn()
@@ -151,13 +156,18 @@ async def _maintenance_once(running: RunningCAPF) -> None:
         if result.scheduled or result.timed_out:
             trace_log.info("debug renewal run: %d scheduled, %d timed out", len(result.scheduled),
                            len(result.timed_out))
+        if running.ops is not None:
+            running.ops.scheduler_ran(len(result.scheduled), len(result.timed_out))
     except Exception as exc:  # the database may be briefly unavailable: next pass
         log.warning("renewal run failed: %s", exc)
+    if running.ops is not None:
+        await running.ops.maintenance()  # revocations, snapshot, RA readiness, alerts
     if not cfg.tls_cert:
         try:
             if await running.enroller.ensure_capf_certificate(_tls_names(running)):
                 paths = running.enroller.paths
-                running.ssl_context.load_cert_chain(str(paths.capf_cert), str(paths.capf_key))
+                running.ssl_context.load_cert_chain(str(paths.capf_cert), str(paths.capf_key),
+                                                    password=cfg.key_passphrase())
                 trace_log.info("debug CAPF now serves its renewed certificate")
         except CAUnavailable as exc:
             trace_log.warning("debug CAPF certificate renewal postponed: %s", exc.message)
@@ -253,7 +263,7 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
             await enroller.ensure_capf_certificate(names)
             cert_file, key_file = str(enroller.paths.capf_cert), str(enroller.paths.capf_key)
         try:
-            ctx = tls.server_context(cert_file, key_file)
+            ctx = tls.server_context(cert_file, key_file, password=cfg.key_passphrase())
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load CAPF's TLS certificate {cert_file} / {key_file}: {exc}",
                               hint="Set [capf] tls_cert and tls_key, or leave them empty to enroll one.") from None
@@ -265,6 +275,7 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
         lookup, release_lookup = ca_lookup(config)
         cleanup.append(release_lookup)
         capf = CAPFServer(cfg, db, enroller, node_id=node, mic_trust=mic_trust, local_ca=local_ca, ca_lookup=lookup)
+        ops = CAPFOps(config, data, db, node)
         freed = await asyncio.to_thread(_free_dead_leases, db, node, capf.lease_prefix)
         if freed:
             trace_log.info("debug node %s started again: %d device lease(s) of its earlier life freed", node, freed)
@@ -276,10 +287,10 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
                                 server_name=f"{bind_host}:{listen_port}",
                                 tls_hint="A phone's TLS client refused CAPF's certificate or offered nothing CAPF accepts.")
         quiet_accept_errors(loop, log)
+        handle = ops.metrics.timed(capf.handle)
 
         def session_protocol() -> asyncio.BaseProtocol:
-            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=2 ** 16, loop=loop), capf.handle,
-                                                loop=loop)
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=2 ** 16, loop=loop), handle, loop=loop)
 
         server = await listen(lambda: loop.create_server(guarded_factory(guard, ctx, session_protocol), bind_host,
                                                          listen_port, backlog=512), bind_host, listen_port)
@@ -294,7 +305,14 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
     if own_db:
         cleanup.append(db.dispose)
     bound = server.sockets[0].getsockname()[1]
-    running = RunningCAPF(bind_host, bound, capf, enroller, db, ctx, server, _cleanup=cleanup, guard=guard)
+    running = RunningCAPF(bind_host, bound, capf, enroller, db, ctx, server, _cleanup=cleanup, ops=ops, guard=guard)
+    ops.attach(running)
+    if cfg.metrics_port:
+        try:
+            await ops.start_server(cfg.metrics_host, cfg.metrics_port)
+        except BaseException:
+            await running.close()
+            raise
     trace_log.info("debug CAPF listening on %s:%d (TLS 1.2+, node %s)", bind_host, bound, node)
     running._tasks.append(asyncio.get_running_loop().create_task(_heartbeat_loop(running)))
     if maintenance:

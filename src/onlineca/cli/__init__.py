@@ -35,10 +35,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "config": ("config", "config", "check or print a configuration file"),
     "demo": ("demo", "demo", "the whole system on 127.0.0.1 with a simulated fleet"),
     "admin": ("admin", "admin", "the administration console: pages, REST API, accounts"),
+    # branch ops: running as a service, keys at rest, backups, the man page
+    "service": ("service", "service", "install the systemd units and the logrotate snippet"),
+    "keys": ("keys", "keys", "encrypt or decrypt the CA's and CAPF's private keys"),
+    "backup": ("backup", "backup", "create, verify or restore a backup of the data dir"),
+    "manpage": ("manpage", "manpage", "print the man page onlineca(1), generated from the commands"),
 }
 
 # the root's options, with the metavar the hint shows them with
-GLOBAL_OPTIONS = {"--config": "FILE", "--data-dir": "DIR", "--log-dir": "DIR", "--log-format": "text|json"}
+GLOBAL_OPTIONS = {"--config": "FILE", "--data-dir": "DIR", "--log-dir": "DIR", "--log-format": "text|json",
+                  "--log-target": "file|journald|stdout"}
 
 
 def _global_option_hint(exc: click.NoSuchOption) -> click.UsageError | None:
@@ -119,43 +125,44 @@ class RootGroup(click.Group):
 
 
 @click.group("onlineca", cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              envvar="ONLINECA_CONFIG", help="TOML configuration file (default: embedded defaults).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML configuration file (default: $ONLINECA_CONFIG, else the first of ./onlineca.toml, "
+                   "~/.config/onlineca/onlineca.toml, /etc/onlineca/onlineca.toml; else the embedded defaults).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="ONLINECA_DATA_DIR",
               help="Where keys, certificates and the database live (default ./onlineca-data).")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where each component writes its log (default <data dir>/logs).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log format (default from config: text).")
+@click.option("--log-target", type=click.Choice(["file", "journald", "stdout"]), default=None,
+              envvar="ONLINECA_LOG_TARGET",
+              help="Where servers log: files in the log dir (default), journald (stderr, no timestamp), stdout.")
 @click.version_option(__version__, prog_name="onlineca")
 @click.pass_context
 def main_group(ctx: click.Context, config_path: Path | None, data_dir: Path | None,
-               log_dir: Path | None, log_format: str | None) -> None:
+               log_dir: Path | None, log_format: str | None, log_target: str | None) -> None:
     """onlineca: device certificates enrolled and renewed through CAPF, an EST RA and a /certsrv CA."""
-    from onlineca.config import load_config
+    from onlineca.config import find_config
     from onlineca.infra.files import private_umask
 
     private_umask()  # sec branch: every file any command makes is 0600, every folder 0700
 
-    cfg = load_config(config_path)  # a ConfigError is the command's error (exit 1)
     updates: dict[str, Any] = {}
     if data_dir is not None:
-        updates["data_dir"] = str(data_dir)
+        updates["data_dir"] = str(data_dir.absolute())
     if log_dir is not None:
-        updates["log_dir"] = str(log_dir)
-    if log_format is not None:
-        updates["logging"] = cfg.logging.model_copy(update={"format": log_format})
-    if updates:
-        cfg = cfg.model_copy(update=updates)
-    overrides: dict[str, Any] = {k: v for k, v in updates.items() if k != "logging"}
-    if log_format is not None:
-        overrides["log_format"] = log_format
-    ctx.obj = AppContext(config=cfg, config_path=config_path, log_format=cfg.logging.format, overrides=overrides)
+        updates["log_dir"] = str(log_dir.absolute())
+    logging_updates = {k: v for k, v in (("format", log_format), ("target", log_target)) if v is not None}
+    if logging_updates:
+        updates["logging"] = logging_updates
+    ctx.obj = AppContext(source=find_config(config_path), overrides=updates)
+    ctx.obj.config  # noqa: B018  (read now: a bad configuration file fails every command, exit 1)
 
 
 def main() -> None:
-    """The ``onlineca`` console script and ``python -m onlineca``."""
-    main_group()
+    """The ``onlineca`` console script and ``python -m onlineca`` (named onlineca either way, so
+    usage lines read the same and shell completion is ``_ONLINECA_COMPLETE``)."""
+    main_group(prog_name="onlineca")
 
 
 __all__ = ["COMMANDS", "main", "main_group"]

@@ -17,14 +17,15 @@ from typing import Any
 
 import click
 
-from onlineca.cli.app import AppContext, serve_until_signal
+from onlineca.cli.app import AppContext, read_only_config, serve_until_signal
 
 
 @contextmanager
-def _services(app: AppContext) -> Iterator[tuple[Any, Any]]:
+def _services(app: AppContext, read_only: bool = False) -> Iterator[tuple[Any, Any]]:
     from onlineca.service.core import Services, cli_actor
 
-    svc = Services(app.config, app.config_path).migrate()
+    # read_only: a database that does not exist yet is read as an empty one, not created
+    svc = Services(read_only_config(app.config) if read_only else app.config, app.config_path).migrate()
     try:
         yield svc, cli_actor()
     finally:
@@ -89,7 +90,7 @@ def users_add(app: AppContext, name: str, role: str, password: str | None) -> No
 def users_list(app: AppContext, as_json: bool) -> None:
     """List the accounts."""
     from onlineca.service import accounts
-    with _services(app) as (svc, actor):
+    with _services(app, read_only=True) as (svc, actor):
         rows = accounts.list_users(svc, actor)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -166,7 +167,7 @@ def tokens_create(app: AppContext, user: str, name: str, role: str | None, days:
 def tokens_list(app: AppContext, user: str, as_json: bool) -> None:
     """List API tokens (never the tokens themselves)."""
     from onlineca.service import accounts
-    with _services(app) as (svc, actor):
+    with _services(app, read_only=True) as (svc, actor):
         rows = accounts.list_tokens(svc, actor, user)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -201,7 +202,7 @@ def audit_cmd(app: AppContext, limit: int, action: str | None, target: str | Non
     """The audit log: every change from the API, the pages and the command line, newest first."""
     from onlineca.service import audit
     query = audit.AuditQuery(action=action, target=target)
-    with _services(app) as (svc, actor):
+    with _services(app, read_only=True) as (svc, actor):
         if as_csv:
             audit.export_csv(svc, actor, sys.stdout, query)
             return

@@ -18,7 +18,7 @@ import click
 
 from onlineca import pki
 from onlineca.ca import engine as eng, users as ca_users
-from onlineca.cli.app import AppContext, serve_until_signal
+from onlineca.cli.app import AppContext, read_only_config, serve_until_signal
 from onlineca.config import DataDir
 from onlineca.errors import CAError
 from onlineca.store import Database
@@ -45,12 +45,18 @@ def ca() -> None:
 @click.option("--password", default=None, envvar=PASSWORD_ENV, help=f"Its password (or ${PASSWORD_ENV}); "
               "generated and printed once when omitted.")
 @click.option("--force", is_flag=True, help="Replace an existing CA.")
+@click.option("--encrypt-keys", is_flag=True, help="Write the root and issuing keys as encrypted PKCS#8 (passphrase "
+              "from [ca] key_passphrase_file or $ONLINECA_CA_KEY_PASSPHRASE).")
+@click.option("--pkcs11", is_flag=True, help="Make the issuing key in the PKCS#11 token of [ca] pkcs11_module, "
+              "pkcs11_token_label, pkcs11_key_label (PIN from pkcs11_pin_file or $ONLINECA_CA_PKCS11_PIN).")
 @click.pass_obj
 def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_name: str | None,
-             issuing_name: str | None, user: str, password: str | None, force: bool) -> None:
+             issuing_name: str | None, user: str, password: str | None, force: bool, encrypt_keys: bool,
+             pkcs11: bool) -> None:
     """Create the root CA, the issuing CA and the web server certificate in <data dir>/ca."""
     files = eng.init_ca(app.config, app.data_dir, key_type=key_type, key_size=key_size,
-                        root_name=root_name, issuing_name=issuing_name, force=force)
+                        root_name=root_name, issuing_name=issuing_name, force=force, encrypt_keys=encrypt_keys,
+                        pkcs11=pkcs11)
     upath = eng.users_path(app.config, app.data_dir)
     generated = None
     if not ca_users.list_users(upath):
@@ -61,6 +67,12 @@ def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_n
     click.echo(f"  root:    {files.root_cert}")
     click.echo(f"  issuing: {files.issuing_cert} ({pki.name_to_slash(issuing.subject)})")
     click.echo(f"  chain:   {files.chain}")
+    if pkcs11:
+        click.echo(f"  issuing key: in the PKCS#11 token {app.config.ca.pkcs11_token_label!r}, "
+                   f"label {app.config.ca.pkcs11_key_label!r}")
+    if encrypt_keys:
+        click.echo(f"  keys:    {files.root_key}{'' if pkcs11 else ' and ' + str(files.issuing_key)} "
+                   "encrypted (PKCS#8)")
     click.echo(f"  web:     {files.web_cert} for {', '.join(app.config.ca.web_names)}")
     if generated is not None:
         click.echo(f"  users:   {upath} with user {user!r}")
@@ -128,15 +140,16 @@ def users_list(app: AppContext, as_json: bool) -> None:
 
 # --------------------------------------------------------------------------- requests
 
-def _services(app: AppContext) -> Any:
+def _services(app: AppContext, read_only: bool = False) -> Any:
     """The service layer (the CA's request database migrated), shared with the console; the
     requests commands are the CA's, so they need the CA (as 'ca serve' does)."""
     from onlineca.service.core import Services
 
     ca_paths = DataDir(app.data_dir).ca
-    if not ca_paths.issuing_key.exists():
+    if not ca_paths.issuing_cert.exists():
         raise CAError(f"no CA in {ca_paths.dir}", hint="Run 'onlineca ca init' first.")
-    return Services(app.config, app.config_path).migrate()
+    # read_only: a CA whose database was never made is read as empty rather than made
+    return Services(read_only_config(app.config) if read_only else app.config, app.config_path).migrate()
 
 
 @ca.group("requests")
@@ -152,7 +165,7 @@ def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> No
     """List requests (ReqID, requester, template, disposition)."""
     from onlineca.service import ca as service
     from onlineca.service.core import cli_actor
-    svc = _services(app)
+    svc = _services(app, read_only=True)
     try:
         _, rows = service.list_requests(svc, cli_actor(), disposition, limit=1000)
     finally:
@@ -172,7 +185,7 @@ def requests_show(app: AppContext, req_id: int, pem: bool) -> None:
     """Show one request."""
     from onlineca.service import ca as service
     from onlineca.service.core import cli_actor
-    svc = _services(app)
+    svc = _services(app, read_only=True)
     try:
         row = service.get_request(svc, cli_actor(), req_id)
     finally:
@@ -211,3 +224,100 @@ def requests_approve(app: AppContext, req_id: int) -> None:
 def requests_deny(app: AppContext, req_id: int) -> None:
     """Deny a pending request."""
     _resolve(app, req_id, "deny")
+
+
+# --------------------------------------------------------------------------- revocation
+
+def _revocation(app: AppContext) -> Any:
+    """The CA's revocation service on its database (migrated), with the CA's key for CRLs."""
+    ca_paths = DataDir(app.data_dir).ca
+    if not ca_paths.issuing_key.exists():
+        raise CAError(f"no CA in {ca_paths.dir.resolve()}", hint="Run 'onlineca ca init' first.")
+    db = Database(app.config.database_url)
+    db.migrate()
+    return eng.CAEngine(app.config, app.data_dir, db).revocation, db
+
+
+@ca.command("revoke")
+@click.argument("serial", required=False)
+@click.option("--req-id", type=int, default=None, help="Revoke the certificate of this ReqID instead of a serial.")
+@click.option("--reason", default="unspecified", show_default=True,
+              help="keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation, "
+                   "privilegeWithdrawn, aACompromise or unspecified.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def revoke_cmd(app: AppContext, serial: str | None, req_id: int | None, reason: str, as_json: bool) -> None:
+    """Revoke a certificate this CA issued (by SERIAL in hex, or --req-id) and publish a CRL at once."""
+    if (serial is None) == (req_id is None):
+        raise click.UsageError("give a SERIAL or --req-id (one of them)")
+    from onlineca.pki.revocation import parse_reason
+    reason = parse_reason(reason)
+    revocation, db = _revocation(app)
+    try:
+        record = revocation.revoke(serial=serial, req_id=req_id, reason=reason,
+                                   by=os.environ.get("USER") or "administrator")
+        crl = revocation.store.latest("delta" if revocation.delta else "base")
+    finally:
+        db.dispose()
+    if as_json:
+        click.echo(json.dumps({"serial": record.serial, "req_id": record.req_id, "reason": record.reason,
+                               "revoked_at": record.revoked_at.isoformat(), "revoked_by": record.revoked_by,
+                               "already": record.already, "crl_number": crl.number if crl else None}, indent=2))
+        return
+    if record.already:
+        click.echo(f"serial {record.serial} (ReqID {record.req_id}) was already revoked on "
+                   f"{record.revoked_at:%Y-%m-%d %H:%M} UTC ({record.reason}, by {record.revoked_by})")
+        return
+    click.echo(f"serial {record.serial} (ReqID {record.req_id}) revoked: {record.reason}")
+    if crl is not None:
+        click.echo(f"  CRL number {crl.number} ({crl.kind}, {crl.entries} entries): {revocation.urls.crl}")
+
+
+@ca.command("revocations")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def revocations_cmd(app: AppContext, as_json: bool) -> None:
+    """List the certificates this CA revoked."""
+    revocation, db = _revocation(app)
+    try:
+        rows = revocation.store.revoked()
+    finally:
+        db.dispose()
+    out = [{"serial": r.serial, "req_id": r.req_id, "reason": r.reason, "revoked_at": r.revoked_at.isoformat(),
+            "revoked_by": r.revoked_by} for r in rows]
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for r in out:
+        click.echo(f"{r['serial']:<42} ReqID {r['req_id']!s:<6} {r['reason']:<22} {r['revoked_at']}  {r['revoked_by']}")
+    if not out:
+        click.echo("(nothing revoked)")
+
+
+@ca.command("crl")
+@click.option("--delta", is_flag=True, help="The delta CRL (with [ca] delta_crl_hours).")
+@click.option("--publish", is_flag=True, help="Sign a new CRL now instead of showing the current one.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the CRL (DER) to this file.")
+@click.pass_obj
+def crl_cmd(app: AppContext, delta: bool, publish: bool, out: Path | None) -> None:
+    """Show (or publish) the CRL and where clients fetch it."""
+    from onlineca.pki.revocation import load_crl
+    revocation, db = _revocation(app)
+    kind = "delta" if delta else "base"
+    try:
+        row = revocation.publish(kinds=(kind,))[0] if publish and (kind == "base" or revocation.delta) \
+            else revocation.current(kind)
+    finally:
+        db.dispose()
+    if row is None:
+        raise CAError("delta CRLs are off", hint="Set [ca] delta_crl_hours to publish delta CRLs.")
+    if out is not None:
+        out.write_bytes(row.der)
+    crl = load_crl(row.der)
+    click.echo(f"{kind} CRL number {row.number}: {row.entries} entries, this update "
+               f"{crl.last_update_utc:%Y-%m-%d %H:%M}, next update {crl.next_update_utc:%Y-%m-%d %H:%M} UTC"
+               if crl.next_update_utc else f"{kind} CRL number {row.number}")
+    click.echo(f"  published at {revocation.urls.delta_crl if delta else revocation.urls.crl}")
+    click.echo(f"  CA certificate at {revocation.urls.ca_cert}" +
+               (f"; OCSP at {revocation.urls.ocsp}" if app.config.ca.ocsp else ""))

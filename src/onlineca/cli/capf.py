@@ -33,16 +33,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onlineca.cli.app import AppContext, exit_on_finding, serve_until_signal
+from onlineca.cli.app import AppContext, exit_on_finding, read_only_config, serve_until_signal
 from onlineca.errors import CAPFError, CSVImportError
 
 
 @contextmanager
-def _services(ctx: click.Context) -> Iterator[tuple[Any, Any]]:
-    """The service layer on the configured database (migrated first) and the command line's actor."""
+def _services(ctx: click.Context, read_only: bool = False) -> Iterator[tuple[Any, Any]]:
+    """The service layer on the configured database (migrated first) and the command line's actor;
+    ``read_only``: a database that does not exist yet is read as an empty one, not created."""
     from onlineca.service.core import Services, cli_actor
 
-    svc = Services(ctx.obj.config, ctx.obj.config_path).migrate()
+    config = read_only_config(ctx.obj.config) if read_only else ctx.obj.config
+    svc = Services(config, ctx.obj.config_path).migrate()
     try:
         yield svc, cli_actor()
     finally:
@@ -218,7 +220,7 @@ def _make_filter(status: str | None, operation: str | None, profile: str | None,
 def devices_list(ctx: click.Context, /, limit: int | None, as_json: bool, **filters: Any) -> None:
     """List devices matching every filter given."""
     from onlineca.service import devices as service
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         _, rows = service.list_devices(svc, actor, _make_filter(**filters), limit=limit)
     if as_json:
         _print_json(rows)
@@ -238,7 +240,7 @@ def devices_list(ctx: click.Context, /, limit: int | None, as_json: bool, **filt
 def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) -> None:
     """One device: its effective policy, LSC history and recent events."""
     from onlineca.service import devices as service
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         data = service.get_device(svc, actor, name, with_secret=secrets)
     if as_json:
         _print_json(data)
@@ -301,7 +303,7 @@ def devices_export(ctx: click.Context, /, file: Path, with_auth_strings: bool, *
     Without --with-auth-strings the AUTHENTICATION STRING column is left out, so importing the
     file back keeps each device's string."""
     from onlineca.service import devices as service
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         filt = _make_filter(**filters)
         if str(file) == "-":
             service.export_csv(svc, actor, sys.stdout, filt, with_secrets=with_auth_strings)
@@ -382,7 +384,7 @@ def profiles_delete(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def profiles_list(ctx: click.Context, as_json: bool) -> None:
     from onlineca.service import devices as service
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         rows = service.list_profiles(svc, actor)
     if as_json:
         _print_json(rows)
@@ -407,7 +409,7 @@ def profiles_list(ctx: click.Context, as_json: bool) -> None:
 def report_cmd(ctx: click.Context, expiring_within: str, grace: str, stale_after: str, as_json: bool) -> None:
     """Devices by status, expiring LSCs, overdue devices, stale LSCs.  Exit 1 if anything is overdue."""
     from onlineca.service import reports
-    with _services(ctx) as (svc, actor):
+    with _services(ctx, read_only=True) as (svc, actor):
         data = reports.capf_report(svc, actor, expiring_within=_duration(expiring_within), grace=_duration(grace),
                                    stale_after=_duration(stale_after))
     if as_json:
@@ -516,3 +518,86 @@ def capf_ca_init(app: AppContext, name: str | None, key_type: str, force: bool) 
                             force=force)
     click.echo(f"CAPF CA {pki.name_to_slash(ca.cert.subject)} in {folder} (phones and call control must trust "
                f"{folder / 'capf-ca.pem'})")
+
+
+# ---- revocations and alerts ---------------------------------------------------
+
+@capf.group()
+def revocations() -> None:
+    """LSCs that must be revoked: replaced, deleted with their device, or discarded."""
+
+
+@revocations.command("list")
+@click.option("--state", type=click.Choice(["pending", "manual", "revoked"]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def revocations_list(ctx: click.Context, state: str | None, as_json: bool) -> None:
+    """What CAPF revoked, what it will ask its CA to revoke (pending) and what an administrator must
+    revoke at the CA (manual: AD CS has no revoke page), with the certutil command."""
+    from onlineca.service import revocations as service
+    with _services(ctx) as (svc, actor):
+        rows = service.list_revocations(svc, actor, state)
+    if as_json:
+        _print_json(rows)
+        return
+    _table("LSC revocations", ["device", "serial", "reason", "state", "why", "at the CA"],
+           [[r["device"], r["serial"], r["reason"], r["state"], r["why"] or r["last_error"],
+             r["certutil"] if r["state"] == "manual" else (r["done_at"] or "")] for r in rows])
+
+
+@revocations.command("export")
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--state", type=click.Choice(["pending", "manual", "revoked"]), default=None)
+@click.pass_context
+def revocations_export(ctx: click.Context, out: str, state: str | None) -> None:
+    """Write the list as CSV to OUT ('-' for stdout), for the CA's administrators."""
+    from onlineca.service import revocations as service
+    with _services(ctx) as (svc, actor):
+        text = service.export_csv(svc, actor, state)
+    if out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(out).write_text(text)
+        click.echo(f"{text.count(chr(10)) - 1} LSC(s) written to {out}")
+
+
+@revocations.command("done")
+@click.argument("serial")
+@click.option("--issuer", default=None, help="The issuer (RFC 4514) when two CAs issued this serial.")
+@click.pass_context
+def revocations_done(ctx: click.Context, serial: str, issuer: str | None) -> None:
+    """Record that an administrator revoked SERIAL at the CA (certutil -revoke)."""
+    from onlineca.service import revocations as service
+    with _services(ctx) as (svc, actor):
+        row = service.mark_done(svc, actor, serial, issuer)
+    click.echo(f"{row['device']}: LSC serial {row['serial']} recorded as revoked")
+
+
+@capf.group()
+def alerts() -> None:
+    """The [alerts] notifications CAPF sends (webhook, mail, command)."""
+
+
+@alerts.command("test")
+@click.pass_obj
+def alerts_test(app: AppContext) -> None:
+    """Send a test notification to every [alerts] target; exit 1 if one fails."""
+    import asyncio
+    import socket
+
+    from onlineca.capf.alerts import Alerter, enabled, probe_notification
+    from onlineca.store import Database
+    cfg = app.config.alerts
+    if not enabled(cfg):
+        raise CAPFError("no [alerts] target is configured", code="ALERT_DELIVERY",
+                        hint="Set [alerts] webhook_urls, smtp_host with mail_to, or command.")
+    db = Database(app.config.database_url)
+    try:
+        alerter = Alerter(cfg, db, socket.gethostname())
+        ok = asyncio.run(alerter.send(probe_notification(alerter.node)))
+    finally:
+        db.dispose()
+    click.echo(f"sent to: {', '.join(sorted(alerter.delivered)) or 'nothing'}"
+               + (f"; failed: {', '.join(sorted(alerter.failures))}" if alerter.failures else ""))
+    if not ok:
+        raise CAPFError("a notification target failed (see the log line above)", code="ALERT_DELIVERY")

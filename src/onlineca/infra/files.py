@@ -63,17 +63,32 @@ def write_secret_file(path: str | os.PathLike[str], data: bytes) -> None:
     write_file(path, data, mode=0o600)
 
 
-def write_private_key(path: str | os.PathLike[str], key: pki.PrivateKey) -> None:
-    write_secret_file(path, pki.private_key_pem(key))
+def write_private_key(path: str | os.PathLike[str], key: pki.PrivateKey, passphrase: bytes | None = None) -> None:
+    """The key as PKCS#8 PEM, 0600; encrypted with ``passphrase`` when one is given."""
+    write_secret_file(path, pki.private_key_pem(key, passphrase))
 
 
-def read_private_key(path: str | os.PathLike[str]) -> pki.PrivateKey:
+def read_private_key(path: str | os.PathLike[str], passphrase: bytes | None = None) -> pki.PrivateKey:
+    """A private key file; an encrypted one needs ``passphrase`` (an unencrypted one ignores it)."""
+    path = Path(path).absolute()
     try:
-        data = Path(path).read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
         raise PKIError(f"cannot read private key {path}: {exc.strerror}",
                        hint="Check the path and that this user may read it.") from None
-    return pki.load_private_key(data)
+    try:
+        return pki.load_private_key(data, passphrase)
+    except ParseError as exc:
+        if exc.code == "KEY_PASSPHRASE":
+            raise PKIError(f"{path}: {exc.message}", code="KEY_PASSPHRASE") from None
+        raise ParseError(f"{path}: {exc.message}", code=exc.code) from None
+
+
+def is_encrypted_key_file(path: str | os.PathLike[str]) -> bool:
+    try:
+        return pki.is_encrypted_key(Path(path).read_bytes())
+    except OSError:
+        return False
 
 
 def load_cert_file(path: str | os.PathLike[str]) -> list[x509.Certificate]:
@@ -108,6 +123,7 @@ def load_trust_store(*paths: str | os.PathLike[str]) -> pki.TrustStore:
 __all__ = [
     "PRIVATE_UMASK",
     "ensure_dir",
+    "is_encrypted_key_file",
     "load_cert_file",
     "load_trust_store",
     "private_umask",

@@ -25,7 +25,8 @@ MIN_TLS = ssl.TLSVersion.TLSv1_2
 
 
 def server_context(cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str] | None, *,
-                   client_trust: Sequence[x509.Certificate] = (), tls12_only: bool = False) -> ssl.SSLContext:
+                   client_trust: Sequence[x509.Certificate] = (), tls12_only: bool = False,
+                   password: bytes | None = None) -> ssl.SSLContext:
     """A TLS 1.2+ server context.  With ``client_trust`` it asks for (but does not require) a
     client certificate and validates it at the handshake.  ``tls12_only`` caps it at TLS 1.2
     (tls-unique, RFC 7030 proof of possession, exists only up to 1.2)."""
@@ -33,7 +34,8 @@ def server_context(cert_file: str | os.PathLike[str], key_file: str | os.PathLik
     ctx.minimum_version = MIN_TLS
     if tls12_only:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(os.fspath(cert_file), os.fspath(key_file) if key_file else None)
+    # ``password`` decrypts an encrypted key (OpenSSL ignores it for a key in clear).
+    ctx.load_cert_chain(os.fspath(cert_file), os.fspath(key_file) if key_file else None, password=password)
     if client_trust:
         ctx.verify_mode = ssl.CERT_OPTIONAL
         ctx.load_verify_locations(cadata=pki.certs_pem(client_trust).decode("ascii"))

@@ -8,17 +8,29 @@ by side; ``reader.records()`` reads them all); the JSON format is the same for a
 Every handler here carries ``RedactFilter`` and redacts the finished line (tracebacks and custom
 formats included), masking anything that looks like a password, an Authorization header or a
 private key before it is written.
+
+Where the lines go is the process's log target (``set_target``, from ``[logging] target`` or
+``--log-target``): ``file`` (the default) writes each component's file and reopens it when
+logrotate moved it away (the inode changed) or on ``reopen_log_files()`` (the servers call it on
+SIGHUP); ``journald`` writes plain lines on stderr with an sd-daemon priority prefix and no
+timestamp of ours (journald adds its own); ``stdout`` writes each component's own format on
+stdout (containers).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import re
+import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal, Protocol
 
 
 def _mask_value(match: re.Match[str]) -> str:
@@ -111,28 +123,129 @@ def parse_json_line(text: str) -> dict[str, object] | None:
     return obj if isinstance(obj, dict) and "message" in obj else None
 
 
-class RedactingFileHandler(logging.FileHandler):
+# --------------------------------------------------------------------------- where lines go
+
+LogTarget = Literal["file", "journald", "stdout"]
+_target: LogTarget = "file"
+
+
+def set_target(target: str) -> None:
+    """Where the handlers made from now on write (see the module docstring); a server command
+    sets it once, before it starts its server."""
+    global _target
+    if target not in ("file", "journald", "stdout"):
+        raise ValueError(f"unknown log target {target!r}")
+    _target = target  # type: ignore[assignment]
+
+
+def get_target() -> LogTarget:
+    return _target
+
+
+class Reopenable(Protocol):
+    def reopen(self) -> None: ...
+
+
+# Every log file open in this process, so SIGHUP can reopen them all (weak: a detached handler goes).
+_open_files: weakref.WeakSet[Reopenable] = weakref.WeakSet()
+_open_lock = threading.Lock()
+
+
+def track(log_file: Reopenable) -> None:
+    with _open_lock:
+        _open_files.add(log_file)
+
+
+def reopen_log_files() -> int:
+    """Close and reopen every log file of this process (after logrotate, or on SIGHUP); returns how
+    many.  Lines written meanwhile are not lost: each handler reopens under its own lock."""
+    with _open_lock:
+        targets = list(_open_files)
+    for log_file in targets:
+        log_file.reopen()
+    return len(targets)
+
+
+class RedactingFileHandler(logging.handlers.WatchedFileHandler):
     """A file handler whose every written line goes through ``redact``: tracebacks and custom
-    formats (IIS, error.log) included, not only the message."""
+    formats (IIS, error.log) included, not only the message.  It is a ``WatchedFileHandler``: when
+    logrotate renames the file away, the next line goes to a new file at the same path."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         # JSON lines are redacted field by field (a regex over the JSON could break its quoting).
         return text if isinstance(self.formatter, JSONFormatter) else redact(text)
 
+    def reopen(self) -> None:
+        """Close the file and open the path again (SIGHUP)."""
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.flush()
+                self.stream.close()
+            self.stream = self._open()
+            self._statstream()
+        finally:
+            self.release()
+
+
+# sd-daemon(3) priority prefixes: journald reads "<N>" at the start of a line as its priority.
+_SD_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournaldFormatter(logging.Formatter):
+    """``<6>onlineca.ca: message``: the component and the message, with no timestamp (journald
+    stamps each line itself); JSON lines when the format is json."""
+
+    def __init__(self, json_lines: bool = False) -> None:
+        super().__init__("%(name)s: %(message)s")
+        self._json = JSONFormatter() if json_lines else None
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = max((lv for lv in _SD_PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+        text = self._json.format(record) if self._json else redact(super().format(record))
+        # one journal entry per line: a traceback's continuation lines keep the priority too
+        return "\n".join(f"<{_SD_PRIORITY[level]}>{line}" for line in text.splitlines() or [""])
+
+
+class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr or stdout, looked up at each line (the command-line test runner swaps them)."""
+
+    def __init__(self, which: str) -> None:
+        super().__init__()
+        self._which = which
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr if self._which == "stderr" else sys.stdout
+        super().emit(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if isinstance(self.formatter, (JSONFormatter, JournaldFormatter)) else redact(text)
+
 
 TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
 
 def make_handler(path: Path, fmt: str = "text", formatter: logging.Formatter | None = None) -> logging.Handler:
-    """A file handler at ``path`` (created 0600 with its folder, 0700) with redaction."""
+    """A handler for the log at ``path`` with redaction: the file (created 0600 with its folder,
+    0700: issue 11, every file 0600), or, under the journald and stdout targets, the stream instead."""
+    if _target != "file":
+        stream = _StreamHandler("stderr" if _target == "journald" else "stdout")
+        if _target == "journald":
+            stream.setFormatter(JournaldFormatter(json_lines=fmt == "json"))
+        else:
+            stream.setFormatter(JSONFormatter() if fmt == "json" else formatter or logging.Formatter(TEXT_FORMAT))
+        stream.addFilter(RedactFilter())
+        return stream
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:  # create it 0600 whatever the umask, then tighten an older file (issue 11: every file 0600)
+    try:  # create it 0600 rather than with the umask's mode, then tighten an older file
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         os.chmod(path, 0o600)
     except OSError:
         pass
     handler = RedactingFileHandler(path, encoding="utf-8", delay=False)
+    track(handler)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -79,25 +81,74 @@ def format_line(e: IISEntry) -> str:
 
 
 class IISLog:
-    """Appends W3C lines to ``path`` (0600); headers once per opening, as IIS does at each start."""
+    """Appends W3C lines to ``path`` (0600); headers once per opening, as IIS does at each start
+    and each new file.  Like the other log files it follows the process's log target (a stream
+    instead of the file), reopens itself when logrotate moved the file away (its inode changed),
+    and on ``logs.reopen_log_files()`` (SIGHUP)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        from onlineca.logs import get_target, track
+
         self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stream_target = get_target() != "file"
+        self._file: TextIO | None = None
+        self._inode: tuple[int, int] | None = None
+        if self._stream_target:
+            return
+        self._open()
+        track(self)
+
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._file: TextIO = open(self.path, "a", encoding="utf-8", newline="\r\n")  # noqa: SIM115
+        self._file = open(self.path, "a", encoding="utf-8", newline="\r\n")  # noqa: SIM115
         try:
             os.chmod(self.path, 0o600)
         except OSError:
             pass
+        st = os.fstat(self._file.fileno())
+        self._inode = (st.st_dev, st.st_ino)
         self._file.write("\n".join(header_lines(dt.datetime.now(dt.UTC))) + "\n")
         self._file.flush()
 
+    def _moved(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self._inode
+
+    def reopen(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._open()
+
     def write(self, entry: IISEntry) -> None:
-        self._file.write(format_line(entry) + "\n")
-        self._file.flush()
+        line = format_line(entry) + "\n"
+        if self._stream_target:
+            (sys.stdout if _stream_is_stdout() else sys.stderr).write(line)
+            return
+        with self._lock:
+            if self._file is None:
+                return
+            if self._moved():  # logrotate renamed it: a new file, with its headers
+                self._file.close()
+                self._open()
+            self._file.write(line)
+            self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+def _stream_is_stdout() -> bool:
+    from onlineca.logs import get_target
+
+    return get_target() == "stdout"
 
 
 # --- the parser ------------------------------------------------------------------------------

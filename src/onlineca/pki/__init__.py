@@ -7,6 +7,7 @@ module uses the functions re-exported here.
 from onlineca.pki.certs import (
     EKU_NAMES,
     KEY_USAGE_NAMES,
+    ExternalSigner,
     build_certificate,
     cert_der,
     cert_der_from_text,
@@ -32,6 +33,7 @@ from onlineca.pki.keys import (
     PrivateKey,
     PublicKey,
     generate_key,
+    is_encrypted_key,
     key_spec,
     load_private_key,
     load_public_key,
@@ -45,6 +47,7 @@ from onlineca.pki.pkcs7 import parse_pkcs7, pkcs7_b64, pkcs7_der, pkcs7_pem
 __all__ = [
     "EKU_NAMES",
     "KEY_USAGE_NAMES",
+    "ExternalSigner",
     "PrivateKey",
     "PublicKey",
     "TrustStore",
@@ -62,6 +65,7 @@ __all__ = [
     "der_to_pem",
     "fingerprint",
     "generate_key",
+    "is_encrypted_key",
     "is_self_signed",
     "key_spec",
     "key_usage_names",

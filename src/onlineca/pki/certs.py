@@ -8,10 +8,12 @@ import datetime as dt
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from onlineca.errors import ParseError, PKIError
@@ -108,11 +110,67 @@ def _signing_hash(key: PrivateKey) -> SigningHash:
     return hashes.SHA256()
 
 
+class ExternalSigner(Protocol):
+    """A private key held elsewhere (a PKCS#11 token): it gives its public key and signs bytes.
+    ``sign`` returns what a certificate carries: PKCS#1 v1.5 for RSA, a DER ECDSA-Sig-Value for EC."""
+
+    def public_key(self) -> PublicKey: ...
+
+    def sign(self, data: bytes, digest: str) -> bytes: ...
+
+
+_STAND_INS: dict[tuple[str, int], PrivateKey] = {}
+
+
+def stand_in_key(public: PublicKey) -> PrivateKey:
+    """A throw-away key of the same algorithm and size, made once per process: ``cryptography``'s
+    builder signs with it, so its to-be-signed bytes carry the right signature algorithm."""
+    from onlineca.pki.keys import generate_key, key_spec
+
+    spec = key_spec(public)
+    if spec not in _STAND_INS:
+        _STAND_INS[spec] = generate_key(spec[0], 2048 if spec[0] == "rsa" else spec[1])
+    return _STAND_INS[spec]
+
+
+def resign_der(tbs: bytes, algorithm_oid: x509.ObjectIdentifier, hash_name: str, signer: ExternalSigner) -> bytes:
+    """``SEQUENCE { tbs, AlgorithmIdentifier, BIT STRING signature }`` signed by ``signer``: the
+    shape of a certificate and of a CRL, whose to-be-signed bytes a stand-in key's signature gave.
+    The signature is verified with the signer's public key first: a token that signed with
+    another key (or mangled the bytes) must not issue anything."""
+    from onlineca.pki import der
+
+    signature = signer.sign(tbs, hash_name)
+    public = signer.public_key()
+    algorithms: dict[str, hashes.HashAlgorithm] = {
+        "sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512(), "sha1": hashes.SHA1()}
+    try:
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, tbs, padding.PKCS1v15(), algorithms[hash_name])
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, tbs, ec.ECDSA(algorithms[hash_name]))
+        else:
+            raise PKIError("the external signer's key is neither RSA nor EC", code="PKI")
+    except (InvalidSignature, KeyError):
+        raise PKIError("the external signer's signature does not verify with its public key",
+                       code="PKI") from None
+    algorithm = der.tlv(0x30, der.oid(algorithm_oid.dotted_string)
+                        + (b"\x05\x00" if isinstance(public, rsa.RSAPublicKey) else b""))
+    return der.tlv(0x30, tbs + algorithm + der.tlv(0x03, b"\x00" + signature))
+
+
+def _sign_externally(cert: x509.Certificate, signer: ExternalSigner) -> x509.Certificate:
+    """``cert`` (signed by a stand-in) signed again, over the same to-be-signed bytes, by ``signer``."""
+    digest = cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "sha256"
+    return x509.load_der_x509_certificate(
+        resign_der(cert.tbs_certificate_bytes, cert.signature_algorithm_oid, digest, signer))
+
+
 def build_certificate(
     *,
     subject: str | x509.Name,
     public_key: PublicKey,
-    issuer_key: PrivateKey,
+    issuer_key: PrivateKey | ExternalSigner,
     issuer_cert: x509.Certificate | None = None,
     validity_days: float = 365,
     not_before: dt.datetime | None = None,
@@ -165,6 +223,9 @@ def build_certificate(
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=not subject_name.rdns)
     for ext in extra_extensions:
         builder = builder.add_extension(ext.value, critical=ext.critical)
+    if not isinstance(issuer_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        stand_in = stand_in_key(issuer_key.public_key())
+        return _sign_externally(builder.sign(stand_in, _signing_hash(stand_in)), issuer_key)
     return builder.sign(issuer_key, _signing_hash(issuer_key))
 
 
@@ -313,6 +374,7 @@ def signature_hash_for(key: PrivateKey) -> SigningHash:
 __all__ = [
     "EKU_NAMES",
     "KEY_USAGE_NAMES",
+    "ExternalSigner",
     "build_certificate",
     "cert_der",
     "cert_pem",
@@ -328,7 +390,9 @@ __all__ = [
     "parse_name",
     "pem_armor",
     "pem_to_der",
+    "resign_der",
     "same_public_key",
     "san_names",
     "signature_hash_for",
+    "stand_in_key",
 ]

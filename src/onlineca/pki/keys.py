@@ -46,9 +46,18 @@ def key_spec(key: AnyKey) -> tuple[str, int]:
     raise PKIError(f"unsupported key algorithm {type(key).__name__}", code="KEY_TYPE")
 
 
-def private_key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+def private_key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
+    """PKCS#8 PEM; with ``passphrase``, encrypted PKCS#8 (``BestAvailableEncryption``: PBES2,
+    AES-256-CBC, the key derived from the passphrase)."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def is_encrypted_key(data: bytes) -> bool:
+    """Whether PEM key bytes are encrypted (PKCS#8 ``ENCRYPTED PRIVATE KEY``, or a legacy
+    ``Proc-Type: 4,ENCRYPTED`` header)."""
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
 
 
 def private_key_der(key: PrivateKey) -> bytes:
@@ -86,10 +95,15 @@ def load_private_key(data: bytes | str, password: bytes | None = None) -> Privat
     data = _as_bytes(data)
     try:
         if b"-----BEGIN" in data:
-            key = serialization.load_pem_private_key(data, password=password)
+            # A passphrase for a key that is not encrypted is not an error: keys are converted
+            # one by one ('onlineca keys encrypt'), and the passphrase is configured once.
+            key = serialization.load_pem_private_key(data, password=password if is_encrypted_key(data) else None)
         else:
             key = serialization.load_der_private_key(data, password=password)
     except (ValueError, TypeError) as exc:
+        if is_encrypted_key(data):
+            raise ParseError("the key is encrypted and the passphrase is missing or wrong",
+                             code="KEY_PASSPHRASE") from None
         raise ParseError(f"not a usable private key: {exc}") from None
     except Exception as exc:  # cryptography raises UnsupportedAlgorithm and friends
         raise ParseError(f"not a usable private key: {exc}") from None

@@ -31,6 +31,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "read": frozenset(ROLES),
     "devices.write": frozenset({"operator", "admin"}),
     "ca.resolve": frozenset({"operator", "admin"}),
+    "ca.revoke": frozenset({"admin"}),  # revocation cannot be undone
     "diagnose.run": frozenset({"operator", "admin"}),
     "logs.collect": frozenset({"operator", "admin"}),
     "profiles.write": frozenset({"admin"}),

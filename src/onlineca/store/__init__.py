@@ -4,6 +4,7 @@ from onlineca.store.admin_models import AdminSession, AdminToken, AdminUser, Aud
 from onlineca.store.capf_models import LSC, Device, DeviceEvent, Profile
 from onlineca.store.db import Database
 from onlineca.store.models import Base, CARequest
+from onlineca.store.revocation_models import CACRL, AlertState, CARevocation, LSCRevocation
 
-__all__ = ["LSC", "AdminSession", "AdminToken", "AdminUser", "AuditEntry", "Base", "CARequest", "Database", "Device",
-           "DeviceEvent", "LoginAttempt", "Profile"]
+__all__ = ["CACRL", "LSC", "AdminSession", "AdminToken", "AdminUser", "AlertState", "AuditEntry", "Base", "CARequest",
+           "CARevocation", "Database", "Device", "DeviceEvent", "LSCRevocation", "LoginAttempt", "Profile"]

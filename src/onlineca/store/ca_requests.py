@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from onlineca.errors import CAError
 from onlineca.proto.certsrv.hresults import to_signed
@@ -91,6 +91,13 @@ class CARequests:
             q = q.where(CARequest.subject == subject)
         with self.db.session() as s:
             return [(int(r[0]), bytes(r[1] or b""), r[2]) for r in s.execute(q)]
+    def count(self, disposition: str | None = None) -> int:
+        """How many requests (of one disposition); the CA's metrics read it."""
+        q = select(func.count()).select_from(CARequest)
+        if disposition:
+            q = q.where(CARequest.disposition == disposition)
+        with self.db.session() as s:
+            return s.scalar(q) or 0
 
     def resolve_pending(self, req_id: int, resolve: Callable[[CARequest], Resolution]) -> CARequest:
         """Resolve a pending request with ``resolve(row)`` (approve: re-check and sign; deny),

@@ -193,26 +193,3 @@ class LSCIntent(Base):
         Index("ix_lsc_intent_state_created", "state", "created_at"),
         Index("ix_lsc_intent_key", "key_sha256"),
     )
-
-
-class LSCRevocation(Base):
-    """sec branch: a certificate that must be revoked (an orphan the CA issued but CAPF never
-    delivered, an LSC discarded before it was installed...).  Reconciliation writes these rows;
-    the CA-side revocation (``done_at`` set once the CA revoked it) is a separate step's."""
-
-    __tablename__ = "lsc_revocation"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    serial: Mapped[str] = mapped_column(String(64))  # lower-case hex, no separators
-    issuer: Mapped[str] = mapped_column(String(1024))
-    device_name: Mapped[str] = mapped_column(String(64), default="")
-    reason: Mapped[str] = mapped_column(String(256), default="")
-    der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    requested_at: Mapped[dt.datetime] = mapped_column(_TS, default=utcnow)
-    done_at: Mapped[dt.datetime | None] = mapped_column(_TS, nullable=True)
-    result: Mapped[str] = mapped_column(String(256), default="")
-
-    __table_args__ = (
-        UniqueConstraint("issuer", "serial", name="uq_lsc_revocation_issuer_serial"),
-        Index("ix_lsc_revocation_done_at", "done_at"),
-    )

@@ -266,7 +266,7 @@ def intent_orphaned(s: Session, name: str, intent_id: int, der: bytes, cert: x50
     serial = inv.serial_hex(cert.serial_number)
     mark_for_revocation(s, device_name=validate_device_name(name), serial=serial, issuer=cert.issuer.rfc4514_string(),
                         reason="superseded", why=why, subject=cert.subject.rfc4514_string(),
-                        not_after=cert.not_valid_after_utc, actor=actor, der=der)
+                        not_after=cert.not_valid_after_utc, actor=actor)
     intents.resolve(s, intent_id, intents.ORPHANED, serial=serial)
 
 

@@ -57,6 +57,10 @@ from onlineca.policy.capf import (
 )
 from onlineca.store.capf_models import LSC, Device, DeviceEvent, Profile
 
+# LSCs that must be revoked (replaced, deleted, discarded; a reconcile step's finds)
+# go to CAPF's revocation queue; ``mark_for_revocation`` is the entry point (store.lsc_revocations).
+from onlineca.store.lsc_revocations import mark_for_revocation, mark_lsc_for_revocation  # noqa: F401  (re-export)
+
 DEFAULT_PROFILE = ProfilePolicy()
 
 
@@ -359,6 +363,9 @@ def set_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime 
 
 def delete_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime | None = None) -> None:
     device = get_device(s, name)
+    for lsc in s.scalars(select(LSC).where(LSC.device_id == device.id, LSC.state.in_(("installed", "issued")))):
+        mark_lsc_for_revocation(s, lsc, device.name, "cessationOfOperation", "the device was deleted", actor=actor,
+                                now=now)
     s.execute(delete(LSC).where(LSC.device_id == device.id))
     s.delete(device)
     record_event(s, device.name, "DEVICE_DELETED", actor=actor, now=now)
@@ -479,6 +486,9 @@ def discard_undelivered(s: Session, device: Device, why: str, *, actor: str = "c
     for row in s.scalars(select(LSC).where(*where).order_by(LSC.id)):
         row.state, row.superseded_at = "discarded", now
         record_event(s, device.name, "LSC_DISCARDED", f"serial={row.serial}: {why}", actor=actor, now=now)
+        # It may have reached the phone (a lost STORE_CERT_RESPONSE): it must not stay live.
+        mark_lsc_for_revocation(s, row, device.name, "superseded", f"discarded before delivery: {why}",
+                                actor=actor, now=now)
         discarded.append(row.serial)
     if discarded:
         s.flush()
@@ -504,6 +514,8 @@ def mark_lsc_installed(s: Session, name: str, serial: str, *, actor: str = "capf
         raise CAPFError(f"{device.name}: no issued LSC with serial {serial}")
     for old in s.scalars(select(LSC).where(LSC.device_id == device.id, LSC.state == "installed", LSC.id != row.id)):
         old.state, old.superseded_at = "superseded", now
+        mark_lsc_for_revocation(s, old, device.name, "superseded", f"replaced by serial {row.serial}",
+                                actor=actor, now=now)
     row.state, row.installed_at = "installed", now
     device.lsc_serial, device.lsc_issuer = row.serial, row.issuer
     device.lsc_not_before, device.lsc_not_after = row.not_before, row.not_after
@@ -525,6 +537,8 @@ def mark_lsc_removed(s: Session, name: str, *, actor: str = "capf", now: dt.date
     device = get_device(s, name)
     for old in s.scalars(select(LSC).where(LSC.device_id == device.id, LSC.state == "installed")):
         old.state, old.superseded_at = "superseded", now
+        mark_lsc_for_revocation(s, old, device.name, "cessationOfOperation", "the phone deleted it (Delete operation)",
+                                actor=actor, now=now)
     device.lsc_serial = device.lsc_issuer = None
     device.lsc_not_before = device.lsc_not_after = device.renewal_due_at = None
     device.renewal_for_serial = None

@@ -1,13 +1,13 @@
-"""sec branch: auth strings kept as salted hashes; the enrollment outbox; revocations to make.
+"""sec branch: auth strings kept as salted hashes; the enrollment outbox.
 
 ``device.auth_string`` (clear digits) becomes ``device.auth_string_hash`` (``scrypt$n$r$p$salt$hash``,
 the users file's format): every string already stored is hashed here, then the clear column is
 dropped.  ``lsc_intent`` records an enrollment before CAPF sends it to the RA (so a crash between
-the CA issuing and CAPF recording leaves a trace reconciliation follows), ``lsc_revocation`` the
-certificates that must be revoked (orphans the CA issued and CAPF never delivered).
+the CA issuing and CAPF recording leaves a trace reconciliation follows); what must be revoked
+goes to 0007's ``lsc_revocation`` queue.
 
-Revision ID: 0007_sec
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-20
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_sec"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -66,26 +66,9 @@ def upgrade() -> None:
     op.create_index("ix_lsc_intent_device_state", "lsc_intent", ["device_name", "state"])
     op.create_index("ix_lsc_intent_state_created", "lsc_intent", ["state", "created_at"])
     op.create_index("ix_lsc_intent_key", "lsc_intent", ["key_sha256"])
-    op.create_table(
-        "lsc_revocation",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("serial", sa.String(length=64), nullable=False),
-        sa.Column("issuer", sa.String(length=1024), nullable=False),
-        sa.Column("device_name", sa.String(length=64), nullable=False),
-        sa.Column("reason", sa.String(length=256), nullable=False),
-        sa.Column("der", sa.LargeBinary(), nullable=True),
-        sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("result", sa.String(length=256), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("issuer", "serial", name="uq_lsc_revocation_issuer_serial"),
-    )
-    op.create_index("ix_lsc_revocation_done_at", "lsc_revocation", ["done_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_lsc_revocation_done_at", table_name="lsc_revocation")
-    op.drop_table("lsc_revocation")
     op.drop_index("ix_lsc_intent_key", table_name="lsc_intent")
     op.drop_index("ix_lsc_intent_state_created", table_name="lsc_intent")
     op.drop_index("ix_lsc_intent_device_state", table_name="lsc_intent")
