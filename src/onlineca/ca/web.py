@@ -498,6 +498,7 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
                    db: Database | None = None, http_port: int | None = None) -> RunningCA:
     """Start the CA over HTTPS (port 0: any free port); returns once it accepts connections.
     ``http_port`` (default ``[ca] http_port``; 0 off) also publishes CRLs and OCSP over plain HTTP."""
+    files.private_umask()  # its database, logs and keys are its owner's only
     cert_file, key_file = tls_files(config, data_dir, tls_cert, tls_key)
     try:
         ctx = tls.server_context(cert_file, key_file)

@@ -178,7 +178,7 @@ def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> No
 
 
 @requests_group.command("show")
-@click.argument("req_id", type=int)
+@click.argument("req_id", type=click.IntRange(1, 2**31 - 1))
 @click.option("--pem", is_flag=True, help="Print the certificate (if issued) as PEM.")
 @click.pass_obj
 def requests_show(app: AppContext, req_id: int, pem: bool) -> None:
@@ -211,7 +211,7 @@ def _resolve(app: AppContext, req_id: int, action: str) -> None:
 
 
 @requests_group.command("approve")
-@click.argument("req_id", type=int)
+@click.argument("req_id", type=click.IntRange(1, 2**31 - 1))
 @click.pass_obj
 def requests_approve(app: AppContext, req_id: int) -> None:
     """Issue a pending request (the certificate manager's "Issue")."""
@@ -219,7 +219,7 @@ def requests_approve(app: AppContext, req_id: int) -> None:
 
 
 @requests_group.command("deny")
-@click.argument("req_id", type=int)
+@click.argument("req_id", type=click.IntRange(1, 2**31 - 1))
 @click.pass_obj
 def requests_deny(app: AppContext, req_id: int) -> None:
     """Deny a pending request."""
