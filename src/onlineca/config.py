@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 import textwrap
 import tomllib
 from dataclasses import dataclass
@@ -329,9 +330,22 @@ class RAConfig(_Section):
     pending_keep_days: float = Field(default=30.0, gt=0)
     """Pending requests (kept in [database]) nobody asked about for this many days are forgotten."""
     vouch_agents: list[str] = []
-    """RA agents that may vouch for a key (docs/ra.md): subject patterns of their TLS client certificate or "sha256:<hex>"."""
+    """Pins on the RA agents that may vouch for a key (docs/ra.md): "sha256:<hex>" fingerprints of their certificates; agents are known by the RA-agent EKU ([est] ra_agent_eku)."""
     vouched_template: str = "CAPFVouchedLSC"
     """The CA template vouched requests are sent under."""
+    label_templates: dict[str, str] = {}
+    """EST CA labels (/.well-known/est/<label>/...) enrolled under another template than ``template``, e.g. {"capf-agent": "CAPFAgent"} for CAPF's own RA-agent certificate."""
+
+    @field_validator("vouch_agents")
+    @classmethod
+    def _pins(cls, v: list[str]) -> list[str]:
+        for pin in v:
+            digest = pin[7:].replace(":", "") if pin.lower().startswith("sha256:") else ""
+            if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+                raise ValueError(f"{pin!r} is not a sha256:<hex> fingerprint (a subject pattern is no longer "
+                                 "accepted: anyone allowed a template that takes the request's subject can get any "
+                                 "name; agents are known by the RA-agent EKU, [est] ra_agent_eku)")
+        return v
 
 
 class ESTConfig(_Section):
@@ -430,8 +444,24 @@ class CAPFConfig(_Section):
     """Wrong auth strings before a lockout."""
     lockout_minutes: float = Field(default=30.0, gt=0)
     """Minutes a locked-out device waits."""
-    node_id: str = ""                                      # empty: the host name
-    """This node's name in row leases; empty: the host name."""
+    auth_failure_delay: float = Field(default=1.0, ge=0)
+    """Seconds before a wrong auth string is answered, doubled for each wrong one in a row (the device's lease held meanwhile)."""
+    auth_failure_max_delay: float = Field(default=5.0, ge=0)
+    """The most that delay grows to, in seconds."""
+    node_id: str = ""
+    """This node's name in row leases; empty: one made at first start and kept in <data>/capf/node-id (stable across restarts)."""
+    lease_seconds: float = Field(default=30.0, ge=3, le=600)
+    """Seconds a session's device lease lasts, renewed every third of it while the session lives: a dead node's devices are free within this."""
+    agent_label: str = ""
+    """EST CA label under which CAPF enrolls its own (RA agent) certificate ([ra] label_templates maps it to a template); empty: the RA's default template."""
+    ca_database_url: SecretStr = SecretStr("")
+    """Our CA's request database, read by reconciliation and by sessions collecting what the CA issued for a request CAPF never recorded; empty: none (AD CS)."""
+    reconcile_interval: float = Field(default=300.0, gt=0)
+    """Seconds between reconciliation passes in capf serve."""
+    reconcile_grace: float = Field(default=120.0, gt=0)
+    """Seconds an enrollment may be in flight before reconciliation settles it."""
+    reconcile_window_days: float = Field(default=30.0, gt=0)
+    """How many days back reconciliation checks the CA's certificates."""
     scheduler_interval: float = Field(default=60.0, gt=0)  # renewal runs; CAPF's own certificate check
     """Seconds between renewal passes (and checks of CAPF's own certificate)."""
     public_enroll_timeout: float = Field(default=6.0, gt=0)
@@ -580,6 +610,13 @@ class Config(_Section):
         return url or f"sqlite:///{self.paths.database}"
 
     @property
+    def ca_database_url(self) -> str:
+        """The CA's request database: ``[admin] ca_database_url`` when set (the lab keeps the CA's
+        requests in a file of their own), else ``[database] url``: every command, the console and
+        'ca serve' read the same one."""
+        return self.admin.ca_database_url.get_secret_value() or self.database_url
+
+    @property
     def ca_users_path(self) -> Path:
         """The CA's users file: ``[ca] users_file``, else ``<data>/ca/users``."""
         return Path(self.ca.users_file) if self.ca.users_file else self.paths.ca.users
@@ -672,6 +709,11 @@ class CAPFPaths:
     @property
     def ca_cert(self) -> Path:
         return self.ca_dir / "capf-ca.pem"
+
+    @property
+    def node_id_file(self) -> Path:
+        """This CAPF node's id, made at first start, kept across restarts."""
+        return self.root / "node-id"
 
     def folders(self) -> tuple[Path, ...]:
         return (self.root, self.csr_dir, self.cert_dir, self.troubleshoot_dir)
@@ -867,6 +909,7 @@ def find_config(explicit: str | os.PathLike[str] | None = None, environ: dict[st
         if path.is_file():
             return ConfigSource(path.absolute(), shown)
     return ConfigSource(None, "embedded defaults")
+MAX_CONFIG_BYTES = 1 << 20  # a configuration file is a few kilobytes
 
 
 def load_config(path: str | os.PathLike[str] | None = None,
@@ -879,17 +922,24 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if path is not None:
         p = Path(path).expanduser().absolute()
         try:
+            # Stat before opening: a FIFO or a device would block or never end.
+            if p.is_dir():
+                raise IsADirectoryError(21, "Is a directory", str(p))
+            if not stat.S_ISREG(p.stat().st_mode):
+                raise ConfigError(f"{p}: not a regular file", hint="Give --config a TOML file.")
+            if p.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES} bytes: not a configuration file")
             text = p.read_bytes().decode("utf-8")
         except FileNotFoundError:
             raise ConfigError(f"{p}: no such file") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{p}: is a folder, not a configuration file") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the name
             raise ConfigError(f"{p}: cannot read: {exc}") from None
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        except RecursionError:  # arrays or tables nested thousands deep
+            raise ConfigError(f"{p}: not valid TOML: nested too deep") from None
         raw = _resolve_paths(raw, p.parent)
         path = p
     try:
@@ -913,6 +963,8 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table, e.g. [ra] label_templates
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {value!r}")
 
 

@@ -58,8 +58,12 @@ CA_USER = "ciscora"
 DEFAULT_PORTS = {"ca": 8443, "ra": 8084, "capf": 3804}
 LAB_CONFIG = "onlineca.toml"
 VOUCHED_TEMPLATE = "CAPFVouchedLSC"
-# CAPF's certificate is CN=CAPF-<host>: in the lab it is the RA agent that may vouch for keys.
-LAB_VOUCH_AGENTS = ["CN=CAPF-*"]
+# CAPF's own certificate (its TLS server certificate, and its RA-agent certificate for
+# vouched requests) comes from a template of its own: only CAPF's account, subject set by the CA,
+# the RA-agent EKU; CAPF asks for it under an EST label the RA maps to that template.
+AGENT_TEMPLATE = "CAPFAgent"
+AGENT_LABEL = "capf-agent"
+ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,10 @@ def lab_config(root: Path, ca_password: str, mic_trust: Path) -> Config:
     # RSA 1024 among them), restricted to the RA's account.
     templates = [t.model_dump() for t in CAConfig().templates] + [{
         "name": VOUCHED_TEMPLATE, "display_name": "CAPF vouched LSC", "validity_days": 365, "vouched_keys": True,
-        "min_rsa_bits": 1024, "extended_key_usage": list(LSC_EXTENDED_KEY_USAGE), "enroll": [CA_USER]}]
+        "min_rsa_bits": 1024, "extended_key_usage": list(LSC_EXTENDED_KEY_USAGE), "enroll": [CA_USER]}, {
+        "name": AGENT_TEMPLATE, "display_name": "CAPF (TLS server and RA agent)", "validity_days": 730,
+        "extended_key_usage": ["server_auth", "client_auth", ID_KP_CMC_RA], "enroll": [CA_USER],
+        "subject_from_request": False, "allowed_sans": ["localhost", r"127\.0\.0\.1"]}]
     return Config.model_validate({
         "data_dir": str(root), "log_dir": str(root / "logs"),
         "database": {"url": f"sqlite:///{root / 'capf.db'}"},
@@ -168,10 +175,11 @@ def lab_config(root: Path, ca_password: str, mic_trust: Path) -> Config:
                "tls_cert": str(root / "ra" / "ra.pem"), "tls_key": str(root / "ra" / "ra.key"),
                "connect_timeout": 5.0, "login_timeout": 5.0, "enroll_timeout": 10.0,
                "backoff_initial": 0.2, "backoff_max": 2.0, "unavailable_retry_after": 5,
-               "vouch_agents": LAB_VOUCH_AGENTS, "vouched_template": VOUCHED_TEMPLATE},
-        # CAPF's certificate, as the RA's TLS client certificate, makes it an RA agent.
+               "vouched_template": VOUCHED_TEMPLATE, "label_templates": {AGENT_LABEL: AGENT_TEMPLATE}},
+        # CAPF's certificate, as the RA's TLS client certificate, makes it an RA agent (its EKU).
         "est": {"client_trust_store": str(ca_dir / "root.pem")},
         "capf": {"ra_user": CA_USER, "ra_password": ca_password, "ra_trust_store": str(ca_dir / "root.pem"),
+                 "agent_label": AGENT_LABEL,
                  "mic_trust_store": str(mic_trust), "retry_delay": 5, "keepalive_seconds": 5.0,
                  "max_concurrent_enrollments": 8, "scheduler_interval": 3600.0},
     })
@@ -259,11 +267,13 @@ def write_lab_config(config: Config, servers: Servers) -> Path:
         "ra": {"port": servers.ra.port, "connector": ra.connector, "ca_url": servers.ca.url, "ca_user": ra.ca_user,
                "ca_password": ra.ca_password.get_secret_value(), "trust_store": ra.trust_store,
                "template": ra.template, "tls_cert": ra.tls_cert, "tls_key": ra.tls_key,
-               "vouch_agents": ra.vouch_agents, "vouched_template": ra.vouched_template},
+               "vouch_agents": ra.vouch_agents, "vouched_template": ra.vouched_template,
+               "label_templates": ra.label_templates},
         "est": {"client_trust_store": config.est.client_trust_store},
         "capf": {"port": servers.capf.port, "ra_url": servers.ra.url, "ra_user": capf.ra_user,
                  "ra_password": capf.ra_password.get_secret_value(), "ra_trust_store": capf.ra_trust_store,
-                 "mic_trust_store": capf.mic_trust_store, "ca_revoke_url": f"{servers.ca.url}/onlineca/revoke"},
+                 "mic_trust_store": capf.mic_trust_store, "agent_label": capf.agent_label,
+                 "ca_revoke_url": f"{servers.ca.url}/onlineca/revoke"},
         # The console (onlineca admin serve) reads the CA's requests from the CA's own database.
         "admin": {"ca_database_url": f"sqlite:///{config.data_path / 'ca.db'}"},
     }
@@ -271,11 +281,17 @@ def write_lab_config(config: Config, servers: Servers) -> Path:
     for name, values in sections.items():
         if name:
             lines.append(f"\n[{name}]")
-        # JSON strings and numbers are valid TOML basic strings and numbers.
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
     path = config.data_path / LAB_CONFIG
     files.write_secret_file(path, ("\n".join(lines) + "\n").encode())
     return path
+
+
+def _toml(value: Any) -> str:
+    """A TOML value: JSON strings, numbers and lists are TOML's too; a table is written inline."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
 
 
 async def start_capf(config: Config, root: Path, port: int) -> RunningCAPF:
@@ -422,7 +438,14 @@ async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
         await run_fleet([d.member for d in renewing], target, concurrency=opts.concurrency, retries=2,
                         max_retry_delay=2.0, on_result=renewed)
         servers.capf.capf.clock = inventory.utcnow
+        # CAPF's maintenance pass revokes the LSCs the renewals replaced (through our CA's revoke
+        # endpoint); the demo runs it once now instead of waiting for the scheduler's interval.
+        revocations = await servers.capf.ops.revoker.run_once() if servers.capf.ops is not None else None
         report = summarize(devices, servers, config, clock, scheduled)
+        if revocations is not None:
+            report["revocations"] = {"revoked": len(revocations.revoked), "manual": len(revocations.manual),
+                                     "failed": len(revocations.failed), "crl": servers.ca.url.rsplit("/certsrv", 1)[0]
+                                     + "/CertEnroll/"}
     except BaseException:
         await servers.close()
         raise
@@ -477,7 +500,8 @@ def summarize(devices: list[LabDevice], servers: Servers, config: Config, clock:
     }
 
 
-__all__ = ["CA_USER", "DEFAULT_PORTS", "GROUPS", "LAB_CONFIG", "LAB_VOUCH_AGENTS", "MARKER", "VOUCHED_TEMPLATE", "Group", "LabDevice", "LabOptions",
+__all__ = ["AGENT_LABEL", "AGENT_TEMPLATE", "CA_USER", "DEFAULT_PORTS", "GROUPS", "LAB_CONFIG", "MARKER", "VOUCHED_TEMPLATE",
+           "Group", "LabDevice", "LabOptions",
            "LabRun", "NoProgress", "Progress", "Servers", "advance_to_renewal", "lab_config", "make_lab",
            "plan_fleet", "prepare_folder", "register_devices", "run_lab", "start_capf", "start_servers",
            "summarize", "write_lab_config"]

@@ -42,6 +42,8 @@ from onlineca.store import Database, devices as inv
 from onlineca.store.capf_models import Device
 
 RA_USER, RA_PASSWORD = "capf", "capf-Passw0rd!"
+AGENT_LABEL = "capf-agent"
+ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"
 NULL = PhoneAuth("null")
 
 
@@ -51,6 +53,10 @@ class CountingSigner:
 
     def __init__(self, signer: LocalSigner) -> None:
         self.signer = signer
+        # CAPF's own certificate, asked for under the agent label, holds the RA-agent EKU as the
+        # lab CA's agent template gives it: it may then vouch for public-flow phones' keys.
+        self.agent_signer = LocalSigner(signer.issuer_key, signer.issuer_cert, ca_chain=signer.ca_chain,
+                                        extended_key_usage=(*signer.extended_key_usage, ID_KP_CMC_RA))
         self.enrolls = 0
         self.subjects: list[str] = []
         self.deny = False
@@ -77,6 +83,8 @@ class CountingSigner:
         try:
             if self.gate is not None:
                 await self.gate.wait()
+            if request.label == AGENT_LABEL:
+                return await self.agent_signer.enroll(request)
             return await self.signer.enroll(request)
         finally:
             async with self.inflight_changed:
@@ -113,7 +121,7 @@ class CAPFLab:
         # CAPF's own certificate (issued by this RA) makes it an RA agent: it may vouch for the
         # keys of phones that cannot sign (the public flow).
         settings = ESTServerSettings(password_check=UsersFile.from_plain({RA_USER: RA_PASSWORD}),
-                                     vouch_agents=("CN=CAPF-*",))
+                                     labels=(AGENT_LABEL,))
         self.est = await start_est_server(self.backend, cert_file=self.lab_pki.server_cert_pem,
                                           key_file=self.lab_pki.server_key_pem, port=self.est_port,
                                           settings=settings, client_trust=pki.TrustStore([self.lab_pki.root]))
@@ -132,7 +140,8 @@ class CAPFLab:
                      "ra_password": RA_PASSWORD, "ra_trust_store": str(self.lab_pki.root_pem),
                      "mic_trust_store": str(self.mic_ca.trust_store), "read_timeout": 10, "session_timeout": 30,
                      "keepalive_seconds": 5, "max_keygen_seconds": 10, "enroll_timeout": 5, "retry_delay": 120,
-                     "max_auth_failures": 3, "node_id": "test-node", **self.capf_settings, **capf},
+                     "max_auth_failures": 3, "node_id": "test-node", "agent_label": AGENT_LABEL,
+                     **self.capf_settings, **capf},
         })
 
     async def start_capf(self, **capf: Any) -> RunningCAPF:
@@ -183,6 +192,20 @@ class CAPFLab:
         assert self.db is not None
         with self.db.session() as s:
             inv.set_device(s, name, **settings)
+
+    def record_installed(self, name: str, cert: x509.Certificate) -> str:
+        """Record ``cert`` as the LSC installed on ``name`` (as if CAPF had issued and delivered
+        it), leaving the pending operation as it was; its serial."""
+        assert self.db is not None
+        with self.db.session() as s:
+            device = inv.get_device(s, name)
+            pending = {k: getattr(device, k) for k in ("operation", "operation_deadline", "operation_auth_mode",
+                                                        "status")}
+            row = inv.record_lsc_issued(s, name, pki.cert_der(cert))
+            inv.mark_lsc_installed(s, name, row.serial)
+            serial = row.serial
+        self.force(name, **pending)
+        return serial
 
     def force(self, name: str, **columns: Any) -> None:
         """Write columns directly (e.g. a deadline already past, which the inventory refuses)."""

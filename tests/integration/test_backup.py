@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import shutil
 import stat
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
 
 from onlineca.cli import main_group
 from onlineca.config import load_config
@@ -182,3 +184,21 @@ def test_postgresql_database_goes_through_pg_dump_and_pg_restore(tmp_path: Path,
             assert inventory.get_device(s, "SEP74A02FC0A675").name == "SEP74A02FC0A675"
     finally:
         restored.dispose()
+
+
+def test_the_ca_commands_use_the_cas_own_database_where_the_lab_keeps_it(lab: Path, tmp_path: Path) -> None:
+    """The lab keeps the CA's requests apart (``[admin] ca_database_url``): ``ca requests``,
+    ``ca revoke`` and ``ca crl`` all read that one, so an LSC the lab issued can be revoked."""
+    config = str(lab / "onlineca.toml")
+    listed = _cli("--config", config, "ca", "requests", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    lsc = next(r for r in json.loads(listed.stdout) if r["disposition"] == "issued" and "SEP" in r["subject"])
+    shown = _cli("--config", config, "ca", "requests", "show", str(lsc["req_id"]), "--pem")
+    assert shown.exit_code == 0, shown.output
+    serial = format(x509.load_pem_x509_certificate(shown.stdout.encode()).serial_number, "x")
+    revoked = _cli("--config", config, "ca", "revoke", serial, "--reason", "superseded")
+    assert revoked.exit_code == 0, revoked.output
+    out = tmp_path / "issuing.crl"
+    assert _cli("--config", config, "ca", "crl", "--out", str(out)).exit_code == 0
+    crl = x509.load_der_x509_crl(out.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None

@@ -220,6 +220,9 @@ def test_the_revoke_endpoint_lets_a_revoker_revoke_only_its_own_certificates(lab
 
 
 def test_metrics_answer_the_allowed_addresses_and_the_http_port_publishes_only(lab):
+    lab.issue("SEP000000000009")  # stands alone: an issued certificate and a published CRL to count
+    lab.cli("ca", "crl", "--publish")
+    lab.get(f"http://127.0.0.1:{lab.http_port}/CertEnroll/onlineca%20Lab%20Issuing%20CA.crt")  # a page timed
     text = requests.get(f"http://127.0.0.1:{lab.http_port}/metrics", timeout=20).text
     assert 'onlineca_certificate_expiry_seconds{role="ca_issuing"' in text
     assert "onlineca_ca_crl_next_update_seconds{kind=\"base\"}" in text

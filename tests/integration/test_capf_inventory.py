@@ -279,6 +279,8 @@ def test_cli_devices_and_report(db_url: str, tmp_path: Path, lab_pki) -> None:  
     assert "12345" not in r.output
     csv_file = tmp_path / "devices.csv"
     assert _cli(db_url, tmp_path, "devices", "export", str(csv_file)).exit_code == 0
+    assert "AUTHENTICATION STRING" not in csv_file.read_text()  # only asked for, as below (issue 11 item 5)
+    assert _cli(db_url, tmp_path, "devices", "export", str(csv_file), "--with-auth-strings").exit_code == 0
     assert _cli(db_url, tmp_path, "devices", "delete", "SEP74A02FC0A675").exit_code == 0
     r = _cli(db_url, tmp_path, "devices", "import", str(csv_file))
     assert r.exit_code == 0 and "1 added" in r.output

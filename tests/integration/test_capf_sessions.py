@@ -81,6 +81,7 @@ async def test_existing_lsc_valid_and_invalid(lab: CAPFLab) -> None:
     name = "SEPLSCAUTH01"
     _upgrade(lab, name, auth_mode="By Existing Certificate (Precedence to LSC)")
     key, lsc = lab.lab_pki.issue(f"CN={name}")
+    lab.record_installed(name, lsc)  # the LSC CAPF recorded for the device, as if it had issued it
     result = await lab.session(_with_lsc(name, lsc, key), PhoneAuth("lsc"))
     assert result.reason == "OK" and lab.status(name) == "Upgrade Success"
 

@@ -37,6 +37,8 @@ def test_demo_json_enrolls_renews_and_stops(tmp_path):
             ("extended", "MIC / EC 256"), ("public", "auth string / RSA 1024")} == groups
     assert report["flows"]["public"] == {"devices": 2, "enrolled": 2, "renewed": 2, "failed": 0}
     assert report["flows"]["extended"]["renewed"] == 2
+    # CAPF revoked every LSC the renewals replaced, through our CA's revoke endpoint.
+    assert report["revocations"]["revoked"] == 4 and report["revocations"]["failed"] == 0, report["revocations"]
     # The demo's data and logs are where it says, and the CAPF trace has the document's lines.
     assert report["data_dir"] == str(tmp_path / "demo")
     capf_log = (tmp_path / "demo" / "logs" / "capf.log").read_text()

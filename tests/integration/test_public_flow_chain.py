@@ -92,7 +92,9 @@ async def test_public_phones_enroll_through_ra_and_ca_and_a_ca_down_is_a_decline
             assert "1.3.6.1.5.5.7.3.5" in {o.dotted_string for o in eku}  # the template's IPsec end system
             assert chain.status(name) == "Upgrade Success"
         ca_log = (chain.config.log_path / "ca.log").read_text()
-        assert ca_log.count("vouched for by RA agent /CN=CAPF-") == 4 and "(template CAPFVouchedLSC)" in ca_log
+        # CAPF's agent certificate comes from the agent template: the CA set its subject (its account).
+        assert ca_log.count("vouched for by RA agent /CN=ciscora") == 4 and "(template CAPFVouchedLSC)" in ca_log
+        assert "template 'CAPFAgent': issued" in ca_log
         # The CA goes down: the public phone hears 7; the device says why.
         assert chain.servers.ca is not None
         await chain.servers.ca.close()

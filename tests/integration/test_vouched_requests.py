@@ -11,10 +11,11 @@ import base64
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from onlineca import pki
 from onlineca.ca import engine as eng
-from onlineca.config import CAConfig, Config, TemplateConfig
+from onlineca.config import CAConfig, Config, RAConfig, TemplateConfig
 from onlineca.errors import ESTCodedError, ParseError
 from onlineca.est.backend import LocalSigner
 from onlineca.est.client import ESTClient
@@ -49,8 +50,9 @@ def test_a_vouched_request_names_and_is_signed_by_its_agent(lab_pki) -> None:  #
     assert vouch.vouched_by(plain) is None
     with pytest.raises(ParseError, match="not a vouched request"):
         vouch.verify_vouched_request(plain, agent)
-    assert agent_allowed(agent, ["CN=CAPF-*"]) and agent_allowed(agent, ["O=onlineca tests,CN=CAPF-lab"])
-    assert agent_allowed(agent, [f"sha256:{pki.fingerprint(agent)}"]) and not agent_allowed(agent, ["CN=RA-*"])
+    # A pin is a fingerprint; a subject pattern pins nothing (anyone may get a certificate so named).
+    assert agent_allowed(agent, [f"sha256:{pki.fingerprint(agent)}"])
+    assert not agent_allowed(agent, ["CN=CAPF-*"]) and not agent_allowed(agent, [f"sha256:{pki.fingerprint(other)}"])
 
 
 def _resigned(csr, key):  # type: ignore[no-untyped-def]
@@ -81,9 +83,14 @@ class Recorder:
         return await self.signer.poll(req_id, request)
 
 
-def _client_files(tmp_path: Path, lab_pki, subject: str) -> tuple[pki.PrivateKey, object, Path, Path]:  # type: ignore[no-untyped-def]
-    key, cert = lab_pki.issue(subject, extended_key_usage=["client_auth"])
-    cert_file, key_file = tmp_path / f"{subject[3:12]}.pem", tmp_path / f"{subject[3:12]}.key"
+ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"
+
+
+def _client_files(tmp_path: Path, lab_pki, subject: str, *, agent: bool = False,  # type: ignore[no-untyped-def]
+                  stem: str = "") -> tuple[pki.PrivateKey, object, Path, Path]:
+    key, cert = lab_pki.issue(subject, extended_key_usage=["client_auth", *([ID_KP_CMC_RA] if agent else [])])
+    stem = stem or subject[3:12]
+    cert_file, key_file = tmp_path / f"{stem}.pem", tmp_path / f"{stem}.key"
     cert_file.write_bytes(pki.certs_pem([cert, lab_pki.issuing]))
     files.write_private_key(key_file, key)
     return key, cert, cert_file, key_file
@@ -91,11 +98,13 @@ def _client_files(tmp_path: Path, lab_pki, subject: str) -> tuple[pki.PrivateKey
 
 async def test_the_est_server_takes_vouched_requests_from_authorised_agents_only(tmp_path: Path, lab_pki) -> None:  # type: ignore[no-untyped-def]
     backend = Recorder(LocalSigner(lab_pki.issuing_key, lab_pki.issuing, ca_chain=[lab_pki.root]))
-    settings = ESTServerSettings(password_check=UsersFile.from_plain({"capf": "pw-capf-1"}), vouch_agents=("CN=CAPF-*",))
+    settings = ESTServerSettings(password_check=UsersFile.from_plain({"capf": "pw-capf-1"}))
     server = await start_est_server(backend, cert_file=lab_pki.server_cert_pem, key_file=lab_pki.server_key_pem,
                                     settings=settings, client_trust=pki.TrustStore([lab_pki.root]))
-    agent_key, agent, agent_pem, agent_keyfile = _client_files(tmp_path, lab_pki, "CN=CAPF-lab")
+    agent_key, agent, agent_pem, agent_keyfile = _client_files(tmp_path, lab_pki, "CN=CAPF-lab", agent=True)
     other_key, other, other_pem, other_keyfile = _client_files(tmp_path, lab_pki, "CN=PHONE-tool")
+    # Issue 11: CN=CAPF-* is a name anyone allowed to choose a subject can get: not an agent.
+    named_key, named, named_pem, named_keyfile = _client_files(tmp_path, lab_pki, "CN=CAPF-lab", stem="alice")
 
     def client(cert: Path | None = None, key: Path | None = None) -> ESTClient:
         return ESTClient(server.url, cafile=lab_pki.root_pem, user="capf", password="pw-capf-1", cert_file=cert,
@@ -111,15 +120,40 @@ async def test_the_est_server_takes_vouched_requests_from_authorised_agents_only
             with pytest.raises(ESTCodedError) as err:
                 await est.simpleenroll(vouch.build_vouched_request(PHONE, _phone_key(), other_key, other))
             assert err.value.http_status == 400
-        for cert, key in ((other_pem, other_keyfile), (None, None)):  # not an agent; no certificate at all
+        # Not an agent; named like one but without the RA-agent EKU; no certificate at all.
+        for cert, key, signer_key, signer in ((other_pem, other_keyfile, other_key, other),
+                                              (named_pem, named_keyfile, named_key, named),
+                                              (None, None, agent_key, agent)):
             async with client(cert, key) as est:
                 with pytest.raises(ESTCodedError) as err:
-                    signer_key, signer = (other_key, other) if cert else (agent_key, agent)
                     await est.simpleenroll(vouch.build_vouched_request(PHONE, _phone_key(), signer_key, signer))
-                assert err.value.http_status == 403 and "vouch_agents" in err.value.message
+                assert err.value.http_status == 403 and "only an RA agent" in err.value.message
         assert len(backend.vouchers) == 2
     finally:
         await server.close()
+    # vouch_agents pins which agents: another agent's fingerprint keeps this one out.
+    _, pinned, _, _ = _client_files(tmp_path, lab_pki, "CN=CAPF-other", agent=True)
+    for pins, allowed in (((f"sha256:{pki.fingerprint(pinned)}",), False), ((f"sha256:{pki.fingerprint(agent)}",), True)):
+        settings = ESTServerSettings(password_check=UsersFile.from_plain({"capf": "pw-capf-1"}), vouch_agents=pins)
+        server = await start_est_server(backend, cert_file=lab_pki.server_cert_pem, key_file=lab_pki.server_key_pem,
+                                        settings=settings, client_trust=pki.TrustStore([lab_pki.root]))
+        try:
+            async with client(agent_pem, agent_keyfile) as est:
+                request = vouch.build_vouched_request(PHONE, _phone_key(), agent_key, agent)
+                if allowed:
+                    await est.simpleenroll(request)
+                else:
+                    with pytest.raises(ESTCodedError) as err:
+                        await est.simpleenroll(request)
+                    assert err.value.http_status == 403 and "vouch_agents" in err.value.message
+        finally:
+            await server.close()
+
+
+def test_vouch_agents_take_fingerprints_only() -> None:
+    with pytest.raises(ValidationError, match="not a sha256"):
+        RAConfig(vouch_agents=["CN=CAPF-*"])
+    assert RAConfig(vouch_agents=["sha256:" + "ab" * 32]).vouch_agents
 
 
 @pytest.fixture
@@ -137,7 +171,12 @@ def test_the_ca_issues_a_vouched_key_only_under_a_vouched_template_and_for_its_o
     agent_key = pki.generate_key("ec", 256)
     agent = pki.build_certificate(subject="CN=CAPF-lab,O=onlineca", public_key=agent_key.public_key(),
                                   issuer_key=engine.issuing_key, issuer_cert=engine.issuing,
-                                  extended_key_usage=["client_auth"])
+                                  extended_key_usage=["client_auth", ID_KP_CMC_RA])
+    # A certificate of this CA without the RA-agent EKU (any user's) vouches for nothing.
+    plain_agent = pki.build_certificate(subject="CN=CAPF-lab,O=onlineca", public_key=agent_key.public_key(),
+                                        issuer_key=engine.issuing_key, issuer_cert=engine.issuing,
+                                        extended_key_usage=["client_auth"])
+    unproven = pki.csr_pem(vouch.build_vouched_request(PHONE, _phone_key(), agent_key, plain_agent)).decode()
     csr = vouch.build_vouched_request(PHONE, _phone_key(), agent_key, agent)
     pem = pki.csr_pem(csr).decode()
 
@@ -151,6 +190,7 @@ def test_the_ca_issues_a_vouched_key_only_under_a_vouched_template_and_for_its_o
     stranger_key, stranger = lab_pki.issue("CN=CAPF-lab,O=onlineca")
     forged = pki.csr_pem(vouch.build_vouched_request(PHONE, _phone_key(), stranger_key, stranger)).decode()
     for request, attributes in ((pem, attrib("CiscoRA")), (pem, "CertificateTemplate:Vouched"),
-                                (forged, attrib("Vouched", stranger)), (pem, attrib("Vouched", stranger))):
+                                (forged, attrib("Vouched", stranger)), (pem, attrib("Vouched", stranger)),
+                                (unproven, attrib("Vouched", plain_agent))):
         denied = engine.submit("ciscora", request, attributes)
         assert denied.hresult == hr.NTE_BAD_SIGNATURE and "Error Verifying Request Signature" in denied.message

@@ -17,16 +17,17 @@ from onlineca.policy.capf import (
     KeyOrder,
     Operation,
     ProfilePolicy,
+    auth_string_matches,
     effective_policy,
     failure_status,
+    hash_auth_string,
+    is_auth_string_hash,
 )
 from onlineca.policy.capf_session import (
     Credential,
     Ending,
     Outcome,
     PresentedCertificate,
-    after_wrong_auth_string,
-    auth_string_matches,
     auto_enrollment_grant,
     before_operation,
     ca_rejected,
@@ -40,7 +41,10 @@ from onlineca.policy.capf_session import (
     keygen_failed,
     keygen_timeout,
     lacks_credential,
+    locked_out,
+    lsc_not_recorded,
     may_auto_enroll,
+    names_device,
     next_key_request,
     no_key_for_version,
     phone_gone,
@@ -48,6 +52,7 @@ from onlineca.policy.capf_session import (
     sign_refused,
     signature_invalid,
     wrong_auth_string,
+    wrong_guess_delay,
 )
 from onlineca.proto.devproto.messages import Reason
 
@@ -126,19 +131,25 @@ def test_lockout_is_over_at_its_moment() -> None:
 
 # ---- the auth string and its lockout
 
-def test_auth_string_match() -> None:
-    assert auth_string_matches("12345", "12345")
-    assert not auth_string_matches("12345", "54321")
-    assert not auth_string_matches("12345", None)
+def test_auth_strings_are_kept_as_salted_hashes_and_compared_by_them() -> None:
+    stored = hash_auth_string("12345", b"s" * 16)
+    assert stored.startswith("scrypt$16384$8$1$") and "12345" not in stored and is_auth_string_hash(stored)
+    assert hash_auth_string("12345", b"t" * 16) != stored  # salted: the same string, another hash
+    assert auth_string_matches(stored, "12345")
+    assert not auth_string_matches(stored, "54321")
+    assert not auth_string_matches(stored, "123456")
+    assert not auth_string_matches(stored, None)
     assert not auth_string_matches(None, "")
     assert not auth_string_matches("", "")  # no string set: nothing matches it
+    assert not auth_string_matches("12345", "12345")  # a clear value is not a stored string
+    assert not auth_string_matches("scrypt$1$1$1$!!$!!", "12345")
 
 
-def test_wrong_auth_strings_lock_out_at_the_maximum_and_the_count_starts_again() -> None:
-    assert after_wrong_auth_string(0, max_failures=3, lockout_minutes=30, now=T0).count == 1
-    assert after_wrong_auth_string(1, max_failures=3, lockout_minutes=30, now=T0).locked_until is None
-    third = after_wrong_auth_string(2, max_failures=3, lockout_minutes=30, now=T0)
-    assert third.count == 0 and third.locked_until == T0 + dt.timedelta(minutes=30)
+def test_wrong_guesses_wait_longer_each_time_up_to_the_bound() -> None:
+    assert [wrong_guess_delay(n, base=1.0, cap=5.0) for n in range(7)] == [0, 1, 2, 4, 5, 5, 5]
+    assert wrong_guess_delay(3, base=0.0, cap=5.0) == 0
+    assert wrong_guess_delay(10 ** 6, base=0.5, cap=8.0) == 8.0
+    assert locked_out().ending is Ending.LOCKED_OUT and locked_out().status is None
 
 
 def test_a_wrong_auth_string_is_refused_and_may_be_tried_again() -> None:
@@ -177,6 +188,26 @@ def test_certificate_verdicts_in_the_documented_order() -> None:
     assert judge(kind="LSC", subject_cn=NAME.lower(), signed=True).valid        # names are case-insensitive
     assert judge(kind="MIC", subject_cn=NAME).why == "the MIC came without a signature over the challenge"
     assert judge(kind="LSC", subject_cn=NAME, signed=True, signature_problem="bad signature").why == "bad signature"
+
+
+def test_a_mic_names_the_device_exactly_never_a_longer_name() -> None:
+    """Issue 11: a MIC for SEPMICVICTIM12 passed as SEPMICVICTIM1 (a substring test)."""
+    def judge(cn: str, name: str) -> Credential:
+        return judge_certificate(PresentedCertificate("MIC", subject_cn=cn, signed=True), name)
+
+    assert not judge("SEPMICVICTIM12", "SEPMICVICTIM1").valid
+    assert not judge("CP-8865-SEPMICVICTIM12", "SEPMICVICTIM1").valid
+    assert not judge("XSEPMICVICTIM1", "SEPMICVICTIM1").valid
+    assert not judge("SEPMICVICTIM1-CP-8865", "SEPMICVICTIM1").valid
+    assert judge("SEPMICVICTIM12", "SEPMICVICTIM12").valid
+    assert judge("CP-8865-SEPMICVICTIM1", "SEPMICVICTIM1").valid
+    assert names_device("MIC", "CP-8865-SEP1", "SEP1") and not names_device("LSC", "CP-8865-SEP1", "SEP1")
+
+
+def test_an_lsc_that_is_not_the_recorded_one_is_an_invalid_lsc() -> None:
+    out = lsc_not_recorded(Operation.UPGRADE, "1f", "it is superseded")
+    assert out.ending is Ending.INVALID_CERTIFICATE and out.status is failure_status(Operation.UPGRADE, "INVALID_LSC")
+    assert "serial 1f is not the LSC CAPF recorded" in out.detail and out.renewal_failure == "INVALID_LSC"
 
 
 def test_certificate_auth_outcomes() -> None:

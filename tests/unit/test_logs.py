@@ -59,7 +59,7 @@ def test_a_file_per_component(tmp_path: Path, loggers) -> None:
         text = (log_dir / f"{component}.log").read_text()
         assert text.count("hello from") == 1 and f"hello from {component}" in text
         assert f"onlineca.{component}:" in text
-        assert stat.S_IMODE((log_dir / f"{component}.log").stat().st_mode) == 0o640
+        assert stat.S_IMODE((log_dir / f"{component}.log").stat().st_mode) == 0o600
 
 
 def test_json_lines_parse_with_component_level_message(tmp_path: Path, loggers) -> None:

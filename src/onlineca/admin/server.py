@@ -75,7 +75,7 @@ def ensure_tls(svc: Services, host: str) -> tuple[Path, Path]:
                                  issuer_cert=issuer_cert, sans=_names(host), extended_key_usage=["server_auth"],
                                  validity_days=397)
     files.write_private_key(key_path, key)
-    files.write_file(cert_path, pki.certs_pem([cert, *chain]), mode=0o644)
+    files.write_file(cert_path, pki.certs_pem([cert, *chain]))  # 0600: in a 0700 folder 0644 gives nothing
     log.info("made the console's TLS certificate %s (%s)", cert_path,
              "issued by " + pki.name_to_slash(issuer_cert.subject) if issuer_cert else "self-signed")
     return cert_path, key_path

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from onlineca import pki
 from onlineca.ca.revocation import Revocation
 from onlineca.config import CAPaths, Config, DataDir, TemplateConfig
-from onlineca.errors import CAError, ConfigError, OnlineCAError, RequestRefused
+from onlineca.errors import CAError, ConfigError, OnlineCAError, PKIError, RequestRefused
 from onlineca.infra import files
 from onlineca.pki import vouch
 from onlineca.policy import ca as policy
@@ -32,6 +32,17 @@ from onlineca.store import CARequest, Database
 from onlineca.store.ca_requests import CARequests, Resolution
 
 log = logging.getLogger("onlineca.ca")
+
+# id-kp-cmcRA (RFC 6402): the RA-agent EKU a voucher must hold.
+ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"
+
+
+def _is_ra_agent(cert: x509.Certificate) -> bool:
+    try:
+        ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return any(oid.dotted_string == ID_KP_CMC_RA for oid in ekus)
 
 
 def users_path(config: Config, data_dir: str | Path) -> Path:
@@ -208,6 +219,9 @@ class CAEngine:
             try:
                 voucher = pki.load_certificate(base64.b64decode(attributes["onlinecavoucher"], validate=True))
                 pki.validate_chain(voucher, [], pki.TrustStore([self.issuing, self.root]))
+                if not _is_ra_agent(voucher):  # the agent role, not merely a certificate of ours
+                    raise PKIError(f"the voucher {pki.name_to_slash(voucher.subject)} lacks the RA-agent EKU "
+                                   f"(id-kp-cmcRA, {ID_KP_CMC_RA})")
                 csr = pki.parse_csr(der, verify=False)
                 vouch.verify_vouched_request(csr, voucher)
             except (OnlineCAError, ValueError) as exc:

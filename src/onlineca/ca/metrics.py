@@ -15,12 +15,10 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
-from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from onlineca import pki
 from onlineca.proto.certsrv import hresults as hr
 
 log = logging.getLogger("onlineca.ca")
@@ -47,18 +45,6 @@ def page_label(path: str) -> str:
     if p == "/metrics":
         return "metrics"
     return "other"
-
-
-def certificate_expiry_family(certs: Sequence[tuple[str, x509.Certificate]], now: dt.datetime) -> GaugeMetricFamily:
-    """``onlineca_certificate_expiry_seconds{role, subject, serial}``: seconds to each certificate's
-    notAfter (negative once expired); the same name in every tier."""
-    fam = GaugeMetricFamily("onlineca_certificate_expiry_seconds",
-                            "Seconds until the certificate's notAfter (negative: expired)",
-                            labels=["role", "subject", "serial"])
-    for role, cert in certs:
-        fam.add_metric([role, pki.name_to_slash(cert.subject), format(cert.serial_number, "x")],
-                       (cert.not_valid_after_utc - now).total_seconds())
-    return fam
 
 
 class _ScrapeTime(Collector):
@@ -103,4 +89,4 @@ class CAMetrics:
         return generate_latest(self.registry)
 
 
-__all__ = ["PAGE_LABELS", "CAMetrics", "certificate_expiry_family", "page_label"]
+__all__ = ["PAGE_LABELS", "CAMetrics", "page_label"]

@@ -34,10 +34,11 @@ from prometheus_client.core import GaugeMetricFamily
 
 from onlineca import pki
 from onlineca.ca.auth import CA_USER
-from onlineca.ca.metrics import CAMetrics, certificate_expiry_family
+from onlineca.ca.metrics import CAMetrics
 from onlineca.ca.revocation import PublicURLs, published_file
 from onlineca.errors import CAError, PKIError
 from onlineca.infra import workers
+from onlineca.infra.metrics import certificate_expiry_family
 from onlineca.pki import revocation as rev
 from onlineca.proto.results import PENDING
 

@@ -449,7 +449,7 @@ def create_app(config: Config, data_dir: str | Path, log_dir: str | Path, *, log
     login = make_login(config, data_dir, server_cert_der)
     detach_log = attach_log("onlineca.ca", Path(log_dir) / "ca.log", log_format or config.logging.format,
                             config.logging.level)
-    db = db or Database(config.database_url, busy_timeout=config.database.busy_timeout)
+    db = db or Database(config.ca_database_url, busy_timeout=config.database.busy_timeout)
     db.migrate()
     engine = eng.CAEngine(config, data_dir, db)
     iis = IISLog(Path(log_dir) / IIS_LOG_NAME)
@@ -494,8 +494,8 @@ class RunningCA(RunningServer):
         leaves the CA as it was).  The database and the CA keys need a restart."""
         state = self.app[CA_STATE]
         old = state.config
-        if config.database_url != old.database_url:
-            raise ConfigError("[database] url changed: restart the CA to change its database")
+        if config.ca_database_url != old.ca_database_url:
+            raise ConfigError("the CA's database url changed: restart the CA to change its database")
         cert_file, key_file = tls_files(config, state.data_dir, *self.tls_args)
         try:
             ctx = tls.server_context(cert_file, key_file)
@@ -539,6 +539,7 @@ async def start_ca(config: Config, data_dir: str | Path, log_dir: str | Path, *,
                    db: Database | None = None, http_port: int | None = None) -> RunningCA:
     """Start the CA over HTTPS (port 0: any free port); returns once it accepts connections.
     ``http_port`` (default ``[ca] http_port``; 0 off) also publishes CRLs and OCSP over plain HTTP."""
+    files.private_umask()  # its database, logs and keys are its owner's only
     cert_file, key_file = tls_files(config, data_dir, tls_cert, tls_key)
     try:
         ctx = tls.server_context(cert_file, key_file)

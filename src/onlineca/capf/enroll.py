@@ -26,7 +26,7 @@ import datetime as dt
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,8 +47,15 @@ from onlineca.proto.request_id import REQUEST_ID_HEADER, new_request_id
 # the same request would get the same answer.  Everything else is "CA Communication Failure".
 _REJECTIONS = {"EST_ERR_AUTH_FAIL", "EST_ERR_HTTP_BAD_REQ", "EST_ERR_BAD_PKCS10", "EST_ERR_HTTP_NOT_FOUND",
                "EST_ERR_WRONG_METHOD", "EST_ERR_BAD_CONTENT_TYPE", "EST_ERR_BAD_CONTENT_LEN"}
+# Failures before the request reached the RA (no connection, no TLS, not the RA we
+# pin): nothing can have been issued, so the request's intent is closed, not left open.
+NOT_SENT_CODES = frozenset({"EST_ERR_IP_CONNECT", "EST_ERR_IP_GETADDR", "EST_ERR_SSL_CONNECT",
+                            "EST_ERR_FQDN_MISMATCH", "EST_ERR_CACERT_VERIFICATION"})
 REQUIRED_KEY_USAGE = ("digital_signature", "key_encipherment")
 CAPF_RENEW_FRACTION = 2 / 3
+# Called with the request (DER) and its X-Request-ID before the request leaves: the
+# session server commits its intent there (store.lsc_intents), so a crash leaves a trace.
+BeforeSend = Callable[[bytes, str], Awaitable[None]]
 
 
 def _write_copies(*files_and_data: tuple[Path, bytes]) -> None:
@@ -86,7 +93,7 @@ class OnlineCAEnroller:
         self.cfg = cfg
         self.paths = DataDir(Path(data_dir)).capf
         for folder in self.paths.folders():
-            files.ensure_dir(folder, 0o750)
+            files.ensure_dir(folder)
         if not cfg.ra_trust_store:
             raise ConfigError("[capf] ra_trust_store is not set: CAPF cannot tell the RA from an impostor",
                               hint="Point it at the root CA certificate (PEM) of the RA's TLS certificate.")
@@ -100,6 +107,12 @@ class OnlineCAEnroller:
                              connect_timeout=min(10.0, cfg.enroll_timeout),
                              max_retries=0,  # a busy RA means RETRY_LATER to the phone, not a wait here
                              expected_name=cfg.ra_expected_name, fingerprint=cfg.ra_fingerprint)
+        # CAPF's own certificate (TLS server, and RA agent for vouched requests) under
+        # the EST label the RA maps to the agent template, when one is configured.
+        self.agent_enroll_est = self.est if not cfg.agent_label else ESTClient(
+            cfg.ra_url, label=cfg.agent_label, cafile=cfg.ra_trust_store, user=cfg.ra_user or None, password=password,
+            timeout=cfg.enroll_timeout, connect_timeout=min(10.0, cfg.enroll_timeout), max_retries=0,
+            expected_name=cfg.ra_expected_name, fingerprint=cfg.ra_fingerprint)
         self.semaphore = asyncio.BoundedSemaphore(cfg.max_concurrent_enrollments)
         self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
         self._lsc_trust: pki.TrustStore | None = None
@@ -114,6 +127,8 @@ class OnlineCAEnroller:
         if self._files:
             await asyncio.gather(*self._files.values())
         await self.est.close()
+        if self.agent_enroll_est is not self.est:
+            await self.agent_enroll_est.close()
         for est in [*self._retired, *([self._agent_est[3]] if self._agent_est else [])]:
             await est.close()
 
@@ -178,22 +193,37 @@ class OnlineCAEnroller:
     # ------------------------------------------------------------------ one device
 
     async def enroll_device(self, device: str, csr: x509.CertificateSigningRequest,
-                            trace: SessionTrace) -> IssuedLSC:
+                            trace: SessionTrace, before_send: BeforeSend | None = None) -> IssuedLSC:
         """The LSC for ``csr`` (already assembled and verified), checked; CAUnavailable/CARejected."""
-        return await self._enroll(device, csr, trace, self.est)
+        return await self._enroll(device, csr, trace, self.est, before_send)
 
-    async def enroll_vouched(self, device: str, public_key: pki.PublicKey, trace: SessionTrace) -> IssuedLSC:
+    async def resend(self, device: str, request_der: bytes, vouched: bool, trace: SessionTrace,
+                     before_send: BeforeSend | None = None) -> IssuedLSC:
+        """An earlier session's request sent again as it was (a vouched one with
+        CAPF's agent certificate): the RA hands back the certificate it kept for that request
+        if the CA issued it after its client had gone, instead of asking the CA again."""
+        try:
+            csr = pki.parse_csr(request_der, verify=not vouched)
+        except (PKIError, ValueError) as exc:
+            raise CARejected(f"the earlier request cannot be sent again: {exc}") from None
+        trace.debug("sending the earlier session's request again: the RA keeps what the CA issued for it")
+        est = self._agent()[2] if vouched else self.est
+        return await self._enroll(device, csr, trace, est, before_send)
+
+    async def enroll_vouched(self, device: str, public_key: pki.PublicKey, trace: SessionTrace,
+                             before_send: BeforeSend | None = None) -> IssuedLSC:
         """The LSC for a phone that cannot sign its request (a public-flow phone): CAPF builds the
         request for the phone's key and signs it with its own key as an RA agent vouching for it
         (``pki.vouch``), and sends it with its own certificate as TLS client certificate, which the
-        RA checks against ``[ra] vouch_agents``; the RA's CA must accept such requests (a template
-        with ``vouched_keys``).  Checked as every LSC; CAUnavailable/CARejected."""
+        RA accepts only from an RA agent (a certificate holding id-kp-cmcRA; CAPF's
+        comes from the agent template, ``[capf] agent_label``); the RA's CA must accept such
+        requests (a template with ``vouched_keys``).  Checked as every LSC; CAUnavailable/CARejected."""
         agent_key, agent_cert, est = self._agent()
         csr = vouch.build_vouched_request(f"CN={device}", public_key, agent_key, agent_cert,
                                               sans=[x509.UniformResourceIdentifier(device)])
         trace.debug(f"the phone signs no request: CAPF vouches for its key as RA agent "
                     f"{pki.name_to_slash(agent_cert.subject)}")
-        return await self._enroll(device, csr, trace, est)
+        return await self._enroll(device, csr, trace, est, before_send)
 
     def _agent(self) -> tuple[pki.PrivateKey, x509.Certificate, ESTClient]:
         """CAPF's own certificate and key (``[capf] tls_cert``/``tls_key``, else capf.pem/capf.key)
@@ -208,7 +238,8 @@ class OnlineCAEnroller:
                 est = ESTClient(self.cfg.ra_url, cafile=self.cfg.ra_trust_store, user=self.cfg.ra_user or None,
                                 password=self.cfg.ra_password.get_secret_value(), cert_file=cert_path,
                                 key_file=key_path, timeout=self.cfg.enroll_timeout,
-                                connect_timeout=min(10.0, self.cfg.enroll_timeout), max_retries=0)
+                                connect_timeout=min(10.0, self.cfg.enroll_timeout), max_retries=0,
+                                expected_name=self.cfg.ra_expected_name, fingerprint=self.cfg.ra_fingerprint)
                 if self._agent_est is not None:
                     self._retired.append(self._agent_est[3])
                 self._agent_est = (stamp, key, cert, est)
@@ -218,14 +249,16 @@ class OnlineCAEnroller:
         return self._agent_est[1], self._agent_est[2], self._agent_est[3]
 
     async def _enroll(self, device: str, csr: x509.CertificateSigningRequest, trace: SessionTrace,
-                      est: ESTClient) -> IssuedLSC:
+                      est: ESTClient, before_send: BeforeSend | None = None) -> IssuedLSC:
         csr_file = self.paths.csr_file(device)
         self._queue_files(device, (csr_file, pki.csr_pem(csr)))
         trace.debug("CA Mode is OnlineCA, Initiating Automatic Certificate Enrollment")
+        # diag branch: one X-Request-ID per enrollment, in CAPF's trace, the RA's logs and the CA's IIS log
+        request_id = new_request_id()
+        if before_send is not None:  # the intent is committed before anything leaves
+            await before_send(pki.csr_der(csr), request_id)
         async with self.semaphore:
             trace.debug(f"Calling enrollCertUsingEST() csr_file={csr_file}")
-            # diag branch: one X-Request-ID per enrollment, in CAPF's trace, the RA's logs and the CA's IIS log
-            request_id = new_request_id()
             trace.debug(request_id_line(request_id))
             self.requests_sent += 1
             started = time.perf_counter()
@@ -325,7 +358,7 @@ class OnlineCAEnroller:
         async with self.semaphore:
             self.requests_sent += 1
             try:
-                resp = await self.est.simpleenroll(csr)
+                resp = await self.agent_enroll_est.simpleenroll(csr)
             except ESTCodedError as exc:
                 trace_log.warning("debug %s", enrollment_rv_line(exc.code, 0))
                 raise CAUnavailable(f"CAPF could not enroll its own TLS certificate: {exc.message}",
@@ -355,4 +388,4 @@ class OnlineCAEnroller:
         return chain
 
 
-__all__ = ["CARejected", "CAUnavailable", "IssuedLSC", "OnlineCAEnroller", "renewal_due"]
+__all__ = ["NOT_SENT_CODES", "BeforeSend", "CARejected", "CAUnavailable", "IssuedLSC", "OnlineCAEnroller", "renewal_due"]

@@ -56,7 +56,7 @@ class CAPFAuthority:
                                      is_ca=True, path_length=0, validity_days=validity_days)
         files.ensure_dir(path, 0o700)
         files.write_private_key(path / "capf-ca.key", key)  # the key first: never a certificate without it
-        files.write_file(path / "capf-ca.pem", pki.cert_pem(cert), mode=0o644)
+        files.write_file(path / "capf-ca.pem", pki.cert_pem(cert))  # 0600 like every file of the data dir
         return cls(path, cert, key)
 
     @classmethod

@@ -31,8 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from onlineca import pki
 from onlineca.infra import workers
+from onlineca.infra.metrics import certificate_expiry_family
 from onlineca.infra.serving import listen
 from onlineca.store.fleet_stats import EXPIRY_WINDOWS, FleetSnapshot
 
@@ -41,17 +41,6 @@ log = logging.getLogger("onlineca.capf.metrics")
 SNAPSHOT_MAX_AGE = dt.timedelta(seconds=30)
 SESSION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 ENROLL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-def certificate_family(certs: list[tuple[str, x509.Certificate]], now: dt.datetime) -> GaugeMetricFamily:
-    """``onlineca_certificate_expiry_seconds{role, subject, serial}`` (the name the CA and RA use too)."""
-    fam = GaugeMetricFamily("onlineca_certificate_expiry_seconds",
-                            "Seconds until the certificate's notAfter (negative: expired)",
-                            labels=["role", "subject", "serial"])
-    for role, cert in certs:
-        fam.add_metric([role, pki.name_to_slash(cert.subject), format(cert.serial_number, "x")],
-                       (cert.not_valid_after_utc - now).total_seconds())
-    return fam
 
 
 @dataclass
@@ -89,7 +78,7 @@ class _Collector(Collector):
         if snap is not None:
             yield from _snapshot_families(snap, now)
         try:
-            yield certificate_family(self.sources.certificates(), now)
+            yield certificate_expiry_family(self.sources.certificates(), now)
         except Exception as exc:  # an unreadable certificate file must not fail the scrape
             log.warning("metrics: cannot read CAPF's certificates: %s", exc)
         ready = self.sources.ra_ready()
@@ -234,4 +223,4 @@ async def start_metrics_server(metrics: CAPFMetrics, host: str, port: int, *,
     return MetricsServer(host, bound, runner)
 
 
-__all__ = ["CAPFMetrics", "MetricsServer", "ScrapeSources", "certificate_family", "start_metrics_server"]
+__all__ = ["CAPFMetrics", "MetricsServer", "ScrapeSources", "start_metrics_server"]

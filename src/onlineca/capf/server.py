@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import itertools
+import secrets
 import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -33,8 +35,9 @@ from sqlalchemy.orm import Session
 
 from onlineca import pki
 from onlineca.capf.credentials import CertificateChecks
-from onlineca.capf.enroll import IssuedLSC, OnlineCAEnroller
+from onlineca.capf.enroll import NOT_SENT_CODES, BeforeSend, IssuedLSC, OnlineCAEnroller
 from onlineca.capf.local_ca import CAPFAuthority
+from onlineca.capf.reconcile import IssuedLookup, find_issued
 from onlineca.config import CAPFConfig
 from onlineca.errors import (
     CARejected,
@@ -46,10 +49,19 @@ from onlineca.errors import (
     PolicyError,
     ProtocolError,
 )
+from onlineca.infra.serving import own_timeouts
 from onlineca.logs.capf_trace import SessionTrace
 from onlineca.pki import tbs
 from onlineca.policy import capf_session as decide
-from onlineca.policy.capf import AuthMode, EffectivePolicy, Issuer, Operation, success_status, validate_device_name
+from onlineca.policy.capf import (
+    AuthMode,
+    EffectivePolicy,
+    Issuer,
+    Operation,
+    auth_string_matches,
+    success_status,
+    validate_device_name,
+)
 from onlineca.policy.capf_session import Credential, Ending, Outcome
 from onlineca.proto.devproto.messages import (
     AbortRequest,
@@ -69,11 +81,12 @@ from onlineca.proto.devproto.messages import (
     StoreCertResponse,
 )
 from onlineca.proto.devproto.session import CAPFSession
-from onlineca.store import capf_sessions as tx, devices as inv
+from onlineca.store import capf_sessions as tx, devices as inv, lsc_intents as intents
 from onlineca.store.db import Database
 from onlineca.store.group_commit import Transactions
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 _MAX_READ = 65536
 
@@ -114,6 +127,17 @@ class ServerStats:
     by_status: dict[str, int] = field(default_factory=dict)
 
 
+def _lsc_of(auth: AuthResponse, credential: Credential | None) -> tuple[str, bytes] | None:
+    """(serial hex, DER) of the LSC a phone authenticated with, when its checks passed."""
+    if credential is None or credential.kind != "LSC" or not credential.valid or auth.certificate is None:
+        return None
+    try:
+        cert = auth.certificate.certificate()
+    except ParseError:
+        return None
+    return inv.serial_hex(cert.serial_number), auth.certificate.der
+
+
 class _Connection:
     """Bytes in and out of one session; every read bounded by ``read_timeout``."""
 
@@ -124,6 +148,9 @@ class _Connection:
         self.trace = trace
         self.pending: deque[Message] = deque()
         self.released = False  # the device's lease was given back with the session's last write
+        self.owner = ""  # the session's lease owner
+        self.presented_lsc: tuple[str, bytes] | None = None
+        self.intent_id: int | None = None  # the intent of the request sent last
 
     async def flush(self) -> None:
         data = self.session.data_to_send()
@@ -178,14 +205,22 @@ def _answer(reason: Any, info: str | None) -> str:
 
 class CAPFServer:
     """The per-connection handler; ``handle`` is what ``asyncio.start_server`` calls.  ``local_ca``
-    is CAPF's own CA (the ``capf`` issuer); without one, a profile that names it cannot issue."""
+    is CAPF's own CA (the ``capf`` issuer); without one, a profile that names it cannot issue.
+    ``ca_lookup``: our CA's request table, where a session finds the certificate the
+    CA issued for an earlier session's request that CAPF never recorded (``capf.reconcile``)."""
 
     def __init__(self, cfg: CAPFConfig, db: Database, enroller: OnlineCAEnroller, *, node_id: str,
                  mic_trust: pki.TrustStore | None = None, local_ca: CAPFAuthority | None = None,
-                 clock: Callable[[], dt.datetime] = inv.utcnow) -> None:
+                 clock: Callable[[], dt.datetime] = inv.utcnow, ca_lookup: IssuedLookup | None = None) -> None:
         self.cfg, self.db, self.enroller = cfg, db, enroller
+        self.ca_lookup = ca_lookup
         self.node_id = node_id
         self.actor = f"capf:{node_id}"
+        # Each session leases its device under an owner of its own, ``<node>#<boot>#<n>``:
+        # no other session, of this node or another, enters the device meanwhile; the heartbeat
+        # renews this life's leases (``<node>#<boot>#``), and the next life frees them at once.
+        self.lease_prefix = f"{node_id}#{secrets.token_hex(4)}#"
+        self._session_numbers = itertools.count(1)
         self.clock = clock
         self.local_ca = local_ca
         self.certs = CertificateChecks(mic_trust or pki.TrustStore(), self._lsc_trust, clock)
@@ -206,6 +241,10 @@ class CAPFServer:
             return trust
         return pki.TrustStore([*trust.certs, self.local_ca.cert])
 
+    async def run_tx(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """One transaction off the event loop, as the sessions' own (the heartbeat's)."""
+        return await self._tx.run(fn, *args, **kw)
+
     def close(self) -> None:
         """Release the database thread (after the sessions have ended)."""
         self._tx.close()
@@ -216,6 +255,7 @@ class CAPFServer:
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
+        own_timeouts(writer.transport)  # read_timeout and session_timeout bound this connection from here
         peer = writer.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         session = CAPFSession(max_key_gen_requests=self.cfg.max_keygen_attempts)
@@ -285,10 +325,13 @@ class CAPFServer:
         else:
             def mic_valid(_store: str) -> bool:
                 return False
-        start = await self._tx.run(tx.start_session, name, node_id=self.node_id,
-                                   lease=dt.timedelta(seconds=self.cfg.session_timeout + 60), now=self.clock(),
+        owner = f"{self.lease_prefix}{next(self._session_numbers)}"[:128]
+        presented_lsc = _lsc_of(auth, credential)
+        start = await self._tx.run(tx.start_session, name, owner=owner,
+                                   lease=dt.timedelta(seconds=self.cfg.lease_seconds), now=self.clock(),
                                    mic_valid=mic_valid, flow="public" if session.public else "extended",
-                                   capabilities=int(session.announced) if not session.public else None)
+                                   capabilities=int(session.announced) if not session.public else None,
+                                   presented_lsc=presented_lsc)
         if not start.found:
             trace.device_unknown()
             session.decline(Reason.DEVICE_UNKNOWN, "device unknown")
@@ -303,6 +346,8 @@ class CAPFServer:
             await conn.flush()
             return
         operation = start.policy.operation
+        conn.owner = owner
+        conn.presented_lsc = presented_lsc
         try:
             trace.policy(start.policy)
             if start.renewing:
@@ -316,7 +361,7 @@ class CAPFServer:
             raise
         finally:
             if not conn.released:
-                await self._tx.run(inv.release_device, name, self.node_id)
+                await self._tx.run(inv.release_device, name, owner)
 
     async def _finish(self, conn: _Connection, trace: SessionTrace, name: str, operation: Operation,
                       out: Outcome) -> None:
@@ -382,22 +427,45 @@ class CAPFServer:
         if refused is not None:
             return refused
         assert credential is not None
+        if credential.kind == "LSC":
+            # The LSC CAPF recorded as installed on this device, not merely one that
+            # chains to the root and names it (revoked, deleted, replaced, discarded: refused).
+            presented = _lsc_of(auth, credential)
+            if presented is not None:
+                problem = start.lsc_problem if presented == conn.presented_lsc else \
+                    await self._tx.run(tx.lsc_problem, name, *presented)
+                if problem is not None:
+                    trace.lsc_not_recorded(presented[0], problem)
+                    return decide.lsc_not_recorded(policy.operation, presented[0], problem)
         trace.certificate_accepted(mode, credential.kind)
         return None
 
     async def _check_auth_string(self, trace: SessionTrace, name: str, start: tx.SessionStart,
                                  given: str | None) -> Outcome | None:
+        """The attempt is counted in the database before the comparison (one
+        conditional UPDATE), so no number of parallel sessions gets more than
+        ``max_auth_failures`` strings compared; a wrong one is answered after a growing delay,
+        the device's lease held meanwhile."""
         assert start.policy is not None
-        if decide.auth_string_matches(start.policy.auth_string, given):
-            if start.failed_auth_count:
-                await self._tx.run(tx.auth_string_accepted, name)
+        cfg = self.cfg
+        attempt = await self._tx.run(tx.reserve_auth_attempt, name, max_failures=cfg.max_auth_failures,
+                                     lockout_minutes=cfg.lockout_minutes, now=self.clock())
+        if attempt is None:
+            trace.auth_attempts_used()
+            return decide.locked_out()
+        # scrypt, off the event loop (hashlib releases the GIL while it works).
+        if await asyncio.to_thread(auth_string_matches, attempt.stored, given):
+            await self._tx.run(tx.auth_string_accepted, name)
             trace.auth_string_verified()
             return None
-        locked = await self._tx.run(tx.auth_string_refused, name, max_failures=self.cfg.max_auth_failures,
-                                    lockout_minutes=self.cfg.lockout_minutes, now=self.clock())
-        return decide.wrong_auth_string(start.policy.operation, given=given is not None, locked=locked,
-                                        max_failures=self.cfg.max_auth_failures,
-                                        lockout_minutes=self.cfg.lockout_minutes)
+        delay = decide.wrong_guess_delay(attempt.failures, base=cfg.auth_failure_delay, cap=cfg.auth_failure_max_delay)
+        trace.auth_string_wrong(attempt.failures, delay)
+        if delay:
+            await asyncio.sleep(delay)  # a deliberate delay: guessing costs time, the lease held
+        if attempt.locks:
+            await self._tx.run(tx.auth_string_locked, name, lockout_minutes=cfg.lockout_minutes, now=self.clock())
+        return decide.wrong_auth_string(start.policy.operation, given=given is not None, locked=attempt.locks,
+                                        max_failures=cfg.max_auth_failures, lockout_minutes=cfg.lockout_minutes)
 
     # ------------------------------------------------------------------ what the phone must do
 
@@ -413,7 +481,7 @@ class CAPFServer:
         out = await self._authenticate(conn, trace, name, start, auth, credential)
         if out is None:
             if policy.operation is Operation.UPGRADE:
-                out = await self._upgrade(conn, trace, name, policy, start.stored_lsc)
+                out = await self._upgrade(conn, trace, name, policy, start.stored_lsc, start.intent)
             elif policy.operation is Operation.DELETE:
                 out = await self._delete(conn, trace, name)
             elif policy.operation is Operation.TROUBLESHOOT:
@@ -427,8 +495,13 @@ class CAPFServer:
         return None
 
     async def _upgrade(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
-                       stored: tuple[str, bytes] | None) -> Outcome | None:
+                       stored: tuple[str, bytes] | None, intent: tx.OpenIntent | None = None) -> Outcome | None:
         session = conn.session
+        if stored is None and intent is not None:
+            collected = await self._collect(conn, trace, name, intent)
+            if isinstance(collected, Outcome):
+                return collected
+            stored = collected
         if stored is not None and session.may(Capability.RESUME):
             serial, der = stored
             trace.redelivering(serial)
@@ -444,9 +517,71 @@ class CAPFServer:
         if isinstance(issued, Outcome):
             return issued
         trace.ca_certificate_received()
-        serial = await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor)
+        serial = await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor,
+                                    intent_id=conn.intent_id)
         self.stats.enrolled += 1
         return await self._deliver(conn, trace, name, serial, issued.der)
+
+    async def _collect(self, conn: _Connection, trace: SessionTrace, name: str,
+                       intent: tx.OpenIntent) -> tuple[str, bytes] | Outcome | None:
+        """An earlier session sent a request and never recorded its answer (it
+        crashed, or the RA or CA did).  Its certificate, when the CA issued one, is collected
+        instead of a second one: read from our CA's request table when CAPF may read it (nothing
+        there: a new enrollment), else by sending the same request again to a phone that resumes
+        (the RA hands back what the CA issued for it after its client had gone; a phone that no
+        longer holds that key refuses it, and its next session makes a new one).  Returns (serial, DER) to deliver, an outcome, or None (a new key then);
+        a certificate a phone that does not resume can no longer take is recorded for revocation."""
+        resumes = conn.session.may(Capability.RESUME)
+        trace.debug(f"an earlier enrollment (request {intent.request_id}) was never recorded: collecting it")
+        der = None
+        if self.ca_lookup is not None:
+            der = await asyncio.to_thread(find_issued, self.ca_lookup, intent.request_der, intent.key,
+                                          intent.created_at)
+        if der is not None:
+            cert = pki.load_certificate(der)
+            if resumes:
+                try:
+                    await self.enroller.check_lsc(cert, [], pki.parse_csr(intent.request_der, verify=False))
+                except CAUnavailable as exc:
+                    return decide.ca_unavailable(exc.est_code, exc.message, retry_delay=self.cfg.retry_delay,
+                                                 retry_after=exc.retry_after)
+                except CARejected as exc:
+                    await self._tx.run(tx.intent_orphaned, name, intent.id, der, cert, exc.message, actor=self.actor)
+                    return None
+                serial = await self._tx.run(tx.lsc_issued, name, der, cert, actor=self.actor, intent_id=intent.id,
+                                            intent_state=intents.ADOPTED)
+                trace.debug(f"the CA had issued it: serial {serial}, delivered instead of a new enrollment")
+                return serial, der
+            await self._tx.run(tx.intent_orphaned, name, intent.id, der, cert,
+                               "issued for an earlier session's key, which a phone that does not resume no longer "
+                               "holds", actor=self.actor)
+            return None
+        if self.ca_lookup is not None:  # the CA issued nothing for it: a new enrollment
+            await self._tx.run(tx.intent_resolved, name, intent.id, intents.ABANDONED)
+            return None
+        if not resumes:  # a new key now; what the CA may have issued for the old one is left on record
+            await self._tx.run(tx.intent_resolved, name, intent.id, intents.ABANDONED, actor=self.actor,
+                               detail=f"request {intent.request_id} was never answered; if the CA issued it, "
+                                      "revoke that certificate")
+            return None
+        issued = await self._enroll(conn, trace, name, self.enroller.resend(
+            name, intent.request_der, intent.vouched, trace,
+            self._before_send(conn, name, intent.key, intent.vouched, reuse=intent.id)), vouched=intent.vouched)
+        if isinstance(issued, Outcome):
+            return issued
+        serial = await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor,
+                                    intent_id=conn.intent_id)
+        self.stats.enrolled += 1
+        return serial, issued.der
+
+    def _before_send(self, conn: _Connection, name: str, key: str, vouched: bool,
+                     reuse: int | None = None) -> BeforeSend:
+        """What the enroller calls before a request leaves: its intent, committed."""
+        async def record(request_der: bytes, request_id: str) -> None:
+            conn.intent_id = await self._tx.run(tx.intent_sent, name, key=key, request_der=request_der,
+                                                request_id=request_id, vouched=vouched, node=self.node_id,
+                                                now=self.clock(), intent_id=reuse)
+        return record
 
     async def _issue(self, conn: _Connection, trace: SessionTrace, name: str, policy: EffectivePolicy,
                      public_key: pki.PublicKey) -> IssuedLSC | Outcome:
@@ -454,13 +589,15 @@ class CAPFServer:
         signature when it can sign, or with CAPF vouching for its key when it cannot."""
         if policy.issuer is Issuer.CAPF:
             return self._issue_locally(trace, name, public_key)
+        key = intents.key_sha256(pki.public_key_der(public_key))
         if conn.session.may(Capability.SIGN):
             csr = await self._sign_request(conn, trace, name, public_key)
             if isinstance(csr, Outcome):
                 return csr
-            return await self._enroll(conn, trace, name, self.enroller.enroll_device(name, csr, trace))
-        return await self._enroll(conn, trace, name, self.enroller.enroll_vouched(name, public_key, trace),
-                                  vouched=True)
+            return await self._enroll(conn, trace, name, self.enroller.enroll_device(
+                name, csr, trace, self._before_send(conn, name, key, False)))
+        return await self._enroll(conn, trace, name, self.enroller.enroll_vouched(
+            name, public_key, trace, self._before_send(conn, name, key, True)), vouched=True)
 
     def _issue_locally(self, trace: SessionTrace, name: str, public_key: pki.PublicKey) -> IssuedLSC | Outcome:
         if self.local_ca is None:
@@ -539,6 +676,7 @@ class CAPFServer:
                 await asyncio.wait_for(asyncio.shield(task), self.cfg.public_enroll_timeout)
             except TimeoutError:
                 task.cancel()
+                await self._intent_ended(name, conn, intents.UNANSWERED)
                 return decide.enrollment_too_slow(self.cfg.public_enroll_timeout, retry_delay=self.cfg.retry_delay)
             except (CAUnavailable, CARejected):
                 pass  # task.result() below says which
@@ -554,16 +692,25 @@ class CAPFServer:
         try:
             issued = task.result()
         except CAUnavailable as exc:
+            # Unless it never left, the CA may have issued it: the next session collects it.
+            await self._intent_ended(name, conn, intents.FAILED if exc.est_code in NOT_SENT_CODES
+                                     else intents.UNANSWERED)
             return decide.ca_unavailable(exc.est_code, exc.message, retry_delay=self.cfg.retry_delay,
                                          retry_after=exc.retry_after)
         except CARejected as exc:
+            await self._intent_ended(name, conn, intents.FAILED)
             return decide.ca_rejected(exc.est_code, exc.message, vouched=vouched)
         if phone_gone:
-            await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor)
+            await self._tx.run(tx.lsc_issued, name, issued.der, issued.cert, actor=self.actor,
+                               intent_id=conn.intent_id)
             self.stats.enrolled += 1
             trace.lsc_kept_for_next_session()
             raise PhoneGone(phone_gone)
         return issued
+
+    async def _intent_ended(self, name: str, conn: _Connection, state: str) -> None:
+        if conn.intent_id is not None:
+            await self._tx.run(tx.intent_resolved, name, conn.intent_id, state)
 
     async def _deliver(self, conn: _Connection, trace: SessionTrace, name: str, serial: str,
                        der: bytes, *, redelivered: bool = False) -> Outcome | None:
@@ -576,7 +723,7 @@ class CAPFServer:
                 trace.lsc_discarded(serial, "the phone refused it")
             return decide.phone_refused(Operation.UPGRADE, answer)
         trace.csr_removed(await self.enroller.remove_csr(name))
-        await self._tx.run(tx.lsc_installed, name, serial, node_id=self.node_id)
+        await self._tx.run(tx.lsc_installed, name, serial, node_id=self.node_id, owner=conn.owner)
         conn.released = True
         self._succeeded(trace, name, Operation.UPGRADE)
         return None

@@ -21,7 +21,7 @@ import click
 
 from onlineca import __version__
 from onlineca.cli.app import AppContext, report_error
-from onlineca.errors import OnlineCAError
+from onlineca.errors import ConfigError, OnlineCAError, StoreError
 
 # command name -> (module under onlineca.cli, attribute: its click group or command, help line)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -64,6 +64,20 @@ def _global_option_hint(exc: click.NoSuchOption) -> click.UsageError | None:
                             f"the command: {example})", ctx=exc.ctx)
 
 
+def _database_error(exc: Exception) -> OnlineCAError | None:
+    """The database's own error (locked by another process past [database]
+    busy_timeout, unreachable, refused) as one line, instead of SQLAlchemy's traceback."""
+    if type(exc).__module__.split(".")[0] != "sqlalchemy":
+        return None
+    orig = getattr(exc, "orig", None)
+    detail = str(orig if orig is not None else exc).strip().splitlines()[0][:300]
+    if "locked" in detail.lower() or "lock timeout" in detail.lower():
+        return StoreError(f"the database is locked by another process: {detail}",
+                          hint="Try again once the other process (an import, a server's migration) is done, "
+                               "or raise [database] busy_timeout.")
+    return StoreError(f"the database answered: {detail}")
+
+
 class RootGroup(click.Group):
     """Every command is in ``COMMANDS``, its module imported when the command is run; ``invoke``
     is the one error path."""
@@ -92,6 +106,22 @@ class RootGroup(click.Group):
             if hinted is None:
                 raise
             raise hinted from None
+        except OSError as exc:  # a folder or file this user may not use (exit 1, one line)
+            raise report_error(ConfigError(
+                f"{exc.filename or 'a file'}: {exc.strerror or exc}",
+                hint="Check that this user may read and write the data and log folders (--data-dir, --log-dir) "
+                     "and the files named.")) from None
+        except OverflowError as exc:  # a number from the command line too large to store
+            raise click.UsageError(f"a number is out of range ({exc})", ctx=ctx) from None
+        except ValueError as exc:
+            if "null byte" not in str(exc):
+                raise
+            raise click.UsageError("a file name holds a NUL character", ctx=ctx) from None
+        except Exception as exc:
+            database = _database_error(exc)
+            if database is None:
+                raise
+            raise report_error(database) from None
 
 
 @click.group("onlineca", cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,6 +143,9 @@ def main_group(ctx: click.Context, config_path: Path | None, data_dir: Path | No
                log_dir: Path | None, log_format: str | None, log_target: str | None) -> None:
     """onlineca: device certificates enrolled and renewed through CAPF, an EST RA and a /certsrv CA."""
     from onlineca.config import find_config
+    from onlineca.infra.files import private_umask
+
+    private_umask()  # every file any command makes is 0600, every folder 0700
 
     updates: dict[str, Any] = {}
     if data_dir is not None:

@@ -178,7 +178,7 @@ def tokens_list(app: AppContext, user: str, as_json: bool) -> None:
 
 
 @tokens.command("revoke")
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=click.IntRange(1, 2**31 - 1))
 @click.pass_obj
 def tokens_revoke(app: AppContext, token_id: int) -> None:
     """Revoke token TOKEN_ID."""

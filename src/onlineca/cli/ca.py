@@ -61,7 +61,7 @@ def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_n
     generated = None
     if not ca_users.list_users(upath):
         generated = ca_users.add_user(upath, user, password, _ntlm_domain(app))
-    Database(app.config.database_url).migrate()
+    Database(app.config.ca_database_url).migrate()
     issuing = pki.load_certificate(files.issuing_cert.read_bytes())
     click.echo(f"CA created in {files.dir}")
     click.echo(f"  root:    {files.root_cert}")
@@ -179,7 +179,7 @@ def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> No
 
 
 @requests_group.command("show")
-@click.argument("req_id", type=int)
+@click.argument("req_id", type=click.IntRange(1, 2**31 - 1))
 @click.option("--pem", is_flag=True, help="Print the certificate (if issued) as PEM.")
 @click.pass_obj
 def requests_show(app: AppContext, req_id: int, pem: bool) -> None:
@@ -212,7 +212,7 @@ def _resolve(app: AppContext, req_id: int, action: str) -> None:
 
 
 @requests_group.command("approve")
-@click.argument("req_id", type=int)
+@click.argument("req_id", type=click.IntRange(1, 2**31 - 1))
 @click.pass_obj
 def requests_approve(app: AppContext, req_id: int) -> None:
     """Issue a pending request (the certificate manager's "Issue")."""
@@ -220,7 +220,7 @@ def requests_approve(app: AppContext, req_id: int) -> None:
 
 
 @requests_group.command("deny")
-@click.argument("req_id", type=int)
+@click.argument("req_id", type=click.IntRange(1, 2**31 - 1))
 @click.pass_obj
 def requests_deny(app: AppContext, req_id: int) -> None:
     """Deny a pending request."""
@@ -229,12 +229,16 @@ def requests_deny(app: AppContext, req_id: int) -> None:
 
 # --------------------------------------------------------------------------- revocation
 
+def _entries(n: int) -> str:
+    return "1 entry" if n == 1 else f"{n} entries"
+
+
 def _revocation(app: AppContext) -> Any:
     """The CA's revocation service on its database (migrated), with the CA's key for CRLs."""
     ca_paths = DataDir(app.data_dir).ca
     if not ca_paths.issuing_key.exists():
         raise CAError(f"no CA in {ca_paths.dir.resolve()}", hint="Run 'onlineca ca init' first.")
-    db = Database(app.config.database_url)
+    db = Database(app.config.ca_database_url)
     db.migrate()
     return eng.CAEngine(app.config, app.data_dir, db).revocation, db
 
@@ -271,7 +275,7 @@ def revoke_cmd(app: AppContext, serial: str | None, req_id: int | None, reason: 
         return
     click.echo(f"serial {record.serial} (ReqID {record.req_id}) revoked: {record.reason}")
     if crl is not None:
-        click.echo(f"  CRL number {crl.number} ({crl.kind}, {crl.entries} entries): {revocation.urls.crl}")
+        click.echo(f"  CRL number {crl.number} ({crl.kind}, {_entries(crl.entries)}): {revocation.urls.crl}")
 
 
 @ca.command("revocations")
@@ -316,7 +320,7 @@ def crl_cmd(app: AppContext, delta: bool, publish: bool, out: Path | None) -> No
     if out is not None:
         out.write_bytes(row.der)
     crl = load_crl(row.der)
-    click.echo(f"{kind} CRL number {row.number}: {row.entries} entries, this update "
+    click.echo(f"{kind} CRL number {row.number}: {_entries(row.entries)}, this update "
                f"{crl.last_update_utc:%Y-%m-%d %H:%M}, next update {crl.next_update_utc:%Y-%m-%d %H:%M} UTC"
                if crl.next_update_utc else f"{kind} CRL number {row.number}")
     click.echo(f"  published at {revocation.urls.delta_crl if delta else revocation.urls.crl}")

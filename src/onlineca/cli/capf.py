@@ -6,7 +6,9 @@ the same functions the administration console calls, so both record the same aud
 ``capf.scheduler``: it parses options, opens the configured database (migrating it) and prints
 rich tables or ``--json``; failures are ``OnlineCAError`` for the root command to report (one
 line, exit 1).
-Auth strings are printed only by ``devices show --secrets``; credentials never.
+Auth strings are kept as salted hashes: one is printed once, by ``devices add
+--generate-auth-string``, and never again; ``devices export --with-auth-strings`` writes the hashes
+(file mode 0600); credentials never.
 
 ``capf serve``: at first start CAPF enrolls its own TLS certificate through the RA (``[capf]
 ra_url``, ``ra_user``, ``ra_password``, ``ra_trust_store``), so the RA must be up then; later an
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -69,6 +73,12 @@ def _duration(text: str) -> dt.timedelta:
     if not _RELATIVE.fullmatch(text.strip()):
         raise click.BadParameter(f"{text!r} is not a duration (30d, 12h, 2w)")
     return parse_when(text, now) - now
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
 
 
 def _print_json(data: Any) -> None:
@@ -142,19 +152,29 @@ def devices() -> None:
 @devices.command("add")
 @click.argument("name")
 @_device_options
+@click.option("--generate-auth-string", is_flag=True,
+              help="By Authentication String with a new random string, printed once (it is kept only as a hash).")
 @click.pass_context
-def devices_add(ctx: click.Context, /, name: str, **settings: Any) -> None:
+def devices_add(ctx: click.Context, /, name: str, generate_auth_string: bool, **settings: Any) -> None:
     """Add device NAME (e.g. SEP74A02FC0A675).
 
     An auth string given without an auth mode means 'By Authentication String': a string nobody
-    asks for would leave the device open to the null string of its profile.
+    asks for would leave the device open to the null string of its profile.  Auth strings are
+    kept as salted hashes: no command shows one again.
     """
     from onlineca.service import devices as service
+    if generate_auth_string:
+        if settings.get("auth_string"):
+            raise click.UsageError("give --auth-string or --generate-auth-string, not both")
+        settings["auth_mode"] = settings.get("auth_mode") or "By Authentication String"
     if settings.get("auth_string") and settings.get("auth_mode") is None:
         settings["auth_mode"] = "By Authentication String"
     with _services(ctx) as (svc, actor):
-        device, _ = service.add_device(svc, actor, name, **_given(**settings))
+        device, generated = service.add_device(svc, actor, name, generate_auth_string=generate_auth_string,
+                                               **_given(**settings))
         click.echo(f"added {device['name']}")
+        if generated:
+            click.echo(f"auth string {generated} (shown once: it is kept only as a hash)")
 
 
 @devices.command("set")
@@ -267,7 +287,7 @@ def devices_list(ctx: click.Context, /, limit: int | None, offset: int, as_json:
 @devices.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--secrets", is_flag=True, help="Include the auth string.")
+@click.option("--secrets", is_flag=True, help="Say whether an auth string is set (kept as a hash, never shown).")
 @click.pass_context
 def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) -> None:
     """One device: its effective policy, LSC history and recent events."""
@@ -279,7 +299,7 @@ def devices_show(ctx: click.Context, name: str, as_json: bool, secrets: bool) ->
         return
     for key in ("name", "model", "description", "profile", "operation_display", "operation_completes_by",
                 "status_display", "auth_mode", "key_order", "rsa_key_size", "ec_key_size", "renewal_due_at",
-                "renewal_attempts", "client_flow") + (("auth_string",) if secrets else ()):
+                "renewal_attempts", "client_flow") + (("auth_string_set",) if secrets else ()):
         click.echo(f"{key:24} {data.get(key)}")
     for line in data["policy_log"]:
         click.echo(line)
@@ -326,17 +346,27 @@ def devices_import(ctx: click.Context, file: Any, mode: str) -> None:
 @devices.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=Path("-"))
 @_filter_options
+@click.option("--with-auth-strings", is_flag=True,
+              help="Include the AUTHENTICATION STRING column (the strings' salted hashes, which import as they are).")
 @click.pass_context
-def devices_export(ctx: click.Context, /, file: Path, **filters: Any) -> None:
-    """Write the devices matching the filters as a bulk CSV file (FILE or stdout)."""
+def devices_export(ctx: click.Context, /, file: Path, with_auth_strings: bool, **filters: Any) -> None:
+    """Write the devices matching the filters as a bulk CSV file (FILE or stdout), mode 0600.
+
+    Without --with-auth-strings the AUTHENTICATION STRING column is left out, so importing the
+    file back keeps each device's string."""
     from onlineca.service import devices as service
     with _services(ctx, read_only=True) as (svc, actor):
         filt = _make_filter(**filters)
         if str(file) == "-":
-            service.export_csv(svc, actor, sys.stdout, filt, with_secrets=True)
+            service.export_csv(svc, actor, sys.stdout, filt, with_secrets=with_auth_strings)
             return
-        with open(file, "w", encoding="utf-8", newline="") as out:
-            n = service.export_csv(svc, actor, out, filt, with_secrets=True)
+        try:  # created 0600 whatever the umask (it may hold the hashes), never through a link
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            os.fchmod(fd, 0o600)
+        except OSError as exc:
+            raise CAPFError(f"cannot write {file}: {exc.strerror or exc}") from None
+        with open(fd, "w", encoding="utf-8", newline="") as out:
+            n = service.export_csv(svc, actor, out, filt, with_secrets=with_auth_strings)
     click.echo(f"exported {n} device(s) to {file}", err=True)
 
 
@@ -470,6 +500,51 @@ def renew_cmd(ctx: click.Context, node_id: str, now_text: str | None, as_json: b
     else:
         click.echo(f"renewal scheduled for {len(result.scheduled)} device(s), "
                    f"{len(result.timed_out)} late renewal(s) timed out")
+
+
+@capf.command("reconcile")
+@click.option("--ca-database", "ca_database", help="Our CA's database URL (default: [capf] ca_database_url).")
+@click.option("--grace", type=click.FloatRange(0, 10**8), default=None, callback=lambda _c, _p, v: _finite(v),
+              help="Seconds an enrollment may be in flight (default: [capf] reconcile_grace).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reconcile_cmd(ctx: click.Context, ca_database: str | None, grace: float | None, as_json: bool) -> None:
+    """Account for every certificate the CA issued: enrollments never recorded are
+    adopted or recorded for revocation, CA certificates CAPF never recorded are recorded for
+    revocation.  Without a CA database (a real AD CS) the enrollments never answered are listed.
+    Exit 1 when something was found."""
+    from pydantic import SecretStr
+
+    from onlineca.capf.reconcile import reconcile
+    from onlineca.capf.service import ca_lookup
+    from onlineca.store import Database
+    config = ctx.obj.config
+    if ca_database is not None:
+        config = config.model_copy(update={"capf": config.capf.model_copy(
+            update={"ca_database_url": SecretStr(ca_database)})})
+    cfg = config.capf
+    db = Database(config.database_url, busy_timeout=config.database.busy_timeout)
+    lookup, release = ca_lookup(config)
+    try:
+        db.migrate()
+        report = reconcile(db, lookup, node="cli", grace=cfg.reconcile_grace if grace is None else grace,
+                           window_days=cfg.reconcile_window_days)
+    finally:
+        release()
+        db.dispose()
+    found = bool(report.adopted or report.orphaned or report.orphans or report.discarded or report.unresolved)
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        click.echo(f"checked {report.intents_checked} enrollment(s) never recorded"
+                   f"{'' if report.ca_checked else ' (no CA database: nothing looked up)'}: "
+                   f"{len(report.adopted)} adopted, {len(report.orphaned)} to revoke, {report.abandoned} never issued, "
+                   f"{report.recorded} recorded already, {len(report.unresolved)} unresolved")
+        click.echo(f"{len(report.orphans)} CA certificate(s) CAPF never recorded, {len(report.discarded)} discarded "
+                   f"LSC(s): {report.to_revoke} certificate(s) recorded for revocation in all")
+        for item in report.unresolved:
+            click.echo(f"  unresolved {item['device']} request {item['request_id']} sent {item['sent_at']}")
+    exit_on_finding(found)
 
 
 # ---- CAPF's own CA (capf10 branch) ---------------------------------------------------------

@@ -117,6 +117,10 @@ def print_summary(report: dict[str, Any]) -> None:
     console.print(table)
     r = report["renewal"]
     console.print(f"Renewal clock: simulated ({r['days_ahead']} days ahead) - {r['why']}")
+    if "revocations" in report:
+        rv = report["revocations"]
+        console.print(f"Replaced LSCs: {rv['revoked']} revoked at the CA (CRL at {rv['crl']}), "
+                      f"{rv['manual']} left to an administrator, {rv['failed']} failed")
     for f in report["failures"]:
         console.print(f"[red]failed[/red] {f['device']} ({f['phase']}): {f['outcome']} {f['reason'] or ''} "
                       f"{f['error'] or ''}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
-import fnmatch
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -93,8 +92,9 @@ class ESTServerSettings:
     # ``ra_agents`` (subject DNs) or carries the EKU ``ra_agent_eku`` (id-kp-cmcRA by default).
     ra_agents: Sequence[str] = ()
     ra_agent_eku: str = ID_KP_CMC_RA
-    # capf10 branch: the RA agents that may send vouched requests (pki.vouch): patterns of their
-    # TLS client certificate's subject (RFC 4514, fnmatch) or "sha256:<hex>" fingerprints.
+    # capf10 branch: vouched requests (pki.vouch) come only from RA agents (``ra_agents`` /
+    # ``ra_agent_eku``); ``vouch_agents``, if any, pins which agent certificates
+    # ("sha256:<hex>" fingerprints) besides.
     vouch_agents: Sequence[str] = ()
 
 
@@ -295,10 +295,15 @@ class _ESTHandler:
     def _voucher(self, csr: x509.CertificateSigningRequest, ident: _Identity) -> x509.Certificate:
         """capf10 branch: the agent of a vouched request, authorised and its signature checked."""
         agent = ident.client_cert
-        if agent is None or not agent_allowed(agent, self.s.vouch_agents):
+        # The RA-agent role, as for enrolling other identities (a subject pattern such as
+        # CN=CAPF-* is a name anyone allowed a template that takes the request's subject can get);
+        # vouch_agents only pins which agents besides.
+        if agent is None or not self._is_agent(agent) or (self.s.vouch_agents
+                                                          and not agent_allowed(agent, self.s.vouch_agents)):
             who = pki.name_to_slash(agent.subject) if agent is not None else "a client without a TLS certificate"
-            raise ESTCodedError("EST_ERR_AUTH_FAIL", f"a vouched request from {who[:200]}: only an RA agent "
-                                "listed in [ra] vouch_agents may vouch for a key", http_status=403)
+            raise ESTCodedError("EST_ERR_AUTH_FAIL", f"a vouched request from {who[:200]}: only an RA agent (the "
+                                f"id-kp-cmcRA EKU or [est] ra_agents{', pinned by [ra] vouch_agents' if self.s.vouch_agents else ''}) "
+                                "may vouch for a key", http_status=403)
         try:
             vouch.verify_vouched_request(csr, agent)
         except ParseError as exc:
@@ -380,20 +385,13 @@ class _ESTHandler:
         return await self._enroll(request, path, reenroll=False, keygen=True)
 
 
-def agent_allowed(cert: x509.Certificate, patterns: Sequence[str]) -> bool:
-    """capf10 branch: whether ``cert`` is an RA agent that may vouch for keys (``vouch_agents``:
-    patterns of its subject, written in the certificate's order, ``CN=CAPF-*,O=Example``, or as
-    RFC 4514 (last RDN first); or ``sha256:<hex>`` fingerprints of the agent certificate)."""
-    forward = ",".join(rdn.rfc4514_string() for rdn in cert.subject.rdns)
-    subjects = (forward, cert.subject.rfc4514_string())
+def agent_allowed(cert: x509.Certificate, pins: Sequence[str]) -> bool:
+    """capf10 branch: whether ``cert`` is one of the agent certificates ``pins`` names
+    (``sha256:<hex>`` fingerprints; subject patterns are refused by the
+    configuration, since a subject is no proof of the agent role)."""
     fingerprint = pki.fingerprint(cert).replace(":", "").lower()
-    for pattern in patterns:
-        if pattern.lower().startswith("sha256:"):
-            if pattern[7:].replace(":", "").lower() == fingerprint:
-                return True
-        elif any(fnmatch.fnmatchcase(subject, pattern) for subject in subjects):
-            return True
-    return False
+    return any(pin.lower().startswith("sha256:") and pin[7:].replace(":", "").lower() == fingerprint
+               for pin in pins)
 
 
 def _cert_sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:

@@ -20,6 +20,16 @@ from onlineca.errors import ParseError, PKIError
 TRUST_SUFFIXES = (".pem", ".crt", ".cer", ".der", ".p7b")
 
 
+PRIVATE_UMASK = 0o077
+
+
+def private_umask() -> None:
+    """Every file and folder this process creates from now on is its owner's only
+    (0600, 0700), whatever API creates it (SQLite's database and -wal/-shm files, logs, exports):
+    every server and command sets it first."""
+    os.umask(PRIVATE_UMASK)
+
+
 def ensure_dir(path: str | os.PathLike[str], mode: int = 0o700) -> Path:
     """``path`` as a folder (created with ``mode``, parents too, when missing)."""
     p = Path(path)
@@ -111,10 +121,12 @@ def load_trust_store(*paths: str | os.PathLike[str]) -> pki.TrustStore:
 
 
 __all__ = [
+    "PRIVATE_UMASK",
     "ensure_dir",
     "is_encrypted_key_file",
     "load_cert_file",
     "load_trust_store",
+    "private_umask",
     "read_private_key",
     "write_file",
     "write_private_key",

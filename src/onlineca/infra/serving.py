@@ -215,6 +215,15 @@ class GuardedTLSProtocol(sslproto.SSLProtocol):
         super().connection_lost(exc)
 
 
+def own_timeouts(transport: asyncio.BaseTransport) -> None:
+    """A server whose protocol is not HTTP (CAPF's device protocol, where the server
+    speaks first and a phone may think for minutes) bounds its connections with its own read and
+    session timeouts once the handshake is done: the guard's header deadline is lifted."""
+    proto = getattr(transport, "_ssl_protocol", None)
+    if isinstance(proto, GuardedTLSProtocol):
+        proto.request_started()
+
+
 def guarded_factory(guard: ConnectionGuard, ctx: ssl.SSLContext,
                     app_factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.BaseProtocol]:
     """A protocol factory for ``loop.create_server`` (no ``ssl=``: the guard does the TLS)."""
@@ -374,4 +383,5 @@ class RunningServer:
 
 
 __all__ = ["GUARD", "ConnectionGuard", "ConnectionLimits", "GuardedTLSProtocol", "GuardedTLSSite", "RateLimitedLog",
-           "RunningServer", "cannot_listen", "guarded_factory", "listen", "quiet_accept_errors", "start_https"]
+           "RunningServer", "cannot_listen", "guarded_factory", "listen", "own_timeouts", "quiet_accept_errors",
+           "start_https"]

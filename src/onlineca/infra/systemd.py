@@ -128,7 +128,7 @@ def logrotate_text(user: str = "onlineca", log_dir: Path = LOG_DIR) -> str:
             f"{log_dir}/*.log {{\n"
             f"    weekly\n    rotate 12\n    maxsize 100M\n    missingok\n    notifempty\n"
             f"    compress\n    delaycompress\n    sharedscripts\n"
-            f"    create 0640 {user} {user}\n"
+            f"    create 0600 {user} {user}\n"
             f"    su {user} {user}\n"
             f"    postrotate\n"
             f"        systemctl kill --kill-who=main --signal=HUP {units} >/dev/null 2>&1 || true\n"

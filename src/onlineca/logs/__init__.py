@@ -249,8 +249,8 @@ TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
 
 def make_handler(path: Path, fmt: str = "text", formatter: logging.Formatter | None = None) -> logging.Handler:
-    """A handler for the log at ``path`` with redaction: the file (created 0640 with its folder),
-    or, under the journald and stdout targets, the stream instead."""
+    """A handler for the log at ``path`` with redaction: the file (created 0600 with its folder,
+    0700: issue 11, every file 0600), or, under the journald and stdout targets, the stream instead."""
     if _target != "file":
         stream = _StreamHandler("stderr" if _target == "journald" else "stdout")
         if _target == "journald":
@@ -259,10 +259,10 @@ def make_handler(path: Path, fmt: str = "text", formatter: logging.Formatter | N
             stream.setFormatter(JSONFormatter() if fmt == "json" else formatter or logging.Formatter(TEXT_FORMAT))
         stream.addFilter(RedactFilter())
         return stream
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # create it 0640 rather than with the umask's mode, then tighten an older file
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640))
-        os.chmod(path, 0o640)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:  # create it 0600 rather than with the umask's mode, then tighten an older file
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        os.chmod(path, 0o600)
     except OSError:
         pass
     handler = RedactingFileHandler(path, encoding="utf-8", delay=False)

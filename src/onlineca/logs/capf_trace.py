@@ -130,7 +130,7 @@ class SessionTrace:
         self.error("device is not in the CAPF database and no profile enrolls it automatically")
 
     def device_busy(self) -> None:
-        self.error("another CAPF node is in a session with this device: RETRY_LATER")
+        self.error("another CAPF session (of this node or another) is working on this device: RETRY_LATER")
 
     def policy(self, policy: EffectivePolicy) -> None:
         """The ``Select(DEVICE) ...`` lines: what the database says the session must do."""
@@ -154,6 +154,17 @@ class SessionTrace:
 
     def auth_string_verified(self) -> None:
         self.debug(f"Authentication Mode={AuthMode.BY_STR.log}: authentication string verified")
+
+    def auth_attempts_used(self) -> None:
+        """No attempt left (locked out, or another session used the last one)."""
+        self.error("device is locked out after repeated wrong authentication strings: not compared")
+
+    def auth_string_wrong(self, failures: int, delay: float) -> None:
+        self.error(f"Authentication Mode={AuthMode.BY_STR.log}: wrong authentication string "
+                   f"({failures} in a row); answering in {delay:g} s")
+
+    def lsc_not_recorded(self, serial: str, why: str) -> None:
+        self.error(f"the phone's LSC serial {serial} is not the one CAPF recorded: {why}")
 
     def certificate_accepted(self, mode: AuthMode, kind: str) -> None:
         self.debug(f"Authentication Mode={mode.log}: the phone's {kind} is valid")

@@ -81,7 +81,7 @@ def format_line(e: IISEntry) -> str:
 
 
 class IISLog:
-    """Appends W3C lines to ``path`` (0640); headers once per opening, as IIS does at each start
+    """Appends W3C lines to ``path`` (0600); headers once per opening, as IIS does at each start
     and each new file.  Like the other log files it follows the process's log target (a stream
     instead of the file), reopens itself when logrotate moved the file away (its inode changed),
     and on ``logs.reopen_log_files()`` (SIGHUP)."""
@@ -100,10 +100,10 @@ class IISLog:
         track(self)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._file = open(self.path, "a", encoding="utf-8", newline="\r\n")  # noqa: SIM115
         try:
-            os.chmod(self.path, 0o640)
+            os.chmod(self.path, 0o600)
         except OSError:
             pass
         st = os.fstat(self._file.fileno())

@@ -12,9 +12,12 @@ This module is pure: no I/O, no database, no clock of its own; it never logs an 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import fnmatch
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -233,6 +236,40 @@ def validate_auth_string(value: str) -> str:
     return value
 
 
+# Auth strings are kept as salted scrypt hashes, in the users file's format
+# (``scrypt$n$r$p$salt$hash``, base64 fields), so a copy of the database or of an export does not
+# hand them out; the parameters travel with each hash.  docs/security.md says why scrypt.
+AUTH_STRING_SCRYPT = (2 ** 14, 8, 1)
+_SCRYPT_HASH = re.compile(r"scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+")
+
+
+def is_auth_string_hash(value: str | None) -> bool:
+    """Whether ``value`` is a stored auth string (its hash), not the digits themselves."""
+    return bool(value) and _SCRYPT_HASH.fullmatch(value or "") is not None
+
+
+def hash_auth_string(value: str, salt: bytes, *, params: tuple[int, int, int] = AUTH_STRING_SCRYPT) -> str:
+    """The stored form of a (valid) auth string; ``salt``: 16 random bytes of the caller's."""
+    n, r, p = params
+    digest = hashlib.scrypt(validate_auth_string(value).encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    return f"scrypt${n}${r}${p}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def auth_string_matches(stored: str | None, given: str | None) -> bool:
+    """Whether ``given`` is the auth string whose hash is ``stored``, compared in constant time;
+    nothing matches a missing or malformed hash, and a missing answer matches nothing."""
+    if given is None or not stored or not is_auth_string_hash(stored):
+        return False
+    _, n, r, p, salt, want = stored.split("$")
+    try:
+        expected = base64.b64decode(want)
+        got = hashlib.scrypt(given.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=len(expected), maxmem=256 * 1024 * 1024)
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
 def validate_rsa_key_size(bits: int | str) -> int:
     try:
         value = int(str(bits).strip().removeprefix("KEY_SIZE_"))
@@ -398,7 +435,7 @@ class EffectivePolicy:
     rsa_key_size: int
     ec_key_size: int
     deadline: dt.datetime | None
-    auth_string: str | None = field(default=None, repr=False)
+    auth_string: str | None = field(default=None, repr=False)  # as stored: its hash
     issuer: Issuer = Issuer.ONLINE_CA
 
     def log_lines(self) -> list[str]:
@@ -445,4 +482,5 @@ def validate_effective(policy: EffectivePolicy) -> None:
         if not policy.auth_string:
             raise PolicyError("auth_string", "is required when the authentication mode is "
                               f"'{AuthMode.BY_STR.display}' and an operation is pending")
-        validate_auth_string(policy.auth_string)
+        if not is_auth_string_hash(policy.auth_string):
+            validate_auth_string(policy.auth_string)

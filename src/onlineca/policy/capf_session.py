@@ -10,7 +10,6 @@ module is pure: no I/O, no database, no clock of its own; it never logs an auth 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -124,6 +123,11 @@ def is_locked_out(locked_until: dt.datetime | None, now: dt.datetime) -> bool:
     return locked_until is not None and as_utc(locked_until) > as_utc(now)
 
 
+def locked_out() -> Outcome:
+    """The device is locked out (or its last attempts are in use): nothing is compared."""
+    return Outcome(Ending.LOCKED_OUT, "locked out")
+
+
 def before_operation(policy: EffectivePolicy, locked_until: dt.datetime | None,
                      now: dt.datetime, installed: InstalledLSC | None = None) -> Outcome | None:
     """Why the session must end before the phone is even authenticated, if it must: nothing
@@ -137,7 +141,7 @@ def before_operation(policy: EffectivePolicy, locked_until: dt.datetime | None,
                            + opens)
         return Outcome(Ending.NOTHING_PENDING, "no operation pending")
     if is_locked_out(locked_until, now):
-        return Outcome(Ending.LOCKED_OUT, "locked out")
+        return locked_out()
     if policy.is_late(now):
         assert policy.deadline is not None
         return Outcome(Ending.DEADLINE_PASSED, f"Operation Completes By {policy.deadline:%Y:%m:%d:%H} has passed",
@@ -154,28 +158,13 @@ def lacks_credential(mode: AuthMode, *, password_given: bool, certificate_given:
     return not password_given if mode is AuthMode.BY_STR else not certificate_given
 
 
-def auth_string_matches(expected: str | None, given: str | None) -> bool:
-    """The auth string check, in constant time; an empty expected string matches nothing."""
-    if given is None or not expected:
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
-@dataclass(frozen=True)
-class AuthFailures:
-    """The wrong-auth-string counter after one more failure: ``count`` to store, and
-    ``locked_until`` when this failure locked the device out (the counter then starts again)."""
-
-    count: int
-    locked_until: dt.datetime | None = None
-
-
-def after_wrong_auth_string(failed_before: int, *, max_failures: int, lockout_minutes: float,
-                            now: dt.datetime) -> AuthFailures:
-    count = failed_before + 1
-    if count >= max_failures:
-        return AuthFailures(0, as_utc(now) + dt.timedelta(minutes=lockout_minutes))
-    return AuthFailures(count)
+def wrong_guess_delay(failures: int, *, base: float, cap: float) -> float:
+    """Seconds to wait before answering the ``failures``-th wrong auth string in a row: ``base``,
+    doubled for each one before it, never more than ``cap`` (guessing costs time
+    even below the lockout, and the device's lease is held meanwhile)."""
+    if failures <= 0 or base <= 0:
+        return 0.0
+    return float(min(cap, base * (1 << min(failures - 1, 30))))
 
 
 def wrong_auth_string(operation: Operation, *, given: bool, locked: bool, max_failures: int,
@@ -211,23 +200,41 @@ class PresentedCertificate:
     signature_problem: str | None = None
 
 
+def names_device(kind: str, cn: str, name: str) -> bool:
+    """Whether a certificate's CN names the device ``name`` exactly (both upper-case): an LSC's CN
+    is the name; a MIC's is the name, or the model then the name (``CP-8865-SEP74A02FC0A675``),
+    the name a whole hyphen-separated tail, never a prefix of a longer name (a MIC for
+    ``SEPMICVICTIM12`` does not name ``SEPMICVICTIM1``)."""
+    if kind == "MIC":
+        return cn == name or cn.endswith("-" + name)
+    return cn == name
+
+
 def judge_certificate(seen: PresentedCertificate, device_name: str) -> Credential:
-    """An LSC authenticates the device it names exactly; a MIC one whose name it contains (MICs
-    name the model too); either only when it chains to its trust store and its key signed this
-    session's challenge."""
+    """An LSC authenticates the device it names exactly; a MIC the device its CN ends with
+    (``names_device``: MICs may name the model first); either only when it chains to its trust
+    store and its key signed this session's challenge."""
     kind = seen.kind
     if not seen.trust_configured:
         return Credential(kind, False, f"no trust store is configured for {kind}s")
     if seen.problem is not None:
         return Credential(kind, False, seen.problem)
     cn, name = seen.subject_cn.upper(), device_name.upper()
-    if (kind == "LSC" and cn != name) or (kind == "MIC" and name not in cn):
+    if not names_device(kind, cn, name):
         return Credential(kind, False, f"the {kind} names {cn!r}, not {name}")
     if not seen.signed:
         return Credential(kind, False, f"the {kind} came without a signature over the challenge")
     if seen.signature_problem is not None:
         return Credential(kind, False, seen.signature_problem)
     return Credential(kind, True)
+
+
+def lsc_not_recorded(operation: Operation, serial: str, why: str) -> Outcome:
+    """An LSC that chains and names the device, but is not the one CAPF recorded as
+    installed on it (another certificate from the same CA, or one revoked, deleted, replaced or
+    discarded): a certificate proves one identity for one purpose, not merely a chain to a root."""
+    return Outcome(Ending.INVALID_CERTIFICATE, f"LSC rejected: serial {serial} is not the LSC CAPF recorded for this "
+                   f"device ({why})", failure_status(operation, "INVALID_LSC"))
 
 
 def certificate_auth(operation: Operation, mode: AuthMode, credential: Credential | None) -> Outcome | None:

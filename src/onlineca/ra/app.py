@@ -395,7 +395,9 @@ def est_settings(config: Config, connector: CABackend) -> ESTServerSettings:
     settings.retry_after = ra.unavailable_retry_after
     settings.body_timeout = config.connections.body_timeout
     settings.pending_retry_after = ra.pending_retry_after
-    settings.vouch_agents = tuple(ra.vouch_agents)  # who may vouch for a key (pki.vouch, docs/ra.md)
+    settings.vouch_agents = tuple(ra.vouch_agents)  # which RA agents may vouch for a key (pin; docs/ra.md)
+    # The labels that name another template are served too.
+    settings.labels = tuple(dict.fromkeys([*settings.labels, *ra.label_templates]))
     # The EST server's own deadline must leave room for every CA timeout of one enrollment.
     settings.request_timeout = max(est.request_timeout,
                                    ra.connect_timeout + ra.login_timeout + 2 * ra.enroll_timeout + 1)
@@ -591,6 +593,7 @@ async def start_ra(config: Config, log_dir: str | Path, *, host: str | None = No
                    db: Database | None = None) -> RunningRA:
     """Start the RA over HTTPS (port 0: any free port); returns once it accepts connections (the
     start-up checks then run in the background: see ``wait_ready`` and /readyz)."""
+    files.private_umask()  # its database (pending requests) and logs are its owner's only
     ra = config.ra
     ctx = _server_context(config, tls_cert, tls_key)
     app = make_ra_app(config, log_dir, log_format=log_format, connector=connector, db=db)

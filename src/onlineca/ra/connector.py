@@ -397,8 +397,8 @@ class CertsrvConnector:
     def _template_for(self, request: EnrollRequest) -> tuple[str, dict[str, str]]:
         """capf10 branch: a vouched request goes under ``vouched_template`` with the agent's
         certificate (base64 DER) as ``onlinecaVoucher``, for the CA to check (docs/ra.md)."""
-        if request.voucher is None:
-            return self.ra.template, {}
+        if request.voucher is None:  # a label may name its own template (CAPF's agent certificate)
+            return self.ra.label_templates.get(request.label or "", self.ra.template), {}
         voucher = base64.b64encode(pki.cert_der(request.voucher)).decode()
         return self.ra.vouched_template, {"onlinecaVoucher": voucher}
 

@@ -98,8 +98,8 @@ class Services:
 
     def __post_init__(self) -> None:
         self.db = Database(self.config.database_url)
-        ca_url = self.config.admin.ca_database_url.get_secret_value()
-        self.ca_db = Database(ca_url) if ca_url and ca_url != self.config.database_url else self.db
+        ca_url = self.config.ca_database_url
+        self.ca_db = Database(ca_url) if ca_url != self.config.database_url else self.db
 
     def migrate(self) -> Services:
         """Bring both databases to the newest schema (idempotent); returns self."""

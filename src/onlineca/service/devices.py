@@ -2,9 +2,9 @@
 
 Wraps ``store.devices`` (which validates every value with ``policy.capf`` and keeps the device's
 own trail in ``device_event``) and adds the permission check and the audit entry.  A device's
-description (``device_dict``) never holds its auth string; the only way to read one back is the
-command line's ``capf devices show --secrets``.  An auth string is shown once: the one generated
-when a device is added "By Authentication String" without one is returned by ``add_device``.
+description (``device_dict``) never holds its auth string: the store keeps only its salted hash,
+so nothing can read one back.  An auth string is shown once: the one generated when
+a device is added "By Authentication String" without one is returned by ``add_device``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MAX_BULK = 1000
 def _audit_view(device: Device) -> dict[str, Any]:
     """What the audit log keeps of a device: its description, and whether an auth string is set."""
     out = inv.device_dict(device)
-    out["auth_string_set"] = bool(device.auth_string)
+    out["auth_string_set"] = device.auth_string_hash is not None
     return out
 
 
@@ -215,7 +215,8 @@ def import_csv(svc: Services, actor: Actor, data: str | TextIO, *, mode: str = "
 def export_csv(svc: Services, actor: Actor, out: TextIO, query: DeviceQuery | None = None, *,
                with_secrets: bool = False) -> int:
     """The bulk CSV of the matching devices.  Without ``with_secrets`` (the console never asks)
-    the AUTHENTICATION STRING column is left out, so importing the file back keeps each string."""
+    the AUTHENTICATION STRING column is left out, so importing the file back keeps each string;
+    with it, the column holds each string's salted hash (which imports as it is)."""
     actor.require("read", "export devices")
     if with_secrets:
         actor.require("devices.write", "export auth strings")

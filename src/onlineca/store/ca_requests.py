@@ -10,6 +10,7 @@ them off its event loop.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,19 @@ class CARequests:
         with self.db.session() as s:
             return list(s.scalars(q))
 
+    def issued_since(self, since: dt.datetime, *, subject: str | None = None,
+                     limit: int = 100000) -> builtins.list[tuple[int, bytes, dt.datetime]]:
+        """For CAPF's reconciliation: (ReqID, certificate DER, submitted at) of the
+        certificates issued for requests submitted since ``since``, optionally only those whose
+        request subject is ``subject`` (slash form, ``/CN=SEP...``), oldest first."""
+        q = (select(CARequest.req_id, CARequest.cert_der, CARequest.submitted_at)
+             .where(CARequest.disposition == "issued", CARequest.cert_der.is_not(None),
+                    CARequest.submitted_at >= since)
+             .order_by(CARequest.req_id).limit(limit))
+        if subject is not None:
+            q = q.where(CARequest.subject == subject)
+        with self.db.session() as s:
+            return [(int(r[0]), bytes(r[1] or b""), r[2]) for r in s.execute(q)]
     def count(self, disposition: str | None = None) -> int:
         """How many requests (of one disposition); the CA's metrics read it."""
         q = select(func.count()).select_from(CARequest)

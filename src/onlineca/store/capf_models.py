@@ -73,7 +73,8 @@ class Device(Base):
     key_order: Mapped[str | None] = mapped_column(String(40), nullable=True)
     rsa_key_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     ec_key_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    auth_string: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The auth string as a salted hash (``scrypt$n$r$p$salt$hash``), never in clear.
+    auth_string_hash: Mapped[str | None] = mapped_column(String(160), nullable=True)
     # The pending certificate operation and its "Operation Completes By".
     operation: Mapped[str] = mapped_column(String(32), default="OPERATION_NONE")
     operation_deadline: Mapped[dt.datetime | None] = mapped_column(_TS, nullable=True)
@@ -162,3 +163,33 @@ class DeviceEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_device_event_device_name", "device_name", "at"),)
+
+
+class LSCIntent(Base):
+    """An enrollment CAPF is about to send to the RA (the outbox), written and committed
+    before the request leaves, so that a crash between the CA issuing and CAPF recording leaves a
+    trace: the device, the key (SHA-256 of its SubjectPublicKeyInfo, hex), the request (DER) and its
+    X-Request-ID.  ``state``: ``sent`` (in flight, or its node died), ``recorded`` (the LSC is in
+    ``lsc``), ``failed`` (the RA or CA answered no), ``abandoned`` (no answer, and nobody waits for
+    it any more), ``adopted`` (reconciliation found the CA's certificate and recorded it) or
+    ``orphaned`` (reconciliation found it and asked for its revocation)."""
+
+    __tablename__ = "lsc_intent"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_name: Mapped[str] = mapped_column(String(64))
+    key_sha256: Mapped[str] = mapped_column(String(64))
+    request_der: Mapped[bytes] = mapped_column(LargeBinary)
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    vouched: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="sent")
+    node: Mapped[str] = mapped_column(String(128), default="")
+    serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(_TS, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(_TS, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_lsc_intent_device_state", "device_name", "state"),
+        Index("ix_lsc_intent_state_created", "state", "created_at"),
+        Index("ix_lsc_intent_key", "key_sha256"),
+    )

@@ -17,25 +17,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
+from sqlalchemy import and_, case, literal, or_, update
 from sqlalchemy.orm import Session
 
 from onlineca.errors import OnlineCAError
-from onlineca.policy.capf import EffectivePolicy, Operation, as_utc, success_status
+from onlineca.policy.capf import EffectivePolicy, Operation, as_utc, success_status, validate_device_name
 from onlineca.policy.capf_session import (
     InstalledLSC,
     Outcome,
-    after_wrong_auth_string,
     auto_enrollment_grant,
     may_auto_enroll,
     renewal_on_connect,
 )
-from onlineca.store import devices as inv
+from onlineca.store import devices as inv, lsc_intents as intents
 from onlineca.store.capf_models import Device
+from onlineca.store.lsc_revocations import mark_for_revocation
 
 log = logging.getLogger("onlineca.store.capf_sessions")
 
 # A scheduled renewal that failed for good: (session, device, reason, detail); the scheduler's.
 RenewalFailed = Callable[[Session, str, str, str], object]
+
+
+@dataclass(frozen=True)
+class OpenIntent:
+    """An enrollment an earlier session sent and never recorded (``store.lsc_intents``)."""
+
+    id: int
+    key: str  # SHA-256 of the key's SubjectPublicKeyInfo, hex
+    request_der: bytes
+    request_id: str
+    vouched: bool
+    created_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -51,20 +64,27 @@ class SessionStart:
     stored_lsc: tuple[str, bytes] | None = None  # (serial, DER) issued earlier, never confirmed
     installed: InstalledLSC | None = None  # the LSC the device has confirmed, if any
     renewing: bool = False  # a public-flow phone asked again after its LSC's renewal window opened
+    # Why the LSC the phone presented is not the one CAPF recorded as installed (None:
+    # it is, or the phone presented none); an LSC that merely chains to the root proves nothing.
+    lsc_problem: str | None = None
+    intent: OpenIntent | None = None  # an enrollment of an earlier session, sent and never recorded
 
 
-def start_session(s: Session, name: str, *, node_id: str, lease: dt.timedelta, now: dt.datetime,
+def start_session(s: Session, name: str, *, owner: str, lease: dt.timedelta, now: dt.datetime,
                   mic_valid: Callable[[str], bool], flow: str = "extended",
-                  capabilities: int | None = None) -> SessionStart:
+                  capabilities: int | None = None, presented_lsc: tuple[str, bytes] | None = None) -> SessionStart:
     """Find (or automatically enroll) the device, take its lease, note how it speaks (``flow``
     "public" or "extended", the ``capabilities`` it announced), and read what the session decides
     on.  ``mic_valid(trust_store)`` says whether the phone presented a valid MIC for a profile's
     manufacturer trust store ("" for CAPF's own).  A public-flow phone with nothing pending whose
-    LSC is due gets Install/Upgrade here (it renews by asking again: ``renewal_on_connect``)."""
+    LSC is due gets Install/Upgrade here (it renews by asking again: ``renewal_on_connect``).
+    ``owner`` names this one session (the lease is the session's, so no other session,
+    of this node or another, enters the device meanwhile); ``presented_lsc`` (serial hex, DER) is
+    the LSC the phone authenticated with, checked against the one recorded as installed."""
     device = _find_or_auto_enroll(s, name, mic_valid)
     if device is None:
         return SessionStart(found=False)
-    if not inv.claim_device(s, name, node_id, lease, now=now):
+    if not inv.claim_device(s, name, owner, lease, now=now):
         return SessionStart(found=True)
     public = flow == "public"
     if (device.client_flow, device.client_capabilities) != (flow, capabilities):
@@ -89,13 +109,20 @@ def start_session(s: Session, name: str, *, node_id: str, lease: dt.timedelta, n
     scheduled = device.renewal_for_serial is not None and device.renewal_for_serial == device.lsc_serial
     policy = inv.device_policy(device, own_auth_mode=public and scheduled)
     stored = None
+    intent = None
     if policy.operation is Operation.UPGRADE:
         row = inv.undelivered_lsc(s, name, now, device=device)
         stored = (row.serial, bytes(row.der)) if row is not None else None
+        found = intents.open_intent(s, device.name) if stored is None else None
+        if found is not None:  # we hold the device's lease: whoever sent it is gone
+            intent = OpenIntent(found.id, found.key_sha256, bytes(found.request_der), found.request_id,
+                                bool(found.vouched), as_utc(found.created_at))
+    lsc_problem = inv.installed_lsc_is(s, device, *presented_lsc) if presented_lsc is not None else None
     return SessionStart(found=True, policy=policy, locked_until=device.locked_until,
                         failed_auth_count=device.failed_auth_count or 0,
                         mic_store=device.profile.mic_trust_store if device.profile is not None else "",
-                        stored_lsc=stored, installed=installed, renewing=renewing)
+                        stored_lsc=stored, installed=installed, renewing=renewing, lsc_problem=lsc_problem,
+                        intent=intent)
 
 
 def _find_or_auto_enroll(s: Session, name: str, mic_valid: Callable[[str], bool]) -> Device | None:
@@ -127,25 +154,61 @@ def _find_or_auto_enroll(s: Session, name: str, mic_valid: Callable[[str], bool]
     return device
 
 
+@dataclass(frozen=True)
+class AuthAttempt:
+    """One auth-string attempt, counted before the comparison: the wrong ones in a row
+    with this one, the stored hash to compare with, and whether this attempt locks the device
+    should it be wrong (the lock is already written; a right answer lifts it)."""
+
+    failures: int
+    stored: str | None
+    locks: bool
+
+
+def reserve_auth_attempt(s: Session, name: str, *, max_failures: int, lockout_minutes: float,
+                         now: dt.datetime) -> AuthAttempt | None:
+    """Count one auth-string attempt in one conditional UPDATE, before the string is compared:
+    None when the device is locked out or has used its ``max_failures`` attempts (nothing is
+    compared then).  The attempt that reaches the maximum writes the lock at once, so a crash
+    between the comparison and its record can only leave the device locked; an expired lock
+    starts the count again.  SQLite and PostgreSQL evaluate the SET clauses on the row as it was,
+    and PostgreSQL re-checks the WHERE on a row another transaction changed meanwhile: two
+    attempts can never both take the last place."""
+    now = as_utc(now)
+    expired = and_(Device.locked_until.is_not(None), Device.locked_until < literal(now, Device.locked_until.type))
+    free = and_(Device.locked_until.is_(None), Device.failed_auth_count < max_failures)
+    count = case((expired, 1), else_=Device.failed_auth_count + 1)
+    row = s.execute(
+        update(Device)
+        .where(Device.name == validate_device_name(name), or_(expired, free))
+        .values(failed_auth_count=count,
+                locked_until=case((count >= max_failures,
+                                   literal(now + dt.timedelta(minutes=lockout_minutes), Device.locked_until.type)),
+                                  else_=None))
+        .returning(Device.failed_auth_count, Device.auth_string_hash, Device.locked_until)
+        .execution_options(synchronize_session=False)).first()
+    if row is None:
+        return None
+    return AuthAttempt(int(row[0]), row[1], row[2] is not None)
+
+
 def auth_string_accepted(s: Session, name: str) -> None:
-    """The right auth string: the count of wrong ones starts again."""
-    device = inv.get_device(s, name)
-    if device.failed_auth_count:
-        device.failed_auth_count = 0
+    """The right auth string: the count of wrong ones starts again (and a lock its last
+    attempt wrote is lifted)."""
+    s.execute(update(Device).where(Device.name == validate_device_name(name))
+              .values(failed_auth_count=0, locked_until=None).execution_options(synchronize_session=False))
 
 
-def auth_string_refused(s: Session, name: str, *, max_failures: int, lockout_minutes: float,
-                        now: dt.datetime) -> bool:
-    """Count a wrong auth string; True when it locked the device out."""
-    device = inv.get_device(s, name)
-    after = after_wrong_auth_string(device.failed_auth_count or 0, max_failures=max_failures,
-                                    lockout_minutes=lockout_minutes, now=now)
-    device.failed_auth_count = after.count
-    if after.locked_until is None:
-        return False
-    device.locked_until = after.locked_until
-    inv.record_event(s, name, "LOCKED_OUT", f"until {after.locked_until.isoformat()}", actor="capf", now=now)
-    return True
+def auth_string_locked(s: Session, name: str, *, lockout_minutes: float, now: dt.datetime) -> None:
+    """The wrong attempt that used the last place: the lock it wrote, in the device's history."""
+    until = as_utc(now) + dt.timedelta(minutes=lockout_minutes)
+    inv.record_event(s, validate_device_name(name), "LOCKED_OUT", f"until {until.isoformat()}", actor="capf", now=now)
+
+
+def lsc_problem(s: Session, name: str, serial: str, der: bytes) -> str | None:
+    """Why the LSC (serial hex, DER) a phone presented is not the one recorded as installed on
+    ``name``, or None (an LSC shown only in a second AUTH_RESPONSE)."""
+    return inv.installed_lsc_is(s, inv.get_device(s, name), serial, der)
 
 
 def record_outcome(s: Session, name: str, outcome: Outcome, *, actor: str,
@@ -169,20 +232,70 @@ def lsc_discarded(s: Session, name: str, serial: str, why: str, *, actor: str) -
     inv.discard_undelivered(s, inv.get_device(s, name), why, actor=actor, serial=serial)
 
 
-def lsc_issued(s: Session, name: str, der: bytes, cert: x509.Certificate, *, actor: str) -> str:
-    """Store the LSC the CA issued before it is delivered; its serial."""
-    return inv.record_lsc_issued(s, name, der, actor=actor, cert=cert).serial
+def lsc_issued(s: Session, name: str, der: bytes, cert: x509.Certificate, *, actor: str,
+               intent_id: int | None = None, intent_state: str = intents.RECORDED) -> str:
+    """Store the LSC the CA issued before it is delivered, and resolve the intent that asked for
+    it in the same commit; its serial."""
+    serial = inv.record_lsc_issued(s, name, der, actor=actor, cert=cert).serial
+    if intent_id is not None:
+        intents.resolve(s, intent_id, intent_state, serial=serial)
+        intents.close_older(s, validate_device_name(name), intent_id)
+    return serial
 
 
-def lsc_installed(s: Session, name: str, serial: str, *, node_id: str) -> None:
-    """The phone stored its LSC: record it and give the lease back in one commit."""
+def intent_sent(s: Session, name: str, *, key: str, request_der: bytes, request_id: str, vouched: bool,
+                node: str, now: dt.datetime, intent_id: int | None = None) -> int:
+    """The enrollment's intent, committed before its request leaves; its id."""
+    return intents.intent_sent(s, validate_device_name(name), key=key, request_der=request_der,
+                               request_id=request_id, vouched=vouched, node=node, now=now, intent_id=intent_id)
+
+
+def intent_resolved(s: Session, name: str, intent_id: int, state: str, *, detail: str = "",
+                    actor: str = "capf") -> None:
+    """What became of an intent that got no certificate (failed, unanswered,
+    abandoned), with a device event when ``detail`` says more."""
+    intents.resolve(s, intent_id, state)
+    if detail:
+        inv.record_event(s, validate_device_name(name), f"INTENT_{state.upper()}", detail, actor=actor)
+
+
+def intent_orphaned(s: Session, name: str, intent_id: int, der: bytes, cert: x509.Certificate, why: str, *,
+                    actor: str) -> None:
+    """The CA issued an earlier session's request, and the phone can no longer take
+    that certificate: it must be revoked."""
+    serial = inv.serial_hex(cert.serial_number)
+    mark_for_revocation(s, device_name=validate_device_name(name), serial=serial, issuer=cert.issuer.rfc4514_string(),
+                        reason="superseded", why=why, subject=cert.subject.rfc4514_string(),
+                        not_after=cert.not_valid_after_utc, actor=actor)
+    intents.resolve(s, intent_id, intents.ORPHANED, serial=serial)
+
+
+def lsc_installed(s: Session, name: str, serial: str, *, node_id: str, owner: str) -> None:
+    """The phone stored its LSC: record it and give the session's lease back in one commit."""
     inv.mark_lsc_installed(s, name, serial, actor=f"capf:{node_id}")
-    inv.release_device(s, name, node_id)
+    inv.release_device(s, name, owner)
 
 
 def troubleshoot_done(s: Session, name: str, detail: str, *, actor: str) -> None:
     inv.set_status(s, name, success_status(Operation.TROUBLESHOOT), actor=actor, detail=detail, end_operation=True)
 
 
-__all__ = ["RenewalFailed", "SessionStart", "auth_string_accepted", "auth_string_refused", "lsc_discarded",
-           "lsc_installed", "lsc_issued", "record_outcome", "start_session", "troubleshoot_done"]
+__all__ = [
+    "AuthAttempt",
+    "OpenIntent",
+    "RenewalFailed",
+    "SessionStart",
+    "auth_string_accepted",
+    "auth_string_locked",
+    "intent_orphaned",
+    "intent_resolved",
+    "intent_sent",
+    "lsc_discarded",
+    "lsc_installed",
+    "lsc_issued",
+    "lsc_problem",
+    "record_outcome",
+    "reserve_auth_attempt",
+    "start_session",
+    "troubleshoot_done",
+]

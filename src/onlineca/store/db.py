@@ -7,6 +7,7 @@ newest Alembic revision (idempotent), which every server calls at start-up.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,21 @@ def _sqlite_pragmas(busy_ms: int):  # type: ignore[no-untyped-def]
     return apply
 
 
+def _private_file(path: Path) -> None:
+    """The database file made 0600 (its folder 0700) before SQLite opens it: it holds
+    auth-string hashes and the CA's requests, and SQLite gives its -wal and -shm files the
+    database file's mode.  A file that exists already is left as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create the database {path}: {exc.strerror or exc}",
+                         hint="Check that this user may write the data dir (onlineca --data-dir).") from None
+    os.close(fd)
+
+
 class Database:
     def __init__(self, url: str, echo: bool = False, busy_timeout: float | None = None) -> None:
         """``busy_timeout``: seconds a statement waits for another transaction's lock before it
@@ -44,7 +60,7 @@ class Database:
             except Exception:  # reported below by create_engine, with the hint
                 path = None
             if path and path != ":memory:" and not path.startswith("file:"):
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(path))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout or 10.0}
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -13,6 +13,8 @@ This module never logs or exports anything but the auth string's own column, and
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,8 +48,9 @@ from onlineca.policy.capf import (
     default_deadline,
     effective_policy,
     format_deadline,
+    hash_auth_string,
+    is_auth_string_hash,
     parse_deadline,
-    validate_auth_string,
     validate_device_name,
     validate_ec_key_size,
     validate_rsa_key_size,
@@ -225,7 +228,7 @@ def device_policy(device: Device, *, own_auth_mode: bool = False) -> EffectivePo
         operation=Operation.from_ident(device.operation),
         operation_auth_mode=AuthMode.from_ident(operation_mode) if operation_mode else None,
         deadline=_opt(device.operation_deadline),
-        auth_string=device.auth_string,
+        auth_string=device.auth_string_hash,
     )
 
 
@@ -257,8 +260,10 @@ def _clean_settings(s: Session, changes: dict[str, Any]) -> dict[str, Any]:
             out[key] = None if empty else AuthMode.parse(value, key).ident
         elif key == "key_order":
             out[key] = None if empty else KeyOrder.parse(value, key).ident
-        elif key == "auth_string":
-            out[key] = None if empty else validate_auth_string(str(value).strip())
+        elif key == "auth_string":  # kept only as its salted hash (an exported hash imports as it is)
+            text = "" if empty else str(value).strip()
+            out["auth_string_hash"] = None if empty else (
+                text if is_auth_string_hash(text) else hash_auth_string(text, secrets.token_bytes(16)))
         elif key == "rsa_key_size":
             out[key] = None if empty else validate_rsa_key_size(value)
         elif key == "ec_key_size":
@@ -286,7 +291,8 @@ def _apply(s: Session, device: Device, values: dict[str, Any], *, actor: str, no
     if before.get("operation_auth_mode") and not device.operation_auth_mode and "auth_mode" in values:
         changed.append("operation_auth_mode")  # the pending renewal now authenticates as set
     if is_new or changed:
-        shown = {k: ("***" if k == "auth_string" and getattr(device, k) else getattr(device, k)) for k in changed}
+        shown = {("auth_string" if k == "auth_string_hash" else k):
+                 ("***" if k == "auth_string_hash" and getattr(device, k) else getattr(device, k)) for k in changed}
         record_event(s, device.name, "DEVICE_ADDED" if is_new else "DEVICE_CHANGED",
                      ", ".join(f"{k}={v}" for k, v in shown.items()), actor=actor, now=now)
     if old_operation != device.operation or (is_new and operation is not Operation.NONE):
@@ -587,6 +593,50 @@ def claim_device(s: Session, name: str, node_id: str, ttl: dt.timedelta, *, now:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def renew_leases(s: Session, owner_prefix: str, ttl: dt.timedelta, *, now: dt.datetime | None = None) -> int:
+    """The heartbeat: extend every lease whose owner starts with ``owner_prefix`` (one
+    process's live sessions, ``<node>#<boot>#``) to ``now + ttl``; how many."""
+    now = as_utc(now or utcnow())
+    result = s.execute(
+        update(Device).where(Device.lease_owner.like(_like_prefix(owner_prefix), escape="\\"))
+        .values(lease_expires_at=now + ttl).execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def free_dead_leases(s: Session, node_id: str, live_prefix: str) -> int:
+    """A node that starts again frees at once the leases its earlier life held (its
+    sessions ``<node>#<boot>#...`` of another boot, and its scheduler's); how many."""
+    result = s.execute(
+        update(Device)
+        .where(or_(Device.lease_owner.like(_like_prefix(f"{node_id}#"), escape="\\"),
+                   Device.lease_owner == f"scheduler:{node_id}"[:128]),
+               Device.lease_owner.not_like(_like_prefix(live_prefix), escape="\\"))
+        .values(lease_owner=None, lease_expires_at=None).execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def installed_lsc_is(s: Session, device: Device, serial: str, der: bytes) -> str | None:
+    """Why the presented certificate (``serial`` hex, ``der``) is not the LSC CAPF
+    recorded as installed on ``device``, or None when it is (same serial, same bytes)."""
+    serial = serial.lower()
+    if device.lsc_serial is None:
+        return "CAPF records no installed LSC for it (never issued, deleted or revoked)"
+    rows = list(s.scalars(select(LSC).where(LSC.device_id == device.id, LSC.serial == serial)))
+    if not rows:
+        return f"CAPF never issued it; the installed LSC is serial {device.lsc_serial}"
+    fingerprint = hashlib.sha256(der).digest()
+    row = next((r for r in rows if hashlib.sha256(bytes(r.der)).digest() == fingerprint), None)
+    if row is None:
+        return "its bytes differ from the LSC CAPF issued with that serial"
+    if row.state != "installed" or device.lsc_serial != serial:
+        return f"it is {row.state}; the installed LSC is serial {device.lsc_serial}"
+    return None
+
+
 def release_device(s: Session, name: str, node_id: str) -> bool:
     """Give the lease back (only the holder can)."""
     result = s.execute(
@@ -618,8 +668,8 @@ def device_dict(device: Device, *, with_secret: bool = False) -> dict[str, Any]:
         # How it spoke at its last session: "public" (no extension announced) or "extended".
         "client_flow": device.client_flow,
     }
-    if with_secret:
-        out["auth_string"] = device.auth_string
+    if with_secret:  # only whether one is set; it is kept as a hash, shown once when made
+        out["auth_string_set"] = device.auth_string_hash is not None
     return out
 
 

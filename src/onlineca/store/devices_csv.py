@@ -62,7 +62,7 @@ def device_csv_row(device: Device) -> dict[str, str]:
         "PROFILE": device.profile.name if device.profile else "",
         "CERTIFICATE OPERATION": Operation.from_ident(device.operation).display,
         "AUTHENTICATION MODE": shown(AuthMode, device.auth_mode),
-        "AUTHENTICATION STRING": device.auth_string or "",
+        "AUTHENTICATION STRING": device.auth_string_hash or "",  # its hash, never the digits
         "KEY ORDER": shown(KeyOrder, device.key_order),
         "RSA KEY SIZE (BITS)": str(device.rsa_key_size or ""),
         "EC KEY SIZE (BITS)": str(device.ec_key_size or ""),

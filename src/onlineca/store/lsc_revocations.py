@@ -72,6 +72,11 @@ def mark_lsc_for_revocation(s: Session, lsc: LSC, device_name: str, reason: str,
                                why=why, subject=lsc.subject, not_after=lsc.not_after, actor=actor, now=now)
 
 
+def revocation_keys(s: Session) -> set[tuple[str, str]]:
+    """(issuer, serial) of every certificate in the queue, whatever its state (reconciliation)."""
+    return {(r[0], r[1]) for r in s.execute(select(LSCRevocation.issuer, LSCRevocation.serial))}
+
+
 def list_revocations(s: Session, state: str | None = None, limit: int = 10000) -> list[LSCRevocation]:
     q = select(LSCRevocation).order_by(LSCRevocation.requested_at, LSCRevocation.id).limit(limit)
     if state:

@@ -1,0 +1,101 @@
+"""CAPF's enrollment outbox: the one place that holds the SQL of ``lsc_intent``.
+
+An intent is written and committed before CAPF sends a request to the RA, so that a crash at
+any point between the CA issuing and CAPF recording leaves a trace: the device, the key
+(``key_sha256``: SHA-256 of its SubjectPublicKeyInfo, hex), the request (DER) and its
+X-Request-ID.  The answer resolves it in the same transaction that records it (``recorded``,
+with the serial), or marks it ``failed`` (a refusal) or ``unanswered`` (no answer: the CA may or
+may not have issued).  An intent still ``sent`` or ``unanswered`` is *open*: the device's next
+session, or reconciliation (``capf.reconcile``), finds out what became of it and marks it
+``adopted`` (the CA's certificate recorded for the device), ``orphaned`` (revocation asked),
+``abandoned`` (the CA issued nothing) or ``recorded``.  Functions take a ``Session`` and never
+commit; nothing here logs a request or a key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from onlineca.policy.capf import as_utc
+from onlineca.store.capf_models import LSCIntent
+
+SENT, UNANSWERED = "sent", "unanswered"
+RECORDED, FAILED, ADOPTED, ORPHANED, ABANDONED = "recorded", "failed", "adopted", "orphaned", "abandoned"
+OPEN = (SENT, UNANSWERED)
+STATES = (SENT, UNANSWERED, RECORDED, FAILED, ADOPTED, ORPHANED, ABANDONED)
+
+
+def key_sha256(spki_der: bytes) -> str:
+    """How an intent names its key: SHA-256 of the SubjectPublicKeyInfo DER, hex."""
+    return hashlib.sha256(spki_der).hexdigest()
+
+
+def intent_sent(s: Session, name: str, *, key: str, request_der: bytes, request_id: str, vouched: bool,
+                node: str, now: dt.datetime, intent_id: int | None = None) -> int:
+    """Record that the request for ``key`` leaves now; its id.  ``intent_id``: an open intent
+    sent again (a session collecting an earlier one's certificate) is that row, sent anew."""
+    now = as_utc(now)
+    row = s.get(LSCIntent, intent_id) if intent_id is not None else None
+    if row is None:
+        row = LSCIntent(device_name=name, key_sha256=key, request_der=request_der, created_at=now)
+        s.add(row)
+    row.request_id, row.vouched, row.node = request_id[:64], vouched, node[:128]
+    row.state, row.updated_at = SENT, now
+    s.flush()
+    return row.id
+
+
+def resolve(s: Session, intent_id: int, state: str, *, serial: str | None = None,
+            now: dt.datetime | None = None) -> None:
+    """Set what became of an intent (``serial``: the certificate it got, when one)."""
+    assert state in STATES
+    row = s.get(LSCIntent, intent_id)
+    if row is None:
+        return
+    row.state, row.updated_at = state, as_utc(now or dt.datetime.now(dt.UTC))
+    if serial is not None:
+        row.serial = serial
+    s.flush()
+
+
+def open_intent(s: Session, name: str) -> LSCIntent | None:
+    """The device's newest open intent (sent or unanswered), if any."""
+    return s.scalar(select(LSCIntent).where(LSCIntent.device_name == name, LSCIntent.state.in_(OPEN))
+                    .order_by(LSCIntent.id.desc()).limit(1))
+
+
+def close_older(s: Session, name: str, keep: int, state: str = ABANDONED) -> None:
+    """Older open intents of the device than ``keep``: ``state`` (a newer request replaced them)."""
+    for row in s.scalars(select(LSCIntent).where(LSCIntent.device_name == name, LSCIntent.state.in_(OPEN),
+                                                 LSCIntent.id < keep)):
+        row.state, row.updated_at = state, dt.datetime.now(dt.UTC)
+
+
+def stale(s: Session, *, sent_before: dt.datetime, limit: int = 1000) -> list[LSCIntent]:
+    """Open intents nobody waits for any more: unanswered ones, and ones sent before ``sent_before``."""
+    before = as_utc(sent_before)
+    rows = s.scalars(select(LSCIntent).where(LSCIntent.state.in_(OPEN)).order_by(LSCIntent.id).limit(limit))
+    return [r for r in rows if r.state == UNANSWERED or as_utc(r.updated_at) < before]
+
+
+def open_keys(s: Session, *, since: dt.datetime) -> set[str]:
+    """The keys of the intents still open and sent after ``since`` (in flight: not orphans yet)."""
+    rows = s.scalars(select(LSCIntent.key_sha256).where(LSCIntent.state.in_(OPEN),
+                                                         LSCIntent.updated_at >= as_utc(since)))
+    return set(rows)
+
+
+def counts(s: Session) -> dict[str, int]:
+    """How many intents are in each state."""
+    out = dict.fromkeys(STATES, 0)
+    for state in s.scalars(select(LSCIntent.state)):
+        out[state] = out.get(state, 0) + 1
+    return out
+
+
+__all__ = ["ABANDONED", "ADOPTED", "FAILED", "OPEN", "ORPHANED", "RECORDED", "SENT", "STATES", "UNANSWERED",
+           "close_older", "counts", "intent_sent", "key_sha256", "open_intent", "open_keys", "resolve", "stale"]
