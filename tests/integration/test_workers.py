@@ -43,13 +43,13 @@ def _readyz(base: str, cafile: Path) -> dict[str, object]:
         return dict(json.loads(resp.read()))
 
 
-def _pids_answering(base: str, cafile: Path, want: set[int] | None = None, tries: int = 400) -> set[int]:
-    """The pids seen over up to ``tries`` fresh connections (stops early once ``want`` are all seen)."""
+def _pids_answering(base: str, cafile: Path, want: set[int], seconds: float = 60) -> set[int]:
+    """The pids seen over fresh connections until all of ``want`` answered (a worker started
+    again answers once it listens) or ``seconds`` passed."""
     seen: set[int] = set()
-    for _ in range(tries):
+    deadline = time.monotonic() + seconds
+    while not want <= seen and time.monotonic() < deadline:
         seen.add(int(_readyz(base, cafile)["pid"]))  # type: ignore[call-overload]
-        if want is not None and want <= seen:
-            break
     return seen
 
 
@@ -97,3 +97,34 @@ def test_two_workers_serve_and_a_killed_one_is_replaced(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     assert not _children(proc.pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(120)
+def test_a_supervisor_killed_with_sigkill_takes_its_workers_and_frees_the_port(tmp_path: Path) -> None:
+    toml = _config(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "onlineca", "--config", str(toml), "ra", "serve", "--port", "0",
+                             "--workers", "2"], stderr=subprocess.PIPE, env=env, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "[2 workers, supervisor pid" in line, line
+    port = int(line.split()[2].split("/")[2].rsplit(":", 1)[1])
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        pass
+    assert not any(_alive(pid) for pid in workers)
+    import socket
+    with socket.socket() as s:  # the port is free again, for the server's next start
+        s.bind(("127.0.0.1", port))

@@ -91,6 +91,16 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
     return sock, port
 
 
+def _die_with_parent() -> None:
+    """In the new worker, before it runs: the kernel kills it (SIGKILL) when the thread that
+    started it ends, so a supervisor killed with SIGKILL leaves no worker holding the port
+    (PR_SET_PDEATHSIG, Linux); a no-op elsewhere."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 @dataclass
 class _Worker:
     index: int
@@ -116,13 +126,15 @@ class Supervisor:
         # Workers' lines before the supervisor's readiness line wait here: that line comes first.
         self._held: list[str] | None = []
         self._reload_said: set[str] = set()
+        self._restart_at: dict[int, float] = {}
 
     # -- processes ---------------------------------------------------------------------------
 
     def _spawn(self, index: int) -> _Worker:
         env = {**os.environ, WORKER_ENV: str(index), COUNT_ENV: str(self.count)}
         env.pop("NOTIFY_SOCKET", None)  # systemd hears the supervisor (MAINPID), never a worker
-        proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=_die_with_parent)
         worker = _Worker(index, proc)
         worker.pump = threading.Thread(target=self._pump, args=(worker,), daemon=True,
                                        name=f"worker-{index}-stderr")
@@ -199,17 +211,20 @@ class Supervisor:
                                    f"worker {worker.index} exited ({worker.proc.returncode}) before it was ready")
         return self.workers[0].first_line
 
-    def watch(self) -> None:
-        """Until ``stop()``: start again any worker that died (after ``RESTART_DELAY``)."""
-        while not self._stopping.wait(0.2):
-            for index, worker in list(self.workers.items()):
-                code = worker.proc.poll()
-                if code is None or self._stopping.is_set():
-                    continue
-                self._say(f"worker {index} (pid {worker.proc.pid}) exited ({code}); starting it again")
-                del self.workers[index]  # a death before the stop is not the stop's exit status
-                if self._stopping.wait(RESTART_DELAY):
-                    return
+    def check(self) -> None:
+        """Start again any worker that died, ``RESTART_DELAY`` after it did (call it often, from
+        the thread that started the workers: they are tied to it, see ``_die_with_parent``)."""
+        now = time.monotonic()
+        for index, worker in list(self.workers.items()):
+            code = worker.proc.poll()
+            if code is None or self._stopping.is_set():
+                continue
+            self._say(f"worker {index} (pid {worker.proc.pid}) exited ({code}); starting it again")
+            del self.workers[index]  # a death before the stop is not the stop's exit status
+            self._restart_at[index] = now + RESTART_DELAY
+        for index, when in list(self._restart_at.items()):
+            if now >= when and not self._stopping.is_set():
+                del self._restart_at[index]
                 self.workers[index] = self._spawn(index)
 
     def stop(self) -> int:
@@ -252,11 +267,8 @@ def run_supervisor(argv: Sequence[str], count: int, *, on_ready: Callable[[str],
             on_ready(sup.start())
         finally:
             sup.release_held()
-        watcher = threading.Thread(target=sup.watch, daemon=True, name="worker-watch")
-        watcher.start()
-        while not stop.wait(0.5):
-            pass
-        watcher.join()
+        while not stop.wait(0.2):
+            sup.check()
         if on_stop is not None:
             on_stop()
         return sup.stop()
