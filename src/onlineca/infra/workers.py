@@ -155,9 +155,10 @@ class Supervisor:
                 worker.ready.set()
                 starting = False
                 continue
-            if starting and line.startswith("error:"):
+            if starting and line.startswith("error:"):  # the supervisor says it, once
                 worker.first_line = line
                 worker.ready.set()
+                continue
             if self._held is not None and worker.index != 0:
                 continue
             if line.startswith(RELOAD_LINES):  # every worker answers a SIGHUP: each answer once
