@@ -42,7 +42,8 @@ def _wait_ready(url: str, cafile: Path, proc: subprocess.Popen, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{url}: the process exited ({proc.returncode})")
+            err = (Path(proc.args[4]).parent / "servers.err").read_text()[-1500:]
+            raise SystemExit(f"{url}: the process exited ({proc.returncode}): {err}")
         try:
             with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:
                 if resp.status == 200:
@@ -91,20 +92,24 @@ def main() -> None:
           f'client_auth = "users"\nlocal_key = "{ca_dir / "issuing.key"}"\nlocal_cert = "{ca_dir / "chain.pem"}"\n'
           f'[est]\nusers_file = "{d / "est-users"}"\n')
     (d / "certsrv.toml").write_text(common + ra)
-    (d / "local.toml").write_text(common.replace(str(logs), str(d / "logs-local")) + ra.replace(
+    # The local-signer RA is a second RA: it needs a data folder of its own (one server per data
+    # folder and role); its signer's key and chain are named by absolute path.
+    (d / "local.toml").write_text(common.replace(str(logs), str(d / "logs-local")).replace(
+        f'data_dir = "{data}"', f'data_dir = "{d / "data-local"}"') + ra.replace(
         "[ra]\n", '[ra]\nconnector = "local"\n'))
     init_ca(load_config(d / "certsrv.toml", environ={}), data)
     add_user(d / "ca-users", CA_USER, CA_PASSWORD)
 
     env = {**os.environ, "ONLINECA_RA_CA_PASSWORD": CA_PASSWORD}
     cli = [sys.executable, "-m", "onlineca"]
+    errors = (d / "servers.err").open("wb")  # a file, not a pipe: nothing reads it while they run
     procs = [
         subprocess.Popen([*cli, "--config", str(d / "certsrv.toml"), "ca", "serve", "--port", str(ca_port)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                         env=env, stdout=subprocess.DEVNULL, stderr=errors),
         subprocess.Popen([*cli, "--config", str(d / "certsrv.toml"), "ra", "serve", "--port", str(ra_port)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                         env=env, stdout=subprocess.DEVNULL, stderr=errors),
         subprocess.Popen([*cli, "--config", str(d / "local.toml"), "ra", "serve", "--port", str(local_port)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                         env=env, stdout=subprocess.DEVNULL, stderr=errors),
     ]
     root = ca_dir / "root.pem"
     results: dict[str, object] = {"requests": args.requests, "concurrency": args.concurrency}

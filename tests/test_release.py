@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "onlineca"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # optional features: imported only inside the function that needs them, declared as an extra
-OPTIONAL = {"spnego": "ntlm", "gssapi": "kerberos", "krb5": "kerberos", "psycopg": "postgres", "pkcs11": "pkcs11"}
+OPTIONAL = {"spnego": "ntlm", "gssapi": "kerberos", "krb5": "kerberos", "psycopg": "postgres", "pkcs11": "pkcs11", "uvloop": "speed"}
 
 
 def _requirement_name(req: str) -> str:

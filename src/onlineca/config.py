@@ -66,6 +66,8 @@ class LoggingConfig(_Section):
     """The lowest level written."""
     target: Literal["file", "journald", "stdout"] = "file"
     """file: <log dir>/<component>.log (reopened on SIGHUP and after rotation); journald: plain lines on stderr with a priority prefix (journald adds the time); stdout: lines on stdout (containers)."""
+    buffered: bool = False
+    """Servers' log files written by a background thread, flushed in batches (every 0.5 s at most) and completely on a clean stop: less work per request; a line reaches the file up to 0.5 s late."""
 
 
 class DatabaseConfig(_Section):
@@ -409,6 +411,8 @@ class CAPFConfig(_Section):
     """The RA certificate's SHA-256 fingerprint, pinned; empty: not pinned."""
     max_concurrent_enrollments: int = Field(default=16, ge=1)
     """Enrollments in flight towards the RA at once."""
+    document_copies: bool = True
+    """Keep the document's file copies of each request and LSC (CSR, PKCS#7, PEM, DER) beside the database, written in a worker thread; false: the database only (less work per enrollment)."""
     operation_deadline_days: int = Field(default=10, ge=1)
     """Default 'Operation Completes By', in days."""
     lsc_validity_days: int = Field(default=365, ge=1, le=1825)

@@ -37,6 +37,7 @@ from onlineca.ca.auth import CA_USER
 from onlineca.ca.metrics import CAMetrics
 from onlineca.ca.revocation import PublicURLs, published_file
 from onlineca.errors import CAError, PKIError
+from onlineca.infra import workers
 from onlineca.infra.metrics import certificate_expiry_family
 from onlineca.pki import revocation as rev
 from onlineca.proto.results import PENDING
@@ -308,7 +309,8 @@ async def start_http(app: web.Application, runner: web.AppRunner, host: str, htt
     state = app[CA_STATE]
     port = state.config.ca.http_port if http_port is None else http_port
     if port:
-        site = web.TCPSite(runner, host, port, backlog=128, reuse_address=True)
+        site = web.TCPSite(runner, host, port, backlog=128, reuse_address=True,
+                       reuse_port=workers.reuse_port() or None)
         await listen(site.start, host, port)
         log.info("CA publishing /CertEnroll/ and /ocsp on http://%s:%s", host, port)
     if not state.config.ca.public_url:

@@ -55,6 +55,38 @@ WORKERS = 4
 R = TypeVar("R")
 # Seconds a client is asked to wait when the database is busy.
 BUSY_RETRY_AFTER = 5
+# Seconds certnew.cer may answer from what certfnsh.asp just issued: the RA fetches
+# its certificate right after the POST, so the second request needs no database read.
+ISSUED_CACHE_SECONDS = 10.0
+ISSUED_CACHE_MAX = 4096
+
+
+class IssuedCache:
+    """DER certificates this process just issued, by ReqID, for their requester only, briefly.
+
+    The database stays the record: an entry is taken once (the RA's one GET after the POST) and
+    lives ``ISSUED_CACHE_SECONDS`` at most, so a revocation or a restart is seen within seconds;
+    anything else (another worker's request, a second download, the PKCS#7) reads the database.
+    """
+
+    def __init__(self, ttl: float = ISSUED_CACHE_SECONDS, size: int = ISSUED_CACHE_MAX) -> None:
+        self.ttl, self.size = ttl, size
+        self._entries: dict[int, tuple[str, bytes, float]] = {}
+
+    def put(self, req_id: int, requester: str, der: bytes) -> None:
+        now = time.monotonic()
+        if len(self._entries) >= self.size:  # drop the expired, then the oldest (dicts keep order)
+            self._entries = {k: v for k, v in self._entries.items() if v[2] > now}
+            while len(self._entries) >= self.size:
+                del self._entries[next(iter(self._entries))]
+        self._entries[req_id] = (requester.lower(), der, now + self.ttl)
+
+    def take(self, req_id: int, requester: str) -> bytes | None:
+        entry = self._entries.get(req_id)
+        if entry is None or entry[0] != requester.lower():
+            return None
+        del self._entries[req_id]
+        return entry[1] if entry[2] > time.monotonic() else None
 
 
 @dataclass
@@ -69,6 +101,7 @@ class CAState:
         default_factory=lambda: ThreadPoolExecutor(WORKERS, thread_name_prefix="ca-worker"))
     data_dir: Path = Path(".")
     metrics: CAMetrics | None = None
+    issued: IssuedCache = field(default_factory=IssuedCache)
 
     async def blocking(self, func: Callable[..., R], *args: Any) -> R:
         """``func(*args)`` (signing, the database) in a worker thread, never on the event loop."""
@@ -269,6 +302,8 @@ async def certfnsh(request: web.Request, state: CAState) -> web.StreamResponse:
     else:
         return _bad_parameter(state)
     if isinstance(outcome, Issued):
+        if mode == "newreq" and outcome.req_id is not None:
+            state.issued.put(outcome.req_id, user, outcome.cert_der)
         return _html(pages.issued(state.ca_name, outcome.req_id, _is_browser(request)))  # type: ignore[arg-type]
     if isinstance(outcome, Pending):
         return _html(pages.pending(state.ca_name, outcome.req_id))  # type: ignore[arg-type]
@@ -331,6 +366,12 @@ async def _download_request(request: web.Request,
 
 
 async def certnew_cer(request: web.Request, state: CAState) -> web.StreamResponse:
+    query = _query(request)
+    req_id, enc = _req_id(query.get("reqid")), _encoding(query)
+    cached = state.issued.take(req_id, request[CA_USER]) if req_id is not None and enc is not None else None
+    if cached is not None:
+        return _download(request, cached if enc == "bin" else pki.pem_armor(cached, eol=b"\r\n"),
+                         "application/pkix-cert", "certnew.cer")
     found = await _download_request(request, state)
     if isinstance(found, web.Response):
         return found

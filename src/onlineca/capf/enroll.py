@@ -139,7 +139,10 @@ class OnlineCAEnroller:
 
     def _queue_files(self, device: str, *files_and_data: tuple[Path, bytes]) -> None:
         """Write the files in a worker thread after the device's earlier file work, without
-        waiting for it; ``files_written`` waits where the files must be there."""
+        waiting for it; ``files_written`` waits where the files must be there.  None at all with
+        ``[capf] document_copies = false`` (the database is the record)."""
+        if not self.cfg.document_copies:
+            return
         earlier = self._files.get(device)
 
         async def write() -> None:

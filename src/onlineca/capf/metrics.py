@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from onlineca.infra import workers
 from onlineca.infra.metrics import certificate_expiry_family
 from onlineca.infra.serving import listen
 from onlineca.store.fleet_stats import EXPIRY_WINDOWS, FleetSnapshot
@@ -210,7 +211,8 @@ async def start_metrics_server(metrics: CAPFMetrics, host: str, port: int, *,
     app.router.add_get("/capf-ca.crl", crl)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True,
+                       reuse_port=workers.reuse_port() or None)
     try:
         await listen(site.start, host, port)
     except BaseException:

@@ -33,7 +33,7 @@ from onlineca.capf.ops import CAPFOps
 from onlineca.capf.server import CAPFServer
 from onlineca.config import Config, DataDir
 from onlineca.errors import CAUnavailable, ConfigError, PKIError
-from onlineca.infra import files, tls
+from onlineca.infra import files, tls, workers
 from onlineca.infra.serving import ConnectionGuard, ConnectionLimits, guarded_factory, listen, quiet_accept_errors
 from onlineca.logs.capf_trace import attach_capf_trace, log as trace_log
 from onlineca.store import devices as inv
@@ -113,7 +113,12 @@ class RunningCAPF:
 def node_id(config: Config, data_dir: Path) -> str:
     """This node's id: ``[capf] node_id``, else the one kept in ``<data>/capf/node-id`` (made at
     first start: host name and a random suffix).  Stable across restarts, unlike a PID, so that a
-    node that starts again knows the leases its earlier life held."""
+    node that starts again knows the leases its earlier life held.  Under ``--workers`` (perf
+    branch) each worker is a node of its own: the id gets ``-w<index>``, stable per index."""
+    return _node_id_of_data(config, data_dir) + workers.worker_suffix()
+
+
+def _node_id_of_data(config: Config, data_dir: Path) -> str:
     if config.capf.node_id:
         return config.capf.node_id
     path = DataDir(data_dir).capf.node_id_file
@@ -293,7 +298,9 @@ async def start_capf(config: Config, data_dir: str | os.PathLike[str] | None = N
             return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=2 ** 16, loop=loop), handle, loop=loop)
 
         server = await listen(lambda: loop.create_server(guarded_factory(guard, ctx, session_protocol), bind_host,
-                                                         listen_port, backlog=512), bind_host, listen_port)
+                                                         listen_port, backlog=512,
+                                                         reuse_port=workers.reuse_port() or None),
+                              bind_host, listen_port)
     except BaseException:
         if enroller is not None:
             await enroller.close()

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
-from onlineca.errors import ESTCodedError, OnlineCAError
+from onlineca.errors import ConfigError, ESTCodedError, OnlineCAError
 from onlineca.proto.libest import rv_text
 
 if TYPE_CHECKING:  # the config module loads pydantic: not needed for ``onlineca --help``
@@ -228,11 +229,74 @@ def _reloader(running: object, reload_config: Callable[[], Config] | None) -> Re
 
 
 LOCKED_ROLES = frozenset({"ca", "ra", "capf", "admin"})
+WORKER_ROLES = frozenset({"ca", "ra", "capf"})  # the tiers with --workers
 
 
 def _role(ctx: click.Context) -> str:
     """``ca`` for ``onlineca ca serve``: the group the serve command belongs to."""
     return (ctx.parent.info_name if ctx.parent is not None else None) or ctx.info_name or "server"
+
+
+WORKERS_KEY = "onlineca.workers"
+
+
+def workers_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--workers N`` for a tier's ``serve``: kept in the context for
+    ``serve_until_signal``, so the command's own signature does not change."""
+
+    def keep(ctx: click.Context, _param: click.Parameter, value: int | None) -> None:
+        ctx.meta[WORKERS_KEY] = value
+
+    return click.option("--workers", type=click.IntRange(min=1), default=None, expose_value=False,
+                        callback=keep, help="Server processes on the one port (SO_REUSEPORT) under a "
+                        "supervisor; default: the number of cores.")(f)
+
+
+def _worker_argv() -> list[str] | None:
+    """This command line as a worker runs it, or None when it cannot be repeated (not started as
+    the ``onlineca`` program, e.g. in-process from a test runner)."""
+    prog = Path(sys.argv[0]).name if sys.argv else ""
+    if prog not in ("onlineca", "__main__.py"):
+        return None
+    return [sys.executable, "-m", "onlineca", *sys.argv[1:]]
+
+
+def _supervise(ctx: click.Context, app: AppContext, role: str, count: int) -> None:
+    """The supervisor of ``count`` workers of this serve command (``infra.workers``), holding
+    the role's lock; the workers bind the port the supervisor reserved."""
+    from onlineca.infra import workers
+    from onlineca.infra.daemon import ServerLock, notify
+
+    argv = _worker_argv()
+    assert argv is not None
+    section = getattr(app.config, role)
+    host = ctx.params.get("host") or section.host
+    port = ctx.params.get("port")
+    port = section.port if port is None else port
+    from onlineca.infra.serving import cannot_listen
+
+    lock = ServerLock(app.data_dir, role).acquire()
+    try:
+        reserved, port = workers.reserve_port(host, port)
+    except OSError as exc:
+        lock.release()
+        raise cannot_listen(host, port, exc) from None
+    try:
+        def ready(line: str) -> None:
+            line = f"{line} [{count} workers, supervisor pid {os.getpid()}]"
+            click.echo(line, err=True)
+            notify(f"READY=1\nSTATUS={line}\nMAINPID={os.getpid()}")
+
+        try:
+            status = workers.run_supervisor([*argv, "--port", str(port)], count, on_ready=ready,
+                                            on_stop=lambda: notify("STOPPING=1"))
+        except RuntimeError as exc:  # the worker's own error line (its hint included), as without workers
+            raise ConfigError(str(exc), hint="") from None
+    finally:
+        reserved.close()
+        lock.release()
+    if status:
+        ctx.exit(status)
 
 
 def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R], str],
@@ -248,15 +312,26 @@ def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R]
     the log files and reloads the configuration through the running server's ``reload(config)``
     (``on_sighup``)."""
     from onlineca import logs
+    from onlineca.infra import workers
     from onlineca.infra.daemon import ServerLock, notify
 
     ctx = click.get_current_context()
     app = ctx.find_object(AppContext)
     role = _role(ctx)
+    count = ctx.meta.get(WORKERS_KEY)
+    if count is None:
+        count = workers.default_workers() if WORKERS_KEY in ctx.meta else 1
+    if (app is not None and count > 1 and workers.worker_index() is None and role in WORKER_ROLES
+            and _worker_argv() is not None):
+        _supervise(ctx, app, role, count)
+        return
     if app is not None:
         logs.set_target(app.config.logging.target)
-    # one server per data dir for the tiers' servers; 'est serve' (a test tool) may run many
-    lock = ServerLock(app.data_dir, role).acquire() if app is not None and role in LOCKED_ROLES else None
+        logs.set_buffered(app.config.logging.buffered)
+    # one server per data dir for the tiers' servers ('est serve', a test tool, may run many); a
+    # worker's supervisor holds it for all its workers
+    lock = (ServerLock(app.data_dir, role).acquire()
+            if app is not None and role in LOCKED_ROLES and workers.worker_index() is None else None)
 
     async def main() -> None:
         stack = contextlib.ExitStack()
@@ -268,11 +343,13 @@ def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R]
         try:
             stopping = stack.enter_context(stop_on_signals())
             line = describe(running)
-            click.echo(line, err=True)  # first: the readiness line scripts wait for
+            # first: the readiness line scripts wait for (a worker marks it for its supervisor)
+            click.echo(f"{workers.READY_MARK}{line}" if workers.worker_index() is not None else line, err=True)
             if app is not None:
                 source = app.source.describe()
                 logging.getLogger(f"onlineca.{role}").info("%s; %s", line, source)
-                click.echo(source, err=True)
+                if not workers.worker_index():  # on its own, or worker 0: said once, not per worker
+                    click.echo(source, err=True)
             notify(f"READY=1\nSTATUS={line}\nMAINPID={os.getpid()}")
             await stopping.wait()
         finally:
@@ -284,6 +361,7 @@ def serve_until_signal(start: Callable[[], Awaitable[R]], describe: Callable[[R]
                 loop.remove_signal_handler(signal.SIGHUP)
             await running.close()
 
+    workers.install_event_loop()  # uvloop when importable (onlineca[speed]); ONLINECA_EVENT_LOOP=asyncio: not
     try:
         asyncio.run(main())
     finally:

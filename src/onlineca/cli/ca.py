@@ -18,7 +18,7 @@ import click
 
 from onlineca import pki
 from onlineca.ca import engine as eng, users as ca_users
-from onlineca.cli.app import AppContext, read_only_config, serve_until_signal
+from onlineca.cli.app import AppContext, read_only_config, serve_until_signal, workers_option
 from onlineca.config import DataDir
 from onlineca.errors import CAError
 from onlineca.store import Database
@@ -81,6 +81,7 @@ def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_n
 
 
 @ca.command("serve")
+@workers_option
 @click.option("--host", default=None, help="Default from [ca] host (127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Default from [ca] port (8443).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -33,7 +33,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onlineca.cli.app import AppContext, exit_on_finding, read_only_config, serve_until_signal
+from onlineca.cli.app import AppContext, exit_on_finding, read_only_config, serve_until_signal, workers_option
 from onlineca.errors import CAPFError, CSVImportError
 
 
@@ -100,6 +100,7 @@ def capf() -> None:
 
 
 @capf.command("serve")
+@workers_option
 @click.option("--host", default=None, help="Default from [capf] host (127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Default from [capf] port (3804).")
 @click.option("--no-scheduler", is_flag=True, help="Do not run renewal passes (another node runs them).")
@@ -212,24 +213,75 @@ def _make_filter(status: str | None, operation: str | None, profile: str | None,
                         lsc_expires_before=parse_when(lsc_expires_before) if lsc_expires_before else None)
 
 
+_LIST_COLUMNS = ["Name", "Model", "Profile", "Operation", "Completes By", "Status", "Auth", "Keys", "LSC expires"]
+# Up to this many devices, one table; more are streamed as aligned lines (memory stays flat).
+_TABLE_ROWS = 1000
+
+
+def _list_cells(r: dict[str, Any]) -> list[Any]:
+    return [r["name"], r["model"], r["profile"], r["operation_display"], r["operation_completes_by"],
+            r["status_display"], r["auth_mode"], f'{r["key_order"]} {r["rsa_key_size"]}/{r["ec_key_size"]}',
+            (r["lsc"] or {}).get("not_after")]
+
+
+def _stream_lines(title: str, rows: Any) -> None:
+    """A long list as plain aligned lines, written as they come: widths from the first rows."""
+    out = sys.stdout
+    out.write(title + "\n")
+    widths: list[int] | None = None
+    head: list[list[str]] = []
+
+    def emit(cells: list[str]) -> None:
+        assert widths is not None
+        out.write("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() + "\n")
+
+    for r in rows:
+        cells = ["" if v is None else str(v) for v in _list_cells(r)]
+        if widths is None:
+            head.append(cells)
+            if len(head) < 100:
+                continue
+            widths = [max(len(c) for c in col) for col in zip(_LIST_COLUMNS, *head, strict=True)]
+            emit(_LIST_COLUMNS)
+            for h in head:
+                emit(h)
+            continue
+        emit(cells)
+    if widths is None:
+        widths = [max(len(c) for c in col) for col in zip(_LIST_COLUMNS, *head, strict=True)]
+        emit(_LIST_COLUMNS)
+        for h in head:
+            emit(h)
+    out.flush()
+
+
 @devices.command("list")
 @_filter_options
 @click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many devices (by name) first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @click.pass_context
-def devices_list(ctx: click.Context, /, limit: int | None, as_json: bool, **filters: Any) -> None:
-    """List devices matching every filter given."""
+def devices_list(ctx: click.Context, /, limit: int | None, offset: int, as_json: bool, **filters: Any) -> None:
+    """List devices matching every filter given, by name; streamed, so any inventory size lists
+    in flat memory (more than 1,000 are written as aligned lines rather than one table)."""
     from onlineca.service import devices as service
     with _services(ctx, read_only=True) as (svc, actor):
-        _, rows = service.list_devices(svc, actor, _make_filter(**filters), limit=limit)
-    if as_json:
-        _print_json(rows)
-        return
-    _table(f"{len(rows)} device(s)", ["Name", "Model", "Profile", "Operation", "Completes By", "Status",
-                                      "Auth", "Keys", "LSC expires"],
-           [[r["name"], r["model"], r["profile"], r["operation_display"], r["operation_completes_by"],
-             r["status_display"], r["auth_mode"], f'{r["key_order"]} {r["rsa_key_size"]}/{r["ec_key_size"]}',
-             (r["lsc"] or {}).get("not_after")] for r in rows])
+        total, rows = service.iter_devices(svc, actor, _make_filter(**filters), limit=limit, offset=offset)
+        shown = max(0, min(total - offset, limit if limit is not None else total))
+        if as_json:  # one JSON array, an element at a time
+            out = sys.stdout
+            first = True
+            for r in rows:
+                element = json.dumps(r, indent=2, sort_keys=False, default=str).replace("\n", "\n  ")
+                out.write(("[\n  " if first else ",\n  ") + element)
+                first = False
+            out.write("[]\n" if first else "\n]\n")
+            out.flush()
+            return
+        if shown > _TABLE_ROWS:
+            _stream_lines(f"{shown} device(s)", rows)
+            return
+        _table(f"{shown} device(s)", _LIST_COLUMNS, [_list_cells(r) for r in rows])
 
 
 @devices.command("show")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from onlineca.cli.app import AppContext, serve_until_signal
+from onlineca.cli.app import AppContext, serve_until_signal, workers_option
 
 
 @click.group("ra")
@@ -21,6 +21,7 @@ def ra() -> None:
 
 
 @ra.command("serve")
+@workers_option
 @click.option("--host", default=None, help="Default from [ra] host (127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Default from [ra] port (8084).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from aiohttp import web
 
 from onlineca.errors import ConfigError
+from onlineca.infra import workers
 
 T = TypeVar("T")
 
@@ -294,7 +295,8 @@ class GuardedTLSSite(web.BaseSite):
         self._server = await loop.create_server(lambda: GuardedTLSProtocol(self.guard, server(), self.ssl_context),
                                                 self._host,
                                                 self._port, backlog=self._backlog,
-                                                reuse_address=self._reuse_address)
+                                                reuse_address=self._reuse_address,
+                                                reuse_port=workers.reuse_port() or None)
 
 
 def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:

@@ -15,10 +15,17 @@ logrotate moved it away (the inode changed) or on ``reopen_log_files()`` (the se
 SIGHUP); ``journald`` writes plain lines on stderr with an sd-daemon priority prefix and no
 timestamp of ours (journald adds its own); ``stdout`` writes each component's own format on
 stdout (containers).
+With ``set_buffered(True)`` (``[logging] buffered``) the servers' file logs
+(``attach_log``) are written by a background thread: the logging call only appends the record to a
+deque (no write, no flush, no lock on the event loop); every ``FLUSH_SECONDS`` the thread writes
+what has arrived and flushes once, and ``detach()`` (a clean stop) and process exit drain
+it completely, so no line is lost on a clean stop.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
 import json
 import logging
 import logging.handlers
@@ -176,6 +183,20 @@ class RedactingFileHandler(logging.handlers.WatchedFileHandler):
         # JSON lines are redacted field by field (a regex over the JSON could break its quoting).
         return text if isinstance(self.formatter, JSONFormatter) else redact(text)
 
+    # Buffered mode: the queue's thread writes many lines, then flushes once (``flush_now``).
+    defer_flush = False
+
+    def flush(self) -> None:
+        if not self.defer_flush:
+            super().flush()
+
+    def flush_now(self) -> None:
+        super().flush()
+
+    def close(self) -> None:
+        self.flush_now()
+        super().close()
+
     def reopen(self) -> None:
         """Close the file and open the path again (SIGHUP)."""
         self.acquire()
@@ -254,6 +275,87 @@ def make_handler(path: Path, fmt: str = "text", formatter: logging.Formatter | N
     return handler
 
 
+_buffered = False
+FLUSH_SECONDS = 0.5
+
+
+def set_buffered(on: bool) -> None:
+    """Whether ``attach_log`` handlers made from now on write through a queue (module docstring)."""
+    global _buffered
+    _buffered = bool(on)
+
+
+class _QueueHandler(logging.Handler):
+    """Appends the record, its message merged (its arguments may change after the call) but its
+    exception kept (so the file's own formatter renders it as unbuffered lines are), to a deque:
+    no lock and no thread woken per line, which is what costs on a busy event loop."""
+
+    def __init__(self, pending: collections.deque[logging.LogRecord]) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: deque.append is atomic
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record.msg, record.args = record.getMessage(), None  # same getMessage() for every handler
+        except Exception:  # bad %-args: let the file handler report it as logging does
+            pass
+        self.pending.append(record)
+
+
+class _Writer:
+    """The thread that writes one file handler's queued records every ``FLUSH_SECONDS`` and flushes
+    once per batch; ``stop()`` writes what is left."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        self.pending: collections.deque[logging.LogRecord] = collections.deque()
+        self.handler = handler
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="onlineca-log-writer", daemon=True)
+        self._thread.start()
+        _writers.add(self)
+
+    def _drain(self) -> None:
+        wrote = False
+        while True:
+            try:
+                record = self.pending.popleft()
+            except IndexError:
+                break
+            self.handler.handle(record)
+            wrote = True
+        if wrote:
+            if isinstance(self.handler, RedactingFileHandler):
+                self.handler.flush_now()
+            else:
+                self.handler.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_SECONDS):
+            self._drain()
+        self._drain()
+
+    def stop(self) -> None:
+        """Write every line queued so far, then end the thread (idempotent)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._drain()  # anything appended while the thread was ending
+        _writers.discard(self)
+
+
+_writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for writer in list(_writers):
+        writer.stop()
+
+
 def attach_log(logger_name: str, path: Path | str, fmt: str = "text", level: str = "info",
                formatter: logging.Formatter | None = None) -> Callable[[], None]:
     """Attach a redacting file handler to ``logger_name`` for the life of a server.
@@ -264,12 +366,21 @@ def attach_log(logger_name: str, path: Path | str, fmt: str = "text", level: str
     """
     logger = logging.getLogger(logger_name)
     handler = make_handler(Path(path), fmt, formatter)
-    logger.addHandler(handler)
+    writer: _Writer | None = None
+    if _buffered and isinstance(handler, RedactingFileHandler):
+        handler.defer_flush = True
+        writer = _Writer(handler)
+        logger.addHandler(_QueueHandler(writer.pending))
+    else:
+        logger.addHandler(handler)
+    added = logger.handlers[-1]
     if logger.level == logging.NOTSET or logger.level > logging.getLevelName(level.upper()):
         logger.setLevel(level.upper())
 
     def detach() -> None:
-        logger.removeHandler(handler)
+        logger.removeHandler(added)
+        if writer is not None:
+            writer.stop()
         handler.close()
 
     return detach

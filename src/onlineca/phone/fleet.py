@@ -79,6 +79,7 @@ class FleetReport:
     results: list[SessionResult]
     seconds: float
     concurrency: int
+    cpu_seconds: float = 0.0  # this process's CPU over the sessions: the load client's own cost
 
     @property
     def outcomes(self) -> dict[str, int]:
@@ -115,6 +116,7 @@ class FleetReport:
             "devices_per_second": round(self.ok / self.seconds, 2) if self.seconds > 0 else 0.0,
             "latency_p50": round(percentile(lat, 50), 4), "latency_p99": round(percentile(lat, 99), 4),
             "latency_max": round(max(lat), 4) if lat else 0.0,
+            "client_cpu_seconds": round(self.cpu_seconds, 3),
         }
 
 
@@ -136,9 +138,9 @@ async def run_fleet(members: Sequence[Member], target: Target, *, concurrency: i
             on_result(member, result)
         return result
 
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     results = await asyncio.gather(*(one(m) for m in members))
-    return FleetReport(list(results), time.monotonic() - started, concurrency)
+    return FleetReport(list(results), time.monotonic() - started, concurrency, time.process_time() - cpu)
 
 
 __all__ = ["FleetReport", "Member", "device_names", "flow_of", "make_fleet", "percentile", "run_fleet"]

@@ -452,7 +452,8 @@ def make_ra_app(config: Config, log_dir: str | Path, *, log_format: str | None =
                 "connector": state.config.ra.connector,
                 # what this RA runs with, for diagnose to compare with its own configuration
                 "ca_url": state.config.ra.ca_url, "template": state.config.ra.template,
-                "trust_store": [pki.fingerprint(c) for c in state.trust.certs]}
+                "trust_store": [pki.fingerprint(c) for c in state.trust.certs],
+                "pid": os.getpid()}  # which worker answered, under --workers
         if state.ready:
             return _json(body)
         return _json(body, 503, **{"Retry-After": str(state.config.ra.unavailable_retry_after)})

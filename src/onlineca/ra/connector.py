@@ -50,6 +50,7 @@ from onlineca.errors import (
 )
 from onlineca.est.backend import LocalSigner
 from onlineca.est.server import CLIENT_ADDRESS
+from onlineca.infra import workers
 from onlineca.proto import est as m
 from onlineca.proto.certsrv import client as p
 from onlineca.proto.results import BasicCredentials, Denied, EnrollRequest, EnrollResult, Pending
@@ -214,10 +215,11 @@ class CertsrvConnector:
         """Why a login from ``peer`` for ``principal`` is not forwarded to the CA now, if it is not."""
         now = time.monotonic()
         window = self.ra.login_throttle_seconds
-        for bucket, key, limit, what in ((self._fail_by_principal, principal, self.ra.max_failed_logins_per_user,
-                                          f"user {principal}"),
-                                         (self._fail_by_address, peer, self.ra.max_failed_logins_per_address,
-                                          f"address {peer}")):
+        # Under --workers each worker counts in its own memory, so each allows its share.
+        for bucket, key, limit, what in ((self._fail_by_principal, principal,
+                                          workers.share(self.ra.max_failed_logins_per_user), f"user {principal}"),
+                                         (self._fail_by_address, peer,
+                                          workers.share(self.ra.max_failed_logins_per_address), f"address {peer}")):
             times = bucket.get(key)
             if times is None:
                 continue

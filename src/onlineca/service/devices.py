@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -70,6 +71,23 @@ def list_devices(svc: Services, actor: Actor, query: DeviceQuery | None = None, 
     with svc.session() as s:
         total = inv.count_devices(s, filt)
         return total, [inv.device_dict(d) for d in inv.list_devices(s, filt, limit=limit, offset=offset)]
+
+
+def iter_devices(svc: Services, actor: Actor, query: DeviceQuery | None = None, *, limit: int | None = None,
+                 offset: int = 0) -> tuple[int, Iterator[dict[str, Any]]]:
+    """How many devices match, and their descriptions streamed in name order from one session
+    (closed once the iterator is exhausted or closed): ``capf devices list`` on any inventory."""
+    actor.require("read", "list devices")
+    filt = (query or DeviceQuery()).filter()
+    with svc.session() as s:
+        total = inv.count_devices(s, filt)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with svc.session() as s:
+            for device in inv.iter_devices(s, filt, limit=limit, offset=offset):
+                yield inv.device_dict(device)
+
+    return total, rows()
 
 
 def get_device(svc: Services, actor: Actor, name: str, *, with_secret: bool = False) -> dict[str, Any]:

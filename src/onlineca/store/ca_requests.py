@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from onlineca.errors import CAError
 from onlineca.proto.certsrv.hresults import to_signed
@@ -57,10 +57,15 @@ class CARequests:
         """A new request, already decided (``resolution``), stored in one transaction; its ReqID
         is the database's next."""
         row = CARequest(requester=requester, template=template[:256], csr_der=csr_der,
-                        attributes=attributes[:4096], subject=subject[:1024], resolved_by="")
+                        attributes=attributes[:4096], subject=subject[:1024], resolved_by="",
+                        submitted_at=dt.datetime.now(dt.UTC))
         _apply(row, resolution)
-        with self.db.session() as s:
-            s.add(row)
+        # One Core INSERT ... RETURNING (no unit of work on the CA's hot path); the
+        # row stays a plain transient object that carries its new ReqID.
+        values = {c.key: getattr(row, c.key) for c in CARequest.__table__.columns
+                  if c.key != "req_id" and getattr(row, c.key) is not None}
+        with self.db.engine.begin() as conn:
+            row.req_id = conn.execute(insert(CARequest).values(**values).returning(CARequest.req_id)).scalar_one()
         return row
 
     def get(self, req_id: int) -> CARequest | None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography import x509
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from onlineca import pki
 from onlineca.errors import (
@@ -334,18 +334,21 @@ def _change(s: Session, device: Device, values: dict[str, Any], *, now: dt.datet
 
 
 def add_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime | None = None,
-               **settings: Any) -> Device:
+               known_new: bool = False, flush: bool = True, **settings: Any) -> Device:
+    """A new device.  ``known_new`` / ``flush=False`` (bulk import): the caller has
+    checked that the name is free and flushes many devices at once (one batched INSERT)."""
     name = validate_device_name(name)
     now = as_utc(now or utcnow())
     values = _clean_settings(s, settings)
-    if find_device(s, name) is not None:
+    if not known_new and find_device(s, name) is not None:
         raise InventoryConflict(f"device {name} already exists", hint="Use 'devices set' to change it.")
     device = Device(name=name, model="", description="", operation=Operation.NONE.ident,
                     status=CertStatus.NONE.ident, renewal_attempts=0, renewal_last_error="", failed_auth_count=0,
                     created_at=now, updated_at=now)
     _apply(s, device, values, actor=actor, now=now, is_new=True)
     s.add(device)
-    s.flush()
+    if flush:
+        s.flush()
     return device
 
 
@@ -420,6 +423,18 @@ def list_devices(s: Session, filt: DeviceFilter | None = None, *, limit: int | N
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(s.scalars(stmt))
+
+
+def iter_devices(s: Session, filt: DeviceFilter | None = None, *, limit: int | None = None, offset: int = 0,
+                 batch: int = 1000) -> Iterator[Device]:
+    """The devices by name, fetched ``batch`` at a time (a server-side cursor on PostgreSQL) with
+    their profiles in the same query: the first comes at once and memory stays bounded however
+    many there are (``list_devices`` holds them all)."""
+    stmt = (select(Device).where(*(filt or DeviceFilter()).where()).order_by(Device.name).offset(offset)
+            .options(joinedload(Device.profile)).execution_options(yield_per=batch))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    yield from s.scalars(stmt)
 
 
 def count_devices(s: Session, filt: DeviceFilter | None = None) -> int:

@@ -13,6 +13,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onlineca.errors import CAPFError, CSVImportError, InventoryConflict, PolicyError
@@ -26,7 +27,7 @@ from onlineca.policy.capf import (
     validate_device_name,
 )
 from onlineca.store.capf_models import Device
-from onlineca.store.devices import DeviceFilter, add_device, find_device, list_devices, set_device, utcnow
+from onlineca.store.devices import DeviceFilter, add_device, list_devices, set_device, utcnow
 
 # ---- bulk CSV ------------------------------------------------------------------------------
 
@@ -104,6 +105,22 @@ def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: s
     result = ImportResult()
     seen: dict[str, int] = {}
     reader = csv.reader(stream)
+    batch: list[tuple[int, dict[str | None, str]]] = []
+
+    def import_batch() -> None:
+        # One query for which names exist, the new devices added without a flush each: the
+        # session writes them (and their events) in batched INSERTs at the next flush.
+        wanted = {name for _line, row in batch if (name := _batch_name(row)) is not None}
+        existing = set(s.scalars(select(Device.name).where(Device.name.in_(wanted)))) if wanted else set()
+        for line, row in batch:
+            try:
+                _import_row(s, row, mode, seen, line, result, actor=actor, now=now, existing=existing)
+            except CAPFError as exc:
+                errors.append((line, exc.message))
+        batch.clear()
+        if not errors:
+            s.flush()
+
     try:
         header = next(reader, None)
         if header is None:
@@ -120,11 +137,10 @@ def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: s
             if len(cells) != len(titles):
                 errors.append((line, f"{len(cells)} cells where the header has {len(titles)}"))
                 continue
-            row = {CSV_COLUMNS[t]: c for t, c in zip(titles, cells, strict=True) if CSV_COLUMNS[t]}
-            try:
-                _import_row(s, row, mode, seen, line, result, actor=actor, now=now)
-            except CAPFError as exc:
-                errors.append((line, exc.message))
+            batch.append((line, {CSV_COLUMNS[t]: c for t, c in zip(titles, cells, strict=True) if CSV_COLUMNS[t]}))
+            if len(batch) >= IMPORT_BATCH:
+                import_batch()
+        import_batch()
     except csv.Error as exc:
         errors.append((reader.line_num, f"not CSV: {exc}"))
     except CSVImportError:
@@ -136,16 +152,26 @@ def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: s
     return result
 
 
+# Lines read, checked and added between two flushes of the import's one transaction.
+IMPORT_BATCH = 1000
+
+
+def _batch_name(row: dict[str | None, str]) -> str | None:
+    try:
+        return validate_device_name(row.get("name", ""))
+    except CAPFError:
+        return None  # reported with its line by _import_row
+
+
 def _import_row(s: Session, row: dict[str | None, str], mode: str, seen: dict[str, int], line: int,
-                result: ImportResult, *, actor: str, now: dt.datetime) -> None:
+                result: ImportResult, *, actor: str, now: dt.datetime, existing: set[str]) -> None:
     name = validate_device_name(row.pop("name", ""))
     if name in seen:
         raise InventoryConflict(f"{name} is also on line {seen[name]}")
     seen[name] = line
     settings: dict[str, Any] = {k: v.strip() for k, v in row.items() if k}
-    existing = find_device(s, name)
-    if existing is None:
-        add_device(s, name, actor=actor, now=now, **settings)
+    if name not in existing:
+        add_device(s, name, actor=actor, now=now, known_new=True, flush=False, **settings)
         result.added.append(name)
         return
     if mode == "add":

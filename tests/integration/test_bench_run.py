@@ -1,0 +1,40 @@
+"""``bench/run.py --quick`` runs every bench end to end and prints one JSON summary with the keys
+docs/performance.md relies on.  A smoke test only: it checks keys and that every bench ran, never a
+time or a rate (numbers on a shared CI machine mean nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_run_quick_prints_every_section() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick"], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["quick"] is True
+    assert {"ca_signature_ms", "tls13_handshake_server_ms", "csr_verify_ms", "floor_cpu_ms",
+            "floor_per_second"} <= set(summary["floor"])
+    for key in ("end_to_end_in_process", "end_to_end_capf_process"):
+        e2e = summary[key]
+        assert "error" not in e2e, e2e
+        assert {"devices_per_second", "ratio_to_floor", "p50_ms", "p99_ms", "server_cpu_ms_per_enrollment",
+                "load_client"} <= set(e2e)
+        assert e2e["failed"] == 0
+        assert {"cpu_seconds", "core_share", "ceiling_devices_per_second"} <= set(e2e["load_client"])
+    assert "servers_ms_per_enrollment" in summary["end_to_end_in_process"]["server_cpu_ms_per_enrollment"]
+    assert {"capf_ms", "ra_and_ca_ms"} <= set(summary["end_to_end_capf_process"]["server_cpu_ms_per_enrollment"])
+    for key in ("ra", "ca", "scheduler", "bulk"):
+        assert "error" not in summary[key], summary[key]
+    assert {"certsrv", "local", "libest_baseline"} <= set(summary["ra"])
+    assert "certs_per_second" in summary["ca"]
+    for key in ("import", "list", "list_json", "list_limit_100", "report"):
+        assert "error" not in summary["bulk"][key], summary["bulk"][key]
+        assert summary["bulk"][key]["peak_rss_mb"] > 0
