@@ -44,7 +44,7 @@ def test_ca_init_encrypt_keys_and_the_engine_reads_them(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     ca = tmp_path / "data" / "ca"
     for key in ("root.key", "issuing.key"):
-        assert (ca / key).read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        assert pki.pem_label((ca / key).read_bytes()) == "ENCRYPTED PRIVATE KEY"  # encrypted PKCS#8
         assert (ca / key).stat().st_mode & 0o777 == 0o600
     assert not files.is_encrypted_key_file(ca / "web.key")  # the TLS key stays in clear (see docs/operations.md)
     cfg = load_config(conf, environ={})

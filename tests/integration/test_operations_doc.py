@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from onlineca import pki
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "operations.md"
 STAND_INS = ("/etc/systemd/system", "/etc/logrotate.d", "/etc/onlineca", "/var/lib/onlineca", "/var/log/onlineca",
@@ -241,7 +243,7 @@ def test_the_production_install_runs_as_written(tmp_path: Path) -> None:
     text = "\n".join(outputs)
     print(text)
     data = tmp_path / "var/lib/onlineca"
-    assert (data / "ca" / "issuing.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert pki.pem_label((data / "ca" / "issuing.key").read_bytes()) == "ENCRYPTED PRIVATE KEY"
     assert f"configuration: {tmp_path}/etc/onlineca/onlineca.toml (from $ONLINECA_CONFIG)" in text
     assert "SEP74A02FC0A675: installed" in text
     assert "OK (" in text and (tmp_path / "var/backups/onlineca/onlineca.tar.gz").exists()

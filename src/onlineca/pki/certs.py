@@ -316,6 +316,16 @@ def pem_armor(der: bytes, label: str = "CERTIFICATE", eol: bytes = b"\n") -> byt
     return eol.join([b"-----BEGIN " + tag + b"-----", *lines, b"-----END " + tag + b"-----", b""])
 
 
+_PEM_BEGIN_RE = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+
+
+def pem_label(data: bytes) -> str | None:
+    """The label of the first PEM block in ``data`` (``CERTIFICATE``, ``ENCRYPTED PRIVATE KEY``,
+    ...), or None when there is none: the inverse of ``pem_armor``'s ``label``."""
+    m = _PEM_BEGIN_RE.search(data)
+    return m.group(1).decode("ascii") if m else None
+
+
 def pem_to_der(data: bytes) -> bytes:
     return cert_der(load_certificate(data))
 
@@ -389,6 +399,7 @@ __all__ = [
     "name_to_slash",
     "parse_name",
     "pem_armor",
+    "pem_label",
     "pem_to_der",
     "resign_der",
     "same_public_key",

@@ -57,7 +57,9 @@ def private_key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
 def is_encrypted_key(data: bytes) -> bool:
     """Whether PEM key bytes are encrypted (PKCS#8 ``ENCRYPTED PRIVATE KEY``, or a legacy
     ``Proc-Type: 4,ENCRYPTED`` header)."""
-    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+    from onlineca.pki.certs import pem_label
+
+    return pem_label(data) == "ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in data
 
 
 def private_key_der(key: PrivateKey) -> bytes:
