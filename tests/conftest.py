@@ -6,10 +6,11 @@ Under CI (``CI=true``) a missing PostgreSQL is an error, not a skip.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,3 +121,23 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+class LogLines:
+    """The messages written so far at INFO and above (a live view: iterate it again to see new ones)."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self._caplog = caplog
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._caplog.messages)
+
+
+@pytest.fixture
+def log_lines(caplog: pytest.LogCaptureFixture) -> Callable[[str], LogLines]:
+    """``log_lines("onlineca.est")``: that logger's messages from here on (pytest's caplog, its level
+    set to INFO for the test and restored after)."""
+    def watch(logger: str) -> LogLines:
+        caplog.set_level(logging.INFO, logger=logger)
+        return LogLines(caplog)
+    return watch

@@ -10,7 +10,6 @@ Real TLS on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 from pathlib import Path
 
@@ -22,25 +21,9 @@ from onlineca.infra.serving import _ACCEPT_FILTERED
 from onlineca.phone.device import Phone
 
 
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
-def capf_log():  # type: ignore[no-untyped-def]
-    handler = Lines()
-    logger = logging.getLogger("onlineca.capf.service")
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def capf_log(log_lines):  # type: ignore[no-untyped-def]
+    return log_lines("onlineca.capf.service")
 
 
 async def test_the_capf_port_is_guarded(tmp_path: Path, lab_pki, capf_log) -> None:  # type: ignore[no-untyped-def]

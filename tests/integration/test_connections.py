@@ -9,7 +9,6 @@ traceback per attempt.  Real TLS servers on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import ssl
 import subprocess
@@ -26,25 +25,9 @@ from onlineca.infra import files as fs
 from onlineca.infra.serving import GUARD, ConnectionLimits
 
 
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
-def est_log():
-    handler = Lines()
-    logger = logging.getLogger("onlineca.est")
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def est_log(log_lines):  # type: ignore[no-untyped-def]
+    return log_lines("onlineca.est")
 
 
 async def _server(lab_pki, **limits):
