@@ -2,7 +2,8 @@
 
 The supervisor is the command the administrator started: it holds the server's data-dir lock (the
 caller takes it), reserves the port (a port of 0 becomes one free port every worker shares), starts
-N copies of its own command line with ``ONLINECA_WORKER_INDEX`` set, prints one readiness line
+N copies of its own command line with ``ONLINECA_WORKER_INDEX`` set (the first alone, so a new
+data dir is prepared once), prints one readiness line
 once every worker has printed its own, forwards SIGHUP, SIGTERM and SIGINT to them, and starts a
 worker again when one dies (not while stopping).  A worker is an ordinary server that binds with
 SO_REUSEPORT, so the kernel spreads new connections over the workers; they share state only
@@ -195,22 +196,29 @@ class Supervisor:
     # -- life --------------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Start every worker and wait for their readiness lines; the first one's line.  A worker
-        that exits first fails the start (``RuntimeError`` with its last words), after stopping
-        the others."""
-        for index in range(self.count):
-            self.workers[index] = self._spawn(index)
+        """Start every worker and wait for their readiness lines; the first one's line.  Worker 0
+        starts alone and the others once it is ready: what a server does on its first start in a
+        new data dir (the database's migrations, CAPF enrolling its certificate and making its own
+        CA) then happens once, not raced by N processes.  A worker that exits first fails the
+        start (``RuntimeError`` with its last words), after stopping the others."""
         deadline = time.monotonic() + START_TIMEOUT
-        for worker in self.workers.values():
-            while not worker.ready.wait(0.1):
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"worker {worker.index} was not ready after {START_TIMEOUT:.0f} s")
-            if worker.first_line.startswith("error:") or not worker.first_line:
-                self.stop()
-                raise RuntimeError(worker.first_line.removeprefix("error:").strip() or
-                                   f"worker {worker.index} exited ({worker.proc.returncode}) before it was ready")
+        self.workers[0] = self._spawn(0)
+        self._await_ready(self.workers[0], deadline)
+        for index in range(1, self.count):
+            self.workers[index] = self._spawn(index)
+        for worker in list(self.workers.values())[1:]:
+            self._await_ready(worker, deadline)
         return self.workers[0].first_line
+
+    def _await_ready(self, worker: _Worker, deadline: float) -> None:
+        while not worker.ready.wait(0.1):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"worker {worker.index} was not ready after {START_TIMEOUT:.0f} s")
+        if worker.first_line.startswith("error:") or not worker.first_line:
+            self.stop()
+            raise RuntimeError(worker.first_line.removeprefix("error:").strip() or
+                               f"worker {worker.index} exited ({worker.proc.returncode}) before it was ready")
 
     def check(self) -> None:
         """Start again any worker that died, ``RESTART_DELAY`` after it did (call it often, from
