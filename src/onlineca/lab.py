@@ -27,19 +27,26 @@ import datetime as dt
 import json
 import secrets
 import shutil
+import socket
+import ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+import aiohttp
+from pydantic import SecretStr
+from sqlalchemy import func, select, update
 
 from onlineca import pki
 from onlineca.ca.engine import init_ca
 from onlineca.ca.users import add_user
 from onlineca.ca.web import RunningCA, start_ca
 from onlineca.capf.local_ca import LSC_EXTENDED_KEY_USAGE
+from onlineca.capf.revocation import LSCRevoker
 from onlineca.capf.scheduler import SchedulerSettings, run_once
 from onlineca.capf.service import RunningCAPF, start_capf as _start_capf
 from onlineca.config import CAConfig, Config, DataDir
@@ -49,6 +56,7 @@ from onlineca.phone.client import Flow, PhoneAuth, SessionResult, Target, phone_
 from onlineca.phone.device import KeyPool, Phone
 from onlineca.phone.fleet import Member, device_names, run_fleet
 from onlineca.phone.mic import MICAuthority
+from onlineca.proto.est import WELL_KNOWN
 from onlineca.ra.app import RunningRA, start_ra
 from onlineca.store import Database, devices as inventory
 from onlineca.store.capf_models import Device
@@ -218,14 +226,34 @@ async def _on_port(start: Callable[[int], Awaitable[Any]], preferred: int | None
     return await start(0)
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the lab's servers listen, whether they run in this process or as processes."""
+
+    ca_url: str    # https://127.0.0.1:port/certsrv
+    ra_url: str    # https://127.0.0.1:port/.well-known/est
+    capf_host: str
+    capf_port: int
+
+
 @dataclass
 class Servers:
-    """The lab's running servers; ``close()`` stops those started, last first."""
+    """The lab's running servers; ``close()`` stops those started, last first.  ``ca``, ``ra``
+    and ``capf`` are set when they run in this process; ``endpoints`` in either case."""
 
     ca: RunningCA | None = None
     ra: RunningRA | None = None
     capf: RunningCAPF | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    processes: int = 0  # the servers run as 'serve --workers N' processes with this N; 0: here
+    started: Endpoints | None = None
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self.started is None:
+            assert self.ca is not None and self.ra is not None and self.capf is not None
+            self.started = Endpoints(self.ca.url, self.ra.url, self.capf.host, self.capf.port)
+        return self.started
 
     async def close(self) -> None:
         for close in reversed(self.closers):
@@ -252,45 +280,151 @@ async def start_servers(config: Config, root: Path, servers: Servers, default_po
     capf = servers.capf = await _on_port(lambda p: start_capf(capf_config, root, p),
                                          DEFAULT_PORTS["capf"] if default_ports else None)
     servers.closers.append(capf.close)
-    write_lab_config(config, servers)
+    write_lab_config(config, servers.endpoints)
 
 
-def write_lab_config(config: Config, servers: Servers) -> Path:
-    """``<lab>/onlineca.toml`` (0600: it holds the lab password) with the ports the servers got,
-    so ``onlineca --config <lab>/onlineca.toml diagnose`` checks the running lab (--keep-running)."""
-    assert servers.ca is not None and servers.ra is not None and servers.capf is not None
-    ra, capf = config.ra, config.capf
-    sections: dict[str, dict[str, Any]] = {
-        "": {"data_dir": str(config.data_path), "log_dir": str(config.log_path)},
+def write_lab_config(config: Config, at: Endpoints) -> Path:
+    """``<lab>/onlineca.toml`` (0600: it holds the lab password): the lab's whole configuration
+    (what differs from the defaults) with the ports and URLs of ``at``, so that ``onlineca
+    --config <lab>/onlineca.toml`` runs any command on the lab, ``diagnose`` and each tier's
+    ``serve`` included (the demo's ``--workers`` starts them so)."""
+    sections: dict[str, Any] = _plain(config.model_dump(exclude_defaults=True))
+    ca_port, ra_port = (int(url.split(":")[2].split("/")[0]) for url in (at.ca_url, at.ra_url))
+    for name, values in {
         "database": {"url": config.database_url},
-        "ca": {"port": servers.ca.port, "users_file": config.ca.users_file, "revokers": config.ca.revokers},
-        "ra": {"port": servers.ra.port, "connector": ra.connector, "ca_url": servers.ca.url, "ca_user": ra.ca_user,
-               "ca_password": ra.ca_password.get_secret_value(), "trust_store": ra.trust_store,
-               "template": ra.template, "tls_cert": ra.tls_cert, "tls_key": ra.tls_key,
-               "vouch_agents": ra.vouch_agents, "vouched_template": ra.vouched_template,
-               "label_templates": ra.label_templates},
-        "est": {"client_trust_store": config.est.client_trust_store},
-        "capf": {"port": servers.capf.port, "ra_url": servers.ra.url, "ra_user": capf.ra_user,
-                 "ra_password": capf.ra_password.get_secret_value(), "ra_trust_store": capf.ra_trust_store,
-                 "mic_trust_store": capf.mic_trust_store, "agent_label": capf.agent_label,
-                 "ca_revoke_url": f"{servers.ca.url}/onlineca/revoke"},
-        # The console (onlineca admin serve) reads the CA's requests from the CA's own database.
+        "ca": {"port": ca_port},
+        "ra": {"port": ra_port, "ca_url": at.ca_url},
+        "capf": {"port": at.capf_port, "ra_url": at.ra_url, "ca_revoke_url": f"{at.ca_url}/onlineca/revoke"},
+        # The CA keeps its requests in a database of its own (the CA and CAPF never wait on one lock).
         "admin": {"ca_database_url": f"sqlite:///{config.data_path / 'ca.db'}"},
-    }
+    }.items():
+        sections.setdefault(name, {}).update(values)
     lines = ["# Written by 'onlineca demo' for the lab it started; holds the lab's generated password."]
-    for name, values in sections.items():
-        if name:
-            lines.append(f"\n[{name}]")
+    tables = {k: v for k, v in sections.items() if isinstance(v, dict)}
+    lines += [f"{key} = {_toml(value)}" for key, value in sections.items() if key not in tables]
+    for name, values in tables.items():
+        lines.append(f"\n[{name}]")
         lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
     path = config.data_path / LAB_CONFIG
     files.write_secret_file(path, ("\n".join(lines) + "\n").encode())
     return path
 
 
+async def start_server_processes(config: Config, root: Path, servers: Servers, default_ports: bool,
+                                 workers: int) -> None:
+    """CA, RA and CAPF as ``onlineca --config <lab>/onlineca.toml <tier> serve --workers N``
+    processes (each a supervisor of N workers on its port, as they are deployed), started in
+    turn once the one before is ready (the RA logged in at the CA before CAPF enrolls its
+    certificate through it), into ``servers`` (which the caller closes: SIGTERM, then SIGKILL)."""
+    ports = {role: _port_for(DEFAULT_PORTS[role] if default_ports else 0) for role in ("ca", "ra", "capf")}
+    at = Endpoints(f"https://127.0.0.1:{ports['ca']}/certsrv", f"https://127.0.0.1:{ports['ra']}{WELL_KNOWN}",
+                   "127.0.0.1", ports["capf"])
+    path = write_lab_config(config, at)
+    trust = ssl.create_default_context(cafile=str(root / "ca" / "root.pem"))
+    for role in ("ca", "ra", "capf"):
+        proc = await _serve_process(path, role, ports[role], workers, config.log_path)
+        servers.closers.append(proc.stop)
+        if role == "ra":
+            await _until_ready(f"https://127.0.0.1:{ports['ra']}/readyz", trust, proc)
+    servers.processes, servers.started = workers, at
+
+
+def _port_for(preferred: int) -> int:
+    """``preferred`` when nothing listens there, else a free port (the servers bind it next)."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise ConfigError("no free port on 127.0.0.1")
+
+
+@dataclass
+class ServeProcess:
+    """One ``onlineca <tier> serve`` process of the lab; what it prints after its readiness line
+    goes to ``<logs>/<tier>-serve.err``."""
+
+    role: str
+    proc: asyncio.subprocess.Process
+    drain: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 40)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self.drain is not None:
+            await self.drain
+
+
+async def _serve_process(config_path: Path, role: str, port: int, workers: int, log_dir: Path) -> ServeProcess:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "onlineca", "--config", str(config_path), role, "serve", "--port", str(port),
+        "--workers", str(workers), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    running = ServeProcess(role, proc)
+    assert proc.stderr is not None
+    try:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 180)).decode(errors="replace").strip()
+    except TimeoutError:
+        line = ""
+    if " serving " not in line:
+        await running.stop()
+        rest = (await proc.stderr.read()).decode(errors="replace").strip() if proc.stderr else ""
+        raise ConfigError(f"'onlineca {role} serve' did not start: {line or rest or 'no answer'}",
+                          hint=f"Run it yourself to see why: onlineca --config {config_path} {role} serve")
+
+    async def drain(stream: asyncio.StreamReader, out: Path) -> None:
+        with out.open("ab") as f:
+            while chunk := await stream.read(65536):
+                f.write(chunk)
+
+    err = log_dir / f"{role}-serve.err"
+    files.write_secret_file(err, f"{line}\n".encode())
+    running.drain = asyncio.ensure_future(drain(proc.stderr, err))
+    return running
+
+
+async def _until_ready(url: str, trust: ssl.SSLContext, server: ServeProcess, timeout: float = 60.0) -> None:
+    """Poll ``url`` (the RA's /readyz) until it answers 200, the process ends, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while time.monotonic() < deadline and server.proc.returncode is None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(url, ssl=trust) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.2)  # the RA logs in at the CA: a few hundred ms
+    raise ConfigError(f"the lab's RA was not ready at {url}",
+                      hint=f"See {server.role}-serve.err and ra.log in the lab's logs folder.")
+
+
+def _plain(value: Any) -> Any:
+    """A dumped configuration as TOML can hold it: secrets revealed (the file is 0600), paths
+    and enums as strings, no None (TOML has no null: an unset value is its default)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path | Enum):
+        return str(value.value if isinstance(value, Enum) else value)
+    return value
+
+
 def _toml(value: Any) -> str:
-    """A TOML value: JSON strings, numbers and lists are TOML's too; a table is written inline."""
+    """A TOML value: JSON strings, numbers and booleans are TOML's too; lists and tables inline."""
     if isinstance(value, dict):
         return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(value)
 
 
@@ -334,14 +468,18 @@ def register_devices(config: Config, devices: list[LabDevice]) -> None:
         db.dispose()
 
 
-def advance_to_renewal(config: Config) -> tuple[dt.datetime, int]:
+def advance_to_renewal(config: Config, *, move_due_dates: bool = False) -> tuple[dt.datetime, int]:
     """Run the renewal scheduler once with its clock just past the last device's renewal window
-    (the LSCs are valid for days, the lab runs for seconds); returns that clock and how many it scheduled."""
+    (the LSCs are valid for days, the lab runs for seconds); returns that clock and how many it
+    scheduled.  ``move_due_dates``: instead, every installed LSC's renewal window opens now (the
+    servers run as processes here, whose clocks the lab does not set) and the scheduler runs now."""
     db = Database(config.database_url)
     try:
-        with db.session() as s:
-            last_due = s.scalar(select(func.max(Device.renewal_due_at)))
         now = dt.datetime.now(dt.UTC)
+        with db.session() as s:
+            if move_due_dates:
+                s.execute(update(Device).where(Device.renewal_due_at.is_not(None)).values(renewal_due_at=now))
+            last_due = s.scalar(select(func.max(Device.renewal_due_at)))
         if last_due is None:
             return now, 0
         if last_due.tzinfo is None:
@@ -363,6 +501,7 @@ class LabOptions:
     concurrency: int = 8
     keep_running: bool = False
     default_ports: bool = True
+    workers: int = 0  # >0: each server as 'onlineca <tier> serve --workers N' processes; 0: all here
 
 
 @dataclass
@@ -374,10 +513,31 @@ class LabRun:
     servers: Servers | None = None
 
 
-def _phone_target(root: Path, servers: Servers) -> Target:
-    assert servers.capf is not None
-    return Target(servers.capf.host, servers.capf.port, phone_ssl_context(root / "ca" / "root.pem"),
+def _phone_target(root: Path, at: Endpoints) -> Target:
+    return Target(at.capf_host, at.capf_port, phone_ssl_context(root / "ca" / "root.pem"),
                   read_timeout=60.0, keepalive=5.0)
+
+
+async def _revoke_replaced(config: Config, servers: Servers) -> dict[str, Any] | None:
+    """CAPF's maintenance pass revokes the LSCs the renewals replaced (through our CA's revoke
+    endpoint); the lab runs it once now instead of waiting for the scheduler's interval (with the
+    servers as processes, from here: the pass needs only the database and the CA)."""
+    at = servers.endpoints
+    if servers.capf is not None:
+        if servers.capf.ops is None:
+            return None
+        result = await servers.capf.ops.revoker.run_once()
+    else:
+        cfg = config.capf.model_copy(update={"ca_revoke_url": f"{at.ca_url}/onlineca/revoke"})
+        db = Database(config.database_url)
+        revoker = LSCRevoker(cfg, db, "demo", capf_ca_dir=DataDir(config.data_path).capf.ca_dir)
+        try:
+            result = await revoker.run_once()
+        finally:
+            await revoker.close()
+            db.dispose()
+    return {"revoked": len(result.revoked), "manual": len(result.manual), "failed": len(result.failed),
+            "crl": at.ca_url.rsplit("/certsrv", 1)[0] + "/CertEnroll/"}
 
 
 async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
@@ -397,14 +557,18 @@ async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
     config, mic = await asyncio.to_thread(make_lab, root)
     servers = Servers()
     try:
-        await start_servers(config, root, servers, opts.default_ports)
-        assert servers.ca is not None and servers.ra is not None and servers.capf is not None
-        progress.log(f"CA   {servers.ca.url}\nRA   {servers.ra.url}\nCAPF {servers.capf.host}:{servers.capf.port}"
-                     f" (device protocol over TLS)")
+        if opts.workers:
+            await start_server_processes(config, root, servers, opts.default_ports, opts.workers)
+        else:
+            await start_servers(config, root, servers, opts.default_ports)
+        at = servers.endpoints
+        where = f" ('serve --workers {opts.workers}' processes)" if opts.workers else ""
+        progress.log(f"CA   {at.ca_url}\nRA   {at.ra_url}\nCAPF {at.capf_host}:{at.capf_port}"
+                     f" (device protocol over TLS){where}")
         devices = await asyncio.to_thread(plan_fleet, root, opts.devices, mic, pool)
         await asyncio.to_thread(register_devices, config, devices)
         await keys_ready
-        target = _phone_target(root, servers)
+        target = _phone_target(root, at)
         by_phone = {d.member.phone.name: d for d in devices}
 
         progress.stage("enrolling phones (CAPF->RA->CA)", len(devices))
@@ -417,7 +581,7 @@ async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
         await run_fleet([d.member for d in devices], target, concurrency=opts.concurrency, retries=2,
                         max_retry_delay=2.0, on_result=enrolled)
 
-        clock, scheduled = await asyncio.to_thread(advance_to_renewal, config)
+        clock, scheduled = await asyncio.to_thread(advance_to_renewal, config, move_due_dates=bool(opts.workers))
         renewing = [d for d in devices if d.enroll is not None and d.enroll.outcome == "installed"]
         public = sum(1 for d in renewing if d.group.flow == "public")
         progress.log(f"renewal: scheduler ran with its clock at {clock:%Y-%m-%d %H:%M} UTC "
@@ -425,7 +589,8 @@ async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
                      f"{scheduled} devices got Install/Upgrade by LSC, {public} public-flow phones renew by "
                      "asking again (CAPF's clock is there too)")
         # A public-flow phone renews by asking again once its LSC is due: CAPF must see that time.
-        servers.capf.capf.clock = lambda: clock
+        if servers.capf is not None:
+            servers.capf.capf.clock = lambda: clock
         progress.stage("renewing LSCs (extended: by LSC; public: asking again)", len(renewing))
 
         def renewed(member: Member, result: SessionResult) -> None:
@@ -437,15 +602,12 @@ async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
                 d.member.auth = PhoneAuth("lsc")
         await run_fleet([d.member for d in renewing], target, concurrency=opts.concurrency, retries=2,
                         max_retry_delay=2.0, on_result=renewed)
-        servers.capf.capf.clock = inventory.utcnow
-        # CAPF's maintenance pass revokes the LSCs the renewals replaced (through our CA's revoke
-        # endpoint); the demo runs it once now instead of waiting for the scheduler's interval.
-        revocations = await servers.capf.ops.revoker.run_once() if servers.capf.ops is not None else None
+        if servers.capf is not None:
+            servers.capf.capf.clock = inventory.utcnow
+        revocations = await _revoke_replaced(config, servers)
         report = summarize(devices, servers, config, clock, scheduled)
         if revocations is not None:
-            report["revocations"] = {"revoked": len(revocations.revoked), "manual": len(revocations.manual),
-                                     "failed": len(revocations.failed), "crl": servers.ca.url.rsplit("/certsrv", 1)[0]
-                                     + "/CertEnroll/"}
+            report["revocations"] = revocations
     except BaseException:
         await servers.close()
         raise
@@ -455,11 +617,21 @@ async def run_lab(opts: LabOptions, progress: Progress | None = None) -> LabRun:
     return LabRun(report, servers if opts.keep_running else None)
 
 
+_RENEWAL_WHY = {
+    False: "LSCs are valid for the CA template's days; the scheduler ran once with its clock past their "
+           "renewal window, and the phones then renewed for real (public-flow phones by asking again, with "
+           "CAPF's clock at the same time).",
+    True: "LSCs are valid for the CA template's days; the lab moved their renewal windows to open now (the "
+          "servers run as processes with the real clock), the scheduler ran, and the phones then renewed for "
+          "real (public-flow phones by asking again).",
+}
+
+
 def summarize(devices: list[LabDevice], servers: Servers, config: Config, clock: dt.datetime,
               scheduled: int) -> dict[str, Any]:
     """The report: per group, how many enrolled and renewed (a new serial), the failures, where
     the servers, data and logs are."""
-    assert servers.ca is not None and servers.ra is not None and servers.capf is not None
+    at = servers.endpoints
     rows: dict[tuple[str, str], dict[str, int]] = {}
     failures = []
     enrolled = renewed = failed = 0
@@ -489,19 +661,18 @@ def summarize(devices: list[LabDevice], servers: Servers, config: Config, clock:
                          for k in ("devices", "enrolled", "renewed", "failed")}
                   for flow in sorted({f for f, _ in rows})},
         "failures": failures,
-        "renewal": {"clock": "simulated", "scheduler_now": clock.isoformat(), "days_ahead": (clock - now).days,
-                    "scheduled": scheduled,
-                    "why": "LSCs are valid for the CA template's days; the scheduler ran once with its clock "
-                           "past their renewal window, and the phones then renewed for real (public-flow phones "
-                           "by asking again, with CAPF's clock at the same time)."},
-        "servers": {"ca": servers.ca.url, "ra": servers.ra.url, "capf": f"{servers.capf.host}:{servers.capf.port}"},
+        "renewal": {"clock": "due dates moved" if servers.processes else "simulated", "scheduler_now": clock.isoformat(), "days_ahead": (clock - now).days,
+                    "scheduled": scheduled, "why": _RENEWAL_WHY[bool(servers.processes)]},
+        "servers": {"ca": at.ca_url, "ra": at.ra_url, "capf": f"{at.capf_host}:{at.capf_port}",
+                    "workers": servers.processes or None},
         "data_dir": str(config.data_path), "logs": logs,
         "config": str(config.data_path / LAB_CONFIG),
     }
 
 
 __all__ = ["AGENT_LABEL", "AGENT_TEMPLATE", "CA_USER", "DEFAULT_PORTS", "GROUPS", "LAB_CONFIG", "MARKER", "VOUCHED_TEMPLATE",
-           "Group", "LabDevice", "LabOptions",
+           "Endpoints", "Group", "LabDevice", "LabOptions",
            "LabRun", "NoProgress", "Progress", "Servers", "advance_to_renewal", "lab_config", "make_lab",
-           "plan_fleet", "prepare_folder", "register_devices", "run_lab", "start_capf", "start_servers",
+           "plan_fleet", "prepare_folder", "register_devices", "run_lab", "start_capf", "start_server_processes",
+           "start_servers",
            "summarize", "write_lab_config"]

@@ -54,9 +54,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     loop = LoopThread()
     servers = Servers()
     loop.run(start_servers(config, root, servers, default_ports=False))
-    path = root / LAB_CONFIG
-    with path.open("a") as f:  # the lab's file lacks the extra template: the console's CA engine needs it
-        f.write('\n[[ca.templates]]\nname = "CiscoRA"\n\n[[ca.templates]]\nname = "Approve"\nmanager_approval = true\n')
+    path = root / LAB_CONFIG  # the lab's whole configuration, the extra template included
     console = start_console(load_config(path), path, loop=loop)
     yield Lab(root, servers, console)
     console.loop.run(console.running.close())

@@ -97,7 +97,7 @@ def test_backup_round_trip_then_the_restored_chain_renews_the_fleet(lab: Path, t
             assert scheduled == len(extended)
             results = []
             members = [Member(p, PhoneAuth("lsc")) for p in phones]
-            await run_fleet(members, _phone_target(new, servers), concurrency=4, retries=2, max_retry_delay=2.0,
+            await run_fleet(members, _phone_target(new, servers.endpoints), concurrency=4, retries=2, max_retry_delay=2.0,
                             on_result=lambda m, r: results.append((m.phone.name, r.outcome, before[m.phone.name],
                                                                    r.lsc_serial)))
             return results

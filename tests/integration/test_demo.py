@@ -71,3 +71,34 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
     assert proc.returncode == 1
     assert "was not made by 'onlineca demo'" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "mine" / "precious.txt").read_text() == "keep me"
+
+
+def _serving(lab: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if f"--config {lab}/onlineca.toml" in line]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_with_workers_runs_each_tier_as_serve_processes(tmp_path):
+    """``--workers 2``: CA, RA and CAPF as 'onlineca --config <lab>/onlineca.toml <tier> serve
+    --workers 2' processes (a supervisor and two workers each), started from the lab's written
+    configuration alone; the fleet enrolls, renews with the real clock, and nothing is left running."""
+    cmd = [sys.executable, "-m", "onlineca", "--data-dir", str(tmp_path), "demo", "--devices", "4", "--json",
+           "--free-ports", "--workers", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["enrolled"] == 4 and report["renewed"] == 4 and report["failed"] == 0, report
+    assert report["servers"]["workers"] == 2 and report["renewal"]["clock"] == "due dates moved"
+    assert report["flows"]["public"]["renewed"] == 2  # public-flow phones asked again, CAPF in its own process
+    assert report["revocations"]["revoked"] == 4 and report["revocations"]["failed"] == 0, report["revocations"]
+    logs = tmp_path / "demo" / "logs"
+    for role, says in (("ca", "CA serving"), ("ra", "RA serving"), ("capf", "CAPF serving")):
+        first = (logs / f"{role}-serve.err").read_text().splitlines()[0]
+        assert first.startswith(says) and "[2 workers, supervisor pid" in first, first
+    assert "Online Cert Signing successful" in (logs / "capf.log").read_text()
+    assert not _serving(tmp_path / "demo"), "a server process outlived the demo"
+    for address in (report["servers"]["ca"].split("//")[1].split("/")[0],
+                    report["servers"]["ra"].split("//")[1].split("/")[0], report["servers"]["capf"]):
+        assert not _listening(address), f"{address} still listening after the demo exited"

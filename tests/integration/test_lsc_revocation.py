@@ -174,7 +174,7 @@ async def test_without_a_revoke_endpoint_capf_records_what_an_administrator_must
         [row] = chain.queue()
         assert row["state"] == "manual" and row["certutil"] == f"certutil -revoke {first} 4"
         assert chain.lsc_states(name)[first] == "superseded"
-        write_lab_config(chain.config, chain.servers)
+        write_lab_config(chain.config, chain.servers.endpoints)
         listed = chain.cli("capf", "revocations", "list")
         assert first in listed and "manual" in listed
         out = chain.cli("capf", "revocations", "export", "-")

@@ -116,7 +116,8 @@ def print_summary(report: dict[str, Any]) -> None:
                   str(report["failed"]))
     console.print(table)
     r = report["renewal"]
-    console.print(f"Renewal clock: simulated ({r['days_ahead']} days ahead) - {r['why']}")
+    when = f"simulated ({r['days_ahead']} days ahead)" if r["clock"] == "simulated" else r["clock"]
+    console.print(f"Renewal clock: {when} - {r['why']}")
     if "revocations" in report:
         rv = report["revocations"]
         console.print(f"Replaced LSCs: {rv['revoked']} revoked at the CA (CRL at {rv['crl']}), "
@@ -169,13 +170,17 @@ async def _main(opts: LabOptions, as_json: bool) -> dict[str, Any]:
 @click.option("--keep-running", is_flag=True,
               help="Keep CA, RA and CAPF running after the summary, with the administration console (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (enrolled, renewed, failed, seconds, ...).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Run CA, RA and CAPF as 'onlineca <tier> serve --workers N' processes, as deployed "
+                   "(N per server; 0: all three in the demo's own process).")
 @click.pass_obj
 def demo(app: AppContext, devices: int, concurrency: int, folder: Path | None, temp: bool, free_ports: bool,
-         keep_running: bool, as_json: bool) -> None:
+         keep_running: bool, as_json: bool, workers: int) -> None:
     """Start CA, RA and CAPF on 127.0.0.1, enroll and renew a simulated fleet, print a summary."""
     tmp = tempfile.mkdtemp(prefix="onlineca-demo-") if temp else None
     root = Path(tmp) if tmp else (folder or app.data_dir / "demo")
-    opts = LabOptions(root.absolute(), devices, concurrency, keep_running, default_ports=not free_ports)
+    opts = LabOptions(root.absolute(), devices, concurrency, keep_running, default_ports=not free_ports,
+                      workers=workers)
     try:
         report = asyncio.run(_main(opts, as_json))
     except KeyboardInterrupt:
