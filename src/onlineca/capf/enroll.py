@@ -11,10 +11,11 @@ before ``Online Cert Signing successful``.  A bounded semaphore (``max_concurren
 keeps a fleet from flooding the RA and the CA.  Failures are ``CAUnavailable`` (retry later: the RA
 or CA is down, slow or busy) or ``CARejected`` (a refusal, or a certificate that fails the checks).
 ``ensure_capf_certificate`` enrolls CAPF's TLS certificate at first start and renews it once two
-thirds of its life have passed.  The files are written in a worker thread (atomic, 0600), off the
-event loop and off the session's path: a session does not wait for its copies until CAPF removes
-the CSR (``remove_csr``), because a worker thread of a busy process waits tens of milliseconds for
-the interpreter at each system call.  The LSC goes back as its DER and its parsed form together,
+thirds of its life have passed.  The files are written on one file thread (atomic, 0600, in the
+order queued, ``infra.files.SerialWriter``), off the event loop and off the session's path: a
+session does not wait for its copies until CAPF removes the CSR (``remove_csr``, queued after
+them), because a worker thread of a busy process waits tens of milliseconds for the interpreter at
+each system call.  The LSC goes back as its DER and its parsed form together,
 so nobody downstream parses or serialises it again.  This module never sees a device's private key, never logs the RA password, and never
 hands back a certificate it has not checked.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import os
 import socket
 import time
@@ -58,11 +60,18 @@ CAPF_RENEW_FRACTION = 2 / 3
 BeforeSend = Callable[[bytes, str], Awaitable[None]]
 
 
-def _write_copies(*files_and_data: tuple[Path, bytes]) -> None:
+def _write_copies(*files_and_data: tuple[Path, bytes], make_dir: bool = True) -> None:
     """The document's copies of a request and its answer.  Atomic and 0600, but not flushed to
     disk one by one: the database holds the certificate; these are for the administrator."""
     for path, data in files_and_data:
-        files.write_file(path, data, sync=False)
+        files.write_file(path, data, sync=False, make_dir=make_dir)
+
+
+def _write_copies_or_warn(files_and_data: tuple[tuple[Path, bytes], ...]) -> None:
+    try:  # CAPF made its folders at start-up
+        _write_copies(*files_and_data, make_dir=False)
+    except OSError as exc:  # a copy for the administrator: the enrollment goes on
+        trace_log.warning("debug cannot write %s: %s", ", ".join(str(p) for p, _ in files_and_data), exc)
 
 
 def _write_folder(folder: Path, named: list[tuple[str, bytes]]) -> None:
@@ -116,7 +125,8 @@ class OnlineCAEnroller:
         self.semaphore = asyncio.BoundedSemaphore(cfg.max_concurrent_enrollments)
         self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
         self._lsc_trust: pki.TrustStore | None = None
-        self._files: dict[str, asyncio.Task[None]] = {}  # per device: its file work, latest last
+        # The document's file copies, in order, on one thread (a device's CSR is removed after its writes).
+        self._files = files.SerialWriter("capf-files")
         # capf10 branch: CAPF's certificate as an RA agent (file stamp, key, certificate, EST client).
         self._agent_est: tuple[int, pki.PrivateKey, x509.Certificate, ESTClient] | None = None
         self._retired: list[ESTClient] = []
@@ -124,8 +134,7 @@ class OnlineCAEnroller:
         self.observe: Callable[[str, str, float], None] | None = None
 
     async def close(self) -> None:
-        if self._files:
-            await asyncio.gather(*self._files.values())
+        await self._files.flush()
         await self.est.close()
         if self.agent_enroll_est is not self.est:
             await self.agent_enroll_est.close()
@@ -138,29 +147,11 @@ class OnlineCAEnroller:
         self._queue_files(device, (cert_dir / f"{device}.pem", pki.pem_armor(der)), (cert_dir / f"{device}.der", der))
 
     def _queue_files(self, device: str, *files_and_data: tuple[Path, bytes]) -> None:
-        """Write the files in a worker thread after the device's earlier file work, without
-        waiting for it; ``files_written`` waits where the files must be there.  None at all with
-        ``[capf] document_copies = false`` (the database is the record)."""
-        if not self.cfg.document_copies:
-            return
-        earlier = self._files.get(device)
-
-        async def write() -> None:
-            if earlier is not None:
-                await earlier
-            try:
-                await asyncio.to_thread(_write_copies, *files_and_data)
-            except OSError as exc:  # a copy for the administrator: the enrollment goes on
-                trace_log.warning("debug cannot write %s: %s", ", ".join(str(p) for p, _ in files_and_data), exc)
-
-        task = asyncio.get_running_loop().create_task(write())
-        self._files[device] = task
-        task.add_done_callback(lambda done: self._files.pop(device) if self._files.get(device) is done else None)
-
-    async def files_written(self, device: str) -> None:
-        task = self._files.get(device)
-        if task is not None:
-            await asyncio.shield(task)  # a session cancelled meanwhile leaves the writes to finish
+        """Write the files on the file thread after the earlier file work, without waiting for
+        it; ``remove_csr`` waits where it matters.  None at all with ``[capf] document_copies =
+        false`` (the database is the record)."""
+        if self.cfg.document_copies:
+            self._files.queue(functools.partial(_write_copies_or_warn, files_and_data))
 
     # ------------------------------------------------------------------ the RA's CA certificates
 
@@ -297,9 +288,8 @@ class OnlineCAEnroller:
 
     async def remove_csr(self, device: str) -> Path:
         """The phone confirmed its LSC: once its files are written, the request file goes; its path."""
-        await self.files_written(device)
         csr_file = self.paths.csr_file(device)
-        await asyncio.to_thread(csr_file.unlink, missing_ok=True)
+        await self._files.run(functools.partial(csr_file.unlink, missing_ok=True))
         return csr_file
 
     async def write_troubleshoot(self, device: str, named_der: list[tuple[str, bytes]]) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import ssl
 import time
@@ -493,9 +494,15 @@ class CertsrvClient:
 
 
 def _refuse_self_signed(der: bytes, host: str) -> None:
-    peer = p.PeerCertificate.from_der(der)
-    if peer.self_signed:
+    if _self_signed(bytes(der)):
+        peer = p.PeerCertificate.from_der(der)
         raise p.tls_error(host, p.X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "self-signed certificate", peer)
+
+
+@functools.lru_cache(maxsize=64)
+def _self_signed(der: bytes) -> bool:
+    """Asked on every request of a kept-alive connection about the same certificate: kept."""
+    return p.PeerCertificate.from_der(der).self_signed
 
 
 def _holds_key_of(cert: x509.Certificate, csr: bytes | str | x509.CertificateSigningRequest) -> bool:

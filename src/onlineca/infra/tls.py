@@ -11,6 +11,7 @@ self-signed CA web certificate even when it is in its trust store) before a requ
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from collections.abc import Callable, Sequence
@@ -67,7 +68,15 @@ def pin_mismatch(cert_der: bytes, *, expected_name: str = "", fingerprint: str =
     """Why a server's certificate (already verified against the trust store) is not the one a
     client expects, or None: it must carry the serverAuth EKU (a certificate from the same root
     for another purpose, e.g. a device's, is refused), name ``expected_name`` in its
-    subjectAltName or CN, and have the SHA-256 ``fingerprint`` (hex, colons optional)."""
+    subjectAltName or CN, and have the SHA-256 ``fingerprint`` (hex, colons optional).
+
+    A client asks on every request of a kept-alive connection, about the same few certificates:
+    the answer is a function of the arguments alone, so it is kept (not the parsed certificate)."""
+    return _pin_mismatch(bytes(cert_der), expected_name, fingerprint, require_server_auth)
+
+
+@functools.lru_cache(maxsize=64)
+def _pin_mismatch(cert_der: bytes, expected_name: str, fingerprint: str, require_server_auth: bool) -> str | None:
     cert = pki.load_certificate(cert_der)
     if require_server_auth:
         try:

@@ -183,8 +183,14 @@ class RedactingFileHandler(logging.handlers.WatchedFileHandler):
         # JSON lines are redacted field by field (a regex over the JSON could break its quoting).
         return text if isinstance(self.formatter, JSONFormatter) else redact(text)
 
-    # Buffered mode: the queue's thread writes many lines, then flushes once (``flush_now``).
+    # Buffered mode: the queue's thread writes many lines, then flushes once (``flush_now``), and
+    # looks for a rotated file once per batch (``reopenIfNeeded`` is a stat() per line otherwise).
     defer_flush = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.defer_flush:
+            self.reopenIfNeeded()
+        logging.FileHandler.emit(self, record)
 
     def flush(self) -> None:
         if not self.defer_flush:
@@ -320,6 +326,12 @@ class _Writer:
 
     def _drain(self) -> None:
         wrote = False
+        if self.pending and isinstance(self.handler, RedactingFileHandler):
+            self.handler.acquire()
+            try:  # once for the batch: logrotate may have renamed the file away
+                self.handler.reopenIfNeeded()
+            finally:
+                self.handler.release()
         while True:
             try:
                 record = self.pending.popleft()

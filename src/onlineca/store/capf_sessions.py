@@ -1,10 +1,12 @@
 """The transactions of one CAPF device session, each one unit of work over a ``Session``.
 
 The session server runs them through ``store.group_commit.Transactions`` (off the event loop);
-each function here is one transaction's body, so a whole install costs three commits: the start
+each function here is one transaction's body, so a whole install costs four commits: the start
 (find or automatically enroll the device, take its lease, read everything the session decides
-on), the issued LSC (stored before it is delivered), and the phone's confirmation together with
-the lease given back.  A session that ends otherwise records its outcome and gives the lease
+on), the intent (``store.lsc_intents``: committed before the request leaves), the issued LSC
+(stored before it is delivered, its intent resolved), and the phone's confirmation together with
+the lease given back.  Those four are SQLAlchemy Core statements on the tables (a handful of
+round trips each, no ORM objects loaded, no autoflush); what is rare stays on the ORM.  A session that ends otherwise records its outcome and gives the lease
 back on its way out.  What to decide is
 ``policy.capf``'s; this module reads and writes rows, never commits, and never logs a secret.
 """
@@ -15,13 +17,23 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, cast
 
 from cryptography import x509
-from sqlalchemy import and_, case, literal, or_, update
+from sqlalchemy import Table, and_, bindparam, case, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from onlineca.errors import OnlineCAError
-from onlineca.policy.capf import EffectivePolicy, Operation, as_utc, success_status, validate_device_name
+from onlineca.errors import CAPFError, DeviceNotFound, OnlineCAError
+from onlineca.policy.capf import (
+    CertStatus,
+    EffectivePolicy,
+    Operation,
+    RenewalPolicy,
+    as_utc,
+    success_status,
+    validate_device_name,
+)
 from onlineca.policy.capf_session import (
     InstalledLSC,
     Outcome,
@@ -30,7 +42,7 @@ from onlineca.policy.capf_session import (
     renewal_on_connect,
 )
 from onlineca.store import devices as inv, lsc_intents as intents
-from onlineca.store.capf_models import Device
+from onlineca.store.capf_models import LSC, Device, DeviceEvent, Profile
 from onlineca.store.lsc_revocations import mark_for_revocation
 
 log = logging.getLogger("onlineca.store.capf_sessions")
@@ -70,6 +82,68 @@ class SessionStart:
     intent: OpenIntent | None = None  # an enrollment of an earlier session, sent and never recorded
 
 
+# The hot path's statements are Core on the tables: no identity map, no unit of work, no
+# autoflush; built once, so SQLAlchemy finds their compiled form without a new cache key.  The ORM
+# is kept for what is rare (automatic enrollment, a public-flow renewal, a lease another holds).
+_DEVICE = cast(Table, Device.__table__)
+_PROFILE = cast(Table, Profile.__table__)
+_LSC = cast(Table, LSC.__table__)
+_EVENT = cast(Table, DeviceEvent.__table__)
+_D, _P, _L = _DEVICE.c, _PROFILE.c, _LSC.c
+_TS = _D.lease_expires_at.type
+
+
+def _ts(key: str) -> Any:
+    return bindparam(key, type_=_TS)
+
+
+# The claim (``devices.claim_device``'s condition) also notes how the phone speaks, and hands back the row.
+_CLAIM = (update(_DEVICE)
+          .where(_D.name == bindparam("b_name"),
+                 or_(_D.lease_owner.is_(None), _D.lease_owner == bindparam("b_owner"), _D.lease_expires_at < _ts("b_now")))
+          .values(lease_owner=bindparam("b_owner", type_=_D.lease_owner.type), lease_expires_at=_ts("b_until"),
+                  client_flow=bindparam("b_flow", type_=_D.client_flow.type),
+                  client_capabilities=bindparam("b_caps", type_=_D.client_capabilities.type))
+          .returning(*_DEVICE.c))
+_PROFILE_ROW = select(_PROFILE).where(_P.id == bindparam("b_id"))
+_UNDELIVERED = (select(_L.serial, _L.der)
+                .where(_L.device_id == bindparam("b_id"), _L.state == "issued", _L.not_after > _ts("b_now"))
+                .order_by(_L.issued_at.desc(), _L.id.desc()).limit(1))
+_DEVICE_ID = select(_D.id).where(_D.name == bindparam("b_name"))
+_ADD_LSC = insert(_LSC)
+_ADD_EVENTS = insert(_EVENT)
+# The device, its profile's renewal policy and the issued LSC it confirmed, in one read.
+_INSTALLING = (select(_D.id, _D.name, _D.profile_id, _P.renewal_enabled, _P.renewal_fraction,
+                      _P.renewal_days_before, _P.renewal_jitter, _L.id.label("lsc_id"), _L.serial, _L.issuer,
+                      _L.not_before, _L.not_after)
+               .select_from(_DEVICE.outerjoin(_PROFILE, _P.id == _D.profile_id)
+                            .outerjoin(_LSC, and_(_L.device_id == _D.id, _L.serial == bindparam("b_serial"))))
+               .where(_D.name == bindparam("b_name")).limit(1))
+_SUPERSEDE = (update(_LSC)
+              .where(_L.device_id == bindparam("b_device"), _L.state == "installed", _L.id != bindparam("b_keep"))
+              .values(state="superseded", superseded_at=_ts("b_now"))
+              .returning(_L.serial, _L.issuer, _L.subject, _L.not_after))
+_INSTALL_LSC = update(_LSC).where(_L.id == bindparam("b_id")).values(state="installed", installed_at=_ts("b_now"))
+# ``mark_lsc_installed`` and ``release_device`` in one UPDATE (SET reads the row as it was).
+_INSTALLED = (update(_DEVICE).where(_D.id == bindparam("b_id"))
+              .values(lsc_serial=bindparam("b_serial", type_=_D.lsc_serial.type),
+                      lsc_issuer=bindparam("b_issuer", type_=_D.lsc_issuer.type),
+                      lsc_not_before=_ts("b_not_before"), lsc_not_after=_ts("b_not_after"),
+                      renewal_due_at=_ts("b_due"), renewal_for_serial=None, renewal_scheduled_at=None,
+                      renewal_attempts=0, renewal_next_at=None, renewal_last_error="",
+                      status=CertStatus.UPGRADE_SUCCESS.ident, status_at=_ts("b_now"),
+                      operation=Operation.NONE.ident, operation_deadline=None, operation_auth_mode=None,
+                      lease_owner=case((_D.lease_owner == bindparam("b_owner"), None), else_=_D.lease_owner),
+                      lease_expires_at=case((_D.lease_owner == bindparam("b_owner"), None),
+                                            else_=_D.lease_expires_at)))
+
+
+def _events(s: Session, name: str, actor: str, now: dt.datetime, *events: tuple[str, str]) -> None:
+    """Rows of the device's audit trail, as ``devices.record_event`` writes them, in one statement."""
+    s.execute(_ADD_EVENTS, [{"device_name": name, "event": event, "detail": detail[:4000], "actor": actor[:128],
+                             "at": now} for event, detail in events])
+
+
 def start_session(s: Session, name: str, *, owner: str, lease: dt.timedelta, now: dt.datetime,
                   mic_valid: Callable[[str], bool], flow: str = "extended",
                   capabilities: int | None = None, presented_lsc: tuple[str, bytes] | None = None) -> SessionStart:
@@ -80,15 +154,39 @@ def start_session(s: Session, name: str, *, owner: str, lease: dt.timedelta, now
     LSC is due gets Install/Upgrade here (it renews by asking again: ``renewal_on_connect``).
     ``owner`` names this one session (the lease is the session's, so no other session,
     of this node or another, enters the device meanwhile); ``presented_lsc`` (serial hex, DER) is
-    the LSC the phone authenticated with, checked against the one recorded as installed."""
-    device = _find_or_auto_enroll(s, name, mic_valid)
-    if device is None:
-        return SessionStart(found=False)
-    if not inv.claim_device(s, name, owner, lease, now=now):
-        return SessionStart(found=True)
+    the LSC the phone authenticated with, checked against the one recorded as installed.
+
+    A known device that is free and that no profile may enroll automatically (every session of
+    an administrator's operation) costs one UPDATE ... RETURNING (the lease, the flow and the row),
+    a profile read when it has one, and the reads of its pending certificate and intent."""
+    name = validate_device_name(name)
+    now = as_utc(now)
+    row = s.execute(_CLAIM, {"b_name": name, "b_owner": owner, "b_now": now, "b_until": now + lease,
+                             "b_flow": flow, "b_caps": capabilities}).first()
+    if row is None or may_auto_enroll(known=True, operation=Operation.parse(row.operation, "operation"),
+                                      has_lsc=row.lsc_serial is not None):
+        # Unknown, busy, or a profile may enroll it: as the ORM did it (the claim is the session's own).
+        orm_device = _find_or_auto_enroll(s, name, mic_valid)
+        if orm_device is None:
+            return SessionStart(found=False)
+        if not inv.claim_device(s, name, owner, lease, now=now):
+            return SessionStart(found=True)
+        if (orm_device.client_flow, orm_device.client_capabilities) != (flow, capabilities):
+            orm_device.client_flow, orm_device.client_capabilities = flow, capabilities
+        return _started(s, orm_device, now=now, flow=flow, presented_lsc=presented_lsc)
+    # ``devices.device_policy`` and ``installed_lsc_is`` read only columns: the row serves as the device.
+    view = SimpleNamespace(**row._asdict(), profile=None)
+    if view.profile_id is not None:
+        profile = s.execute(_PROFILE_ROW, {"b_id": view.profile_id}).first()
+        view.profile = SimpleNamespace(**profile._asdict()) if profile is not None else None
+    return _started(s, cast(Device, view), now=now, flow=flow, presented_lsc=presented_lsc)
+
+
+def _started(s: Session, device: Device, *, now: dt.datetime, flow: str,
+             presented_lsc: tuple[str, bytes] | None) -> SessionStart:
+    """The rest of ``start_session`` once the lease is held: what the session decides on."""
+    name = device.name
     public = flow == "public"
-    if (device.client_flow, device.client_capabilities) != (flow, capabilities):
-        device.client_flow, device.client_capabilities = flow, capabilities
     installed = None
     if device.lsc_serial is not None and device.lsc_not_after is not None:
         installed = InstalledLSC(device.lsc_serial, as_utc(device.lsc_not_after),
@@ -97,7 +195,7 @@ def start_session(s: Session, name: str, *, owner: str, lease: dt.timedelta, now
     if renewing:
         assert installed is not None
         try:
-            inv.set_device(s, name, actor="capf", now=now, operation=Operation.UPGRADE.ident)
+            device = inv.set_device(s, name, actor="capf", now=now, operation=Operation.UPGRADE.ident)
         except OnlineCAError as exc:  # e.g. By Authentication String without a string: declined instead
             log.warning("%s: a public-flow renewal cannot be set up: %s", name, exc)
             renewing = False
@@ -111,7 +209,7 @@ def start_session(s: Session, name: str, *, owner: str, lease: dt.timedelta, now
     stored = None
     intent = None
     if policy.operation is Operation.UPGRADE:
-        row = inv.undelivered_lsc(s, name, now, device=device)
+        row = s.execute(_UNDELIVERED, {"b_id": device.id, "b_now": now}).first()
         stored = (row.serial, bytes(row.der)) if row is not None else None
         found = intents.open_intent(s, device.name) if stored is None else None
         if found is not None:  # we hold the device's lease: whoever sent it is gone
@@ -233,13 +331,25 @@ def lsc_discarded(s: Session, name: str, serial: str, why: str, *, actor: str) -
 
 
 def lsc_issued(s: Session, name: str, der: bytes, cert: x509.Certificate, *, actor: str,
-               intent_id: int | None = None, intent_state: str = intents.RECORDED) -> str:
-    """Store the LSC the CA issued before it is delivered, and resolve the intent that asked for
-    it in the same commit; its serial."""
-    serial = inv.record_lsc_issued(s, name, der, actor=actor, cert=cert).serial
+               intent_id: int | None = None, intent_state: str = intents.RECORDED,
+               now: dt.datetime | None = None) -> str:
+    """Store the LSC the CA issued before it is delivered (``devices.record_lsc_issued``: state
+    ``issued``, an ``LSC_ISSUED`` event), and resolve the intent that asked for it in the same
+    commit; its serial."""
+    name = validate_device_name(name)
+    now = as_utc(now or inv.utcnow())
+    device_id = s.execute(_DEVICE_ID, {"b_name": name}).scalar()
+    if device_id is None:
+        raise DeviceNotFound(f"no device named {name}")
+    serial, issuer = inv.serial_hex(cert.serial_number), cert.issuer.rfc4514_string()
+    s.execute(_ADD_LSC, {"device_id": device_id, "serial": serial, "issuer": issuer,
+                         "subject": cert.subject.rfc4514_string(), "not_before": cert.not_valid_before_utc,
+                         "not_after": cert.not_valid_after_utc, "der": bytes(der), "state": "issued",
+                         "issued_at": now})
+    _events(s, name, actor, now, ("LSC_ISSUED", f"serial={serial} issuer={issuer}"))
     if intent_id is not None:
-        intents.resolve(s, intent_id, intent_state, serial=serial)
-        intents.close_older(s, validate_device_name(name), intent_id)
+        intents.resolve(s, intent_id, intent_state, serial=serial, now=now)
+        intents.close_older(s, name, intent_id, now=now)
     return serial
 
 
@@ -270,10 +380,34 @@ def intent_orphaned(s: Session, name: str, intent_id: int, der: bytes, cert: x50
     intents.resolve(s, intent_id, intents.ORPHANED, serial=serial)
 
 
-def lsc_installed(s: Session, name: str, serial: str, *, node_id: str, owner: str) -> None:
-    """The phone stored its LSC: record it and give the session's lease back in one commit."""
-    inv.mark_lsc_installed(s, name, serial, actor=f"capf:{node_id}")
-    inv.release_device(s, name, owner)
+def lsc_installed(s: Session, name: str, serial: str, *, node_id: str, owner: str,
+                  now: dt.datetime | None = None) -> None:
+    """The phone stored its LSC: record it (``devices.mark_lsc_installed``: the older one
+    superseded and queued for revocation, Upgrade Success, operation none) and give the session's
+    lease back in one commit."""
+    name = validate_device_name(name)
+    now = as_utc(now or inv.utcnow())
+    actor = f"capf:{node_id}"
+    row = s.execute(_INSTALLING, {"b_name": name, "b_serial": serial.lower()}).first()
+    if row is None:
+        raise DeviceNotFound(f"no device named {name}")
+    if row.lsc_id is None:
+        raise CAPFError(f"{name}: no issued LSC with serial {serial}")
+    for old in s.execute(_SUPERSEDE, {"b_device": row.id, "b_keep": row.lsc_id, "b_now": now}).all():
+        mark_for_revocation(s, device_name=name, serial=old.serial, issuer=old.issuer, reason="superseded",
+                            why=f"replaced by serial {row.serial}", subject=old.subject, not_after=old.not_after,
+                            actor=actor, now=now)
+    s.execute(_INSTALL_LSC, {"b_id": row.lsc_id, "b_now": now})
+    renewal = (inv.DEFAULT_PROFILE.renewal if row.profile_id is None else
+               RenewalPolicy(enabled=row.renewal_enabled, fraction=row.renewal_fraction,
+                             days_before=row.renewal_days_before, jitter=row.renewal_jitter))
+    due = renewal.window_opens(name, row.serial, row.not_before, row.not_after) if renewal.enabled else None
+    s.execute(_INSTALLED, {"b_id": row.id, "b_serial": row.serial, "b_issuer": row.issuer,
+                           "b_not_before": row.not_before, "b_not_after": row.not_after, "b_due": due, "b_now": now,
+                           "b_owner": owner})
+    _events(s, name, actor, now,
+            ("LSC_INSTALLED", f"serial={row.serial} not_after={as_utc(row.not_after).isoformat()}"),
+            ("STATUS", CertStatus.UPGRADE_SUCCESS.log))
 
 
 def troubleshoot_done(s: Session, name: str, detail: str, *, actor: str) -> None:
