@@ -410,7 +410,7 @@ class CAPFConfig(_Section):
     ra_fingerprint: str = ""
     """The RA certificate's SHA-256 fingerprint, pinned; empty: not pinned."""
     max_concurrent_enrollments: int = Field(default=16, ge=1)
-    """Enrollments in flight towards the RA at once."""
+    """Enrollments in flight towards the RA at once (with 'capf serve --workers N', each worker takes N-th of it)."""
     document_copies: bool = True
     """Keep the document's file copies of each request and LSC (CSR, PKCS#7, PEM, DER) beside the database, written in a worker thread; false: the database only (less work per enrollment)."""
     operation_deadline_days: int = Field(default=10, ge=1)

@@ -111,3 +111,17 @@ def test_a_worker_allows_its_share_of_an_in_memory_limit(monkeypatch: pytest.Mon
     monkeypatch.setenv(workers.WORKER_ENV, "1")
     monkeypatch.setenv(workers.COUNT_ENV, "2")
     assert (workers.share(5), workers.share(20), workers.share(1)) == (2, 10, 1)
+
+
+def test_capf_workers_share_the_enrollments_in_flight_towards_the_ra(monkeypatch: pytest.MonkeyPatch,
+                                                                      lab_pki, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from onlineca.capf.enroll import OnlineCAEnroller
+    from onlineca.config import CAPFConfig
+    from onlineca.infra import workers
+
+    cfg = CAPFConfig(ra_url="https://127.0.0.1:1/.well-known/est", ra_trust_store=str(lab_pki.root_pem),
+                     max_concurrent_enrollments=16)
+    assert OnlineCAEnroller(cfg, tmp_path / "one").semaphore._value == 16
+    monkeypatch.setenv(workers.WORKER_ENV, "0")
+    monkeypatch.setenv(workers.COUNT_ENV, "2")
+    assert OnlineCAEnroller(cfg, tmp_path / "two").semaphore._value == 8

@@ -39,7 +39,7 @@ from onlineca import pki
 from onlineca.config import CAPFConfig, DataDir
 from onlineca.errors import CARejected, CAUnavailable, ChainError, ConfigError, ESTCodedError, PKIError
 from onlineca.est.client import ESTClient
-from onlineca.infra import files
+from onlineca.infra import files, workers
 from onlineca.logs.capf_trace import SessionTrace, log as trace_log, request_id_line
 from onlineca.pki import vouch
 from onlineca.proto.libest import enrollment_rv_line
@@ -122,7 +122,9 @@ class OnlineCAEnroller:
             cfg.ra_url, label=cfg.agent_label, cafile=cfg.ra_trust_store, user=cfg.ra_user or None, password=password,
             timeout=cfg.enroll_timeout, connect_timeout=min(10.0, cfg.enroll_timeout), max_retries=0,
             expected_name=cfg.ra_expected_name, fingerprint=cfg.ra_fingerprint)
-        self.semaphore = asyncio.BoundedSemaphore(cfg.max_concurrent_enrollments)
+        # Under 'capf serve --workers N' each worker takes its share, so the RA sees no more in
+        # flight than from one CAPF.
+        self.semaphore = asyncio.BoundedSemaphore(workers.share(cfg.max_concurrent_enrollments))
         self.requests_sent = 0   # EST enrollments sent (tests and the bench count them)
         self._lsc_trust: pki.TrustStore | None = None
         # The document's file copies, in order, on one thread (a device's CSR is removed after its writes).
