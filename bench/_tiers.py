@@ -58,6 +58,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """One process's proportional set (Pss, shared pages divided among their users) in MB; 0 when gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 @dataclass
 class ServerProcess:
     """One ``onlineca <role> serve`` process (with its workers): its address from its readiness line."""
@@ -77,11 +86,12 @@ class ServerProcess:
         return tree_cpu(self.proc.pid)
 
     def rss(self) -> dict[str, object]:
-        """MB resident: the sum over the supervisor and its workers, and each worker's own."""
+        """MB resident: the sum over the supervisor and its workers, each worker's own, and the sum
+        of their proportional sets (the shared libraries' pages counted once between them)."""
         pids = _tree(self.proc.pid)
         workers = [round(rss_mb(p), 1) for p in pids[1:]]
         return {"total_mb": round(sum(rss_mb(p) for p in pids), 1), "workers_mb": workers,
-                "supervisor_mb": round(rss_mb(pids[0]), 1)}
+                "supervisor_mb": round(rss_mb(pids[0]), 1), "total_pss_mb": round(sum(pss_mb(p) for p in pids), 1)}
 
     def fail(self, why: str) -> SystemExit:
         return SystemExit(f"{self.role} serve {why}: {self.errors.read_text(errors='replace')[-2000:]}")
@@ -134,4 +144,4 @@ def wait_ready(url: str, cafile: Path, server: ServerProcess, timeout: float = 6
     raise server.fail(f"was not ready at {url}")
 
 
-__all__ = ["ServerProcess", "free_port", "rss_mb", "start_server", "tree_cpu", "wait_ready"]
+__all__ = ["ServerProcess", "free_port", "pss_mb", "rss_mb", "start_server", "tree_cpu", "wait_ready"]

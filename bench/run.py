@@ -155,7 +155,8 @@ def main() -> int:
         ra = _run("ra_bench.py", "--requests", str(10 if q else 400), "--concurrency", str(4 if q else 64), "--json")
         ra["libest_baseline"] = ("measured" if shutil.which("estserver") else
                                  "not measured: no libEST estserver on this machine (issue 14's ratios are "
-                                 "relative to it)")
+                                 "relative to it; apt has no libest package and PyPI's 'libest' is an unrelated "
+                                 "exercise-submission client)")
         summary["ra"] = ra
     if "ca" not in args.skip:
         summary["ca"] = _run("ca_bench.py", "--certs", str(10 if q else 400), "--concurrency", str(4 if q else 8),
