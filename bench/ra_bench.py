@@ -15,43 +15,15 @@ import argparse
 import asyncio
 import json
 import os
-import ssl
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from _load import enroll_all, percentile_ms
+from _tiers import free_port, start_server, wait_ready
 from onlineca import pki
 
 USER, PASSWORD = "bench", "bench-Passw0rd"
 CA_USER, CA_PASSWORD = "ciscora", "bench-CA-Passw0rd"
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, cafile: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    ctx = ssl.create_default_context(cafile=str(cafile))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = (Path(proc.args[4]).parent / "servers.err").read_text()[-1500:]
-            raise SystemExit(f"{url}: the process exited ({proc.returncode}): {err}")
-        try:
-            with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)  # readiness poll interval
-    raise SystemExit(f"{url} did not become ready")
 
 
 def _iis_lines(path: Path) -> int:
@@ -83,7 +55,7 @@ def main() -> None:
 
     d = Path(tempfile.mkdtemp(prefix="ra-bench-"))
     data, logs = d / "data", d / "logs"
-    ca_port, ra_port, local_port = _free_port(), _free_port(), _free_port()
+    ca_port, ra_port, local_port = free_port(), free_port(), free_port()
     ca_dir = data / "ca"
     (d / "est-users").write_text(f"{USER}:{hash_password(PASSWORD)}\n")
     common = f'data_dir = "{data}"\nlog_dir = "{logs}"\n[ca]\nusers_file = "{d / "ca-users"}"\n'
@@ -101,21 +73,16 @@ def main() -> None:
     add_user(d / "ca-users", CA_USER, CA_PASSWORD)
 
     env = {**os.environ, "ONLINECA_RA_CA_PASSWORD": CA_PASSWORD}
-    cli = [sys.executable, "-m", "onlineca"]
-    errors = (d / "servers.err").open("wb")  # a file, not a pipe: nothing reads it while they run
-    procs = [
-        subprocess.Popen([*cli, "--config", str(d / "certsrv.toml"), "ca", "serve", "--port", str(ca_port)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=errors),
-        subprocess.Popen([*cli, "--config", str(d / "certsrv.toml"), "ra", "serve", "--port", str(ra_port)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=errors),
-        subprocess.Popen([*cli, "--config", str(d / "local.toml"), "ra", "serve", "--port", str(local_port)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=errors),
+    servers = [
+        start_server("ca", ["--config", str(d / "certsrv.toml")], ["--port", str(ca_port)], env, d / "ca.err"),
+        start_server("ra", ["--config", str(d / "certsrv.toml")], ["--port", str(ra_port)], env, d / "ra.err"),
+        start_server("ra", ["--config", str(d / "local.toml")], ["--port", str(local_port)], env, d / "local.err"),
     ]
     root = ca_dir / "root.pem"
     results: dict[str, object] = {"requests": args.requests, "concurrency": args.concurrency}
     try:
-        _wait_ready(f"https://127.0.0.1:{ra_port}/readyz", root, procs[1])
-        _wait_ready(f"https://127.0.0.1:{local_port}/readyz", root, procs[2])
+        wait_ready(f"https://127.0.0.1:{ra_port}/readyz", root, servers[1])
+        wait_ready(f"https://127.0.0.1:{local_port}/readyz", root, servers[2])
         iis = logs / "ca-iis.log"
         for name, port in (("certsrv", ra_port), ("local", local_port)):
             before = _iis_lines(iis)
@@ -126,10 +93,8 @@ def main() -> None:
                     (_iis_lines(iis) - before) / (args.requests + args.concurrency), 2)
             results[name] = got
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+        for server in servers:
+            server.stop()
     if args.json:
         print(json.dumps(results, indent=2))
     else:

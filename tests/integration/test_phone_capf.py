@@ -18,7 +18,7 @@ from onlineca.infra import files as fs
 from onlineca.lab import Servers, make_lab, prepare_folder, start_servers
 from onlineca.phone.client import Faults, PhoneAuth, Target, check_in, phone_ssl_context, run_session
 from onlineca.phone.device import Phone
-from onlineca.phone.fleet import make_fleet, run_fleet
+from onlineca.phone.fleet import make_fleet, run_fleet, run_open_loop
 from onlineca.store import Database, devices as inventory
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -212,6 +212,22 @@ async def test_unknown_device_and_fleet(stack: Stack):
     assert report.ok == 6 and report.outcomes == {"installed": 6}, [r.as_dict() for r in report.failed]
     summary = report.summary()
     assert summary["latency_p50"] <= summary["latency_p99"] <= summary["latency_max"]
+
+
+async def test_open_loop_fleet_reports_latency_from_arrival_and_its_own_lag(stack: Stack):
+    members = make_fleet(5, first=0xB1000)
+    for m in members:
+        stack.add(m.phone.name, operation="OPERATION_UPGRADE", auth_mode="AUTH_BY_NULL_STR",
+                  key_order="KEYORDER_EC_ONLY")
+    report = await run_open_loop(members, stack.target(), rate=50.0, arrival="fixed", retries=0)
+    assert report.ok == 5 and report.outcomes == {"installed": 5}, [r.as_dict() for r in report.failed]
+    summary = report.summary()
+    loop = summary["open_loop"]
+    assert {"rate": 50.0, "arrival": "fixed", "seed": 0}.items() <= loop.items()
+    assert loop["achieved_rate"] > 0 and 0 <= loop["lag_p50_ms"] <= loop["lag_p99_ms"] <= loop["lag_max_ms"]
+    assert summary["latency_p50"] <= summary["latency_p90"] <= summary["latency_p99"] <= summary["latency_max"]
+    # a latency counts from the scheduled arrival: never shorter than the session itself
+    assert all(lat >= r.seconds for lat, r in zip(report.latencies, report.results, strict=True))
 
 
 async def test_phone_cli_enroll_and_check_in(stack: Stack, tmp_path):

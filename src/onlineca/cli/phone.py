@@ -24,7 +24,7 @@ from onlineca.cli.app import AppContext, exit_on_finding
 from onlineca.config import DataDir
 from onlineca.phone.client import PhoneAuth, SessionResult, Target, check_in, phone_ssl_context
 from onlineca.phone.device import KeyPool, Phone
-from onlineca.phone.fleet import make_fleet, run_fleet
+from onlineca.phone.fleet import make_fleet, run_fleet, run_open_loop
 from onlineca.phone.mic import MICAuthority
 
 AUTH_ENV = "ONLINECA_PHONE_AUTH_STRING"
@@ -180,25 +180,43 @@ def _parse_pregenerate(text: str) -> dict[tuple[str, int], int]:
 @click.option("--count", type=click.IntRange(1, 1_000_000), default=10, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 10_000), default=16, show_default=True)
 @click.option("--prefix", default="SEP", show_default=True, help="Device names are PREFIX + 12 hex digits.")
+@click.option("--first", default="74A02FC00000", show_default=True,
+              help="The first name's 12 hex digits (the others count up from it).")
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
               help="Keep each phone in DIR/NAME (default: in memory only).")
 @click.option("--pregenerate", default="", help="Keys to make before the first session, e.g. rsa:2048=64,ec:256=64.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Open loop: start RATE phones a second whatever the servers answer (--concurrency is then "
+                   "not a bound); latencies count from each phone's scheduled arrival.")
+@click.option("--arrival", type=click.Choice(["poisson", "fixed"]), default="poisson", show_default=True,
+              help="With --rate: Poisson arrivals or evenly spaced ones.")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --rate: the Poisson arrivals' seed.")
 @_session_options
 @functools.partial(_flow_option, mix=True)
 @click.pass_obj
-def fleet_cmd(app: AppContext, count: int, concurrency: int, prefix: str, folder: Path | None, pregenerate: str,
+def fleet_cmd(app: AppContext, count: int, concurrency: int, prefix: str, first: str, folder: Path | None,
+              pregenerate: str, rate: float | None, arrival: str, seed: int,
               capf: str | None, cafile: Path | None, auth_mode: str, auth_string: str | None, retries: int,
               max_retry_delay: float | None, read_timeout: float, as_json: bool, flow: str) -> None:
-    """COUNT phones check in, CONCURRENCY at a time (public-flow and extended phones, by --flow);
-    prints outcomes per flow, devices/s and latency percentiles."""
+    """COUNT phones check in, CONCURRENCY at a time (public-flow and extended phones, by --flow), or
+    with --rate at RATE a second (open loop); prints outcomes per flow, devices/s and latency
+    percentiles (and, open loop, the rate reached and how late the phones started)."""
     wanted = _parse_pregenerate(pregenerate)
+    try:
+        first_number = int(first, 16)
+    except ValueError:
+        raise click.BadParameter(f"{first!r} is not hexadecimal", param_hint="--first") from None
     target = _target(app, capf, cafile, read_timeout)
     pool = KeyPool()
     pool.fill(wanted)
-    members = make_fleet(count, folder=folder, prefix=prefix, key_pool=pool,
+    members = make_fleet(count, folder=folder, prefix=prefix, first=first_number, key_pool=pool,
                          auth=PhoneAuth(auth_mode, auth_string), flow=flow)  # type: ignore[arg-type]
-    report = asyncio.run(run_fleet(members, target, concurrency=concurrency, retries=retries,
-                                   max_retry_delay=max_retry_delay))
+    if rate is None:
+        report = asyncio.run(run_fleet(members, target, concurrency=concurrency, retries=retries,
+                                       max_retry_delay=max_retry_delay))
+    else:
+        report = asyncio.run(run_open_loop(members, target, rate=rate, arrival=arrival, seed=seed, retries=retries,
+                                           max_retry_delay=max_retry_delay))
     summary = report.summary()
     if as_json:
         click.echo(json.dumps({**summary, "failures": [r.as_dict() for r in report.failed]}, default=str))
