@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from onlineca import pki
 from onlineca.ca.revocation import Revocation
+from onlineca.ca.users import users_path
 from onlineca.config import CAPaths, Config, DataDir, TemplateConfig
 from onlineca.errors import CAError, ConfigError, OnlineCAError, PKIError, RequestRefused
 from onlineca.infra import files
@@ -43,10 +44,6 @@ def _is_ra_agent(cert: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return False
     return any(oid.dotted_string == ID_KP_CMC_RA for oid in ekus)
-
-
-def users_path(config: Config, data_dir: str | Path) -> Path:
-    return Path(config.ca.users_file) if config.ca.users_file else DataDir(Path(data_dir)).ca.users
 
 
 # ---- the key-loading seam (branch ops): where the issuing key lives -- a file, an encrypted

@@ -15,6 +15,7 @@ import re
 import secrets
 from pathlib import Path
 
+from onlineca.config import Config, DataDir
 from onlineca.errors import ConfigError
 from onlineca.infra import files
 from onlineca.infra.users import UsersFile, hash_password, read_users
@@ -22,6 +23,11 @@ from onlineca.proto.ntlm import nt_hash  # MD4 of our own: hashlib's needs OpenS
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9._@$-]{1,64}$")
 
+
+
+def users_path(config: Config, data_dir: str | Path) -> Path:
+    """The CA's users file: ``[ca] users_file``, else ``<data dir>/ca/users``."""
+    return Path(config.ca.users_file) if config.ca.users_file else DataDir(Path(data_dir)).ca.users
 
 def read_entries(path: str | os.PathLike[str]) -> dict[str, str]:
     """``{user: hashed}`` from the file; a missing file is an empty one."""

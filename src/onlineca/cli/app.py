@@ -265,7 +265,7 @@ def _supervise(ctx: click.Context, app: AppContext, role: str, count: int) -> No
     """The supervisor of ``count`` workers of this serve command (``infra.workers``), holding
     the role's lock; the workers bind the port the supervisor reserved."""
     from onlineca.infra import workers
-    from onlineca.infra.daemon import ServerLock, notify
+    from onlineca.infra.daemon import ServerLock, cannot_listen, notify
 
     argv = _worker_argv()
     assert argv is not None
@@ -273,7 +273,6 @@ def _supervise(ctx: click.Context, app: AppContext, role: str, count: int) -> No
     host = ctx.params.get("host") or section.host
     port = ctx.params.get("port")
     port = section.port if port is None else port
-    from onlineca.infra.serving import cannot_listen
 
     lock = ServerLock(app.data_dir, role).acquire()
     try:

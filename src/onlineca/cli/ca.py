@@ -12,16 +12,18 @@ import os
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from onlineca import pki
-from onlineca.ca import engine as eng, users as ca_users
+from onlineca.ca import users as ca_users
 from onlineca.cli.app import AppContext, read_only_config, serve_until_signal, workers_option
 from onlineca.config import DataDir
 from onlineca.errors import CAError
-from onlineca.store import Database
+from onlineca.proto.results import DENIED, FAILED, ISSUED, PENDING
+
+if TYPE_CHECKING:
+    from onlineca.ca.web import RunningCA
 
 PASSWORD_ENV = "ONLINECA_CA_PASSWORD"
 
@@ -54,10 +56,14 @@ def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_n
              issuing_name: str | None, user: str, password: str | None, force: bool, encrypt_keys: bool,
              pkcs11: bool) -> None:
     """Create the root CA, the issuing CA and the web server certificate in <data dir>/ca."""
+    from onlineca import pki
+    from onlineca.ca import engine as eng
+    from onlineca.store import Database
+
     files = eng.init_ca(app.config, app.data_dir, key_type=key_type, key_size=key_size,
                         root_name=root_name, issuing_name=issuing_name, force=force, encrypt_keys=encrypt_keys,
                         pkcs11=pkcs11)
-    upath = eng.users_path(app.config, app.data_dir)
+    upath = ca_users.users_path(app.config, app.data_dir)
     generated = None
     if not ca_users.list_users(upath):
         generated = ca_users.add_user(upath, user, password, _ntlm_domain(app))
@@ -90,14 +96,18 @@ def init_cmd(app: AppContext, key_type: str | None, key_size: int | None, root_n
 @click.pass_obj
 def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None) -> None:
     """Serve /certsrv over HTTPS until interrupted."""
-    from onlineca.ca.web import IIS_LOG_NAME, RunningCA, start_ca
+    # The server's modules are imported where it starts: a --workers supervisor never needs them.
 
     def start() -> Awaitable[RunningCA]:
+        from onlineca.ca.web import start_ca
         return start_ca(app.config, app.data_dir, app.log_dir, host=host, port=port,
                         tls_cert=tls_cert, tls_key=tls_key, log_format=app.log_format)
 
-    serve_until_signal(start, lambda running: f"CA serving {running.url} (IIS log {app.log_dir / IIS_LOG_NAME})",
-                       app.reload_config)
+    def describe(running: RunningCA) -> str:
+        from onlineca.ca.web import IIS_LOG_NAME
+        return f"CA serving {running.url} (IIS log {app.log_dir / IIS_LOG_NAME})"
+
+    serve_until_signal(start, describe, app.reload_config)
 
 
 # --------------------------------------------------------------------------- users
@@ -114,7 +124,7 @@ def users_group() -> None:
 @click.pass_obj
 def users_add(app: AppContext, user: str, password: str | None) -> None:
     """Add USER (or set a new password)."""
-    got = ca_users.add_user(eng.users_path(app.config, app.data_dir), user, password, _ntlm_domain(app))
+    got = ca_users.add_user(ca_users.users_path(app.config, app.data_dir), user, password, _ntlm_domain(app))
     click.echo(f"user {user} saved")
     if password is None:
         click.echo(f"password for {user}: {got}   (shown once; not stored in clear)")
@@ -125,7 +135,7 @@ def users_add(app: AppContext, user: str, password: str | None) -> None:
 @click.pass_obj
 def users_remove(app: AppContext, user: str) -> None:
     """Remove USER."""
-    if not ca_users.remove_user(eng.users_path(app.config, app.data_dir), user):
+    if not ca_users.remove_user(ca_users.users_path(app.config, app.data_dir), user):
         raise CAError(f"no user {user!r}", hint="List them with 'onlineca ca users list'.")
     click.echo(f"user {user} removed")
 
@@ -135,7 +145,7 @@ def users_remove(app: AppContext, user: str) -> None:
 @click.pass_obj
 def users_list(app: AppContext, as_json: bool) -> None:
     """List the users."""
-    names = ca_users.list_users(eng.users_path(app.config, app.data_dir))
+    names = ca_users.list_users(ca_users.users_path(app.config, app.data_dir))
     click.echo(json.dumps(names) if as_json else "\n".join(names) or "(no users)")
 
 
@@ -159,7 +169,7 @@ def requests_group() -> None:
 
 
 @requests_group.command("list")
-@click.option("--disposition", type=click.Choice([eng.ISSUED, eng.PENDING, eng.DENIED, eng.FAILED]), default=None)
+@click.option("--disposition", type=click.Choice([ISSUED, PENDING, DENIED, FAILED]), default=None)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def requests_list(app: AppContext, disposition: str | None, as_json: bool) -> None:
@@ -238,6 +248,9 @@ def _revocation(app: AppContext) -> Any:
     ca_paths = DataDir(app.data_dir).ca
     if not ca_paths.issuing_key.exists():
         raise CAError(f"no CA in {ca_paths.dir.resolve()}", hint="Run 'onlineca ca init' first.")
+    from onlineca.ca import engine as eng
+    from onlineca.store import Database
+
     db = Database(app.config.ca_database_url)
     db.migrate()
     return eng.CAEngine(app.config, app.data_dir, db).revocation, db

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from onlineca.cli.app import AppContext, serve_until_signal, workers_option
+
+if TYPE_CHECKING:
+    from onlineca.ra.app import RunningRA
 
 
 @click.group("ra")
@@ -32,9 +36,10 @@ def ra() -> None:
 def serve_cmd(app: AppContext, host: str | None, port: int | None, tls_cert: Path | None,
               tls_key: Path | None) -> None:
     """Serve EST over HTTPS until interrupted (SIGINT/SIGTERM)."""
-    from onlineca.ra.app import RunningRA, start_ra
+    # The server's modules are imported where it starts: a --workers supervisor never needs them.
 
     def start() -> Awaitable[RunningRA]:
+        from onlineca.ra.app import start_ra
         return start_ra(app.config, app.log_dir, host=host, port=port, tls_cert=tls_cert,
                         tls_key=tls_key, log_format=app.log_format)
 

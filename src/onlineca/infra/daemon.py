@@ -19,7 +19,7 @@ import socket
 from pathlib import Path
 from typing import IO
 
-from onlineca.errors import AlreadyRunning
+from onlineca.errors import AlreadyRunning, ConfigError
 
 
 class ServerLock:
@@ -88,4 +88,11 @@ def notify(state: str, environ: dict[str, str] | None = None) -> bool:
         return False
 
 
-__all__ = ["ServerLock", "notify"]
+
+def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    """The error a server that cannot bind ``host:port`` raises (the port it tried, never None)."""
+    return ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                       hint="Choose another --port or stop what uses it.")
+
+
+__all__ = ["ServerLock", "cannot_listen", "notify"]

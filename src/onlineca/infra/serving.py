@@ -30,6 +30,7 @@ from aiohttp import web
 
 from onlineca.errors import ConfigError
 from onlineca.infra import workers
+from onlineca.infra.daemon import cannot_listen
 
 T = TypeVar("T")
 
@@ -297,12 +298,6 @@ class GuardedTLSSite(web.BaseSite):
                                                 self._port, backlog=self._backlog,
                                                 reuse_address=self._reuse_address,
                                                 reuse_port=workers.reuse_port() or None)
-
-
-def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
-    """The error a server that cannot bind ``host:port`` raises (the port it tried, never None)."""
-    return ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                       hint="Choose another --port or stop what uses it.")
 
 
 async def listen(start: Callable[[], Awaitable[T]], host: str, port: int) -> T:
