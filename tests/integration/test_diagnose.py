@@ -12,6 +12,7 @@ import datetime as dt
 import email.utils
 import json
 import shutil
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -346,7 +347,20 @@ def test_ca_clock_an_hour_off(lab):
 
 # --- CAPF's own certificate ------------------------------------------------------------------
 
-def test_capf_certificate_expiring_and_healthy(lab, tmp_path):
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port of 127.0.0.1 bound and never listened on, so a connection to it is refused (the
+    default CAPF port may be in use by anything else running on the machine)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
+
+
+def _capf_port_closed(cfg: Config, port: int) -> Config:
+    return cfg.model_copy(update={"capf": cfg.capf.model_copy(update={"host": "127.0.0.1", "port": port})})
+
+
+def test_capf_certificate_expiring_and_healthy(lab, tmp_path, closed_port):
     key = pki.generate_key("ec", 256)
     soon = tmp_path / "capf-soon.pem"
     soon.write_bytes(pki.cert_pem(pki.build_certificate(subject="CN=CAPF-eb606ac0", public_key=key.public_key(),
@@ -354,7 +368,7 @@ def test_capf_certificate_expiring_and_healthy(lab, tmp_path):
     later = tmp_path / "capf-later.pem"
     later.write_bytes(pki.cert_pem(pki.build_certificate(subject="CN=CAPF-eb606ac0", public_key=key.public_key(),
                                                          issuer_key=key, validity_days=365)))
-    cfg = lab.config("https://127.0.0.1:1/certsrv")
+    cfg = _capf_port_closed(lab.config("https://127.0.0.1:1/certsrv"), closed_port)
     report = diagnose(cfg, hops={"capf"}, capf_cert=soon)
     # (No CAPF runs here: its port is checked too, and found closed.)
     file_findings = [f for f in report.findings if f.code != "CAPF_CONNECT"]
@@ -461,8 +475,8 @@ def test_ra_down(lab):
     assert report.codes() == ["RA_CONNECT"], report.to_text()
 
 
-def test_capf_certificate_found_where_capf_keeps_it(lab):
-    cfg = lab.config("https://127.0.0.1:1/certsrv")
+def test_capf_certificate_found_where_capf_keeps_it(lab, closed_port):
+    cfg = _capf_port_closed(lab.config("https://127.0.0.1:1/certsrv"), closed_port)
     path = DataDir(Path(cfg.data_path)).capf.capf_cert
     path.parent.mkdir(parents=True, exist_ok=True)
     key = pki.generate_key("ec", 256)
