@@ -24,10 +24,10 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -35,6 +35,9 @@ from rich.table import Table
 
 from onlineca.cli.app import AppContext, exit_on_finding, read_only_config, serve_until_signal, workers_option
 from onlineca.errors import CAPFError, CSVImportError
+
+if TYPE_CHECKING:
+    from onlineca.capf.service import RunningCAPF
 
 
 @contextmanager
@@ -107,16 +110,19 @@ def capf() -> None:
 @click.pass_obj
 def serve(app: AppContext, host: str | None, port: int | None, no_scheduler: bool) -> None:
     """Serve the device protocol over TLS until interrupted (SIGINT/SIGTERM)."""
-    from onlineca.capf.service import RunningCAPF, start_capf
+    # The server's modules are imported where it starts: a --workers supervisor never needs them.
+
+    def start() -> Awaitable[RunningCAPF]:
+        from onlineca.capf.service import start_capf
+        return start_capf(app.config, app.data_dir, app.log_dir, host=host, port=port, log_format=app.log_format,
+                          maintenance=not no_scheduler)
 
     def describe(running: RunningCAPF) -> str:
         cert = app.config.capf.tls_cert or running.enroller.paths.capf_cert
         return (f"CAPF serving {running.host}:{running.port} (TLS certificate {cert}; trace in "
                 f"{app.log_dir / 'capf.log'}; RA {app.config.capf.ra_url})")
 
-    serve_until_signal(lambda: start_capf(app.config, app.data_dir, app.log_dir, host=host, port=port,
-                                          log_format=app.log_format, maintenance=not no_scheduler), describe,
-                       app.reload_config)
+    serve_until_signal(start, describe, app.reload_config)
 
 
 # ---- devices -------------------------------------------------------------------------------
