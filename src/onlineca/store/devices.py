@@ -409,21 +409,31 @@ def insert_new_devices(s: Session, rows: list[dict[str, Any]], events: list[dict
     if not rows:
         return
     s.flush()  # whatever the session holds goes first (an upsert's changed devices and their events)
+    _bulk_insert(s, Device, _DEVICE_COLUMNS, rows)
+    insert_events(s, events)
+
+
+_EVENT_COLUMNS = ("device_name", "event", "detail", "actor", "at")
+
+
+def insert_events(s: Session, events: list[dict[str, Any]]) -> None:
+    """Audit-trail rows (``device_name, event, detail, actor, at``, already cut to their columns'
+    sizes) in the session's transaction: COPY on PostgreSQL, one ``executemany`` elsewhere."""
+    _bulk_insert(s, DeviceEvent, _EVENT_COLUMNS, events)
+
+
+def _bulk_insert(s: Session, model: Any, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
     conn = s.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        raw = conn.connection.driver_connection
-        _copy(raw, "device", _DEVICE_COLUMNS, rows)
-        _copy(raw, "device_event", ("device_name", "event", "detail", "actor", "at"), events)
+        raw: Any = conn.connection.driver_connection
+        table = model.__tablename__
+        with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
         return
-    conn.execute(insert(Device), rows)
-    if events:
-        conn.execute(insert(DeviceEvent), events)
-
-
-def _copy(raw: Any, table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
+    conn.execute(insert(model), rows)
 
 
 def set_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime | None = None,
