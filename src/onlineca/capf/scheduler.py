@@ -93,16 +93,21 @@ def _late(now: dt.datetime) -> Any:
 def _take(settings: SchedulerSettings, condition: Any, now: dt.datetime, order: Any) -> Any:
     """The condition of one batch's UPDATE: up to ``batch_size`` devices matching ``condition``,
     first by ``order``, whose lease is free, locked for this transaction (rows another node has
-    locked are skipped), and the same conditions again on the rows as locked.
+    locked are skipped).
 
     ``order`` follows ``operation`` in the index that serves ``condition`` (``renewal_due_at``
     for due devices, ``operation_deadline`` for late renewals), so each batch reads the rows
     it takes, not every device already pending before it.
     """
-    candidates = (select(Device.id).where(condition, _lease_free(now))
-                  .order_by(order, Device.id).limit(settings.batch_size)
-                  .with_for_update(skip_locked=True))
-    return and_(Device.id.in_(candidates), condition, _lease_free(now))
+    # A CTE joined by id (``UPDATE ... FROM picked``), evaluated once: PostgreSQL never inlines
+    # a locking one.  As ``id IN (subquery)`` repeated with the conditions, a fresh table's
+    # estimates (one row) made the planner scan every due device against the batch: quadratic.
+    # The conditions need no second check outside: locking a row re-evaluates them on its newest
+    # version (READ COMMITTED), and SQLite runs the statement as its one writer.
+    picked = (select(Device.id).where(condition, _lease_free(now))
+              .order_by(order, Device.id).limit(settings.batch_size)
+              .with_for_update(skip_locked=True)).cte("picked")
+    return Device.id == picked.c.id
 
 
 def _at(when: dt.datetime) -> Any:
