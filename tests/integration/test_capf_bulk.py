@@ -17,9 +17,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from onlineca.cli import main_group
-from onlineca.infra import cpu_pool
 from onlineca.policy.capf import as_utc, auth_string_matches
-from onlineca.store import Database, Device, DeviceEvent, devices as inv, devices_csv
+from onlineca.store import Database, Device, DeviceEvent, auth_hashing as cpu_pool, devices as inv, devices_csv
 
 HEADER = "DEVICE NAME,MODEL,CERTIFICATE OPERATION,AUTHENTICATION MODE,KEY ORDER,RSA KEY SIZE (BITS)\n"
 

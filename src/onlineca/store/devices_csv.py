@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onlineca.errors import CAPFError, CSVImportError, InventoryConflict, PolicyError
-from onlineca.infra.cpu_pool import AuthStringHasher
 from onlineca.policy.capf import (
     AuthMode,
     CertStatus,
@@ -28,6 +27,7 @@ from onlineca.policy.capf import (
     is_auth_string_hash,
     validate_device_name,
 )
+from onlineca.store.auth_hashing import AuthStringHasher
 from onlineca.store.capf_models import Device
 from onlineca.store.devices import DeviceFilter, insert_new_devices, list_devices, new_device_row, set_device, utcnow
 

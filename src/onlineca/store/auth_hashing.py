@@ -2,8 +2,8 @@
 
 A bulk import of devices with auth strings pays one scrypt (``policy.capf.AUTH_STRING_SCRYPT``,
 ~40-50 ms of CPU) per string; one process at a time would leave the other cores idle.  The
-workers are *spawned* (never forked: the caller may hold threads and database connections) and
-import only ``policy.capf``.  This module never weakens the hash, never returns or logs a string
+workers are *spawned* (never forked: the caller may hold threads and database connections); each
+imports this module once (and with it the ``store`` package).  This module never weakens the hash, never returns or logs a string
 in clear, and never keeps one after the call.
 """
 
