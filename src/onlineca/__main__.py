@@ -2,4 +2,5 @@
 
 from onlineca.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned worker (store.auth_hashing) imports this module again: it must not run
+    main()

@@ -7,14 +7,18 @@ batches, importing nothing then; ``capf devices list`` streams in name order wit
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
+from capf_fixtures import T0
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from onlineca.cli import main_group
-from onlineca.store import devices_csv
+from onlineca.policy.capf import as_utc, auth_string_matches
+from onlineca.store import Database, Device, DeviceEvent, auth_hashing as cpu_pool, devices as inv, devices_csv
 
 HEADER = "DEVICE NAME,MODEL,CERTIFICATE OPERATION,AUTHENTICATION MODE,KEY ORDER,RSA KEY SIZE (BITS)\n"
 
@@ -98,3 +102,84 @@ def test_a_long_list_streams_as_aligned_lines(db_url: str, tmp_path: Path) -> No
                               "LSC", "expires"]
     assert [line.split()[0] for line in out[2:]] == [f"SEP{i:012X}" for i in range(1005)]
     assert out[2].index("CP-8845") == out[1].index("Model")  # aligned under its title
+
+
+FULL_HEADER = ("DEVICE NAME,DESCRIPTION,MODEL,PROFILE,CERTIFICATE OPERATION,AUTHENTICATION MODE,AUTHENTICATION STRING,"
+               "KEY ORDER,RSA KEY SIZE (BITS),EC KEY SIZE (BITS),OPERATION COMPLETES BY\n")
+MIXED = [  # new devices with every kind of setting, as add_device and the bulk path both see them
+    "SEP000000000A01,desk,CP-8845,phones,Install/Upgrade,By Authentication String,1234567,EC Only,,384,\n",
+    "SEP000000000A02,,CP-7841,,,,,,,,\n",
+    "SEP000000000A03,lobby,,phones,Delete,By Null String,,,3072,,2026:01:05:12\n",
+    "SEP000000000A04,,,,Install/Upgrade,,,EC Preferred RSA Backup,4096,256,\n",
+]
+
+
+def _same(value: object) -> object:
+    """A timestamp as one string whichever database read it (SQLite: naive UTC)."""
+    return as_utc(value).isoformat() if isinstance(value, dt.datetime) else value
+
+
+def _rows_and_trail(db: Database) -> tuple[list[dict[str, object]], list[tuple[object, ...]]]:
+    with db.session() as s:
+        devices = []
+        for d in s.scalars(select(Device).order_by(Device.name)):
+            row = {c.key: _same(getattr(d, c.key)) for c in Device.__table__.columns if c.key != "id"}
+            row["auth_string_hash"] = row["auth_string_hash"] is not None  # salted: differs each time
+            devices.append(row)
+        trail = [(e.device_name, e.event, e.detail, e.actor, _same(e.at))
+                 for e in s.scalars(select(DeviceEvent).order_by(DeviceEvent.device_name, DeviceEvent.id))]
+    return devices, trail
+
+
+def test_the_bulk_path_writes_what_add_device_writes(db_url: str, tmp_path: Path, small_batches: None) -> None:
+    def fresh(url: str) -> Database:
+        db = Database(url)
+        db.migrate()
+        with db.session() as s:
+            inv.add_profile(s, "phones", deadline_days=3)
+        return db
+
+    one_by_one = fresh(f"sqlite:///{tmp_path / 'one.db'}")
+    cells = list(devices_csv.CSV_COLUMNS)[:11]
+    with one_by_one.session() as s:
+        for line in MIXED:
+            values = dict(zip(cells, line.rstrip("\n").split(","), strict=True))
+            settings = {devices_csv.CSV_COLUMNS[k]: v.strip() for k, v in values.items() if k != "DEVICE NAME"}
+            inv.add_device(s, values["DEVICE NAME"], actor="import", now=T0, **settings)  # type: ignore[misc]
+    bulk = fresh(db_url)
+    with bulk.session() as s:
+        assert devices_csv.import_csv(s, FULL_HEADER + "".join(MIXED), actor="import", now=T0).added == [
+            "SEP000000000A01", "SEP000000000A02", "SEP000000000A03", "SEP000000000A04"]
+    try:
+        want, got = _rows_and_trail(one_by_one), _rows_and_trail(bulk)
+        for rows in (want[0], got[0]):
+            for row in rows:
+                row["profile_id"] = row["profile_id"] is not None  # ids of two databases
+        assert got == want
+    finally:
+        one_by_one.dispose()
+        bulk.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_auth_strings_are_hashed_on_every_core_and_a_bad_one_is_named(db_url: str, tmp_path: Path) -> None:
+    lines = [f"SEP{i:012X},,,,Install/Upgrade,By Authentication String,{1000000 + i},,,,\n"
+             for i in range(cpu_pool.POOL_MIN + 2)]  # enough to start the pool
+    csv_file = tmp_path / "auth.csv"
+    csv_file.write_text(FULL_HEADER + "".join(lines[:3]) + lines[3].replace("1000003", "12ab") + "".join(lines[4:]))
+    r = _cli(db_url, tmp_path, "devices", "import", str(csv_file))
+    assert r.exit_code == 1 and f"{csv_file}:5: auth_string" in r.output and "1 bad line(s)" in r.output, r.output
+    assert "12ab" not in r.output.replace(f"{csv_file}:5: auth_string: '12ab'", "")  # only where it is named
+
+    csv_file.write_text(FULL_HEADER + "".join(lines))
+    assert _cli(db_url, tmp_path, "devices", "import", str(csv_file)).exit_code == 0
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            stored = {d.name: d.auth_string_hash for d in s.scalars(select(Device))}
+    finally:
+        db.dispose()
+    assert len(stored) == len(lines)
+    for i in range(len(lines)):
+        assert auth_string_matches(stored[f"SEP{i:012X}"], str(1000000 + i))
+    assert len(set(stored.values())) == len(lines)  # each with its own salt

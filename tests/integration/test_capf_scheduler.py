@@ -11,7 +11,7 @@ import pytest
 from capf_fixtures import T0, db, install_lsc  # noqa: F401  (db is a fixture)
 from sqlalchemy import select
 
-from onlineca.capf.scheduler import SchedulerSettings, _claim, _due, backoff_delay, record_renewal_failure, run_once
+from onlineca.capf.scheduler import SchedulerSettings, backoff_delay, record_renewal_failure, run_once
 from onlineca.policy.capf import RenewalPolicy, as_utc
 from onlineca.store import Database, Device, DeviceEvent, devices as inv
 
@@ -130,27 +130,25 @@ def test_backoff_after_missed_deadlines(db: Database, lab_pki) -> None:  # type:
 def test_a_dead_nodes_leases_expire(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
     due = _fleet_with_lscs(db, lab_pki, 3)
     now = max(due.values())
-    dead = SchedulerSettings(node_id="dead", lease_ttl=5 * dt.timedelta(minutes=1))
-    assert len(_claim(db, dead, _due(now), now)) == 3  # claimed, then the node dies
+    with db.session() as s:  # a dead node's sessions held them (the scheduler itself holds no lease)
+        for name in due:
+            assert inv.claim_device(s, name, "dead#boot#1", 5 * dt.timedelta(minutes=1), now=now)
     live = SchedulerSettings(node_id="live")
     assert run_once(db, live, now + dt.timedelta(minutes=4)).scheduled == []
     assert sorted(run_once(db, live, now + dt.timedelta(minutes=6)).scheduled) == sorted(due)
 
 
-def test_the_scheduler_and_the_nodes_own_sessions_never_share_a_lease(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
-    """Sessions lease devices by the bare node id; the scheduler on that node leases by its own name."""
+def test_the_scheduler_leaves_a_devices_session_lease_alone(db: Database, lab_pki) -> None:  # type: ignore[no-untyped-def]
+    """Sessions lease devices by the bare node id; the scheduler claims in its own transaction
+    and never takes, extends or gives back a session's lease, even its own node's."""
     due = _fleet_with_lscs(db, lab_pki, 2)
     now = max(due.values())
-    held_by_scheduler, in_session = sorted(due)
+    free, in_session = sorted(due)
     settings = SchedulerSettings(node_id="node-a")
     with db.session() as s:
         assert inv.claim_device(s, in_session, "node-a", dt.timedelta(minutes=30), now=now)
-    assert _claim(db, settings, _due(now), now) == [_state(db, held_by_scheduler).id]
-    with db.session() as s:  # the session on the same node must wait for the scheduler ...
-        assert not inv.claim_device(s, held_by_scheduler, "node-a", dt.timedelta(minutes=5), now=now)
-    # ... and the scheduler leaves the session's device, and its lease, alone (its own claim above
-    # is taken for a node that died: it expires after 5 minutes).
-    assert run_once(db, settings, now + dt.timedelta(minutes=6)).scheduled == [held_by_scheduler]
+    assert run_once(db, settings, now + dt.timedelta(minutes=6)).scheduled == [free]
+    assert _state(db, free).lease_owner is None
     assert _state(db, in_session).lease_owner == "node-a"
     assert _state(db, in_session).operation == "OPERATION_NONE"
 

@@ -1,12 +1,14 @@
 """Automatic LSC renewal, safe on several CAPF nodes over one database.
 
-Each run takes work with row leases: one statement claims a batch of devices for this node
-(``UPDATE device SET lease_owner='scheduler:node', lease_expires_at=now+ttl WHERE id IN (SELECT ... FOR UPDATE
-SKIP LOCKED)``; SQLite ignores the lock clause and serialises writers instead), then one UPDATE
-applies the batch to the devices this node still holds and that still qualify (re-checked in its
-WHERE, so an administrator's or a session's change since the claim wins) and gives the leases
-back, and one INSERT writes their audit events.  Two nodes never hold the same device; a node
-that dies loses its leases when they expire.  A device whose LSC's renewal window has opened
+Each batch is one transaction of two statements: one UPDATE claims and schedules up to
+``batch_size`` devices at once (``UPDATE device SET operation=... WHERE id IN (SELECT id ... ORDER BY
+renewal_due_at LIMIT n FOR UPDATE SKIP LOCKED) AND <still due, lease free> RETURNING ...``), and the
+devices' audit events follow in one COPY (PostgreSQL) or one ``executemany`` (SQLite).  The claim
+needs no lease: it never outlives the transaction that acts on it.  On PostgreSQL two nodes skip
+each other's locked rows, so each device is scheduled exactly once; SQLite ignores the lock clause
+and serialises writers instead.  A device leased by a session (or by a node that died, until its
+lease expires) is left alone, and a device an administrator or a session changed meanwhile is
+re-checked in the same WHERE.  A device whose LSC's renewal window has opened
 (``renewal_due_at``, stored when the LSC is recorded) gets Install/Upgrade authenticated by its
 LSC with a deadline (its profile's days, never past the LSC's own expiry); the old LSC stays until
 the device confirms the new one.  A renewal whose deadline passes counts as a failed attempt and
@@ -23,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, literal, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from onlineca.policy.capf import AuthMode, CertStatus, Operation, as_utc, default_deadline, failure_status
-from onlineca.store.capf_models import Device, DeviceEvent, Profile
+from onlineca.store.capf_models import Device, Profile
 from onlineca.store.db import Database
-from onlineca.store.devices import DEFAULT_PROFILE, claim_device, get_device, release_device, utcnow
+from onlineca.store.devices import DEFAULT_PROFILE, claim_device, get_device, insert_events, release_device, utcnow
 
 __all__ = ["RunResult", "SchedulerSettings", "backoff_delay", "claim_device", "record_renewal_failure",
            "release_device", "run_once"]
@@ -40,19 +42,10 @@ log = logging.getLogger("onlineca.capf.scheduler")
 @dataclass(frozen=True)
 class SchedulerSettings:
     node_id: str
-    batch_size: int = 500  # devices per claim and per UPDATE (bench/scheduler_bench.py)
-    lease_ttl: dt.timedelta = dt.timedelta(minutes=5)
+    batch_size: int = 5000  # devices per UPDATE, one transaction each (bench/scheduler_bench.py)
     backoff_base: dt.timedelta = dt.timedelta(hours=1)
     backoff_max: dt.timedelta = dt.timedelta(days=1)
     max_batches: int = 1000  # one run stops after this many batches (a bound, not a target)
-
-
-    @property
-    def lease_owner(self) -> str:
-        """Whom the scheduler's leases name: not the bare node id, which the node's own sessions use
-        (``inventory.claim_device`` lets an owner take its lease again), so a session never enters
-        a device while the scheduler holds it, and the scheduler never gives back a session's lease."""
-        return f"scheduler:{self.node_id}"[:128]
 
 
 @dataclass
@@ -97,24 +90,24 @@ def _late(now: dt.datetime) -> Any:
     )
 
 
-def _claim(db: Database, settings: SchedulerSettings, condition: Any, now: dt.datetime,
-           order: Any = Device.renewal_due_at) -> list[int]:
-    """Lease up to ``batch_size`` devices matching ``condition`` to this node, first by ``order``.
+def _take(settings: SchedulerSettings, condition: Any, now: dt.datetime, order: Any) -> Any:
+    """The condition of one batch's UPDATE: up to ``batch_size`` devices matching ``condition``,
+    first by ``order``, whose lease is free, locked for this transaction (rows another node has
+    locked are skipped).
 
     ``order`` follows ``operation`` in the index that serves ``condition`` (``renewal_due_at``
-    for due devices, ``operation_deadline`` for late renewals), so each claim reads the batch
+    for due devices, ``operation_deadline`` for late renewals), so each batch reads the rows
     it takes, not every device already pending before it.
     """
-    candidates = (select(Device.id).where(condition, _lease_free(now))
-                  .order_by(order, Device.id).limit(settings.batch_size)
-                  .with_for_update(skip_locked=True))
-    with db.session() as s:
-        rows = s.execute(
-            update(Device).where(Device.id.in_(candidates), _lease_free(now))
-            .values(lease_owner=settings.lease_owner, lease_expires_at=now + settings.lease_ttl)
-            .returning(Device.id)
-            .execution_options(synchronize_session=False))
-        return [r[0] for r in rows]
+    # A CTE joined by id (``UPDATE ... FROM picked``), evaluated once: PostgreSQL never inlines
+    # a locking one.  As ``id IN (subquery)`` repeated with the conditions, a fresh table's
+    # estimates (one row) made the planner scan every due device against the batch: quadratic.
+    # The conditions need no second check outside: locking a row re-evaluates them on its newest
+    # version (READ COMMITTED), and SQLite runs the statement as its one writer.
+    picked = (select(Device.id).where(condition, _lease_free(now))
+              .order_by(order, Device.id).limit(settings.batch_size)
+              .with_for_update(skip_locked=True)).cte("picked")
+    return Device.id == picked.c.id
 
 
 def _at(when: dt.datetime) -> Any:
@@ -122,16 +115,22 @@ def _at(when: dt.datetime) -> Any:
     return literal(when, Device.status_at.type)
 
 
-def _deadline(s: Session, now: dt.datetime) -> tuple[Any, Any]:
+def _deadline_days(db: Database) -> set[int]:
+    """The distinct ``deadline_days`` of the profiles (and the built-in one): read once a run."""
+    with db.session() as s:
+        return {DEFAULT_PROFILE.deadline_days, *s.scalars(select(Profile.deadline_days).distinct())}
+
+
+def _deadline(known: set[int], now: dt.datetime) -> tuple[Any, Any]:
     """The renewal's "Operation Completes By" as SQL, and the condition under which it is known.
 
     ``default_deadline(now, days)`` for the device's profile, never past the LSC's expiry.  Only
-    the profiles' distinct ``deadline_days`` get a branch; a device whose profile changed to a
-    value not seen here is left out of this batch (and released), and taken by a later one.
+    the profiles' distinct ``deadline_days`` read at the start of the run (``known``) get a
+    branch; a device whose profile changed since to another value is left out of this run, and
+    taken by the next one.
     """
     days = func.coalesce(select(Profile.deadline_days).where(Profile.id == Device.profile_id)
                          .correlate(Device).scalar_subquery(), DEFAULT_PROFILE.deadline_days)
-    known = {DEFAULT_PROFILE.deadline_days, *s.scalars(select(Profile.deadline_days).distinct())}
     by_days = case({d: _at(default_deadline(now, d)) for d in sorted(known)}, value=days)
     return case((Device.lsc_not_after < by_days, Device.lsc_not_after), else_=by_days), days.in_(known)
 
@@ -151,14 +150,13 @@ def _backoff_until(settings: SchedulerSettings, now: dt.datetime) -> Any:
 _RELEASED = {"lease_owner": None, "lease_expires_at": None}
 
 
-def _schedule_batch(s: Session, settings: SchedulerSettings, ids: list[int], now: dt.datetime,
-                    actor: str) -> list[str]:
-    """Install/Upgrade by LSC on the held devices still due: one UPDATE, one INSERT of events."""
-    deadline, deadline_known = _deadline(s, now)
+def _schedule_batch(s: Session, settings: SchedulerSettings, now: dt.datetime, actor: str,
+                    known_days: set[int]) -> list[str]:
+    """Claim and set Install/Upgrade by LSC on one batch of due devices: one UPDATE, then their events."""
+    deadline, deadline_known = _deadline(known_days, now)
     rows = s.execute(
         update(Device)
-        # Re-checked here: an administrator or a session may have changed a device since the claim.
-        .where(Device.id.in_(ids), Device.lease_owner == settings.lease_owner, _due(now), deadline_known)
+        .where(_take(settings, and_(_due(now), deadline_known), now, Device.renewal_due_at))
         .values(operation=Operation.UPGRADE.ident, operation_auth_mode=AuthMode.BY_LSC.ident,
                 operation_deadline=deadline, status=CertStatus.OPERATION_PENDING.ident, status_at=now,
                 renewal_for_serial=Device.lsc_serial, renewal_scheduled_at=now, **_RELEASED)
@@ -174,51 +172,38 @@ def _schedule_batch(s: Session, settings: SchedulerSettings, ids: list[int], now
                              f"by {deadline_at:%Y:%m:%d:%H}, attempt {r.renewal_attempts + 1}", actor, now))
         log.info("%s: renewal scheduled (%s, %s), LSC serial %s expires %s", r.name, Operation.UPGRADE.log,
                  AuthMode.BY_LSC.log, r.lsc_serial, as_utc(r.lsc_not_after).isoformat())
-    _insert_events(s, events)
+    insert_events(s, events)
     return [r.name for r in rows]
 
 
-def _time_out_batch(s: Session, settings: SchedulerSettings, ids: list[int], now: dt.datetime,
-                    actor: str) -> list[str]:
-    return _fail_where(s, and_(Device.id.in_(ids), Device.lease_owner == settings.lease_owner, _late(now)),
+def _time_out_batch(s: Session, settings: SchedulerSettings, now: dt.datetime, actor: str,
+                    known_days: set[int]) -> list[str]:
+    return _fail_where(s, _take(settings, _late(now), now, Device.operation_deadline),
                        "REQUEST_LATE", "the device did not renew before Operation Completes By",
                        settings, now, actor, _RELEASED)
 
 
-def _work(db: Database, settings: SchedulerSettings, ids: list[int], now: dt.datetime, actor: str,
-          action: Callable[[Session, SchedulerSettings, list[int], dt.datetime, str], list[str]]) -> list[str]:
-    """Run ``action`` on the devices this node holds, then give back the leases it did not (one transaction)."""
-    with db.session() as s:
-        done = action(s, settings, ids, now, actor)
-        if len(done) < len(ids):
-            s.execute(update(Device).where(Device.id.in_(ids), Device.lease_owner == settings.lease_owner)
-                      .values(**_RELEASED).execution_options(synchronize_session=False))
-    return done
-
-
 def run_once(db: Database, settings: SchedulerSettings, now: dt.datetime | None = None) -> RunResult:
-    """Time out late renewals, then schedule every device whose renewal window is open."""
+    """Time out late renewals, then schedule every device whose renewal window is open, a batch
+    (one transaction) at a time, until a batch finds nothing (or ``max_batches``)."""
     now = as_utc(now or utcnow())
     actor = f"scheduler:{settings.node_id}"
     result = RunResult()
-    for condition, order, action, bucket in (
-            (_late(now), Device.operation_deadline, _time_out_batch, result.timed_out),
-            (_due(now), Device.renewal_due_at, _schedule_batch, result.scheduled)):
+    known_days = _deadline_days(db)
+    batches: tuple[tuple[Callable[[Session, SchedulerSettings, dt.datetime, str, set[int]], list[str]],
+                         list[str]], ...] = ((_time_out_batch, result.timed_out), (_schedule_batch, result.scheduled))
+    for action, bucket in batches:
         for _ in range(settings.max_batches):
-            ids = _claim(db, settings, condition, now, order)
-            if not ids:
+            with db.session() as s:
+                done = action(s, settings, now, actor, known_days)
+            if not done:
                 break
-            bucket.extend(_work(db, settings, ids, now, actor, action))
+            bucket.extend(done)
     return result
 
 
 def _event(name: str, event: str, detail: str, actor: str, now: dt.datetime) -> dict[str, Any]:
     return {"device_name": name, "event": event, "detail": detail[:4000], "actor": actor[:128], "at": now}
-
-
-def _insert_events(s: Session, events: list[dict[str, Any]]) -> None:
-    if events:
-        s.execute(insert(DeviceEvent), events)
 
 
 def _fail_where(s: Session, where: Any, reason: str, detail: str, settings: SchedulerSettings,
@@ -241,7 +226,7 @@ def _fail_where(s: Session, where: Any, reason: str, detail: str, settings: Sche
                              f"next at {next_at:%Y-%m-%d %H:%M}", actor, now))
         log.warning("%s: renewal failed (%s): %s; attempt %d, next attempt in %s", r.name, status.display, detail,
                     r.renewal_attempts, next_at - now)
-    _insert_events(s, events)
+    insert_events(s, events)
     return [r.name for r in rows]
 
 

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from onlineca.cli.app import AppContext, exit_on_finding, read_only_config, serve_until_signal, workers_option
 from onlineca.errors import CAPFError, CSVImportError
@@ -89,6 +87,9 @@ def _print_json(data: Any) -> None:
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console  # here: a command that prints no table never imports rich
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for c in columns:
         table.add_column(c)

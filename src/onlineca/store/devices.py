@@ -15,12 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from onlineca import pki
@@ -239,8 +239,9 @@ def _overrides(device: Device) -> DeviceOverrides:
         rsa_key_size=device.rsa_key_size, ec_key_size=device.ec_key_size)
 
 
-def _clean_settings(s: Session, changes: dict[str, Any]) -> dict[str, Any]:
-    """Typed, validated column values for the given settings (``None``/"" = back to the profile)."""
+def _clean_settings(s: Session, changes: dict[str, Any], profile_ids: dict[str, int] | None = None) -> dict[str, Any]:
+    """Typed, validated column values for the given settings (``None``/"" = back to the profile);
+    ``profile_ids``: a cache of profile ids by name (a bulk import asks for each profile once)."""
     unknown = set(changes) - set(DEVICE_SETTINGS)
     if unknown:
         raise PolicyError(sorted(unknown)[0], "is not a device setting")
@@ -253,7 +254,7 @@ def _clean_settings(s: Session, changes: dict[str, Any]) -> dict[str, Any]:
                 raise PolicyError(key, "is too long")
             out[key] = text
         elif key == "profile":
-            out["profile_id"] = None if empty else get_profile(s, str(value).strip()).id
+            out["profile_id"] = None if empty else _profile_id(s, str(value).strip(), profile_ids)
         elif key == "operation":
             out[key] = Operation.NONE.ident if empty else Operation.parse(value, key).ident
         elif key == "auth_mode":
@@ -274,9 +275,25 @@ def _clean_settings(s: Session, changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _profile_id(s: Session, name: str, cache: dict[str, int] | None) -> int:
+    if cache is None:
+        return get_profile(s, name).id
+    if name not in cache:
+        cache[name] = get_profile(s, name).id
+    return cache[name]
+
+
+EventSink = Callable[[str, str, str], None]  # (device name, event, detail)
+
+
 def _apply(s: Session, device: Device, values: dict[str, Any], *, actor: str, now: dt.datetime,
-           is_new: bool) -> None:
-    """Validate the device as it would be after ``values``, then write them and the audit trail."""
+           is_new: bool, emit: EventSink | None = None) -> None:
+    """Validate the device as it would be after ``values``, then write them and the audit trail
+    (to the session, or to ``emit`` when given: the bulk import writes the events itself)."""
+    def to_session(name: str, event: str, detail: str) -> None:
+        record_event(s, name, event, detail, actor=actor, now=now)
+
+    sink = emit or to_session
     old_operation = device.operation
     watched = set(values) | {"operation_deadline", "operation_auth_mode", "status", "status_at", "profile_id"}
     before = {k: getattr(device, k, None) for k in watched}
@@ -293,12 +310,11 @@ def _apply(s: Session, device: Device, values: dict[str, Any], *, actor: str, no
     if is_new or changed:
         shown = {("auth_string" if k == "auth_string_hash" else k):
                  ("***" if k == "auth_string_hash" and getattr(device, k) else getattr(device, k)) for k in changed}
-        record_event(s, device.name, "DEVICE_ADDED" if is_new else "DEVICE_CHANGED",
-                     ", ".join(f"{k}={v}" for k, v in shown.items()), actor=actor, now=now)
+        sink(device.name, "DEVICE_ADDED" if is_new else "DEVICE_CHANGED",
+             ", ".join(f"{k}={v}" for k, v in shown.items()))
     if old_operation != device.operation or (is_new and operation is not Operation.NONE):
-        record_event(s, device.name, "OPERATION_SET",
-                     f"{operation.ident} by {device.operation_deadline and format_deadline(device.operation_deadline)}",
-                     actor=actor, now=now)
+        sink(device.name, "OPERATION_SET",
+             f"{operation.ident} by {device.operation_deadline and format_deadline(device.operation_deadline)}")
     if old_operation != device.operation and not is_new:
         # An administrator reset the operation: an LSC issued for the old one is never delivered.
         discard_undelivered(s, device, f"the operation was changed ({old_operation} -> {device.operation})",
@@ -350,6 +366,74 @@ def add_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime 
     if flush:
         s.flush()
     return device
+
+
+class _NewDevice:
+    """A device being added in bulk, as plain attributes: ``_apply`` validates and completes it
+    exactly as it does an ORM ``Device``, without the ORM's per-object cost; ``new_device_row``
+    turns it into one row's column values."""
+
+    def __init__(self, **values: Any) -> None:
+        for column in _DEVICE_COLUMNS:
+            setattr(self, column, None)
+        self.profile: Profile | None = None
+        self.__dict__.update(values)
+
+
+_DEVICE_COLUMNS = tuple(c.key for c in Device.__table__.columns if c.key != "id")
+
+
+def new_device_row(s: Session, name: str, *, actor: str, now: dt.datetime, profile_ids: dict[str, int],
+                   **settings: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What ``add_device`` would write for a device the caller knows is new, as column values
+    (the ``device`` row without its id, and its ``device_event`` rows), for a bulk INSERT or COPY.
+    The same checks as ``add_device`` (they raise the same errors); nothing is added to ``s``."""
+    name = validate_device_name(name)
+    values = _clean_settings(s, settings, profile_ids)
+    draft = _NewDevice(name=name, model="", description="", operation=Operation.NONE.ident,
+                       status=CertStatus.NONE.ident, renewal_attempts=0, renewal_last_error="",
+                       failed_auth_count=0, created_at=now, updated_at=now)
+    events: list[dict[str, Any]] = []
+
+    def emit(device_name: str, event: str, detail: str) -> None:
+        events.append({"device_name": device_name, "event": event, "detail": detail[:4000],
+                       "actor": actor[:128], "at": now})
+
+    _apply(s, cast(Device, draft), values, actor=actor, now=now, is_new=True, emit=emit)
+    return {c: getattr(draft, c) for c in _DEVICE_COLUMNS}, events
+
+
+def insert_new_devices(s: Session, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    """Write ``new_device_row``'s rows and events in the session's transaction: COPY on
+    PostgreSQL (psycopg 3), one ``executemany`` INSERT elsewhere."""
+    if not rows:
+        return
+    s.flush()  # whatever the session holds goes first (an upsert's changed devices and their events)
+    _bulk_insert(s, Device, _DEVICE_COLUMNS, rows)
+    insert_events(s, events)
+
+
+_EVENT_COLUMNS = ("device_name", "event", "detail", "actor", "at")
+
+
+def insert_events(s: Session, events: list[dict[str, Any]]) -> None:
+    """Audit-trail rows (``device_name, event, detail, actor, at``, already cut to their columns'
+    sizes) in the session's transaction: COPY on PostgreSQL, one ``executemany`` elsewhere."""
+    _bulk_insert(s, DeviceEvent, _EVENT_COLUMNS, events)
+
+
+def _bulk_insert(s: Session, model: Any, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    conn = s.connection()
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        raw: Any = conn.connection.driver_connection
+        table = model.__tablename__
+        with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+        return
+    conn.execute(insert(model), rows)
 
 
 def set_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime | None = None,

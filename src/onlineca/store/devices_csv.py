@@ -24,10 +24,12 @@ from onlineca.policy.capf import (
     Operation,
     as_utc,
     format_deadline,
+    is_auth_string_hash,
     validate_device_name,
 )
+from onlineca.store.auth_hashing import AuthStringHasher
 from onlineca.store.capf_models import Device
-from onlineca.store.devices import DeviceFilter, add_device, list_devices, set_device, utcnow
+from onlineca.store.devices import DeviceFilter, insert_new_devices, list_devices, new_device_row, set_device, utcnow
 
 # ---- bulk CSV ------------------------------------------------------------------------------
 
@@ -91,11 +93,14 @@ class ImportResult:
 
 
 def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: str = "import",
-               now: dt.datetime | None = None) -> ImportResult:
+               now: dt.datetime | None = None, hasher: AuthStringHasher | None = None) -> ImportResult:
     """Add (``mode="add"``) or add-or-update (``"upsert"``) the devices of a bulk CSV file.
 
     Empty cells mean "as the profile says" (or "no change" for an existing device's operation).
     If any line is bad, the session is rolled back and ``CSVImportError`` names every bad line.
+    New devices are checked by the same code as ``add_device`` and written without the ORM, a
+    batch at a time (COPY on PostgreSQL); auth strings in clear are hashed on every core first
+    (``hasher``; by default one started for this import and ended with it).
     """
     if mode not in ("add", "upsert"):
         raise PolicyError("mode", f"{mode!r} is not 'add' or 'upsert'")
@@ -104,21 +109,29 @@ def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: s
     errors: list[tuple[int, str]] = []
     result = ImportResult()
     seen: dict[str, int] = {}
+    profile_ids: dict[str, int] = {}
     reader = csv.reader(stream)
     batch: list[tuple[int, dict[str | None, str]]] = []
+    own_hasher = hasher is None
+    hashes = hasher or AuthStringHasher()
 
     def import_batch() -> None:
-        # One query for which names exist, the new devices added without a flush each: the
-        # session writes them (and their events) in batched INSERTs at the next flush.
+        # One query for which names exist; the new devices' rows and events are collected and
+        # written together, the existing ones changed through the ORM (an upsert).
+        _hash_auth_strings(batch, hashes)
         wanted = {name for _line, row in batch if (name := _batch_name(row)) is not None}
         existing = set(s.scalars(select(Device.name).where(Device.name.in_(wanted)))) if wanted else set()
+        rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
         for line, row in batch:
             try:
-                _import_row(s, row, mode, seen, line, result, actor=actor, now=now, existing=existing)
+                _import_row(s, row, mode, seen, line, result, actor=actor, now=now, existing=existing,
+                            new=(rows, events), profile_ids=profile_ids)
             except CAPFError as exc:
                 errors.append((line, exc.message))
         batch.clear()
         if not errors:
+            insert_new_devices(s, rows, events)
             s.flush()
 
     try:
@@ -146,14 +159,31 @@ def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: s
     except CSVImportError:
         s.rollback()
         raise
+    finally:
+        if own_hasher:
+            hashes.close()
     if errors:
         s.rollback()
         raise CSVImportError(errors)
     return result
 
 
-# Lines read, checked and added between two flushes of the import's one transaction.
-IMPORT_BATCH = 1000
+def _hash_auth_strings(batch: list[tuple[int, dict[str | None, str]]], hasher: AuthStringHasher) -> None:
+    """Replace each auth string in clear by its salted hash, hashed on every core at once (an
+    exported hash imports as it is, so the checks that follow see what they would have made).
+    A string that is not valid stays as it is: the row's own check names its line."""
+    plain = [row for _line, row in batch
+             if (text := (row.get("auth_string") or "").strip()) and not is_auth_string_hash(text)]
+    if not plain:
+        return
+    for row, hashed in zip(plain, hasher.hash_all([(row["auth_string"] or "").strip() for row in plain]),
+                           strict=True):
+        if hashed is not None:
+            row["auth_string"] = hashed
+
+
+# Lines read, checked and written between two flushes of the import's one transaction.
+IMPORT_BATCH = 5000
 
 
 def _batch_name(row: dict[str | None, str]) -> str | None:
@@ -164,14 +194,17 @@ def _batch_name(row: dict[str | None, str]) -> str | None:
 
 
 def _import_row(s: Session, row: dict[str | None, str], mode: str, seen: dict[str, int], line: int,
-                result: ImportResult, *, actor: str, now: dt.datetime, existing: set[str]) -> None:
+                result: ImportResult, *, actor: str, now: dt.datetime, existing: set[str],
+                new: tuple[list[dict[str, Any]], list[dict[str, Any]]], profile_ids: dict[str, int]) -> None:
     name = validate_device_name(row.pop("name", ""))
     if name in seen:
         raise InventoryConflict(f"{name} is also on line {seen[name]}")
     seen[name] = line
     settings: dict[str, Any] = {k: v.strip() for k, v in row.items() if k}
     if name not in existing:
-        add_device(s, name, actor=actor, now=now, known_new=True, flush=False, **settings)
+        device_row, events = new_device_row(s, name, actor=actor, now=now, profile_ids=profile_ids, **settings)
+        new[0].append(device_row)
+        new[1].extend(events)
         result.added.append(name)
         return
     if mode == "add":
