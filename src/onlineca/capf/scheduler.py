@@ -1,9 +1,10 @@
 """Automatic LSC renewal, safe on several CAPF nodes over one database.
 
-Each batch is one transaction of two statements: one UPDATE claims and schedules up to
-``batch_size`` devices at once (``UPDATE device SET operation=... WHERE id IN (SELECT id ... ORDER BY
-renewal_due_at LIMIT n FOR UPDATE SKIP LOCKED) AND <still due, lease free> RETURNING ...``), and the
-devices' audit events follow in one COPY (PostgreSQL) or one ``executemany`` (SQLite).  The claim
+Each batch is one transaction: one UPDATE claims and schedules up to ``batch_size`` devices at
+once (``WITH picked AS (SELECT id ... ORDER BY renewal_due_at LIMIT n FOR UPDATE SKIP LOCKED)
+UPDATE device SET operation=... FROM picked ... RETURNING ...``).  On PostgreSQL the devices' audit
+events are written by the same statement (``INSERT INTO device_event SELECT ... FROM`` the UPDATE's
+RETURNING, the detail built by the server); on SQLite they follow in one ``executemany``.  The claim
 needs no lease: it never outlives the transaction that acts on it.  On PostgreSQL two nodes skip
 each other's locked rows, so each device is scheduled exactly once; SQLite ignores the lock clause
 and serialises writers instead.  A device leased by a session (or by a node that died, until its
