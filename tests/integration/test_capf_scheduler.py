@@ -12,7 +12,7 @@ from capf_fixtures import T0, db, install_lsc  # noqa: F401  (db is a fixture)
 from sqlalchemy import select
 
 from onlineca.capf.scheduler import SchedulerSettings, backoff_delay, record_renewal_failure, run_once
-from onlineca.policy.capf import RenewalPolicy, as_utc
+from onlineca.policy.capf import AuthMode, Operation, RenewalPolicy, as_utc
 from onlineca.store import Database, Device, DeviceEvent, devices as inv
 
 DAY = dt.timedelta(days=1)
@@ -255,3 +255,29 @@ def test_the_deadline_follows_each_devices_profile(db: Database, lab_pki) -> Non
     hour = T0 + 200 * DAY
     assert {n: as_utc(_state(db, n).operation_deadline) for n in ("SEP1", "SEP2", "SEP3", "SEP4")} == {
         "SEP1": hour + 10 * DAY, "SEP2": hour + 3 * DAY, "SEP3": hour + 20 * DAY, "SEP4": T0 + 210 * DAY}
+
+
+def test_the_events_read_the_same_on_every_database(db: Database, lab_pki, caplog) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL writes a batch's events itself (INSERT ... SELECT from the UPDATE's RETURNING),
+    SQLite from Python: the same detail, actor and time; a batch of failures is one WARNING."""
+    due = _fleet_with_lscs(db, lab_pki, 2)
+    now = max(due.values())
+    settings = SchedulerSettings(node_id="a", backoff_base=HOUR, backoff_max=3 * HOUR)
+    assert sorted(run_once(db, settings, now).scheduled) == sorted(due)
+    name = sorted(due)[0]
+    d = _state(db, name)
+    deadline = as_utc(d.operation_deadline)
+    late = deadline + dt.timedelta(minutes=1)
+    with caplog.at_level("WARNING", logger="onlineca.capf.scheduler"):
+        assert sorted(run_once(db, settings, late).timed_out) == sorted(due)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("2 renewals failed (")
+    with db.session() as s:
+        events = {e.event: e for e in inv.device_events(s, name)}
+    scheduled, failed = events["RENEWAL_SCHEDULED"], events["RENEWAL_FAILED"]
+    assert scheduled.detail == (f"{Operation.UPGRADE.log} {AuthMode.BY_LSC.log} replaces serial={d.lsc_serial} "
+                                f"by {deadline:%Y:%m:%d:%H}, attempt 1")
+    assert (scheduled.actor, as_utc(scheduled.at)) == ("scheduler:a", now)
+    assert failed.detail.endswith(f": the device did not renew before Operation Completes By; attempt 1, "
+                                  f"next at {late + HOUR:%Y-%m-%d %H:%M}")
+    assert (failed.actor, as_utc(failed.at)) == ("scheduler:a", late)
