@@ -9,7 +9,7 @@ ask for OPERATION_NONE too: the partial index; device_report.overdue ORs it with
 index serves) go: a scheduled renewal rewrites its row with every index (no HOT
 update), so 100,000 renewals wrote 100,000 entries into each of the four (bench/scheduler_bench.py).
 
-Revision ID: 0009_sched2
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-01
 """
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_sched2"
+revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
