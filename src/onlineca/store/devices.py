@@ -388,6 +388,14 @@ def new_device_row(s: Session, name: str, *, actor: str, now: dt.datetime, profi
     """What ``add_device`` would write for a device the caller knows is new, as column values
     (the ``device`` row without its id, and its ``device_event`` rows), for a bulk INSERT or COPY.
     The same checks as ``add_device`` (they raise the same errors); nothing is added to ``s``."""
+    row, events = _new_device(s, name, actor=actor, now=now, profile_ids=profile_ids, settings=settings)
+    for event in events:
+        event["detail"] = event["detail"][:4000]
+    return row, events
+
+
+def _new_device(s: Session, name: str, *, actor: str, now: dt.datetime, profile_ids: dict[str, int],
+                settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     name = validate_device_name(name)
     values = _clean_settings(s, settings, profile_ids)
     draft = _NewDevice(name=name, model="", description="", operation=Operation.NONE.ident,
@@ -396,11 +404,96 @@ def new_device_row(s: Session, name: str, *, actor: str, now: dt.datetime, profi
     events: list[dict[str, Any]] = []
 
     def emit(device_name: str, event: str, detail: str) -> None:
-        events.append({"device_name": device_name, "event": event, "detail": detail[:4000],
-                       "actor": actor[:128], "at": now})
+        events.append({"device_name": device_name, "event": event, "detail": detail, "actor": actor[:128], "at": now})
 
     _apply(s, cast(Device, draft), values, actor=actor, now=now, is_new=True, emit=emit)
     return {c: getattr(draft, c) for c in _DEVICE_COLUMNS}, events
+
+
+# Stands for a line's own description in a checked combination's event details (never in a cell
+# of a combination that is reused: such a line is checked on its own).
+_SLOT = "\x00"
+
+
+class NewDeviceRows:
+    """``new_device_row`` for the many lines of one bulk file, checked once per combination.
+
+    A bulk file repeats the same settings (model, profile, operation, modes, key sizes...) on every
+    line; what varies is the name, the description and an auth string's hash, none of which the
+    checks read except a description's length and whether it is empty.  So each distinct
+    combination of the other cells (in their order: the first bad cell is the one named) is checked
+    once, by ``new_device_row``'s own code, and the checked row and events are reused with the
+    line's name, description and hash put in.  A combination that fails, an auth string in clear, a
+    description too long: that line is checked on its own, so its error is worded as ever."""
+
+    def __init__(self, s: Session, *, actor: str, now: dt.datetime, profile_ids: dict[str, int] | None = None) -> None:
+        self._s, self._actor, self._now = s, actor, now
+        self._profile_ids: dict[str, int] = {} if profile_ids is None else profile_ids
+        self._checked: dict[tuple[Any, ...], tuple[dict[str, Any], list[dict[str, Any]]] | None] = {}
+
+    def row(self, name: str, settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The ``device`` row and ``device_event`` rows of a new device (the same errors as
+        ``add_device``)."""
+        name = validate_device_name(name)  # first, as add_device does (and a bad name spoils no combination)
+        key = self._key(settings)
+        if key is not None:
+            checked = self._checked.get(key, False)
+            if checked is False:
+                checked = self._check(name, settings, key)
+            if checked is not None:
+                return self._reuse(checked, name, settings)
+        return new_device_row(self._s, name, actor=self._actor, now=self._now, profile_ids=self._profile_ids,
+                              **settings)
+
+    @staticmethod
+    def _key(settings: dict[str, Any]) -> tuple[Any, ...] | None:
+        key: list[Any] = []
+        for k, v in settings.items():
+            if not isinstance(v, str) or _SLOT in v:
+                return None
+            if k == "description":
+                if len(v.strip()) > 256:
+                    return None
+                v = bool(v.strip())
+            elif k == "auth_string" and v.strip():
+                if not is_auth_string_hash(v.strip()):
+                    return None  # in clear: hashed with its own salt, and checked, on its own
+                v = True
+            key.append((k, v))
+        return tuple(key)
+
+    def _check(self, name: str, settings: dict[str, Any],
+               key: tuple[Any, ...]) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        probe = dict(settings)
+        if (probe.get("description") or "").strip():
+            probe["description"] = _SLOT
+        try:
+            checked: tuple[dict[str, Any], list[dict[str, Any]]] | None = _new_device(
+                self._s, name, actor=self._actor, now=self._now, profile_ids=self._profile_ids, settings=probe)
+        except CAPFError:
+            checked = None
+        self._checked[key] = checked
+        return checked
+
+    @staticmethod
+    def _reuse(checked: tuple[dict[str, Any], list[dict[str, Any]]], name: str,
+               settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        template, template_events = checked
+        row = template.copy()
+        row["name"] = name
+        description = str(settings.get("description") or "").strip()
+        if description:
+            row["description"] = description
+        if row["auth_string_hash"] is not None:
+            row["auth_string_hash"] = str(settings["auth_string"]).strip()
+        events = []
+        for event in template_events:
+            event = event.copy()
+            event["device_name"] = name
+            detail = event["detail"]
+            event["detail"] = (detail.replace(_SLOT, description) if description else detail)[:4000]
+            events.append(event)
+        return row, events
 
 
 def insert_new_devices(s: Session, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
