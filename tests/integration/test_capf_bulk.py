@@ -114,7 +114,7 @@ MIXED = [  # new devices with every kind of setting, as add_device and the bulk 
     "SEP000000000A04,,,,Install/Upgrade,,,EC Preferred RSA Backup,4096,256,\n",
     # the same combinations again, with other names, descriptions and auth strings (checked once, reused)
     "SEP000000000A05,hall,CP-8845,phones,Install/Upgrade,By Authentication String,7654321,EC Only,,384,\n",
-    "SEP000000000A06,,CP-7841,,,,,,,,\n",
+    "SEP000000000A06,back\\slash\ttab,CP-7841,,,,,,,,\n",  # COPY's escapes
     "SEP000000000A07,,,phones,Delete,By Null String,,,3072,,2026:01:05:12\n",
     "SEP000000000A08,stairs,,phones,Delete,By Null String,,,3072,,2026:01:05:12\n",
     "SEP000000000A09,cellar,,,Install/Upgrade,,,EC Preferred RSA Backup,4096,256,\n",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from cryptography import x509
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import ARRAY, String, any_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from onlineca import pki
@@ -522,11 +522,57 @@ def _bulk_insert(s: Session, model: Any, columns: tuple[str, ...], rows: list[di
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         raw: Any = conn.connection.driver_connection
         table = model.__tablename__
+        # COPY's text format written here, a batch in one piece: a bulk batch repeats most values
+        # (the same timestamps, model, modes...), each formatted once (psycopg's write_row
+        # formats every value of every row).
+        memo: dict[tuple[type, Any], str] = {}
+        lines = []
+        for row in rows:
+            cells = []
+            for c in columns:
+                value = row[c]
+                if value is None:
+                    cells.append("\\N")
+                elif type(value) is str:
+                    cells.append(value.translate(_COPY_ESCAPES))
+                else:
+                    key = (type(value), value)
+                    text = memo.get(key)
+                    if text is None:
+                        text = memo[key] = _copy_text(value)
+                    cells.append(text)
+            lines.append("\t".join(cells))
+        lines.append("")
         with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
+            copy.write("\n".join(lines))
         return
     conn.execute(insert(model), rows)
+
+
+# COPY's text format: a backslash, a tab, a line feed or a carriage return in a value is escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def existing_device_names(s: Session, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are devices already (one query; on PostgreSQL one array parameter, not
+    one bound parameter a name)."""
+    wanted = list(names)
+    if not wanted:
+        return set()
+    if s.get_bind().dialect.name == "postgresql":
+        return set(s.scalars(select(Device.name).where(
+            Device.name == any_(bindparam("names", wanted, type_=ARRAY(String))))))
+    return set(s.scalars(select(Device.name).where(Device.name.in_(wanted))))
 
 
 def set_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime | None = None,

@@ -13,7 +13,6 @@ import io
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onlineca.errors import CAPFError, CSVImportError, InventoryConflict, PolicyError
@@ -32,6 +31,7 @@ from onlineca.store.capf_models import Device
 from onlineca.store.devices import (
     DeviceFilter,
     NewDeviceRows,
+    existing_device_names,
     insert_new_devices,
     list_devices,
     set_device,
@@ -127,7 +127,7 @@ def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: s
         # written together, the existing ones changed through the ORM (an upsert).
         _hash_auth_strings(batch, hashes)
         wanted = {name for _line, row in batch if (name := _batch_name(row)) is not None}
-        existing = set(s.scalars(select(Device.name).where(Device.name.in_(wanted)))) if wanted else set()
+        existing = existing_device_names(s, wanted)
         rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         for line, row in batch:
