@@ -437,9 +437,7 @@ class NewDeviceRows:
         name = validate_device_name(name)  # first, as add_device does (and a bad name spoils no combination)
         key = self._key(settings)
         if key is not None:
-            checked = self._checked.get(key, False)
-            if checked is False:
-                checked = self._check(name, settings, key)
+            checked = self._checked[key] if key in self._checked else self._check(name, settings, key)
             if checked is not None:
                 return self._reuse(checked, name, settings)
         return new_device_row(self._s, name, actor=self._actor, now=self._now, profile_ids=self._profile_ids,
