@@ -17,13 +17,11 @@ import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from cryptography import x509
 from sqlalchemy import ARRAY, String, any_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
-from onlineca import pki
 from onlineca.errors import (
     CAPFError,
     DeviceNotFound,
@@ -56,6 +54,9 @@ from onlineca.policy.capf import (
     validate_rsa_key_size,
 )
 from onlineca.store.capf_models import LSC, Device, DeviceEvent, Profile
+
+if TYPE_CHECKING:  # imported where a certificate is stored: listing devices never loads cryptography
+    from cryptography import x509
 
 # LSCs that must be revoked (replaced, deleted, discarded; a reconcile step's finds)
 # go to CAPF's revocation queue; ``mark_for_revocation`` is the entry point (store.lsc_revocations).
@@ -692,6 +693,8 @@ def record_lsc_issued(s: Session, name: str, der: bytes, *, actor: str = "capf",
     """Store a certificate the CA issued for ``name`` before it is delivered (state ``issued``).
     ``der`` is kept as handed over; a caller that holds the parsed ``cert`` already passes it
     (it is not parsed a second time)."""
+    from onlineca import pki
+
     now = as_utc(now or utcnow())
     device = get_device(s, name)
     if cert is None:

@@ -11,7 +11,7 @@ import csv
 import datetime as dt
 import io
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy.orm import Session
 
@@ -26,7 +26,6 @@ from onlineca.policy.capf import (
     is_auth_string_hash,
     validate_device_name,
 )
-from onlineca.store.auth_hashing import AuthStringHasher
 from onlineca.store.capf_models import Device
 from onlineca.store.devices import (
     DeviceFilter,
@@ -37,6 +36,9 @@ from onlineca.store.devices import (
     set_device,
     utcnow,
 )
+
+if TYPE_CHECKING:  # a pool of processes: imported by an import, not by every command that lists
+    from onlineca.store.auth_hashing import AuthStringHasher
 
 # ---- bulk CSV ------------------------------------------------------------------------------
 
@@ -120,7 +122,11 @@ def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: s
     reader = csv.reader(stream)
     batch: list[tuple[int, dict[str | None, str]]] = []
     own_hasher = hasher is None
-    hashes = hasher or AuthStringHasher()
+    if hasher is None:
+        from onlineca.store.auth_hashing import AuthStringHasher
+
+        hasher = AuthStringHasher()
+    hashes = hasher
 
     def import_batch() -> None:
         # One query for which names exist; the new devices' rows and events are collected and
