@@ -525,6 +525,7 @@ def _bulk_insert(s: Session, model: Any, columns: tuple[str, ...], rows: list[di
         # (the same timestamps, model, modes...), each formatted once (psycopg's write_row
         # formats every value of every row).
         memo: dict[tuple[type, Any], str] = {}
+        memo_str: dict[str, str] = {}
         lines = []
         for row in rows:
             cells = []
@@ -533,7 +534,10 @@ def _bulk_insert(s: Session, model: Any, columns: tuple[str, ...], rows: list[di
                 if value is None:
                     cells.append("\\N")
                 elif type(value) is str:
-                    cells.append(value.translate(_COPY_ESCAPES))
+                    text = memo_str.get(value)
+                    if text is None:
+                        text = memo_str[value] = value.translate(_COPY_ESCAPES)
+                    cells.append(text)
                 else:
                     key = (type(value), value)
                     text = memo.get(key)
