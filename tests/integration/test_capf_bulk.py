@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from onlineca.cli import main_group
+from onlineca.errors import CSVImportError
 from onlineca.policy.capf import as_utc, auth_string_matches
 from onlineca.store import Database, Device, DeviceEvent, auth_hashing as cpu_pool, devices as inv, devices_csv
 
@@ -111,6 +112,12 @@ MIXED = [  # new devices with every kind of setting, as add_device and the bulk 
     "SEP000000000A02,,CP-7841,,,,,,,,\n",
     "SEP000000000A03,lobby,,phones,Delete,By Null String,,,3072,,2026:01:05:12\n",
     "SEP000000000A04,,,,Install/Upgrade,,,EC Preferred RSA Backup,4096,256,\n",
+    # the same combinations again, with other names, descriptions and auth strings (checked once, reused)
+    "SEP000000000A05,hall,CP-8845,phones,Install/Upgrade,By Authentication String,7654321,EC Only,,384,\n",
+    "SEP000000000A06,back\\slash\ttab,CP-7841,,,,,,,,\n",  # COPY's escapes
+    "SEP000000000A07,,,phones,Delete,By Null String,,,3072,,2026:01:05:12\n",
+    "SEP000000000A08,stairs,,phones,Delete,By Null String,,,3072,,2026:01:05:12\n",
+    "SEP000000000A09,cellar,,,Install/Upgrade,,,EC Preferred RSA Backup,4096,256,\n",
 ]
 
 
@@ -149,7 +156,7 @@ def test_the_bulk_path_writes_what_add_device_writes(db_url: str, tmp_path: Path
     bulk = fresh(db_url)
     with bulk.session() as s:
         assert devices_csv.import_csv(s, FULL_HEADER + "".join(MIXED), actor="import", now=T0).added == [
-            "SEP000000000A01", "SEP000000000A02", "SEP000000000A03", "SEP000000000A04"]
+            f"SEP000000000A0{i}" for i in range(1, 10)]
     try:
         want, got = _rows_and_trail(one_by_one), _rows_and_trail(bulk)
         for rows in (want[0], got[0]):
@@ -159,6 +166,29 @@ def test_the_bulk_path_writes_what_add_device_writes(db_url: str, tmp_path: Path
     finally:
         one_by_one.dispose()
         bulk.dispose()
+
+
+def test_a_repeated_combination_names_each_bad_line_with_its_own_error(db_url: str, small_batches: None) -> None:
+    # Each distinct combination of cells is checked once: a bad one is still named on every line,
+    # and a line's own bad name or description is named even where its combination is good.
+    lines = ["SEP000000000B01,,CP-8845,,Install/Upgrade,,,RSA Only,2048,,\n",
+             "SEP000000000B02,,CP-8845,,Install/Upgrade,,,RSA Only,1000,,\n",
+             "not a name!,,CP-8845,,Install/Upgrade,,,RSA Only,2048,,\n",
+             "SEP000000000B04," + "d" * 257 + ",CP-8845,,Install/Upgrade,,,RSA Only,2048,,\n",
+             "SEP000000000B05,,CP-8845,,Install/Upgrade,,,RSA Only,1000,,\n",
+             "SEP000000000B06,fine,CP-8845,,Install/Upgrade,,,RSA Only,2048,,\n"]
+    db = Database(db_url)
+    db.migrate()
+    try:
+        with db.session() as s, pytest.raises(CSVImportError) as caught:
+            devices_csv.import_csv(s, FULL_HEADER + "".join(lines), now=T0)
+        with db.session() as s:
+            bad = [(n, m.split(":")[0]) for n, m in caught.value.errors]
+            assert bad == [(3, "rsa_key_size"), (4, bad[1][1]), (5, "description"), (6, "rsa_key_size")]
+            assert bad[1][1] != "rsa_key_size"  # the name's own error
+            assert s.scalars(select(Device)).first() is None
+    finally:
+        db.dispose()
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -15,11 +15,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-
-from onlineca import pki
 from onlineca.errors import ParseError, PKIError
+
+if TYPE_CHECKING:  # imported where used: a command that only writes files never loads cryptography
+    from cryptography import x509
+
+    from onlineca import pki
 
 TRUST_SUFFIXES = (".pem", ".crt", ".cer", ".der", ".p7b")
 
@@ -73,11 +76,15 @@ def write_secret_file(path: str | os.PathLike[str], data: bytes) -> None:
 
 def write_private_key(path: str | os.PathLike[str], key: pki.PrivateKey, passphrase: bytes | None = None) -> None:
     """The key as PKCS#8 PEM, 0600; encrypted with ``passphrase`` when one is given."""
+    from onlineca import pki
+
     write_secret_file(path, pki.private_key_pem(key, passphrase))
 
 
 def read_private_key(path: str | os.PathLike[str], passphrase: bytes | None = None) -> pki.PrivateKey:
     """A private key file; an encrypted one needs ``passphrase`` (an unencrypted one ignores it)."""
+    from onlineca import pki
+
     path = Path(path).absolute()
     try:
         data = path.read_bytes()
@@ -93,6 +100,8 @@ def read_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
 
 
 def is_encrypted_key_file(path: str | os.PathLike[str]) -> bool:
+    from onlineca import pki
+
     try:
         return pki.is_encrypted_key(Path(path).read_bytes())
     except OSError:
@@ -101,6 +110,8 @@ def is_encrypted_key_file(path: str | os.PathLike[str]) -> bool:
 
 def load_cert_file(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """Certificates from a PEM bundle, a DER file, or a PKCS#7 (.p7b) file."""
+    from onlineca import pki
+
     data = Path(path).read_bytes()  # OSError for a missing file: callers name the setting in their message
     try:
         return pki.load_certificates(data)
@@ -114,6 +125,8 @@ def load_cert_file(path: str | os.PathLike[str]) -> list[x509.Certificate]:
 def load_trust_store(*paths: str | os.PathLike[str]) -> pki.TrustStore:
     """A trust store from files or folders (every *.pem, *.crt, *.cer, *.der, *.p7b inside);
     empty paths are skipped."""
+    from onlineca import pki
+
     store = pki.TrustStore()
     for p in paths:
         if not p:

@@ -17,13 +17,11 @@ import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from cryptography import x509
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import ARRAY, String, any_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
-from onlineca import pki
 from onlineca.errors import (
     CAPFError,
     DeviceNotFound,
@@ -56,6 +54,9 @@ from onlineca.policy.capf import (
     validate_rsa_key_size,
 )
 from onlineca.store.capf_models import LSC, Device, DeviceEvent, Profile
+
+if TYPE_CHECKING:  # imported where a certificate is stored: listing devices never loads cryptography
+    from cryptography import x509
 
 # LSCs that must be revoked (replaced, deleted, discarded; a reconcile step's finds)
 # go to CAPF's revocation queue; ``mark_for_revocation`` is the entry point (store.lsc_revocations).
@@ -388,6 +389,14 @@ def new_device_row(s: Session, name: str, *, actor: str, now: dt.datetime, profi
     """What ``add_device`` would write for a device the caller knows is new, as column values
     (the ``device`` row without its id, and its ``device_event`` rows), for a bulk INSERT or COPY.
     The same checks as ``add_device`` (they raise the same errors); nothing is added to ``s``."""
+    row, events = _new_device(s, name, actor=actor, now=now, profile_ids=profile_ids, settings=settings)
+    for event in events:
+        event["detail"] = event["detail"][:4000]
+    return row, events
+
+
+def _new_device(s: Session, name: str, *, actor: str, now: dt.datetime, profile_ids: dict[str, int],
+                settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     name = validate_device_name(name)
     values = _clean_settings(s, settings, profile_ids)
     draft = _NewDevice(name=name, model="", description="", operation=Operation.NONE.ident,
@@ -396,11 +405,94 @@ def new_device_row(s: Session, name: str, *, actor: str, now: dt.datetime, profi
     events: list[dict[str, Any]] = []
 
     def emit(device_name: str, event: str, detail: str) -> None:
-        events.append({"device_name": device_name, "event": event, "detail": detail[:4000],
-                       "actor": actor[:128], "at": now})
+        events.append({"device_name": device_name, "event": event, "detail": detail, "actor": actor[:128], "at": now})
 
     _apply(s, cast(Device, draft), values, actor=actor, now=now, is_new=True, emit=emit)
     return {c: getattr(draft, c) for c in _DEVICE_COLUMNS}, events
+
+
+# Stands for a line's own description in a checked combination's event details (never in a cell
+# of a combination that is reused: such a line is checked on its own).
+_SLOT = "\x00"
+
+
+class NewDeviceRows:
+    """``new_device_row`` for the many lines of one bulk file, checked once per combination.
+
+    A bulk file repeats the same settings (model, profile, operation, modes, key sizes...) on every
+    line; what varies is the name, the description and an auth string's hash, none of which the
+    checks read except a description's length and whether it is empty.  So each distinct
+    combination of the other cells (in their order: the first bad cell is the one named) is checked
+    once, by ``new_device_row``'s own code, and the checked row and events are reused with the
+    line's name, description and hash put in.  A combination that fails, an auth string in clear, a
+    description too long: that line is checked on its own, so its error is worded as ever."""
+
+    def __init__(self, s: Session, *, actor: str, now: dt.datetime, profile_ids: dict[str, int] | None = None) -> None:
+        self._s, self._actor, self._now = s, actor, now
+        self._profile_ids: dict[str, int] = {} if profile_ids is None else profile_ids
+        self._checked: dict[tuple[Any, ...], tuple[dict[str, Any], list[dict[str, Any]]] | None] = {}
+
+    def row(self, name: str, settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The ``device`` row and ``device_event`` rows of a new device (the same errors as
+        ``add_device``)."""
+        name = validate_device_name(name)  # first, as add_device does (and a bad name spoils no combination)
+        key = self._key(settings)
+        if key is not None:
+            checked = self._checked[key] if key in self._checked else self._check(name, settings, key)
+            if checked is not None:
+                return self._reuse(checked, name, settings)
+        return new_device_row(self._s, name, actor=self._actor, now=self._now, profile_ids=self._profile_ids,
+                              **settings)
+
+    @staticmethod
+    def _key(settings: dict[str, Any]) -> tuple[Any, ...] | None:
+        key: list[Any] = []
+        for k, v in settings.items():
+            if not isinstance(v, str) or _SLOT in v:
+                return None
+            if k == "description":
+                if len(v.strip()) > 256:
+                    return None
+                v = bool(v.strip())
+            elif k == "auth_string" and v.strip():
+                if not is_auth_string_hash(v.strip()):
+                    return None  # in clear: hashed with its own salt, and checked, on its own
+                v = True
+            key.append((k, v))
+        return tuple(key)
+
+    def _check(self, name: str, settings: dict[str, Any],
+               key: tuple[Any, ...]) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        probe = dict(settings)
+        if (probe.get("description") or "").strip():
+            probe["description"] = _SLOT
+        try:
+            checked: tuple[dict[str, Any], list[dict[str, Any]]] | None = _new_device(
+                self._s, name, actor=self._actor, now=self._now, profile_ids=self._profile_ids, settings=probe)
+        except CAPFError:
+            checked = None
+        self._checked[key] = checked
+        return checked
+
+    @staticmethod
+    def _reuse(checked: tuple[dict[str, Any], list[dict[str, Any]]], name: str,
+               settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        template, template_events = checked
+        row = template.copy()
+        row["name"] = name
+        description = str(settings.get("description") or "").strip()
+        if description:
+            row["description"] = description
+        if row["auth_string_hash"] is not None:
+            row["auth_string_hash"] = str(settings["auth_string"]).strip()
+        events = []
+        for event in template_events:
+            event = event.copy()
+            event["device_name"] = name
+            detail = event["detail"]
+            event["detail"] = (detail.replace(_SLOT, description) if description else detail)[:4000]
+            events.append(event)
+        return row, events
 
 
 def insert_new_devices(s: Session, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
@@ -429,11 +521,61 @@ def _bulk_insert(s: Session, model: Any, columns: tuple[str, ...], rows: list[di
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         raw: Any = conn.connection.driver_connection
         table = model.__tablename__
+        # COPY's text format written here, a batch in one piece: a bulk batch repeats most values
+        # (the same timestamps, model, modes...), each formatted once (psycopg's write_row
+        # formats every value of every row).
+        memo: dict[tuple[type, Any], str] = {}
+        memo_str: dict[str, str] = {}
+        lines = []
+        for row in rows:
+            cells = []
+            for c in columns:
+                value = row[c]
+                if value is None:
+                    cells.append("\\N")
+                elif type(value) is str:
+                    text = memo_str.get(value)
+                    if text is None:
+                        text = memo_str[value] = value.translate(_COPY_ESCAPES)
+                    cells.append(text)
+                else:
+                    key = (type(value), value)
+                    text = memo.get(key)
+                    if text is None:
+                        text = memo[key] = _copy_text(value)
+                    cells.append(text)
+            lines.append("\t".join(cells))
+        lines.append("")
         with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
+            copy.write("\n".join(lines))
         return
     conn.execute(insert(model), rows)
+
+
+# COPY's text format: a backslash, a tab, a line feed or a carriage return in a value is escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def existing_device_names(s: Session, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are devices already (one query; on PostgreSQL one array parameter, not
+    one bound parameter a name)."""
+    wanted = list(names)
+    if not wanted:
+        return set()
+    if s.get_bind().dialect.name == "postgresql":
+        return set(s.scalars(select(Device.name).where(
+            Device.name == any_(bindparam("names", wanted, type_=ARRAY(String))))))
+    return set(s.scalars(select(Device.name).where(Device.name.in_(wanted))))
 
 
 def set_device(s: Session, name: str, *, actor: str = "admin", now: dt.datetime | None = None,
@@ -555,6 +697,8 @@ def record_lsc_issued(s: Session, name: str, der: bytes, *, actor: str = "capf",
     """Store a certificate the CA issued for ``name`` before it is delivered (state ``issued``).
     ``der`` is kept as handed over; a caller that holds the parsed ``cert`` already passes it
     (it is not parsed a second time)."""
+    from onlineca import pki
+
     now = as_utc(now or utcnow())
     device = get_device(s, name)
     if cert is None:

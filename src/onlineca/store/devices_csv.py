@@ -11,9 +11,8 @@ import csv
 import datetime as dt
 import io
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from onlineca.errors import CAPFError, CSVImportError, InventoryConflict, PolicyError
@@ -27,9 +26,19 @@ from onlineca.policy.capf import (
     is_auth_string_hash,
     validate_device_name,
 )
-from onlineca.store.auth_hashing import AuthStringHasher
 from onlineca.store.capf_models import Device
-from onlineca.store.devices import DeviceFilter, insert_new_devices, list_devices, new_device_row, set_device, utcnow
+from onlineca.store.devices import (
+    DeviceFilter,
+    NewDeviceRows,
+    existing_device_names,
+    insert_new_devices,
+    list_devices,
+    set_device,
+    utcnow,
+)
+
+if TYPE_CHECKING:  # a pool of processes: imported by an import, not by every command that lists
+    from onlineca.store.auth_hashing import AuthStringHasher
 
 # ---- bulk CSV ------------------------------------------------------------------------------
 
@@ -109,24 +118,28 @@ def import_csv(s: Session, data: str | TextIO, *, mode: str = "upsert", actor: s
     errors: list[tuple[int, str]] = []
     result = ImportResult()
     seen: dict[str, int] = {}
-    profile_ids: dict[str, int] = {}
+    new_rows = NewDeviceRows(s, actor=actor, now=now)
     reader = csv.reader(stream)
     batch: list[tuple[int, dict[str | None, str]]] = []
     own_hasher = hasher is None
-    hashes = hasher or AuthStringHasher()
+    if hasher is None:
+        from onlineca.store.auth_hashing import AuthStringHasher
+
+        hasher = AuthStringHasher()
+    hashes = hasher
 
     def import_batch() -> None:
         # One query for which names exist; the new devices' rows and events are collected and
         # written together, the existing ones changed through the ORM (an upsert).
         _hash_auth_strings(batch, hashes)
         wanted = {name for _line, row in batch if (name := _batch_name(row)) is not None}
-        existing = set(s.scalars(select(Device.name).where(Device.name.in_(wanted)))) if wanted else set()
+        existing = existing_device_names(s, wanted)
         rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         for line, row in batch:
             try:
                 _import_row(s, row, mode, seen, line, result, actor=actor, now=now, existing=existing,
-                            new=(rows, events), profile_ids=profile_ids)
+                            new=(rows, events), new_rows=new_rows)
             except CAPFError as exc:
                 errors.append((line, exc.message))
         batch.clear()
@@ -195,14 +208,14 @@ def _batch_name(row: dict[str | None, str]) -> str | None:
 
 def _import_row(s: Session, row: dict[str | None, str], mode: str, seen: dict[str, int], line: int,
                 result: ImportResult, *, actor: str, now: dt.datetime, existing: set[str],
-                new: tuple[list[dict[str, Any]], list[dict[str, Any]]], profile_ids: dict[str, int]) -> None:
+                new: tuple[list[dict[str, Any]], list[dict[str, Any]]], new_rows: NewDeviceRows) -> None:
     name = validate_device_name(row.pop("name", ""))
     if name in seen:
         raise InventoryConflict(f"{name} is also on line {seen[name]}")
     seen[name] = line
     settings: dict[str, Any] = {k: v.strip() for k, v in row.items() if k}
     if name not in existing:
-        device_row, events = new_device_row(s, name, actor=actor, now=now, profile_ids=profile_ids, **settings)
+        device_row, events = new_rows.row(name, settings)
         new[0].append(device_row)
         new[1].extend(events)
         result.added.append(name)
