@@ -51,7 +51,7 @@ from onlineca.capf.scheduler import SchedulerSettings, run_once
 from onlineca.capf.service import RunningCAPF, start_capf as _start_capf
 from onlineca.config import CAConfig, Config, DataDir
 from onlineca.errors import ConfigError
-from onlineca.infra import files
+from onlineca.infra import files, tls
 from onlineca.phone.client import Flow, PhoneAuth, SessionResult, Target, phone_ssl_context
 from onlineca.phone.device import KeyPool, Phone
 from onlineca.phone.fleet import Member, device_names, run_fleet
@@ -320,7 +320,7 @@ async def start_server_processes(config: Config, root: Path, servers: Servers, d
     at = Endpoints(f"https://127.0.0.1:{ports['ca']}/certsrv", f"https://127.0.0.1:{ports['ra']}{WELL_KNOWN}",
                    "127.0.0.1", ports["capf"])
     path = write_lab_config(config, at)
-    trust = ssl.create_default_context(cafile=str(root / "ca" / "root.pem"))
+    trust = tls.client_context(files.load_cert_file(root / "ca" / "root.pem"))
     for role in ("ca", "ra", "capf"):
         proc = await _serve_process(path, role, ports[role], workers, config.log_path)
         servers.closers.append(proc.stop)

@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import logging
 import smtplib
-import ssl
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
@@ -239,7 +238,7 @@ class Alerter:
     def _smtp_send(self, mail: EmailMessage) -> None:
         with smtplib.SMTP(self.cfg.smtp_host, self.cfg.smtp_port, timeout=self.cfg.timeout) as smtp:
             if self.cfg.smtp_starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=tls.client_context(None))
             if self.cfg.smtp_user:
                 smtp.login(self.cfg.smtp_user, self.cfg.smtp_password.get_secret_value())
             smtp.send_message(mail)
