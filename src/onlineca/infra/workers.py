@@ -123,6 +123,7 @@ class Supervisor:
         self.on_ready = on_ready
         self.workers: dict[int, _Worker] = {}
         self._stopping = threading.Event()
+        self.stop_requested = False  # SIGTERM/SIGINT seen (set by the signal handler)
         self._lock = threading.Lock()
         # Workers' lines before the supervisor's readiness line wait here: that line comes first.
         self._held: list[str] | None = []
@@ -226,13 +227,13 @@ class Supervisor:
         now = time.monotonic()
         for index, worker in list(self.workers.items()):
             code = worker.proc.poll()
-            if code is None or self._stopping.is_set():
+            if code is None or self._stopping.is_set() or self.stop_requested:
                 continue
             self._say(f"worker {index} (pid {worker.proc.pid}) exited ({code}); starting it again")
             del self.workers[index]  # a death before the stop is not the stop's exit status
             self._restart_at[index] = now + RESTART_DELAY
         for index, when in list(self._restart_at.items()):
-            if now >= when and not self._stopping.is_set():
+            if now >= when and not self._stopping.is_set() and not self.stop_requested:
                 del self._restart_at[index]
                 self.workers[index] = self._spawn(index)
 
@@ -261,14 +262,14 @@ def run_supervisor(argv: Sequence[str], count: int, *, on_ready: Callable[[str],
     """Start ``count`` workers of ``argv``, call ``on_ready(first worker's line)``, then supervise
     until SIGTERM or SIGINT (SIGHUP is forwarded); the exit status.  Runs on the main thread."""
     sup = Supervisor(argv, count)
-    stop = threading.Event()
 
+    # The handler only sets a plain attribute: an Event's set() here could wait forever for the
+    # lock the interrupted main thread holds inside the same Event's wait().
     def on_signal(signum: int, _frame: Any) -> None:
         if signum == signal.SIGHUP:
             sup.signal_all(signal.SIGHUP)
         else:
-            stop.set()
-            sup._stopping.set()
+            sup.stop_requested = True
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
@@ -276,7 +277,8 @@ def run_supervisor(argv: Sequence[str], count: int, *, on_ready: Callable[[str],
             on_ready(sup.start())
         finally:
             sup.release_held()
-        while not stop.wait(0.2):
+        while not sup.stop_requested:
+            time.sleep(0.2)
             sup.check()
         if on_stop is not None:
             on_stop()
